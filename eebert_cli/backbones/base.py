@@ -1,0 +1,89 @@
+"""The one architecture-specific seam: run a deployed classifier layer by layer.
+
+Everything else in eebert (exits, training, calibration, runtime) talks to a
+:class:`BackboneAdapter` and never to a model class directly. Supporting a new
+encoder family means one module in this folder with one adapter class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Shapes the FLOPs cost model needs."""
+
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_labels: int
+
+
+class BackboneAdapter(ABC):
+    """Runs embeddings, each encoder layer and the deployed head separately.
+
+    ``prepare`` builds whatever per-batch state the layers need (attention mask
+    in the implementation's own format, position bias, ...) exactly once, so
+    the per-layer loop does no work the full model would not do.
+    """
+
+    #: ``config.model_type`` values this adapter handles.
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    @property
+    @abstractmethod
+    def dims(self) -> Dims: ...
+
+    @abstractmethod
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids -> hidden states entering layer 1."""
+
+    @abstractmethod
+    def prepare(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
+        """Per-batch layer state (for instance the attention mask in the layers' format)."""
+
+    @abstractmethod
+    def layer(self, index: int, hidden: torch.Tensor, state: Any) -> torch.Tensor:
+        """Run encoder layer ``index`` (0-based)."""
+
+    @abstractmethod
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The deployed classifier on the last layer's hidden states -> logits."""
+
+    def select(self, state: Any, rows: torch.Tensor) -> Any:
+        """Keep only ``rows`` of a per-batch state (used when samples leave a batch)."""
+        if state is None:
+            return None
+        if isinstance(state, torch.Tensor):
+            return state.index_select(0, rows)
+        raise NotImplementedError(f"{type(self).__name__} must implement select() for its state")
+
+    def pooler(self) -> nn.Linear | None:
+        """The model's own pooler dense layer, if any (exits may start from it)."""
+        return None
+
+    def parameters(self):
+        return self.model.parameters()
+
+    # -- whole-model reference, used by tests and the benchmark's deployed row
+    @torch.no_grad()
+    def forward_all(self, input_ids, attention_mask=None, token_type_ids=None) -> list[torch.Tensor]:
+        """Hidden states after every layer (list of L tensors)."""
+        hidden = self.embed(input_ids, attention_mask, token_type_ids)
+        state = self.prepare(hidden, attention_mask)
+        out = []
+        for i in range(self.dims.num_layers):
+            hidden = self.layer(i, hidden, state)
+            out.append(hidden)
+        return out

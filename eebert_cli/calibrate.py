@@ -1,0 +1,138 @@
+"""Choose per-exit thresholds on cached validation outputs (the backbone is never re-run).
+
+Two modes: ``target_speedup`` (best accuracy with expected FLOPs speedup >= X) and
+``max_drop`` (highest speedup with accuracy at most D below the deployed model's).
+Search: a sweep of one global threshold (the papers' setting) gives a feasible
+start; coordinate ascent then moves one exit's threshold at a time, evaluating
+all candidates for that exit in one vectorised step. A bootstrap over the
+validation examples gives confidence intervals for the chosen operating point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .criteria import Criterion
+from .errors import EebertError
+
+INF = float("inf")
+
+
+@dataclass
+class CalibrationConfig:
+    """What the thresholds must achieve."""
+
+    criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
+    target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0."})
+    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model."})
+    per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
+    bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals."})
+
+
+@dataclass
+class Outcome:
+    exits: torch.Tensor      #: chosen exit index per example [N]
+    speedup: float
+    accuracy: float
+
+
+def decide(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Exit index per example: first exit whose score <= its threshold, else the last."""
+    hit = scores <= thresholds
+    hit = torch.cat([hit, torch.ones(hit.shape[0], 1, dtype=torch.bool)], 1)
+    return hit.to(torch.uint8).argmax(1)
+
+
+class Problem:
+    """Scores, correctness and costs of one split; evaluates threshold vectors fast."""
+
+    def __init__(self, scores: torch.Tensor, correct: torch.Tensor, cost: torch.Tensor, full: torch.Tensor):
+        self.scores = scores.double()      # [N, K-1]
+        self.correct = correct.double()    # [N, K]
+        self.cost = cost.double()          # [N, K]
+        self.full = full.double()          # [N] cost of the deployed model
+        self.full_total = self.full.sum().item()
+
+    def outcome(self, thresholds: torch.Tensor) -> Outcome:
+        e = decide(self.scores, thresholds)
+        spent = self.cost.gather(1, e[:, None]).sum().item()
+        return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
+
+    def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
+        """Accuracy and speedup for every candidate threshold of exit k, others fixed."""
+        n = self.correct.shape[0]
+        others = thresholds.clone()
+        others[k] = -INF
+        first = decide(self.scores, others)                # exit taken if exit k never fires
+        pre = first < k                                    # already left before exit k
+        base_acc = self.correct.gather(1, first[:, None]).squeeze(1)
+        base_cost = self.cost.gather(1, first[:, None]).squeeze(1)
+        fires = ((self.scores[:, k, None] <= cands[None, :]) & ~pre[:, None]).double()  # [N, M]
+        acc = (base_acc.sum() + fires.T @ (self.correct[:, k] - base_acc)) / n
+        cost = base_cost.sum() + fires.T @ (self.cost[:, k] - base_cost)
+        return acc, self.full_total / cost
+
+
+def _better(mode: str, goal: float, a: tuple[float, float], b: tuple[float, float] | None) -> bool:
+    """Is (accuracy, speedup) ``a`` feasible and better than ``b``?"""
+    acc, spd = a
+    if mode == "target":
+        if spd < goal - 1e-12:
+            return False
+        return b is None or acc > b[0] + 1e-12 or (abs(acc - b[0]) <= 1e-12 and spd > b[1])
+    if acc < goal - 1e-12:
+        return False
+    return b is None or spd > b[1] + 1e-12 or (abs(spd - b[1]) <= 1e-12 and acc > b[0])
+
+
+def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True):
+    """Best threshold vector under the mode's constraint; raises when none is feasible."""
+    k1 = problem.scores.shape[1]
+    per_exit = [torch.cat([criterion.candidates(problem.scores[:, k]), torch.tensor([INF], dtype=torch.float64)])
+                for k in range(k1)]
+    pooled = torch.unique(torch.cat(per_exit))
+    best, best_t, curve = None, None, []
+    for t in pooled.tolist():
+        thr = torch.full((k1,), t, dtype=torch.float64)
+        o = problem.outcome(thr)
+        curve.append({"threshold": t, "speedup": o.speedup, "accuracy": o.accuracy})
+        if _better(mode, goal, (o.accuracy, o.speedup), best):
+            best, best_t = (o.accuracy, o.speedup), thr
+    if best is None:
+        fastest = problem.outcome(torch.full((k1,), INF, dtype=torch.float64))
+        if mode == "target":
+            raise EebertError(f"target speedup {goal:.2f}x is unreachable: the highest reachable on this "
+                              f"validation data is {fastest.speedup:.2f}x",
+                              "ask for a lower --target-speedup or attach exits at earlier layers")
+        raise EebertError("no thresholds keep accuracy within the allowed drop", "allow a larger --max-drop")
+    if per_layer and k1 > 1:
+        for _ in range(10):
+            changed = False
+            for k in range(k1):
+                acc, spd = problem.sweep_exit(best_t, k, per_exit[k])
+                for j in range(len(per_exit[k])):
+                    cand = (acc[j].item(), spd[j].item())
+                    if _better(mode, goal, cand, best):
+                        best, best_t = cand, best_t.clone()
+                        best_t[k] = per_exit[k][j]
+                        changed = True
+            if not changed:
+                break
+    curve.sort(key=lambda p: p["speedup"])
+    return best_t, curve
+
+
+def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
+    """95% percentile intervals of speedup and accuracy over resampled validation sets."""
+    n = problem.scores.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    e = decide(problem.scores, thresholds)[:, None]
+    spent = problem.cost.gather(1, e).squeeze(1)
+    right = problem.correct.gather(1, e).squeeze(1)
+    rows = torch.randint(0, n, (resamples, n), generator=gen)
+    spd = problem.full[rows].sum(1) / spent[rows].sum(1)
+    acc = right[rows].mean(1)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return {"speedup_ci95": torch.quantile(spd, q).tolist(), "accuracy_ci95": torch.quantile(acc, q).tolist()}

@@ -1,0 +1,95 @@
+"""Load a deployed sequence classifier from a local directory, safely.
+
+Safetensors only (loading never unpickles), no remote code unless asked, no hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backbones import BackboneAdapter, adapter_for
+from .errors import EebertError
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 over the checkpoint's safetensors files, in name order."""
+    digest = hashlib.sha256()
+    for f in weight_files(path):
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Deployed:
+    path: Path
+    model: object
+    tokenizer: object
+    adapter: BackboneAdapter
+    sha256: str
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.model.config.id2label.items()}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in self.id2label.items()}
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise EebertError(f"checkpoint not found: {path}",
+                          "pass a local directory with config.json and model.safetensors (hub ids are not fetched)")
+    if not (p / "config.json").is_file():
+        raise EebertError(f"{path} is not a Hugging Face checkpoint (no config.json)",
+                          "pass the directory that save_pretrained() wrote")
+    try:
+        cfg = json.loads((p / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise EebertError(f"{path}/config.json is not valid JSON ({e.msg})", "re-save the checkpoint") from None
+    archs = cfg.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        kind = ", ".join(archs) or "a model without a declared architecture"
+        raise EebertError(f"{path} is not a sequence classifier (it is {kind})",
+                          "eebert speeds up fine-tuned *ForSequenceClassification checkpoints")
+    if not weight_files(p):
+        raise EebertError(f"{path} has no .safetensors weights",
+                          "eebert never unpickles .bin files; re-save with save_pretrained(safe_serialization=True)")
+    return p
+
+
+def load_deployed(path: str | Path, trust_remote_code: bool = False) -> Deployed:
+    p = check_checkpoint(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            p, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise EebertError(f"cannot load {path}: {str(e).splitlines()[0]}",
+                          "pass --trust-remote-code only if you trust this checkpoint's code") from None
+    adapter = adapter_for(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise EebertError(f"no usable tokenizer in {path} ({str(e).splitlines()[0]})",
+                          "save the tokenizer next to the model with tokenizer.save_pretrained()") from None
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return Deployed(p, model, tokenizer, adapter, weights_sha256(p))

@@ -1,0 +1,332 @@
+"""The `eebert` command line. Known errors print one line and a hint; EEBERT_DEBUG=1 shows tracebacks."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import __version__
+from .calibrate import CalibrationConfig
+from .config import AttachConfig, BenchmarkConfig, help_for
+from .data import DataConfig
+from .errors import EebertError
+from .train import TrainConfig
+from .ui import UI, err, out
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Make a deployed transformer classifier faster by early exiting (backbone frozen).")
+
+JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout (for CI).")
+
+
+def debug() -> bool:
+    return os.environ.get("EEBERT_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def command(fn):
+    """Turn known failures into one line plus a hint; EEBERT_DEBUG=1 re-raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EebertError as e:
+            if debug():
+                raise
+            fail(e.message, e.hint)
+        except KeyboardInterrupt:
+            fail("interrupted", "nothing was written; artifacts are replaced only when complete")
+        except (OSError, RuntimeError, ValueError) as e:
+            if debug():
+                raise
+            fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                 "set EEBERT_DEBUG=1 for the traceback")
+
+    return wrapper
+
+
+def emit(result: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def data_opts(data, text_column, pair_column, label_column, max_samples) -> DataConfig | None:
+    if data is None:
+        return None
+    return DataConfig(spec=data, text_column=text_column, pair_column=pair_column,
+                      label_column=label_column, max_samples=max_samples)
+
+
+DATA = typer.Option(None, "--data", "-d", help=help_for(DataConfig, "spec"))
+TEXT = typer.Option("text", "--text-column", help=help_for(DataConfig, "text_column"))
+PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
+LABEL = typer.Option("label", "--label-column", help=help_for(DataConfig, "label_column"))
+MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
+
+
+def _layers(value: str | None) -> list[int]:
+    if not value:
+        return []
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise EebertError(f"--layers must be comma-separated layer numbers, got {value!r}", "e.g. --layers 2,4,6") from None
+
+
+def _params(items: list[str] | None, flag: str) -> dict:
+    out_: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise EebertError(f"{flag} takes KEY=VALUE, got {item!r}", f"e.g. {flag} width=128")
+        k, v = item.split("=", 1)
+        try:
+            out_[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out_[k] = v
+    return out_
+
+
+@app.command()
+@command
+def attach(
+    checkpoint: str = typer.Argument(..., help="Deployed checkpoint directory (a *ForSequenceClassification)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write."),
+    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    exits: str = typer.Option("mean-mlp", help=help_for(AttachConfig, "exits")),
+    layers: Optional[str] = typer.Option(None, help=help_for(AttachConfig, "layers") + " Comma-separated."),
+    exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
+    objective: str = typer.Option("ce-distil", help=help_for(AttachConfig, "objective")),
+    objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
+    no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
+    max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
+    epochs: int = typer.Option(TrainConfig.epochs, help=help_for(TrainConfig, "epochs")),
+    lr: float = typer.Option(TrainConfig.lr, help=help_for(TrainConfig, "lr")),
+    seed: int = typer.Option(TrainConfig.seed, help=help_for(TrainConfig, "seed")),
+    as_json: bool = JSON,
+):
+    """Attach exits to a deployed checkpoint and train them, backbone frozen."""
+    from .pipeline import attach as run_attach
+
+    dcfg = data_opts(data, text_column, pair_column, label_column, max_samples)
+    if dcfg is None:
+        raise EebertError("no data given", "pass --data with a corpus name or a file")
+    cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
+                       objective=objective, objective_params=_params(objective_param, "--objective-param"),
+                       max_length=max_length, use_labels=not no_labels,
+                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed))
+    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
+    emit(result, as_json)
+    if not as_json:
+        out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
+                  f"(layers {result['exits']['layers']}), trained on {result['examples']} examples "
+                  f"({result['targets']}), best epoch {result['best_epoch']} -> {out_dir}")
+
+
+@app.command()
+@command
+def calibrate(
+    artifact: Path = typer.Argument(..., help="Artifact directory from `eebert attach`."),
+    target_speedup: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "target_speedup")),
+    max_drop: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "max_drop")),
+    criterion: str = typer.Option("entropy", help=help_for(CalibrationConfig, "criterion")),
+    criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
+    global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
+    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    as_json: bool = JSON,
+):
+    """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
+    from .artifact import load_artifact
+    from .data import load_data
+    from .pipeline import calibrate as run_calibrate, data_config_of
+
+    cfg = CalibrationConfig(criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
+                            per_layer=not global_only)
+    if (target_speedup is None) == (max_drop is None):
+        raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
+    if target_speedup is not None and target_speedup <= 1.0:
+        raise EebertError(f"target speedup must be above 1.0, got {target_speedup}", "for example --target-speedup 2.0")
+    art = load_artifact(artifact, backbone)
+    data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
+    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
+    emit({k: v for k, v in result.items() if k != "curve"}, as_json)
+    if not as_json:
+        v, m = result["validation"], result["metric"]
+        out.print(f"{criterion}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
+                  f"(95% CI {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), {m} {100 * v[m]:.2f}% "
+                  f"vs deployed {100 * v['deployed_' + m]:.2f}%; thresholds written to {artifact}/calibration.json")
+        for w in result["warnings"]:
+            err.print(f"[yellow]warning:[/] {w}")
+
+
+@app.command()
+@command
+def benchmark(
+    artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
+    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    split: str = typer.Option("test", help=help_for(BenchmarkConfig, "split")),
+    timing_samples: int = typer.Option(500, help=help_for(BenchmarkConfig, "timing_samples")),
+    repeats: int = typer.Option(5, help=help_for(BenchmarkConfig, "repeats")),
+    threads: int = typer.Option(0, help=help_for(BenchmarkConfig, "threads")),
+    backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    as_json: bool = JSON,
+):
+    """Compare the early-exit model with the deployed model, static truncation and the oracle."""
+    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads)
+    report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples), cfg,
+                        backbone, as_json)
+    emit(report, as_json)
+
+
+def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool) -> dict:
+    from .benchmark import run_benchmark
+    from .data import load_data
+    from .pipeline import data_config_of
+    from .report import table, write_report
+    from .runtime import EarlyExitModel
+
+    model = EarlyExitModel.from_artifact(artifact, backbone)
+    data_ = load_data(data_config_of(model.artifact, dcfg))
+    report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
+    write_report(Path(artifact), report)
+    if not quiet:
+        out.print(table(report))
+        out.print(f"report written to {artifact}/report.json and report.md")
+    return report
+
+
+@app.command()
+@command
+def predict(
+    artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL file with a text field per line."),
+    text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    as_json: bool = JSON,
+):
+    """Classify texts with the early-exit model."""
+    from .data.files import read_rows
+    from .runtime import EarlyExitModel
+
+    pairs = None
+    texts = list(texts or [])
+    if input_file is not None:
+        if not input_file.is_file():
+            raise EebertError(f"input file not found: {input_file}", "give a JSONL file with one object per line")
+        rows = read_rows(input_file)
+        if rows and text_column not in rows[0]:
+            raise EebertError(f"{input_file} has no {text_column!r} field", "name it with --text-column")
+        texts += [str(r[text_column]) for r in rows]
+        if pair_column:
+            pairs = [str(r[pair_column]) for r in rows]
+    if not texts:
+        raise EebertError("nothing to classify", "pass texts as arguments or --input FILE.jsonl")
+    model = EarlyExitModel.from_artifact(artifact, backbone)
+    preds = model.predict(texts, pairs, batch_size=max(1, batch_size))
+    rows_out = [{"text": t, "label": p.label, "exit_layer": p.exit_layer, "probs": p.probs}
+                for t, p in zip(texts, preds)]
+    if as_json:
+        emit(rows_out, True)
+        return
+    from rich.table import Table
+
+    t = Table("label", "exit layer", "confidence", "text")
+    for r in rows_out:
+        t.add_row(r["label"], f"{r['exit_layer']}/{model.num_layers}", f"{max(r['probs']):.3f}",
+                  r["text"][:70] + ("…" if len(r["text"]) > 70 else ""))
+    out.print(t)
+
+
+@app.command()
+@command
+def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."), as_json: bool = JSON):
+    """Attach, calibrate and benchmark as a recipe says."""
+    from .artifact import load_artifact
+    from .data import load_data
+    from .pipeline import attach as run_attach, calibrate as run_calibrate
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    ui = UI(quiet=as_json)
+    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
+    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui)
+    ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
+    art = load_artifact(r.artifact)
+    calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
+    ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
+    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
+    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k != "curve"},
+          "report": report}, as_json)
+
+
+@app.command("list")
+@command
+def list_components(as_json: bool = JSON):
+    """List the registered exit heads, criteria, objectives and backbones."""
+    from .backbones import BACKBONES
+    from .criteria import CRITERIA
+    from .exits import EXITS
+    from .objectives import OBJECTIVES
+
+    import inspect
+
+    def describe(reg):
+        items = {}
+        for name in reg.names():
+            cls = reg.get(name)
+            sig = inspect.signature(cls.__init__)
+            params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+                      for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params")
+                      and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
+            items[name] = {"params": params, "about": doc}
+        return items
+
+    result = {"exits": describe(EXITS), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
+              "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
+    if as_json:
+        emit(result, True)
+        return
+    from rich.table import Table
+
+    for kind in ("exits", "criteria", "objectives"):
+        t = Table("name", "parameters", "about", title=kind)
+        for name, d in result[kind].items():
+            t.add_row(name, ", ".join(f"{k}={v}" for k, v in d["params"].items()), d["about"])
+        out.print(t)
+    out.print("backbones: " + ", ".join(t for d in result["backbones"].values() for t in d["model_types"]))
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        out.print(f"eebert {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Configs of each step as small dataclasses, documented where they stand.
+
+Field ``metadata["help"]`` feeds the CLI help; recipes are parsed into the same
+dataclasses by :func:`from_dict`, which rejects unknown keys by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .calibrate import CalibrationConfig
+from .data import DataConfig
+from .errors import EebertError
+from .train import TrainConfig
+
+
+@dataclass
+class AttachConfig:
+    """Which exits to attach and how to train them."""
+
+    exits: str = field(default="mean-mlp", metadata={"help": "Exit head type (see `eebert list`)."})
+    layers: list[int] = field(default_factory=list, metadata={"help": "1-based layers to put exits after; empty = every layer but the last."})
+    exit_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the exit head."})
+    objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
+    objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated)."})
+    use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features."})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class BenchmarkConfig:
+    """How the benchmark measures."""
+
+    split: str = field(default="test", metadata={"help": "Split to benchmark on."})
+    timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all)."})
+    repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts."})
+    warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples."})
+    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default)."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs."})
+
+
+RECIPE_VERSION = 1
+
+
+@dataclass
+class Recipe:
+    """A whole run: attach, calibrate and benchmark one checkpoint on one data set."""
+
+    version: int = field(default=RECIPE_VERSION, metadata={"help": "Recipe format version."})
+    checkpoint: str = field(default="", metadata={"help": "Deployed checkpoint directory."})
+    artifact: str = field(default="", metadata={"help": "Where the artifact is written."})
+    data: DataConfig = field(default_factory=DataConfig)
+    attach: AttachConfig = field(default_factory=AttachConfig)
+    calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+def help_for(cls: type, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_type(value, opt, where)
+            except EebertError:
+                pass
+        raise EebertError(f"{where}: {value!r} has the wrong type", f"expected {tp}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise EebertError(f"{where}: expected a list, got {value!r}", "write it as [a, b, ...]")
+        (inner,) = typing.get_args(tp)
+        return [_check_type(v, inner, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EebertError(f"{where}: expected a table, got {value!r}", "write it as a [section] or {k = v}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise EebertError(f"{where}: expected {tp.__name__}, got {value!r}", "fix the value in the recipe")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
+    """Build dataclass ``cls`` from a dict, strictly: unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise EebertError(f"{where}: expected a table, got {data!r}", "see recipes/quickstart.toml")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise EebertError(f"{where}: unknown key {unknown[0]!r}", f"known keys: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _check_type(value, tp, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)

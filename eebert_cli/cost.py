@@ -1,0 +1,49 @@
+"""FLOPs cost model: what a sample costs when it leaves at each exit.
+
+Counts (2 x multiply-adds) the embeddings, every encoder layer run, every exit
+head evaluated on the way (including ones that did not fire) and the deployed
+head when the sample goes all the way. Costs depend on each sample's own
+length: at batch size 1 nothing is padded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backbones import Dims
+
+
+def layer_flops(d: Dims, seq: torch.Tensor) -> torch.Tensor:
+    h, f = d.hidden_size, d.intermediate_size
+    # Q, K, V, O projections + two FFN matrices + scores and weighted sum
+    return 2 * seq * (4 * h * h + 2 * h * f) + 4 * seq * seq * h
+
+
+def embed_flops(d: Dims, seq: torch.Tensor) -> torch.Tensor:
+    return 10 * seq * d.hidden_size  # three embedding sums + LayerNorm
+
+
+def head_flops(d: Dims) -> int:
+    return 2 * d.hidden_size * d.hidden_size + 2 * d.hidden_size * d.num_labels  # pooler + classifier
+
+
+def exit_costs(d: Dims, lengths: torch.Tensor, exit_layers: list[int], exit_flops) -> torch.Tensor:
+    """Cost [N, K] of leaving at each exit, the deployed head being exit K-1.
+
+    ``exit_layers`` are the 1-based layers of the K-1 trainable exits, in order;
+    ``exit_flops(k, seq)`` gives the cost of evaluating trainable exit k.
+    """
+    seq = lengths.double()
+    base = embed_flops(d, seq)
+    per_layer = layer_flops(d, seq)
+    cols, spent = [], torch.zeros_like(seq)
+    for k, layer in enumerate(exit_layers):
+        spent = spent + torch.as_tensor(exit_flops(k, seq), dtype=torch.float64)
+        cols.append(base + layer * per_layer + spent)
+    cols.append(base + d.num_layers * per_layer + spent + head_flops(d))
+    return torch.stack(cols, 1)
+
+
+def full_cost(d: Dims, lengths: torch.Tensor) -> torch.Tensor:
+    seq = lengths.double()
+    return embed_flops(d, seq) + d.num_layers * layer_flops(d, seq) + head_flops(d)

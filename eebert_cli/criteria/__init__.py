@@ -1,0 +1,7 @@
+"""Exit criteria, registered by name. Add one: a module here with a decorated Criterion subclass."""
+
+from .base import CRITERIA, Criterion, build_criterion
+
+from . import entropy, maxprob, patience  # noqa: E402,F401  (registers)
+
+__all__ = ["CRITERIA", "Criterion", "build_criterion"]

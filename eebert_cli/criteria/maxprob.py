@@ -1,0 +1,11 @@
+"""Exit when the top class probability is high (score = 1 - max p)."""
+
+import torch
+
+from .base import CRITERIA, Criterion
+
+
+@CRITERIA.register("maxprob")
+class MaxProb(Criterion):
+    def step(self, logits, state):
+        return 1.0 - torch.softmax(logits.float(), -1).amax(-1), state

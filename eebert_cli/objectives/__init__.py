@@ -1,0 +1,7 @@
+"""Training objectives for the exits, registered by name."""
+
+from .base import OBJECTIVES, Objective, TrainBatch, build_objective
+
+from . import ce_distil  # noqa: E402,F401  (registers)
+
+__all__ = ["OBJECTIVES", "Objective", "TrainBatch", "build_objective"]

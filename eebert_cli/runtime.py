@@ -1,0 +1,152 @@
+"""Early-exit inference: run the backbone layer by layer and stop where the criterion says.
+
+Batch size 1 runs unpadded and unmasked with one host sync per exit (the exit
+decision). Batches use per-sample exits: rows that exit leave the batch, with
+their attention-mask rows, and the rest run on; results come back in input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .artifact import Artifact, load_artifact
+from .calibrate import INF
+from .criteria import Criterion, build_criterion
+from .errors import EebertError
+from .exits import reduce
+
+
+def thresholds_from_json(values: list) -> list[float]:
+    return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]
+
+
+def thresholds_to_json(values) -> list:
+    return ["never" if v == -INF else "always" if v == INF else float(v) for v in values]
+
+
+@dataclass
+class Prediction:
+    label: str
+    label_id: int
+    exit_layer: int
+    probs: list[float]
+
+
+class EarlyExitModel:
+    def __init__(self, artifact: Artifact, criterion: Criterion, thresholds: list[float]):
+        self.artifact = artifact
+        self.adapter = artifact.deployed.adapter
+        self.exits = artifact.exits
+        self.heads = list(artifact.exits.heads)
+        self.layers = artifact.exits.layers
+        self.reduction = artifact.exits.reduction
+        self.criterion = criterion
+        self.thresholds = [float(t) for t in thresholds]
+        self.num_layers = self.adapter.dims.num_layers
+        if len(self.thresholds) != len(self.layers):
+            raise EebertError("calibration does not match the artifact's exits", "re-run `eebert calibrate`")
+
+    @classmethod
+    def from_artifact(cls, path: str | Path, backbone: str | Path | None = None) -> "EarlyExitModel":
+        art = load_artifact(path, backbone)
+        cal = art.calibration
+        if cal is None:
+            raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
+        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params")),
+                   thresholds_from_json(cal["thresholds"]))
+
+    @property
+    def exit_layers(self) -> list[int]:
+        """1-based layer of each exit, the deployed head last."""
+        return self.layers + [self.num_layers]
+
+    @torch.inference_mode()
+    def forward_one(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        """One unpadded example [1, T] -> (logits [1, C], exit index)."""
+        ad = self.adapter
+        hidden = ad.embed(input_ids, None, token_type_ids)
+        state = ad.prepare(hidden, None)
+        cstate = self.criterion.init_state(1)
+        done = 0
+        for k, layer in enumerate(self.layers):
+            while done < layer:
+                hidden = ad.layer(done, hidden, state)
+                done += 1
+            logits = self.heads[k](reduce(self.reduction, hidden, None))
+            score, cstate = self.criterion.step(logits, cstate)
+            if score.item() <= self.thresholds[k]:
+                return logits, k
+        while done < self.num_layers:
+            hidden = ad.layer(done, hidden, state)
+            done += 1
+        return ad.head(hidden, None), len(self.layers)
+
+    @torch.inference_mode()
+    def forward_batch(self, input_ids, attention_mask, token_type_ids=None, trim: bool = True):
+        """A padded batch with per-sample exits -> (logits [B, C], exit index [B]), input order."""
+        ad = self.adapter
+        n = input_ids.shape[0]
+        out = torch.empty(n, ad.dims.num_labels)
+        where = torch.full((n,), len(self.layers), dtype=torch.long)
+        rows = torch.arange(n)
+        mask = attention_mask
+        hidden = ad.embed(input_ids, mask, token_type_ids)
+        state = ad.prepare(hidden, mask)
+        cstate = self.criterion.init_state(n)
+        done = 0
+        for k, layer in enumerate(self.layers):
+            while done < layer:
+                hidden = ad.layer(done, hidden, state)
+                done += 1
+            logits = self.heads[k](reduce(self.reduction, hidden, mask))
+            score, cstate = self.criterion.step(logits, cstate)
+            leave = score <= self.thresholds[k]
+            if not leave.any():
+                continue
+            out[rows[leave]] = logits[leave].float()
+            where[rows[leave]] = k
+            keep = (~leave).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return out, where
+            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            cstate = self.criterion.select(cstate, keep)
+            width = int(mask.sum(1).max())
+            if trim and width < mask.shape[1]:  # right padding: drop columns no row uses
+                hidden, mask = hidden[:, :width], mask[:, :width]
+                state = ad.prepare(hidden, mask)
+            else:
+                state = ad.select(state, keep)
+        while done < self.num_layers:
+            hidden = ad.layer(done, hidden, state)
+            done += 1
+        out[rows] = ad.head(hidden, mask).float()
+        return out, where
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 1) -> list[Prediction]:
+        tok = self.artifact.deployed.tokenizer
+        enc = tok(texts, pairs, truncation=True, max_length=self.artifact.config["max_length"])
+        id2label = self.artifact.deployed.id2label
+        results: list[Prediction] = []
+        for b in range(0, len(texts), batch_size):
+            ids = enc["input_ids"][b:b + batch_size]
+            types = enc.get("token_type_ids")
+            types = types[b:b + batch_size] if types else None
+            if batch_size == 1:
+                logits, k = self.forward_one(torch.tensor(ids), torch.tensor(types) if types else None)
+                where = [k]
+            else:
+                width = max(map(len, ids))
+                pad = tok.pad_token_id or 0
+                t_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+                t_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+                t_types = torch.tensor([x + [0] * (width - len(x)) for x in types]) if types else None
+                logits, where_t = self.forward_batch(t_ids, t_mask, t_types)
+                where = where_t.tolist()
+            probs = torch.softmax(logits.float(), -1)
+            for p, k in zip(probs, where):
+                i = int(p.argmax())
+                results.append(Prediction(id2label[i], i, self.exit_layers[k], [round(float(x), 6) for x in p]))
+        return results

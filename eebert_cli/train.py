@@ -1,0 +1,74 @@
+"""Train the exits on cached features, backbone frozen (it is never even touched here)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .exits import ExitSet
+from .features import Features
+from .objectives import Objective, TrainBatch
+
+
+@dataclass
+class TrainConfig:
+    """How the exits are fitted."""
+
+    epochs: int = field(default=30, metadata={"help": "Passes over the cached training features."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate for the exits."})
+    batch_size: int = field(default=64, metadata={"help": "Examples per optimisation step."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch."})
+    patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
+
+
+def _inputs(exits: ExitSet, features: Features, rows: torch.Tensor) -> list[torch.Tensor]:
+    return [features.for_layer(exits.reduction, layer)[rows] for layer in exits.layers]
+
+
+def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
+                cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> dict:
+    """Fit exits (and any learned part of the objective); keep the best held-out epoch."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(targets)
+    order = torch.randperm(n, generator=gen)
+    n_hold = int(n * cfg.holdout) if n >= 20 else 0
+    hold, fit = order[:n_hold], order[n_hold:]
+    params = list(exits.parameters()) + list(objective.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def loss_on(rows: torch.Tensor) -> torch.Tensor:
+        logits = [head(x) for head, x in zip(exits.heads, _inputs(exits, features, rows))]
+        return objective(logits, TrainBatch(targets[rows], features.teacher[rows]))
+
+    best = (float("inf"), -1, None)
+    history = []
+    for epoch in range(cfg.epochs):
+        exits.train()
+        perm = fit[torch.randperm(len(fit), generator=gen)]
+        total = 0.0
+        for b in range(0, len(perm), cfg.batch_size):
+            rows = perm[b:b + cfg.batch_size]
+            loss = loss_on(rows)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(rows)
+        exits.eval()
+        with torch.no_grad():
+            held = loss_on(hold).item() if n_hold else total / len(perm)
+        history.append({"epoch": epoch + 1, "train_loss": total / len(perm), "heldout_loss": held})
+        if on_epoch:
+            on_epoch(epoch + 1, held)
+        if held < best[0]:
+            best = (held, epoch + 1, copy.deepcopy(exits.state_dict()))
+        elif epoch + 1 - best[1] >= cfg.patience:
+            break
+    exits.load_state_dict(best[2])
+    exits.eval()
+    return {"best_epoch": best[1], "heldout_loss": best[0], "history": history,
+            "objective": objective.report()}

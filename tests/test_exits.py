@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from eebert_cli.backbones import Dims
+from eebert_cli.checkpoint import load_deployed
+from eebert_cli.errors import EebertError
+from eebert_cli.exits import EXITS, ExitSet, ExitSpec, reduce
+
+DIMS = Dims(num_layers=4, hidden_size=16, intermediate_size=32, num_heads=2, num_labels=3)
+
+
+@pytest.mark.parametrize("name", ["linear", "pooler-mlp", "mean-mlp"])
+def test_every_registered_head_maps_its_reduction_to_logits(name):
+    head = EXITS.get(name)(DIMS).eval()
+    hidden = torch.randn(5, 7, 16)
+    mask = torch.ones(5, 7, dtype=torch.long)
+    logits = head(reduce(head.reduction, hidden, mask))
+    assert logits.shape == (5, 3)
+    assert head.flops(7) > 0
+
+
+def test_mean_reduction_ignores_padding():
+    hidden = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    got = reduce("mean", hidden, mask)
+    assert torch.allclose(got[0], hidden[0, :2].mean(0))
+    assert torch.allclose(got[1], hidden[1].mean(0))
+    assert torch.allclose(reduce("mean", hidden[1:], None), got[1:])
+
+
+def test_pooler_mlp_starts_from_the_models_pooler(tiny_ckpt):
+    dep = load_deployed(tiny_ckpt)
+    exits = ExitSet(ExitSpec("pooler-mlp", [1, 2]), dep.adapter.dims)
+    exits.init_from(dep.adapter)
+    for head in exits.heads:
+        assert torch.equal(head.dense.weight, dep.adapter.pooler().weight)
+
+
+def test_unknown_exit_type_is_a_clear_error():
+    with pytest.raises(EebertError) as e:
+        ExitSet(ExitSpec("nope", [1]), DIMS)
+    assert "mean-mlp" in e.value.hint
