@@ -10,6 +10,7 @@ validation examples gives confidence intervals for the chosen operating point.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,8 @@ class CalibrationConfig:
     max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model."})
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
     bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals."})
+    precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points."})
+    tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error."})
 
 
 @dataclass
@@ -75,31 +78,78 @@ class Problem:
         return acc, self.full_total / cost
 
 
-def _better(mode: str, goal: float, a: tuple[float, float], b: tuple[float, float] | None) -> bool:
-    """Is (accuracy, speedup) ``a`` feasible and better than ``b``?"""
-    acc, spd = a
-    if mode == "target":
-        if spd < goal - 1e-12:
+@dataclass(frozen=True)
+class Goal:
+    """Constraints on (accuracy, speedup) and what to optimise among the points that meet them."""
+
+    min_speedup: float = 0.0
+    min_accuracy: float = -1.0
+    maximise: str = "accuracy"   #: "accuracy", "speedup", or "-speedup" (closest to the target)
+
+    def feasible(self, acc: float, spd: float) -> bool:
+        return spd >= self.min_speedup - 1e-12 and acc >= self.min_accuracy - 1e-12
+
+    def better(self, a: tuple[float, float], b: tuple[float, float] | None) -> bool:
+        """Is (accuracy, speedup) ``a`` feasible and better than ``b``?"""
+        if not self.feasible(*a):
             return False
-        return b is None or acc > b[0] + 1e-12 or (abs(acc - b[0]) <= 1e-12 and spd > b[1])
-    if acc < goal - 1e-12:
-        return False
-    return b is None or spd > b[1] + 1e-12 or (abs(spd - b[1]) <= 1e-12 and acc > b[0])
+        if b is None:
+            return True
+        key = {"accuracy": lambda p: (p[0], p[1]), "speedup": lambda p: (p[1], p[0]),
+               "-speedup": lambda p: (-p[1], p[0])}[self.maximise]
+        ka, kb = key(a), key(b)
+        return ka[0] > kb[0] + 1e-12 or (abs(ka[0] - kb[0]) <= 1e-12 and ka[1] > kb[1] + 1e-12)
 
 
-def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True):
-    """Best threshold vector under the mode's constraint; raises when none is feasible."""
+def _ascend(problem: Problem, per_exit: list[torch.Tensor], goal: Goal, start: torch.Tensor,
+            rounds: int = 10) -> tuple[tuple[float, float], torch.Tensor]:
+    """Coordinate ascent: move one exit's threshold at a time while the goal improves."""
+    o = problem.outcome(start)
+    best, best_t = (o.accuracy, o.speedup), start.clone()
+    for _ in range(rounds):
+        changed = False
+        for k in range(len(per_exit)):
+            acc, spd = problem.sweep_exit(best_t, k, per_exit[k])
+            for j in range(len(per_exit[k])):
+                cand = (acc[j].item(), spd[j].item())
+                if goal.better(cand, best):
+                    best, best_t = cand, best_t.clone()
+                    best_t[k] = per_exit[k][j]
+                    changed = True
+        if not changed:
+            break
+    return best, best_t
+
+
+def noise_tolerance(accuracy: float, n: int) -> float:
+    """Half a standard error of an accuracy measured on n examples: smaller gaps are noise."""
+    return 0.5 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / max(n, 1))
+
+
+def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True,
+           tolerance: float | None = None):
+    """Best threshold vector under the mode's constraint; raises when none is feasible.
+
+    ``target`` mode first finds the best accuracy reachable at the target, then
+    takes the slowest thresholds (closest to the target, never under it) whose
+    accuracy is within ``tolerance`` of that best: validation gaps smaller than
+    noise are not worth extra aggressiveness that may not hold on unseen data.
+    """
     k1 = problem.scores.shape[1]
     per_exit = [torch.cat([criterion.candidates(problem.scores[:, k]), torch.tensor([INF], dtype=torch.float64)])
                 for k in range(k1)]
     pooled = torch.unique(torch.cat(per_exit))
-    best, best_t, curve = None, None, []
+    first = Goal(min_speedup=goal) if mode == "target" else Goal(min_accuracy=goal, maximise="speedup")
+    points, curve = [], []
     for t in pooled.tolist():
         thr = torch.full((k1,), t, dtype=torch.float64)
         o = problem.outcome(thr)
         curve.append({"threshold": t, "speedup": o.speedup, "accuracy": o.accuracy})
-        if _better(mode, goal, (o.accuracy, o.speedup), best):
-            best, best_t = (o.accuracy, o.speedup), thr
+        points.append(((o.accuracy, o.speedup), thr))
+    best, best_t = None, None
+    for p, thr in points:
+        if first.better(p, best):
+            best, best_t = p, thr
     if best is None:
         fastest = problem.outcome(torch.full((k1,), INF, dtype=torch.float64))
         if mode == "target":
@@ -108,18 +158,17 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
                               "ask for a lower --target-speedup or attach exits at earlier layers")
         raise EebertError("no thresholds keep accuracy within the allowed drop", "allow a larger --max-drop")
     if per_layer and k1 > 1:
-        for _ in range(10):
-            changed = False
-            for k in range(k1):
-                acc, spd = problem.sweep_exit(best_t, k, per_exit[k])
-                for j in range(len(per_exit[k])):
-                    cand = (acc[j].item(), spd[j].item())
-                    if _better(mode, goal, cand, best):
-                        best, best_t = cand, best_t.clone()
-                        best_t[k] = per_exit[k][j]
-                        changed = True
-            if not changed:
-                break
+        best, best_t = _ascend(problem, per_exit, first, best_t)
+    if mode == "target":
+        tol = noise_tolerance(best[0], problem.scores.shape[0]) if tolerance is None else tolerance
+        second = Goal(min_speedup=goal, min_accuracy=best[0] - tol, maximise="-speedup")
+        near, near_t = None, None
+        for p, thr in points + [(best, best_t)]:
+            if second.better(p, near):
+                near, near_t = p, thr
+        if per_layer and k1 > 1:
+            near, near_t = _ascend(problem, per_exit, second, near_t)
+        best_t = near_t
     curve.sort(key=lambda p: p["speedup"])
     return best_t, curve
 

@@ -149,14 +149,14 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     mode, goal = ("target", cfg.target_speedup) if cfg.target_speedup is not None else (
         "drop", ref_acc - cfg.max_drop / 100.0)
     t0 = time.perf_counter()
-    thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer)
+    thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer, cfg.tolerance)
     seconds = time.perf_counter() - t0
     chosen = problem.outcome(thresholds)
     ci = bootstrap(problem, thresholds, cfg.bootstrap)
     n = problem.scores.shape[0]
     warnings = []
     half = (ci["accuracy_ci95"][1] - ci["accuracy_ci95"][0]) / 2
-    if n < 1000 or half > 0.015:
+    if 100 * half > cfg.precision:
         warnings.append(f"validation split has {n} examples: accuracy is only known to about "
                         f"±{100 * half:.1f} points; use more validation data for tighter figures")
     metric = "accuracy" if outputs.labels is not None else "agreement"
