@@ -53,6 +53,9 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     deployed = load_deployed(checkpoint)
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
+    for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
+        if split != "train" and data.splits[split].labels is not None:
+            gold_labels(deployed, data, split)
     dims = deployed.adapter.dims
     spec = ExitSpec(cfg.exits, exit_layers(cfg, dims.num_layers), dict(cfg.exit_params))
     torch.manual_seed(cfg.train.seed)

@@ -1,0 +1,135 @@
+"""The CLI end to end on a tiny model, and one test per known bad input (one line, exit 1, no traceback)."""
+
+import json
+import shutil
+
+import pytest
+from transformers import BertConfig, BertModel
+from typer.testing import CliRunner
+
+from eebert_cli.cli import app
+
+from conftest import make_rows, make_tokenizer, write_csv
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 1, result.output
+    text = result.output
+    assert "Traceback" not in text
+    first = [l for l in text.splitlines() if l.startswith("error:")]
+    assert first, text
+    for n in needles:
+        assert n in text, text
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_ckpt, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "art"
+    r = run("attach", tiny_ckpt, "--data", tiny_data, "--out", out, "--epochs", 20, "--lr", 3e-3, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["exits"]["layers"] == [1, 2, 3]
+    r = run("calibrate", out, "--target-speedup", 1.4, "--json")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_benchmark_writes_the_report_with_the_promised_keys(artifact):
+    r = run("benchmark", artifact, "--timing-samples", 10, "--repeats", 1, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((artifact / "report.json").read_text())
+    for key in ("target_speedup", "criterion"):
+        assert key in rep
+    for section, key in [("deployed", "accuracy"), ("early_exit", "accuracy"), ("early_exit", "agreement"),
+                         ("early_exit", "speedup_flops"), ("early_exit", "speedup_measured"),
+                         ("early_exit", "exit_histogram"), ("static_truncation", "accuracy"),
+                         ("oracle", "speedup_flops")]:
+        assert rep[section][key] is not None, (section, key)
+    assert sum(rep["early_exit"]["exit_histogram"].values()) == rep["examples"] == 80
+    assert rep["early_exit"]["speedup_flops"] >= 1.4 * 0.8  # calibrated on validation, measured on test
+    assert (artifact / "report.md").read_text().startswith("# eebert report")
+
+
+def test_predict_texts_and_jsonl(artifact, tmp_path):
+    r = run("predict", artifact, "good great movie", "awful dull plot", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [set(x) for x in rows] == [{"text", "label", "exit_layer", "probs"}] * 2
+    assert all(x["label"] in ("negative", "positive") and 1 <= x["exit_layer"] <= 4 for x in rows)
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join(json.dumps({"text": t}) for t in ["nice film", "poor acting", "the plot"]))
+    r = run("predict", artifact, "--input", f, "--batch-size", 2, "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 3
+
+
+def test_list_names_every_registry():
+    r = run("list", "--json")
+    d = json.loads(r.stdout)
+    assert {"mean-mlp", "linear", "pooler-mlp"} <= set(d["exits"])
+    assert {"entropy", "maxprob", "patience"} <= set(d["criteria"])
+    assert "ce-distil" in d["objectives"]
+
+
+# --- bad input: each one line, non-zero exit, no traceback --------------------------------------
+
+
+def test_checkpoint_path_missing(tiny_data, tmp_path):
+    assert_one_line_error(run("attach", tmp_path / "nope", "--data", tiny_data, "--out", tmp_path / "a"),
+                          "checkpoint not found")
+
+
+def test_checkpoint_that_is_not_a_sequence_classifier(tiny_data, tmp_path):
+    d = tmp_path / "encoder"
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    BertModel(cfg).save_pretrained(d)
+    make_tokenizer(d).save_pretrained(d)
+    assert_one_line_error(run("attach", d, "--data", tiny_data, "--out", tmp_path / "a"),
+                          "not a sequence classifier", "BertModel")
+
+
+def test_data_file_missing(tiny_ckpt, tmp_path):
+    assert_one_line_error(run("attach", tiny_ckpt, "--data", tmp_path / "none.csv", "--out", tmp_path / "a"),
+                          "data not found")
+
+
+def test_data_without_the_named_columns(tiny_ckpt, tmp_path):
+    f = write_csv(tmp_path / "d.csv", make_rows(50))
+    assert_one_line_error(run("attach", tiny_ckpt, "--data", f, "--text-column", "review", "--out", tmp_path / "a"),
+                          "no text column 'review'")
+
+
+def test_labels_the_model_does_not_know(tiny_ckpt, tmp_path):
+    rows = [dict(r, label="meh" if i == 3 else r["label"]) for i, r in enumerate(make_rows(50))]
+    f = write_csv(tmp_path / "d.csv", rows)
+    assert_one_line_error(run("attach", tiny_ckpt, "--data", f, "--out", tmp_path / "a"),
+                          "label 'meh'", "negative")
+
+
+def test_target_speedup_not_above_one(artifact):
+    assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1.0), "must be above 1.0")
+
+
+def test_unreachable_target_names_the_highest_reachable(artifact):
+    assert_one_line_error(run("calibrate", artifact, "--target-speedup", 50), "unreachable", "highest reachable")
+
+
+def test_artifact_whose_backbone_hash_does_not_match(artifact, tiny_ckpt, tmp_path):
+    from conftest import make_bert
+
+    other = make_bert(tmp_path / "other", seed=1)
+    assert_one_line_error(run("benchmark", artifact, "--backbone", other), "do not match")
+
+
+def test_not_an_artifact(tmp_path):
+    assert_one_line_error(run("predict", tmp_path, "hello"), "not an eebert artifact")
+
+
+def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("EEBERT_DEBUG", "1")
+    r = run("predict", tmp_path, "hello")
+    assert r.exit_code != 0 and r.exception is not None
