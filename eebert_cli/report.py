@@ -8,8 +8,8 @@ from rich.table import Table
 
 from .artifact import write_json, write_text
 
-ROWS = (("deployed", "deployed model"), ("early_exit", "early exit"),
-        ("static_truncation", "static truncation"), ("oracle", "oracle"))
+ROWS = (("deployed", "deployed"), ("early_exit", "early exit"),
+        ("static_truncation", "static"), ("oracle", "oracle"))
 
 
 def _pct(x):
@@ -25,12 +25,12 @@ def _cells(report: dict, key: str) -> list[str]:
     lat = r.get("latency_ms") or {}
     name = dict(ROWS)[key]
     if key == "static_truncation":
-        name += f" (layer {r['layer']})"
+        name += f" (L{r['layer']})"
     return [name, _pct(r.get("accuracy")), _pct(r.get("agreement")), _x(r.get("speedup_flops")),
             _x(r.get("speedup_measured")), f"{lat['p50']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-"]
 
 
-HEADER = ["", "accuracy %", "agreement %", "FLOPs speedup", "measured speedup", "p50 ms", "p99 ms"]
+HEADER = ["", "acc %", "agree %", "FLOPs x", "wall x", "p50 ms", "p99 ms"]
 
 
 def table(report: dict) -> Table:
