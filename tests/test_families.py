@@ -1,0 +1,98 @@
+"""Every supported encoder family: exact logits layer by layer, and attach/calibrate/benchmark via the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import FAMILIES, make_model, make_rows, write_csv
+from eebert_cli.checkpoint import load_deployed
+from eebert_cli.cli import app
+
+TEXTS = ["good movie", "the plot was very dull and the acting was poor not great", "nice"]
+PAIRS = ["great film", "bad", "the acting was not very good"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {f: make_model(root / f, f, seed=1) for f in FAMILIES}
+
+
+def layer_by_layer(adapter, batch, mask):
+    h = adapter.embed(batch["input_ids"], mask, batch.get("token_type_ids"))
+    state = adapter.prepare(h, mask)
+    for i in range(adapter.dims.num_layers):
+        h = adapter.layer(i, h, state)
+    return adapter.head(h, mask)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_by_layer_reproduces_the_deployed_logits(checkpoints, family):
+    dep = load_deployed(checkpoints[family])
+    assert dep.model.config.model_type == family
+    with torch.no_grad():
+        for pairs in (None, PAIRS):  # single texts and sentence pairs (token types where the family has them)
+            batch = dep.tokenizer(TEXTS, pairs, padding=True, return_tensors="pt")
+            assert (batch["attention_mask"] == 0).any()
+            ref = dep.model(**batch).logits
+            ours = layer_by_layer(dep.adapter, batch, batch["attention_mask"])
+            assert (ours - ref).abs().max().item() <= 1e-5
+        one = dep.tokenizer(["the film was great"], ["not bad"], return_tensors="pt")
+        ref = dep.model(**one).logits
+        assert (layer_by_layer(dep.adapter, one, None) - ref).abs().max().item() <= 1e-5
+
+
+def test_albert_steps_run_their_shared_group(checkpoints):
+    ad = load_deployed(checkpoints["albert"]).adapter
+    groups = ad.encoder.encoder.albert_layer_groups
+    assert len(groups) == 2 and ad._group == [0, 0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def pair_data(tmp_path_factory):
+    """Toy sentence pairs: the sentiment words are spread over both texts."""
+    d = tmp_path_factory.mktemp("pairs")
+    rows = []
+    for r in make_rows(300, seed=3):
+        words = r["text"].split()
+        half = max(1, len(words) // 2)
+        rows.append({"text": " ".join(words[:half]), "text2": " ".join(words[half:]) or "the", "label": r["label"]})
+    for name, part in (("train", rows[:180]), ("validation", rows[180:240]), ("test", rows[240:])):
+        write_csv(d / f"{name}.csv", part)
+    return d
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "xlm-roberta"])  # xlm-roberta = roberta adapter
+def test_attach_calibrate_benchmark_through_the_cli(checkpoints, pair_data, tmp_path, family):
+    runner = CliRunner()
+    art = tmp_path / "art"
+    data = ["--data", str(pair_data), "--pair-column", "text2"]
+    r = runner.invoke(app, ["attach", str(checkpoints[family]), "--out", str(art), *data, "--epochs", "3",
+                            "--exits", "pooler-mlp" if family in ("roberta", "deberta-v2") else "mean-mlp", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["examples"] == 180
+    r = runner.invoke(app, ["calibrate", str(art), "--target-speedup", "1.3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["validation"]["speedup_flops"] >= 1.3 - 1e-9
+    r = runner.invoke(app, ["benchmark", str(art), "--timing-samples", "5", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["timing"]["exit_mismatches"] == 0  # batch-1 runtime exits where the simulation says
+    assert report["deployed"]["agreement"] == 1.0 and report["early_exit"]["speedup_flops"] > 1.0
+
+    # per-sample exits in a batch (rows leave, per-batch state is selected) == one by one
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.runtime import EarlyExitModel
+
+    model = EarlyExitModel.from_artifact(art)
+    test = load_data(DataConfig(spec=str(pair_data), pair_column="text2")).split("test")
+    one = model.predict(test.texts, test.pairs, batch_size=1)
+    many = model.predict(test.texts, test.pairs, batch_size=16)
+    assert [p.exit_layer for p in one] == [p.exit_layer for p in many]
+    assert len({p.exit_layer for p in one}) > 1  # some rows leave early, some go on
+    for a, b in zip(one, many):
+        assert a.label == b.label and max(abs(x - y) for x, y in zip(a.probs, b.probs)) < 1e-4
