@@ -57,11 +57,11 @@ def pair_data(tmp_path_factory):
     """Toy sentence pairs: the sentiment words are spread over both texts."""
     d = tmp_path_factory.mktemp("pairs")
     rows = []
-    for r in make_rows(300, seed=3):
+    for r in make_rows(200, seed=3):
         words = r["text"].split()
         half = max(1, len(words) // 2)
         rows.append({"text": " ".join(words[:half]), "text2": " ".join(words[half:]) or "the", "label": r["label"]})
-    for name, part in (("train", rows[:180]), ("validation", rows[180:240]), ("test", rows[240:])):
+    for name, part in (("train", rows[:120]), ("validation", rows[120:160]), ("test", rows[160:])):
         write_csv(d / f"{name}.csv", part)
     return d
 
@@ -71,10 +71,10 @@ def test_attach_calibrate_benchmark_through_the_cli(checkpoints, pair_data, tmp_
     runner = CliRunner()
     art = tmp_path / "art"
     data = ["--data", str(pair_data), "--pair-column", "text2"]
-    r = runner.invoke(app, ["attach", str(checkpoints[family]), "--out", str(art), *data, "--epochs", "3",
+    r = runner.invoke(app, ["attach", str(checkpoints[family]), "--out", str(art), *data, "--epochs", "2",
                             "--exits", "pooler-mlp" if family in ("roberta", "deberta-v2") else "mean-mlp", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["examples"] == 180
+    assert json.loads(r.stdout)["examples"] == 120
     r = runner.invoke(app, ["calibrate", str(art), "--target-speedup", "1.3", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["validation"]["speedup_flops"] >= 1.3 - 1e-9
