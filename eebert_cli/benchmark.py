@@ -145,7 +145,8 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "split": cfg.split, "examples": len(out.lengths),
         "metric": ("accuracy" if out.labels is not None else "agreement") if out.task == CLASSIFICATION
         else ("pearson" if out.labels is not None else "mse_to_deployed"),
-        "headline_metric": choose(out.task, cfg.metric or None) if out.labels is not None else None,
+        # the metric to read first (--metric; default by task), named as in the rows (macro_f1, ...)
+        "headline_metric": choose(out.task, cfg.metric or None).replace("-", "_") if out.labels is not None else None,
         "task": out.task,
         "criterion": cal.get("criterion"), "criterion_params": cal.get("criterion_params"),
         "target_speedup": cal.get("target_speedup"), "max_drop": cal.get("max_drop"),

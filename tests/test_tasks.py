@@ -133,7 +133,7 @@ def test_macro_f1_is_reported_for_every_row_and_the_chosen_point(tiny_ckpt, tiny
                          "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
-    assert rep["headline_metric"] == "macro-f1"
+    assert rep["headline_metric"] == "macro_f1"
     for row in ("deployed", "early_exit", "static_truncation", "oracle"):
         assert 0 <= rep[row]["macro_f1"] <= 1
     assert "macro-F1" in (art / "report.md").read_text()
