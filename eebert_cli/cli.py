@@ -145,6 +145,7 @@ def calibrate(
     criterion: str = typer.Option("entropy", help=help_for(CalibrationConfig, "criterion")),
     criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
     global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help=help_for(BenchmarkConfig, "metric")),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
@@ -164,12 +165,21 @@ def calibrate(
     art = load_artifact(artifact, backbone)
     data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
     result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
+    from .metrics import choose
+
+    head = choose(result.get("task", "classification"), metric).replace("-", "_")
+    result["headline_metric"] = head
     emit({k: v for k, v in result.items() if k != "curve"}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
-        out.print(f"{criterion}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
-                  f"(95% CI {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), {m} {100 * v[m]:.2f}% "
-                  f"vs deployed {100 * v['deployed_' + m]:.2f}%; thresholds written to {artifact}/calibration.json")
+        fmt = (lambda x: f"{x:.4f}") if result.get("task") == "regression" else (lambda x: f"{100 * x:.2f}%")
+        extra = ""
+        mv = v.get("metrics", {})
+        if head != m and mv.get(head) is not None:
+            extra = f", {head} {fmt(mv[head])} vs deployed {fmt(mv['deployed_' + head])}"
+        out.print(f"{result['criterion']}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
+                  f"(95% CI {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), {m} {fmt(v[m])} "
+                  f"vs deployed {fmt(v['deployed_' + m])}{extra}; thresholds written to {artifact}/calibration.json")
         for w in result["warnings"]:
             err.print(f"[yellow]warning:[/] {w}")
 
@@ -184,11 +194,12 @@ def benchmark(
     timing_samples: int = typer.Option(500, help=help_for(BenchmarkConfig, "timing_samples")),
     repeats: int = typer.Option(5, help=help_for(BenchmarkConfig, "repeats")),
     threads: int = typer.Option(0, help=help_for(BenchmarkConfig, "threads")),
+    metric: str = typer.Option("", "--metric", help=help_for(BenchmarkConfig, "metric")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
 ):
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
-    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads)
+    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads, metric=metric)
     report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples), cfg,
                         backbone, as_json)
     emit(report, as_json)

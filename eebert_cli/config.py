@@ -43,6 +43,7 @@ class BenchmarkConfig:
     warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples."})
     threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs."})
+    metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression."})
 
 
 RECIPE_VERSION = 1

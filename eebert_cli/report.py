@@ -31,16 +31,41 @@ def _cells(report: dict, key: str) -> list[str]:
 
 
 HEADER = ["", "acc %", "agree %", "FLOPs x", "wall x", "p50 ms", "p99 ms"]
+# Classification reports add macro-F1; regression reports show their own metrics instead.
+F1_HEADER = HEADER[:2] + ["F1 %"] + HEADER[2:]
+REG_HEADER = ["", "pearson", "spearman", "MSE", "MSE to deployed", "FLOPs speedup", "measured speedup", "p50 ms",
+              "p99 ms"]
+
+
+def _num(x):
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _header(report: dict) -> list[str]:
+    if report.get("task") == "regression":
+        return REG_HEADER
+    return F1_HEADER if "macro_f1" in report.get("deployed", {}) else HEADER
+
+
+def _row(report: dict, key: str) -> list[str]:
+    cells = _cells(report, key)
+    r = report[key]
+    if report.get("task") == "regression":
+        return cells[:1] + [_num(r.get("pearson")), _num(r.get("spearman")), _num(r.get("mse")),
+                            _num(r.get("mse_to_deployed"))] + cells[3:]
+    if "macro_f1" in r:
+        return cells[:2] + [_pct(r.get("macro_f1"))] + cells[2:]
+    return cells
 
 
 def table(report: dict) -> Table:
     crit = report.get("criterion")
     t = Table(title=f"eebert benchmark on {report['split']} ({report['examples']} examples), "
                     f"criterion {crit}, target {report.get('target_speedup') or '-'}")
-    for h in HEADER:
+    for h in _header(report):
         t.add_column(h, justify="left" if not h else "right")
     for key, _ in ROWS:
-        t.add_row(*_cells(report, key))
+        t.add_row(*_row(report, key))
     return t
 
 
@@ -50,8 +75,8 @@ def markdown(report: dict) -> str:
              f"Split `{report['split']}` ({report['examples']} examples); criterion `{report.get('criterion')}`; "
              f"target speedup {report.get('target_speedup') or '-'}; exits `{report['exits']['type']}` after layers "
              f"{report['exits']['layers']}.", "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_cells(report, key)) + " |" for key, _ in ROWS]
+             "| " + " | ".join(_header(report)) + " |", "|" + "---|" * len(_header(report))]
+    lines += ["| " + " | ".join(_row(report, key)) + " |" for key, _ in ROWS]
     lines += ["", f"Average exit layer {ee['average_exit_layer']:.2f} of {report['exit_layers'][-1]} "
                   f"({100 * ee['layers_saved']:.1f}% of layers saved, {ee['speedup_layers']:.2f}x in layers). "
                   "FLOPs count embeddings, every layer run and every exit head evaluated.", "",

@@ -145,6 +145,10 @@ class EarlyExitModel:
                 t_types = torch.tensor([x + [0] * (width - len(x)) for x in types]) if types else None
                 logits, where_t = self.forward_batch(t_ids, t_mask, t_types)
                 where = where_t.tolist()
+            if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
+                results += [Prediction(f"{float(v):.6g}", 0, self.exit_layers[k], [round(float(v), 6)])
+                            for v, k in zip(logits[:, 0], where)]
+                continue
             probs = torch.softmax(logits.float(), -1)
             for p, k in zip(probs, where):
                 i = int(p.argmax())

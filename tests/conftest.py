@@ -13,31 +13,87 @@ WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate"
          "the", "a", "movie", "film", "plot", "acting", "was", "is", "very", "not"]
 
 
-def make_tokenizer(folder: Path):
+def make_tokenizer(folder: Path, token_types: bool = True):
+    """The tiny word-level tokenizer every family's test model uses (vocab ids are what matter).
+
+    Families without segment embeddings (DistilBERT, MPNet) get a tokenizer that
+    emits no token_type_ids, as their own tokenizers do.
+    """
     from transformers import BertTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    kw = {} if token_types else {"model_input_names": ["input_ids", "attention_mask"]}
+    return BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True, **kw)
+
+
+TINY = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1)
+
+
+def tiny_config(family: str, vocab: int, layers: int, labels: dict):
+    """A tiny config of each supported family, with each family's distinctive features switched on."""
+    import transformers as t
+
+    if family == "bert":
+        return t.BertConfig(vocab_size=vocab, num_hidden_layers=layers, max_position_embeddings=64, **TINY, **labels)
+    if family in ("roberta", "xlm-roberta"):
+        cls = t.RobertaConfig if family == "roberta" else t.XLMRobertaConfig
+        return cls(vocab_size=vocab, num_hidden_layers=layers, max_position_embeddings=66, pad_token_id=0,
+                   type_vocab_size=2, **TINY, **labels)
+    if family == "distilbert":
+        return t.DistilBertConfig(vocab_size=vocab, n_layers=layers, dim=32, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=64, pad_token_id=0, **labels)
+    if family == "electra":  # embedding_size < hidden_size exercises embeddings_project
+        return t.ElectraConfig(vocab_size=vocab, num_hidden_layers=layers, embedding_size=16,
+                               max_position_embeddings=64, **TINY, **labels)
+    if family == "albert":  # two groups over four steps exercises the shared-group mapping
+        return t.AlbertConfig(vocab_size=vocab, num_hidden_layers=layers, embedding_size=16, num_hidden_groups=2,
+                              max_position_embeddings=64, pad_token_id=0, classifier_dropout_prob=0.1,
+                              **TINY, **labels)
+    if family == "mpnet":
+        return t.MPNetConfig(vocab_size=vocab, num_hidden_layers=layers, max_position_embeddings=66,
+                             relative_attention_num_buckets=32, **TINY, **labels)
+    if family == "deberta-v2":  # v3 settings (buckets, layer-normed rel embeddings) plus the v2 conv
+        return t.DebertaV2Config(vocab_size=vocab, num_hidden_layers=layers, max_position_embeddings=64,
+                                 relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                                 max_relative_positions=-1, position_biased_input=False, norm_rel_ebd="layer_norm",
+                                 share_att_key=True, conv_kernel_size=3, type_vocab_size=2, pooler_hidden_size=32,
+                                 pad_token_id=0, **TINY, **labels)
+    raise ValueError(family)
+
+
+FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta-v2")
+NO_TOKEN_TYPES = ("distilbert", "mpnet")
+
+
+def make_model(folder: Path, family: str = "bert", num_labels: int = 2, layers: int = 4, seed: int = 0,
+               names: list[str] | None = None) -> Path:
+    """A random *ForSequenceClassification of ``family`` saved like a deployed checkpoint.
+
+    ``num_labels=1`` makes a regression model (problem_type "regression").
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder, token_types=family not in NO_TOKEN_TYPES)
+    torch.manual_seed(seed)
+    if num_labels == 1:
+        labels = dict(num_labels=1, problem_type="regression")
+    else:
+        names = names or ["negative", "positive", "neutral", "mixed"][:num_labels]
+        labels = dict(num_labels=num_labels, id2label=dict(enumerate(names)),
+                      label2id={n: i for i, n in enumerate(names)})
+    model = AutoModelForSequenceClassification.from_config(tiny_config(family, tok.vocab_size, layers, labels)).eval()
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
 
 
 def make_bert(folder: Path, num_labels: int = 2, layers: int = 4, seed: int = 0) -> Path:
     """A random BertForSequenceClassification saved like a deployed checkpoint."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(folder)
-    torch.manual_seed(seed)
-    names = ["negative", "positive", "neutral", "mixed"][:num_labels]
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
-                     id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-                     hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    model = BertForSequenceClassification(cfg).eval()
-    model.config.architectures = ["BertForSequenceClassification"]
-    model.save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
+    return make_model(folder, "bert", num_labels, layers, seed)
 
 
 def make_rows(n: int, seed: int = 0) -> list[dict]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..errors import EebertError
 from ..registry import Registry
-from .base import BackboneAdapter, Dims
+from .base import BackboneAdapter, Dims, dims_from_config
 
 BACKBONES: Registry[type[BackboneAdapter]] = Registry("backbone")
 
-from . import bert  # noqa: E402,F401  (registers)
+from . import albert, bert, deberta_v2, distilbert, electra, mpnet, roberta  # noqa: E402,F401  (registers)
 
 
 def adapter_for(model) -> BackboneAdapter:
@@ -19,8 +19,8 @@ def adapter_for(model) -> BackboneAdapter:
         if model_type in cls.model_types:
             return cls(model)
     supported = sorted(t for n in BACKBONES.names() for t in BACKBONES.get(n).model_types)
-    raise EebertError(f"unsupported architecture {model_type!r}",
-                      f"eebert supports: {', '.join(supported)}")
+    raise EebertError(f"unsupported architecture {model_type!r}; eebert supports: {', '.join(supported)}",
+                      "adding a family is one adapter module, see docs/backbones.md")
 
 
-__all__ = ["BACKBONES", "BackboneAdapter", "Dims", "adapter_for"]
+__all__ = ["BACKBONES", "BackboneAdapter", "Dims", "adapter_for", "dims_from_config"]

@@ -26,6 +26,30 @@ class Dims:
     num_labels: int
 
 
+def dims_from_config(config, intermediate: str = "intermediate_size") -> Dims:
+    """Read the cost-model shapes uniformly.
+
+    Hidden size, layer count and heads come from optimum's NormalizedConfig when
+    optimum knows the family (it maps each family's own attribute names, e.g.
+    DistilBERT's ``dim``/``n_layers``/``n_heads``); otherwise from the config's
+    standard names. The FFN width has no normalized name, so ``intermediate``
+    names the family's attribute.
+    """
+    try:
+        from optimum.utils.normalized_config import NormalizedConfigManager
+
+        norm = NormalizedConfigManager.get_normalized_config_class(config.model_type)(config)
+        hidden, layers, heads = norm.hidden_size, norm.num_layers, norm.num_attention_heads
+    except (ImportError, KeyError, AttributeError):
+        hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+    return Dims(int(layers), int(hidden), int(getattr(config, intermediate)), int(heads), int(config.num_labels))
+
+
+def select_rows(state: dict, rows: torch.Tensor, per_sample: tuple[str, ...]) -> dict:
+    """Keep ``rows`` of the per-sample entries of a dict state; shared entries pass through."""
+    return {k: (v.index_select(0, rows) if k in per_sample and v is not None else v) for k, v in state.items()}
+
+
 class BackboneAdapter(ABC):
     """Runs embeddings, each encoder layer and the deployed head separately.
 
@@ -36,6 +60,8 @@ class BackboneAdapter(ABC):
 
     #: ``config.model_type`` values this adapter handles.
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: whether the embeddings read token_type_ids (segment ids of sentence pairs)
+    uses_token_types: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()

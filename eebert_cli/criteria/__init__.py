@@ -3,5 +3,6 @@
 from .base import CRITERIA, Criterion, build_criterion
 
 from . import entropy, maxprob, patience  # noqa: E402,F401  (registers)
+from . import patience_regression  # noqa: E402,F401  (registers)
 
 __all__ = ["CRITERIA", "Criterion", "build_criterion"]
