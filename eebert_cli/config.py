@@ -43,6 +43,9 @@ class BenchmarkConfig:
     warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples."})
     threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs."})
+    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed)."})
+    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first)."})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
 
 
 RECIPE_VERSION = 1

@@ -32,6 +32,9 @@ def session(path: Path, threads: int = 0):
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # One session per segment means several intra-op pools; spinning idle threads of
+    # one pool would steal the cores another pool is computing on.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
