@@ -16,7 +16,10 @@ exports the same way.
       segment-k.onnx    hidden, attention_mask -> hidden, logits (next exit; the last: deployed head)
       deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
 
-Only exits that can fire are exported as boundaries: with a stateless criterion
+With a stateless criterion (entropy, maxprob) each segment also outputs the
+exit score, traced from the criterion's own ``step``, so the host only
+compares it with the threshold; a stateful one (patience) runs ``step`` on the
+host. Only exits that can fire are exported as boundaries: with a stateless criterion
 an exit calibrated "never" is folded into its segment. The graphs follow one
 calibration; re-export after re-calibrating (the manifest records which).
 """
@@ -53,8 +56,10 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class Segment(nn.Module):
     """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head)."""
 
-    def __init__(self, artifact: Artifact, start: int, end: int, head: nn.Module | None, first: bool):
+    def __init__(self, artifact: Artifact, start: int, end: int, head: nn.Module | None, first: bool,
+                 criterion=None):
         super().__init__()
+        self.criterion = criterion  # stateless criteria: the score is computed in the graph too
         self.ad = artifact.deployed.adapter
         self.start, self.end, self.first = start, end, first
         self.head = head
@@ -70,7 +75,10 @@ class Segment(nn.Module):
             hidden = ad.layer(i, hidden, state)
         if self.head is None:
             return ad.head(hidden, mask)
-        return hidden, self.head(reduce(self.reduction, hidden, mask))
+        logits = self.head(reduce(self.reduction, hidden, mask))
+        if self.criterion is None:
+            return hidden, logits
+        return hidden, logits, self.criterion.step(logits, {})[0]
 
 
 def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
@@ -80,7 +88,7 @@ def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
     axes = {"input_ids": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
             "attention_mask": {0: "batch", 1: "seq"}, "hidden_in": {0: "batch", 1: "seq"},
-            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
+            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
@@ -131,10 +139,11 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
         hidden = None
         for i, (end, k) in enumerate(bounds):
             last = i == len(bounds) - 1
-            seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0).eval()
+            seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
+                          criterion=criterion if stateless else None).eval()
             name = f"segment-{i}.onnx"
             inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else ["hidden_in", "attention_mask"]
-            outputs = ["logits"] if last else ["hidden", "logits"]
+            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if stateless else [])
             args = (ids, mask, types) if i == 0 else (hidden, mask)
             _export(seg, args, tmp / name, inputs, outputs)
             if not last:

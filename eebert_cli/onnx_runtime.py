@@ -1,7 +1,8 @@
 """Drive exported segment graphs with onnxruntime and the calibrated criterion.
 
-The exit decision reuses the criterion's own ``step`` (torch on zero-copy views
-of onnxruntime's outputs), so ONNX and PyTorch decide with the same arithmetic.
+The exit decision reuses the criterion's own ``step``: traced into the segment
+graphs for stateless criteria, else run in torch on zero-copy views of
+onnxruntime's outputs, so ONNX and PyTorch decide with the same arithmetic.
 Batches use per-sample exits exactly like the PyTorch runtime: rows that leave
 are dropped (hidden states and mask rows), padding is trimmed, input order kept.
 """
@@ -51,6 +52,8 @@ class OnnxEarlyExit:
         self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
         self.num_exits = m["num_exits"]
         self.num_labels = m["num_labels"]
+        #: segments that output the exit score themselves (stateless criteria)
+        self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
         self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
 
     def _first(self, ids, mask, types):
@@ -74,8 +77,12 @@ class OnnxEarlyExit:
             t = self.thresholds[i]
             if t == INF:
                 return logits, self.exit_of[i]
-            score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
-            if score.item() <= t:
+            if self.scored[i]:
+                score = float(outs[2][0])
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                score = score.item()
+            if score <= t:
                 return logits, self.exit_of[i]
 
     def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
@@ -97,9 +104,12 @@ class OnnxEarlyExit:
                 out[rows] = outs[0]
                 where[rows] = self.exit_of[i]
                 return out, where
-            hidden, logits = outs
-            score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
-            leave = (score <= self.thresholds[i]).numpy()
+            hidden, logits = outs[0], outs[1]
+            if self.scored[i]:
+                leave = outs[2] <= self.thresholds[i]
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                leave = (score <= self.thresholds[i]).numpy()
             if mode == "whole-batch":
                 if leave.all():
                     out[rows] = logits
