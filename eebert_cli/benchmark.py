@@ -13,6 +13,7 @@ import random
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from .calibrate import decide
@@ -22,8 +23,11 @@ from .data import TaskData
 from .features import encode
 from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
 from .pipeline import SplitOutputs, problem_for, split_outputs
-from .runtime import EarlyExitModel
+from .errors import EebertError
+from .runtime import EarlyExitModel, pad_batch
 from .ui import SILENT, UI
+
+ENGINES = ("pytorch", "onnxruntime")
 
 
 def _rate(pred: torch.Tensor, ref: torch.Tensor | None) -> float | None:
@@ -128,6 +132,109 @@ def time_batch1(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     }
 
 
+def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: BenchmarkConfig):
+    """The seeded timing subset, in split order, cut into batches of ``cfg.timing_batch_size``."""
+    s = data.split(split)
+    idx = list(range(len(s)))
+    if cfg.timing_samples and cfg.timing_samples < len(idx):
+        idx = sorted(random.Random(0).sample(idx, cfg.timing_samples))
+    tok = model.artifact.deployed.tokenizer
+    enc = encode(tok, s.subset(idx), model.artifact.config["max_length"])
+    types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
+    b = max(1, cfg.timing_batch_size)
+    batches = []
+    for i in range(0, len(idx), b):
+        if b == 1:
+            ids = torch.tensor(enc.input_ids[i:i + 1])
+            batches.append((idx[i:i + 1], ids, None, torch.tensor(types[i:i + 1])))
+        else:
+            batches.append((idx[i:i + b], *pad_batch(enc.input_ids[i:i + b], types[i:i + b], enc.pad_id)))
+    return batches
+
+
+def _engine_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
+    """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode."""
+    batched = cfg.timing_batch_size > 1
+    if cfg.engine == "onnxruntime":
+        from .onnx_runtime import OnnxEarlyExit
+
+        folder = cfg.onnx_dir or str(model.artifact.path / "onnx")
+        ox = OnnxEarlyExit(folder, threads=torch.get_num_threads())
+        if ox.manifest["exit_layers"] != model.exit_layers:
+            raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
+        np_ = lambda t: None if t is None else t.numpy()  # noqa: E731
+        fns = {"deployed": lambda i, m, t: ox.forward_deployed(i.numpy(), np_(m) if m is not None
+                                                               else np.ones_like(i.numpy()), t.numpy())}
+        if batched:
+            fns["early_exit"] = lambda i, m, t: ox.forward_batch(i.numpy(), m.numpy(), t.numpy())[1].tolist()
+            fns["whole_batch"] = lambda i, m, t: ox.forward_batch(i.numpy(), m.numpy(), t.numpy(),
+                                                                 mode="whole-batch")[1].tolist()
+        else:
+            fns["early_exit"] = lambda i, m, t: [ox.forward_one(i.numpy(), t.numpy())[1]]
+        return fns
+    if cfg.engine != "pytorch":
+        raise EebertError(f"unknown engine {cfg.engine!r}", f"choose one of {', '.join(ENGINES)}")
+    hf = model.artifact.deployed.model
+    fns = {"deployed": lambda i, m, t: hf(input_ids=i, attention_mask=m, token_type_ids=t).logits}
+    if batched:
+        fns["early_exit"] = lambda i, m, t: model.forward_batch(i, m, t)[1].tolist()
+        fns["whole_batch"] = lambda i, m, t: model.forward_batch(i, m, t, mode="whole-batch")[1].tolist()
+    else:
+        fns["early_exit"] = lambda i, m, t: [model.forward_one(i, t)[1]]
+    return fns
+
+
+@torch.inference_mode()
+def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: BenchmarkConfig, expected: torch.Tensor,
+                ui: UI = SILENT) -> dict:
+    """Deployed vs early exit (and, in batches, whole-batch exiting) timed alternately, batch by batch.
+
+    Each batch runs ``repeats`` times per variant, the variants' order rotating
+    between repeats; the median counts. Model forward only (tokenisation and
+    padding are done before timing, the same for every variant).
+    """
+    batches = _timing_inputs(model, data, split, cfg)
+    fns = _engine_fns(model, cfg)
+    names = list(fns)
+    for _, ids, mask, types in batches[: max(1, cfg.warmup // max(1, cfg.timing_batch_size))]:
+        for f in fns.values():
+            f(ids, mask, types)
+    ms: dict[str, list[float]] = {n: [] for n in names}
+    mismatches = 0
+    clock = time.perf_counter
+    n_ex = sum(len(b[0]) for b in batches)
+    with ui.progress(f"timing {cfg.engine} at batch size {cfg.timing_batch_size} ({n_ex} examples x "
+                     f"{cfg.repeats})", len(batches)) as advance:
+        for rows, ids, mask, types in batches:
+            runs: dict[str, list[float]] = {n: [] for n in names}
+            for r in range(cfg.repeats):
+                for j in range(len(names)):
+                    name = names[(j + r) % len(names)]  # rotate who goes first
+                    t0 = clock()
+                    got = fns[name](ids, mask, types)
+                    runs[name].append(clock() - t0)
+                    if name == "early_exit" and r == 0:
+                        mismatches += sum(int(g != int(expected[i])) for g, i in zip(got, rows))
+            for n in names:
+                ms[n].append(1000 * statistics.median(runs[n]))
+            advance(1)
+    dep = sum(ms["deployed"])
+    result = {
+        "engine": cfg.engine, "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches),
+        "repeats": cfg.repeats, "threads": torch.get_num_threads(),
+        "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
+        "speedup_measured": dep / sum(ms["early_exit"]),
+        "deployed_throughput": 1000 * n_ex / dep,
+        "early_exit_throughput": 1000 * n_ex / sum(ms["early_exit"]),
+        "exit_mismatches": mismatches,
+    }
+    if "whole_batch" in ms:
+        result.update({"whole_batch_ms": _percentiles(ms["whole_batch"]),
+                       "whole_batch_speedup": dep / sum(ms["whole_batch"]),
+                       "whole_batch_throughput": 1000 * n_ex / sum(ms["whole_batch"])})
+    return result
+
+
 def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -139,7 +246,11 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     else:
         rows = flops_rows(model, out)
     e = rows.pop("exit_index")
-    timing = time_batch1(model, data, cfg.split, cfg, e, ui) if cfg.timing_samples >= 0 and cfg.repeats > 0 else None
+    timed = cfg.timing_samples >= 0 and cfg.repeats > 0
+    if timed and (cfg.engine != "pytorch" or cfg.timing_batch_size > 1):
+        timing = time_engine(model, data, cfg.split, cfg, e, ui)
+    else:
+        timing = time_batch1(model, data, cfg.split, cfg, e, ui) if timed else None
     cal = model.artifact.calibration or {}
     report = {
         "split": cfg.split, "examples": len(out.lengths),
@@ -161,6 +272,8 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         report["deployed"]["latency_ms"] = timing["deployed_ms"]
         report["deployed"]["speedup_measured"] = 1.0
         report["timing"] = {k: v for k, v in timing.items() if not k.endswith("_ms")}
+        if "whole_batch_ms" in timing:
+            report["timing"]["whole_batch_ms"] = timing["whole_batch_ms"]
     val = cal.get("validation") or {}
     if val.get("speedup_flops"):
         report["gaps"] = {

@@ -149,6 +149,8 @@ def calibrate(
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
+                                           "benchmark and predict then load it quantized too."),
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
@@ -162,13 +164,22 @@ def calibrate(
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
     if target_speedup is not None and target_speedup <= 1.0:
         raise EebertError(f"target speedup must be above 1.0, got {target_speedup}", "for example --target-speedup 2.0")
+    from .quantize import check_scheme, quantize_model
+
+    quantize = check_scheme(quantize)
     art = load_artifact(artifact, backbone)
+    quantize_model(art.deployed.model, quantize)
     data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
     result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
     from .metrics import choose
 
     head = choose(result.get("task", "classification"), metric).replace("-", "_")
     result["headline_metric"] = head
+    if quantize:  # recorded so that benchmark, predict and export load the same backbone
+        from .artifact import CALIBRATION, read_json, write_json
+
+        write_json(art.path / CALIBRATION, {**read_json(art.path / CALIBRATION), "quantize": quantize})
+        result["quantize"] = quantize
     emit({k: v for k, v in result.items() if k != "curve"}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
@@ -195,11 +206,17 @@ def benchmark(
     repeats: int = typer.Option(5, help=help_for(BenchmarkConfig, "repeats")),
     threads: int = typer.Option(0, help=help_for(BenchmarkConfig, "threads")),
     metric: str = typer.Option("", "--metric", help=help_for(BenchmarkConfig, "metric")),
+    batch_size: int = typer.Option(1, "--batch-size", help=help_for(BenchmarkConfig, "timing_batch_size")),
+    engine: str = typer.Option("pytorch", help=help_for(BenchmarkConfig, "engine")),
+    onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
 ):
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
-    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads, metric=metric)
+    if batch_size < 1:
+        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
+    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
+                          timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir or "", metric=metric)
     report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples), cfg,
                         backbone, as_json)
     emit(report, as_json)
@@ -220,6 +237,25 @@ def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, ba
         out.print(table(report))
         out.print(f"report written to {artifact}/report.json and report.md")
     return report
+
+
+@app.command()
+@command
+def export(
+    artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default ARTIFACT/onnx)."),
+    quantize: Optional[str] = typer.Option(None, help="Quantize the graphs with onnxruntime's dynamic int8."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    as_json: bool = JSON,
+):
+    """Export the early-exit model as ONNX segment graphs (+ the deployed model) for onnxruntime."""
+    from .onnx_export import export as run_export
+
+    result = run_export(artifact, out_dir, quantize, backbone)
+    emit(result, as_json)
+    if not as_json:
+        out.print(f"exported {result['segments']} segment graphs (exits {result['exported_exits']}) and the "
+                  f"deployed model{' (int8)' if result['quantize'] else ''} -> {result['out']}")
 
 
 @app.command()

@@ -44,6 +44,9 @@ class BenchmarkConfig:
     threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default)."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs."})
     metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression."})
+    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed)."})
+    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first)."})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
 
 
 RECIPE_VERSION = 1

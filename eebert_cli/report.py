@@ -32,7 +32,7 @@ def _cells(report: dict, key: str) -> list[str]:
 
 HEADER = ["", "acc %", "agree %", "FLOPs x", "wall x", "p50 ms", "p99 ms"]
 # Classification reports add macro-F1; regression reports show their own metrics instead.
-F1_HEADER = HEADER[:2] + ["F1 %"] + HEADER[2:]
+F1_HEADER = HEADER[:2] + ["macro-F1 %"] + HEADER[2:]
 REG_HEADER = ["", "pearson", "spearman", "MSE", "MSE to deployed", "FLOPs speedup", "measured speedup", "p50 ms",
               "p99 ms"]
 
@@ -89,7 +89,11 @@ def markdown(report: dict) -> str:
         lines += ["Gaps: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:+.1f}%" for k, v in report["gaps"].items())]
     if report.get("timing"):
         tm = report["timing"]
-        lines += ["", f"Wall clock: batch size 1, {tm['examples']} examples x {tm['repeats']} runs (median), "
+        if tm.get("whole_batch_speedup"):
+            lines += ["", f"Whole-batch exiting (the batch leaves when all its rows may): "
+                          f"{tm['whole_batch_speedup']:.2f}x vs per-sample exits {tm['speedup_measured']:.2f}x."]
+        lines += ["", f"Wall clock ({tm.get('engine', 'pytorch')}): batch size {tm.get('batch_size', 1)}, "
+                      f"{tm['examples']} examples x {tm['repeats']} runs (median), "
                       f"{tm['threads']} threads, model forward only; early-exit/simulation exit mismatches: "
                       f"{tm['exit_mismatches']}."]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .artifact import Artifact, load_artifact
 from .calibrate import INF
@@ -19,12 +20,25 @@ from .errors import EebertError
 from .exits import reduce
 
 
+#: how batches exit: each row on its own, or the whole batch at once (the baseline)
+BATCH_MODES = ("per-sample", "whole-batch")
+
+
 def thresholds_from_json(values: list) -> list[float]:
     return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]
 
 
 def thresholds_to_json(values) -> list:
     return ["never" if v == -INF else "always" if v == INF else float(v) for v in values]
+
+
+def pad_batch(ids: list[list[int]], types: list[list[int]] | None, pad_id: int):
+    """Right-pad token lists -> (input_ids, attention_mask, token_type_ids or None) tensors."""
+    width = max(map(len, ids))
+    t_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids])
+    t_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    t_types = torch.tensor([x + [0] * (width - len(x)) for x in types]) if types else None
+    return t_ids, t_mask, t_types
 
 
 @dataclass
@@ -48,6 +62,8 @@ class EarlyExitModel:
         self.num_layers = self.adapter.dims.num_layers
         if len(self.thresholds) != len(self.layers):
             raise EebertError("calibration does not match the artifact's exits", "re-run `eebert calibrate`")
+        self._plan_key: tuple | None = None
+        self._plan_cache: list = []
 
     @classmethod
     def from_artifact(cls, path: str | Path, backbone: str | Path | None = None) -> "EarlyExitModel":
@@ -55,6 +71,10 @@ class EarlyExitModel:
         cal = art.calibration
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
+        if cal.get("quantize"):  # thresholds were calibrated on the quantized backbone: run the same
+            from .quantize import quantize_model
+
+            quantize_model(art.deployed.model, cal["quantize"])
         return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params")),
                    thresholds_from_json(cal["thresholds"]))
 
@@ -63,30 +83,64 @@ class EarlyExitModel:
         """1-based layer of each exit, the deployed head last."""
         return self.layers + [self.num_layers]
 
+    def _plan(self) -> list[tuple[int, int, nn.Module, float]]:
+        """(exit index, layer, head, threshold) of the exits worth evaluating, cached per thresholds.
+
+        With a stateless criterion (``init_state`` keeps nothing between exits) an
+        exit whose threshold is "never" cannot fire and feeds nothing later, so it
+        is not evaluated at all; a stateful one (patience) sees every exit.
+        """
+        key = tuple(self.thresholds)
+        if self._plan_key != key:
+            stateless = not self.criterion.init_state(1)
+            self._plan_cache = [(k, layer, self.heads[k], t) for k, (layer, t) in
+                                enumerate(zip(self.layers, self.thresholds)) if not (stateless and t == -INF)]
+            self._plan_key = key
+        return self._plan_cache
+
     @torch.inference_mode()
     def forward_one(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None):
-        """One unpadded example [1, T] -> (logits [1, C], exit index)."""
+        """One unpadded example [1, T] -> (logits [1, C], exit index).
+
+        The hot loop at batch size 1: no mask (nothing is padded), the layer state
+        built once, one host sync per evaluated exit (the decision itself), and
+        nothing allocated per layer beyond what the layers themselves allocate.
+        """
         ad = self.adapter
+        layer_fn, step, reduction = ad.layer, self.criterion.step, self.reduction
         hidden = ad.embed(input_ids, None, token_type_ids)
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
         done = 0
-        for k, layer in enumerate(self.layers):
+        for k, layer, head, threshold in self._plan():
             while done < layer:
-                hidden = ad.layer(done, hidden, state)
+                hidden = layer_fn(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, None))
-            score, cstate = self.criterion.step(logits, cstate)
-            if score.item() <= self.thresholds[k]:
+            logits = head(reduce(reduction, hidden, None))
+            if threshold == INF:  # "always": leave without scoring
+                return logits, k
+            score, cstate = step(logits, cstate)
+            if score.item() <= threshold:
                 return logits, k
         while done < self.num_layers:
-            hidden = ad.layer(done, hidden, state)
+            hidden = layer_fn(done, hidden, state)
             done += 1
         return ad.head(hidden, None), len(self.layers)
 
     @torch.inference_mode()
-    def forward_batch(self, input_ids, attention_mask, token_type_ids=None, trim: bool = True):
-        """A padded batch with per-sample exits -> (logits [B, C], exit index [B]), input order."""
+    def forward_batch(self, input_ids, attention_mask, token_type_ids=None, trim: bool = True,
+                      mode: str = "per-sample"):
+        """A right-padded batch -> (logits [B, C], exit index [B]), input order.
+
+        ``mode="per-sample"``: rows that may exit leave the batch with their
+        attention-mask rows, the rest run on (optionally trimmed to the longest
+        remaining row); each row gets exactly its batch-size-1 answer.
+        ``mode="whole-batch"``: the baseline most early-exit code implements: the
+        batch leaves together at the first exit where *every* row may leave, and
+        all rows answer from that exit (no row leaves earlier than the slowest).
+        """
+        if mode not in BATCH_MODES:
+            raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
         ad = self.adapter
         n = input_ids.shape[0]
         out = torch.empty(n, ad.dims.num_labels)
@@ -97,13 +151,19 @@ class EarlyExitModel:
         state = ad.prepare(hidden, mask)
         cstate = self.criterion.init_state(n)
         done = 0
-        for k, layer in enumerate(self.layers):
+        for k, layer, head, threshold in self._plan():
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, mask))
+            logits = head(reduce(self.reduction, hidden, mask))
             score, cstate = self.criterion.step(logits, cstate)
-            leave = score <= self.thresholds[k]
+            leave = score <= threshold
+            if mode == "whole-batch":
+                if bool(leave.all()):
+                    out[rows] = logits.float()
+                    where[rows] = k
+                    return out, where
+                continue
             if not leave.any():
                 continue
             out[rows[leave]] = logits[leave].float()
@@ -125,7 +185,8 @@ class EarlyExitModel:
         out[rows] = ad.head(hidden, mask).float()
         return out, where
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 1) -> list[Prediction]:
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 1,
+                mode: str = "per-sample") -> list[Prediction]:
         tok = self.artifact.deployed.tokenizer
         enc = tok(texts, pairs, truncation=True, max_length=self.artifact.config["max_length"])
         id2label = self.artifact.deployed.id2label
@@ -138,12 +199,8 @@ class EarlyExitModel:
                 logits, k = self.forward_one(torch.tensor(ids), torch.tensor(types) if types else None)
                 where = [k]
             else:
-                width = max(map(len, ids))
-                pad = tok.pad_token_id or 0
-                t_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-                t_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-                t_types = torch.tensor([x + [0] * (width - len(x)) for x in types]) if types else None
-                logits, where_t = self.forward_batch(t_ids, t_mask, t_types)
+                t_ids, t_mask, t_types = pad_batch(ids, types, tok.pad_token_id or 0)
+                logits, where_t = self.forward_batch(t_ids, t_mask, t_types, mode=mode)
                 where = where_t.tolist()
             if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
                 results += [Prediction(f"{float(v):.6g}", 0, self.exit_layers[k], [round(float(v), 6)])

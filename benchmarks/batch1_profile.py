@@ -1,0 +1,91 @@
+"""Where the time goes at batch size 1: the early-exit loop vs the deployed model's HF forward.
+
+    PYTHONPATH=. python benchmarks/batch1_profile.py --artifact A [--samples 100] [--threads 1]
+
+Prints, per example: operator calls (torch.profiler, machine independent) and
+wall-clock time of (a) the deployed model's own forward, (b) the early-exit
+loop, (c) the loop evaluating every exit as before (exits calibrated "never"
+included), plus the top operators of each by self CPU time, and a cProfile
+of the Python side. Variants alternate per example; the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import random
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from eebert_cli.data import load_data
+from eebert_cli.features import encode
+from eebert_cli.pipeline import data_config_of
+from eebert_cli.runtime import EarlyExitModel
+
+
+@torch.inference_mode()
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--artifact", required=True)
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    m = EarlyExitModel.from_artifact(a.artifact)
+    s = load_data(data_config_of(m.artifact, None)).split("test")
+    idx = sorted(random.Random(0).sample(range(len(s)), min(a.samples, len(s))))
+    enc = encode(m.artifact.deployed.tokenizer, s.subset(idx), m.artifact.config["max_length"])
+    types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
+    inputs = [(torch.tensor([i]), torch.tensor([t])) for i, t in zip(enc.input_ids, types)]
+    hf = m.artifact.deployed.model
+
+    every = EarlyExitModel(m.artifact, m.criterion, m.thresholds)
+    every._plan = lambda: [(k, l, every.heads[k], t) for k, (l, t) in enumerate(zip(every.layers, every.thresholds))]
+    fns = {"deployed (HF forward)": lambda i, t: hf(input_ids=i, token_type_ids=t),
+           "early exit": m.forward_one,
+           "early exit, every exit evaluated": every.forward_one}
+    for i, t in inputs[:10]:
+        for f in fns.values():
+            f(i, t)
+    ms = {k: [] for k in fns}
+    for i, t in inputs:
+        runs = {k: [] for k in fns}
+        for r in range(a.repeats):
+            names = list(fns)[r % 3:] + list(fns)[:r % 3]
+            for k in names:
+                t0 = time.perf_counter()
+                fns[k](i, t)
+                runs[k].append(time.perf_counter() - t0)
+        for k in fns:
+            ms[k].append(1000 * statistics.median(runs[k]))
+    ref = sum(ms["deployed (HF forward)"])
+    print(f"{len(inputs)} test examples, {a.threads} threads, median of {a.repeats}")
+    for k, f in fns.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i, t in inputs:
+                f(i, t)
+        ev = prof.key_averages()
+        top = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]
+        n_ops = sum(e.count for e in ev if e.key.startswith("aten::"))
+        print(f"\n{k}: {sum(ms[k]) / len(inputs):.2f} ms/example, speedup {ref / sum(ms[k]):.2f}x, "
+              f"{n_ops / len(inputs):.0f} aten calls/example (nested included)")
+        for e in top:
+            print(f"    {e.key:40s} {e.count / len(inputs):6.1f}/ex  self {e.self_cpu_time_total / 1000 / len(inputs):.3f} ms/ex")
+    pr = cProfile.Profile()
+    pr.enable()
+    for i, t in inputs:
+        m.forward_one(i, t)
+    pr.disable()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(12)
+    print("\ncProfile of the early-exit loop (tottime):\n" + "\n".join(buf.getvalue().splitlines()[6:22]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Deployed vs early exit, PyTorch vs ONNX Runtime, fp32 vs int8, batch 1 and 32: side by side.
+
+    PYTHONPATH=. python benchmarks/inference.py --artifact A --artifact-int8 B [--threads 2]
+
+A: an artifact calibrated on the fp32 backbone; B: the same exits calibrated with
+``eebert calibrate --quantize int8`` (thresholds fit to the int8 backbone). ONNX
+exports are made on first use (A/onnx, B/onnx-int8). Every variant runs in one
+process with the same thread count on the same inputs; at each batch the
+variants run ``--repeats`` times in rotating order and the median counts, so
+load from other processes hits them alike. Model forward only: tokenisation
+and padding happen before the clock starts. Accuracy and exits come from the
+whole split (batch 32; per-sample exits give batch-1 answers), FLOPs from the
+cost model on each example's own length. Ratios are against deployed PyTorch
+fp32 at the same batch size. Prints a table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eebert_cli.cost import exit_costs, full_cost
+from eebert_cli.data import load_data
+from eebert_cli.features import encode
+from eebert_cli.onnx_export import MANIFEST, export
+from eebert_cli.onnx_runtime import OnnxEarlyExit
+from eebert_cli.pipeline import data_config_of, gold_labels
+from eebert_cli.runtime import EarlyExitModel, pad_batch
+
+
+def percentiles(ms):
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
+    return q[49], q[98]
+
+
+def variants(pt: dict, ox: dict, batched: bool) -> dict:
+    """name -> fn(ids, mask, types) -> (logits, exits or None). Torch tensors in."""
+    v = {}
+    for q in pt:
+        m = pt[q]
+        hf = m.artifact.deployed.model
+        v[f"pytorch {q} deployed"] = lambda i, k, t, hf=hf: (hf(input_ids=i, attention_mask=k, token_type_ids=t).logits, None)
+        if batched:
+            v[f"pytorch {q} early exit"] = lambda i, k, t, m=m: m.forward_batch(i, k, t)
+            v[f"pytorch {q} whole-batch exit"] = lambda i, k, t, m=m: m.forward_batch(i, k, t, mode="whole-batch")
+        else:
+            v[f"pytorch {q} early exit"] = lambda i, k, t, m=m: (lambda r: (r[0], [r[1]]))(m.forward_one(i, t))
+    for q in ox:
+        o = ox[q]
+        v[f"onnxrt {q} deployed"] = lambda i, k, t, o=o: (o.forward_deployed(
+            i.numpy(), k.numpy() if k is not None else np.ones_like(i.numpy()), t.numpy()), None)
+        if batched:
+            v[f"onnxrt {q} early exit"] = lambda i, k, t, o=o: o.forward_batch(i.numpy(), k.numpy(), t.numpy())
+            v[f"onnxrt {q} whole-batch exit"] = lambda i, k, t, o=o: o.forward_batch(
+                i.numpy(), k.numpy(), t.numpy(), mode="whole-batch")
+        else:
+            v[f"onnxrt {q} early exit"] = lambda i, k, t, o=o: (lambda r: (r[0], [r[1]]))(o.forward_one(i.numpy(), t.numpy()))
+    return v
+
+
+def batches_of(enc_ids, types, order, b, pad_id):
+    out = []
+    for s in range(0, len(order), b):
+        idx = order[s:s + b]
+        if b == 1:
+            i = idx[0]
+            out.append((idx, torch.tensor([enc_ids[i]]), None, torch.tensor([types[i]])))
+        else:
+            out.append((idx, *pad_batch([enc_ids[i] for i in idx], [types[i] for i in idx], pad_id)))
+    return out
+
+
+@torch.inference_mode()
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifact", required=True)
+    ap.add_argument("--artifact-int8", default=None)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-sizes", default="1,32")
+    ap.add_argument("--samples", default="300,640", help="timed examples per batch size (seeded subset)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--timing-only", action="store_true", help="skip the whole-split accuracy pass (repeat runs)")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (smoke runs)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    pt = {"fp32": EarlyExitModel.from_artifact(a.artifact)}
+    if a.artifact_int8:
+        pt["int8"] = EarlyExitModel.from_artifact(a.artifact_int8)
+        assert pt["int8"].artifact.calibration.get("quantize") == "int8", "calibrate it with --quantize int8"
+    ox = {}
+    if not a.no_onnx:
+        for q, art in (("fp32", a.artifact), ("int8", a.artifact_int8)):
+            if art is None:
+                continue
+            folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
+            if not (folder / MANIFEST).is_file():
+                export(art, folder, "int8" if q == "int8" else None)
+            ox[q] = OnnxEarlyExit(folder, threads=a.threads)
+
+    base = pt["fp32"]
+    data = load_data(data_config_of(base.artifact, None))
+    split = data.split(a.split)
+    tok = base.artifact.deployed.tokenizer
+    enc = encode(tok, split, base.artifact.config["max_length"])
+    types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
+    labels = gold_labels(base.artifact.deployed, data, a.split)
+    n = min(len(enc), a.limit) if a.limit else len(enc)
+    labels = labels[:n] if labels is not None else None
+    lengths = enc.lengths[:n]
+    dims = base.adapter.dims
+    full = full_cost(dims, lengths)
+
+    # accuracy, exits and FLOPs on the whole split (batch 32, split order)
+    every = batches_of(enc.input_ids, types, list(range(n)), 32, enc.pad_id)
+    quality, preds_of, exits_of = {}, {}, {}
+    for name, fn in variants(pt, ox, batched=True).items():
+        if "whole-batch" in name or a.timing_only:
+            continue
+        preds, exits = np.empty(n, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        for idx, i, k, t in every:
+            logits, where = fn(i, k, t)
+            logits = logits.numpy() if isinstance(logits, torch.Tensor) else logits
+            preds[idx] = logits.argmax(-1)
+            if where is not None:
+                exits[idx] = np.asarray(where)
+        preds_of[name], exits_of[name] = preds, exits
+        row = {"accuracy": float((preds == labels.numpy()).mean()) if labels is not None else None}
+        if (exits >= 0).all():
+            q = name.split()[1]
+            m = pt[q]
+            cost = exit_costs(dims, lengths, m.layers, lambda j, seq, m=m: m.heads[j].flops(seq))
+            spent = cost.gather(1, torch.from_numpy(exits)[:, None]).sum().item()
+            row["speedup_flops"] = full.sum().item() / spent
+            row["average_exit_layer"] = float(np.asarray(m.exit_layers)[exits].mean())
+        quality[name] = row
+    checks = {}
+    for q in ox if not a.timing_only else ():
+        a_, b_ = f"pytorch {q} early exit", f"onnxrt {q} early exit"
+        checks[f"{q}: onnxrt vs pytorch early-exit predictions equal"] = float((preds_of[a_] == preds_of[b_]).mean())
+        checks[f"{q}: onnxrt vs pytorch exits equal"] = float((exits_of[a_] == exits_of[b_]).mean())
+
+    results = {"machine": {"threads": a.threads, "torch": torch.__version__}, "split": a.split, "examples": n,
+               "quality": quality, "checks": checks, "timing": {}}
+    rng = random.Random(0)
+    order_all = list(range(n))
+    rng.shuffle(order_all)  # serving order: no length sorting
+    for b, m_ in zip([int(x) for x in a.batch_sizes.split(",")], [int(x) for x in a.samples.split(",")]):
+        bs = batches_of(enc.input_ids, types, order_all[:m_], b, enc.pad_id)
+        vs = variants(pt, ox, batched=b > 1)
+        names = list(vs)
+        for _, i, k, t in bs[:max(2, 20 // b)]:
+            for fn in vs.values():
+                fn(i, k, t)
+        ms = {x: [] for x in names}
+        spread = {x: [] for x in names}
+        for _, i, k, t in bs:
+            runs = {x: [] for x in names}
+            for r in range(a.repeats):
+                for j in range(len(names)):
+                    x = names[(j + r) % len(names)]
+                    t0 = time.perf_counter()
+                    vs[x](i, k, t)
+                    runs[x].append(time.perf_counter() - t0)
+            for x in names:
+                med = statistics.median(runs[x])
+                ms[x].append(1000 * med)
+                spread[x].append((max(runs[x]) - min(runs[x])) / med)
+        ref = sum(ms["pytorch fp32 deployed"])
+        rows = {}
+        for x in names:
+            p50, p99 = percentiles(ms[x])
+            rows[x] = {"throughput": 1000 * m_ / sum(ms[x]), "p50_ms": p50, "p99_ms": p99,
+                       "speedup_vs_pytorch_fp32_deployed": ref / sum(ms[x]),
+                       "repeat_spread_median": statistics.median(spread[x])}
+        results["timing"][str(b)] = {"examples": m_, "batches": len(bs), "repeats": a.repeats, "rows": rows}
+
+    # print
+    print(f"split {a.split} ({n} examples), {a.threads} threads, torch {torch.__version__}")
+    for name, r in quality.items():
+        extra = (f"  FLOPs {r['speedup_flops']:.2f}x, avg exit layer {r['average_exit_layer']:.2f}"
+                 if "speedup_flops" in r else "")
+        print(f"  {name:32s} accuracy {100 * r['accuracy']:.2f}%{extra}")
+    for k, v in checks.items():
+        print(f"  check {k}: {100 * v:.2f}%")
+    for b, t in results["timing"].items():
+        print(f"\nbatch size {b}: {t['examples']} examples, {t['batches']} batches x {t['repeats']} repeats (median)")
+        print(f"  {'':32s} {'ex/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs PT fp32 dep':>14s} {'spread':>7s}")
+        for x, r in t["rows"].items():
+            print(f"  {x:32s} {r['throughput']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                  f"{r['speedup_vs_pytorch_fp32_deployed']:13.2f}x {100 * r['repeat_spread_median']:6.1f}%")
+        for q in ("fp32", "int8"):
+            for eng in ("pytorch", "onnxrt"):
+                dep, ee = t["rows"].get(f"{eng} {q} deployed"), t["rows"].get(f"{eng} {q} early exit")
+                if dep and ee:
+                    sp = dep["p50_ms"] and ee["throughput"] / dep["throughput"]
+                    fl = quality.get(f"{eng} {q} early exit", {}).get("speedup_flops") or float("nan")
+                    wb = t["rows"].get(f"{eng} {q} whole-batch exit")
+                    wbs = f", whole-batch {wb['throughput'] / dep['throughput']:.2f}x" if wb else ""
+                    print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed{wbs}; FLOPs {fl:.2f}x; "
+                          f"measured/FLOPs {sp / fl:.2f}")
+    if a.out:
+        Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

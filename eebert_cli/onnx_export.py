@@ -1,0 +1,179 @@
+"""Export an early-exit model as ONNX: one graph per segment between exits.
+
+Why segments (and not one graph with If nodes, nor optimum): the exit decision
+is data dependent and per sample, so the host must look at each exit's logits
+anyway; with one graph per segment the runtime runs a segment, decides, drops
+the rows that left and feeds the remaining hidden states to the next segment,
+which is what the PyTorch runtime does. optimum's exporter (``optimum-onnx``)
+requires transformers < 4.58 and exports whole models only; these graphs come
+from ``torch.onnx.export`` (the TorchScript exporter, no extra dependency) on
+small wrappers around the backbone adapter, so any adapter eebert supports
+exports the same way.
+
+    OUT/
+      manifest.json     criterion, thresholds of the exported exits, segments, labels
+      segment-0.onnx    input_ids, attention_mask, token_type_ids -> hidden, logits (exit 0)
+      segment-k.onnx    hidden, attention_mask -> hidden, logits (next exit; the last: deployed head)
+      deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
+
+With a stateless criterion (entropy, maxprob) each segment also outputs the
+exit score, traced from the criterion's own ``step``, so the host only
+compares it with the threshold; a stateful one (patience) runs ``step`` on the
+host. Only exits that can fire are exported as boundaries: with a stateless criterion
+an exit calibrated "never" is folded into its segment. The graphs follow one
+calibration; re-export after re-calibrating (the manifest records which).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .artifact import CALIBRATION, Artifact, load_artifact, write_json
+from .calibrate import INF
+from .errors import EebertError
+from .exits import reduce
+from .quantize import check_scheme
+from .runtime import thresholds_from_json, thresholds_to_json
+
+MANIFEST = "manifest.json"
+ONNX_FORMAT = 1
+OPSET = 17
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T] 0/1 mask -> [B, 1, 1, T] additive mask, built inside the graph (no data-dependent branches)."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class Segment(nn.Module):
+    """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head)."""
+
+    def __init__(self, artifact: Artifact, start: int, end: int, head: nn.Module | None, first: bool,
+                 criterion=None):
+        super().__init__()
+        self.criterion = criterion  # stateless criteria: the score is computed in the graph too
+        self.ad = artifact.deployed.adapter
+        self.start, self.end, self.first = start, end, first
+        self.head = head
+        self.reduction = artifact.exits.reduction
+        self.model = artifact.deployed.model  # registered so parameters are exported
+        self.exits = artifact.exits
+
+    def forward(self, a: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None):
+        ad = self.ad
+        hidden = ad.embed(a, mask, types) if self.first else a
+        state = additive_mask(mask, hidden.dtype)
+        for i in range(self.start, self.end):
+            hidden = ad.layer(i, hidden, state)
+        if self.head is None:
+            return ad.head(hidden, mask)
+        logits = self.head(reduce(self.reduction, hidden, mask))
+        if self.criterion is None:
+            return hidden, logits
+        return hidden, logits, self.criterion.step(logits, {})[0]
+
+
+def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
+    return [k for k, t in enumerate(thresholds) if not (criterion_stateless and t == -INF)]
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"}, "hidden_in": {0: "batch", 1: "seq"},
+            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes={n: axes[n] for n in inputs + outputs}, opset_version=OPSET,
+                          dynamo=False, do_constant_folding=True)
+
+
+def quantize_graph(path: Path) -> None:
+    """Dynamic int8 (weights int8, activations quantized on the fly) with onnxruntime's quantizer."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(path)
+
+
+def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: str | None = None,
+           backbone: str | Path | None = None) -> dict:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise EebertError("ONNX export needs the onnx package", "pip install 'eebert[onnx]'") from None
+    quantize = check_scheme(quantize)
+    art = load_artifact(artifact_dir, backbone)
+    cal = art.calibration
+    if cal is None:
+        raise EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
+    from .criteria import build_criterion
+
+    criterion = build_criterion(cal["criterion"], cal.get("criterion_params"))
+    thresholds = thresholds_from_json(cal["thresholds"])
+    stateless = not criterion.init_state(1)
+    live = live_exits(stateless, thresholds)
+    dims = art.deployed.adapter.dims
+    out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        # trace on a padded batch of two so nothing specialises to "no padding" or batch 1
+        ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]]) % \
+            art.deployed.model.config.vocab_size
+        mask = (torch.arange(6)[None] < torch.tensor([[6], [3]])).long()
+        types = torch.zeros_like(ids)
+        segments, start = [], 0
+        bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
+        hidden = None
+        for i, (end, k) in enumerate(bounds):
+            last = i == len(bounds) - 1
+            seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
+                          criterion=criterion if stateless else None).eval()
+            name = f"segment-{i}.onnx"
+            inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else ["hidden_in", "attention_mask"]
+            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if stateless else [])
+            args = (ids, mask, types) if i == 0 else (hidden, mask)
+            _export(seg, args, tmp / name, inputs, outputs)
+            if not last:
+                with torch.no_grad():
+                    hidden = seg(*args)[0]
+            segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
+                             "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
+            start = end
+        whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
+        _export(whole, (ids, mask, types), tmp / "deployed.onnx", ["input_ids", "attention_mask", "token_type_ids"],
+                ["logits"])
+        if quantize:
+            for f in sorted(tmp.glob("*.onnx")):
+                quantize_graph(f)
+        cal_bytes = (Path(artifact_dir) / CALIBRATION).read_bytes()
+        manifest = {
+            "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
+            "backbone_quantize_at_calibration": cal.get("quantize"),
+            "criterion": cal["criterion"], "criterion_params": cal.get("criterion_params") or {},
+            "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
+            "segments": segments, "deployed": "deployed.onnx", "labels": art.config["labels"],
+            "max_length": art.config["max_length"], "num_labels": dims.num_labels,
+            "calibration_sha256": hashlib.sha256(cal_bytes).hexdigest(),
+        }
+        write_json(tmp / MANIFEST, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "segments": len(segments), "exported_exits": [s["exit"] for s in segments[:-1]],
+            "quantize": quantize}

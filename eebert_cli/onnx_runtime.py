@@ -1,0 +1,131 @@
+"""Drive exported segment graphs with onnxruntime and the calibrated criterion.
+
+The exit decision reuses the criterion's own ``step``: traced into the segment
+graphs for stateless criteria, else run in torch on zero-copy views of
+onnxruntime's outputs, so ONNX and PyTorch decide with the same arithmetic.
+Batches use per-sample exits exactly like the PyTorch runtime: rows that leave
+are dropped (hidden states and mask rows), padding is trimmed, input order kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .artifact import read_json
+from .calibrate import INF
+from .criteria import build_criterion
+from .errors import EebertError
+from .runtime import BATCH_MODES, thresholds_from_json
+
+MANIFEST = "manifest.json"
+
+
+def session(path: Path, threads: int = 0):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EebertError("the ONNX runtime needs onnxruntime", "pip install 'eebert[onnx]'") from None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # One session per segment means several intra-op pools; spinning idle threads of
+    # one pool would steal the cores another pool is computing on.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxEarlyExit:
+    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True):
+        self.folder = Path(folder)
+        if not (self.folder / MANIFEST).is_file():
+            raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
+        m = self.manifest = read_json(self.folder / MANIFEST)
+        self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
+        self.segments = m["segments"]
+        self.sessions = [session(self.folder / s["file"], threads) for s in self.segments]
+        self.exit_of = [s["exit"] for s in self.segments]
+        self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
+        self.num_exits = m["num_exits"]
+        self.num_labels = m["num_labels"]
+        #: segments that output the exit score themselves (stateless criteria)
+        self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
+        self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
+
+    def _first(self, ids, mask, types):
+        return self.sessions[0].run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+
+    def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        return self.deployed.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+
+    def forward_one(self, ids: np.ndarray, types: np.ndarray):
+        """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""
+        mask = np.ones_like(ids)
+        cstate = self.criterion.init_state(1)
+        outs = self._first(ids, mask, types)
+        last = len(self.sessions) - 1
+        for i, sess in enumerate(self.sessions):
+            if i:
+                outs = sess.run(None, {"hidden_in": outs[0], "attention_mask": mask})
+            if i == last:
+                return outs[0], self.exit_of[i]
+            logits = outs[1]
+            t = self.thresholds[i]
+            if t == INF:
+                return logits, self.exit_of[i]
+            if self.scored[i]:
+                score = float(outs[2][0])
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                score = score.item()
+            if score <= t:
+                return logits, self.exit_of[i]
+
+    def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
+                      mode: str = "per-sample"):
+        """A right-padded batch -> (logits [B, C], exit index [B]) in input order (see runtime.forward_batch)."""
+        if mode not in BATCH_MODES:
+            raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
+        n = ids.shape[0]
+        out = np.empty((n, self.num_labels), dtype=np.float32)
+        where = np.full(n, self.num_exits, dtype=np.int64)
+        rows = np.arange(n)
+        cstate = self.criterion.init_state(n)
+        outs = self._first(ids, mask, types)
+        last = len(self.sessions) - 1
+        for i, sess in enumerate(self.sessions):
+            if i:
+                outs = sess.run(None, {"hidden_in": hidden, "attention_mask": mask})
+            if i == last:
+                out[rows] = outs[0]
+                where[rows] = self.exit_of[i]
+                return out, where
+            hidden, logits = outs[0], outs[1]
+            if self.scored[i]:
+                leave = outs[2] <= self.thresholds[i]
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                leave = (score <= self.thresholds[i]).numpy()
+            if mode == "whole-batch":
+                if leave.all():
+                    out[rows] = logits
+                    where[rows] = self.exit_of[i]
+                    return out, where
+                continue
+            if not leave.any():
+                continue
+            out[rows[leave]] = logits[leave]
+            where[rows[leave]] = self.exit_of[i]
+            keep = np.flatnonzero(~leave)
+            if keep.size == 0:
+                return out, where
+            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            cstate = self.criterion.select(cstate, torch.from_numpy(keep))
+            width = int(mask.sum(1).max())
+            if trim and width < mask.shape[1]:
+                hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
+        raise AssertionError("unreachable: the last segment always answers")

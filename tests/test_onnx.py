@@ -1,0 +1,87 @@
+"""The ONNX export drives the same exits as the PyTorch runtime (needs onnx + onnxruntime)."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from eebert_cli.artifact import load_artifact  # noqa: E402
+from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
+from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.data import DataConfig, load_data  # noqa: E402
+from eebert_cli.features import encode  # noqa: E402
+from eebert_cli.onnx_export import export  # noqa: E402
+from eebert_cli.onnx_runtime import OnnxEarlyExit  # noqa: E402
+from eebert_cli.pipeline import attach, calibrate  # noqa: E402
+from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
+from eebert_cli.train import TrainConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_ckpt, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "art"
+    dcfg = DataConfig(spec=str(tiny_data))
+    attach(str(tiny_ckpt), dcfg, AttachConfig(train=TrainConfig(epochs=40, lr=3e-3, patience=40)), out)
+    data = load_data(dcfg)
+    calibrate(load_artifact(out), data, CalibrationConfig(criterion="entropy", target_speedup=1.5, bootstrap=10))
+    info = export(out)
+    return out, data, info
+
+
+def _encoded(model, data):
+    return encode(model.artifact.deployed.tokenizer, data.split("test"), 128)
+
+
+def test_onnx_exits_and_predictions_equal_pytorch(exported):
+    out, data, info = exported
+    model = EarlyExitModel.from_artifact(out)
+    onnx = OnnxEarlyExit(info["out"])
+    enc = _encoded(model, data)
+    exits = []
+    for ids, t in zip(enc.input_ids, enc.token_type_ids):
+        lt, kt = model.forward_one(torch.tensor([ids]), torch.tensor([t]))
+        lo, ko = onnx.forward_one(np.array([ids]), np.array([t]))
+        assert ko == kt
+        assert np.abs(lo - lt.numpy()).max() < 1e-4
+        exits.append(kt)
+    assert len(set(exits)) > 1  # a real mix of exits
+    # batches: per-sample exits equal batch size 1; the deployed graph equals the HF model
+    ids, mask, types = pad_batch(enc.input_ids[:16], enc.token_type_ids[:16], 0)
+    lo, wo = onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())
+    assert wo.tolist() == exits[:16]
+    lt, _ = model.forward_batch(ids, mask, types)
+    assert np.abs(lo - lt.numpy()).max() < 1e-4
+    dep = onnx.forward_deployed(ids.numpy(), mask.numpy(), types.numpy())
+    with torch.no_grad():
+        ref = model.artifact.deployed.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert np.abs(dep - ref.numpy()).max() < 1e-4
+
+
+def test_whole_batch_mode_leaves_together(exported):
+    out, data, info = exported
+    model = EarlyExitModel.from_artifact(out)
+    onnx = OnnxEarlyExit(info["out"], deployed=False)
+    enc = _encoded(model, data)
+    ids, mask, types = pad_batch(enc.input_ids[:16], enc.token_type_ids[:16], 0)
+    _, wt = model.forward_batch(ids, mask, types, mode="whole-batch")
+    _, wo = onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy(), mode="whole-batch")
+    _, ws = model.forward_batch(ids, mask, types)
+    assert len(set(wt.tolist())) == 1 and wt.tolist() == wo.tolist()
+    assert int(wt[0]) >= int(ws.max())  # the batch waits for its slowest row
+
+
+def test_int8_export_runs_and_mostly_agrees(exported, tmp_path):
+    out, data, _ = exported
+    info = export(out, tmp_path / "q", quantize="int8")
+    onnx = OnnxEarlyExit(info["out"])
+    model = EarlyExitModel.from_artifact(out)
+    enc = _encoded(model, data)
+    ids, mask, types = pad_batch(enc.input_ids, enc.token_type_ids, 0)
+    dep_q = onnx.forward_deployed(ids.numpy(), mask.numpy(), types.numpy()).argmax(-1)
+    with torch.no_grad():
+        ref = model.artifact.deployed.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert (dep_q == ref.argmax(-1).numpy()).mean() >= 0.8
+    logits, where = onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())
+    assert logits.shape == (len(enc), 2) and np.isfinite(logits).all()
