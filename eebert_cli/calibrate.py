@@ -26,6 +26,7 @@ class CalibrationConfig:
     """What the thresholds must achieve."""
 
     criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
+    criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
     target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0."})
     max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model."})
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})

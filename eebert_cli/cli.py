@@ -164,7 +164,7 @@ def calibrate(
     art = load_artifact(artifact, backbone)
     data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
     result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
-    emit({k: v for k, v in result.items() if k != "curve"}, as_json)
+    emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
         out.print(f"{criterion}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
@@ -273,7 +273,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
     report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
-    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k != "curve"},
+    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "curves")},
           "report": report}, as_json)
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 from rich.table import Table
 
 from .artifact import write_json, write_text
+from .plot import curves_svg
+
+CURVES_SVG = "curves.svg"
 
 ROWS = (("deployed", "deployed model"), ("early_exit", "early exit"),
         ("static_truncation", "static truncation"), ("oracle", "oracle"))
@@ -62,6 +65,11 @@ def markdown(report: dict) -> str:
                       f"(95% CI {val['speedup_ci95'][0]:.2f}-{val['speedup_ci95'][1]:.2f})."]
     if report.get("gaps"):
         lines += ["Gaps: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:+.1f}%" for k, v in report["gaps"].items())]
+    if report.get("curves"):
+        lines += ["", f"![speedup-accuracy curves]({CURVES_SVG})", "",
+                  f"Speedup-{report['metric']} curves ([{CURVES_SVG}]({CURVES_SVG}); data in report.json `curves`): "
+                  "each criterion swept over one global threshold, static truncation at each exit, the oracle "
+                  "bound, and the calibrated operating point (star)."]
     if report.get("timing"):
         tm = report["timing"]
         lines += ["", f"Wall clock: batch size 1, {tm['examples']} examples x {tm['repeats']} runs (median), "
@@ -72,4 +80,7 @@ def markdown(report: dict) -> str:
 
 def write_report(folder: Path, report: dict) -> None:
     write_json(folder / "report.json", report)
+    if report.get("curves"):
+        write_text(folder / CURVES_SVG, curves_svg(report["curves"], report["metric"],
+                                                   f"eebert: speedup vs {report['metric']}"))
     write_text(folder / "report.md", markdown(report))

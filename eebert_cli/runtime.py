@@ -55,7 +55,7 @@ class EarlyExitModel:
         cal = art.calibration
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
-        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params")),
+        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
                    thresholds_from_json(cal["thresholds"]))
 
     @property
@@ -75,8 +75,9 @@ class EarlyExitModel:
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, None))
-            score, cstate = self.criterion.step(logits, cstate)
+            x = reduce(self.reduction, hidden, None)
+            logits = self.heads[k](x)
+            score, cstate = self.criterion.observe(logits, cstate, x)
             if score.item() <= self.thresholds[k]:
                 return logits, k
         while done < self.num_layers:
@@ -101,8 +102,9 @@ class EarlyExitModel:
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, mask))
-            score, cstate = self.criterion.step(logits, cstate)
+            x = reduce(self.reduction, hidden, mask)
+            logits = self.heads[k](x)
+            score, cstate = self.criterion.observe(logits, cstate, x)
             leave = score <= self.thresholds[k]
             if not leave.any():
                 continue
