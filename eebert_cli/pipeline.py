@@ -189,15 +189,20 @@ def choose(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_params: dict
         "drop", ref_acc - cfg.max_drop / 100.0)
     t0 = time.perf_counter()
     tried, failure = [], None
-    for params in grid_points(cfg, criterion_params):
-        criterion = build_criterion(cfg.criterion, params, artifact)
-        problem = problem_for(outputs, criterion)
-        try:
-            thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer, cfg.tolerance)
-        except EebertError as e:
-            failure = e
-            continue
-        tried.append((criterion, problem, thresholds, curve, problem.outcome(thresholds)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
+    try:
+        for params in grid_points(cfg, criterion_params):
+            criterion = build_criterion(cfg.criterion, params, artifact)
+            problem = problem_for(outputs, criterion)
+            try:
+                thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer, cfg.tolerance)
+            except EebertError as e:
+                failure = e
+                continue
+            tried.append((criterion, problem, thresholds, curve, problem.outcome(thresholds)))
+    finally:
+        torch.set_num_threads(threads)
     if not tried:
         raise failure
     n = outputs.logits.shape[0]

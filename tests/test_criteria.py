@@ -193,7 +193,7 @@ def test_learn_to_exit_fits_which_exits_are_right():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(300, 3, 8, generator=g)
     right = feats[..., 2] + 0.1 * torch.randn(300, 3, generator=g) > 0
-    module, report = fit_learn_to_exit(feats, right)
+    module, report = fit_learn_to_exit(feats, right, steps=150)
     assert report["accuracy"] > 0.9 and 0.4 < report["share_correct"] < 0.6
     held = torch.randn(200, 8, generator=g)
     assert ((module(held) > 0.5) == (held[:, 2] > 0)).float().mean() > 0.9
