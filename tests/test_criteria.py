@@ -66,7 +66,8 @@ def bound(name, **params):
 
 
 VARIANTS = [("entropy", {}), ("entropy", {"normalized": True}), ("maxprob", {}), ("patience", {}),
-            ("pcee", {}), ("pcee", {"confidence": 0.5}), ("cobee", {}), ("cobee", {"weighted": True}),
+            ("patience", {"tiebreak": True}), ("pcee", {}), ("pcee", {"confidence": 0.5, "tiebreak": True}),
+            ("cobee", {}), ("cobee", {"tiebreak": True}), ("cobee", {"weighted": True}),
             ("learned", {})] + [("dge", {"divergence": d, "reference": r, "patience": p})
                                 for d in DIVERGENCES for r in REFERENCES for p in (1, 2)]
 
@@ -202,6 +203,25 @@ def test_learn_to_exit_fits_which_exits_are_right():
 def test_learned_needs_a_bound_scorer():
     with pytest.raises(EebertError):
         build_criterion("learned").scores(torch.zeros(2, 3, 2), torch.zeros(2, 2, 4))
+
+
+@pytest.mark.parametrize("name,params,count", [("patience", {}, 1), ("pcee", {"confidence": 0.9}, 2),
+                                               ("cobee", {}, 2)])
+def test_tiebreak_keeps_whole_thresholds_and_splits_a_step_by_confidence(name, params, count):
+    """Both samples reach the same count at exit 1; only the confident one (SURE) may leave between steps."""
+    less = [1.0, 0.0]                                  # same class, normalised entropy 0.84
+    lg = torch.tensor([[SURE, SURE, SURE], [SURE, less, SURE]])
+    plain = build_criterion(name, params).scores(lg)[:, :-1].double()
+    tied = build_criterion(name, {**params, "tiebreak": True}).scores(lg)[:, :-1].double()
+    never = -float("inf")
+
+    def exits(scores, t):
+        return decide(scores, torch.tensor([never, t], dtype=torch.float64)).tolist()
+
+    for t in (-count, -count - 1):                     # whole-number thresholds mean the same
+        assert exits(plain, t) == exits(tied, t)
+    assert exits(tied, -count) == [1, 1] and exits(tied, -count - 1) == [2, 2]
+    assert exits(tied, -count - 0.5) == [1, 2]         # in between: the confident one leaves
 
 
 def test_state_rows_can_be_dropped():

@@ -19,6 +19,11 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def tiebreak(logits: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy in (0, 1]: a confidence tie-break for whole-number scores (see ``patience``)."""
+    return (entropy(logits) / math.log(logits.shape[-1])).clamp(1e-6, 1.0)
+
+
 @CRITERIA.register("entropy")
 class Entropy(Criterion):
     def __init__(self, normalized: bool = False):
