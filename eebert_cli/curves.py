@@ -32,11 +32,8 @@ def sweep(problem: Problem, criterion: Criterion, levels: int = 81) -> list[dict
     else:
         cands = torch.unique(torch.quantile(finite, torch.linspace(0, 1, levels, dtype=torch.float64)))
     cands = torch.cat([torch.tensor([-INF], dtype=torch.float64), cands, torch.tensor([INF], dtype=torch.float64)])
-    k1 = s.shape[1]
-    pts = []
-    for t in cands.tolist():
-        o = problem.outcome(torch.full((k1,), t, dtype=torch.float64))
-        pts.append(_point(o.speedup, o.accuracy))
+    acc, spd = problem.sweep_global(cands)
+    pts = [_point(x, a) for x, a in zip(spd.tolist(), acc.tolist())]
     pts.sort(key=lambda p: (p["speedup"], p["accuracy"]))
     return pts
 
