@@ -140,6 +140,7 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "thresholds": cal.get("thresholds"), "exit_layers": model.exit_layers,
         "exits": model.artifact.config["exits"],
         "validation_estimate": cal.get("validation"),
+        "calibration_warnings": cal.get("warnings", []),
         **rows,
     }
     metric = report["metric"]

@@ -63,6 +63,12 @@ def markdown(report: dict) -> str:
     if val:
         lines += ["", f"Calibration estimate on validation: {val['speedup_flops']:.2f}x "
                       f"(95% CI {val['speedup_ci95'][0]:.2f}-{val['speedup_ci95'][1]:.2f})."]
+        m = report["metric"]
+        if val.get(f"{m}_ci95") and val.get(m) is not None:
+            lo, hi = val[f"{m}_ci95"]
+            lines[-1] = lines[-1][:-1] + f", {m} {100 * val[m]:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f})."
+    for w in report.get("calibration_warnings") or []:
+        lines += ["", f"**Warning (calibration):** {w}"]
     if report.get("gaps"):
         lines += ["Gaps: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:+.1f}%" for k, v in report["gaps"].items())]
     if report.get("curves"):

@@ -55,7 +55,10 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     from eebert_cli.report import CURVES_SVG, write_report
 
     out, data = calibrated
-    calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=10))
+    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50))
+    lo, hi = cal["validation"]["speedup_ci95"]
+    assert lo <= cal["validation"]["speedup_flops"] <= hi and len(cal["validation"]["accuracy_ci95"]) == 2
+    assert any("80 examples" in w for w in cal["warnings"])  # 80 validation rows: far from +/-2 points
     model = EarlyExitModel.from_artifact(out)
     report = run_benchmark(model, data, BenchmarkConfig(repeats=0))
     write_report(tmp_path, report)
@@ -71,7 +74,8 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     assert saved["curves"]["test"]["chosen"]["speedup"] == report["early_exit"]["speedup_flops"]
     svg = ET.parse(tmp_path / CURVES_SVG).getroot()
     assert svg.tag.endswith("svg") and len(svg.findall(".//{http://www.w3.org/2000/svg}polyline")) > 10
-    assert CURVES_SVG in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert CURVES_SVG in md and "accuracy" in md.split("95% CI")[1] and "Warning (calibration)" in md
 
 
 def test_batched_per_sample_exits_equal_batch_size_one(calibrated):
