@@ -97,9 +97,10 @@ def criteria_for_curves(chosen: str, params: dict, artifact=None) -> list[tuple[
     """Defaults of every criterion, plus the calibrated one with its own parameters when they differ."""
     crits = default_criteria(artifact)
     mine = build_criterion(chosen, params, artifact)
-    if dict(dict(crits).get(chosen).params() if chosen in dict(crits) else {}) != mine.params():
-        label = chosen + " (" + ", ".join(f"{k}={v}" for k, v in mine.params().items()) + ")"
-        crits.append((label, mine))
+    default = dict(crits)[chosen].params() if chosen in dict(crits) else {}
+    changed = {k: v for k, v in mine.params().items() if default.get(k) != v}
+    if changed:
+        crits.append((chosen + " (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")", mine))
     return crits
 
 

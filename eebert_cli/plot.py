@@ -63,7 +63,7 @@ def _marker(kind: str, x: float, y: float, color: str) -> str:
 
 
 def chart(panels: list[Panel], xlabel: str, ylabel: str, title: str = "", panel_w: int = 430,
-          panel_h: int = 330, legend_w: int = 250) -> str:
+          panel_h: int = 330, legend_w: int = 270) -> str:
     """SVG text: panels side by side with common axis ranges and one legend on the right."""
     xs = [p[0] for pn in panels for s in pn.series for p in s.points]
     ys = [p[1] for pn in panels for s in pn.series for p in s.points]
@@ -141,7 +141,8 @@ def curves_svg(curves: dict, metric: str = "accuracy", title: str = "") -> str:
         pn = Panel(split)
         for name, pts in c.get("criteria", {}).items():
             color = colors.setdefault(name, PALETTE[len(colors) % len(PALETTE)])
-            pn.series.append(Series(name, [(p["speedup"], 100 * p["accuracy"]) for p in pts], color))
+            dash = ("", "7 3", "2 2")[list(colors).index(name) % 3]  # curves that coincide stay visible
+            pn.series.append(Series(name, [(p["speedup"], 100 * p["accuracy"]) for p in pts], color, dash=dash))
         if c.get("static_truncation"):
             pn.series.append(Series("static truncation", [(p["speedup"], 100 * p["accuracy"])
                                                           for p in c["static_truncation"]],
