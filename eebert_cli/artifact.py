@@ -55,13 +55,17 @@ def read_json(path: Path) -> Any:
         raise EebertError(f"{path} is not valid JSON ({e.msg})", "re-create the artifact") from None
 
 
-def save_artifact(out: Path, config: dict, exits: ExitSet) -> None:
+def save_artifact(out: Path, config: dict, exits: ExitSet, extra: dict[str, dict] | None = None) -> None:
+    """Write the artifact atomically; ``extra`` maps further safetensors file names to tensors."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         state = {k: v.contiguous() for k, v in exits.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt", "eebert_format_version": str(FORMAT_VERSION)})
+        for name, tensors in (extra or {}).items():
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / name,
+                      metadata={"format": "pt", "eebert_format_version": str(FORMAT_VERSION)})
         write_json(tmp / CONFIG, config)
         old = None
         if out.exists():

@@ -19,6 +19,7 @@ import torch
 from .calibrate import decide
 from .config import BenchmarkConfig
 from .cost import embed_flops, layer_flops
+from .curves import report_curves
 from .data import TaskData
 from .features import encode
 from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
@@ -264,8 +265,12 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "thresholds": cal.get("thresholds"), "exit_layers": model.exit_layers,
         "exits": model.artifact.config["exits"],
         "validation_estimate": cal.get("validation"),
+        "calibration_warnings": cal.get("warnings", []),
         **rows,
     }
+    metric = report["metric"]
+    report["curves"] = report_curves(model, out, cfg.split, {"speedup": rows["early_exit"]["speedup_flops"],
+                                                             "accuracy": rows["early_exit"][metric]}, cal)
     if timing:
         report["early_exit"]["speedup_measured"] = timing["speedup_measured"]
         report["early_exit"]["latency_ms"] = timing["early_exit_ms"]

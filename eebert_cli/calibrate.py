@@ -26,6 +26,7 @@ class CalibrationConfig:
     """What the thresholds must achieve."""
 
     criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
+    criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
     target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0."})
     max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model."})
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
@@ -64,18 +65,48 @@ class Problem:
         return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
 
     def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
-        """Accuracy and speedup for every candidate threshold of exit k, others fixed."""
+        """Accuracy and speedup for every candidate threshold of exit k, others fixed.
+
+        Sorting exit k's scores once turns "which samples fire at threshold c" into
+        a prefix, so all candidates cost one cumulative sum and a binary search.
+        """
         n = self.correct.shape[0]
         others = thresholds.clone()
         others[k] = -INF
         first = decide(self.scores, others)                # exit taken if exit k never fires
-        pre = first < k                                    # already left before exit k
         base_acc = self.correct.gather(1, first[:, None]).squeeze(1)
         base_cost = self.cost.gather(1, first[:, None]).squeeze(1)
-        fires = ((self.scores[:, k, None] <= cands[None, :]) & ~pre[:, None]).double()  # [N, M]
-        acc = (base_acc.sum() + fires.T @ (self.correct[:, k] - base_acc)) / n
-        cost = base_cost.sum() + fires.T @ (self.cost[:, k] - base_cost)
-        return acc, self.full_total / cost
+        live = (first >= k) & ~self.scores[:, k].isnan()   # still here at exit k (NaN never fires)
+        sk, order = torch.sort(self.scores[live, k])
+        zero = torch.zeros(1, dtype=torch.float64)
+        gain = torch.cat([zero, torch.cumsum((self.correct[live, k] - base_acc[live])[order], 0)])
+        save = torch.cat([zero, torch.cumsum((self.cost[live, k] - base_cost[live])[order], 0)])
+        fired = torch.searchsorted(sk, cands, right=True)  # how many live samples score <= c
+        return (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
+
+    def sweep_global(self, cands: torch.Tensor):
+        """Accuracy and speedup of one threshold shared by all exits, for every candidate at once.
+
+        A sample leaves at the first exit whose running minimum score is <= t, so
+        cost(t) = cost(last exit) + sum over (sample, exit) pairs with running
+        minimum <= t of cost[k] - cost[k+1] (a telescoping sum); same for accuracy.
+        NaN scores are treated as +inf, which is exact for every finite t;
+        +inf candidates are evaluated directly.
+        """
+        n, k1 = self.scores.shape
+        m = torch.cummin(torch.nan_to_num(self.scores, nan=INF), 1).values.reshape(-1)
+        srt, order = torch.sort(m)
+        zero = torch.zeros(1, dtype=torch.float64)
+        dc = (self.cost[:, :-1] - self.cost[:, 1:]).reshape(-1)[order]
+        da = (self.correct[:, :-1] - self.correct[:, 1:]).reshape(-1)[order]
+        idx = torch.searchsorted(srt, cands, right=True)
+        cost = self.cost[:, -1].sum() + torch.cat([zero, torch.cumsum(dc, 0)])[idx]
+        acc = (self.correct[:, -1].sum() + torch.cat([zero, torch.cumsum(da, 0)])[idx]) / n
+        spd = self.full_total / cost
+        for j in (cands == INF).nonzero().flatten().tolist():
+            o = self.outcome(torch.full((k1,), INF, dtype=torch.float64))
+            acc[j], spd[j] = o.accuracy, o.speedup
+        return acc, spd
 
 
 @dataclass(frozen=True)
@@ -110,8 +141,7 @@ def _ascend(problem: Problem, per_exit: list[torch.Tensor], goal: Goal, start: t
         changed = False
         for k in range(len(per_exit)):
             acc, spd = problem.sweep_exit(best_t, k, per_exit[k])
-            for j in range(len(per_exit[k])):
-                cand = (acc[j].item(), spd[j].item())
+            for j, cand in enumerate(zip(acc.tolist(), spd.tolist())):
                 if goal.better(cand, best):
                     best, best_t = cand, best_t.clone()
                     best_t[k] = per_exit[k][j]
@@ -141,11 +171,10 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
     pooled = torch.unique(torch.cat(per_exit))
     first = Goal(min_speedup=goal) if mode == "target" else Goal(min_accuracy=goal, maximise="speedup")
     points, curve = [], []
-    for t in pooled.tolist():
-        thr = torch.full((k1,), t, dtype=torch.float64)
-        o = problem.outcome(thr)
-        curve.append({"threshold": t, "speedup": o.speedup, "accuracy": o.accuracy})
-        points.append(((o.accuracy, o.speedup), thr))
+    accs, spds = problem.sweep_global(pooled)
+    for t, a, sp in zip(pooled.tolist(), accs.tolist(), spds.tolist()):
+        curve.append({"threshold": t, "speedup": sp, "accuracy": a})
+        points.append(((a, sp), torch.full((k1,), t, dtype=torch.float64)))
     best, best_t = None, None
     for p, thr in points:
         if first.better(p, best):

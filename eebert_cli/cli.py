@@ -180,7 +180,7 @@ def calibrate(
 
         write_json(art.path / CALIBRATION, {**read_json(art.path / CALIBRATION), "quantize": quantize})
         result["quantize"] = quantize
-    emit({k: v for k, v in result.items() if k != "curve"}, as_json)
+    emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
         fmt = (lambda x: f"{x:.4f}") if result.get("task") == "regression" else (lambda x: f"{100 * x:.2f}%")
@@ -320,7 +320,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
     report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
-    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k != "curve"},
+    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "curves")},
           "report": report}, as_json)
 
 

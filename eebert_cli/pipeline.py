@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 import torch
 
 from . import artifact as art
-from .calibrate import CalibrationConfig, Problem, bootstrap, search
+from .calibrate import CalibrationConfig, Problem, bootstrap, noise_tolerance, search
 from .checkpoint import Deployed, load_deployed
 from .config import AttachConfig, to_dict
 from .cost import exit_costs, full_cost
-from .criteria import build_criterion
+from .curves import criteria_for_curves, split_curves
+from .criteria import CRITERIA, build_criterion
+from .criteria.learned import LEARNED_FILE, fit_learn_to_exit
 from .data import DataConfig, TaskData, load_data, map_labels
 from .errors import EebertError
 from .exits import ExitSet, ExitSpec
@@ -81,6 +84,7 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     targets = labels if labels is not None else deployed_targets
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+    learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"])
     t_train = time.perf_counter() - t0 - t_features
     changed = [k for k, v in deployed.model.state_dict().items() if not torch.equal(v, before[k])]
     if changed:  # the backbone is frozen by construction; this guards against regressions
@@ -94,12 +98,24 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         "training": {**to_dict(cfg.train), "examples": len(targets), "best_epoch": summary["best_epoch"],
                      "heldout_loss": summary["heldout_loss"], "feature_seconds": round(t_features, 2),
                      "train_seconds": round(t_train, 2), "objective_report": summary["objective"]},
+        "learned_exit": {"file": LEARNED_FILE, "criterion": "learned", **learned_report},
     }
     config = art.make_config(deployed, spec, cfg.max_length, extra)
-    art.save_artifact(Path(out), config, exits)
+    art.save_artifact(Path(out), config, exits, {LEARNED_FILE: learned.state_dict()})
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "examples": len(targets), **{k: extra["training"][k] for k in
                                           ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
+
+
+def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: torch.Tensor):
+    """The `learned` criterion's scorer, fitted on rows the exits did not train on (all rows if none)."""
+    if len(rows) == 0:
+        rows = torch.arange(len(targets))
+    x = feats.reduced[exits.reduction][rows]
+    with torch.no_grad():
+        pred = torch.stack([head(x[:, k]) for k, head in enumerate(exits.heads)], 1).argmax(-1)
+    module, report = fit_learn_to_exit(x, pred == targets[rows, None])
+    return module, {"trained_on": "rows held out from exit training", **report}
 
 
 @dataclass
@@ -112,6 +128,7 @@ class SplitOutputs:
     cost: torch.Tensor            #: [N, K] FLOPs when leaving at each exit
     full: torch.Tensor            #: [N] FLOPs of the deployed model
     task: str = CLASSIFICATION    #: "classification" or "regression" (one output)
+    features: torch.Tensor | None = None  #: [N, K-1, H] reductions the trainable exits read
 
     @property
     def deployed_pred(self) -> torch.Tensor:
@@ -143,7 +160,7 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     dims = dep.adapter.dims
     cost = exit_costs(dims, feats.lengths, exits.layers, lambda k, seq: exits.heads[k].flops(seq))
     return SplitOutputs(logits, feats.lengths, gold_labels(dep, data, split), cost, full_cost(dims, feats.lengths),
-                        task_of(dep.model.config))
+                        task_of(dep.model.config), feats.reduced[exits.reduction])
 
 
 def problem_for(outputs: SplitOutputs, criterion) -> Problem:
@@ -151,7 +168,7 @@ def problem_for(outputs: SplitOutputs, criterion) -> Problem:
         from .regression import problem
 
         return problem(outputs, criterion)
-    scores = criterion.scores(outputs.logits)[:, :-1]
+    scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
     correct = outputs.logits.argmax(-1) == outputs.reference[:, None]
     return Problem(scores, correct, outputs.cost, outputs.full)
 
@@ -165,48 +182,96 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     if cfg.max_drop is not None and cfg.max_drop < 0:
         raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
     outputs = split_outputs(artifact, data, "validation", ui=ui)
-    criterion_name = cfg.criterion
-    if outputs.task == REGRESSION and criterion_name == "entropy":  # the classification default
-        criterion_name = "patience-regression"
-    criterion = build_criterion(criterion_name, criterion_params)
+    result = choose_thresholds(outputs, cfg, criterion_params, artifact)
+    result["exit_layers"] = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
+    if outputs.task == CLASSIFICATION:
+        try:
+            result["curves"] = {"validation": split_curves(
+                outputs, artifact, criteria_for_curves(result["criterion"], result["criterion_params"], artifact))}
+            result["curves"]["validation"]["chosen"] = {"speedup": result["validation"]["speedup_flops"],
+                                                        "accuracy": result["validation"][result["metric"]]}
+        except EebertError:  # curves are a picture; never fail a calibration over them
+            pass
+    art.write_json(artifact.path / art.CALIBRATION, result)
+    return result
+
+
+def criterion_name_for(outputs: SplitOutputs, name: str) -> str:
+    if outputs.task == REGRESSION and name == "entropy":  # the classification default
+        return "patience-regression"
+    return name
+
+
+def grid_points(name: str, cfg: CalibrationConfig, criterion_params: dict | None) -> list[dict]:
+    """Parameter sets to try: the user's, completed by the criterion's grid for the ones left unset."""
+    params = {**cfg.criterion_params, **(criterion_params or {})}
+    grid = {k: v for k, v in CRITERIA.get(name).grid.items() if k not in params}
+    return [{**params, **dict(zip(grid, vals))} for vals in itertools.product(*grid.values())]
+
+
+def choose_thresholds(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_params: dict | None = None,
+           artifact: art.Artifact | None = None) -> dict:
+    """Thresholds (and grid parameters) for ``cfg`` on cached validation outputs; the calibration record."""
     from .regression import check_criterion, max_drop_goal, tolerance as regression_tolerance
 
-    check_criterion(criterion, outputs.task)
-    problem = problem_for(outputs, criterion)
-    ref_acc = problem.correct[:, -1].mean().item()
-    mode, goal = ("target", cfg.target_speedup) if cfg.target_speedup is not None else (
-        "drop", ref_acc - cfg.max_drop / 100.0)
-    tol = cfg.tolerance
-    if outputs.task == REGRESSION:
-        goal = max_drop_goal(ref_acc, cfg.max_drop) if mode == "drop" else goal
-        tol = regression_tolerance(problem) if tol is None else tol
+    name = criterion_name_for(outputs, cfg.criterion)
+    regression = outputs.task == REGRESSION
     t0 = time.perf_counter()
-    thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer, tol)
+    tried, failure, ref_acc = [], None, None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
+    try:
+        for params in grid_points(name, cfg, criterion_params):
+            criterion = build_criterion(name, params, artifact)
+            check_criterion(criterion, outputs.task)
+            problem = problem_for(outputs, criterion)
+            if ref_acc is None:  # the deployed head's score; the same for every criterion
+                ref_acc = problem.correct[:, -1].mean().item()
+                mode, goal = ("target", cfg.target_speedup) if cfg.target_speedup is not None else (
+                    "drop", max_drop_goal(ref_acc, cfg.max_drop) if regression else ref_acc - cfg.max_drop / 100.0)
+                tol = (regression_tolerance(problem) if regression else None) if cfg.tolerance is None \
+                    else cfg.tolerance
+            try:
+                thresholds, curve = search(problem, criterion, mode, goal, cfg.per_layer, tol)
+            except EebertError as e:
+                failure = e
+                continue
+            tried.append((criterion, problem, thresholds, curve, problem.outcome(thresholds)))
+    finally:
+        torch.set_num_threads(threads)
+    if not tried:
+        raise failure
+    n = outputs.logits.shape[0]
+    if mode == "target":  # the search's tie rule across grid points: within noise of the best, nearest the target
+        best = max(t[4].accuracy for t in tried)
+        tie = noise_tolerance(best, n) if tol is None else tol
+        pick = min((t for t in tried if t[4].accuracy >= best - tie), key=lambda t: (t[4].speedup, -t[4].accuracy))
+    else:
+        pick = max(tried, key=lambda t: (t[4].speedup, t[4].accuracy))
+    criterion, problem, thresholds, curve, chosen = pick
     seconds = time.perf_counter() - t0
-    chosen = problem.outcome(thresholds)
     ci = bootstrap(problem, thresholds, cfg.bootstrap)
-    n = problem.scores.shape[0]
     warnings = []
     half = (ci["accuracy_ci95"][1] - ci["accuracy_ci95"][0]) / 2
-    if 100 * half > cfg.precision and outputs.task == CLASSIFICATION:
+    if 100 * half > cfg.precision and not regression:
         warnings.append(f"validation split has {n} examples: accuracy is only known to about "
                         f"±{100 * half:.1f} points; use more validation data for tighter figures")
     metric = "accuracy" if outputs.labels is not None else "agreement"
-    chosen_pred = outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
-    if outputs.task == REGRESSION:
+    if regression:
         chosen_pred = outputs.logits[..., 0].gather(1, chosen.exits[:, None]).squeeze(1)
+    else:
+        chosen_pred = outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
     # metrics that are not sums over examples (macro-F1, Pearson, ...) are evaluated exactly here
     task_metrics = all_metrics(outputs.task, chosen_pred, outputs.labels)
     task_metrics.update({f"deployed_{k}": v for k, v in
                          all_metrics(outputs.task, outputs.deployed_pred, outputs.labels).items()})
     result = {
-        "criterion": criterion_name,
+        "criterion": name,
         "criterion_params": criterion.params(),
         "mode": "target_speedup" if mode == "target" else "max_drop",
         "target_speedup": cfg.target_speedup,
         "max_drop": cfg.max_drop,
         "per_layer": cfg.per_layer,
-        "exit_layers": artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers],
         "thresholds": thresholds_to_json(thresholds.tolist()),
         "metric": metric,
         "validation": {
@@ -225,9 +290,11 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
         "curve": [{**p, "threshold": thresholds_to_json([p["threshold"]])[0]} for p in curve],
         "warnings": warnings,
     }
-    if outputs.task == REGRESSION:
+    if len(tried) > 1:
+        result["grid"] = [{"params": t[0].params(), "speedup_flops": t[4].speedup, metric: t[4].accuracy}
+                          for t in tried]
+    if regression:
         from .regression import relabel_calibration
 
         result = relabel_calibration(result, metric, chosen_pred, outputs, problem)
-    art.write_json(artifact.path / art.CALIBRATION, result)
     return result

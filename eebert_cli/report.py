@@ -7,6 +7,9 @@ from pathlib import Path
 from rich.table import Table
 
 from .artifact import write_json, write_text
+from .plot import curves_svg
+
+CURVES_SVG = "curves.svg"
 
 ROWS = (("deployed", "deployed"), ("early_exit", "early exit"),
         ("static_truncation", "static"), ("oracle", "oracle"))
@@ -85,8 +88,19 @@ def markdown(report: dict) -> str:
     if val:
         lines += ["", f"Calibration estimate on validation: {val['speedup_flops']:.2f}x "
                       f"(95% CI {val['speedup_ci95'][0]:.2f}-{val['speedup_ci95'][1]:.2f})."]
+        m = report["metric"]
+        if val.get(f"{m}_ci95") and val.get(m) is not None:
+            lo, hi = val[f"{m}_ci95"]
+            lines[-1] = lines[-1][:-1] + f", {m} {100 * val[m]:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f})."
+    for w in report.get("calibration_warnings") or []:
+        lines += ["", f"**Warning (calibration):** {w}"]
     if report.get("gaps"):
         lines += ["Gaps: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:+.1f}%" for k, v in report["gaps"].items())]
+    if report.get("curves"):
+        lines += ["", f"![speedup-accuracy curves]({CURVES_SVG})", "",
+                  f"Speedup-{report['metric']} curves ([{CURVES_SVG}]({CURVES_SVG}); data in report.json `curves`): "
+                  "each criterion swept over one global threshold, static truncation at each exit, the oracle "
+                  "bound, and the calibrated operating point (star)."]
     if report.get("timing"):
         tm = report["timing"]
         if tm.get("whole_batch_speedup"):
@@ -101,4 +115,7 @@ def markdown(report: dict) -> str:
 
 def write_report(folder: Path, report: dict) -> None:
     write_json(folder / "report.json", report)
+    if report.get("curves"):
+        write_text(folder / CURVES_SVG, curves_svg(report["curves"], report["metric"],
+                                                   f"eebert: speedup vs {report['metric']}"))
     write_text(folder / "report.md", markdown(report))

@@ -75,7 +75,7 @@ class EarlyExitModel:
             from .quantize import quantize_model
 
             quantize_model(art.deployed.model, cal["quantize"])
-        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params")),
+        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
                    thresholds_from_json(cal["thresholds"]))
 
     @property
@@ -107,7 +107,7 @@ class EarlyExitModel:
         nothing allocated per layer beyond what the layers themselves allocate.
         """
         ad = self.adapter
-        layer_fn, step, reduction = ad.layer, self.criterion.step, self.reduction
+        layer_fn, observe, reduction = ad.layer, self.criterion.observe, self.reduction
         hidden = ad.embed(input_ids, None, token_type_ids)
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
@@ -116,10 +116,11 @@ class EarlyExitModel:
             while done < layer:
                 hidden = layer_fn(done, hidden, state)
                 done += 1
-            logits = head(reduce(reduction, hidden, None))
+            x = reduce(reduction, hidden, None)
+            logits = head(x)
             if threshold == INF:  # "always": leave without scoring
                 return logits, k
-            score, cstate = step(logits, cstate)
+            score, cstate = observe(logits, cstate, x)
             if score.item() <= threshold:
                 return logits, k
         while done < self.num_layers:
@@ -155,8 +156,9 @@ class EarlyExitModel:
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = head(reduce(self.reduction, hidden, mask))
-            score, cstate = self.criterion.step(logits, cstate)
+            x = reduce(self.reduction, hidden, mask)
+            logits = head(x)
+            score, cstate = self.criterion.observe(logits, cstate, x)
             leave = score <= threshold
             if mode == "whole-batch":
                 if bool(leave.all()):

@@ -71,4 +71,4 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
     exits.load_state_dict(best[2])
     exits.eval()
     return {"best_epoch": best[1], "heldout_loss": best[0], "history": history,
-            "objective": objective.report()}
+            "objective": objective.report(), "holdout_rows": hold}

@@ -24,11 +24,14 @@ def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
     return out, load_data(dcfg)
 
 
-@pytest.mark.parametrize("criterion", ["entropy", "maxprob", "patience"])
-def test_runtime_exits_match_the_simulation(calibrated, criterion):
+@pytest.mark.parametrize("criterion,params", [("entropy", {}), ("maxprob", {}), ("patience", {}), ("pcee", {}),
+                                             ("dge", {}), ("dge", {"reference": "mean", "patience": 2}),
+                                             ("cobee", {}), ("cobee", {"weighted": True}), ("learned", {})])
+def test_runtime_exits_match_the_simulation(calibrated, criterion, params):
     out, data = calibrated
     art = load_artifact(out)
-    calibrate(art, data, CalibrationConfig(criterion=criterion, target_speedup=1.3, bootstrap=10))
+    calibrate(art, data, CalibrationConfig(criterion=criterion, criterion_params=params, target_speedup=1.3,
+                                           bootstrap=10))
     model = EarlyExitModel.from_artifact(out)
     outputs = split_outputs(model.artifact, data, "test")
     expected = flops_rows(model, outputs)["exit_index"]
@@ -36,7 +39,44 @@ def test_runtime_exits_match_the_simulation(calibrated, criterion):
     got = [model.forward_one(torch.tensor([ids]), torch.tensor([t]))[1]
            for ids, t in zip(enc.input_ids, enc.token_type_ids)]
     assert got == expected.tolist()
-    assert len(set(got)) > 1 or criterion == "patience"  # a real mix of exits, not all one
+    assert len(set(got)) > 1 or criterion in ("patience", "pcee", "cobee")  # a real mix of exits, not all one
+    texts = data.split("test").texts
+    batched = [p.exit_layer for p in model.predict(texts, batch_size=16)]
+    assert batched == [model.exit_layers[k] for k in got]  # rows leaving a batch keep the others' state right
+
+
+def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
+    import json
+    import xml.etree.ElementTree as ET
+
+    from eebert_cli.benchmark import run_benchmark
+    from eebert_cli.config import BenchmarkConfig
+    from eebert_cli.criteria import CRITERIA
+    from eebert_cli.report import CURVES_SVG, write_report
+
+    out, data = calibrated
+    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50))
+    lo, hi = cal["validation"]["speedup_ci95"]
+    assert lo <= cal["validation"]["speedup_flops"] <= hi and len(cal["validation"]["accuracy_ci95"]) == 2
+    assert any("80 examples" in w for w in cal["warnings"])  # 80 validation rows: far from +/-2 points
+    model = EarlyExitModel.from_artifact(out)
+    report = run_benchmark(model, data, BenchmarkConfig(repeats=0))
+    write_report(tmp_path, report)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert set(saved["curves"]) == {"validation", "test"}
+    for split, c in saved["curves"].items():
+        classify = {n for n in CRITERIA.names() if "classification" in getattr(CRITERIA.get(n), "tasks", ("classification",))}
+        assert classify <= set(c["criteria"]), split
+        for pts in c["criteria"].values():
+            assert pts and all(p["speedup"] > 0.9 and 0 <= p["accuracy"] <= 1 for p in pts)
+        assert len(c["static_truncation"]) == len(model.exit_layers)
+        assert c["oracle"][0]["accuracy"] >= max(p["accuracy"] for p in c["static_truncation"])
+        assert c["chosen"]["speedup"] > 1.0
+    assert saved["curves"]["test"]["chosen"]["speedup"] == report["early_exit"]["speedup_flops"]
+    svg = ET.parse(tmp_path / CURVES_SVG).getroot()
+    assert svg.tag.endswith("svg") and len(svg.findall(".//{http://www.w3.org/2000/svg}polyline")) > 10
+    md = (tmp_path / "report.md").read_text()
+    assert CURVES_SVG in md and "accuracy" in md.split("95% CI")[1] and "Warning (calibration)" in md
 
 
 def test_batched_per_sample_exits_equal_batch_size_one(calibrated):

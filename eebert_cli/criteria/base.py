@@ -6,6 +6,13 @@ at the first exit whose score is <= that exit's threshold; the deployed head
 (the last exit) always answers. Calibration searches thresholds on scores
 computed once for a whole split; inference calls :meth:`step` exit by exit, so
 both use the very same arithmetic.
+
+A score may be NaN: "no opinion here" (for instance a divergence at the first
+exit, which has nothing to compare with); NaN never satisfies ``<=``, so such
+an exit never fires whatever its threshold. Criteria that read more than logits
+(a learned exit scorer) set ``needs_features`` and receive the exit's reduced
+hidden states, the same tensor its exit head reads; trained criteria load their
+weights from the artifact in :meth:`bind`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ class Criterion:
     registry_name: ClassVar[str]
     #: True when thresholds are whole numbers (patience counts)
     integer: ClassVar[bool] = False
+    #: True when :meth:`step` also reads the exit's reduced hidden states [B, H]
+    needs_features: ClassVar[bool] = False
+    #: hyper-parameter values calibration may try when the user sets none (keep it small)
+    grid: ClassVar[dict[str, list[Any]]] = {}
 
     def __init__(self, **params: Any):
         if params:
@@ -35,16 +46,31 @@ class Criterion:
     def init_state(self, batch: int, device: torch.device | None = None) -> State:
         return {}
 
+    def bind(self, artifact) -> None:
+        """Load whatever a trained criterion keeps in the artifact (nothing by default)."""
+
+    def observe(self, logits: torch.Tensor, state: State,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """:meth:`step`, handing over the exit's features when the criterion reads them."""
+        if self.needs_features:
+            return self.step(logits, state, features)
+        return self.step(logits, state)
+
     def step(self, logits: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Score [B] for this exit's logits [B, C], and the state for the next exit."""
         raise NotImplementedError
 
-    def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Scores [N, K] for all exits' logits [N, K, C] (same arithmetic as :meth:`step`)."""
+    def scores(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [N, K] for all exits' logits [N, K, C] (same arithmetic as :meth:`step`).
+
+        ``features`` [N, K-1, H]: the trainable exits' reduced hidden states, for
+        criteria that need them (the deployed head, exit K-1, has none).
+        """
         state = self.init_state(logits.shape[0], logits.device)
         out = []
         for k in range(logits.shape[1]):
-            s, state = self.step(logits[:, k], state)
+            f = features[:, k] if features is not None and k < features.shape[1] else None
+            s, state = self.observe(logits[:, k], state, f)
             out.append(s)
         return torch.stack(out, 1)
 
@@ -69,12 +95,16 @@ class Criterion:
 CRITERIA: Registry[type[Criterion]] = Registry("exit criterion")
 
 
-def build_criterion(name: str, params: dict[str, Any] | None = None) -> Criterion:
+def build_criterion(name: str, params: dict[str, Any] | None = None, artifact=None) -> Criterion:
+    """The named criterion; with ``artifact``, bound to what it trained there (see :meth:`Criterion.bind`)."""
     from ..errors import EebertError
 
     cls = CRITERIA.get(name)
     try:
-        return cls(**(params or {}))
-    except TypeError as e:
+        crit = cls(**(params or {}))
+    except (TypeError, ValueError) as e:
         raise EebertError(f"bad parameters for criterion {name!r}: {e}",
                           "see `eebert list` for each criterion's parameters") from None
+    if artifact is not None:
+        crit.bind(artifact)
+    return crit

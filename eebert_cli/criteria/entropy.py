@@ -1,4 +1,11 @@
-"""DeeBERT: exit when the prediction entropy is low (FastBERT divides it by log C)."""
+"""DeeBERT: exit when the prediction entropy is low; normalized=true divides it by log C (FastBERT).
+
+Score = H(p) = -sum_c p_c log p_c of the exit's softmax, in nats: raw entropy
+lies in [0, log C], so a threshold means different things for 2 and 20
+classes. ``normalized=true`` divides by log C, giving [0, 1] for any number of
+classes (FastBERT's "uncertainty"); calibration picks the thresholds either way,
+so the choice only matters for thresholds you read or set by hand.
+"""
 
 import math
 
@@ -10,6 +17,11 @@ from .base import CRITERIA, Criterion
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     logp = torch.log_softmax(logits.float(), -1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def tiebreak(logits: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy in (0, 1]: a confidence tie-break for whole-number scores (see ``patience``)."""
+    return (entropy(logits) / math.log(logits.shape[-1])).clamp(1e-6, 1.0)
 
 
 @CRITERIA.register("entropy")

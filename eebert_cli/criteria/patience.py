@@ -1,16 +1,32 @@
 """PABEE: exit once the argmax has stayed the same for `patience` consecutive exits.
 
 Score = -(run length of agreeing consecutive exits), so threshold -t means patience t.
+With ``tiebreak=true`` the score becomes -(count) - 1 + u, u in (0, 1] the
+exit's normalised entropy: whole-number thresholds mean exactly the same, and
+a threshold between -(t+1) and -t lets samples whose count is t leave only when
+confident enough, which turns coarse speedup steps into a continuum.
+Calibration tries both unless you set it.
 """
 
 import torch
 
 from .base import CRITERIA, Criterion
+from .entropy import tiebreak
 
 
 @CRITERIA.register("patience")
 class Patience(Criterion):
-    integer = True
+    grid = {"tiebreak": [False, True]}
+
+    def __init__(self, tiebreak: bool = False):
+        self.tiebreak = bool(tiebreak)
+
+    @property
+    def integer(self):  # whole-number scores unless tie-broken by confidence
+        return not self.tiebreak
+
+    def params(self):
+        return {"tiebreak": self.tiebreak}
 
     def init_state(self, batch, device=None):
         return {"prev": torch.full((batch,), -1, dtype=torch.long, device=device),
@@ -19,4 +35,5 @@ class Patience(Criterion):
     def step(self, logits, state):
         pred = logits.argmax(-1)
         run = torch.where(pred == state["prev"], state["run"] + 1, torch.zeros_like(state["run"]))
-        return -run, {"prev": pred, "run": run}
+        score = -run - 1 + tiebreak(logits) if self.tiebreak else -run
+        return score, {"prev": pred, "run": run}

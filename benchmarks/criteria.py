@@ -1,0 +1,157 @@
+"""Every criterion calibrated on the demo's real data, evaluated on the test split, side by side.
+
+    PYTHONPATH=$PWD python benchmarks/criteria.py [--checkpoint DIR] [--cache DIR]
+
+Attaches mean-mlp exits to the deployed model once (cached in --cache), runs the
+backbone once per split (exit outputs cached as safetensors), then calibrates
+each criterion on validation exactly as `eebert calibrate` does
+(`pipeline.choose`) and applies the thresholds to the test split. Prints:
+1. test accuracy at a calibrated 2.0x for every criterion, with static
+   truncation and oracle rows;
+2. for targets 1.5, 2.0, 3.0 and entropy, patience, dge, cobee: the test FLOPs
+   speedup, the validation estimate, and both gaps (the done-when check:
+   test >= 0.95 x target and |test / validation - 1| <= 5%).
+FLOPs only: no wall-clock timing here, so results do not depend on machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eebert_cli.artifact import load_artifact  # noqa: E402
+from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
+from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.criteria import build_criterion  # noqa: E402
+from eebert_cli.curves import oracle_curve, static_curve  # noqa: E402
+from eebert_cli.data import DataConfig, load_data  # noqa: E402
+from eebert_cli.errors import EebertError  # noqa: E402
+from eebert_cli.pipeline import SplitOutputs, attach, choose_thresholds, problem_for, split_outputs  # noqa: E402
+from eebert_cli.runtime import thresholds_from_json  # noqa: E402
+
+FIELDS = ("logits", "lengths", "labels", "cost", "full", "features")
+SIDE_BY_SIDE = [("entropy", {}), ("entropy", {"normalized": True}), ("maxprob", {}), ("patience", {}),
+                ("patience", {"tiebreak": False}), ("pcee", {}), ("cobee", {"tiebreak": False}), ("dge", {}), ("dge", {"divergence": "kl"}), ("dge", {"reference": "mean"}),
+                ("dge", {"patience": 2}), ("cobee", {}), ("cobee", {"weighted": True}), ("learned", {})]
+TARGETS = (1.5, 2.0, 3.0)
+CHECKED = ("entropy", "patience", "dge", "cobee")
+
+
+def outputs_for(art, data, split: str, cache: Path) -> SplitOutputs:
+    f = cache / f"outputs-{split}.safetensors"
+    if f.exists():
+        t = load_file(f)
+        return SplitOutputs(**{k: t.get(k) for k in FIELDS})
+    out = split_outputs(art, data, split)
+    save_file({k: getattr(out, k).contiguous() for k in FIELDS if getattr(out, k) is not None}, f)
+    return out
+
+
+def calibrated(art, val, test, name, params, target):
+    cfg = CalibrationConfig(criterion=name, criterion_params=params, target_speedup=target, bootstrap=200)
+    t0 = time.perf_counter()
+    res = choose_thresholds(val, cfg, None, art)
+    secs = time.perf_counter() - t0
+    crit = build_criterion(name, res["criterion_params"], art)
+    o = problem_for(test, crit).outcome(torch.tensor(thresholds_from_json(res["thresholds"]), dtype=torch.float64))
+    return res, o, secs
+
+
+def label(name, params):
+    return name + (" " + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="/work/main/.cache/demo/minilm-rotten-tomatoes")
+    ap.add_argument("--data", default="rotten-tomatoes")
+    ap.add_argument("--cache", default=".cache/criteria")
+    ap.add_argument("--json", help="also write all figures to this JSON file")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    art_dir = cache / "artifact"
+    dcfg = DataConfig(spec=args.data)
+    if not (art_dir / "eebert_config.json").exists():
+        print(f"attaching mean-mlp exits to {args.checkpoint} -> {art_dir} (once)", flush=True)
+        attach(args.checkpoint, dcfg, AttachConfig(exits="mean-mlp", max_length=64), art_dir)
+    art = load_artifact(art_dir)
+    data = load_data(dcfg)
+    val, test = outputs_for(art, data, "validation", cache), outputs_for(art, data, "test", cache)
+    dep_val = (val.logits[:, -1].argmax(-1) == val.labels).double().mean().item()
+    dep_test = (test.logits[:, -1].argmax(-1) == test.labels).double().mean().item()
+    print(f"\n{args.data}: validation {len(val.lengths)}, test {len(test.lengths)} examples; exits after layers "
+          f"{art.exits.layers} of {art.deployed.adapter.dims.num_layers}; deployed accuracy val "
+          f"{100 * dep_val:.2f} / test {100 * dep_test:.2f}\n")
+    record = {"side_by_side": [], "targets": []}
+
+    print("1. Calibrated for 2.0x on validation, applied to test")
+    print(f"{'criterion':34s} {'val x':>7s} {'val acc':>8s} {'test x':>7s} {'test acc':>9s} {'search s':>9s}  chosen params")
+    for name, params in SIDE_BY_SIDE:
+        try:
+            res, o, secs = calibrated(art, val, test, name, params, 2.0)
+        except EebertError as e:
+            print(f"{label(name, params):34s} {e.message}")
+            continue
+        v = res["validation"]
+        print(f"{label(name, params):34s} {v['speedup_flops']:6.2f}x {100 * v['accuracy']:8.2f} {o.speedup:6.2f}x "
+              f"{100 * o.accuracy:9.2f} {secs:9.2f}  {json.dumps(res['criterion_params'])}")
+        record["side_by_side"].append({"criterion": name, "params": res["criterion_params"],
+                                       "validation_speedup": v["speedup_flops"], "validation_accuracy": v["accuracy"],
+                                       "test_speedup": o.speedup, "test_accuracy": o.accuracy})
+    crit = build_criterion("entropy")
+    static = static_curve(test, art)
+    near = min(static, key=lambda p: abs(p["speedup"] - 2.0))
+    print(f"{'static truncation (layer ' + str(near['layer']) + ')':34s} {'':7s} {'':8s} {near['speedup']:6.2f}x "
+          f"{100 * near['accuracy']:9.2f}")
+    right = test.logits.argmax(-1) == test.labels[:, None]
+    right[:, -1] = True  # as the benchmark report: never right anywhere -> the deployed head answers
+    oe = right.to(torch.uint8).argmax(1)
+    o_spd = test.full.sum().item() / test.cost.gather(1, oe[:, None]).sum().item()
+    o_acc = (test.logits.argmax(-1).gather(1, oe[:, None]).squeeze(1) == test.labels).double().mean().item()
+    print(f"{'oracle (first right exit)':34s} {'':7s} {'':8s} {o_spd:6.2f}x {100 * o_acc:9.2f}")
+    orc = oracle_curve(problem_for(test, crit))[0]
+    print(f"{'oracle, never-right at exit 1':34s} {'':7s} {'':8s} {orc['speedup']:6.2f}x {100 * orc['accuracy']:9.2f}"
+          "  (start of the oracle curve)")
+    print(f"{'deployed model':34s} {'':7s} {100 * dep_val:8.2f} {1.0:6.2f}x {100 * dep_test:9.2f}")
+    record["static_truncation"], record["oracle"] = static, {"speedup": o_spd, "accuracy": o_acc}
+
+    print("\n2. Targets: test FLOPs speedup vs the target and vs the validation estimate (done when "
+          "test >= -5% of target and within 5% of validation)")
+    print(f"{'criterion':14s} {'target':>6s} {'val x (95% CI)':>20s} {'test x':>7s} {'test-target':>12s} "
+          f"{'test-val':>9s} {'val acc':>8s} {'test acc':>9s}  ok")
+    misses = 0
+    for name in CHECKED:
+        for target in TARGETS:
+            try:
+                res, o, _ = calibrated(art, val, test, name, {}, target)
+            except EebertError as e:
+                print(f"{name:14s} {target:6.1f} unreachable: {e.message}")
+                continue
+            v = res["validation"]
+            g_target, g_val = o.speedup / target - 1, o.speedup / v["speedup_flops"] - 1
+            ok = g_target >= -0.05 and abs(g_val) <= 0.05
+            misses += not ok
+            ci = v["speedup_ci95"]
+            print(f"{name:14s} {target:6.1f} {v['speedup_flops']:6.2f}x ({ci[0]:.2f}-{ci[1]:.2f}) {o.speedup:6.2f}x "
+                  f"{100 * g_target:+11.1f}% {100 * g_val:+8.1f}% {100 * v['accuracy']:8.2f} {100 * o.accuracy:9.2f}"
+                  f"  {'yes' if ok else 'MISS'}")
+            record["targets"].append({"criterion": name, "target": target, "validation_speedup": v["speedup_flops"],
+                                      "validation_speedup_ci95": ci, "test_speedup": o.speedup,
+                                      "gap_test_vs_target": g_target, "gap_test_vs_validation": g_val,
+                                      "validation_accuracy": v["accuracy"], "test_accuracy": o.accuracy, "ok": ok})
+    print(f"\n{misses} miss(es)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

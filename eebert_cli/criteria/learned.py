@@ -1,0 +1,85 @@
+"""BERxiT learning-to-exit: a small module predicts whether an exit's answer is right; exit when it says so.
+
+One ``Linear(H, 1)`` + sigmoid, shared by all exits (BERxiT's LTE module), reads
+the same reduced hidden states as the exit head and is regressed (binary
+cross-entropy) on whether that exit's prediction is correct. It is trained at
+``eebert attach`` right after the exits, on the training rows held out from exit
+training (their correctness is what unseen data looks like), and saved in the
+artifact as ``learned_exit.safetensors`` (declared in ``eebert_config.json``).
+Score = 1 - predicted probability of being correct.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import EebertError
+from .base import CRITERIA, Criterion
+
+LEARNED_FILE = "learned_exit.safetensors"
+
+
+class LearnToExit(nn.Module):
+    """P(exit is correct | its reduced hidden states); inputs standardised with training statistics."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(hidden))
+        self.register_buffer("scale", torch.ones(hidden))
+        self.linear = nn.Linear(hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear((features.float() - self.mean) / self.scale)).squeeze(-1)
+
+
+def fit_learn_to_exit(features: torch.Tensor, correct: torch.Tensor, steps: int = 300, lr: float = 1e-2,
+                      weight_decay: float = 1e-2, seed: int = 0) -> tuple[LearnToExit, dict]:
+    """Fit on features [N, K, H] of K exits and whether each exit was right [N, K] (full batch)."""
+    torch.manual_seed(seed)
+    x = features.reshape(-1, features.shape[-1]).float()
+    y = correct.reshape(-1).float()
+    module = LearnToExit(x.shape[1])
+    module.mean.copy_(x.mean(0))
+    module.scale.copy_(x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1]))
+    opt = torch.optim.AdamW(module.linear.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCELoss()
+    for _ in range(steps):
+        loss = loss_fn(module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.eval()
+    with torch.no_grad():
+        p = module(x)
+        report = {"examples": int(features.shape[0]), "loss": float(loss_fn(p, y)),
+                  "share_correct": float(y.mean()), "accuracy": float(((p > 0.5).float() == y).float().mean())}
+    return module, report
+
+
+@CRITERIA.register("learned")
+class Learned(Criterion):
+    needs_features = True
+
+    def __init__(self):
+        self.module: LearnToExit | None = None
+
+    def bind(self, artifact) -> None:
+        from safetensors.torch import load_file
+
+        info = artifact.config.get("learned_exit")
+        if not info:
+            raise EebertError(f"{artifact.path} has no learned exit scorer (attached by an older eebert)",
+                              "re-run `eebert attach` to train it, or choose another --criterion")
+        state = load_file(artifact.path / info["file"])
+        module = LearnToExit(state["mean"].shape[0])
+        module.load_state_dict(state)
+        self.module = module.eval()
+
+    def step(self, logits, state, features=None):
+        if features is None:  # the deployed head: it always answers, its score is never read
+            return torch.zeros(logits.shape[0], device=logits.device), state
+        if self.module is None:
+            raise EebertError("criterion 'learned' has no trained scorer", "load it from an artifact (bind)")
+        with torch.no_grad():
+            return 1.0 - self.module(features), state
