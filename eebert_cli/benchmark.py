@@ -58,7 +58,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
         seq = out.lengths.double()
         dims = model.adapter.dims
         static_cost = (embed_flops(dims, seq) + model.layers[k] * layer_flops(dims, seq)
-                       + torch.as_tensor(model.heads[k].flops(seq), dtype=torch.float64))
+                       + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64))
     else:
         static_cost = out.full
     static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),

@@ -111,6 +111,9 @@ def attach(
     exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
     objective: str = typer.Option("ce-distil", help=help_for(AttachConfig, "objective")),
     objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
+    bypass: Optional[str] = typer.Option(None, help="Block-wise bypasses feeding the exits: 'badge' (BADGE)."),
+    block_size: int = typer.Option(2, help="Layers per bypass block (with --bypass)."),
+    contrastive: float = typer.Option(0.0, help=help_for(TrainConfig, "contrastive")),
     no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
     max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
     epochs: int = typer.Option(TrainConfig.epochs, help=help_for(TrainConfig, "epochs")),
@@ -126,8 +129,9 @@ def attach(
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
                        objective=objective, objective_params=_params(objective_param, "--objective-param"),
+                       bypass={"type": bypass, "block_size": block_size} if bypass else {},
                        max_length=max_length, use_labels=not no_labels,
-                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed))
+                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
     result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
     emit(result, as_json)
     if not as_json:

@@ -16,7 +16,7 @@ from .cost import exit_costs, full_cost
 from .criteria import build_criterion
 from .data import DataConfig, TaskData, load_data, map_labels
 from .errors import EebertError
-from .exits import ExitSet, ExitSpec
+from .exits import EXITS, ExitSet, ExitSpec
 from .features import Features, all_exit_logits, encode, extract
 from .objectives import build_objective
 from .runtime import thresholds_to_json
@@ -41,12 +41,13 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
                                    f"the {split} split of {data.name}"))
 
 
-def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str,
-                   max_length: int, batch_size: int, ui: UI) -> Features:
+def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str | None,
+                   max_length: int, batch_size: int, ui: UI, needs: dict[int, set[str]] | None = None) -> Features:
     s = data.split(split)
     enc = encode(deployed.tokenizer, s, max_length)
     with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
-        return extract(deployed.adapter, enc, layers, {reduction}, batch_size, advance)
+        return extract(deployed.adapter, enc, layers, {reduction} if reduction else set(), batch_size, advance,
+                       needs)
 
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
@@ -54,18 +55,39 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     dims = deployed.adapter.dims
-    spec = ExitSpec(cfg.exits, exit_layers(cfg, dims.num_layers), dict(cfg.exit_params))
-    torch.manual_seed(cfg.train.seed)
-    exits = ExitSet(spec, dims)
-    exits.init_from(deployed.adapter)
+    layers = exit_layers(cfg, dims.num_layers)
+    leco = cfg.exits == "leco" and "choices" not in cfg.exit_params
+    if leco:  # search first, on token states; the spec is known once it has chosen
+        from .exits.leco import CANDIDATES
+
+        spec = ExitSpec("leco", layers, {}, dict(cfg.bypass))
+        names = cfg.exit_params.get("candidates") or CANDIDATES
+        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
+        for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
+            needs.setdefault(l, set()).update(kinds)
+    else:
+        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
+        needs = ExitSet(spec, dims).needs()
     objective = build_objective(cfg.objective, cfg.objective_params)
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
-    feats = split_features(deployed, data, "train", spec.layers, exits.reduction, cfg.max_length,
-                           cfg.batch_size, ui)
+    feats = split_features(deployed, data, "train", spec.layers, None, cfg.max_length, cfg.batch_size, ui, needs)
     t_features = time.perf_counter() - t0
     targets = labels if labels is not None else feats.teacher.argmax(-1)
+    search_report = None
+    if leco:
+        from .leco import search as leco_search
+
+        epochs = int(cfg.exit_params.get("search_epochs", 3))
+        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
+            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
+        cand = cfg.exit_params.get("candidate_params")
+        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
+                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
+    torch.manual_seed(cfg.train.seed)
+    exits = ExitSet(spec, dims)
+    exits.init_from(deployed.adapter)
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
     t_train = time.perf_counter() - t0 - t_features
@@ -81,11 +103,29 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
                      "heldout_loss": summary["heldout_loss"], "feature_seconds": round(t_features, 2),
                      "train_seconds": round(t_train, 2), "objective_report": summary["objective"]},
     }
+    if search_report is not None:
+        extra["leco_search"] = search_report
+    if exits.bypass is not None:
+        extra["bypass"] = bypass_summary(exits, dims)
     config = art.make_config(deployed, spec, cfg.max_length, extra)
     art.save_artifact(Path(out), config, exits)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
+            "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
             "examples": len(targets), **{k: extra["training"][k] for k in
                                           ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
+
+
+def bypass_summary(exits: ExitSet, dims) -> dict:
+    """Bypass overhead, per exit and relative to one encoder layer (at 128 tokens)."""
+    from .cost import layer_flops
+
+    seq = torch.tensor([128.0], dtype=torch.float64)
+    per_layer = float(layer_flops(dims, seq))
+    bp = exits.bypass
+    return {"type": "badge", "block_size": bp.block_size, "width": bp.width, "source": bp.source,
+            "blocks": len(bp.blocks), "params_per_block": bp.per_block_params(),
+            "flops_per_exit_at_128_tokens": float(bp.flops(exits.layers[0], seq)),
+            "overhead_per_layer": float(bp.flops(exits.layers[0], seq)) / per_layer}
 
 
 @dataclass
@@ -121,10 +161,10 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
                   ui: UI = SILENT) -> SplitOutputs:
     dep, exits = artifact.deployed, artifact.exits
     feats = split_features(dep, data, split, exits.layers, exits.reduction, artifact.config["max_length"],
-                           batch_size, ui)
+                           batch_size, ui, exits.needs())
     logits = all_exit_logits(exits, feats)
     dims = dep.adapter.dims
-    cost = exit_costs(dims, feats.lengths, exits.layers, lambda k, seq: exits.heads[k].flops(seq))
+    cost = exit_costs(dims, feats.lengths, exits.layers, exits.flops)
     return SplitOutputs(logits, feats.lengths, gold_labels(dep, data, split), cost, full_cost(dims, feats.lengths))
 
 

@@ -43,6 +43,7 @@ class EarlyExitModel:
         self.heads = list(artifact.exits.heads)
         self.layers = artifact.exits.layers
         self.reduction = artifact.exits.reduction
+        self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]
         self.num_layers = self.adapter.dims.num_layers
@@ -71,11 +72,13 @@ class EarlyExitModel:
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
         done = 0
+        kept = self._tap(0, hidden, None, {})
         for k, layer in enumerate(self.layers):
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, None))
+                kept = self._tap(done, hidden, None, kept)
+            logits = self.exits.logits(k, self._getter(layer, hidden, None, kept))
             score, cstate = self.criterion.step(logits, cstate)
             if score.item() <= self.thresholds[k]:
                 return logits, k
@@ -97,11 +100,13 @@ class EarlyExitModel:
         state = ad.prepare(hidden, mask)
         cstate = self.criterion.init_state(n)
         done = 0
+        kept = self._tap(0, hidden, mask, {})
         for k, layer in enumerate(self.layers):
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            logits = self.heads[k](reduce(self.reduction, hidden, mask))
+                kept = self._tap(done, hidden, mask, kept)
+            logits = self.exits.logits(k, self._getter(layer, hidden, mask, kept))
             score, cstate = self.criterion.step(logits, cstate)
             leave = score <= self.thresholds[k]
             if not leave.any():
@@ -112,6 +117,7 @@ class EarlyExitModel:
             if keep.numel() == 0:
                 return out, where
             rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            kept = {key: v[keep] for key, v in kept.items()}
             cstate = self.criterion.select(cstate, keep)
             width = int(mask.sum(1).max())
             if trim and width < mask.shape[1]:  # right padding: drop columns no row uses
@@ -124,6 +130,19 @@ class EarlyExitModel:
             done += 1
         out[rows] = ad.head(hidden, mask).float()
         return out, where
+
+    def _tap(self, layer: int, hidden, mask, kept: dict) -> dict:
+        """Keep the reductions bypasses read from this layer (only when the artifact has bypasses)."""
+        for r in self.taps.get(layer, ()):
+            kept[(r, layer)] = reduce(r, hidden, mask)
+        return kept
+
+    @staticmethod
+    def _getter(layer: int, hidden, mask, kept: dict):
+        def get(reduction: str, at: int):
+            return reduce(reduction, hidden, mask) if at == layer else kept[(reduction, at)]
+
+        return get
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 1) -> list[Prediction]:
         tok = self.artifact.deployed.tokenizer

@@ -2,6 +2,6 @@
 
 from .base import OBJECTIVES, Objective, TrainBatch, build_objective
 
-from . import ce_distil  # noqa: E402,F401  (registers)
+from . import ce_distil, distil, joint, leebert  # noqa: E402,F401  (registers)
 
 __all__ = ["OBJECTIVES", "Objective", "TrainBatch", "build_objective"]
