@@ -281,6 +281,22 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
           "report": report}, as_json)
 
 
+@app.command()
+@command
+def compare(recipe: Path = typer.Argument(..., help="Compare recipe (TOML), see recipes/compare-*.toml."),
+            as_json: bool = JSON):
+    """Train and calibrate several method combinations on one checkpoint and data set; one table."""
+    from .compare import load_compare_recipe, run_compare, table, write
+
+    r, methods = load_compare_recipe(recipe)
+    report = run_compare(r, methods, UI(quiet=as_json))
+    write(report, Path(r.out))
+    emit(report, as_json)
+    if not as_json:
+        out.print(table(report))
+        out.print(f"report written to {r.out}/compare.json and compare.md")
+
+
 @app.command("list")
 @command
 def list_components(as_json: bool = JSON):

@@ -50,46 +50,59 @@ def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[
                        needs)
 
 
+def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
+    """Layer -> reductions the training features must hold for these exits (and bypasses)."""
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:  # the search reads token states
+        from .exits.leco import CANDIDATES
+
+        names = cfg.exit_params.get("candidates") or CANDIDATES
+        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
+        for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
+            needs.setdefault(l, set()).update(kinds)
+        return needs
+    return ExitSet(ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass)), dims).needs()
+
+
+def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg: AttachConfig,
+                 layers: list[int], ui: UI = SILENT):
+    """Search (LECO) if asked, build the exits and train them on cached features."""
+    dims = deployed.adapter.dims
+    objective = build_objective(cfg.objective, cfg.objective_params)
+    search_report = None
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:
+        from .leco import search as leco_search
+
+        epochs = int(cfg.exit_params.get("search_epochs", 3))
+        torch.manual_seed(cfg.train.seed)
+        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
+            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
+        cand = cfg.exit_params.get("candidate_params")
+        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
+                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
+    else:
+        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
+    torch.manual_seed(cfg.train.seed)
+    exits = ExitSet(spec, dims)
+    exits.init_from(deployed.adapter)
+    with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
+        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+    return spec, exits, summary, search_report
+
+
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
     deployed = load_deployed(checkpoint)
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     dims = deployed.adapter.dims
     layers = exit_layers(cfg, dims.num_layers)
-    leco = cfg.exits == "leco" and "choices" not in cfg.exit_params
-    if leco:  # search first, on token states; the spec is known once it has chosen
-        from .exits.leco import CANDIDATES
-
-        spec = ExitSpec("leco", layers, {}, dict(cfg.bypass))
-        names = cfg.exit_params.get("candidates") or CANDIDATES
-        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
-        for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
-            needs.setdefault(l, set()).update(kinds)
-    else:
-        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
-        needs = ExitSet(spec, dims).needs()
-    objective = build_objective(cfg.objective, cfg.objective_params)
+    needs = features_needed(cfg, layers, dims)
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
-    feats = split_features(deployed, data, "train", spec.layers, None, cfg.max_length, cfg.batch_size, ui, needs)
+    feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
     t_features = time.perf_counter() - t0
     targets = labels if labels is not None else feats.teacher.argmax(-1)
-    search_report = None
-    if leco:
-        from .leco import search as leco_search
-
-        epochs = int(cfg.exit_params.get("search_epochs", 3))
-        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
-            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
-        cand = cfg.exit_params.get("candidate_params")
-        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
-                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
-    torch.manual_seed(cfg.train.seed)
-    exits = ExitSet(spec, dims)
-    exits.init_from(deployed.adapter)
-    with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
-        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+    spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui)
     t_train = time.perf_counter() - t0 - t_features
     changed = [k for k, v in deployed.model.state_dict().items() if not torch.equal(v, before[k])]
     if changed:  # the backbone is frozen by construction; this guards against regressions

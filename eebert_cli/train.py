@@ -11,6 +11,7 @@ import torch
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
+from .objectives.contrastive import cross_layer_infonce
 
 
 @dataclass

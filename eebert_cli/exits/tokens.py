@@ -21,6 +21,11 @@ from torch import nn
 from .base import EXITS, ExitHead, Tokens
 
 
+def default_width(dims) -> int:
+    """128 as in FastBERT, but never more than half the hidden size (small models stay cheap)."""
+    return min(128, max(4, dims.hidden_size // 2))
+
+
 def _fill(mask: torch.Tensor, dtype) -> torch.Tensor:
     """Additive key mask [B, 1, T]: 0 for tokens, -inf-ish for padding."""
     return (1.0 - mask[:, None, :].to(dtype)) * torch.finfo(dtype).min
@@ -57,9 +62,9 @@ class AttentionExit(ExitHead):
 
     reduction = "tokens"
 
-    def __init__(self, dims, width: int = 128, heads: int = 2, dropout: float = 0.1):
+    def __init__(self, dims, width: int | None = None, heads: int = 2, dropout: float = 0.1):
         super().__init__(dims)
-        self.width = width
+        self.width = width = width or default_width(dims)
         self.proj = nn.Linear(dims.hidden_size, width)
         self.attn = ClsAttention(width, heads)
         self.dense = nn.Linear(width, width)
@@ -134,9 +139,10 @@ class ConvExit(ExitHead):
 
     reduction = "tokens"
 
-    def __init__(self, dims, width: int = 128, kernel: int = 3, dropout: float = 0.1):
+    def __init__(self, dims, width: int | None = None, kernel: int = 3, dropout: float = 0.1):
         super().__init__(dims)
-        self.width, self.kernel = width, kernel
+        self.width, self.kernel = width or default_width(dims), kernel
+        width = self.width
         self.conv = nn.Conv1d(dims.hidden_size, width, kernel, padding=kernel // 2)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(width, dims.num_labels)
@@ -160,8 +166,10 @@ class TransformerExit(ExitHead):
 
     reduction = "tokens"
 
-    def __init__(self, dims, width: int = 128, heads: int = 2, ffn: int = 256, dropout: float = 0.1):
+    def __init__(self, dims, width: int | None = None, heads: int = 2, ffn: int | None = None, dropout: float = 0.1):
         super().__init__(dims)
+        width = width or default_width(dims)
+        ffn = ffn or 2 * width
         self.width, self.ffn_width = width, ffn
         self.proj = nn.Linear(dims.hidden_size, width)
         self.attn = ClsAttention(width, heads)
