@@ -289,7 +289,7 @@ def compare(recipe: Path = typer.Argument(..., help="Compare recipe (TOML), see 
     from .compare import load_compare_recipe, run_compare, table, write
 
     r, methods = load_compare_recipe(recipe)
-    report = run_compare(r, methods, UI(quiet=as_json))
+    report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
     write(report, Path(r.out))
     emit(report, as_json)
     if not as_json:

@@ -15,7 +15,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -109,7 +109,9 @@ def _static(dims, lengths, exits, logits, ref, target: float) -> dict | None:
     return best
 
 
-def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -> dict:
+def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
+                on_method: Callable[[dict], None] | None = None) -> dict:
+    """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
     deployed = load_deployed(recipe.checkpoint)
     data = load_data(recipe.data)
     dims = deployed.adapter.dims
@@ -173,10 +175,19 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -
                      "train_seconds": round(t_train, 1), "best_epoch": summary["best_epoch"],
                      "objective_report": summary["objective"], "leco_search": search_report,
                      "per_exit_accuracy": per_exit, "oracle": oracle, "at": at})
+        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
+                        for t, v in at.items())
+        ui.log(f"  {m.name}: trained in {t_train:.0f} s; {got}")
+        if on_method is not None:
+            on_method(_report(recipe, ref, labels, deployed_acc, t_features, rows))
+    return _report(recipe, ref, labels, deployed_acc, t_features, rows)
+
+
+def _report(recipe, ref, labels, deployed_acc, t_features, rows) -> dict:
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
               "examples": len(ref[recipe.split]), "metric": "accuracy" if labels[recipe.split] is not None else "agreement",
               "deployed_accuracy": deployed_acc, "speedups": recipe.speedups, "feature_seconds": round(t_features, 1),
-              "baseline": recipe.baseline or None, "methods": rows}
+              "baseline": recipe.baseline or None, "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 
@@ -220,12 +231,11 @@ def header(report: dict) -> list[str]:
 
 
 def cells(report: dict, r: dict) -> list[str]:
-    heads = sorted(set(r["heads"]))
     ex = r["exits"]["type"] + ("" if r["exits"]["type"] != "leco" else f" [{','.join(r['heads'])}]")
     if r["exits"].get("bypass"):
         ex += f" + badge/{r['exits']['bypass'].get('block_size')}"
     obj = r["objective"] + (f" + contrastive {r['contrastive']}" if r["contrastive"] else "")
-    c = [r["name"], ex if heads else ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
+    c = [r["name"], ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
     for s in report["speedups"]:
         c += [_cell(r, str(s)), _static_cell(r, str(s))]
     return c + [f"{100 * r['oracle']['accuracy']:.2f} ({r['oracle']['speedup_flops']:.2f}x)"]
