@@ -316,7 +316,8 @@ def list_components(as_json: bool = JSON):
             params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
                       for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params")
                       and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-            doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
+            # a class's own docstring first (modules holding several components), else its module's
+            doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
             items[name] = {"params": params, "about": doc}
         return items
 
