@@ -141,7 +141,7 @@ def test_leco_search_picks_a_candidate_and_retrains_that_architecture(tiny_ckpt,
     assert search["candidates"] == CANDIDATES
     for layer, probs in search["alphas"].items():
         assert abs(sum(probs.values()) - 1) < 1e-3
-        assert search["choices"][layer] == max(probs, key=probs.get)
+        assert probs[search["choices"][layer]] >= max(probs.values()) - 1e-4  # reported probs are rounded
     art = load_artifact(tmp_path / "a")
     assert art.config["exits"]["type"] == "leco"
     assert art.exits.describe() == [search["choices"][str(l)] for l in art.exits.layers]
