@@ -141,6 +141,9 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "validation_estimate": cal.get("validation"),
         **rows,
     }
+    for key in ("bypass", "leco_search"):  # method details worth seeing next to the figures
+        if model.artifact.config.get(key):
+            report[key] = model.artifact.config[key]
     if timing:
         report["early_exit"]["speedup_measured"] = timing["speedup_measured"]
         report["early_exit"]["latency_ms"] = timing["early_exit_ms"]

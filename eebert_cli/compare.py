@@ -29,7 +29,7 @@ from .errors import EebertError
 from .exits import EXITS
 from .features import all_exit_logits, encode, extract
 from .objectives import OBJECTIVES
-from .pipeline import exit_layers, features_needed, gold_labels, train_method
+from .pipeline import bypass_summary, exit_layers, features_needed, gold_labels, train_method
 from .ui import SILENT, UI
 
 
@@ -174,6 +174,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                      "contrastive": m.attach.train.contrastive, "criterion": m.criterion,
                      "train_seconds": round(t_train, 1), "best_epoch": summary["best_epoch"],
                      "objective_report": summary["objective"], "leco_search": search_report,
+                     "bypass": bypass_summary(exits, dims) if exits.bypass is not None else None,
                      "per_exit_accuracy": per_exit, "oracle": oracle, "at": at})
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
                         for t, v in at.items())
@@ -273,8 +274,12 @@ def markdown(report: dict) -> str:
         lines.append(f"- {s}x: **{v['best']}** {100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
                      + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
-    extra = [r for r in report["methods"] if r["leco_search"] or r["objective"] == "leebert"]
+    extra = [r for r in report["methods"] if r["leco_search"] or r["objective"] == "leebert" or r.get("bypass")]
     for r in extra:
+        if r.get("bypass"):
+            b = r["bypass"]
+            lines += ["", f"BADGE bypasses ({r['name']}): {b['blocks']} blocks of {b['block_size']} layers, width "
+                          f"{b['width']}, {100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit (128 tokens)."]
         if r["leco_search"]:
             lines += ["", f"LECO search ({r['name']}): " + ", ".join(
                 f"layer {l}: {c}" for l, c in r["leco_search"]["choices"].items())]
