@@ -138,6 +138,15 @@ def attach(
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
                   f"(layers {result['exits']['layers']}), trained on {result['examples']} examples "
                   f"({result['targets']}), best epoch {result['best_epoch']} -> {out_dir}")
+        if result.get("leco_search"):
+            out.print("LECO search chose: " + ", ".join(
+                f"layer {l}: {c}" for l, c in result["leco_search"]["choices"].items()))
+        weights = (result.get("objective_report") or {}).get("weights")
+        if isinstance(weights, dict):
+            out.print("learned loss weights: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+        if result.get("bypass"):
+            b = result["bypass"]
+            out.print(f"bypasses: {b['blocks']} blocks, {100 * b['overhead_per_layer']:.2f}% of a layer's FLOPs per exit")
 
 
 @app.command()
