@@ -221,7 +221,7 @@ def _cell(r: dict, key: str) -> str:
 def _static_cell(r: dict, key: str) -> str:
     a = r["at"].get(key)
     st = a and a.get("static")
-    return "-" if not st else f"{100 * st['accuracy']:.2f} (L{st['layer']})"
+    return "-" if not st else f"{100 * st['accuracy']:.2f} (L{st['layer']}, {st['speedup_flops']:.2f}x)"
 
 
 def header(report: dict) -> list[str]:
@@ -261,7 +261,8 @@ def markdown(report: dict) -> str:
              f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
              f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
              "table gives test accuracy and the test FLOPs speedup reached. Static truncation: every example "
-             "leaves at the deepest exit of the same method whose static speedup reaches the target. "
+             "leaves at the deepest exit of the same method whose static FLOPs speedup (exit head included) "
+             "reaches the target. "
              f"Shared backbone passes: {report['feature_seconds']:.0f} s.", "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
