@@ -96,16 +96,19 @@ def _merge(needs: dict, more: dict) -> dict:
 
 
 def _static(dims, lengths, exits, logits, ref, target: float) -> dict | None:
-    """Everyone leaves at the deepest exit whose static FLOPs speedup still reaches the target."""
+    """Everyone leaves at the one exit whose static FLOPs speedup is nearest the target (log scale)."""
+    import math
+
     seq = lengths.double()
     full = full_cost(dims, lengths).sum().item()
     best = None
     for k, layer in enumerate(exits.layers):
         cost = (embed_flops(dims, seq) + layer * layer_flops(dims, seq)
                 + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)).sum().item()
-        if full / cost >= target:
-            best = {"layer": layer, "speedup_flops": full / cost,
-                    "accuracy": (logits[:, k].argmax(-1) == ref).double().mean().item()}
+        row = {"layer": layer, "speedup_flops": full / cost,
+               "accuracy": (logits[:, k].argmax(-1) == ref).double().mean().item()}
+        if best is None or abs(math.log(row["speedup_flops"] / target)) < abs(math.log(best["speedup_flops"] / target)):
+            best = row
     return best
 
 
@@ -261,8 +264,8 @@ def markdown(report: dict) -> str:
              f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
              f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
              "table gives test accuracy and the test FLOPs speedup reached. Static truncation: every example "
-             "leaves at the deepest exit of the same method whose static FLOPs speedup (exit head included) "
-             "reaches the target. "
+             "leaves at the one exit of the same method whose static FLOPs speedup (exit head included) is "
+             "nearest the target (the cell gives it). "
              f"Shared backbone passes: {report['feature_seconds']:.0f} s.", "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
