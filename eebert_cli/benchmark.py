@@ -64,7 +64,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
         seq = out.lengths.double()
         dims = model.adapter.dims
         static_cost = (embed_flops(dims, seq) + model.layers[k] * layer_flops(dims, seq)
-                       + torch.as_tensor(model.heads[k].flops(seq), dtype=torch.float64))
+                       + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64))
     else:
         static_cost = out.full
     static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),
@@ -271,6 +271,9 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     metric = report["metric"]
     report["curves"] = report_curves(model, out, cfg.split, {"speedup": rows["early_exit"]["speedup_flops"],
                                                              "accuracy": rows["early_exit"][metric]}, cal)
+    for key in ("bypass", "leco_search"):  # method details worth seeing next to the figures
+        if model.artifact.config.get(key):
+            report[key] = model.artifact.config[key]
     if timing:
         report["early_exit"]["speedup_measured"] = timing["speedup_measured"]
         report["early_exit"]["latency_ms"] = timing["early_exit_ms"]

@@ -111,6 +111,9 @@ def attach(
     exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
     objective: str = typer.Option("ce-distil", help=help_for(AttachConfig, "objective")),
     objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
+    bypass: Optional[str] = typer.Option(None, help="Block-wise bypasses feeding the exits: 'badge' (BADGE)."),
+    block_size: int = typer.Option(2, help="Layers per bypass block (with --bypass)."),
+    contrastive: float = typer.Option(0.0, help=help_for(TrainConfig, "contrastive")),
     no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
     max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
     epochs: int = typer.Option(TrainConfig.epochs, help=help_for(TrainConfig, "epochs")),
@@ -126,14 +129,24 @@ def attach(
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
                        objective=objective, objective_params=_params(objective_param, "--objective-param"),
+                       bypass={"type": bypass, "block_size": block_size} if bypass else {},
                        max_length=max_length, use_labels=not no_labels,
-                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed))
+                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
     result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
                   f"(layers {result['exits']['layers']}), trained on {result['examples']} examples "
                   f"({result['targets']}), best epoch {result['best_epoch']} -> {out_dir}")
+        if result.get("leco_search"):
+            out.print("LECO search chose: " + ", ".join(
+                f"layer {l}: {c}" for l, c in result["leco_search"]["choices"].items()))
+        weights = (result.get("objective_report") or {}).get("weights")
+        if isinstance(weights, dict):
+            out.print("learned loss weights: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+        if result.get("bypass"):
+            b = result["bypass"]
+            out.print(f"bypasses: {b['blocks']} blocks, {100 * b['overhead_per_layer']:.2f}% of a layer's FLOPs per exit")
 
 
 @app.command()
@@ -309,8 +322,10 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     from .artifact import load_artifact
     from .data import load_data
     from .pipeline import attach as run_attach, calibrate as run_calibrate
-    from .recipe import load_recipe
+    from .recipe import load_recipe, recipe_kind
 
+    if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
+        return compare(recipe, as_json)
     r = load_recipe(recipe)
     ui = UI(quiet=as_json)
     ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
@@ -322,6 +337,22 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
     emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "curves")},
           "report": report}, as_json)
+
+
+@app.command()
+@command
+def compare(recipe: Path = typer.Argument(..., help="Compare recipe (TOML), see recipes/compare-*.toml."),
+            as_json: bool = JSON):
+    """Train and calibrate several method combinations on one checkpoint and data set; one table."""
+    from .compare import load_compare_recipe, run_compare, table, write
+
+    r, methods = load_compare_recipe(recipe)
+    report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
+    write(report, Path(r.out))
+    emit(report, as_json)
+    if not as_json:
+        out.print(table(report))
+        out.print(f"report written to {r.out}/compare.json and compare.md")
 
 
 @app.command("list")
@@ -343,7 +374,8 @@ def list_components(as_json: bool = JSON):
             params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
                       for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params")
                       and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-            doc = (inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
+            # a class's own docstring first (modules holding several components), else its module's
+            doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
             items[name] = {"params": params, "about": doc}
         return items
 

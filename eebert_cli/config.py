@@ -22,9 +22,10 @@ from .train import TrainConfig
 class AttachConfig:
     """Which exits to attach and how to train them."""
 
-    exits: str = field(default="mean-mlp", metadata={"help": "Exit head type (see `eebert list`)."})
+    exits: str = field(default="mean-mlp", metadata={"help": "Exit head type (see `eebert list`), or 'leco' to search one per layer."})
     layers: list[int] = field(default_factory=list, metadata={"help": "1-based layers to put exits after; empty = every layer but the last."})
     exit_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the exit head."})
+    bypass: dict[str, Any] = field(default_factory=dict, metadata={"help": "Block-wise bypasses (BADGE), e.g. {type = \"badge\", block_size = 2}; empty = none."})
     objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
     objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated)."})

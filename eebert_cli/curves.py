@@ -47,7 +47,7 @@ def static_curve(outputs, artifact) -> list[dict]:
     pts = []
     for k, layer in enumerate(artifact.exits.layers):
         cost = (embed_flops(dims, seq) + layer * layer_flops(dims, seq)
-                + torch.as_tensor(artifact.exits.heads[k].flops(seq), dtype=torch.float64))
+                + torch.as_tensor(artifact.exits.flops(k, seq), dtype=torch.float64))
         pts.append(_point(full / cost.sum().item(), correct[:, k].mean().item(), layer=layer))
     pts.append(_point(1.0, correct[:, -1].mean().item(), layer=dims.num_layers))
     return sorted(pts, key=lambda p: p["speedup"])

@@ -15,7 +15,7 @@ import torch
 
 from .backbones import BackboneAdapter
 from .data import Split
-from .exits import ExitSet, reduce
+from .exits import ExitSet, Tokens, reduce
 
 
 @dataclass
@@ -61,43 +61,107 @@ def encode(tokenizer, split: Split, max_length: int) -> Encoded:
 
 
 @dataclass
+class TokenStore:
+    """Every example's token states at the kept layers, unpadded and fp16: [sum of lengths, layers, H].
+
+    Token-reading exits (reduction "tokens") train from here; a batch is
+    re-padded on demand. fp16 halves the memory (Rotten Tomatoes' 8308 training
+    examples x ~30 tokens x 384 x 5 layers is about 1 GB); exits compute in fp32.
+    """
+
+    states: torch.Tensor   #: [sum T, L, H] float16
+    offsets: torch.Tensor  #: [N + 1] start of each example
+
+    def batch(self, column: int, rows: torch.Tensor) -> Tokens:
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        width = int((ends - starts).max()) if len(rows) else 0
+        hidden = torch.zeros(len(rows), width, self.states.shape[-1])
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+            hidden[r, :b - a] = self.states[a:b, column].float()
+            mask[r, :b - a] = 1
+        return Tokens(hidden, mask)
+
+
+@dataclass
 class Features:
-    layers: list[int]                 #: 1-based layers whose reductions are kept
+    layers: list[int]                 #: layers whose reductions are kept (1-based; 0 = embeddings)
     reduced: dict[str, torch.Tensor]  #: reduction name -> [N, len(layers), H]
     teacher: torch.Tensor             #: deployed model's logits [N, C]
     lengths: torch.Tensor             #: tokens per example [N]
+    tokens: TokenStore | None = None  #: token states, when a head reads reduction "tokens"
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]
 
+    def getter(self, rows: torch.Tensor):
+        """``get(reduction, layer)`` for these rows: what ``ExitSet`` reads its inputs through."""
+
+        def get(reduction: str, layer: int):
+            if reduction == "tokens":
+                if self.tokens is None:
+                    raise RuntimeError("token states were not cached for this split")
+                return self.tokens.batch(self.layers.index(layer), rows)
+            return self.reduced[reduction][rows, self.layers.index(layer)]
+
+        return get
+
 
 @torch.inference_mode()
 def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reductions: set[str],
-            batch_size: int = 64, advance: Callable[[int], None] | None = None) -> Features:
-    n, keep = len(encoded), sorted(set(layers))
+            batch_size: int = 64, advance: Callable[[int], None] | None = None,
+            needs: dict[int, set[str]] | None = None) -> Features:
+    """``layers`` may include 0 (the embeddings' output) and ``reductions`` "tokens";
+    ``needs`` (layer -> reductions, from ``ExitSet.needs``) limits what is kept per layer."""
+    n, keep = len(encoded), sorted(set(layers) | set(needs or {}))
     h = adapter.dims.hidden_size
-    reduced = {r: torch.empty(n, len(keep), h) for r in reductions}
+    want = {l: (needs or {}).get(l, set(reductions)) for l in keep}
+    vec = (set(reductions) | {r for v in want.values() for r in v}) - {"tokens"}
+    reduced = {r: torch.zeros(n, len(keep), h) for r in vec}
+    tok_layers = [l for l in keep if "tokens" in want[l]]
+    tokens = None
+    if tok_layers:
+        lengths = encoded.lengths
+        offsets = torch.zeros(n + 1, dtype=torch.long)
+        offsets[1:] = lengths.cumsum(0)
+        tokens = TokenStore(torch.zeros(int(offsets[-1]), len(keep), h, dtype=torch.float16), offsets)
     teacher = torch.empty(n, adapter.dims.num_labels)
+
+    def keep_layer(layer, hidden, mask, rows):
+        col = keep.index(layer)
+        for r in want[layer] - {"tokens"}:
+            reduced[r][rows, col] = reduce(r, hidden, mask).float()
+        if "tokens" in want[layer]:
+            for j, i in enumerate(rows.tolist()):
+                a, b = int(tokens.offsets[i]), int(tokens.offsets[i + 1])
+                tokens.states[a:b, col] = hidden[j, :b - a].half()
+
     for idx, batch in encoded.batches(batch_size):
         mask = batch["attention_mask"]
         hidden = adapter.embed(batch["input_ids"], mask, batch["token_type_ids"])
         state = adapter.prepare(hidden, mask)
         rows = torch.tensor(idx)
+        if 0 in keep:
+            keep_layer(0, hidden, mask, rows)
         for i in range(adapter.dims.num_layers):
             hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:
-                for r in reductions:
-                    reduced[r][rows, keep.index(i + 1)] = reduce(r, hidden, mask).float()
+                keep_layer(i + 1, hidden, mask, rows)
         teacher[rows] = adapter.head(hidden, mask).float()
         if advance:
             advance(len(idx))
-    return Features(keep, reduced, teacher, encoded.lengths)
+    return Features(keep, reduced, teacher, encoded.lengths, tokens)
 
 
 @torch.no_grad()
 def all_exit_logits(exits: ExitSet, features: Features) -> torch.Tensor:
     """Logits [N, K, C] of every trainable exit, then the deployed head as exit K-1."""
     exits.eval()
-    cols = [head(features.for_layer(exits.reduction, layer))
-            for head, layer in zip(exits.heads, exits.layers)]
-    return torch.stack(cols + [features.teacher], 1)
+    n = len(features.teacher)
+    chunk = 256 if features.tokens is not None else max(n, 1)  # token states are re-padded per chunk
+    parts = []
+    for a in range(0, n, chunk):
+        rows = torch.arange(a, min(n, a + chunk))
+        parts.append(torch.stack(exits(features.getter(rows)), 1))
+    cols = torch.cat(parts, 0) if parts else torch.empty(0, len(exits.heads), features.teacher.shape[-1])
+    return torch.cat([cols, features.teacher[:, None]], 1)

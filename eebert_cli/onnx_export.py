@@ -120,7 +120,11 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
         raise EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
     from .criteria import build_criterion
 
-    criterion = build_criterion(cal["criterion"], cal.get("criterion_params"))
+    criterion = build_criterion(cal["criterion"], cal.get("criterion_params"), art)
+    if art.exits.reduction not in ("cls", "mean") or art.exits.bypass is not None or criterion.needs_features:
+        raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean), without "
+                          "bypasses, and criteria that read only logits",
+                          "export an artifact with linear / pooler-mlp / mean-mlp exits, or serve this one with PyTorch")
     thresholds = thresholds_from_json(cal["thresholds"])
     stateless = not criterion.init_state(1)
     live = live_exits(stateless, thresholds)

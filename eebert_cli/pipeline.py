@@ -16,10 +16,10 @@ from .config import AttachConfig, to_dict
 from .cost import exit_costs, full_cost
 from .curves import criteria_for_curves, split_curves
 from .criteria import CRITERIA, build_criterion
-from .criteria.learned import LEARNED_FILE, fit_learn_to_exit
+from .criteria.learned import LEARNED_FILE, fit_learn_to_exit, learned_reduction
 from .data import DataConfig, TaskData, load_data, map_labels
 from .errors import EebertError
-from .exits import ExitSet, ExitSpec
+from .exits import EXITS, ExitSet, ExitSpec
 from .features import Features, all_exit_logits, encode, extract
 from .metrics import CLASSIFICATION, REGRESSION, all_metrics, task_of
 from .objectives import build_objective
@@ -49,12 +49,52 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
                                    f"the {split} split of {data.name}"))
 
 
-def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str,
-                   max_length: int, batch_size: int, ui: UI) -> Features:
+def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str | None,
+                   max_length: int, batch_size: int, ui: UI, needs: dict[int, set[str]] | None = None) -> Features:
     s = data.split(split)
     enc = encode(deployed.tokenizer, s, max_length)
     with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
-        return extract(deployed.adapter, enc, layers, {reduction}, batch_size, advance)
+        return extract(deployed.adapter, enc, layers, {reduction} if reduction else set(), batch_size, advance,
+                       needs)
+
+
+def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
+    """Layer -> reductions the training features must hold for these exits (and bypasses)."""
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:  # the search reads token states
+        from .exits.leco import CANDIDATES
+
+        names = cfg.exit_params.get("candidates") or CANDIDATES
+        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
+        for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
+            needs.setdefault(l, set()).update(kinds)
+        return needs
+    return ExitSet(ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass)), dims).needs()
+
+
+def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg: AttachConfig,
+                 layers: list[int], ui: UI = SILENT, objective_name: str | None = None):
+    """Search (LECO) if asked, build the exits and train them on cached features."""
+    dims = deployed.adapter.dims
+    objective = build_objective(objective_name or cfg.objective, cfg.objective_params)
+    search_report = None
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:
+        from .leco import search as leco_search
+
+        epochs = int(cfg.exit_params.get("search_epochs", 3))
+        torch.manual_seed(cfg.train.seed)
+        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
+            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
+        cand = cfg.exit_params.get("candidate_params")
+        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
+                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
+    else:
+        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
+    torch.manual_seed(cfg.train.seed)
+    exits = ExitSet(spec, dims)
+    exits.init_from(deployed.adapter)
+    with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
+        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+    return spec, exits, summary, search_report
 
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
@@ -65,26 +105,27 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         if split != "train" and data.splits[split].labels is not None:
             gold_labels(deployed, data, split)
     dims = deployed.adapter.dims
-    spec = ExitSpec(cfg.exits, exit_layers(cfg, dims.num_layers), dict(cfg.exit_params))
-    torch.manual_seed(cfg.train.seed)
-    exits = ExitSet(spec, dims)
-    exits.init_from(deployed.adapter)
+    layers = exit_layers(cfg, dims.num_layers)
     task = task_of(deployed.model.config)
-    objective_name = cfg.objective
-    if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
-        objective_name = "mse-distil"
-    objective = build_objective(objective_name, cfg.objective_params)
+    needs = features_needed(cfg, layers, dims)
+    for layer in layers:  # what the `learned` criterion's scorer reads
+        needs.setdefault(layer, set()).add(learned_reduction(cfg.exits))
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
-    feats = split_features(deployed, data, "train", spec.layers, exits.reduction, cfg.max_length,
-                           cfg.batch_size, ui)
+    feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
     t_features = time.perf_counter() - t0
     deployed_targets = feats.teacher[:, 0] if task == REGRESSION else feats.teacher.argmax(-1)
     targets = labels if labels is not None else deployed_targets
-    with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
-        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
-    learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"])
+    objective_name = cfg.objective
+    if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
+        objective_name = "mse-distil"
+    spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
+    extra_files, learned_report = {}, None
+    if task != REGRESSION:
+        learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"],
+                                              learned_reduction(cfg.exits))
+        extra_files = {LEARNED_FILE: learned.state_dict()}
     t_train = time.perf_counter() - t0 - t_features
     changed = [k for k, v in deployed.model.state_dict().items() if not torch.equal(v, before[k])]
     if changed:  # the backbone is frozen by construction; this guards against regressions
@@ -98,24 +139,44 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         "training": {**to_dict(cfg.train), "examples": len(targets), "best_epoch": summary["best_epoch"],
                      "heldout_loss": summary["heldout_loss"], "feature_seconds": round(t_features, 2),
                      "train_seconds": round(t_train, 2), "objective_report": summary["objective"]},
-        "learned_exit": {"file": LEARNED_FILE, "criterion": "learned", **learned_report},
     }
+    if learned_report is not None:
+        extra["learned_exit"] = {"file": LEARNED_FILE, "criterion": "learned", **learned_report}
+    if search_report is not None:
+        extra["leco_search"] = search_report
+    if exits.bypass is not None:
+        extra["bypass"] = bypass_summary(exits, dims)
     config = art.make_config(deployed, spec, cfg.max_length, extra)
-    art.save_artifact(Path(out), config, exits, {LEARNED_FILE: learned.state_dict()})
+    art.save_artifact(Path(out), config, exits, extra_files)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
+            "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
             "examples": len(targets), **{k: extra["training"][k] for k in
                                           ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
 
 
-def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: torch.Tensor):
+def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: torch.Tensor, reduction: str):
     """The `learned` criterion's scorer, fitted on rows the exits did not train on (all rows if none)."""
     if len(rows) == 0:
         rows = torch.arange(len(targets))
-    x = feats.reduced[exits.reduction][rows]
+    x = torch.stack([feats.for_layer(reduction, layer)[rows] for layer in exits.layers], 1)
+    exits.eval()
     with torch.no_grad():
-        pred = torch.stack([head(x[:, k]) for k, head in enumerate(exits.heads)], 1).argmax(-1)
+        pred = torch.stack(exits(feats.getter(rows)), 1).argmax(-1)
     module, report = fit_learn_to_exit(x, pred == targets[rows, None])
-    return module, {"trained_on": "rows held out from exit training", **report}
+    return module, {"trained_on": "rows held out from exit training", "reduction": reduction, **report}
+
+
+def bypass_summary(exits: ExitSet, dims) -> dict:
+    """Bypass overhead, per exit and relative to one encoder layer (at 128 tokens)."""
+    from .cost import layer_flops
+
+    seq = torch.tensor([128.0], dtype=torch.float64)
+    per_layer = float(layer_flops(dims, seq))
+    bp = exits.bypass
+    return {"type": "badge", "block_size": bp.block_size, "width": bp.width, "source": bp.source,
+            "blocks": len(bp.blocks), "params_per_block": bp.per_block_params(),
+            "flops_per_exit_at_128_tokens": float(bp.flops(exits.layers[0], seq)),
+            "overhead_per_layer": float(bp.flops(exits.layers[0], seq)) / per_layer}
 
 
 @dataclass
@@ -154,13 +215,18 @@ def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataC
 def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int = 64,
                   ui: UI = SILENT) -> SplitOutputs:
     dep, exits = artifact.deployed, artifact.exits
+    lr = learned_reduction(exits.spec.type)
+    needs = exits.needs()
+    for layer in exits.layers:  # the `learned` criterion reads this pooled reduction at every exit
+        needs.setdefault(layer, set()).add(lr)
     feats = split_features(dep, data, split, exits.layers, exits.reduction, artifact.config["max_length"],
-                           batch_size, ui)
+                           batch_size, ui, needs)
     logits = all_exit_logits(exits, feats)
     dims = dep.adapter.dims
-    cost = exit_costs(dims, feats.lengths, exits.layers, lambda k, seq: exits.heads[k].flops(seq))
+    cost = exit_costs(dims, feats.lengths, exits.layers, exits.flops)
+    learned_in = torch.stack([feats.for_layer(lr, layer) for layer in exits.layers], 1)
     return SplitOutputs(logits, feats.lengths, gold_labels(dep, data, split), cost, full_cost(dims, feats.lengths),
-                        task_of(dep.model.config), feats.reduced[exits.reduction])
+                        task_of(dep.model.config), learned_in)
 
 
 def problem_for(outputs: SplitOutputs, criterion) -> Problem:

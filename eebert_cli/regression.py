@@ -97,7 +97,7 @@ def rows(model, out) -> dict:
     if k < len(model.layers):
         seq, dims = out.lengths.double(), model.adapter.dims
         static_cost = (embed_flops(dims, seq) + model.layers[k] * layer_flops(dims, seq)
-                       + torch.as_tensor(model.heads[k].flops(seq), dtype=torch.float64)).sum().item()
+                       + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64)).sum().item()
     else:
         static_cost = full
     static = row(values[:, k], static_cost, layer=int(layers[k]))

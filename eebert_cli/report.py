@@ -84,6 +84,13 @@ def markdown(report: dict) -> str:
                   f"({100 * ee['layers_saved']:.1f}% of layers saved, {ee['speedup_layers']:.2f}x in layers). "
                   "FLOPs count embeddings, every layer run and every exit head evaluated.", "",
               "Exit histogram (layer: examples): " + ", ".join(f"{k}: {v}" for k, v in ee["exit_histogram"].items())]
+    if report.get("leco_search"):
+        lines += ["", "LECO search, architecture per layer: " + ", ".join(
+            f"{l}: {c}" for l, c in report["leco_search"]["choices"].items())]
+    if report.get("bypass"):
+        b = report["bypass"]
+        lines += ["", f"BADGE bypasses: {b['blocks']} blocks of {b['block_size']} layers, width {b['width']}; "
+                      f"{100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit evaluated (128 tokens)."]
     val = report.get("validation_estimate")
     if val:
         lines += ["", f"Calibration estimate on validation: {val['speedup_flops']:.2f}x "

@@ -16,6 +16,7 @@ from torch import nn
 from .artifact import Artifact, load_artifact
 from .calibrate import INF
 from .criteria import Criterion, build_criterion
+from .criteria.learned import learned_reduction
 from .errors import EebertError
 from .exits import reduce
 
@@ -57,6 +58,8 @@ class EarlyExitModel:
         self.heads = list(artifact.exits.heads)
         self.layers = artifact.exits.layers
         self.reduction = artifact.exits.reduction
+        self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
+        self.feature_reduction = learned_reduction(artifact.exits.spec.type)  # what `learned` reads
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]
         self.num_layers = self.adapter.dims.num_layers
@@ -107,20 +110,22 @@ class EarlyExitModel:
         nothing allocated per layer beyond what the layers themselves allocate.
         """
         ad = self.adapter
-        layer_fn, observe, reduction = ad.layer, self.criterion.observe, self.reduction
+        layer_fn, observe, wants = ad.layer, self.criterion.observe, self.criterion.needs_features
         hidden = ad.embed(input_ids, None, token_type_ids)
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
         done = 0
+        kept = self._tap(0, hidden, None, {})
         for k, layer, head, threshold in self._plan():
             while done < layer:
                 hidden = layer_fn(done, hidden, state)
                 done += 1
-            x = reduce(reduction, hidden, None)
-            logits = head(x)
+                kept = self._tap(done, hidden, None, kept)
+            get = self._getter(layer, hidden, None, kept)
+            logits = self.exits.logits(k, get)
             if threshold == INF:  # "always": leave without scoring
                 return logits, k
-            score, cstate = observe(logits, cstate, x)
+            score, cstate = observe(logits, cstate, get(self.feature_reduction, layer) if wants else None)
             if score.item() <= threshold:
                 return logits, k
         while done < self.num_layers:
@@ -152,13 +157,16 @@ class EarlyExitModel:
         state = ad.prepare(hidden, mask)
         cstate = self.criterion.init_state(n)
         done = 0
+        kept = self._tap(0, hidden, mask, {})
+        wants = self.criterion.needs_features
         for k, layer, head, threshold in self._plan():
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-            x = reduce(self.reduction, hidden, mask)
-            logits = head(x)
-            score, cstate = self.criterion.observe(logits, cstate, x)
+                kept = self._tap(done, hidden, mask, kept)
+            get = self._getter(layer, hidden, mask, kept)
+            logits = self.exits.logits(k, get)
+            score, cstate = self.criterion.observe(logits, cstate, get(self.feature_reduction, layer) if wants else None)
             leave = score <= threshold
             if mode == "whole-batch":
                 if bool(leave.all()):
@@ -174,6 +182,7 @@ class EarlyExitModel:
             if keep.numel() == 0:
                 return out, where
             rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            kept = {key: v[keep] for key, v in kept.items()}
             cstate = self.criterion.select(cstate, keep)
             width = int(mask.sum(1).max())
             if trim and width < mask.shape[1]:  # right padding: drop columns no row uses
@@ -186,6 +195,19 @@ class EarlyExitModel:
             done += 1
         out[rows] = ad.head(hidden, mask).float()
         return out, where
+
+    def _tap(self, layer: int, hidden, mask, kept: dict) -> dict:
+        """Keep the reductions bypasses read from this layer (only when the artifact has bypasses)."""
+        for r in self.taps.get(layer, ()):
+            kept[(r, layer)] = reduce(r, hidden, mask)
+        return kept
+
+    @staticmethod
+    def _getter(layer: int, hidden, mask, kept: dict):
+        def get(reduction: str, at: int):
+            return reduce(reduction, hidden, mask) if at == layer else kept[(reduction, at)]
+
+        return get
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 1,
                 mode: str = "per-sample") -> list[Prediction]:

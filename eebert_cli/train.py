@@ -11,6 +11,7 @@ import torch
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
+from .objectives.contrastive import cross_layer_infonce
 
 
 @dataclass
@@ -24,10 +25,8 @@ class TrainConfig:
     holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch."})
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
-
-
-def _inputs(exits: ExitSet, features: Features, rows: torch.Tensor) -> list[torch.Tensor]:
-    return [features.for_layer(exits.reduction, layer)[rows] for layer in exits.layers]
+    contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical)."})
+    contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term."})
 
 
 def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
@@ -38,12 +37,27 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
     order = torch.randperm(n, generator=gen)
     n_hold = int(n * cfg.holdout) if n >= 20 else 0
     hold, fit = order[:n_hold], order[n_hold:]
-    params = list(exits.parameters()) + list(objective.parameters())
+    objective.bind(exits)
+    outer = fit[:0]
+    if objective.bilevel and len(fit) >= 20:  # loss weights are fitted on their own held-out part
+        n_outer = max(1, int(len(fit) * objective.outer_share))
+        outer, fit = fit[:n_outer], fit[n_outer:]
+    params = list(exits.parameters()) + ([] if objective.bilevel else list(objective.parameters()))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
+    def batch_of(rows: torch.Tensor) -> TrainBatch:
+        return TrainBatch(targets[rows], features.teacher[rows])
+
     def loss_on(rows: torch.Tensor) -> torch.Tensor:
-        logits = [head(x) for head, x in zip(exits.heads, _inputs(exits, features, rows))]
-        return objective(logits, TrainBatch(targets[rows], features.teacher[rows]))
+        get = features.getter(rows)
+        if not cfg.contrastive:
+            return objective(exits(get), batch_of(rows))
+        logits, reps = exits(get, hidden=True)
+        return objective(logits, batch_of(rows)) + cfg.contrastive * cross_layer_infonce(
+            reps, cfg.contrastive_temperature)
+
+    def heldout_on(rows: torch.Tensor) -> float:
+        return objective.heldout(exits(features.getter(rows)), batch_of(rows)).item()
 
     best = (float("inf"), -1, None)
     history = []
@@ -58,9 +72,13 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
             loss.backward()
             opt.step()
             total += loss.item() * len(rows)
+            if len(outer):
+                o = outer[torch.randint(len(outer), (min(cfg.batch_size, len(outer)),), generator=gen)]
+                objective.outer_step(exits, (features.getter(rows), batch_of(rows)),
+                                     (features.getter(o), batch_of(o)))
         exits.eval()
         with torch.no_grad():
-            held = loss_on(hold).item() if n_hold else total / len(perm)
+            held = heldout_on(hold) if n_hold else total / len(perm)
         history.append({"epoch": epoch + 1, "train_loss": total / len(perm), "heldout_loss": held})
         if on_epoch:
             on_epoch(epoch + 1, held)

@@ -14,10 +14,11 @@ def test_there_are_recipes():
     assert any(p.name == "quickstart.toml" for p in RECIPES)
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
-def test_every_recipe_loads(path):
-    r = load_recipe(path)
-    assert r.checkpoint and r.artifact and r.data.spec
+def test_a_compare_recipe_is_not_a_pipeline_recipe():
+    compare = next(p for p in RECIPES if p.name.startswith("compare-"))
+    with pytest.raises(EebertError) as e:
+        load_recipe(compare)
+    assert "compare" in e.value.message and "eebert run" in e.value.hint
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -83,3 +83,12 @@ class Learned(Criterion):
             raise EebertError("criterion 'learned' has no trained scorer", "load it from an artifact (bind)")
         with torch.no_grad():
             return 1.0 - self.module(features), state
+
+
+def learned_reduction(exit_type: str | None) -> str:
+    """The pooled reduction the scorer reads: the exits' own when it is pooled ([CLS] or mean), else the mean."""
+    from ..exits import EXITS
+
+    if exit_type and exit_type in EXITS and EXITS.get(exit_type).reduction in ("cls", "mean"):
+        return EXITS.get(exit_type).reduction
+    return "mean"

@@ -1,7 +1,7 @@
 """Exit heads, registered by name. Add one: a module here with a decorated ExitHead subclass."""
 
-from .base import EXITS, ExitHead, ExitSet, ExitSpec, reduce
+from .base import EXITS, ExitHead, ExitSet, ExitSpec, Tokens, reduce
 
-from . import linear, mean_mlp, pooler_mlp  # noqa: E402,F401  (registers)
+from . import bypass, leco, linear, mean_mlp, pooler_mlp, tokens  # noqa: E402,F401  (registers)
 
-__all__ = ["EXITS", "ExitHead", "ExitSet", "ExitSpec", "reduce"]
+__all__ = ["EXITS", "ExitHead", "ExitSet", "ExitSpec", "Tokens", "reduce"]

@@ -8,7 +8,7 @@ computed once per example and cached; training k epochs costs one backbone pass.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -17,8 +17,23 @@ from ..backbones import BackboneAdapter, Dims
 from ..registry import Registry
 
 
-def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+class Tokens(NamedTuple):
+    """All token states of one layer, for exits that read every token (reduction "tokens")."""
+
+    hidden: torch.Tensor  #: [B, T, H]
+    mask: torch.Tensor    #: [B, T], 1 = real token
+
+    def shifted(self, delta: torch.Tensor) -> "Tokens":
+        """Add a per-example vector [B, H] to every token (bypass outputs)."""
+        return Tokens(self.hidden + delta[:, None, :].to(self.hidden.dtype), self.mask)
+
+
+def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None):
     """Parameter-free reduction of hidden states [B, T, H] that an exit reads."""
+    if kind == "tokens":
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return Tokens(hidden, mask)
     if kind == "cls":
         return hidden[:, 0]
     if kind == "mean":
@@ -29,8 +44,18 @@ def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.
     raise ValueError(f"unknown reduction {kind!r}")
 
 
+def add_to(x, delta: torch.Tensor):
+    """Add a per-example vector to an exit input, whatever its reduction."""
+    return x.shifted(delta) if isinstance(x, Tokens) else x + delta.to(x.dtype)
+
+
 class ExitHead(nn.Module):
-    """Maps a reduction of one layer's hidden states to class logits."""
+    """Maps a reduction of one layer's hidden states to class logits.
+
+    Heads split into ``encode`` (input -> hidden representation) and ``decode``
+    (representation -> logits) where they can, so the cross-layer contrastive
+    term can reach the representation; ``forward`` is their composition.
+    """
 
     #: which reduction of the hidden states this head reads (see :func:`reduce`)
     reduction: ClassVar[str] = "cls"
@@ -39,6 +64,15 @@ class ExitHead(nn.Module):
     def __init__(self, dims: Dims, **params: Any):
         super().__init__()
         self.dims = dims
+
+    def forward(self, features):
+        return self.decode(self.encode(features))
+
+    def encode(self, features) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def flops(self, seq_len: int) -> int:
         """Multiply-adds x2 of one evaluation, reduction included, for the cost model."""
@@ -58,22 +92,88 @@ class ExitSpec:
     type: str = "mean-mlp"
     layers: list[int] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    #: optional block-wise bypasses (BADGE), e.g. {"type": "badge", "block_size": 2}; {} = none
+    bypass: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+#: heads that do not fit one class per spec: type name -> builder(spec, layer, dims) -> ExitHead
+COMPOSITE: dict[str, Callable[["ExitSpec", int, Dims], ExitHead]] = {}
+
+Getter = Callable[[str, int], Any]  #: (reduction, layer) -> that layer's input for a head
+
+
 class ExitSet(nn.Module):
-    """The trainable exits, one per chosen layer, in layer order."""
+    """The trainable exits, one per chosen layer, in layer order (plus optional bypasses).
+
+    Inputs reach heads through a *getter* ``get(reduction, layer)``: cached
+    features when training and calibrating, live hidden states at inference,
+    so every path runs the same :meth:`logits` code.
+    """
 
     def __init__(self, spec: ExitSpec, dims: Dims):
         super().__init__()
-        cls = EXITS.get(spec.type)
         self.spec = spec
         self.layers = sorted(spec.layers)
-        self.heads = nn.ModuleList(cls(dims, **spec.params) for _ in self.layers)
-        self.reduction = cls.reduction
+        if spec.type in COMPOSITE:
+            self.heads = nn.ModuleList(COMPOSITE[spec.type](spec, layer, dims) for layer in self.layers)
+        else:
+            cls = EXITS.get(spec.type)
+            self.heads = nn.ModuleList(cls(dims, **spec.params) for _ in self.layers)
+        kinds = {h.reduction for h in self.heads}
+        #: the reduction every head reads, or None when heads differ (LECO)
+        self.reduction = kinds.pop() if len(kinds) == 1 else None
+        self.bypass = None
+        if spec.bypass:
+            from .bypass import build_bypass
+
+            self.bypass = build_bypass(spec.bypass, self.layers, dims)
 
     def init_from(self, adapter: BackboneAdapter) -> None:
         for head in self.heads:
             head.init_from(adapter)
+
+    def needs(self) -> dict[int, set[str]]:
+        """Layer (0 = embeddings) -> reductions read from it, by heads and bypasses."""
+        out: dict[int, set[str]] = {}
+        for head, layer in zip(self.heads, self.layers):
+            out.setdefault(layer, set()).add(head.reduction)
+        if self.bypass is not None:
+            for layer, kind in self.bypass.taps():
+                out.setdefault(layer, set()).add(kind)
+        return out
+
+    def taps(self) -> dict[int, set[str]]:
+        """What must be kept from layers that are not the exit being evaluated (bypass inputs)."""
+        return {} if self.bypass is None else {l: {k} for l, k in self.bypass.taps()}
+
+    def exit_input(self, k: int, get: Getter):
+        x = get(self.heads[k].reduction, self.layers[k])
+        if self.bypass is not None:
+            delta = self.bypass(self.layers[k], get)
+            if delta is not None:
+                x = add_to(x, delta)
+        return x
+
+    def logits(self, k: int, get: Getter) -> torch.Tensor:
+        return self.heads[k](self.exit_input(k, get))
+
+    def forward(self, get: Getter, hidden: bool = False):
+        """Every exit's logits (and, with ``hidden``, its representation) for one batch."""
+        if not hidden:
+            return [self.logits(k, get) for k in range(len(self.heads))]
+        reps = [head.encode(self.exit_input(k, get)) for k, head in enumerate(self.heads)]
+        return [head.decode(z) for head, z in zip(self.heads, reps)], reps
+
+    def flops(self, k: int, seq):
+        """Cost of evaluating exit k: its head plus its block's bypass."""
+        f = self.heads[k].flops(seq)
+        if self.bypass is not None:
+            f = f + self.bypass.flops(self.layers[k], seq)
+        return f
+
+    def describe(self) -> list[str]:
+        """Head type per exit (differs per layer after a LECO search)."""
+        return [h.registry_name for h in self.heads]

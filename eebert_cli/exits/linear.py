@@ -13,8 +13,11 @@ class LinearExit(ExitHead):
         super().__init__(dims)
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(dims.hidden_size, dims.num_labels))
 
-    def forward(self, features):
-        return self.net(features)
+    def encode(self, features):  # no hidden layer: the representation is the [CLS] input itself
+        return features
+
+    def decode(self, hidden):
+        return self.net(hidden)
 
     def flops(self, seq_len):
         return 2 * self.dims.hidden_size * self.dims.num_labels

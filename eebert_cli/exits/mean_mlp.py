@@ -20,8 +20,11 @@ class MeanMlpExit(ExitHead):
         self.net = nn.Sequential(nn.Linear(dims.hidden_size, self.width), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(self.width, dims.num_labels))
 
-    def forward(self, features):
-        return self.net(features)
+    def encode(self, features):
+        return self.net[:3](features)
+
+    def decode(self, hidden):
+        return self.net[3](hidden)
 
     def flops(self, seq_len):
         h = self.dims.hidden_size

@@ -16,8 +16,11 @@ class PoolerMlpExit(ExitHead):
         self.dense = nn.Linear(h, h)
         self.out = nn.Sequential(nn.Tanh(), nn.Dropout(dropout), nn.Linear(h, dims.num_labels))
 
-    def forward(self, features):
-        return self.out(self.dense(features))
+    def encode(self, features):
+        return self.out[0](self.dense(features))
+
+    def decode(self, hidden):
+        return self.out[2](self.out[1](hidden))
 
     def init_from(self, adapter):
         pooler = adapter.pooler()

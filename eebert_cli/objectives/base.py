@@ -21,6 +21,21 @@ class Objective(nn.Module):
     """An nn.Module so objectives with learned parts (loss weights) train with the exits."""
 
     registry_name: ClassVar[str]
+    #: True for objectives fitted as a bi-level problem: the trainer then keeps a held-out part
+    #: of the training data (``outer_share``) and calls :meth:`outer_step` after each step
+    bilevel: ClassVar[bool] = False
+    outer_share: float = 0.2
+
+    def bind(self, exits) -> None:
+        """Called once by the trainer before training (objectives that need the exits' layout)."""
+
+    def heldout(self, exit_logits: list[torch.Tensor], batch: "TrainBatch") -> torch.Tensor:
+        """Loss that picks the best epoch; the training loss unless its scale moves (learned weights)."""
+        return self(exit_logits, batch)
+
+    def outer_step(self, exits, inner: tuple, outer: tuple) -> None:
+        """Bi-level objectives: update learned loss parts. ``inner``/``outer`` are (getter, TrainBatch)
+        of the current training batch and of a batch from the held-out part."""
 
     def forward(self, exit_logits: list[torch.Tensor], batch: TrainBatch) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,85 @@
+"""LECO exit search (eebert's reading): differentiable architecture search per exit, then retrain.
+
+Each exit starts as a mixed operation over the candidate heads
+(``exits.leco.CANDIDATES`` by default), weighted by softmax(alpha) per layer.
+First-order DARTS on the frozen backbone's cached token states: candidate
+weights take a step on a training part, architecture weights alpha a step on
+a held-out part (``search_holdout``), alternately. Then every exit keeps its
+argmax candidate, is rebuilt from scratch and trained like any other exit
+(``train.train_exits``). The search loss is per-exit cross-entropy to the
+targets plus distillation from the deployed model (the ``ce-distil`` objective
+with its defaults), whatever objective the retraining uses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .backbones import Dims
+from .errors import EebertError
+from .exits import EXITS
+from .exits.leco import CANDIDATES, MixedExit
+from .features import Features
+from .objectives import TrainBatch, build_objective
+
+SEARCH_KEYS = {"candidates", "candidate_params", "search_epochs", "search_samples", "search_holdout",
+               "search_lr", "arch_lr", "seed"}
+
+
+def search(features: Features, targets: torch.Tensor, layers: list[int], dims: Dims,
+           params: dict[str, Any] | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Run the search; returns {"choices": {layer: name}, "alphas": ..., "seconds": ...}."""
+    p = dict(params or {})
+    unknown = sorted(set(p) - SEARCH_KEYS)
+    if unknown:
+        raise EebertError(f"unknown LECO parameter {unknown[0]!r}", f"known: {', '.join(sorted(SEARCH_KEYS))}")
+    names = list(p.get("candidates") or CANDIDATES)
+    for n in names:
+        EXITS.get(n)
+    if features.tokens is None:
+        raise RuntimeError("the LECO search needs cached token states")
+    epochs, lr, arch_lr = int(p.get("search_epochs", 3)), float(p.get("search_lr", 1e-3)), float(p.get("arch_lr", 3e-3))
+    gen = torch.Generator().manual_seed(int(p.get("seed", 0)))
+    n = len(targets)
+    order = torch.randperm(n, generator=gen)
+    cap = int(p.get("search_samples", 4000))
+    if cap and n > cap:  # the search runs every candidate on every layer: a subsample keeps it affordable
+        order = order[:cap]
+    n_arch = max(1, int(len(order) * float(p.get("search_holdout", 0.5))))
+    arch_rows, w_rows = order[:n_arch], order[n_arch:]
+    if len(w_rows) == 0:
+        w_rows = arch_rows
+    mixed = nn.ModuleList(MixedExit(dims, names, p.get("candidate_params")) for _ in layers)
+    alphas = [m.alpha for m in mixed]
+    weights = [q for nme, q in mixed.named_parameters() if not nme.endswith("alpha")]
+    w_opt = torch.optim.AdamW(weights, lr=lr, weight_decay=0.01)
+    a_opt = torch.optim.Adam(alphas, lr=arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
+    loss_fn = build_objective("ce-distil")
+    t0 = time.perf_counter()
+    bs = 64
+    for epoch in range(epochs):
+        mixed.train()
+        perm = w_rows[torch.randperm(len(w_rows), generator=gen)]
+        for b in range(0, len(perm), bs):
+            rows = perm[b:b + bs]
+            get = features.getter(rows)
+            loss = loss_fn([m(get("tokens", l)) for m, l in zip(mixed, layers)],
+                           TrainBatch(targets[rows], features.teacher[rows]))
+            w_opt.zero_grad(); loss.backward(); w_opt.step()
+            # first-order DARTS: alphas step on a held-out batch at the current candidate weights
+            a = arch_rows[torch.randint(len(arch_rows), (min(bs, len(arch_rows)),), generator=gen)]
+            get = features.getter(a)
+            aloss = loss_fn([m(get("tokens", l)) for m, l in zip(mixed, layers)],
+                            TrainBatch(targets[a], features.teacher[a]))
+            a_opt.zero_grad(); w_opt.zero_grad(); aloss.backward(); a_opt.step()
+        if on_epoch:
+            on_epoch(epoch + 1)
+    probs = {str(l): {nm: round(float(x), 4) for nm, x in zip(names, torch.softmax(m.alpha.detach(), 0))}
+             for m, l in zip(mixed, layers)}
+    choices = {str(l): names[int(m.alpha.detach().argmax())] for m, l in zip(mixed, layers)}
+    return {"choices": choices, "alphas": probs, "candidates": names, "epochs": epochs,
+            "samples": len(order), "seconds": round(time.perf_counter() - t0, 2)}

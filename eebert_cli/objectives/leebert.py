@@ -1,0 +1,135 @@
+"""LeeBERT: mutual learning between exits with learned loss-term weights (eebert's reading).
+
+Loss terms, for each exit i: cross-entropy to the targets (``ce``),
+distillation from the deployed model (``kd``, temperature T; off with
+``teacher=false``), and for every other exit j a mutual-learning term
+KL(p_j || p_i) with p_j detached (the partner teaches, is not pulled). Every
+term has a free weight parameter theta, normalised by ``norm``:
+"softmax" (weights = softmax over all terms, scaled to their initial total) or
+"sigmoid" (each weight = 2 sigmoid(theta) x its initial value). Initial
+weights: ce 1, kd 1, each mutual term 1/(K-1), so a weight of 1 is "as much
+as one target".
+
+Bi-level fitting: the trainer fits exit parameters on a training part and
+calls :meth:`outer_step` with a batch from a held-out part of the training
+data (``outer_share`` of it). The outer gradient is DARTS' one-step unrolled
+one: take a virtual SGD step (``virtual_lr``) of the exits on the weighted
+inner loss, evaluate the plain per-exit cross-entropy on the held-out batch,
+differentiate through the step to theta. Cross-level optimisation (CLO) mixes
+it with the inner gradient (the weighted training loss's own gradient in
+theta): g = (1 - mix) g_outer + mix g_inner, each unit-normalised first so
+``mix`` is a share of direction, not of scale. Theta is fitted by Adam
+(``weight_lr``); the learned weights go into the artifact's training report.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import OBJECTIVES, Objective
+from .ce_distil import kd_loss
+
+
+@OBJECTIVES.register("leebert")
+class LeeBert(Objective):
+    bilevel = True
+
+    def __init__(self, norm: str = "softmax", temperature: float = 2.0, teacher: bool = True,
+                 mix: float = 0.3, weight_lr: float = 0.01, virtual_lr: float = 0.1, outer_share: float = 0.2):
+        super().__init__()
+        if norm not in ("softmax", "sigmoid"):
+            raise TypeError(f"norm must be 'softmax' or 'sigmoid', got {norm!r}")
+        if not 0.0 <= mix <= 1.0:
+            raise TypeError(f"mix must be within [0, 1], got {mix}")
+        if not 0.0 < outer_share < 1.0:
+            raise TypeError(f"outer_share must be within (0, 1), got {outer_share}")
+        self.norm, self.temperature, self.teacher = norm, temperature, teacher
+        self.mix, self.weight_lr, self.virtual_lr, self.outer_share = mix, weight_lr, virtual_lr, outer_share
+        self.names: list[str] = []
+        self.theta: nn.Parameter | None = None
+        self.opt = None
+        self.steps = 0
+
+    # -- setup: one weight per loss term, named for the report
+    def bind(self, exits) -> None:
+        layers = list(exits.layers)
+        k = len(layers)
+        names, init = [], []
+        for i, li in enumerate(layers):
+            names.append(f"ce@{li}"); init.append(1.0)
+            if self.teacher:
+                names.append(f"kd@{li}"); init.append(1.0)
+            for lj in layers:
+                if lj != li:
+                    names.append(f"mutual@{li}<-{lj}"); init.append(1.0 / max(1, k - 1))
+        self.names = names
+        self.register_buffer("init", torch.tensor(init))
+        base = torch.log(self.init) if self.norm == "softmax" else torch.zeros(len(init))
+        self.theta = nn.Parameter(base.clone())
+        self.opt = torch.optim.Adam([self.theta], lr=self.weight_lr)
+
+    def weights(self) -> torch.Tensor:
+        if self.norm == "softmax":
+            return torch.softmax(self.theta, 0) * self.init.sum()
+        return 2 * torch.sigmoid(self.theta) * self.init
+
+    def terms(self, exit_logits, batch) -> torch.Tensor:
+        out = []
+        logp = [F.log_softmax(l, -1) for l in exit_logits]
+        for i, li in enumerate(exit_logits):
+            out.append(F.cross_entropy(li, batch.targets))
+            if self.teacher:
+                out.append(kd_loss(li, batch.teacher, self.temperature))
+            for j in range(len(exit_logits)):
+                if j != i:
+                    partner = logp[j].detach()
+                    out.append(F.kl_div(logp[i], partner, log_target=True, reduction="batchmean"))
+        return torch.stack(out)
+
+    def forward(self, exit_logits, batch):
+        if self.theta is None:
+            raise RuntimeError("leebert objective used before bind(exits)")
+        return (self.weights() * self.terms(exit_logits, batch)).sum() / len(exit_logits)
+
+    def heldout(self, exit_logits, batch):
+        """Epoch selection must not depend on the moving weights: plain mean cross-entropy."""
+        return self.outer_loss(exit_logits, batch)
+
+    @staticmethod
+    def outer_loss(exit_logits, batch):
+        return sum(F.cross_entropy(l, batch.targets) for l in exit_logits) / len(exit_logits)
+
+    def outer_step(self, exits, inner, outer) -> None:
+        get_i, b_i = inner
+        get_o, b_o = outer
+        names = [n for n, p in exits.named_parameters() if p.requires_grad]
+        params = dict(exits.named_parameters())
+        l_in = self(functional_call(exits, params, (get_i,)), b_i)
+        grads = torch.autograd.grad(l_in, [params[n] for n in names], create_graph=True, allow_unused=True)
+        fast = dict(params)
+        for n, g in zip(names, grads):
+            if g is not None:
+                fast[n] = params[n] - self.virtual_lr * g
+        l_out = self.outer_loss(functional_call(exits, fast, (get_o,)), b_o)
+        g_out = torch.autograd.grad(l_out, self.theta, retain_graph=True)[0]
+        g_in = torch.autograd.grad(l_in, self.theta)[0]
+
+        def unit(g):
+            n = g.norm()
+            return g / n if n > 0 else g
+
+        self.opt.zero_grad()
+        self.theta.grad = ((1 - self.mix) * unit(g_out) + self.mix * unit(g_in)).detach()
+        self.opt.step()
+        self.steps += 1
+
+    def report(self):
+        if self.theta is None:
+            return {}
+        w = self.weights().detach()
+        return {"norm": self.norm, "mix": self.mix, "outer_steps": self.steps,
+                "weights": {n: round(float(x), 5) for n, x in zip(self.names, w)},
+                "initial": {n: round(float(x), 5) for n, x in zip(self.names, self.init)}}
