@@ -66,6 +66,7 @@ def table(report: dict) -> Table:
     t = Table(title=f"eebert benchmark on {report['split']} ({report['examples']} examples), "
                     f"criterion {crit}, target {report.get('target_speedup') or '-'}")
     for h in _header(report):
+        h = "F1 %" if h == "macro-F1 %" else h  # narrow terminals; report.md keeps the full name
         t.add_column(h, justify="left" if not h else "right")
     for key, _ in ROWS:
         t.add_row(*_row(report, key))
