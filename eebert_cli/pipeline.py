@@ -94,6 +94,7 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     exits.init_from(deployed.adapter)
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+        advance(cfg.train.epochs - len(summary["history"]))  # stopped early: the bar still completes
     return spec, exits, summary, search_report
 
 

@@ -10,7 +10,6 @@ The cost model counts one layer per step (``inner_group_num`` = 1, as released).
 
 from __future__ import annotations
 
-from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, dims_from_config
@@ -34,12 +33,6 @@ class AlbertAdapter(BackboneAdapter):
     def embed(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         return self.encoder.encoder.embedding_hidden_mapping_in(hidden)
-
-    def prepare(self, hidden, attention_mask):
-        if attention_mask is None:
-            return None
-        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
 
     def layer(self, index, hidden, state):
         return self.encoder.encoder.albert_layer_groups[self._group[index]](hidden, state)

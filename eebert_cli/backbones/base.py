@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,20 @@ class BackboneAdapter(ABC):
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids -> hidden states entering layer 1."""
 
-    @abstractmethod
     def prepare(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
-        """Per-batch layer state (for instance the attention mask in the layers' format)."""
+        """Per-batch layer state; by default the attention mask in the layers' own format.
 
-    @abstractmethod
+        None when nothing is padded (batch size 1): the layers then skip masking. Families
+        whose layers need more (relative position bias, ...) override this and :meth:`select`.
+        """
+        if attention_mask is None:
+            return None
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
+                                         attention_mask=attention_mask)
+
     def layer(self, index: int, hidden: torch.Tensor, state: Any) -> torch.Tensor:
-        """Run encoder layer ``index`` (0-based)."""
+        """Run encoder layer ``index`` (0-based); by default ``self._layers[index]`` on (hidden, mask)."""
+        return self._layers[index](hidden, state)
 
     @abstractmethod
     def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

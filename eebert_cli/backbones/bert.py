@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-from transformers.masking_utils import create_bidirectional_mask
-
 from . import BACKBONES
 from .base import BackboneAdapter, Dims
 
@@ -27,16 +24,6 @@ class BertAdapter(BackboneAdapter):
 
     def embed(self, input_ids, attention_mask, token_type_ids=None):
         return self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-
-    def prepare(self, hidden, attention_mask):
-        if attention_mask is None:
-            return None
-        # None when nothing is padded (batch size 1): the layers then skip masking.
-        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
-
-    def layer(self, index, hidden, state):
-        return self._layers[index](hidden, state)
 
     def head(self, hidden, attention_mask):
         pooled = self.encoder.pooler(hidden) if self.encoder.pooler is not None else hidden[:, 0]

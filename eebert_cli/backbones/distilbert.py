@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, dims_from_config
@@ -26,15 +25,6 @@ class DistilBertAdapter(BackboneAdapter):
 
     def embed(self, input_ids, attention_mask, token_type_ids=None):
         return self.encoder.embeddings(input_ids)  # DistilBERT has no segment embeddings
-
-    def prepare(self, hidden, attention_mask):
-        if attention_mask is None:
-            return None
-        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
-
-    def layer(self, index, hidden, state):
-        return self._layers[index](hidden, state)
 
     def head(self, hidden, attention_mask):
         m = self.model

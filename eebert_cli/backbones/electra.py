@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, dims_from_config
@@ -27,15 +26,6 @@ class ElectraAdapter(BackboneAdapter):
         if hasattr(self.encoder, "embeddings_project"):  # embedding_size != hidden_size
             hidden = self.encoder.embeddings_project(hidden)
         return hidden
-
-    def prepare(self, hidden, attention_mask):
-        if attention_mask is None:
-            return None
-        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
-
-    def layer(self, index, hidden, state):
-        return self._layers[index](hidden, state)
 
     def head(self, hidden, attention_mask):
         return self.model.classifier(hidden)  # <s> -> dense -> gelu -> out_proj

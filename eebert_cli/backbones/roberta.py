@@ -7,7 +7,6 @@ dense + tanh + out_proj (there is no pooler on a RoBERTa classifier).
 
 from __future__ import annotations
 
-from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, dims_from_config
@@ -29,15 +28,6 @@ class RobertaAdapter(BackboneAdapter):
 
     def embed(self, input_ids, attention_mask, token_type_ids=None):
         return self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-
-    def prepare(self, hidden, attention_mask):
-        if attention_mask is None:
-            return None
-        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
-
-    def layer(self, index, hidden, state):
-        return self._layers[index](hidden, state)
 
     def head(self, hidden, attention_mask):
         return self.model.classifier(hidden)
