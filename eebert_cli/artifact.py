@@ -107,7 +107,7 @@ class Artifact:
 
 
 def load_artifact(path: str | Path, backbone: str | Path | None = None,
-                  trust_remote_code: bool = False) -> Artifact:
+                  trust_remote_code: bool | None = None) -> Artifact:
     p = Path(path).expanduser()
     if not (p / CONFIG).is_file():
         raise EebertError(f"not an eebert artifact: {path} (no {CONFIG})", "create one with `eebert attach`")

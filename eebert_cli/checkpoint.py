@@ -70,7 +70,13 @@ def check_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def load_deployed(path: str | Path, trust_remote_code: bool = False) -> Deployed:
+#: Set by ``eebert --trust-remote-code``; off unless the user asks (loading must not run code).
+TRUST_REMOTE_CODE = False
+
+
+def load_deployed(path: str | Path, trust_remote_code: bool | None = None) -> Deployed:
+    if trust_remote_code is None:
+        trust_remote_code = TRUST_REMOTE_CODE
     p = check_checkpoint(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -83,7 +89,7 @@ def load_deployed(path: str | Path, trust_remote_code: bool = False) -> Deployed
             p, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:
         raise EebertError(f"cannot load {path}: {str(e).splitlines()[0]}",
-                          "pass --trust-remote-code only if you trust this checkpoint's code") from None
+                          "run `eebert --trust-remote-code ...` only if you trust this checkpoint's code") from None
     adapter = adapter_for(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=trust_remote_code)

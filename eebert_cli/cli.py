@@ -395,7 +395,14 @@ def list_components(as_json: bool = JSON):
 
 
 @app.callback(invoke_without_command=True)
-def main_callback(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+def main_callback(version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+                  trust_remote_code: bool = typer.Option(
+                      False, "--trust-remote-code",
+                      help="Allow checkpoints that ship their own modelling code to run it (off by default).")):
+    if trust_remote_code:
+        from . import checkpoint
+
+        checkpoint.TRUST_REMOTE_CODE = True
     if version:
         out.print(f"eebert {__version__}")
         raise typer.Exit()

@@ -133,3 +133,11 @@ def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("EEBERT_DEBUG", "1")
     r = run("predict", tmp_path, "hello")
     assert r.exit_code != 0 and r.exception is not None
+
+
+def test_remote_code_stays_off_unless_asked(monkeypatch):
+    from eebert_cli import checkpoint
+
+    monkeypatch.setattr(checkpoint, "TRUST_REMOTE_CODE", False)
+    assert run("list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is False
+    assert run("--trust-remote-code", "list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is True
