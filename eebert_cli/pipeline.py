@@ -248,6 +248,7 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
         raise EebertError(f"target speedup must be above 1.0, got {cfg.target_speedup}", "for example --target-speedup 2.0")
     if cfg.max_drop is not None and cfg.max_drop < 0:
         raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
+    CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
     outputs = split_outputs(artifact, data, "validation", ui=ui)
     result = choose_thresholds(outputs, cfg, criterion_params, artifact)
     result["exit_layers"] = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]

@@ -141,3 +141,14 @@ def test_remote_code_stays_off_unless_asked(monkeypatch):
     monkeypatch.setattr(checkpoint, "TRUST_REMOTE_CODE", False)
     assert run("list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is False
     assert run("--trust-remote-code", "list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is True
+
+
+def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch):
+    import eebert_cli.pipeline as pipeline
+
+    def no_pass(*a, **k):
+        raise AssertionError("the backbone ran before the criterion name was checked")
+
+    monkeypatch.setattr(pipeline, "split_outputs", no_pass)
+    assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1.5, "--criterion", "nope"),
+                          "unknown exit criterion 'nope'", "entropy")
