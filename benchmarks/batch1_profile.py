@@ -46,7 +46,7 @@ def main():
     hf = m.artifact.deployed.model
 
     every = EarlyExitModel(m.artifact, m.criterion, m.thresholds)
-    every._plan = lambda: [(k, l, every.heads[k], t) for k, (l, t) in enumerate(zip(every.layers, every.thresholds))]
+    every._plan = lambda: [(k, l, t) for k, (l, t) in enumerate(zip(every.layers, every.thresholds))]
     fns = {"deployed (HF forward)": lambda i, t: hf(input_ids=i, token_type_ids=t),
            "early exit": m.forward_one,
            "early exit, every exit evaluated": every.forward_one}

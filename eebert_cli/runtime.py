@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .artifact import Artifact, load_artifact
 from .calibrate import INF
@@ -55,7 +54,6 @@ class EarlyExitModel:
         self.artifact = artifact
         self.adapter = artifact.deployed.adapter
         self.exits = artifact.exits
-        self.heads = list(artifact.exits.heads)
         self.layers = artifact.exits.layers
         self.reduction = artifact.exits.reduction
         self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
@@ -86,8 +84,8 @@ class EarlyExitModel:
         """1-based layer of each exit, the deployed head last."""
         return self.layers + [self.num_layers]
 
-    def _plan(self) -> list[tuple[int, int, nn.Module, float]]:
-        """(exit index, layer, head, threshold) of the exits worth evaluating, cached per thresholds.
+    def _plan(self) -> list[tuple[int, int, float]]:
+        """(exit index, layer, threshold) of the exits worth evaluating, cached per thresholds.
 
         With a stateless criterion (``init_state`` keeps nothing between exits) an
         exit whose threshold is "never" cannot fire and feeds nothing later, so it
@@ -96,7 +94,7 @@ class EarlyExitModel:
         key = tuple(self.thresholds)
         if self._plan_key != key:
             stateless = not self.criterion.init_state(1)
-            self._plan_cache = [(k, layer, self.heads[k], t) for k, (layer, t) in
+            self._plan_cache = [(k, layer, t) for k, (layer, t) in
                                 enumerate(zip(self.layers, self.thresholds)) if not (stateless and t == -INF)]
             self._plan_key = key
         return self._plan_cache
@@ -115,12 +113,14 @@ class EarlyExitModel:
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
         done = 0
-        kept = self._tap(0, hidden, None, {})
-        for k, layer, head, threshold in self._plan():
+        taps = self.taps  # layer -> reductions bypasses read; empty without bypasses
+        kept = self._tap(0, hidden, None, {}) if taps else {}
+        for k, layer, threshold in self._plan():
             while done < layer:
                 hidden = layer_fn(done, hidden, state)
                 done += 1
-                kept = self._tap(done, hidden, None, kept)
+                if taps:
+                    kept = self._tap(done, hidden, None, kept)
             get = self._getter(layer, hidden, None, kept)
             logits = self.exits.logits(k, get)
             if threshold == INF:  # "always": leave without scoring
@@ -157,13 +157,15 @@ class EarlyExitModel:
         state = ad.prepare(hidden, mask)
         cstate = self.criterion.init_state(n)
         done = 0
-        kept = self._tap(0, hidden, mask, {})
+        taps = self.taps
+        kept = self._tap(0, hidden, mask, {}) if taps else {}
         wants = self.criterion.needs_features
-        for k, layer, head, threshold in self._plan():
+        for k, layer, threshold in self._plan():
             while done < layer:
                 hidden = ad.layer(done, hidden, state)
                 done += 1
-                kept = self._tap(done, hidden, mask, kept)
+                if taps:
+                    kept = self._tap(done, hidden, mask, kept)
             get = self._getter(layer, hidden, mask, kept)
             logits = self.exits.logits(k, get)
             score, cstate = self.criterion.observe(logits, cstate, get(self.feature_reduction, layer) if wants else None)

@@ -31,6 +31,29 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def fine_tune(model, tok, enc: list[list[int]], y: torch.Tensor, epochs: int, lr: float, batch_size: int,
+              log_every: int = 50) -> None:
+    """Full fine-tuning with AdamW, linear warm-up (6%) and decay; shared by the examples."""
+    steps = epochs * math.ceil(len(enc) / batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    model.train()
+    t0, step = time.time(), 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(enc)).tolist()
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+            loss = model(**batch, labels=y[idx]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(), sched.step(), opt.zero_grad()
+            step += 1
+            if step % log_every == 0:
+                print(f"epoch {epoch + 1} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
+    model.eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/demo/minilm-rotten-tomatoes")
@@ -61,25 +84,9 @@ def main() -> None:
     y = torch.tensor(map_labels(train.labels, label2id, len(names)))
     enc = tok(train.texts, truncation=True, max_length=args.max_length)["input_ids"]
 
-    steps = args.epochs * math.ceil(len(enc) / args.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
-    model.train()
-    t0, step = time.time(), 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(enc)).tolist()
-        for b in range(0, len(order), args.batch_size):
-            idx = order[b:b + args.batch_size]
-            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
-            loss = model(**batch, labels=y[idx]).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step(), sched.step(), opt.zero_grad()
-            step += 1
-            if step % 50 == 0:
-                print(f"epoch {epoch + 1} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
+    t0 = time.time()
+    fine_tune(model, tok, enc, y, args.epochs, args.lr, args.batch_size)
 
-    model.eval()
     val = data.split("validation")
     correct = 0
     with torch.no_grad():

@@ -121,7 +121,7 @@ def test_exits_calibrated_never_are_not_evaluated(calibrated):
     model = EarlyExitModel.from_artifact(out)
     model.thresholds = [-float("inf")] + [float("inf")] * (len(model.thresholds) - 1)
     calls = []
-    model.heads[0].register_forward_hook(lambda *a: calls.append(1))
+    model.exits.heads[0].register_forward_hook(lambda *a: calls.append(1))
     ids = torch.tensor([[2, 5, 6, 3]])
     _, k = model.forward_one(ids)
     assert k == 1 and not calls  # exit 0 cannot fire with a stateless criterion: skipped

