@@ -2,7 +2,9 @@
 
     ARTIFACT/
       eebert_config.json   format version, backbone path + sha256, exits spec, labels
-      exits.safetensors    exit weights (never the backbone's)
+      exits.safetensors    exit weights (and gates; never the backbone's)
+      backbone.safetensors only when the backbone was trained too (SmartBERT gates with
+                           train_backbone): the whole changed model, its own sha256 in the config
       calibration.json     criterion, thresholds, validation estimate
       report.json, report.md, ...
 
@@ -12,6 +14,8 @@ in a temp directory and swapped in, so a crash leaves the old one intact.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +33,15 @@ from .exits import ExitSet, ExitSpec
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, CALIBRATION = "eebert_config.json", "exits.safetensors", "calibration.json"
+BACKBONE_WEIGHTS = "backbone.safetensors"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -64,8 +77,12 @@ def save_artifact(out: Path, config: dict, exits: ExitSet, extra: dict[str, dict
         state = {k: v.contiguous() for k, v in exits.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt", "eebert_format_version": str(FORMAT_VERSION)})
         for name, tensors in (extra or {}).items():
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / name,
+            # clone: a model's state dict may hold tensors sharing storage, which safetensors refuses
+            save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, tmp / name,
                       metadata={"format": "pt", "eebert_format_version": str(FORMAT_VERSION)})
+        if (tmp / BACKBONE_WEIGHTS).exists():  # the hash refers to the new weights, as written
+            config = {**config, "backbone": {**config["backbone"], "trained": {
+                "file": BACKBONE_WEIGHTS, "sha256": file_sha256(tmp / BACKBONE_WEIGHTS)}}}
         write_json(tmp / CONFIG, config)
         old = None
         if out.exists():
@@ -97,8 +114,19 @@ def make_config(deployed: Deployed, spec: ExitSpec, max_length: int, extra: dict
 class Artifact:
     path: Path
     config: dict
-    deployed: Deployed
+    deployed: Deployed   #: the backbone the exits run on (the trained one if the artifact carries one)
     exits: ExitSet
+    original: Deployed | None = None  #: the deployed model as shipped, when ``deployed`` differs from it
+
+    @property
+    def reference(self) -> Deployed:
+        """The deployed model as shipped: what benchmarks compare against."""
+        return self.original or self.deployed
+
+    @property
+    def changes_path(self) -> bool:
+        """Whether the early-exit model's last exit differs from the deployed model (gates, trained backbone)."""
+        return self.original is not None or self.exits.gates is not None
 
     @property
     def calibration(self) -> dict | None:
@@ -121,7 +149,28 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
         raise EebertError(f"backbone weights at {deployed.path} do not match the artifact "
                           f"(sha256 {deployed.sha256[:12]}… != {config['backbone']['sha256'][:12]}…)",
                           "point --backbone at the checkpoint the exits were trained on, or re-run `eebert attach`")
+    original = None
+    trained = config["backbone"].get("trained")
+    if trained:
+        original, deployed = deployed, load_trained_backbone(deployed, p / trained["file"], trained["sha256"])
     exits = ExitSet(ExitSpec(**config["exits"]), deployed.adapter.dims)
     exits.load_state_dict(load_file(p / WEIGHTS))
     exits.eval()
-    return Artifact(p, config, deployed, exits)
+    return Artifact(p, config, deployed, exits, original)
+
+
+def load_trained_backbone(original: Deployed, path: Path, sha256: str) -> Deployed:
+    """The shipped model's architecture and tokenizer with the artifact's trained weights, hash-checked."""
+    from .backbones import adapter_for
+
+    if not path.is_file():
+        raise EebertError(f"missing {path.name} in {path.parent}: the artifact says its backbone was trained",
+                          "re-create the artifact with `eebert attach`")
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise EebertError(f"{path} does not match the artifact (sha256 {digest[:12]}… != {sha256[:12]}…)",
+                          "the file was changed or truncated; re-create the artifact with `eebert attach`")
+    model = copy.deepcopy(original.model)
+    model.load_state_dict(load_file(path))
+    model.eval()
+    return Deployed(original.path, model, original.tokenizer, adapter_for(model), digest)

@@ -18,12 +18,12 @@ import torch
 
 from .calibrate import decide
 from .config import BenchmarkConfig
-from .cost import embed_flops, layer_flops
+from .cost import encoder_flops
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
 from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
-from .pipeline import SplitOutputs, problem_for, split_outputs
+from .pipeline import SplitOutputs, problem_for, skip_stats, split_outputs
 from .errors import EebertError
 from .runtime import EarlyExitModel, pad_batch
 from .ui import SILENT, UI
@@ -51,19 +51,25 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     full = out.full.sum().item()
     avg_layer = layers[e].mean().item()
     hist = {str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()}
+    run = avg_layer
+    if out.skipped is not None:  # gates: layers actually run, not the exit's depth, set the speed
+        gates = skip_stats(out.skipped, layers[e].long(), model.gates.layers)
+        run = gates["average_layers_run"]
     early = {
         "accuracy": _rate(pred, out.labels), "agreement": _rate(pred, out.deployed_pred),
         "speedup_flops": full / out.cost.gather(1, e[:, None]).sum().item(),
-        "speedup_layers": num_layers / avg_layer, "layers_saved": 1 - avg_layer / num_layers,
+        "speedup_layers": num_layers / run, "layers_saved": 1 - run / num_layers,
         "average_exit_layer": avg_layer, "exit_histogram": hist,
     }
+    if out.skipped is not None:
+        early["gates"] = gates
     # Static truncation: every example leaves at the exit nearest the average depth, and
-    # only that exit is evaluated.
+    # only that exit is evaluated (gates, if any, still skip on the way).
     k = int(torch.argmin((layers - avg_layer).abs()))
     if k < len(model.layers):
         seq = out.lengths.double()
         dims = model.adapter.dims
-        static_cost = (embed_flops(dims, seq) + model.layers[k] * layer_flops(dims, seq)
+        static_cost = (encoder_flops(dims, seq, out.skipped, model.gates)[:, model.layers[k]]
                        + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64))
     else:
         static_cost = out.full
@@ -90,7 +96,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
 def time_batch1(model: EarlyExitModel, data: TaskData, split: str, cfg: BenchmarkConfig, expected: torch.Tensor,
                 ui: UI = SILENT) -> dict:
     tok = model.artifact.deployed.tokenizer
-    hf = model.artifact.deployed.model
+    hf = model.artifact.reference.model  # the model as shipped, even when the artifact trained its own
     s = data.split(split)
     idx = list(range(len(s)))
     if cfg.timing_samples and cfg.timing_samples < len(idx):
@@ -175,7 +181,7 @@ def _engine_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
         return fns
     if cfg.engine != "pytorch":
         raise EebertError(f"unknown engine {cfg.engine!r}", f"choose one of {', '.join(ENGINES)}")
-    hf = model.artifact.deployed.model
+    hf = model.artifact.reference.model
     fns = {"deployed": lambda i, m, t: hf(input_ids=i, attention_mask=m, token_type_ids=t).logits}
     if batched:
         fns["early_exit"] = lambda i, m, t: model.forward_batch(i, m, t)[1].tolist()
@@ -271,7 +277,7 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     metric = report["metric"]
     report["curves"] = report_curves(model, out, cfg.split, {"speedup": rows["early_exit"]["speedup_flops"],
                                                              "accuracy": rows["early_exit"][metric]}, cal)
-    for key in ("bypass", "leco_search"):  # method details worth seeing next to the figures
+    for key in ("bypass", "leco_search", "gates"):  # method details worth seeing next to the figures
         if model.artifact.config.get(key):
             report[key] = model.artifact.config[key]
     if timing:

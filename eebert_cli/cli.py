@@ -16,6 +16,7 @@ from .calibrate import CalibrationConfig
 from .config import AttachConfig, BenchmarkConfig, help_for
 from .data import DataConfig
 from .errors import EebertError
+from .gates import GateConfig
 from .train import TrainConfig
 from .ui import UI, err, out
 
@@ -113,6 +114,9 @@ def attach(
     objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
     bypass: Optional[str] = typer.Option(None, help="Block-wise bypasses feeding the exits: 'badge' (BADGE)."),
     block_size: int = typer.Option(2, help="Layers per bypass block (with --bypass)."),
+    gates: Optional[str] = typer.Option(None, help="Layer-skipping gates before the layers: 'smartbert' (SmartBERT)."),
+    skip_target: float = typer.Option(GateConfig.skip_target, help=help_for(GateConfig, "skip_target")),
+    train_backbone: bool = typer.Option(False, "--train-backbone", help=help_for(GateConfig, "train_backbone") + " Needs --gates."),
     contrastive: float = typer.Option(0.0, help=help_for(TrainConfig, "contrastive")),
     no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
     max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
@@ -127,9 +131,13 @@ def attach(
     dcfg = data_opts(data, text_column, pair_column, label_column, max_samples)
     if dcfg is None:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
+    if train_backbone and not gates:
+        raise EebertError("--train-backbone trains the backbone with skipping gates; it needs --gates",
+                          "add --gates smartbert, or drop --train-backbone (exits alone never change the backbone)")
     cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
                        objective=objective, objective_params=_params(objective_param, "--objective-param"),
                        bypass={"type": bypass, "block_size": block_size} if bypass else {},
+                       gates=GateConfig(type=gates or "", skip_target=skip_target, train_backbone=train_backbone),
                        max_length=max_length, use_labels=not no_labels,
                        train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
     result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
@@ -147,6 +155,11 @@ def attach(
         if result.get("bypass"):
             b = result["bypass"]
             out.print(f"bypasses: {b['blocks']} blocks, {100 * b['overhead_per_layer']:.2f}% of a layer's FLOPs per exit")
+        if result.get("gates"):
+            last = result["gates"]["history"][-1]
+            out.print(f"gates: {len(result['exits']['gates']['layers'])} gated layers, held-out skip rate "
+                      f"{100 * last.get('skip_rate', last['train_skip_rate']):.1f}%"
+                      + (", backbone trained (weights in the artifact)" if result["backbone_trained"] else ""))
 
 
 @app.command()
@@ -358,10 +371,11 @@ def compare(recipe: Path = typer.Argument(..., help="Compare recipe (TOML), see 
 @app.command("list")
 @command
 def list_components(as_json: bool = JSON):
-    """List the registered exit heads, criteria, objectives and backbones."""
+    """List the registered exit heads, criteria, objectives, skipping gates and backbones."""
     from .backbones import BACKBONES
     from .criteria import CRITERIA
     from .exits import EXITS
+    from .gates import GATES
     from .objectives import OBJECTIVES
 
     import inspect
@@ -372,7 +386,7 @@ def list_components(as_json: bool = JSON):
             cls = reg.get(name)
             sig = inspect.signature(cls.__init__)
             params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-                      for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params")
+                      for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params", "layers")
                       and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
             # a class's own docstring first (modules holding several components), else its module's
             doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
@@ -380,13 +394,13 @@ def list_components(as_json: bool = JSON):
         return items
 
     result = {"exits": describe(EXITS), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
-              "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
+              "gates": describe(GATES), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
     if as_json:
         emit(result, True)
         return
     from rich.table import Table
 
-    for kind in ("exits", "criteria", "objectives"):
+    for kind in ("exits", "criteria", "objectives", "gates"):
         t = Table("name", "parameters", "about", title=kind)
         for name, d in result[kind].items():
             t.add_row(name, ", ".join(f"{k}={v}" for k, v in d["params"].items()), d["about"])

@@ -10,6 +10,7 @@ is reported once).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import tomllib
@@ -19,17 +20,19 @@ from typing import Any, Callable
 
 import torch
 
-from .calibrate import Problem, decide, search
+from .calibrate import Problem, search
+from .backbones import adapter_for
 from .checkpoint import load_deployed
 from .config import AttachConfig, from_dict, to_dict
-from .cost import embed_flops, exit_costs, full_cost, layer_flops
+from .cost import encoder_flops, exit_costs, full_cost
 from .criteria import CRITERIA, build_criterion
 from .data import DataConfig, load_data
 from .errors import EebertError
 from .exits import EXITS
+from .gates import GATES
 from .features import all_exit_logits, encode, extract
 from .objectives import OBJECTIVES
-from .pipeline import bypass_summary, exit_layers, features_needed, gold_labels, train_method
+from .pipeline import attach_gates, bypass_summary, exit_layers, features_needed, gold_labels, train_method
 from .ui import SILENT, UI
 
 
@@ -83,6 +86,8 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
             EXITS.get(m.attach.exits)
         OBJECTIVES.get(m.attach.objective)
         CRITERIA.get(m.criterion)
+        if m.attach.gates.type:
+            GATES.get(m.attach.gates.type)
         m.attach.max_length = r.max_length
     if any(s <= 1.0 for s in r.speedups):
         raise EebertError(f"{path}: speedups must be above 1.0", "for example speedups = [1.5, 2.0, 3.0]")
@@ -95,16 +100,19 @@ def _merge(needs: dict, more: dict) -> dict:
     return needs
 
 
-def _static(dims, lengths, exits, logits, ref, target: float) -> dict | None:
-    """Everyone leaves at the one exit whose static FLOPs speedup is nearest the target (log scale)."""
+def _static(dims, lengths, exits, logits, ref, target: float, skipped=None) -> dict | None:
+    """Everyone leaves at the one exit whose static FLOPs speedup is nearest the target (log scale).
+
+    With gates, the layers each example skipped on the way (``skipped``) cost nothing.
+    """
     import math
 
     seq = lengths.double()
     full = full_cost(dims, lengths).sum().item()
+    reach = encoder_flops(dims, seq, skipped, exits.gates)
     best = None
     for k, layer in enumerate(exits.layers):
-        cost = (embed_flops(dims, seq) + layer * layer_flops(dims, seq)
-                + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)).sum().item()
+        cost = (reach[:, layer] + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)).sum().item()
         row = {"layer": layer, "speedup_flops": full / cost,
                "accuracy": (logits[:, k].argmax(-1) == ref).double().mean().item()}
         if best is None or abs(math.log(row["speedup_flops"] / target)) < abs(math.log(best["speedup_flops"] / target)):
@@ -142,17 +150,28 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         t1 = time.perf_counter()
         spec, exits, summary, search_report = train_method(deployed, feats["train"], targets, m.attach,
                                                            layers_of[m.name], ui)
+        gate_report, mine = None, deployed
+        if m.attach.gates.type:  # SmartBERT: gates are fitted, and scored, with the backbone in the loop
+            if m.attach.gates.train_backbone:  # never change the model the other methods share
+                mine = dataclasses.replace(deployed, model=copy.deepcopy(deployed.model))
+                mine.adapter = adapter_for(mine.model)
+            gate_report, _ = attach_gates(mine, data, m.attach, spec, exits, summary["objective_module"],
+                                          feats["train"], targets, ui)
         t_train = time.perf_counter() - t1
         crit = build_criterion(m.criterion, m.criterion_params)
         scored = {}
         for split in ("validation", recipe.split):
             f = feats[split]
+            if exits.gates is not None:
+                enc = encode(deployed.tokenizer, data.split(split), recipe.max_length)
+                f = extract(mine.adapter, enc, exits.layers, set(), 64, None, exits.needs(), exits.gates)
             logits = all_exit_logits(exits, f)
-            cost = exit_costs(dims, f.lengths, exits.layers, exits.flops)
+            cost = exit_costs(dims, f.lengths, exits.layers, exits.flops, f.skipped, exits.gates)
             correct = logits.argmax(-1) == ref[split][:, None]
-            scored[split] = (logits, Problem(crit.scores(logits)[:, :-1], correct, cost, full_cost(dims, f.lengths)))
-        logits_t, prob_t = scored[recipe.split]
-        _, prob_v = scored["validation"]
+            scored[split] = (logits, Problem(crit.scores(logits)[:, :-1], correct, cost, full_cost(dims, f.lengths)),
+                             f.skipped)
+        logits_t, prob_t, skipped_t = scored[recipe.split]
+        _, prob_v, _ = scored["validation"]
         at = {}
         for target in recipe.speedups:
             try:
@@ -164,7 +183,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
             at[str(target)] = {"accuracy": test.accuracy, "speedup_flops": test.speedup,
                                "validation_accuracy": val.accuracy, "validation_speedup": val.speedup,
                                "static": _static(dims, feats[recipe.split].lengths, exits, logits_t,
-                                                 ref[recipe.split], target)}
+                                                 ref[recipe.split], target, skipped_t)}
         right = logits_t.argmax(-1) == ref[recipe.split][:, None]
         right[:, -1] = True
         oe = right.to(torch.uint8).argmax(1)
@@ -178,6 +197,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                      "train_seconds": round(t_train, 1), "best_epoch": summary["best_epoch"],
                      "objective_report": summary["objective"], "leco_search": search_report,
                      "bypass": bypass_summary(exits, dims) if exits.bypass is not None else None,
+                     "gates": gate_report,
                      "per_exit_accuracy": per_exit, "oracle": oracle, "at": at})
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
                         for t, v in at.items())
@@ -238,6 +258,8 @@ def cells(report: dict, r: dict) -> list[str]:
     ex = r["exits"]["type"] + ("" if r["exits"]["type"] != "leco" else f" [{','.join(r['heads'])}]")
     if r["exits"].get("bypass"):
         ex += f" + badge/{r['exits']['bypass'].get('block_size')}"
+    if r["exits"].get("gates"):
+        ex += " + gates" + (" (backbone trained)" if r["gates"]["config"]["train_backbone"] else "")
     obj = r["objective"] + (f" + contrastive {r['contrastive']}" if r["contrastive"] else "")
     c = [r["name"], ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
     for s in report["speedups"]:
@@ -278,8 +300,16 @@ def markdown(report: dict) -> str:
         lines.append(f"- {s}x: **{v['best']}** {100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
                      + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
-    extra = [r for r in report["methods"] if r["leco_search"] or r["objective"] == "leebert" or r.get("bypass")]
+    extra = [r for r in report["methods"]
+             if r["leco_search"] or r["objective"] == "leebert" or r.get("bypass") or r.get("gates")]
     for r in extra:
+        if r.get("gates"):
+            last = r["gates"]["history"][-1]
+            lines += ["", f"SmartBERT gates ({r['name']}): layers {r['exits']['gates']['layers']}, skip target "
+                          f"{r['gates']['config']['skip_target']}, held-out skip rate "
+                          f"{100 * last.get('skip_rate', last['train_skip_rate']):.1f}%, deployed head on the gated "
+                          f"path agrees with the deployed model on "
+                          f"{100 * last.get('final_agreement_with_deployed', float('nan')):.1f}% of held-out examples."]
         if r.get("bypass"):
             b = r["bypass"]
             lines += ["", f"BADGE bypasses ({r['name']}): {b['blocks']} blocks of {b['block_size']} layers, width "

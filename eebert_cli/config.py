@@ -15,6 +15,7 @@ from typing import Any
 from .calibrate import CalibrationConfig
 from .data import DataConfig
 from .errors import EebertError
+from .gates import GateConfig
 from .train import TrainConfig
 
 
@@ -26,6 +27,7 @@ class AttachConfig:
     layers: list[int] = field(default_factory=list, metadata={"help": "1-based layers to put exits after; empty = every layer but the last."})
     exit_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the exit head."})
     bypass: dict[str, Any] = field(default_factory=dict, metadata={"help": "Block-wise bypasses (BADGE), e.g. {type = \"badge\", block_size = 2}; empty = none."})
+    gates: GateConfig = field(default_factory=GateConfig)
     objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
     objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated)."})

@@ -2,7 +2,8 @@
 
 Counts (2 x multiply-adds) the embeddings, every encoder layer run, every exit
 head evaluated on the way (including ones that did not fire) and the deployed
-head when the sample goes all the way. Costs depend on each sample's own
+head when the sample goes all the way. With skipping gates, a layer a sample
+skipped costs nothing and every gate evaluated on the way costs its own FLOPs. Costs depend on each sample's own
 length: at batch size 1 nothing is padded.
 """
 
@@ -27,20 +28,37 @@ def head_flops(d: Dims) -> int:
     return 2 * d.hidden_size * d.hidden_size + 2 * d.hidden_size * d.num_labels  # pooler + classifier
 
 
-def exit_costs(d: Dims, lengths: torch.Tensor, exit_layers: list[int], exit_flops) -> torch.Tensor:
+def encoder_flops(d: Dims, seq: torch.Tensor, skipped: torch.Tensor | None = None, gates=None) -> torch.Tensor:
+    """[N, L+1]: column l is what reaching layer l's output costs (embeddings, layers run, gates).
+
+    ``skipped`` [N, L] marks the layers each sample skipped; ``gates`` (with
+    ``layers`` and ``flops(seq)``) is charged once per gated layer reached.
+    """
+    ran = torch.ones(len(seq), d.num_layers, dtype=torch.float64) if skipped is None else (~skipped).double()
+    per_layer = ran * layer_flops(d, seq)[:, None]
+    if gates is not None:
+        gate = torch.as_tensor(gates.flops(seq), dtype=torch.float64).expand(len(seq))
+        for l in gates.layers:
+            per_layer[:, l - 1] += gate
+    zero = torch.zeros(len(seq), 1, dtype=torch.float64)
+    return embed_flops(d, seq)[:, None] + torch.cat([zero, per_layer.cumsum(1)], 1)
+
+
+def exit_costs(d: Dims, lengths: torch.Tensor, exit_layers: list[int], exit_flops,
+               skipped: torch.Tensor | None = None, gates=None) -> torch.Tensor:
     """Cost [N, K] of leaving at each exit, the deployed head being exit K-1.
 
     ``exit_layers`` are the 1-based layers of the K-1 trainable exits, in order;
-    ``exit_flops(k, seq)`` gives the cost of evaluating trainable exit k.
+    ``exit_flops(k, seq)`` gives the cost of evaluating trainable exit k;
+    ``skipped`` and ``gates`` as in :func:`encoder_flops`.
     """
     seq = lengths.double()
-    base = embed_flops(d, seq)
-    per_layer = layer_flops(d, seq)
+    reach = encoder_flops(d, seq, skipped, gates)
     cols, spent = [], torch.zeros_like(seq)
     for k, layer in enumerate(exit_layers):
         spent = spent + torch.as_tensor(exit_flops(k, seq), dtype=torch.float64)
-        cols.append(base + layer * per_layer + spent)
-    cols.append(base + d.num_layers * per_layer + spent + head_flops(d))
+        cols.append(reach[:, layer] + spent)
+    cols.append(reach[:, d.num_layers] + spent + head_flops(d))
     return torch.stack(cols, 1)
 
 

@@ -33,6 +33,10 @@ class Encoded:
     def lengths(self) -> torch.Tensor:
         return torch.tensor([len(x) for x in self.input_ids])
 
+    def subset(self, idx: list[int]) -> "Encoded":
+        return Encoded([self.input_ids[i] for i in idx],
+                       [self.token_type_ids[i] for i in idx] if self.token_type_ids else None, self.pad_id)
+
     def batches(self, batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """Length-sorted padded batches (index list, tensors): little padding, same results."""
         order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
@@ -90,6 +94,7 @@ class Features:
     teacher: torch.Tensor             #: deployed model's logits [N, C]
     lengths: torch.Tensor             #: tokens per example [N]
     tokens: TokenStore | None = None  #: token states, when a head reads reduction "tokens"
+    skipped: torch.Tensor | None = None  #: [N, L] bool, layers the gates skipped (gated passes only)
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]
@@ -110,9 +115,15 @@ class Features:
 @torch.inference_mode()
 def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reductions: set[str],
             batch_size: int = 64, advance: Callable[[int], None] | None = None,
-            needs: dict[int, set[str]] | None = None) -> Features:
+            needs: dict[int, set[str]] | None = None, gates=None) -> Features:
     """``layers`` may include 0 (the embeddings' output) and ``reductions`` "tokens";
-    ``needs`` (layer -> reductions, from ``ExitSet.needs``) limits what is kept per layer."""
+    ``needs`` (layer -> reductions, from ``ExitSet.needs``) limits what is kept per layer.
+
+    With ``gates`` (:class:`~eebert_cli.gates.SkipGates`) the pass is the gated
+    one inference runs: a row whose gate fires keeps its states through that
+    layer; ``teacher`` is then the deployed head on the gated path, and
+    ``skipped`` records which layers each example skipped.
+    """
     n, keep = len(encoded), sorted(set(layers) | set(needs or {}))
     h = adapter.dims.hidden_size
     want = {l: (needs or {}).get(l, set(reductions)) for l in keep}
@@ -126,6 +137,7 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
         offsets[1:] = lengths.cumsum(0)
         tokens = TokenStore(torch.zeros(int(offsets[-1]), len(keep), h, dtype=torch.float16), offsets)
     teacher = torch.empty(n, adapter.dims.num_labels)
+    skipped = torch.zeros(n, adapter.dims.num_layers, dtype=torch.bool) if gates is not None else None
 
     def keep_layer(layer, hidden, mask, rows):
         col = keep.index(layer)
@@ -144,13 +156,18 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
         if 0 in keep:
             keep_layer(0, hidden, mask, rows)
         for i in range(adapter.dims.num_layers):
-            hidden = adapter.layer(i, hidden, state)
+            if gates is not None and i + 1 in gates:
+                skip = gates.skip(i + 1, hidden, mask)
+                skipped[rows, i] = skip
+                hidden = torch.where(skip[:, None, None], hidden, adapter.layer(i, hidden, state))
+            else:
+                hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:
                 keep_layer(i + 1, hidden, mask, rows)
         teacher[rows] = adapter.head(hidden, mask).float()
         if advance:
             advance(len(idx))
-    return Features(keep, reduced, teacher, encoded.lengths, tokens)
+    return Features(keep, reduced, teacher, encoded.lengths, tokens, skipped)
 
 
 @torch.no_grad()

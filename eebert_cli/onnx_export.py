@@ -121,6 +121,9 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
     from .criteria import build_criterion
 
     criterion = build_criterion(cal["criterion"], cal.get("criterion_params"), art)
+    if art.exits.gates is not None:
+        raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
+                          "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
     if art.exits.reduction not in ("cls", "mean") or art.exits.bypass is not None or criterion.needs_features:
         raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean), without "
                           "bypasses, and criteria that read only logits",

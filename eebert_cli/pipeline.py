@@ -95,7 +95,43 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
         advance(cfg.train.epochs - len(summary["history"]))  # stopped early: the bar still completes
+    summary["objective_module"] = objective  # the gate stage goes on with the same (bound) objective
     return spec, exits, summary, search_report
+
+
+def check_gates(cfg: AttachConfig, task: str) -> None:
+    g = cfg.gates
+    from .gates import GATES
+
+    GATES.get(g.type)
+    if task == REGRESSION:
+        raise EebertError("skipping gates support classifiers only", "drop the gates for this regression model")
+    if not 0.0 <= g.skip_target <= 1.0:
+        raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
+    if g.epochs < 1 or g.warmup_epochs < 0:
+        raise EebertError("gate epochs must be >= 1 and warmup_epochs >= 0", "for example epochs = 3, warmup_epochs = 1")
+
+
+def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: ExitSpec, exits: ExitSet,
+                 objective, feats: Features, targets: torch.Tensor, ui: UI) -> tuple[dict, tuple]:
+    """SmartBERT stage two: add gates to trained exits and fit them with the backbone in the loop.
+
+    Returns the gate report and (encoded held-out examples, their targets) for refitting
+    the `learned` criterion on gated features.
+    """
+    from .gates import build_gates
+    from .gates.train import train_gates
+
+    g = cfg.gates
+    spec.gates = g.spec(deployed.adapter.dims.num_layers)
+    exits.gates = build_gates(spec.gates, deployed.adapter.dims)
+    enc = encode(deployed.tokenizer, data.split("train"), cfg.max_length)
+    with ui.progress(f"training {len(spec.gates['layers'])} skipping gates"
+                     + (" and the backbone" if g.train_backbone else ""), g.epochs) as advance:
+        report = train_gates(deployed.adapter, exits, objective, enc, targets, feats.teacher, g, cfg.train.seed,
+                             lambda e: advance(1))
+    hold = report.pop("heldout_rows")
+    return {"config": to_dict(g), **report}, (enc.subset(hold.tolist()), targets[hold])
 
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
@@ -121,16 +157,30 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     objective_name = cfg.objective
     if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
         objective_name = "mse-distil"
+    if cfg.gates.type:
+        check_gates(cfg, task)
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
+    gate_report = None
+    if cfg.gates.type:
+        gate_report, (held_enc, held_targets) = attach_gates(deployed, data, cfg, spec, exits,
+                                                             summary["objective_module"], feats, targets, ui)
     extra_files, learned_report = {}, None
     if task != REGRESSION:
-        learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"],
-                                              learned_reduction(cfg.exits))
+        lr = learned_reduction(cfg.exits)
+        if gate_report is None:
+            learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"], lr)
+        else:  # the scorer must read what inference reads: gated states
+            gfeats = extract(deployed.adapter, held_enc, exits.layers, set(), cfg.batch_size, None,
+                             {l: {lr} for l in exits.layers}, exits.gates)
+            learned, learned_report = fit_learned(exits, gfeats, held_targets, torch.arange(len(held_targets)), lr)
         extra_files = {LEARNED_FILE: learned.state_dict()}
     t_train = time.perf_counter() - t0 - t_features
     changed = [k for k, v in deployed.model.state_dict().items() if not torch.equal(v, before[k])]
-    if changed:  # the backbone is frozen by construction; this guards against regressions
+    trained_backbone = bool(cfg.gates.type and cfg.gates.train_backbone)
+    if changed and not trained_backbone:  # frozen by construction; this guards against regressions
         raise RuntimeError(f"backbone tensors changed during training: {changed[:3]}")
+    if trained_backbone:  # the artifact carries the changed backbone, and says so
+        extra_files[art.BACKBONE_WEIGHTS] = deployed.model.state_dict()
 
     extra = {
         "data": to_dict(data_cfg),
@@ -147,10 +197,13 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         extra["leco_search"] = search_report
     if exits.bypass is not None:
         extra["bypass"] = bypass_summary(exits, dims)
+    if gate_report is not None:
+        extra["gates"] = gate_report
     config = art.make_config(deployed, spec, cfg.max_length, extra)
     art.save_artifact(Path(out), config, exits, extra_files)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
+            "gates": gate_report, "backbone_trained": trained_backbone,
             "examples": len(targets), **{k: extra["training"][k] for k in
                                           ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
 
@@ -191,12 +244,17 @@ class SplitOutputs:
     full: torch.Tensor            #: [N] FLOPs of the deployed model
     task: str = CLASSIFICATION    #: "classification" or "regression" (one output)
     features: torch.Tensor | None = None  #: [N, K-1, H] reductions the trainable exits read
+    #: [N, C] the deployed model's own logits, when the last exit is not the deployed model
+    #: (skipping gates or a trained backbone change the path to it)
+    deployed_logits: torch.Tensor | None = None
+    skipped: torch.Tensor | None = None   #: [N, L] layers the gates skipped
 
     @property
     def deployed_pred(self) -> torch.Tensor:
+        last = self.logits[:, -1] if self.deployed_logits is None else self.deployed_logits
         if self.task == REGRESSION:
-            return self.logits[:, -1, 0]
-        return self.logits[:, -1].argmax(-1)
+            return last[:, 0]
+        return last.argmax(-1)
 
     @property
     def reference(self) -> torch.Tensor:
@@ -220,14 +278,22 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     needs = exits.needs()
     for layer in exits.layers:  # the `learned` criterion reads this pooled reduction at every exit
         needs.setdefault(layer, set()).add(lr)
-    feats = split_features(dep, data, split, exits.layers, exits.reduction, artifact.config["max_length"],
-                           batch_size, ui, needs)
+    s = data.split(split)
+    enc = encode(dep.tokenizer, s, artifact.config["max_length"])
+    gated = " with skipping gates" if exits.gates is not None else ""
+    with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
+        feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(), batch_size,
+                        advance, needs, exits.gates)
+    deployed_logits = None
+    if artifact.changes_path:  # the deployed model itself, for agreement and the reference accuracy
+        with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
+            deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher
     logits = all_exit_logits(exits, feats)
     dims = dep.adapter.dims
-    cost = exit_costs(dims, feats.lengths, exits.layers, exits.flops)
+    cost = exit_costs(dims, feats.lengths, exits.layers, exits.flops, feats.skipped, exits.gates)
     learned_in = torch.stack([feats.for_layer(lr, layer) for layer in exits.layers], 1)
     return SplitOutputs(logits, feats.lengths, gold_labels(dep, data, split), cost, full_cost(dims, feats.lengths),
-                        task_of(dep.model.config), learned_in)
+                        task_of(dep.model.config), learned_in, deployed_logits, feats.skipped)
 
 
 def problem_for(outputs: SplitOutputs, criterion) -> Problem:
@@ -264,6 +330,18 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     return result
 
 
+def skip_stats(skipped: torch.Tensor, exit_layer: torch.Tensor, gated: list[int]) -> dict:
+    """What the gates did before each example's exit: share of gated layers skipped, layers run."""
+    reached = torch.arange(1, skipped.shape[1] + 1)[None, :] <= exit_layer[:, None]   # [N, L]
+    is_gated = torch.zeros(skipped.shape[1], dtype=torch.bool)
+    is_gated[torch.tensor(gated) - 1] = True
+    gated_reached = (reached & is_gated).sum().item()
+    skips = (skipped & reached).sum().item()
+    return {"skip_rate": skips / gated_reached if gated_reached else 0.0,
+            "average_layers_skipped": skips / len(exit_layer),
+            "average_layers_run": (reached & ~skipped).sum().item() / len(exit_layer)}
+
+
 def criterion_name_for(outputs: SplitOutputs, name: str) -> str:
     if outputs.task == REGRESSION and name == "entropy":  # the classification default
         return "patience-regression"
@@ -293,8 +371,9 @@ def choose_thresholds(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_p
             criterion = build_criterion(name, params, artifact)
             check_criterion(criterion, outputs.task)
             problem = problem_for(outputs, criterion)
-            if ref_acc is None:  # the deployed head's score; the same for every criterion
-                ref_acc = problem.correct[:, -1].mean().item()
+            if ref_acc is None:  # the deployed model's score; the same for every criterion
+                ref_acc = problem.correct[:, -1].mean().item() if outputs.deployed_logits is None else \
+                    (outputs.deployed_pred == outputs.reference).double().mean().item()
                 mode, goal = ("target", cfg.target_speedup) if cfg.target_speedup is not None else (
                     "drop", max_drop_goal(ref_acc, cfg.max_drop) if regression else ref_acc - cfg.max_drop / 100.0)
                 tol = (regression_tolerance(problem) if regression else None) if cfg.tolerance is None \
@@ -358,6 +437,11 @@ def choose_thresholds(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_p
         "curve": [{**p, "threshold": thresholds_to_json([p["threshold"]])[0]} for p in curve],
         "warnings": warnings,
     }
+    if outputs.skipped is not None:
+        layers = (artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]) if artifact else None
+        if layers:
+            result["validation"]["gates"] = skip_stats(outputs.skipped, torch.tensor(layers)[chosen.exits],
+                                                       artifact.exits.gates.layers)
     if len(tried) > 1:
         result["grid"] = [{"params": t[0].params(), "speedup_flops": t[4].speedup, metric: t[4].accuracy}
                           for t in tried]

@@ -92,6 +92,15 @@ def markdown(report: dict) -> str:
         b = report["bypass"]
         lines += ["", f"BADGE bypasses: {b['blocks']} blocks of {b['block_size']} layers, width {b['width']}; "
                       f"{100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit evaluated (128 tokens)."]
+    if report.get("gates"):
+        g, run = report["gates"], ee.get("gates") or {}
+        trained = g["config"].get("train_backbone")
+        lines += ["", f"SmartBERT skipping gates before layers {report['exits']['gates']['layers']}: on this split "
+                      f"{100 * run.get('skip_rate', 0):.1f}% of the gated layers reached were skipped, "
+                      f"{run.get('average_layers_run', 0):.2f} layers run per example on average. "
+                      + ("The backbone was trained with the gates; its weights are in the artifact "
+                         "(`backbone.safetensors`) and the deployed row is the shipped model."
+                         if trained else "Backbone frozen: later layers read states they were not trained on.")]
     val = report.get("validation_estimate")
     if val:
         lines += ["", f"Calibration estimate on validation: {val['speedup_flops']:.2f}x "

@@ -3,6 +3,8 @@
 Batch size 1 runs unpadded and unmasked with one host sync per exit (the exit
 decision). Batches use per-sample exits: rows that exit leave the batch, with
 their attention-mask rows, and the rest run on; results come back in input order.
+Skipping gates (SmartBERT), when the artifact has them, are asked before each
+gated layer: a row whose gate fires does not run that layer at all.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class EarlyExitModel:
         self.layers = artifact.exits.layers
         self.reduction = artifact.exits.reduction
         self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
+        self.gates = artifact.exits.gates  # skipping gates, or None
         self.feature_reduction = learned_reduction(artifact.exits.spec.type)  # what `learned` reads
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]
@@ -109,6 +112,8 @@ class EarlyExitModel:
         """
         ad = self.adapter
         layer_fn, observe, wants = ad.layer, self.criterion.observe, self.criterion.needs_features
+        if self.gates is not None:
+            layer_fn = self._gated_one
         hidden = ad.embed(input_ids, None, token_type_ids)
         state = ad.prepare(hidden, None)
         cstate = self.criterion.init_state(1)
@@ -148,6 +153,7 @@ class EarlyExitModel:
         if mode not in BATCH_MODES:
             raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
         ad = self.adapter
+        step = self._gated_batch if self.gates is not None else (lambda i, h, st, m: ad.layer(i, h, st))
         n = input_ids.shape[0]
         out = torch.empty(n, ad.dims.num_labels)
         where = torch.full((n,), len(self.layers), dtype=torch.long)
@@ -162,7 +168,7 @@ class EarlyExitModel:
         wants = self.criterion.needs_features
         for k, layer, threshold in self._plan():
             while done < layer:
-                hidden = ad.layer(done, hidden, state)
+                hidden = step(done, hidden, state, mask)
                 done += 1
                 if taps:
                     kept = self._tap(done, hidden, mask, kept)
@@ -193,10 +199,30 @@ class EarlyExitModel:
             else:
                 state = ad.select(state, keep)
         while done < self.num_layers:
-            hidden = ad.layer(done, hidden, state)
+            hidden = step(done, hidden, state, mask)
             done += 1
         out[rows] = ad.head(hidden, mask).float()
         return out, where
+
+    def _gated_one(self, index: int, hidden, state):
+        """Layer ``index`` (0-based) for one example, unless its gate says skip (one host sync)."""
+        if index + 1 in self.gates and bool(self.gates.skip(index + 1, hidden, None)):
+            return hidden
+        return self.adapter.layer(index, hidden, state)
+
+    def _gated_batch(self, index: int, hidden, state, mask):
+        """Layer ``index`` for the rows whose gate does not fire; the others keep their states."""
+        if index + 1 not in self.gates:
+            return self.adapter.layer(index, hidden, state)
+        skip = self.gates.skip(index + 1, hidden, mask)
+        if bool(skip.all()):
+            return hidden
+        if not bool(skip.any()):
+            return self.adapter.layer(index, hidden, state)
+        run = (~skip).nonzero().squeeze(1)
+        out = hidden.clone()
+        out[run] = self.adapter.layer(index, hidden[run], self.adapter.select(state, run))
+        return out
 
     def _tap(self, layer: int, hidden, mask, kept: dict) -> dict:
         """Keep the reductions bypasses read from this layer (only when the artifact has bypasses)."""

@@ -73,6 +73,7 @@ def test_list_names_every_registry():
     assert {"mean-mlp", "linear", "pooler-mlp"} <= set(d["exits"])
     assert {"entropy", "maxprob", "patience"} <= set(d["criteria"])
     assert "ce-distil" in d["objectives"]
+    assert d["gates"]["smartbert"]["params"]["source"] == "cls"
 
 
 # --- bad input: each one line, non-zero exit, no traceback --------------------------------------

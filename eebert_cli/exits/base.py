@@ -94,6 +94,8 @@ class ExitSpec:
     params: dict[str, Any] = field(default_factory=dict)
     #: optional block-wise bypasses (BADGE), e.g. {"type": "badge", "block_size": 2}; {} = none
     bypass: dict[str, Any] = field(default_factory=dict)
+    #: optional layer-skipping gates (SmartBERT), e.g. {"type": "smartbert", "layers": [2, 3], ...}; {} = none
+    gates: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +108,7 @@ Getter = Callable[[str, int], Any]  #: (reduction, layer) -> that layer's input 
 
 
 class ExitSet(nn.Module):
-    """The trainable exits, one per chosen layer, in layer order (plus optional bypasses).
+    """The trainable exits, one per chosen layer, in layer order (plus optional bypasses and gates).
 
     Inputs reach heads through a *getter* ``get(reduction, layer)``: cached
     features when training and calibrating, live hidden states at inference,
@@ -130,6 +132,11 @@ class ExitSet(nn.Module):
             from .bypass import build_bypass
 
             self.bypass = build_bypass(spec.bypass, self.layers, dims)
+        self.gates = None  #: skipping gates; they change what every later layer reads (see gates/)
+        if spec.gates:
+            from ..gates import build_gates
+
+            self.gates = build_gates(spec.gates, dims)
 
     def init_from(self, adapter: BackboneAdapter) -> None:
         for head in self.heads:

@@ -1,0 +1,12 @@
+"""Layer-skipping gates (SmartBERT): a gate before a layer decides, per example, to skip it.
+
+``config.py`` holds the knobs (shape and training), ``smartbert.py`` the gate
+module, ``train.py`` the loop that fits gates with the backbone in it. A new
+kind of gate is one module here registered in :data:`GATES`.
+"""
+
+from .base import GATES, SkipGates, build_gates
+from .config import GateConfig
+from . import smartbert  # noqa: F401  (registers "smartbert")
+
+__all__ = ["GATES", "GateConfig", "SkipGates", "build_gates"]

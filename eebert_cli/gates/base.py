@@ -1,0 +1,64 @@
+"""What a set of skipping gates is: which layers may be skipped, and the per-example decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbones import Dims
+from ..registry import Registry
+
+
+class SkipGates(nn.Module):
+    """Gates before some encoder layers; ``prob`` is the probability of skipping the layer.
+
+    Layers are 1-based: the gate of layer l reads the hidden states *entering*
+    layer l (layer l-1's output) and, when it skips, layer l's output is its
+    input unchanged. Inference skips where ``prob >= 0.5`` (:meth:`skip`).
+    """
+
+    registry_name: str
+
+    def __init__(self, layers: list[int], dims: Dims):
+        super().__init__()
+        self.layers = sorted(layers)
+
+    def __contains__(self, layer: int) -> bool:
+        return layer in self.layers
+
+    def logit(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Gate logit [B] for layer ``layer`` from the hidden states entering it."""
+        raise NotImplementedError
+
+    def prob(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.logit(layer, hidden, mask))
+
+    def skip(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Boolean [B]: skip layer ``layer`` (sigmoid >= 0.5, i.e. logit >= 0, decided without the sigmoid)."""
+        return self.logit(layer, hidden, mask) >= 0
+
+    def flops(self, seq) -> Any:
+        """Cost of one gate evaluation (2 x multiply-adds), for the cost model."""
+        raise NotImplementedError
+
+
+GATES: Registry[type[SkipGates]] = Registry("skipping gate")
+
+
+def build_gates(spec: dict[str, Any], dims: Dims) -> SkipGates:
+    """Gates from the ``gates`` entry of an exit spec: {"type": ..., "layers": [...], shape params}."""
+    from ..errors import EebertError
+
+    params = dict(spec)
+    kind = params.pop("type")
+    layers = params.pop("layers")
+    bad = [l for l in layers if not 1 <= l <= dims.num_layers]
+    if bad:
+        raise EebertError(f"no layer {bad[0]} to gate (the model has {dims.num_layers} layers)",
+                          f"choose gate layers from 1 to {dims.num_layers}")
+    try:
+        return GATES.get(kind)(layers, dims, **params)
+    except (TypeError, ValueError) as e:
+        raise EebertError(f"bad gate parameters: {e}", "see docs/methods/smartbert.md") from None

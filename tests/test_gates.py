@@ -1,0 +1,155 @@
+"""SmartBERT skipping gates on tiny random models: the skip itself, its cost, training, runtime, artifact."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from eebert_cli.artifact import BACKBONE_WEIGHTS, file_sha256, load_artifact
+from eebert_cli.backbones.bert import BertAdapter
+from eebert_cli.benchmark import flops_rows
+from eebert_cli.calibrate import CalibrationConfig, decide
+from eebert_cli.checkpoint import load_deployed, weights_sha256
+from eebert_cli.cli import app
+from eebert_cli.config import AttachConfig
+from eebert_cli.cost import exit_costs, layer_flops
+from eebert_cli.criteria import build_criterion
+from eebert_cli.data import DataConfig, load_data
+from eebert_cli.errors import EebertError
+from eebert_cli.exits import ExitSet, ExitSpec
+from eebert_cli.features import encode, extract
+from eebert_cli.gates import GateConfig
+from eebert_cli.gates.train import hard_weight
+from eebert_cli.pipeline import attach, calibrate, problem_for, split_outputs
+from eebert_cli.runtime import EarlyExitModel
+from eebert_cli.train import TrainConfig
+
+GATED = [2, 3, 4]
+
+
+def _gated_exits(dep, open_layer: int | None) -> ExitSet:
+    """Exits after layers 1-3 with gates before layers 2-4; ``open_layer``'s gate sits at 1.0, others at 0."""
+    spec = ExitSpec("mean-mlp", [1, 2, 3], {}, {}, {"type": "smartbert", "layers": GATED})
+    exits = ExitSet(spec, dep.adapter.dims).eval()
+    with torch.no_grad():
+        for l in GATED:
+            last = exits.gates.mods[str(l)][2]
+            last.weight.zero_()
+            last.bias.fill_(50.0 if l == open_layer else -50.0)
+    return exits
+
+
+def test_hard_weight_is_zero_one_forward_and_straight_through_backward():
+    g = torch.tensor([0.2, 0.5, 0.9], requires_grad=True)
+    w = hard_weight(g)
+    assert w.tolist() == [0.0, 1.0, 1.0]
+    w.sum().backward()
+    assert g.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_gate_at_one_skips_its_layer_and_the_cost_model_counts_it(tiny_ckpt, tiny_data):
+    dep = load_deployed(tiny_ckpt)
+    enc = encode(dep.tokenizer, load_data(DataConfig(spec=str(tiny_data))).split("validation"), 32)
+    exits = _gated_exits(dep, open_layer=3)
+    assert torch.sigmoid(exits.gates.logit(3, torch.randn(2, 4, 32), None)).eq(1.0).all()
+    gated = extract(dep.adapter, enc, [1, 2, 3], {"mean"}, gates=exits.gates)
+    plain = extract(dep.adapter, enc, [1, 2, 3], {"mean"})
+    # layer 3 was skipped: its output is its input, and everything before it is untouched
+    assert torch.equal(gated.for_layer("mean", 3), gated.for_layer("mean", 2))
+    assert torch.equal(gated.for_layer("mean", 2), plain.for_layer("mean", 2))
+    assert not torch.allclose(plain.for_layer("mean", 3), plain.for_layer("mean", 2))
+    assert gated.skipped[:, 2].all() and not gated.skipped[:, [0, 1, 3]].any()
+    # cost: exits after the skipped layer save one layer's FLOPs and pay for the gates reached
+    d, lengths = dep.adapter.dims, gated.lengths
+    with_gates = exit_costs(d, lengths, exits.layers, exits.flops, gated.skipped, exits.gates)
+    without = exit_costs(d, lengths, exits.layers, exits.flops)
+    seq, gate = lengths.double(), float(exits.gates.flops(lengths.double()[:1]))
+    for k, layer in enumerate(exits.layers + [d.num_layers]):
+        reached = sum(1 for l in GATED if l <= layer)
+        saved = layer_flops(d, seq) if layer >= 3 else 0
+        assert torch.allclose(with_gates[:, k], without[:, k] - saved + reached * gate)
+
+
+def test_runtime_does_not_run_a_skipped_layer(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)),
+           AttachConfig(gates=GateConfig(type="smartbert", epochs=1, max_examples=40),
+                        train=TrainConfig(epochs=1)), tmp_path / "a")
+    art = load_artifact(tmp_path / "a")
+    art.exits.load_state_dict(_gated_exits(art.deployed, open_layer=3).state_dict(), strict=False)
+    ran = []
+    original = BertAdapter.layer
+    monkeypatch.setattr(BertAdapter, "layer", lambda self, i, h, st: (ran.append(i), original(self, i, h, st))[1])
+    model = EarlyExitModel(art, build_criterion("entropy"), [-float("inf")] * 3)
+    enc = encode(art.deployed.tokenizer, load_data(DataConfig(spec=str(tiny_data))).split("test"), 32)
+    model.forward_one(torch.tensor([enc.input_ids[0]]), torch.tensor([enc.token_type_ids[0]]))
+    assert ran == [0, 1, 3]
+    ran.clear()
+    b = enc.collate(list(range(6)))
+    model.forward_batch(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    assert ran == [0, 1, 3]
+
+
+def test_gated_attach_calibrates_and_runs_as_simulated(tiny_ckpt, tiny_data, tmp_path):
+    data_cfg = DataConfig(spec=str(tiny_data))
+    res = attach(str(tiny_ckpt), data_cfg, AttachConfig(
+        gates=GateConfig(type="smartbert", epochs=2, skip_target=0.5, max_examples=0),
+        train=TrainConfig(epochs=3)), tmp_path / "a")
+    assert res["exits"]["gates"]["layers"] == [2, 3, 4] and not res["backbone_trained"]
+    assert [h["hard"] for h in res["gates"]["history"]] == [False, True]
+    art = load_artifact(tmp_path / "a")
+    assert art.original is None and art.changes_path and not (tmp_path / "a" / BACKBONE_WEIGHTS).exists()
+    data = load_data(data_cfg)
+    cal = calibrate(art, data, CalibrationConfig(target_speedup=1.3))
+    assert cal["validation"]["speedup_flops"] >= 1.3 and "gates" in cal["validation"]
+    # the deployed model's own accuracy is the reference, not the gated last exit's
+    plain = extract(load_deployed(tiny_ckpt).adapter, encode(art.deployed.tokenizer, data.split("validation"), 128),
+                    [], set(), needs={}).teacher.argmax(-1)
+    out = split_outputs(art, data, "validation")
+    assert torch.equal(out.deployed_pred, plain)
+    # runtime exits match the simulation, at batch size 1 and in batches
+    model = EarlyExitModel.from_artifact(tmp_path / "a")
+    test = split_outputs(art, data, "test")
+    e = decide(problem_for(test, model.criterion).scores, torch.tensor(model.thresholds, dtype=torch.float64))
+    texts = data.split("test").texts
+    layers = model.exit_layers
+    p1, p8 = model.predict(texts, batch_size=1), model.predict(texts, batch_size=8)
+    assert [p.exit_layer for p in p1] == [layers[k] for k in e.tolist()]
+    assert [p.exit_layer for p in p8] == [p.exit_layer for p in p1]
+    rows = flops_rows(model, test)
+    assert rows["early_exit"]["gates"]["average_layers_run"] <= rows["early_exit"]["average_exit_layer"]
+
+
+def test_the_skip_penalty_sets_how_much_is_skipped(tiny_ckpt, tiny_data, tmp_path):
+    rates = {}
+    for target in (0.0, 0.9):
+        res = attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(
+            gates=GateConfig(type="smartbert", epochs=4, skip_target=target, skip_weight=20.0, lr=1e-2,
+                             max_examples=0), train=TrainConfig(epochs=1)), tmp_path / str(target))
+        rates[target] = res["gates"]["history"][-1]["skip_rate"]
+    assert rates[0.0] < 0.2 and rates[0.9] > 0.6, rates
+
+
+def test_train_backbone_mode_carries_the_new_weights_hash_checked(tiny_ckpt, tiny_data, tmp_path):
+    before = weights_sha256(tiny_ckpt)
+    res = attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(
+        gates=GateConfig(type="smartbert", epochs=1, train_backbone=True, backbone_lr=1e-3, max_examples=60),
+        train=TrainConfig(epochs=1)), tmp_path / "a")
+    assert res["backbone_trained"]
+    assert weights_sha256(tiny_ckpt) == before  # the shipped checkpoint is never written
+    art = load_artifact(tmp_path / "a")
+    trained = art.config["backbone"]["trained"]
+    assert trained["sha256"] == file_sha256(tmp_path / "a" / BACKBONE_WEIGHTS)
+    assert art.config["backbone"]["sha256"] == before and art.original is not None
+    w_new = dict(art.deployed.model.named_parameters())
+    w_old = dict(art.original.model.named_parameters())
+    assert any(not torch.equal(w_new[k], w_old[k]) for k in w_old)
+    with (tmp_path / "a" / BACKBONE_WEIGHTS).open("r+b") as f:  # tamper: loading must refuse
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(EebertError, match="does not match"):
+        load_artifact(tmp_path / "a")
+
+
+def test_cli_train_backbone_needs_gates(tiny_ckpt, tiny_data, tmp_path):
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
+                                 str(tmp_path / "a"), "--train-backbone"])
+    assert r.exit_code == 1 and "needs --gates" in r.output and "Traceback" not in r.output
