@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .calibrate import CalibrationConfig
-from .config import AttachConfig, BenchmarkConfig, help_for
+from .config import AttachConfig, BenchmarkConfig, from_dict, help_for
 from .data import DataConfig
 from .errors import EebertError
 from .gates import GateConfig
@@ -117,6 +117,7 @@ def attach(
     gates: Optional[str] = typer.Option(None, help="Layer-skipping gates before the layers: 'smartbert' (SmartBERT)."),
     skip_target: float = typer.Option(GateConfig.skip_target, help=help_for(GateConfig, "skip_target")),
     train_backbone: bool = typer.Option(False, "--train-backbone", help=help_for(GateConfig, "train_backbone") + " Needs --gates."),
+    gate_param: Optional[list[str]] = typer.Option(None, help="Gate knob KEY=VALUE (repeatable), e.g. epochs=2; see docs/methods/smartbert.md."),
     contrastive: float = typer.Option(0.0, help=help_for(TrainConfig, "contrastive")),
     no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
     max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
@@ -137,7 +138,9 @@ def attach(
     cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
                        objective=objective, objective_params=_params(objective_param, "--objective-param"),
                        bypass={"type": bypass, "block_size": block_size} if bypass else {},
-                       gates=GateConfig(type=gates or "", skip_target=skip_target, train_backbone=train_backbone),
+                       gates=from_dict(GateConfig, {"type": gates or "", "skip_target": skip_target,
+                                                    "train_backbone": train_backbone,
+                                                    **_params(gate_param, "--gate-param")}, "--gate-param"),
                        max_length=max_length, use_labels=not no_labels,
                        train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
     result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))

@@ -170,8 +170,11 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         if gate_report is None:
             learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"], lr)
         else:  # the scorer must read what inference reads: gated states
-            gfeats = extract(deployed.adapter, held_enc, exits.layers, set(), cfg.batch_size, None,
-                             {l: {lr} for l in exits.layers}, exits.gates)
+            needs = exits.needs()
+            for layer in exits.layers:
+                needs.setdefault(layer, set()).add(lr)
+            gfeats = extract(deployed.adapter, held_enc, exits.layers, set(), cfg.batch_size, None, needs,
+                             exits.gates)
             learned, learned_report = fit_learned(exits, gfeats, held_targets, torch.arange(len(held_targets)), lr)
         extra_files = {LEARNED_FILE: learned.state_dict()}
     t_train = time.perf_counter() - t0 - t_features

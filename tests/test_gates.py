@@ -153,3 +153,34 @@ def test_cli_train_backbone_needs_gates(tiny_ckpt, tiny_data, tmp_path):
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
                                  str(tmp_path / "a"), "--train-backbone"])
     assert r.exit_code == 1 and "needs --gates" in r.output and "Traceback" not in r.output
+
+
+def test_gates_with_token_exits_and_bypasses_run_as_simulated(tiny_ckpt, tiny_data, tmp_path):
+    data_cfg = DataConfig(spec=str(tiny_data))
+    attach(str(tiny_ckpt), data_cfg, AttachConfig(
+        exits="attention", bypass={"type": "badge", "block_size": 2},
+        gates=GateConfig(type="smartbert", epochs=1, warmup_epochs=0, skip_target=0.5, max_examples=80),
+        train=TrainConfig(epochs=1)), tmp_path / "a")
+    art = load_artifact(tmp_path / "a")
+    data = load_data(data_cfg)
+    # a briefly trained gate rarely fires: move layer 3's so that it fires for half the test examples
+    enc = encode(art.deployed.tokenizer, data.split("test"), 128)
+    cls = extract(art.deployed.adapter, enc, [2], {"cls"}, gates=art.exits.gates).for_layer("cls", 2)
+    with torch.no_grad():
+        art.exits.gates.mods["3"][2].bias -= art.exits.gates.mods["3"](cls).median()
+    out = split_outputs(art, data, "test")
+    assert out.skipped[:, 2].any() and not out.skipped[:, 2].all()
+    crit = build_criterion("entropy")
+    thresholds = crit.scores(out.logits)[:, :-1].median(0).values.tolist()
+    e = decide(problem_for(out, crit).scores, torch.tensor(thresholds, dtype=torch.float64))
+    model = EarlyExitModel(art, crit, thresholds)
+    texts = data.split("test").texts
+    want = [model.exit_layers[k] for k in e.tolist()]
+    assert [p.exit_layer for p in model.predict(texts, batch_size=1)] == want
+    assert [p.exit_layer for p in model.predict(texts, batch_size=8)] == want
+
+
+def test_cli_gate_params_are_checked_by_name(tiny_ckpt, tiny_data, tmp_path):
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
+                                 str(tmp_path / "a"), "--gates", "smartbert", "--gate-param", "epoks=2"])
+    assert r.exit_code == 1 and "unknown key 'epoks'" in r.output and "Traceback" not in r.output
