@@ -156,7 +156,10 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
     exits = ExitSet(ExitSpec(**config["exits"]), deployed.adapter.dims)
     exits.load_state_dict(load_file(p / WEIGHTS))
     exits.eval()
-    return Artifact(p, config, deployed, exits, original)
+    artifact = Artifact(p, config, deployed, exits, original)
+    if exits.gates is not None:  # the gate threshold calibration chose, if any
+        exits.gates.threshold = (artifact.calibration or {}).get("gate_threshold", 0.5)
+    return artifact
 
 
 def load_trained_backbone(original: Deployed, path: Path, sha256: str) -> Deployed:

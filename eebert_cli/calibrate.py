@@ -32,6 +32,7 @@ class CalibrationConfig:
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
     bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals."})
     precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points."})
+    gate_thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9, 1.0], metadata={"help": "Skip-probability thresholds tried for artifacts with skipping gates (0.5 as trained; 1.0 = never skip); the best at the target is kept."})
     tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error."})
 
 

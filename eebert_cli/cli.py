@@ -174,6 +174,7 @@ def calibrate(
     criterion: str = typer.Option("entropy", help=help_for(CalibrationConfig, "criterion")),
     criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
     global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
+    gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
     metric: Optional[str] = typer.Option(None, "--metric", help=help_for(BenchmarkConfig, "metric")),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
@@ -188,7 +189,8 @@ def calibrate(
     from .pipeline import calibrate as run_calibrate, data_config_of
 
     cfg = CalibrationConfig(criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
-                            per_layer=not global_only)
+                            per_layer=not global_only,
+                            **({"gate_thresholds": gate_threshold} if gate_threshold else {}))
     if (target_speedup is None) == (max_drop is None):
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
     if target_speedup is not None and target_speedup <= 1.0:

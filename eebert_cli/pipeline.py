@@ -275,7 +275,8 @@ def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataC
 
 
 def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int = 64,
-                  ui: UI = SILENT) -> SplitOutputs:
+                  ui: UI = SILENT, deployed_logits: torch.Tensor | None = None) -> SplitOutputs:
+    """``deployed_logits``: the shipped model's logits on this split, if already computed."""
     dep, exits = artifact.deployed, artifact.exits
     lr = learned_reduction(exits.spec.type)
     needs = exits.needs()
@@ -287,8 +288,7 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
         feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(), batch_size,
                         advance, needs, exits.gates)
-    deployed_logits = None
-    if artifact.changes_path:  # the deployed model itself, for agreement and the reference accuracy
+    if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
         with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
             deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher
     logits = all_exit_logits(exits, feats)
@@ -318,8 +318,11 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     if cfg.max_drop is not None and cfg.max_drop < 0:
         raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
-    outputs = split_outputs(artifact, data, "validation", ui=ui)
-    result = choose_thresholds(outputs, cfg, criterion_params, artifact)
+    if artifact.exits.gates is None:
+        outputs = split_outputs(artifact, data, "validation", ui=ui)
+        result = choose_thresholds(outputs, cfg, criterion_params, artifact)
+    else:
+        outputs, result = calibrate_gated(artifact, data, cfg, criterion_params, ui)
     result["exit_layers"] = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
     if outputs.task == CLASSIFICATION:
         try:
@@ -331,6 +334,47 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
             pass
     art.write_json(artifact.path / art.CALIBRATION, result)
     return result
+
+
+def calibrate_gated(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig,
+                    criterion_params: dict | None, ui: UI) -> tuple[SplitOutputs, dict]:
+    """Exit thresholds for each gate threshold in ``cfg.gate_thresholds``, the best pair kept.
+
+    Gates trained at 0.5 may skip more than a target needs; a higher gate threshold
+    skips less (1.0: never), so the search can trade skipping for exiting. The
+    choice between gate thresholds follows the criterion grid's rule.
+    """
+    gates, tried, failure, deployed = artifact.exits.gates, [], None, None
+    if not cfg.gate_thresholds:
+        raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
+    for gt in cfg.gate_thresholds:
+        try:
+            gates.threshold = gt
+        except ValueError as e:
+            raise EebertError(str(e), "gate thresholds are skip probabilities, e.g. [0.5, 0.75, 0.9, 1.0]") from None
+        outputs = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=deployed)
+        deployed = outputs.deployed_logits  # one pass of the shipped model serves every gate threshold
+        try:
+            result = choose_thresholds(outputs, cfg, criterion_params, artifact)
+        except EebertError as e:
+            failure = e
+            continue
+        tried.append((gt, outputs, result))
+    if not tried:
+        raise failure
+    m = tried[0][2]["metric"]
+    point = lambda t: (t[2]["validation"][m], t[2]["validation"]["speedup_flops"])  # noqa: E731
+    if cfg.target_speedup is not None:
+        best = max(point(t)[0] for t in tried)
+        tie = noise_tolerance(best, len(outputs.lengths)) if cfg.tolerance is None else cfg.tolerance
+        pick = min((t for t in tried if point(t)[0] >= best - tie), key=lambda t: (point(t)[1], -point(t)[0]))
+    else:
+        pick = max(tried, key=lambda t: (point(t)[1], point(t)[0]))
+    gates.threshold, outputs, result = pick
+    result["gate_threshold"] = pick[0]
+    result["gate_grid"] = [{"gate_threshold": t[0], "speedup_flops": point(t)[1], m: point(t)[0],
+                            "skip_rate": t[2]["validation"]["gates"]["skip_rate"]} for t in tried]
+    return outputs, result
 
 
 def skip_stats(skipped: torch.Tensor, exit_layer: torch.Tensor, gated: list[int]) -> dict:

@@ -67,6 +67,10 @@ def test_a_gate_at_one_skips_its_layer_and_the_cost_model_counts_it(tiny_ckpt, t
         reached = sum(1 for l in GATED if l <= layer)
         saved = layer_flops(d, seq) if layer >= 3 else 0
         assert torch.allclose(with_gates[:, k], without[:, k] - saved + reached * gate)
+    # gate threshold 1.0 (calibration's "never skip") runs every layer even for a gate at 1.0
+    exits.gates.threshold = 1.0
+    never = extract(dep.adapter, enc, [1, 2, 3], {"mean"}, gates=exits.gates)
+    assert not never.skipped.any() and torch.equal(never.for_layer("mean", 3), plain.for_layer("mean", 3))
 
 
 def test_runtime_does_not_run_a_skipped_layer(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
@@ -100,6 +104,8 @@ def test_gated_attach_calibrates_and_runs_as_simulated(tiny_ckpt, tiny_data, tmp
     data = load_data(data_cfg)
     cal = calibrate(art, data, CalibrationConfig(target_speedup=1.3))
     assert cal["validation"]["speedup_flops"] >= 1.3 and "gates" in cal["validation"]
+    assert [g["gate_threshold"] for g in cal["gate_grid"]] == CalibrationConfig().gate_thresholds
+    assert load_artifact(tmp_path / "a").exits.gates.threshold == cal["gate_threshold"]
     # the deployed model's own accuracy is the reference, not the gated last exit's
     plain = extract(load_deployed(tiny_ckpt).adapter, encode(art.deployed.tokenizer, data.split("validation"), 128),
                     [], set(), needs={}).teacher.argmax(-1)

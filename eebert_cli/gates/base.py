@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,7 +17,9 @@ class SkipGates(nn.Module):
 
     Layers are 1-based: the gate of layer l reads the hidden states *entering*
     layer l (layer l-1's output) and, when it skips, layer l's output is its
-    input unchanged. Inference skips where ``prob >= 0.5`` (:meth:`skip`).
+    input unchanged. Inference skips where ``prob >= threshold`` (:meth:`skip`):
+    0.5 as trained (the paper's rule); calibration may raise it, up to 1.0 =
+    never skip, when skipping less serves the target better.
     """
 
     registry_name: str
@@ -24,6 +27,19 @@ class SkipGates(nn.Module):
     def __init__(self, layers: list[int], dims: Dims):
         super().__init__()
         self.layers = sorted(layers)
+        self.threshold = 0.5
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"gate threshold must be within (0, 1], got {value}")
+        self._threshold = float(value)
+        # compare logits, not probabilities: exact, and 1.0 (never skip) becomes +inf
+        self._cut = math.inf if value >= 1.0 else math.log(value / (1.0 - value))
 
     def __contains__(self, layer: int) -> bool:
         return layer in self.layers
@@ -36,8 +52,8 @@ class SkipGates(nn.Module):
         return torch.sigmoid(self.logit(layer, hidden, mask))
 
     def skip(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Boolean [B]: skip layer ``layer`` (sigmoid >= 0.5, i.e. logit >= 0, decided without the sigmoid)."""
-        return self.logit(layer, hidden, mask) >= 0
+        """Boolean [B]: skip layer ``layer`` (sigmoid >= threshold, decided on the logit)."""
+        return self.logit(layer, hidden, mask) >= self._cut
 
     def flops(self, seq) -> Any:
         """Cost of one gate evaluation (2 x multiply-adds), for the cost model."""
