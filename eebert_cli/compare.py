@@ -32,7 +32,7 @@ from .exits import EXITS
 from .gates import GATES
 from .features import all_exit_logits, encode, extract
 from .objectives import OBJECTIVES
-from .pipeline import attach_gates, bypass_summary, exit_layers, features_needed, gold_labels, train_method
+from .pipeline import attach_gates, bypass_summary, skip_stats, exit_layers, features_needed, gold_labels, train_method
 from .ui import SILENT, UI
 
 
@@ -197,7 +197,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
             test = prob_gt.outcome(thr)
             at[str(target)] = {"accuracy": test.accuracy, "speedup_flops": test.speedup,
                                "validation_accuracy": val.accuracy, "validation_speedup": val.speedup,
-                               **({"gate_threshold": gt} if gt is not None else {}),
+                               **({"gate_threshold": gt, "gates": skip_stats(
+                                   skipped_gt, torch.tensor(exits.layers + [dims.num_layers])[test.exits],
+                                   exits.gates.layers)} if gt is not None else {}),
                                "static": _static(dims, feats[recipe.split].lengths, exits, logits_gt,
                                                  ref[recipe.split], target, skipped_gt)}
         if exits.gates is not None:
@@ -257,7 +259,8 @@ def summarise(report: dict) -> dict:
 
 def _cell(r: dict, key: str) -> str:
     a = r["at"].get(key)
-    gate = f", gates {a['gate_threshold']}" if a and a.get("gate_threshold") is not None else ""
+    gate = (f", gates {a['gate_threshold']} skip {100 * a['gates']['skip_rate']:.0f}%"
+            if a and a.get("gate_threshold") is not None else "")
     return "-" if not a else f"{100 * a['accuracy']:.2f} ({a['speedup_flops']:.2f}x{gate})"
 
 

@@ -32,11 +32,11 @@ def encoder_flops(d: Dims, seq: torch.Tensor, skipped: torch.Tensor | None = Non
     """[N, L+1]: column l is what reaching layer l's output costs (embeddings, layers run, gates).
 
     ``skipped`` [N, L] marks the layers each sample skipped; ``gates`` (with
-    ``layers`` and ``flops(seq)``) is charged once per gated layer reached.
+    ``layers``, ``active`` and ``flops(seq)``) is charged once per gated layer reached.
     """
     ran = torch.ones(len(seq), d.num_layers, dtype=torch.float64) if skipped is None else (~skipped).double()
     per_layer = ran * layer_flops(d, seq)[:, None]
-    if gates is not None:
+    if gates is not None and gates.active:
         gate = torch.as_tensor(gates.flops(seq), dtype=torch.float64).expand(len(seq))
         for l in gates.layers:
             per_layer[:, l - 1] += gate

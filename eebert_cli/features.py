@@ -156,7 +156,7 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
         if 0 in keep:
             keep_layer(0, hidden, mask, rows)
         for i in range(adapter.dims.num_layers):
-            if gates is not None and i + 1 in gates:
+            if gates is not None and gates.active and i + 1 in gates:
                 skip = gates.skip(i + 1, hidden, mask)
                 skipped[rows, i] = skip
                 hidden = torch.where(skip[:, None, None], hidden, adapter.layer(i, hidden, state))

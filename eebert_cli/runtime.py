@@ -59,7 +59,8 @@ class EarlyExitModel:
         self.layers = artifact.exits.layers
         self.reduction = artifact.exits.reduction
         self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
-        self.gates = artifact.exits.gates  # skipping gates, or None
+        gates = artifact.exits.gates  # skipping gates; at threshold 1.0 none can fire, so none is asked
+        self.gates = gates if gates is not None and gates.active else None
         self.feature_reduction = learned_reduction(artifact.exits.spec.type)  # what `learned` reads
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]

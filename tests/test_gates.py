@@ -71,6 +71,8 @@ def test_a_gate_at_one_skips_its_layer_and_the_cost_model_counts_it(tiny_ckpt, t
     exits.gates.threshold = 1.0
     never = extract(dep.adapter, enc, [1, 2, 3], {"mean"}, gates=exits.gates)
     assert not never.skipped.any() and torch.equal(never.for_layer("mean", 3), plain.for_layer("mean", 3))
+    off = exit_costs(d, lengths, exits.layers, exits.flops, never.skipped, exits.gates)
+    assert torch.allclose(off, without)  # gates that cannot fire are not evaluated, so not charged
 
 
 def test_runtime_does_not_run_a_skipped_layer(tiny_ckpt, tiny_data, tmp_path, monkeypatch):

@@ -44,6 +44,11 @@ class SkipGates(nn.Module):
     def __contains__(self, layer: int) -> bool:
         return layer in self.layers
 
+    @property
+    def active(self) -> bool:
+        """False at threshold 1.0: no gate can fire, so none is evaluated or charged."""
+        return self._threshold < 1.0
+
     def logit(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Gate logit [B] for layer ``layer`` from the hidden states entering it."""
         raise NotImplementedError
