@@ -34,9 +34,10 @@ alone, theta runs until one term holds all the weight (measured on the demo:
   theta's update: the relative entropy KL(p || q) of the learned weight
   distribution p to the initial one q, applied as its natural gradient
   log(p_t / q_t) - KL (the plain gradient is that times p_t and fades as a term
-  dies). Against a drive of norm at most 1, each term's share settles within
-  exp(+-1/weight_entropy) of its initial share (relative to the common level),
-  so theta stays finite and the learned part stays informative.
+  dies). Against a drive of norm at most 1, at the update's fixed point each
+  term's share is within exp(+-1/weight_entropy) of its initial share
+  (relative to the common level): theta stays finite and the learned part
+  stays informative.
 
 ``floor=0, weight_entropy=0`` is the unguarded update. :meth:`report` gives the
 weights the loss uses, the learned part before the floor, and a summary: the
