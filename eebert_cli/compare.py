@@ -342,8 +342,11 @@ def markdown(report: dict) -> str:
             lines += ["", f"LECO search ({r['name']}): " + ", ".join(
                 f"layer {l}: {c}" for l, c in r["leco_search"]["choices"].items())]
         if r["objective"] == "leebert" and r["objective_report"].get("weights"):
-            w = r["objective_report"]["weights"]
-            lines += ["", f"LeeBERT learned weights ({r['name']}): " + ", ".join(f"{k} {v:.3f}" for k, v in w.items())]
+            w, sm = r["objective_report"]["weights"], r["objective_report"].get("summary")
+            spread = (f"; effective terms {sm['effective_terms']:.1f} of {sm['terms']} (initially "
+                      f"{sm['effective_terms_initial']:.1f}), max/min vs initial {sm['max_min_vs_initial']:.2f}") if sm else ""
+            lines += ["", f"LeeBERT learned weights ({r['name']}{spread}): "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in w.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -82,3 +82,4 @@ train = {{epochs = 2}}
     assert report["methods"][1]["objective_report"]["weights"]
     assert report["summary"]["1.2"]["best"] in ("joint", "leebert+badge")
     assert "| joint |" in markdown(report)
+    assert "effective terms" in markdown(report)  # the LeeBERT weight summary

@@ -47,11 +47,43 @@ def test_leebert_weights_move_and_stay_normalised():
         assert len(w) == 3 * (2 + 2)  # ce, kd and two mutual terms per exit
         assert rep["outer_steps"] > 0
         assert (w - w0).abs().max() > 1e-3, "learned weights did not move"
-        assert (w > 0).all()
+        assert (w >= rep["floor"] * w0 - 1e-6).all()
         if norm == "softmax":
             assert abs(w.sum().item() - w0.sum().item()) < 1e-4
         else:
             assert (w < 2 * w0 + 1e-6).all()
+
+
+def _leebert_long_fit(**guard):
+    """Many outer steps at a high weight_lr: unguarded, the softmax weights end on one or two terms."""
+    feats, y = synthetic(n=240)
+    torch.manual_seed(0)
+    exits = ExitSet(ExitSpec("mean-mlp", [1, 2, 3]), DIMS)
+    obj = build_objective("leebert", {"weight_lr": 0.2, **guard})
+    train_exits(exits, obj, feats, y, TrainConfig(epochs=60, patience=100))
+    rep = obj.report()
+    return rep, torch.tensor(list(rep["weights"].values())), torch.tensor(list(rep["initial"].values()))
+
+
+def test_leebert_weights_collapse_without_the_guard():
+    rep, w, w0 = _leebert_long_fit(floor=0.0, weight_entropy=0.0)
+    assert rep["outer_steps"] >= 150
+    assert rep["summary"]["effective_terms_initial"] > 11  # 12 terms, mutual ones at half weight
+    assert rep["summary"]["effective_terms"] < 2.5
+    assert (w / w0).min() < 0.01
+
+
+def test_leebert_guard_keeps_weights_spread():
+    rep, w, w0 = _leebert_long_fit()  # defaults: floor 0.5, weight_entropy 0.5
+    assert rep["floor"] == 0.5 and rep["weight_entropy"] == 0.5
+    assert (w >= 0.5 * w0 - 1e-6).all()
+    assert abs(w.sum().item() - w0.sum().item()) < 1e-4
+    assert (w - w0).abs().max() > 0.1, "the guard froze the weights"
+    assert rep["summary"]["effective_terms"] > 8
+    # the pull alone (no floor) keeps the learned part itself from collapsing
+    rep, w, w0 = _leebert_long_fit(floor=0.0)
+    assert rep["summary"]["effective_terms"] > 5
+    assert (w / w0).min() > 0.1
 
 
 def test_leebert_partner_is_detached():
