@@ -144,6 +144,8 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     dims = deployed.adapter.dims
     layers = exit_layers(cfg, dims.num_layers)
     task = task_of(deployed.model.config)
+    if cfg.gates.type:  # bad gate settings fail now, not after the backbone pass
+        check_gates(cfg, task)
     needs = features_needed(cfg, layers, dims)
     for layer in layers:  # what the `learned` criterion's scorer reads
         needs.setdefault(layer, set()).add(learned_reduction(cfg.exits))
@@ -157,8 +159,6 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     objective_name = cfg.objective
     if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
         objective_name = "mse-distil"
-    if cfg.gates.type:
-        check_gates(cfg, task)
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
     gate_report = None
     if cfg.gates.type:

@@ -192,3 +192,12 @@ def test_cli_gate_params_are_checked_by_name(tiny_ckpt, tiny_data, tmp_path):
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
                                  str(tmp_path / "a"), "--gates", "smartbert", "--gate-param", "epoks=2"])
     assert r.exit_code == 1 and "unknown key 'epoks'" in r.output and "Traceback" not in r.output
+
+
+def test_an_unknown_gate_fails_before_any_backbone_work(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    import eebert_cli.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "split_features", lambda *a, **k: pytest.fail("backbone pass ran"))
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
+                                 str(tmp_path / "a"), "--gates", "nope"])
+    assert r.exit_code == 1 and "unknown skipping gate 'nope'" in r.output
