@@ -53,7 +53,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     hist = {str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()}
     run = avg_layer
     if out.skipped is not None:  # gates: layers actually run, not the exit's depth, set the speed
-        gates = skip_stats(out.skipped, layers[e].long(), model.gates.layers)
+        gates = skip_stats(out.skipped, layers[e].long(), model.exits.gates.layers)
         run = gates["average_layers_run"]
     early = {
         "accuracy": _rate(pred, out.labels), "agreement": _rate(pred, out.deployed_pred),
@@ -69,7 +69,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     if k < len(model.layers):
         seq = out.lengths.double()
         dims = model.adapter.dims
-        static_cost = (encoder_flops(dims, seq, out.skipped, model.gates)[:, model.layers[k]]
+        static_cost = (encoder_flops(dims, seq, out.skipped, model.exits.gates)[:, model.layers[k]]
                        + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64))
     else:
         static_cost = out.full

@@ -16,6 +16,7 @@ import torch
 from .backbones import BackboneAdapter
 from .data import Split
 from .exits import ExitSet, Tokens, reduce
+from .gates import gated_layer
 
 
 @dataclass
@@ -157,9 +158,7 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
             keep_layer(0, hidden, mask, rows)
         for i in range(adapter.dims.num_layers):
             if gates is not None and gates.active and i + 1 in gates:
-                skip = gates.skip(i + 1, hidden, mask)
-                skipped[rows, i] = skip
-                hidden = torch.where(skip[:, None, None], hidden, adapter.layer(i, hidden, state))
+                hidden, skipped[rows, i] = gated_layer(adapter, gates, i, hidden, state, mask)
             else:
                 hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:

@@ -20,6 +20,7 @@ from .criteria import Criterion, build_criterion
 from .criteria.learned import learned_reduction
 from .errors import EebertError
 from .exits import reduce
+from .gates import gated_layer
 
 
 #: how batches exit: each row on its own, or the whole batch at once (the baseline)
@@ -215,15 +216,7 @@ class EarlyExitModel:
         """Layer ``index`` for the rows whose gate does not fire; the others keep their states."""
         if index + 1 not in self.gates:
             return self.adapter.layer(index, hidden, state)
-        skip = self.gates.skip(index + 1, hidden, mask)
-        if bool(skip.all()):
-            return hidden
-        if not bool(skip.any()):
-            return self.adapter.layer(index, hidden, state)
-        run = (~skip).nonzero().squeeze(1)
-        out = hidden.clone()
-        out[run] = self.adapter.layer(index, hidden[run], self.adapter.select(state, run))
-        return out
+        return gated_layer(self.adapter, self.gates, index, hidden, state, mask)[0]
 
     def _tap(self, layer: int, hidden, mask, kept: dict) -> dict:
         """Keep the reductions bypasses read from this layer (only when the artifact has bypasses)."""

@@ -124,6 +124,11 @@ def test_gated_attach_calibrates_and_runs_as_simulated(tiny_ckpt, tiny_data, tmp
     assert [p.exit_layer for p in p8] == [p.exit_layer for p in p1]
     rows = flops_rows(model, test)
     assert rows["early_exit"]["gates"]["average_layers_run"] <= rows["early_exit"]["average_exit_layer"]
+    # calibration may turn the gates off (threshold 1.0): the benchmark still reports them, as skipping nothing
+    model.exits.gates.threshold = 1.0
+    off = flops_rows(EarlyExitModel(model.artifact, model.criterion, model.thresholds),
+                     split_outputs(model.artifact, data, "test"))
+    assert off["early_exit"]["gates"]["skip_rate"] == 0.0
 
 
 def test_the_skip_penalty_sets_how_much_is_skipped(tiny_ckpt, tiny_data, tmp_path):

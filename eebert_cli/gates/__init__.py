@@ -5,8 +5,8 @@ module, ``train.py`` the loop that fits gates with the backbone in it. A new
 kind of gate is one module here registered in :data:`GATES`.
 """
 
-from .base import GATES, SkipGates, build_gates
+from .base import GATES, SkipGates, build_gates, gated_layer
 from .config import GateConfig
 from . import smartbert  # noqa: F401  (registers "smartbert")
 
-__all__ = ["GATES", "GateConfig", "SkipGates", "build_gates"]
+__all__ = ["GATES", "GateConfig", "SkipGates", "build_gates", "gated_layer"]

@@ -68,6 +68,23 @@ class SkipGates(nn.Module):
 GATES: Registry[type[SkipGates]] = Registry("skipping gate")
 
 
+def gated_layer(adapter, gates: SkipGates, index: int, hidden: torch.Tensor, state, mask):
+    """Run layer ``index`` (0-based) of a batch for the rows whose gate does not fire.
+
+    Returns (new hidden states, skip mask [B]); skipping rows keep their states and
+    cost nothing. The one gated step of inference and of the gated scoring pass.
+    """
+    skip = gates.skip(index + 1, hidden, mask)
+    if bool(skip.all()):
+        return hidden, skip
+    if not bool(skip.any()):
+        return adapter.layer(index, hidden, state), skip
+    run = (~skip).nonzero().squeeze(1)
+    out = hidden.clone()
+    out[run] = adapter.layer(index, hidden[run], adapter.select(state, run))
+    return out, skip
+
+
 def build_gates(spec: dict[str, Any], dims: Dims) -> SkipGates:
     """Gates from the ``gates`` entry of an exit spec: {"type": ..., "layers": [...], shape params}."""
     from ..errors import EebertError
