@@ -40,6 +40,16 @@ def percentiles(ms):
     return q[49], q[98]
 
 
+def flops_speedup(m: EarlyExitModel, lengths: torch.Tensor, exits: torch.Tensor, full: torch.Tensor):
+    """FLOPs speedup of the exits taken, by the cost model calibration uses (exit heads and bypasses
+    via ``ExitSet.flops``). None with skipping gates: the runtime does not report which layers they
+    skipped (``eebert benchmark`` gives the gated figure from its cached pass)."""
+    if m.gates is not None:
+        return None
+    cost = exit_costs(m.adapter.dims, lengths, m.layers, m.exits.flops)
+    return full.sum().item() / cost.gather(1, exits[:, None]).sum().item()
+
+
 def variants(pt: dict, ox: dict, batched: bool) -> dict:
     """name -> fn(ids, mask, types) -> (logits, exits or None). Torch tensors in."""
     v = {}
@@ -118,8 +128,7 @@ def main():
     n = min(len(enc), a.limit) if a.limit else len(enc)
     labels = labels[:n] if labels is not None else None
     lengths = enc.lengths[:n]
-    dims = base.adapter.dims
-    full = full_cost(dims, lengths)
+    full = full_cost(base.adapter.dims, lengths)
 
     # accuracy, exits and FLOPs on the whole split (batch 32, split order)
     every = batches_of(enc.input_ids, types, list(range(n)), 32, enc.pad_id)
@@ -137,11 +146,8 @@ def main():
         preds_of[name], exits_of[name] = preds, exits
         row = {"accuracy": float((preds == labels.numpy()).mean()) if labels is not None else None}
         if (exits >= 0).all():
-            q = name.split()[1]
-            m = pt[q]
-            cost = exit_costs(dims, lengths, m.layers, lambda j, seq, m=m: m.heads[j].flops(seq))
-            spent = cost.gather(1, torch.from_numpy(exits)[:, None]).sum().item()
-            row["speedup_flops"] = full.sum().item() / spent
+            m = pt[name.split()[1]]
+            row["speedup_flops"] = flops_speedup(m, lengths, torch.from_numpy(exits), full)
             row["average_exit_layer"] = float(np.asarray(m.exit_layers)[exits].mean())
         quality[name] = row
     checks = {}
@@ -188,9 +194,12 @@ def main():
     # print
     print(f"split {a.split} ({n} examples), {a.threads} threads, torch {torch.__version__}")
     for name, r in quality.items():
-        extra = (f"  FLOPs {r['speedup_flops']:.2f}x, avg exit layer {r['average_exit_layer']:.2f}"
-                 if "speedup_flops" in r else "")
-        print(f"  {name:32s} accuracy {100 * r['accuracy']:.2f}%{extra}")
+        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+        extra = ""
+        if "average_exit_layer" in r:
+            fl = "n/a (gates)" if r["speedup_flops"] is None else f"{r['speedup_flops']:.2f}x"
+            extra = f"  FLOPs {fl}, avg exit layer {r['average_exit_layer']:.2f}"
+        print(f"  {name:32s} accuracy {acc}{extra}")
     for k, v in checks.items():
         print(f"  check {k}: {100 * v:.2f}%")
     for b, t in results["timing"].items():
