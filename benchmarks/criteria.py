@@ -1,6 +1,6 @@
 """Every criterion calibrated on the demo's real data, evaluated on the test split, side by side.
 
-    PYTHONPATH=$PWD python benchmarks/criteria.py [--checkpoint DIR] [--cache DIR]
+    PYTHONPATH=$PWD python benchmarks/criteria.py [--checkpoint DIR] [--cache DIR] [--limit N]
 
 Attaches mean-mlp exits to the deployed model once (cached in --cache), runs the
 backbone once per split (exit outputs cached as safetensors), then calibrates
@@ -32,7 +32,7 @@ from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
 from eebert_cli.config import AttachConfig  # noqa: E402
 from eebert_cli.criteria import build_criterion  # noqa: E402
 from eebert_cli.curves import oracle_curve, static_curve  # noqa: E402
-from eebert_cli.data import DataConfig, load_data  # noqa: E402
+from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.errors import EebertError  # noqa: E402
 from eebert_cli.pipeline import SplitOutputs, attach, choose_thresholds, problem_for, split_outputs  # noqa: E402
 from eebert_cli.runtime import thresholds_from_json  # noqa: E402
@@ -45,11 +45,14 @@ TARGETS = (1.5, 2.0, 3.0)
 CHECKED = ("entropy", "patience", "dge", "cobee")
 
 
-def outputs_for(art, data, split: str, cache: Path) -> SplitOutputs:
-    f = cache / f"outputs-{split}.safetensors"
+def outputs_for(art, data, split: str, cache: Path, limit: int = 0) -> SplitOutputs:
+    f = cache / f"outputs-{split}{f'-first{limit}' if limit else ''}.safetensors"
     if f.exists():
         t = load_file(f)
         return SplitOutputs(**{k: t.get(k) for k in FIELDS})
+    if limit:
+        s = data.split(split)
+        data = TaskData(data.name, {split: s.subset(list(range(min(limit, len(s)))))})
     out = split_outputs(art, data, split)
     save_file({k: getattr(out, k).contiguous() for k in FIELDS if getattr(out, k) is not None}, f)
     return out
@@ -71,10 +74,13 @@ def label(name, params):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="/work/main/.cache/demo/minilm-rotten-tomatoes")
+    ap.add_argument("--checkpoint", default=".cache/demo/minilm-rotten-tomatoes")
     ap.add_argument("--data", default="rotten-tomatoes")
     ap.add_argument("--cache", default=".cache/criteria")
     ap.add_argument("--json", help="also write all figures to this JSON file")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="calibrate and evaluate on the first N validation / test examples only (smoke runs; "
+                         "the exits are still trained on the whole train split)")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -85,7 +91,7 @@ def main() -> None:
         attach(args.checkpoint, dcfg, AttachConfig(exits="mean-mlp", max_length=64), art_dir)
     art = load_artifact(art_dir)
     data = load_data(dcfg)
-    val, test = outputs_for(art, data, "validation", cache), outputs_for(art, data, "test", cache)
+    val, test = (outputs_for(art, data, s, cache, args.limit) for s in ("validation", "test"))
     dep_val = (val.logits[:, -1].argmax(-1) == val.labels).double().mean().item()
     dep_test = (test.logits[:, -1].argmax(-1) == test.labels).double().mean().item()
     print(f"\n{args.data}: validation {len(val.lengths)}, test {len(test.lengths)} examples; exits after layers "

@@ -1,6 +1,6 @@
 """How a frozen backbone copes with a skipped layer: skip one layer for every example, measure.
 
-    PYTHONPATH=$PWD python benchmarks/skip_sensitivity.py [--checkpoint DIR] [--split validation]
+    PYTHONPATH=$PWD python benchmarks/skip_sensitivity.py [--checkpoint DIR] [--split validation] [--limit N]
 
 SmartBERT's gates make layer l+1 read layer l-1's output. A frozen backbone
 never saw such inputs, so this prints, for each layer skipped alone (and for
@@ -47,11 +47,15 @@ def main() -> None:
     ap.add_argument("--data", default="rotten-tomatoes")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N examples of the split (smoke runs)")
     args = ap.parse_args()
     dep = load_deployed(args.checkpoint)
     data = load_data(DataConfig(spec=args.data))
-    enc = encode(dep.tokenizer, data.split(args.split), args.max_length)
+    split = data.split(args.split)
+    n = min(len(split), args.limit) if args.limit else len(split)
+    enc = encode(dep.tokenizer, split.subset(list(range(n))), args.max_length)
     labels = gold_labels(dep, data, args.split)
+    labels = None if labels is None else labels[:n]
     num_layers = dep.adapter.dims.num_layers
     base = final_logits(dep.adapter, enc, set()).argmax(-1)
 

@@ -1,0 +1,133 @@
+"""Every script under benchmarks/ runs to the end on a tiny model or slice and prints its table.
+
+Smoke runs only: they catch a script that no longer works against the current code
+(issue 15: inference.py crashed for weeks because nothing ran it). Timings are
+never asserted; the figures in README/docs come from full runs on the demo.
+A script added to benchmarks/ without an entry in RUNS fails
+``test_every_benchmark_script_has_a_smoke_run``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import runpy
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@dataclass
+class Run:
+    script: str
+    #: argv from a fixture getter (``request.getfixturevalue``) and a scratch folder
+    argv: Callable[[Callable, Path], list]
+    #: text the printed table must contain (headers and row labels)
+    expect: list[str]
+    #: text it must not contain
+    absent: list[str] = field(default_factory=list)
+    needs: tuple[str, ...] = ()  # importable modules the run needs (optional extras)
+    id: str = ""
+
+
+def _inference(f, tmp: Path, onnx: bool) -> list:
+    a = f("smoke_artifacts")
+    argv = ["--artifact", a["fp32"], "--threads", 1, "--limit", 24, "--samples", "6,12", "--repeats", 1,
+            "--out", tmp / "inference.json"]
+    return argv + (["--artifact-int8", a["int8"]] if onnx else ["--no-onnx"])
+
+
+VARIANTS = ["pytorch fp32 deployed", "pytorch fp32 early exit", "pytorch fp32 whole-batch exit"]
+
+RUNS = [
+    Run("calibration_speed.py", lambda f, tmp: ["--n", 300, "--exits", 4],
+        ["300 examples x 4 exits", "criterion", "seconds", "speedup", "accuracy"]
+        + [f"{c:10s} {m}" for c in ("entropy", "patience", "dge", "cobee")
+           for m in ("target 2.0x", "max drop 1 pt", "scores", "bootstrap x200")]),
+    Run("batch1_profile.py",
+        lambda f, tmp: ["--artifact", f("smoke_artifacts")["fp32"], "--samples", 4, "--repeats", 1],
+        ["4 test examples, 1 threads, median of 1", "\ndeployed (HF forward): ", "\nearly exit: ",
+         "\nearly exit, every exit evaluated: ", "aten calls/example", "cProfile of the early-exit loop"]),
+    Run("criteria.py",
+        lambda f, tmp: ["--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--cache", tmp / "cache",
+                        "--limit", 60, "--json", tmp / "criteria.json"],
+        ["validation 60, test 60 examples", "1. Calibrated for 2.0x on validation, applied to test",
+         "val x", "test acc", "\nentropy ", "\nlearned ", "static truncation (layer", "oracle (first right exit)",
+         "deployed model", "2. Targets", "test-target", "miss(es)"]),
+    Run("skip_sensitivity.py",
+        lambda f, tmp: ["--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--limit", 20],
+        ["(20 examples)", "| layers skipped | accuracy % | agreement with deployed % |", "| none | ",
+         "| 1 | ", "| 4 | ", "| 2,3 | ", "| 3,4 | "]),
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, onnx=False),
+        ["split test (24 examples), 1 threads", "batch size 1: 6 examples", "batch size 32: 12 examples",
+         "ex/s", "p50 ms", "vs PT fp32 dep", "FLOPs", "measured/FLOPs"] + VARIANTS,
+        absent=["onnxrt", "int8"], id="inference.py-pytorch"),
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, onnx=True),
+        ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal"] + VARIANTS
+        + [v.replace(a, b) for v in VARIANTS for a, b in (("fp32", "int8"), ("pytorch", "onnxrt"))]
+        + ["onnxrt int8 whole-batch exit"],
+        needs=("onnxruntime", "onnx"), id="inference.py-onnx-int8"),
+]
+
+
+def run_script(script: str, argv: list) -> None:
+    """Run a benchmark as ``python benchmarks/SCRIPT ARGV`` would, in this process."""
+    threads, old_argv = torch.get_num_threads(), sys.argv
+    sys.argv = [str(BENCHMARKS / script), *map(str, argv)]
+    try:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    finally:  # the scripts set torch's thread count for their own process
+        sys.argv = old_argv
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """The issue's A and B on the tiny model: entropy exits calibrated on fp32, a copy recalibrated on int8."""
+    from typer.testing import CliRunner
+
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.calibrate import CalibrationConfig
+    from eebert_cli.cli import app
+    from eebert_cli.config import AttachConfig
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.pipeline import attach, calibrate
+    from eebert_cli.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("bench")
+    fp32, int8 = root / "A", root / "B"
+    dcfg = DataConfig(spec=str(tiny_data))
+    attach(str(tiny_ckpt), dcfg, AttachConfig(train=TrainConfig(epochs=5)), fp32)
+    calibrate(load_artifact(fp32), load_data(dcfg), CalibrationConfig(target_speedup=1.3, bootstrap=10))
+    shutil.copytree(fp32, int8)
+    res = CliRunner().invoke(app, ["calibrate", str(int8), "--target-speedup", "1.3", "--quantize", "int8"])
+    assert res.exit_code == 0, res.output
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[r.id or r.script for r in RUNS])
+def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_path, capsys):
+    for module in run.needs:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (an optional extra)")
+    run_script(run.script, run.argv(request.getfixturevalue, tmp_path))
+    out = capsys.readouterr().out
+    missing = [e for e in run.expect if e not in out]
+    assert not missing, f"{run.script} did not print {missing}:\n{out}"
+    assert not [a for a in run.absent if a in out], out
+    for written in tmp_path.glob("*.json"):  # --out / --json files are complete JSON
+        assert json.loads(written.read_text())
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    assert scripts, BENCHMARKS
+    untested = scripts - {r.script for r in RUNS}
+    assert not untested, f"add a smoke run to tests/test_benchmarks_smoke.py RUNS for {sorted(untested)}"
