@@ -43,7 +43,7 @@ def main():
     enc = encode(m.artifact.deployed.tokenizer, s.subset(idx), m.artifact.config["max_length"])
     types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
     inputs = [(torch.tensor([i]), torch.tensor([t])) for i, t in zip(enc.input_ids, types)]
-    hf = m.artifact.deployed.model
+    hf = m.artifact.reference.model  # the model as shipped, even when the artifact trained its own
 
     every = EarlyExitModel(m.artifact, m.criterion, m.thresholds)
     every._plan = lambda: [(k, l, t) for k, (l, t) in enumerate(zip(every.layers, every.thresholds))]

@@ -32,6 +32,7 @@ from eebert_cli.features import encode
 from eebert_cli.onnx_export import MANIFEST, export
 from eebert_cli.onnx_runtime import OnnxEarlyExit
 from eebert_cli.pipeline import data_config_of, gold_labels
+from eebert_cli.quantize import quantize_model
 from eebert_cli.runtime import EarlyExitModel, pad_batch
 
 
@@ -55,7 +56,7 @@ def variants(pt: dict, ox: dict, batched: bool) -> dict:
     v = {}
     for q in pt:
         m = pt[q]
-        hf = m.artifact.deployed.model
+        hf = m.artifact.reference.model  # the model as shipped, even when the artifact trained its own
         v[f"pytorch {q} deployed"] = lambda i, k, t, hf=hf: (hf(input_ids=i, attention_mask=k, token_type_ids=t).logits, None)
         if batched:
             v[f"pytorch {q} early exit"] = lambda i, k, t, m=m: m.forward_batch(i, k, t)
@@ -107,7 +108,10 @@ def main():
     pt = {"fp32": EarlyExitModel.from_artifact(a.artifact)}
     if a.artifact_int8:
         pt["int8"] = EarlyExitModel.from_artifact(a.artifact_int8)
-        assert pt["int8"].artifact.calibration.get("quantize") == "int8", "calibrate it with --quantize int8"
+        if pt["int8"].artifact.calibration.get("quantize") != "int8":
+            ap.error(f"{a.artifact_int8} is not calibrated on int8: run `eebert calibrate ... --quantize int8`")
+        if pt["int8"].artifact.original is not None:  # loading quantized the trained backbone, not the shipped one
+            quantize_model(pt["int8"].artifact.original.model, "int8")
     ox = {}
     if not a.no_onnx:
         for q, art in (("fp32", a.artifact), ("int8", a.artifact_int8)):

@@ -37,11 +37,12 @@ class Run:
     id: str = ""
 
 
-def _inference(f, tmp: Path, onnx: bool) -> list:
+def _inference(f, tmp: Path, variant: str) -> list:
     a = f("smoke_artifacts")
-    argv = ["--artifact", a["fp32"], "--threads", 1, "--limit", 24, "--samples", "6,12", "--repeats", 1,
-            "--out", tmp / "inference.json"]
-    return argv + (["--artifact-int8", a["int8"]] if onnx else ["--no-onnx"])
+    argv = ["--threads", 1, "--limit", 24, "--samples", "6,12", "--repeats", 1, "--out", tmp / "inference.json"]
+    if variant == "gated":
+        return argv + ["--artifact", f("smoke_gated"), "--no-onnx"]
+    return argv + ["--artifact", a["fp32"]] + (["--artifact-int8", a["int8"]] if variant == "onnx" else ["--no-onnx"])
 
 
 VARIANTS = ["pytorch fp32 deployed", "pytorch fp32 early exit", "pytorch fp32 whole-batch exit"]
@@ -65,15 +66,18 @@ RUNS = [
         lambda f, tmp: ["--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--limit", 20],
         ["(20 examples)", "| layers skipped | accuracy % | agreement with deployed % |", "| none | ",
          "| 1 | ", "| 4 | ", "| 2,3 | ", "| 3,4 | "]),
-    Run("inference.py", lambda f, tmp: _inference(f, tmp, onnx=False),
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, "pytorch"),
         ["split test (24 examples), 1 threads", "batch size 1: 6 examples", "batch size 32: 12 examples",
          "ex/s", "p50 ms", "vs PT fp32 dep", "FLOPs", "measured/FLOPs"] + VARIANTS,
         absent=["onnxrt", "int8"], id="inference.py-pytorch"),
-    Run("inference.py", lambda f, tmp: _inference(f, tmp, onnx=True),
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, "onnx"),
         ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal"] + VARIANTS
         + [v.replace(a, b) for v in VARIANTS for a, b in (("fp32", "int8"), ("pytorch", "onnxrt"))]
         + ["onnxrt int8 whole-batch exit"],
         needs=("onnxruntime", "onnx"), id="inference.py-onnx-int8"),
+    # skipping gates: the runtime does not report skipped layers, so no FLOPs figure rather than a wrong one
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, "gated"),
+        ["FLOPs n/a (gates)", "batch size 32: 12 examples"] + VARIANTS, id="inference.py-gated"),
 ]
 
 
@@ -110,6 +114,26 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     res = CliRunner().invoke(app, ["calibrate", str(int8), "--target-speedup", "1.3", "--quantize", "int8"])
     assert res.exit_code == 0, res.output
     return {"fp32": fp32, "int8": int8}
+
+
+@pytest.fixture(scope="module")
+def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
+    """Exits with SmartBERT gates, calibrated with the gates kept on (gate threshold 0.5)."""
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.calibrate import CalibrationConfig
+    from eebert_cli.config import AttachConfig
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.gates import GateConfig
+    from eebert_cli.pipeline import attach, calibrate
+    from eebert_cli.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("bench") / "gated"
+    dcfg = DataConfig(spec=str(tiny_data))
+    attach(str(tiny_ckpt), dcfg, AttachConfig(gates=GateConfig(type="smartbert", epochs=1, max_examples=40),
+                                              train=TrainConfig(epochs=2)), out)
+    calibrate(load_artifact(out), load_data(dcfg),
+              CalibrationConfig(target_speedup=1.2, bootstrap=10, gate_thresholds=[0.5]))
+    return out
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.id or r.script for r in RUNS])
