@@ -1,6 +1,6 @@
 """Every criterion calibrated on the demo's real data, evaluated on the test split, side by side.
 
-    PYTHONPATH=$PWD python benchmarks/criteria.py [--checkpoint DIR] [--cache DIR] [--limit N]
+    PYTHONPATH=$PWD python benchmarks/criteria.py [--checkpoint DIR] [--cache DIR] [--limit N] [--epochs E]
 
 Attaches mean-mlp exits to the deployed model once (cached in --cache), runs the
 backbone once per split (exit outputs cached as safetensors), then calibrates
@@ -36,6 +36,7 @@ from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.errors import EebertError  # noqa: E402
 from eebert_cli.pipeline import SplitOutputs, attach, choose_thresholds, problem_for, split_outputs  # noqa: E402
 from eebert_cli.runtime import thresholds_from_json  # noqa: E402
+from eebert_cli.train import TrainConfig  # noqa: E402
 
 FIELDS = ("logits", "lengths", "labels", "cost", "full", "features")
 SIDE_BY_SIDE = [("entropy", {}), ("entropy", {"normalized": True}), ("maxprob", {}), ("patience", {}),
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--data", default="rotten-tomatoes")
     ap.add_argument("--cache", default=".cache/criteria")
     ap.add_argument("--json", help="also write all figures to this JSON file")
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs,
+                    help="exit training epochs when attaching (smoke runs use few; the cached artifact is reused)")
     ap.add_argument("--limit", type=int, default=0,
                     help="calibrate and evaluate on the first N validation / test examples only (smoke runs; "
                          "the exits are still trained on the whole train split)")
@@ -88,7 +91,8 @@ def main() -> None:
     dcfg = DataConfig(spec=args.data)
     if not (art_dir / "eebert_config.json").exists():
         print(f"attaching mean-mlp exits to {args.checkpoint} -> {art_dir} (once)", flush=True)
-        attach(args.checkpoint, dcfg, AttachConfig(exits="mean-mlp", max_length=64), art_dir)
+        attach(args.checkpoint, dcfg, AttachConfig(exits="mean-mlp", max_length=64,
+                                                   train=TrainConfig(epochs=args.epochs)), art_dir)
     art = load_artifact(art_dir)
     data = load_data(dcfg)
     val, test = (outputs_for(art, data, s, cache, args.limit) for s in ("validation", "test"))

@@ -58,7 +58,7 @@ RUNS = [
          "\nearly exit, every exit evaluated: ", "aten calls/example", "cProfile of the early-exit loop"]),
     Run("criteria.py",
         lambda f, tmp: ["--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--cache", tmp / "cache",
-                        "--limit", 60, "--json", tmp / "criteria.json"],
+                        "--limit", 60, "--epochs", 2, "--json", tmp / "criteria.json"],
         ["validation 60, test 60 examples", "1. Calibrated for 2.0x on validation, applied to test",
          "val x", "test acc", "\nentropy ", "\nlearned ", "static truncation (layer", "oracle (first right exit)",
          "deployed model", "2. Targets", "test-target", "miss(es)"]),
