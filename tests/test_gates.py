@@ -65,7 +65,7 @@ def test_a_gate_at_one_skips_its_layer_and_the_cost_model_counts_it(tiny_ckpt, t
     seq, gate = lengths.double(), float(exits.gates.flops(lengths.double()[:1]))
     for k, layer in enumerate(exits.layers + [d.num_layers]):
         reached = sum(1 for l in GATED if l <= layer)
-        saved = layer_flops(d, seq) if layer >= 3 else 0
+        saved = layer_flops(d, seq, 2) if layer >= 3 else 0  # layer 3 skipped
         assert torch.allclose(with_gates[:, k], without[:, k] - saved + reached * gate)
     # gate threshold 1.0 (calibration's "never skip") runs every layer even for a gate at 1.0
     exits.gates.threshold = 1.0
