@@ -136,6 +136,12 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_modernbert(tmp_path_factory) -> Path:
+    """A random ModernBertForSequenceClassification (sliding window shorter than the toy texts)."""
+    return make_model(tmp_path_factory.mktemp("ckpt") / "tiny-modernbert", "modernbert")
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("data")
     rows = make_rows(360)
