@@ -4,7 +4,10 @@ Counts (2 x multiply-adds) the embeddings, every encoder layer run, every exit
 head evaluated on the way (including ones that did not fire) and the deployed
 head when the sample goes all the way. With skipping gates, a layer a sample
 skipped costs nothing and every gate evaluated on the way costs its own FLOPs. Costs depend on each sample's own
-length: at batch size 1 nothing is padded.
+length: at batch size 1 nothing is padded. Attention scores and the weighted sum
+count the query-key pairs a layer attends: T x T for full attention, and for
+sliding-window layers (``Dims.attention_spans``, e.g. ModernBERT's local layers)
+only the keys within the window, so long inputs cost what the window lets them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,24 @@ import torch
 from .backbones import Dims
 
 
-def layer_flops(d: Dims, seq: torch.Tensor) -> torch.Tensor:
+def attended_pairs(seq: torch.Tensor, span: int | None) -> torch.Tensor:
+    """Query-key pairs of a length-``seq`` input where |query - key| <= ``span`` (None: all, seq x seq)."""
+    if span is None:
+        return seq * seq
+    w = torch.clamp(seq - 1, max=span)  # keys either side of a query away from the edges
+    return seq + w * (2 * seq - w - 1)  # seq + 2 * sum_q min(q, w); = seq * seq when w = seq - 1
+
+
+def layer_flops(d: Dims, seq: torch.Tensor, index: int) -> torch.Tensor:
+    """FLOPs of encoder layer ``index`` (0-based) on inputs of length ``seq``."""
     h, f = d.hidden_size, d.intermediate_size
-    # Q, K, V, O projections + two FFN matrices + scores and weighted sum
-    return 2 * seq * (4 * h * h + 2 * h * f) + 4 * seq * seq * h
+    # Q, K, V, O projections + the FFN matrices + scores and weighted sum over the attended pairs
+    return 2 * seq * (4 * h * h + d.ffn_matrices * h * f) + 4 * h * attended_pairs(seq, d.attention_span(index))
+
+
+def layer_costs(d: Dims, seq: torch.Tensor) -> torch.Tensor:
+    """[N, L]: FLOPs of every encoder layer for each input length."""
+    return torch.stack([layer_flops(d, seq, i) for i in range(d.num_layers)], -1)
 
 
 def embed_flops(d: Dims, seq: torch.Tensor) -> torch.Tensor:
@@ -35,7 +52,7 @@ def encoder_flops(d: Dims, seq: torch.Tensor, skipped: torch.Tensor | None = Non
     ``layers``, ``active`` and ``flops(seq)``) is charged once per gated layer reached.
     """
     ran = torch.ones(len(seq), d.num_layers, dtype=torch.float64) if skipped is None else (~skipped).double()
-    per_layer = ran * layer_flops(d, seq)[:, None]
+    per_layer = ran * layer_costs(d, seq)
     if gates is not None and gates.active:
         gate = torch.as_tensor(gates.flops(seq), dtype=torch.float64).expand(len(seq))
         for l in gates.layers:
@@ -64,4 +81,4 @@ def exit_costs(d: Dims, lengths: torch.Tensor, exit_layers: list[int], exit_flop
 
 def full_cost(d: Dims, lengths: torch.Tensor) -> torch.Tensor:
     seq = lengths.double()
-    return embed_flops(d, seq) + d.num_layers * layer_flops(d, seq) + head_flops(d)
+    return embed_flops(d, seq) + layer_costs(d, seq).sum(-1) + head_flops(d)

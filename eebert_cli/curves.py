@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .calibrate import INF, Problem
-from .cost import embed_flops, layer_flops
+from .cost import encoder_flops
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
 
@@ -45,8 +45,9 @@ def static_curve(outputs, artifact) -> list[dict]:
     full = outputs.full.sum().item()
     correct = (outputs.logits.argmax(-1) == outputs.reference[:, None]).double()
     pts = []
+    reach = encoder_flops(dims, seq)
     for k, layer in enumerate(artifact.exits.layers):
-        cost = (embed_flops(dims, seq) + layer * layer_flops(dims, seq)
+        cost = (reach[:, layer]
                 + torch.as_tensor(artifact.exits.flops(k, seq), dtype=torch.float64))
         pts.append(_point(full / cost.sum().item(), correct[:, k].mean().item(), layer=layer))
     pts.append(_point(1.0, correct[:, -1].mean().item(), layer=dims.num_layers))

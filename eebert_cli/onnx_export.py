@@ -48,11 +48,6 @@ ONNX_FORMAT = 1
 OPSET = 17
 
 
-def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, T] 0/1 mask -> [B, 1, 1, T] additive mask, built inside the graph (no data-dependent branches)."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
 class Segment(nn.Module):
     """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head)."""
 
@@ -70,7 +65,7 @@ class Segment(nn.Module):
     def forward(self, a: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None):
         ad = self.ad
         hidden = ad.embed(a, mask, types) if self.first else a
-        state = additive_mask(mask, hidden.dtype)
+        state = ad.export_state(hidden, mask)  # built inside the graph
         for i in range(self.start, self.end):
             hidden = ad.layer(i, hidden, state)
         if self.head is None:

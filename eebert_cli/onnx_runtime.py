@@ -56,11 +56,18 @@ class OnnxEarlyExit:
         self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
         self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
 
-    def _first(self, ids, mask, types):
-        return self.sessions[0].run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    @staticmethod
+    def _run_tokens(sess, ids, mask, types):
+        """Run a graph that starts from tokens; families without token types (DistilBERT, MPNet,
+        ModernBERT) export no token_type_ids input (the tracer drops an unused input), so it is not fed."""
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})
 
-    def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
-        return self.deployed.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+    def _first(self, ids, mask, types):
+        return self._run_tokens(self.sessions[0], ids, mask, types)
+
+    def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
+        return self._run_tokens(self.deployed, ids, mask, types)[0]
 
     def forward_one(self, ids: np.ndarray, types: np.ndarray):
         """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""

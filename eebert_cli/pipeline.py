@@ -224,11 +224,11 @@ def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: to
 
 
 def bypass_summary(exits: ExitSet, dims) -> dict:
-    """Bypass overhead, per exit and relative to one encoder layer (at 128 tokens)."""
-    from .cost import layer_flops
+    """Bypass overhead, per exit and relative to one (average) encoder layer (at 128 tokens)."""
+    from .cost import layer_costs
 
     seq = torch.tensor([128.0], dtype=torch.float64)
-    per_layer = float(layer_flops(dims, seq))
+    per_layer = float(layer_costs(dims, seq).mean())
     bp = exits.bypass
     return {"type": "badge", "block_size": bp.block_size, "width": bp.width, "source": bp.source,
             "blocks": len(bp.blocks), "params_per_block": bp.per_block_params(),

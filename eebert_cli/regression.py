@@ -17,7 +17,7 @@ import math
 import torch
 
 from .calibrate import Problem, decide
-from .cost import embed_flops, layer_flops
+from .cost import encoder_flops
 from .errors import EebertError
 from .metrics import REGRESSION, all_metrics
 
@@ -96,7 +96,7 @@ def rows(model, out) -> dict:
     k = int(torch.argmin((layers - avg_layer).abs()))
     if k < len(model.layers):
         seq, dims = out.lengths.double(), model.adapter.dims
-        static_cost = (embed_flops(dims, seq) + model.layers[k] * layer_flops(dims, seq)
+        static_cost = (encoder_flops(dims, seq)[:, model.layers[k]]
                        + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64)).sum().item()
     else:
         static_cost = full

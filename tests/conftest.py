@@ -16,7 +16,7 @@ WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate"
 def make_tokenizer(folder: Path, token_types: bool = True):
     """The tiny word-level tokenizer every family's test model uses (vocab ids are what matter).
 
-    Families without segment embeddings (DistilBERT, MPNet) get a tokenizer that
+    Families without segment embeddings (DistilBERT, MPNet, ModernBERT) get a tokenizer that
     emits no token_type_ids, as their own tokenizers do.
     """
     from transformers import BertTokenizerFast
@@ -60,11 +60,23 @@ def tiny_config(family: str, vocab: int, layers: int, labels: dict):
                                  max_relative_positions=-1, position_biased_input=False, norm_rel_ebd="layer_norm",
                                  share_att_key=True, conv_kernel_size=3, type_vocab_size=2, pooler_hidden_size=32,
                                  pad_token_id=0, **TINY, **labels)
+    if family in ("modernbert", "modernbert-mean"):  # a 4-token window (2 either side) shorter than the
+        # test inputs; layers full, local, local, full; distinct global / local rope theta; both poolings
+        return t.ModernBertConfig(vocab_size=vocab, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=64, local_attention=4,
+                                  global_attn_every_n_layers=3, global_rope_theta=1000.0, local_rope_theta=100.0,
+                                  pad_token_id=0, bos_token_id=2, cls_token_id=2, eos_token_id=3, sep_token_id=3,
+                                  embedding_dropout=0.1, attention_dropout=0.1, mlp_dropout=0.1,
+                                  classifier_dropout=0.1,
+                                  classifier_pooling="mean" if family.endswith("-mean") else "cls", **labels)
     raise ValueError(family)
 
 
-FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta-v2")
-NO_TOKEN_TYPES = ("distilbert", "mpnet")
+FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta-v2",
+            "modernbert", "modernbert-mean")
+NO_TOKEN_TYPES = ("distilbert", "mpnet", "modernbert", "modernbert-mean")
+#: test variants of a family (another head setting) -> the config.model_type they load as
+MODEL_TYPE = {"modernbert-mean": "modernbert"}
 
 
 def make_model(folder: Path, family: str = "bert", num_labels: int = 2, layers: int = 4, seed: int = 0,
@@ -121,6 +133,12 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return make_bert(tmp_path_factory.mktemp("ckpt") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert(tmp_path_factory) -> Path:
+    """A random ModernBertForSequenceClassification (sliding window shorter than the toy texts)."""
+    return make_model(tmp_path_factory.mktemp("ckpt") / "tiny-modernbert", "modernbert")
 
 
 @pytest.fixture(scope="session")

@@ -51,5 +51,6 @@ def test_unsupported_architecture_names_the_supported_ones():
         adapter_for(model)
     msg = e.value.message
     assert "gpt2" in msg and "\n" not in msg
-    for t in ("albert", "bert", "camembert", "deberta-v2", "distilbert", "electra", "mpnet", "roberta", "xlm-roberta"):
+    for t in ("albert", "bert", "camembert", "deberta-v2", "distilbert", "electra", "modernbert", "mpnet", "roberta",
+              "xlm-roberta"):
         assert t in msg

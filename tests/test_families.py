@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import FAMILIES, make_model, make_rows, write_csv
+from conftest import FAMILIES, MODEL_TYPE, make_model, make_rows, write_csv
 from eebert_cli.checkpoint import load_deployed
 from eebert_cli.cli import app
 
@@ -33,7 +33,7 @@ def layer_by_layer(adapter, batch, mask):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_layer_by_layer_reproduces_the_deployed_logits(checkpoints, family):
     dep = load_deployed(checkpoints[family])
-    assert dep.model.config.model_type == family
+    assert dep.model.config.model_type == MODEL_TYPE.get(family, family)
     with torch.no_grad():
         for pairs in (None, PAIRS):  # single texts and sentence pairs (token types where the family has them)
             batch = dep.tokenizer(TEXTS, pairs, padding=True, return_tensors="pt")

@@ -65,7 +65,7 @@ def test_a_gate_at_one_skips_its_layer_and_the_cost_model_counts_it(tiny_ckpt, t
     seq, gate = lengths.double(), float(exits.gates.flops(lengths.double()[:1]))
     for k, layer in enumerate(exits.layers + [d.num_layers]):
         reached = sum(1 for l in GATED if l <= layer)
-        saved = layer_flops(d, seq) if layer >= 3 else 0
+        saved = layer_flops(d, seq, 2) if layer >= 3 else 0  # layer 3 skipped
         assert torch.allclose(with_gates[:, k], without[:, k] - saved + reached * gate)
     # gate threshold 1.0 (calibration's "never skip") runs every layer even for a gate at 1.0
     exits.gates.threshold = 1.0
@@ -168,9 +168,10 @@ def test_cli_train_backbone_needs_gates(tiny_ckpt, tiny_data, tmp_path):
     assert r.exit_code == 1 and "needs --gates" in r.output and "Traceback" not in r.output
 
 
-def test_gates_with_token_exits_and_bypasses_run_as_simulated(tiny_ckpt, tiny_data, tmp_path):
+@pytest.mark.parametrize("ckpt", ["tiny_ckpt", "tiny_modernbert"])
+def test_gates_with_token_exits_and_bypasses_run_as_simulated(ckpt, request, tiny_data, tmp_path):
     data_cfg = DataConfig(spec=str(tiny_data))
-    attach(str(tiny_ckpt), data_cfg, AttachConfig(
+    attach(str(request.getfixturevalue(ckpt)), data_cfg, AttachConfig(
         exits="attention", bypass={"type": "badge", "block_size": 2},
         gates=GateConfig(type="smartbert", epochs=1, warmup_epochs=0, skip_target=0.5, max_examples=80),
         train=TrainConfig(epochs=1)), tmp_path / "a")

@@ -8,7 +8,7 @@ from .base import BackboneAdapter, Dims, dims_from_config
 
 BACKBONES: Registry[type[BackboneAdapter]] = Registry("backbone")
 
-from . import albert, bert, deberta_v2, distilbert, electra, mpnet, roberta  # noqa: E402,F401  (registers)
+from . import albert, bert, deberta_v2, distilbert, electra, modernbert, mpnet, roberta  # noqa: E402,F401  (registers)
 
 
 def adapter_for(model) -> BackboneAdapter:

@@ -25,6 +25,15 @@ class Dims:
     intermediate_size: int
     num_heads: int
     num_labels: int
+    #: per layer, how many tokens either side a query attends to (sliding-window attention), None for
+    #: the whole sequence; empty: every layer attends to the whole sequence
+    attention_spans: tuple[int | None, ...] = ()
+    #: hidden x intermediate matrices in one FFN: 2 (up, down), 3 for a gated (GLU) FFN
+    ffn_matrices: int = 2
+
+    def attention_span(self, index: int) -> int | None:
+        """Tokens either side a query of layer ``index`` (0-based) attends to; None: all of them."""
+        return self.attention_spans[index] if self.attention_spans else None
 
 
 def dims_from_config(config, intermediate: str = "intermediate_size") -> Dims:
@@ -44,6 +53,11 @@ def dims_from_config(config, intermediate: str = "intermediate_size") -> Dims:
     except (ImportError, KeyError, AttributeError):
         hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
     return Dims(int(layers), int(hidden), int(getattr(config, intermediate)), int(heads), int(config.num_labels))
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T] 0/1 mask -> [B, 1, 1, T] additive mask, from tensor ops only (no data-dependent branches)."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
 def select_rows(state: dict, rows: torch.Tensor, per_sample: tuple[str, ...]) -> dict:
@@ -86,6 +100,15 @@ class BackboneAdapter(ABC):
             return None
         return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
                                          attention_mask=attention_mask)
+
+    def export_state(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """What :meth:`prepare` returns, built from tensor ops only, for graph export (ONNX tracing).
+
+        A trace records one path through the code, so the state may not depend on the data
+        (no "nothing padded, skip the mask" shortcut). Default: the additive ``[B, 1, 1, T]``
+        mask BERT-style layers read.
+        """
+        return additive_mask(attention_mask, hidden.dtype)
 
     def layer(self, index: int, hidden: torch.Tensor, state: Any) -> torch.Tensor:
         """Run encoder layer ``index`` (0-based); by default ``self._layers[index]`` on (hidden, mask)."""

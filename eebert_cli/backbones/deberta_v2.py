@@ -50,6 +50,9 @@ class DebertaV2Adapter(BackboneAdapter):
             state["first"] = hidden  # the conv after layer 1 reads the embedding output
         return state
 
+    def export_state(self, hidden, attention_mask):
+        return self.prepare(hidden, attention_mask)  # tensor ops only, and given a mask, no branch on the data
+
     def layer(self, index, hidden, state):
         out = self._layers[index](hidden, state["mask"], query_states=None, relative_pos=state["rel_pos"],
                                   rel_embeddings=state["rel_emb"])[0]

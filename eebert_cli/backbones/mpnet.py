@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
-from .base import BackboneAdapter, dims_from_config, select_rows
+from .base import BackboneAdapter, additive_mask, dims_from_config, select_rows
 
 
 @BACKBONES.register("mpnet")
@@ -37,6 +37,10 @@ class MPNetAdapter(BackboneAdapter):
         mask = None if attention_mask is None else create_bidirectional_mask(
             config=self.model.config, inputs_embeds=hidden, attention_mask=attention_mask)
         return {"mask": mask, "bias": self.encoder.encoder.compute_position_bias(hidden)}
+
+    def export_state(self, hidden, attention_mask):
+        return {"mask": additive_mask(attention_mask, hidden.dtype),
+                "bias": self.encoder.encoder.compute_position_bias(hidden)}
 
     def layer(self, index, hidden, state):
         return self._layers[index](hidden, state["mask"], state["bias"])[0]

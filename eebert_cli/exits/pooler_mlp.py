@@ -27,7 +27,10 @@ class PoolerMlpExit(ExitHead):
         if pooler is not None and pooler.weight.shape == self.dense.weight.shape:
             with torch.no_grad():
                 self.dense.weight.copy_(pooler.weight)
-                self.dense.bias.copy_(pooler.bias)
+                if pooler.bias is None:  # e.g. ModernBERT's head dense (classifier_bias=False)
+                    self.dense.bias.zero_()
+                else:
+                    self.dense.bias.copy_(pooler.bias)
 
     def flops(self, seq_len):
         h = self.dims.hidden_size
