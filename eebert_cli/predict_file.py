@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .data.files import READERS, count_rows, stream_file
+from .data.files import READERS, builder_of, count_rows, stream_file
 from .data.rows import check_text
 from .errors import EebertError
 from .ui import SILENT, UI
@@ -30,9 +30,7 @@ def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
     """Every path problem fails here, before the model loads."""
     if not input_file.is_file():
         raise EebertError(f"input file not found: {input_file}", f"give a data file ({', '.join(READERS)})")
-    if input_file.suffix.lower() not in READERS:
-        raise EebertError(f"cannot read {input_file}: unknown file type {input_file.suffix!r}",
-                          f"use one of {', '.join(READERS)}")
+    builder_of(input_file)  # an unknown file type fails now
     if output is None:
         return
     if output.suffix.lower() not in WRITERS:

@@ -43,7 +43,10 @@ def load_file(path: Path):
     builder, kw = builder_of(path)
     quiet_datasets()
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
+        if builder == "json":  # pyarrow's JSON reader passes bad UTF-8 through; a full validation catches it
+            ds.data.table.validate(full=True)
+        return ds
     except Exception as e:  # noqa: BLE001 - every builder failure is answered from the file itself
         raise diagnose(path, e) from None
 

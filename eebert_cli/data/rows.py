@@ -73,7 +73,7 @@ def check_labels(ds, col: str, source: str, flag: str = "--label-column") -> Non
     arr = _column(ds, col)
     hint = f"fill them in, or drop {flag} to use the deployed model's predictions"
     if arr.null_count:
-        raise EebertError(f"{source} has empty values in label column {col!r} (row {_first(pc.is_null(arr)) + 1})",
+        raise EebertError(f"{source} has empty or NaN values in label column {col!r} (row {_first(pc.is_null(arr)) + 1})",
                           hint)
     if pa.types.is_floating(arr.type):
         nan = pc.is_nan(arr)
