@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import EebertError
 
 #: what a checkpoint download may fetch: never *.bin (pickle) or *.py (remote code)
-MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.tiktoken"]
+MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 
 _ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -21,11 +21,13 @@ READERS = tuple(BUILDERS)  # the suffixes a data file may have
 
 
 def quiet_datasets() -> None:
-    """`datasets` logs and draws bars of its own; eebert reports through its own UI."""
+    """`datasets` logs and draws bars of its own; eebert reports through its own UI (its read errors too)."""
+    import logging
+
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
 
 
 def builder_of(path: Path) -> tuple[str, dict]:
