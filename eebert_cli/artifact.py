@@ -102,7 +102,8 @@ def make_config(deployed: Deployed, spec: ExitSpec, max_length: int, extra: dict
         "eebert_version": __version__,
         "backbone": {"path": str(deployed.path.resolve()), "sha256": deployed.sha256,
                      "model_type": deployed.model.config.model_type,
-                     "num_layers": deployed.adapter.dims.num_layers},
+                     "num_layers": deployed.adapter.dims.num_layers,
+                     **({"hub": deployed.hub.to_dict()} if deployed.hub else {})},
         "labels": [deployed.id2label[i] for i in range(len(deployed.id2label))],
         "exits": spec.to_dict(),
         "max_length": max_length,
@@ -144,7 +145,8 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
     if version != FORMAT_VERSION:
         raise EebertError(f"{path} has artifact format {version}, this eebert reads {FORMAT_VERSION}",
                           "re-create it with `eebert attach`")
-    deployed = load_deployed(backbone or config["backbone"]["path"], trust_remote_code)
+    source, revision = backbone_source(config["backbone"]) if backbone is None else (str(backbone), None)
+    deployed = load_deployed(source, trust_remote_code, revision)
     if deployed.sha256 != config["backbone"]["sha256"]:
         raise EebertError(f"backbone weights at {deployed.path} do not match the artifact "
                           f"(sha256 {deployed.sha256[:12]}… != {config['backbone']['sha256'][:12]}…)",
@@ -160,6 +162,14 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
     if exits.gates is not None:  # the gate threshold calibration chose, if any
         exits.gates.threshold = (artifact.calibration or {}).get("gate_threshold", 0.5)
     return artifact
+
+
+def backbone_source(recorded: dict) -> tuple[str, str | None]:
+    """Where the recorded backbone is: its folder, else (a hub id's cache moved) the id at its recorded commit."""
+    hub = recorded.get("hub")
+    if hub and not Path(recorded["path"]).exists():
+        return hub["id"], hub["revision"]
+    return recorded["path"], None
 
 
 def load_trained_backbone(original: Deployed, path: Path, sha256: str) -> Deployed:

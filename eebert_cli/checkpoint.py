@@ -1,6 +1,7 @@
-"""Load a deployed sequence classifier from a local directory, safely.
+"""Load a deployed sequence classifier from a local directory or a hub id in the HF cache, safely.
 
-Safetensors only (loading never unpickles), no remote code unless asked, no hub.
+Safetensors only (loading never unpickles), no remote code unless asked; hub ids
+resolve through the local cache first (see hub.py, where path vs id is decided).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from .backbones import BackboneAdapter, adapter_for
 from .errors import EebertError
+from .hub import MODEL_FILES, HubRef, is_hub_id, resolve
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -37,6 +39,7 @@ class Deployed:
     tokenizer: object
     adapter: BackboneAdapter
     sha256: str
+    hub: HubRef | None = None  #: set when the checkpoint was named by hub id
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -47,11 +50,19 @@ class Deployed:
         return {v: k for k, v in self.id2label.items()}
 
 
+def locate(spec: str | Path, revision: str | None = None) -> tuple[Path, HubRef | None]:
+    """The local folder of a checkpoint named by path or by hub id (an existing path wins)."""
+    if isinstance(spec, str) and is_hub_id(spec):
+        ref = resolve(spec, "model", revision, allow_patterns=MODEL_FILES)
+        return ref.path, ref
+    return Path(spec).expanduser(), None
+
+
 def check_checkpoint(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise EebertError(f"checkpoint not found: {path}",
-                          "pass a local directory with config.json and model.safetensors (hub ids are not fetched)")
+                          "pass a local directory with config.json and model.safetensors, or a hub id (org/name)")
     if not (p / "config.json").is_file():
         raise EebertError(f"{path} is not a Hugging Face checkpoint (no config.json)",
                           "pass the directory that save_pretrained() wrote")
@@ -74,10 +85,12 @@ def check_checkpoint(path: str | Path) -> Path:
 TRUST_REMOTE_CODE = False
 
 
-def load_deployed(path: str | Path, trust_remote_code: bool | None = None) -> Deployed:
+def load_deployed(path: str | Path, trust_remote_code: bool | None = None, revision: str | None = None) -> Deployed:
+    """``path``: a checkpoint folder or a hub id; ``revision`` pins a hub id's commit."""
     if trust_remote_code is None:
         trust_remote_code = TRUST_REMOTE_CODE
-    p = check_checkpoint(path)
+    local, ref = locate(path, revision)
+    p = check_checkpoint(local)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -98,4 +111,4 @@ def load_deployed(path: str | Path, trust_remote_code: bool | None = None) -> De
                           "save the tokenizer next to the model with tokenizer.save_pretrained()") from None
     for param in model.parameters():
         param.requires_grad_(False)
-    return Deployed(p, model, tokenizer, adapter, weights_sha256(p))
+    return Deployed(p, model, tokenizer, adapter, weights_sha256(p), ref)

@@ -64,11 +64,27 @@ def emit(result: Any, as_json: bool) -> None:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
 
 
-def data_opts(data, text_column, pair_column, label_column, max_samples) -> DataConfig | None:
+def data_opts(data, text_column, pair_column, label_column, max_samples, data_config=None,
+              split_map=None) -> DataConfig | None:
     if data is None:
         return None
     return DataConfig(spec=data, text_column=text_column, pair_column=pair_column,
-                      label_column=label_column, max_samples=max_samples)
+                      label_column=label_column, max_samples=max_samples, config=data_config,
+                      split_map=_split_map(split_map))
+
+
+def _split_map(value: str | None) -> dict[str, str]:
+    """``train=train,validation=dev`` -> {"train": "train", "validation": "dev"}."""
+    out_: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, name = (x.strip() for x in item.partition("="))
+        if not sep or not key or not name:
+            raise EebertError(f"--split-map takes SPLIT=NAME pairs, got {item.strip()!r}",
+                              "e.g. --split-map validation=dev,test=eval")
+        out_[key] = name
+    return out_
 
 
 DATA = typer.Option(None, "--data", "-d", help=help_for(DataConfig, "spec"))
@@ -76,6 +92,8 @@ TEXT = typer.Option("text", "--text-column", help=help_for(DataConfig, "text_col
 PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
 LABEL = typer.Option("label", "--label-column", help=help_for(DataConfig, "label_column"))
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
+DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
+SPLIT_MAP = typer.Option(None, "--split-map", help=help_for(DataConfig, "split_map") + " Comma-separated SPLIT=NAME.")
 
 
 def _layers(value: str | None) -> list[int]:
@@ -107,6 +125,7 @@ def attach(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write."),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     exits: str = typer.Option("mean-mlp", help=help_for(AttachConfig, "exits")),
     layers: Optional[str] = typer.Option(None, help=help_for(AttachConfig, "layers") + " Comma-separated."),
     exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
@@ -129,7 +148,7 @@ def attach(
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
     from .pipeline import attach as run_attach
 
-    dcfg = data_opts(data, text_column, pair_column, label_column, max_samples)
+    dcfg = data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)
     if dcfg is None:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     if train_backbone and not gates:
@@ -178,6 +197,7 @@ def calibrate(
     metric: Optional[str] = typer.Option(None, "--metric", help=help_for(BenchmarkConfig, "metric")),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
                                            "benchmark and predict then load it quantized too."),
@@ -200,7 +220,7 @@ def calibrate(
     quantize = check_scheme(quantize)
     art = load_artifact(artifact, backbone)
     quantize_model(art.deployed.model, quantize)
-    data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
+    data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)))
     result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
     from .metrics import choose
 
@@ -232,6 +252,7 @@ def benchmark(
     artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     split: str = typer.Option("test", help=help_for(BenchmarkConfig, "split")),
     timing_samples: int = typer.Option(500, help=help_for(BenchmarkConfig, "timing_samples")),
     repeats: int = typer.Option(5, help=help_for(BenchmarkConfig, "repeats")),
@@ -248,7 +269,7 @@ def benchmark(
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
                           timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir or "", metric=metric)
-    report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples), cfg,
+    report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map), cfg,
                         backbone, as_json)
     emit(report, as_json)
 
@@ -294,42 +315,49 @@ def export(
 def predict(
     artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
-    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL file with a text field per line."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Data file (CSV/TSV/JSONL/parquet) with a text column; streamed in chunks."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
-    from .data.files import read_rows
+    from .predict_file import check_paths, predict_rows, predict_to_file, rows_of
     from .runtime import EarlyExitModel
 
-    pairs = None
+    if batch_size < 1:
+        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     texts = list(texts or [])
+    if output is not None and (input_file is None or texts):
+        raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
     if input_file is not None:
-        if not input_file.is_file():
-            raise EebertError(f"input file not found: {input_file}", "give a JSONL file with one object per line")
-        rows = read_rows(input_file)
-        if rows and text_column not in rows[0]:
-            raise EebertError(f"{input_file} has no {text_column!r} field", "name it with --text-column")
-        texts += [str(r[text_column]) for r in rows]
-        if pair_column:
-            pairs = [str(r[pair_column]) for r in rows]
-    if not texts:
-        raise EebertError("nothing to classify", "pass texts as arguments or --input FILE.jsonl")
+        check_paths(input_file, output, overwrite)
+    elif not texts:
+        raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
     model = EarlyExitModel.from_artifact(artifact, backbone)
-    preds = model.predict(texts, pairs, batch_size=max(1, batch_size))
-    rows_out = [{"text": t, "label": p.label, "exit_layer": p.exit_layer, "probs": p.probs}
-                for t, p in zip(texts, preds)]
+    ui = UI(quiet=as_json)
+    if output is not None:
+        summary = predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
+        emit(summary, as_json)
+        if not as_json:
+            out.print(f"{summary['rows']} predictions -> {output} ({summary['rows_per_second']} rows/s)")
+        return
+    rows_out = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
+    if input_file is not None:  # printed whole: for large files use --output
+        for rows in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
+            rows_out += rows
     if as_json:
-        emit(rows_out, True)
+        emit([{k: v for k, v in r.items() if k != "row"} for r in rows_out], True)
         return
     from rich.table import Table
 
     t = Table("label", "exit layer", "confidence", "text")
     for r in rows_out:
+        text = r.get("text", "")
         t.add_row(r["label"], f"{r['exit_layer']}/{model.num_layers}", f"{max(r['probs']):.3f}",
-                  r["text"][:70] + ("…" if len(r["text"]) > 70 else ""))
+                  text[:70] + ("…" if len(text) > 70 else ""))
     out.print(t)
 
 

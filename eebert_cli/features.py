@@ -60,9 +60,9 @@ class Encoded:
 
 
 def encode(tokenizer, split: Split, max_length: int) -> Encoded:
-    enc = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length)
-    types = enc.get("token_type_ids")
-    return Encoded(enc["input_ids"], types, tokenizer.pad_token_id or 0)
+    enc = split.tokenize(tokenizer, max_length)  # a batched `map` over the split's Arrow rows
+    types = list(enc["token_type_ids"]) if "token_type_ids" in enc.column_names else None
+    return Encoded(list(enc["input_ids"]), types, tokenizer.pad_token_id or 0)
 
 
 @dataclass

@@ -186,7 +186,8 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         extra_files[art.BACKBONE_WEIGHTS] = deployed.model.state_dict()
 
     extra = {
-        "data": to_dict(data_cfg),
+        # a hub dataset id is pinned to the commit it resolved to, so later commands read the same rows
+        "data": {**to_dict(data_cfg), **({"revision": data.source["revision"]} if data.source else {})},
         "objective": {"name": objective_name, "params": dict(cfg.objective_params)},
         "task": task,
         "targets": "labels" if labels is not None else "deployed-predictions",

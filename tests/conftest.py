@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# `datasets` caches Arrow copies of data files; keep the tests' out of the user's cache (read at import)
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="eebert-test-datasets-")
+atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
 WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate", "dull",
          "the", "a", "movie", "film", "plot", "acting", "was", "is", "very", "not"]
@@ -148,3 +156,15 @@ def tiny_data(tmp_path_factory) -> Path:
     for name, part in (("train", rows[:200]), ("validation", rows[200:280]), ("test", rows[280:])):
         write_csv(d / f"{name}.csv", part)
     return d
+
+
+def hub_layout(cache: Path, repo_id: str, source: Path, repo_type: str = "model",
+               revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """A Hugging Face hub cache entry as huggingface_hub writes it: refs/main -> snapshots/<commit>/files."""
+    kind = {"model": "models", "dataset": "datasets"}[repo_type]
+    root = cache / f"{kind}--{repo_id.replace('/', '--')}"
+    snap = root / "snapshots" / revision
+    shutil.copytree(source, snap)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+    return snap

@@ -47,3 +47,107 @@ def test_max_samples_subsamples_each_split(tmp_path):
     f = write_csv(tmp_path / "all.csv", make_rows(200))
     d = load_data(DataConfig(spec=str(f), max_samples=15))
     assert all(len(v) == 15 for v in d.splits.values())
+
+
+# --- sources through `datasets`: save_to_disk, split maps, parquet/TSV ---------------------------------
+
+def test_a_save_to_disk_dataset_dict_reads_with_a_split_map(tmp_path):
+    import datasets
+
+    rows = make_rows(50)
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:30]),
+                               "heldout": datasets.Dataset.from_list(rows[30:40]),
+                               "test": datasets.Dataset.from_list(rows[40:])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    d = load_data(DataConfig(spec=str(tmp_path / "dd"), split_map={"validation": "heldout"}))
+    assert {k: len(v) for k, v in d.splits.items()} == {"train": 30, "validation": 10, "test": 10}
+    assert d.split("test").texts == [r["text"] for r in rows[40:]]
+    with pytest.raises(EebertError) as e:
+        load_data(DataConfig(spec=str(tmp_path / "dd"), split_map={"validation": "dev"}))
+    assert "no split 'dev'" in e.value.message and "heldout" in e.value.message
+    with pytest.raises(EebertError, match="no validation split"):
+        load_data(DataConfig(spec=str(tmp_path / "dd"))).split("validation")
+
+
+def test_a_single_saved_dataset_gets_the_seeded_split_of_a_file(tmp_path):
+    import datasets
+
+    rows = make_rows(100)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    saved = load_data(DataConfig(spec=str(tmp_path / "one")))
+    csv_ = load_data(DataConfig(spec=str(write_csv(tmp_path / "all.csv", rows))))
+    assert {k: v.texts for k, v in saved.splits.items()} == {k: v.texts for k, v in csv_.splits.items()}
+
+
+def test_parquet_tsv_and_jsonl_read_the_same_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = make_rows(40)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in rows))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = [load_data(DataConfig(spec=str(tmp_path / f"d.{x}"))).split("train") for x in ("parquet", "tsv", "jsonl")]
+    assert got[0].texts == got[1].texts == got[2].texts and got[0].labels == got[2].labels
+
+
+def test_split_map_keys_must_be_eebert_splits(tmp_path):
+    f = write_csv(tmp_path / "all.csv", make_rows(30))
+    with pytest.raises(EebertError, match="not one of train, validation, test"):
+        load_data(DataConfig(spec=str(f), split_map={"dev": "validation"}))
+
+
+def test_tokenisation_is_a_batched_map_and_matches_the_tokenizer(tmp_path, tiny_ckpt):
+    from transformers import AutoTokenizer
+
+    from eebert_cli.features import encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_ckpt)
+    split = load_data(DataConfig(spec=str(write_csv(tmp_path / "all.csv", make_rows(30))))).split("train")
+    enc = encode(tok, split, 16)
+    assert enc.input_ids == tok(split.texts, truncation=True, max_length=16)["input_ids"]
+
+
+# --- bad rows: one line naming the file and the row, before any model work (issue 11) -----------------
+
+BAD = [  # (file name, bytes, words the one-line message must hold)
+    ("null.jsonl", b'{"text": "a", "label": 1}\n{"text": null, "label": 0}\n', ["null.jsonl", "row 2", "no text"]),
+    ("missing.jsonl", b'{"text": "a", "label": 1}\n{"label": 0}\n', ["missing.jsonl", "row 2", "no text"]),
+    ("number.jsonl", b'{"text": "a", "label": 1}\n{"text": 5, "label": 0}\n', ["row 2", "int", "not a string"]),
+    ("ints.csv", b"text,label\n1,a\n2,b\n", ["ints.csv", "row 1", "not a string"]),
+    ("scalar.jsonl", b'{"text": "a", "label": 1}\n42\n', ["scalar.jsonl:2", "not an object"]),
+    ("broken.jsonl", b'{"text": "a", "label": 1}\n{"text": \n', ["broken.jsonl:2", "not valid JSON"]),
+    ("latin1.csv", b"text,label\ngood,1\nd\xe9j\xe0 vu,0\n", ["latin1.csv:3", "not UTF-8"]),
+    ("latin1.jsonl", b'{"text": "ok", "label": 1}\n{"text": "caf\xe9", "label": 0}\n', ["latin1.jsonl:2", "UTF-8"]),
+    ("nan.csv", b"text,label\ngood,0.5\nbad,NaN\n", ["nan.csv", "NaN", "row 2"]),
+    ("nolabel.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n', ["empty or NaN values", "row 2"]),
+    ("empty.csv", b"text,label\n", ["empty"]),
+]
+
+
+@pytest.mark.parametrize("name,content,needles", BAD, ids=[b[0] for b in BAD])
+def test_bad_rows_are_one_line_errors(tmp_path, name, content, needles):
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(EebertError) as e:
+        load_data(DataConfig(spec=str(f)))
+    assert e.value.hint
+    for n in needles:
+        assert n in e.value.message, e.value.message
+
+
+def test_a_bom_is_stripped_from_the_header(tmp_path):
+    f = tmp_path / "bom.csv"
+    f.write_bytes(b"\xef\xbb\xbftext,label\n" + b"".join(f"{r['text']},{r['label']}\n".encode() for r in make_rows(20)))
+    d = load_data(DataConfig(spec=str(f)))
+    assert d.split("train").labels is not None and "\ufeff" not in d.split("train").texts[0]
+    j = tmp_path / "bom.jsonl"
+    j.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in make_rows(20)))
+    assert load_data(DataConfig(spec=str(j))).split("train").labels is not None
+
+
+def test_a_jsonl_null_never_becomes_the_string_none(tmp_path):
+    f = tmp_path / "n.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in make_rows(20)) + '{"text": null, "label": "positive"}\n')
+    with pytest.raises(EebertError, match="row 21 has no text"):
+        load_data(DataConfig(spec=str(f)))

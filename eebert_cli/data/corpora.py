@@ -36,7 +36,7 @@ def _rotten_tomatoes():
     order = list(range(len(rows)))
     random.Random(SEED).shuffle(order)
     parts = {"test": order[:2500], "validation": order[2500:4500], "train": order[4500:]}
-    return {k: Split([rows[i][0] for i in idx], None, [rows[i][1] for i in idx]) for k, idx in parts.items()}
+    return {k: Split.from_lists([rows[i][0] for i in idx], None, [rows[i][1] for i in idx]) for k, idx in parts.items()}
 
 
 def _orange(stem: str):
@@ -64,7 +64,7 @@ def _orange(stem: str):
 
     def mk(rows, idx=None):
         idx = range(len(rows)) if idx is None else idx
-        return Split([rows[i][0] for i in idx], None, [rows[i][1] for i in idx])
+        return Split.from_lists([rows[i][0] for i in idx], None, [rows[i][1] for i in idx])
 
     return {"train": mk(train, train_idx), "validation": mk(train, val_idx), "test": mk(test)}
 

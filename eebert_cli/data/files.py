@@ -1,55 +1,115 @@
-"""Read local data files into lists of row dicts (standard library + pyarrow only)."""
+"""Local data files through `datasets` (Arrow, memory-mapped): whole, or streamed in batches.
+
+CSV/TSV go through `datasets`' csv builder (pandas), JSON lines and JSON lists through its
+json builder (pyarrow), parquet through pyarrow. When a builder fails, :func:`diagnose`
+reads the file once more to name the file and line (bad encoding, bad JSON, a line that
+is not an object), so the user gets one line instead of a pyarrow traceback.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import EebertError
 
-
-def _csv(path: Path, delimiter: str) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter=delimiter))
-
-
-def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise EebertError(f"{path}:{n} is not valid JSON ({e.msg})",
-                                      "write one JSON object per line") from None
-    return rows
+#: suffix -> (datasets builder, its extra arguments)
+BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".jsonl": ("json", {}), ".json": ("json", {}),
+            ".parquet": ("parquet", {})}
+READERS = tuple(BUILDERS)  # the suffixes a data file may have
 
 
-def _json(path: Path) -> list[dict]:
+def quiet_datasets() -> None:
+    """`datasets` logs and draws bars of its own; eebert reports through its own UI (its read errors too)."""
+    import logging
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
+
+
+def builder_of(path: Path) -> tuple[str, dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return _jsonl(path)  # many ".json" files are really JSON lines
-    if not isinstance(data, list):
-        raise EebertError(f"{path} is not a list of records", "write a JSON list of objects or JSON lines")
-    return data
-
-
-def _parquet(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq  # a dependency of `datasets`
-
-    return pq.read_table(path).to_pylist()
-
-
-READERS = {".csv": lambda p: _csv(p, ","), ".tsv": lambda p: _csv(p, "\t"), ".jsonl": _jsonl,
-           ".json": _json, ".parquet": _parquet}
-
-
-def read_rows(path: Path) -> list[dict]:
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
+        return BUILDERS[path.suffix.lower()]
+    except KeyError:
         raise EebertError(f"cannot read {path}: unknown file type {path.suffix!r}",
-                          f"use one of {', '.join(READERS)}")
-    return reader(path)
+                          f"use one of {', '.join(READERS)}") from None
+
+
+def load_file(path: Path):
+    """One data file as a `datasets.Dataset` (cached as Arrow under HF_DATASETS_CACHE, memory-mapped)."""
+    import datasets
+
+    builder, kw = builder_of(path)
+    quiet_datasets()
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
+        if builder == "json":  # pyarrow's JSON reader passes bad UTF-8 through; a full validation catches it
+            ds.data.table.validate(full=True)
+        return ds
+    except Exception as e:  # noqa: BLE001 - every builder failure is answered from the file itself
+        raise diagnose(path, e) from None
+
+
+def stream_file(path: Path, batch_size: int) -> Iterator[dict[str, list]]:
+    """Batches of rows (column -> values), in file order, without reading the whole file."""
+    import datasets
+
+    builder, kw = builder_of(path)
+    quiet_datasets()
+    stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **kw)
+    try:
+        yield from stream.iter(batch_size=batch_size)
+    except EebertError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise diagnose(path, e) from None
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows in a file, cheaply (parquet metadata; lines otherwise): the progress bar's total."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.suffix.lower() == ".json":
+        return None
+    n = 0
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return max(0, n - (1 if path.suffix.lower() in (".csv", ".tsv") else 0))
+
+
+def diagnose(path: Path, error: Exception) -> EebertError:
+    """Why a builder could not read ``path``: the first bad line, else the builder's own words."""
+    suffix = path.suffix.lower()
+    if suffix != ".parquet":
+        with path.open("rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return EebertError(f"{path}:{n} is not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})",
+                                       "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+                if suffix in (".jsonl", ".json") and line.strip():
+                    bad = _json_line(line.lstrip("\ufeff"))
+                    if bad and not (suffix == ".json" and n == 1 and line.lstrip("\ufeff").lstrip()[:1] == "["):
+                        return EebertError(f"{path}:{n} {bad}", "write one JSON object per line, e.g. "
+                                                                '{"text": "...", "label": "..."}')
+    cause = error.__cause__ or error.__context__ or error
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return EebertError(f"cannot read {path}: {text}", "check that the file is a well-formed "
+                       f"{suffix.lstrip('.').upper()} file with a header row / one record per row")
+
+
+def _json_line(line: str) -> str | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"is not valid JSON ({e.msg})"
+    if not isinstance(value, dict):
+        return f"is a JSON {type(value).__name__}, not an object"
+    return None

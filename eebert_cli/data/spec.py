@@ -1,61 +1,112 @@
 """Turn a data spec into train/validation/test splits of texts (and optional labels).
 
-A spec is one of:
+A spec is one of (see sources.py, which decides which):
 - the name of a built-in corpus (``rotten-tomatoes``, ``reuters-r8``, ...), see corpora.py;
 - a file (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``): split by its ``split``
   column when it has one, else by a seeded 80/10/10 shuffle;
-- a directory holding ``train.*``, ``validation.*`` (or ``dev.*``/``valid.*``) and ``test.*``.
+- a directory holding ``train.*``, ``validation.*`` (or ``dev.*``/``valid.*``) and ``test.*``;
+- a directory written by ``datasets``' ``save_to_disk``;
+- a Hugging Face dataset id (``org/name``, ``glue:sst2`` = name:config), from the local HF cache.
+
+Every split is a `datasets.Dataset` (Arrow; memory-mapped for files and caches); its rows
+are checked (rows.py) before anything else runs.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 from ..errors import EebertError
-from . import corpora, files
 
 SPLITS = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"),
-                  "test": ("test",)}
 
 
 @dataclass
 class DataConfig:
     """Where the examples come from."""
 
-    spec: str = field(default="", metadata={"help": "Built-in corpus name or a CSV/TSV/JSONL/parquet file or directory."})
+    spec: str = field(default="", metadata={"help": "Built-in corpus name, a CSV/TSV/JSONL/parquet file or directory, a save_to_disk directory, or a Hugging Face dataset id (org/name, or name:config)."})
     text_column: str = field(default="text", metadata={"help": "Column with the (first) text."})
     pair_column: str | None = field(default=None, metadata={"help": "Column with the second text of a pair, if any."})
     label_column: str | None = field(default="label", metadata={"help": "Column with gold labels; when absent the deployed model's predictions are the targets."})
     max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many examples per split (seeded)."})
     seed: int = field(default=13, metadata={"help": "Seed for splitting files that carry no split."})
+    config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a Hugging Face dataset id, e.g. sst2 for glue."})
+    split_map: dict[str, str] = field(default_factory=dict, metadata={"help": "Which of the data's splits is train, validation and test, where the names differ, e.g. validation=dev."})
+    revision: str | None = field(default=None, metadata={"help": "Commit of a hub dataset id; attach records the one it resolved."})
 
 
-@dataclass
 class Split:
-    texts: list[str]
-    pairs: list[str] | None = None
-    labels: list | None = None
+    """One split's rows: a `datasets.Dataset` and the names of the columns eebert reads."""
+
+    def __init__(self, dataset, text: str = "text", pair: str | None = None, label: str | None = None):
+        self.dataset, self.text_column, self.pair_column, self.label_column = dataset, text, pair, label
+        self._cache: dict[str, list] = {}
+
+    @classmethod
+    def from_lists(cls, texts: list[str], pairs: list[str] | None = None, labels: list | None = None) -> "Split":
+        import datasets
+
+        cols: dict[str, list] = {"text": list(texts)}
+        if pairs is not None:
+            cols["pair"] = list(pairs)
+        if labels is not None:
+            cols["label"] = list(labels)
+        return cls(datasets.Dataset.from_dict(cols), "text", "pair" if pairs is not None else None,
+                   "label" if labels is not None else None)
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.dataset)
+
+    def _values(self, col: str | None) -> list | None:
+        if col is None:
+            return None
+        if col not in self._cache:
+            self._cache[col] = list(self.dataset[col])
+        return self._cache[col]
+
+    @property
+    def texts(self) -> list[str]:
+        return self._values(self.text_column)
+
+    @property
+    def pairs(self) -> list[str] | None:
+        return self._values(self.pair_column)
+
+    @property
+    def labels(self) -> list | None:
+        return self._values(self.label_column)
 
     def subset(self, idx: list[int]) -> "Split":
-        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
-        return Split([self.texts[i] for i in idx], pick(self.pairs), pick(self.labels))
+        return Split(self.dataset.select(idx), self.text_column, self.pair_column, self.label_column)
+
+    def tokenize(self, tokenizer, max_length: int):
+        """Token ids of every row, by a batched `map` (cached beside file-backed data by `datasets`)."""
+        text, pair = self.text_column, self.pair_column
+
+        def tok(batch: dict[str, list]) -> dict[str, Any]:
+            return dict(tokenizer(batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length))
+
+        from .files import quiet_datasets
+
+        quiet_datasets()
+        return self.dataset.map(tok, batched=True, batch_size=1000, remove_columns=self.dataset.column_names)
 
 
 @dataclass
 class TaskData:
     name: str
     splits: dict[str, Split]
+    source: dict | None = None  #: where a hub id resolved to (id, revision), for the artifact
 
     def split(self, name: str) -> Split:
         if name not in self.splits or len(self.splits[name]) == 0:
-            raise EebertError(f"data {self.name!r} has no {name} split",
-                              "give a directory with train/validation/test files or a file with a 'split' column")
+            have = ", ".join(s for s in self.splits if len(self.splits[s])) or "none"
+            raise EebertError(f"data {self.name!r} has no {name} split (it has: {have})",
+                              f"map one with --split-map {name}=NAME, give a directory with train/validation/test "
+                              "files, or a file with a 'split' column")
         return self.splits[name]
 
     @property
@@ -63,8 +114,11 @@ class TaskData:
         return all(s.labels is not None for s in self.splits.values())
 
 
-def _columns(rows: list[dict], cfg: DataConfig, source: str) -> Split:
-    cols = set(rows[0]) if rows else set()
+def columns(ds, cfg: DataConfig, source: str) -> Split:
+    """Check the named columns and their rows; the checked rows as a Split."""
+    from .rows import check_columns
+
+    cols = set(ds.column_names)
 
     def need(col: str | None, what: str, optional: bool) -> str | None:
         if col is None or col in cols:
@@ -78,70 +132,29 @@ def _columns(rows: list[dict], cfg: DataConfig, source: str) -> Split:
     pair = need(cfg.pair_column, "pair", optional=False)
     # The default label column may be missing (unlabelled data); a named one may not.
     label = need(cfg.label_column, "label", optional=cfg.label_column == DataConfig.label_column)
-    texts = [str(r[text]) for r in rows]
-    pairs = [str(r[pair]) for r in rows] if pair else None
-    labels = [r[label] for r in rows] if label else None
-    if labels is not None and any(v is None or v == "" for v in labels):
-        raise EebertError(f"{source} has empty values in label column {label!r}",
-                          "fill them in, or drop --label-column to use the deployed model's predictions")
-    return Split(texts, pairs, labels)
+    check_columns(ds, text, pair, label, source)
+    return Split(ds, text, pair, label)
 
 
-def _seeded_split(rows: list[dict], seed: int) -> dict[str, list[dict]]:
-    order = list(range(len(rows)))
+def seeded_split(n: int, seed: int) -> dict[str, list[int]]:
+    """Row indices of a seeded 80/10/10 train/validation/test split."""
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_test = n_val = max(1, len(rows) // 10)
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    return {"train": [rows[i] for i in train], "validation": [rows[i] for i in val],
-            "test": [rows[i] for i in test]}
-
-
-def _from_path(path: Path, cfg: DataConfig) -> dict[str, Split]:
-    if path.is_dir():
-        found: dict[str, Path] = {}
-        for split, aliases in _SPLIT_ALIASES.items():
-            for alias in aliases:
-                hits = [p for p in sorted(path.glob(f"{alias}.*")) if p.suffix in files.READERS]
-                if hits:
-                    found[split] = hits[0]
-                    break
-        if not found:
-            raise EebertError(f"directory {path} holds no train/validation/test data files",
-                              f"name them like train.csv, validation.csv, test.csv ({', '.join(files.READERS)})")
-        return {s: _columns(files.read_rows(p), cfg, str(p)) for s, p in found.items()}
-    rows = files.read_rows(path)
-    if not rows:
-        raise EebertError(f"data file {path} is empty", "give a file with a header and at least one row")
-    if "split" in rows[0]:
-        groups: dict[str, list[dict]] = {}
-        for r in rows:
-            key = str(r["split"]).strip().lower()
-            split = next((s for s, al in _SPLIT_ALIASES.items() if key in al), None)
-            if split is None:
-                raise EebertError(f"{path}: unknown split value {r['split']!r}",
-                                  "use train, validation or test in the split column")
-            groups.setdefault(split, []).append(r)
-    else:
-        groups = _seeded_split(rows, cfg.seed)
-    return {s: _columns(g, cfg, str(path)) for s, g in groups.items()}
+    n_test = n_val = max(1, n // 10)
+    return {"train": order[n_test + n_val:], "validation": order[n_test:n_test + n_val], "test": order[:n_test]}
 
 
 def load_data(cfg: DataConfig) -> TaskData:
+    from . import sources
+
     if not cfg.spec:
-        raise EebertError("no data given", "pass --data with a corpus name or a file path")
-    if cfg.spec in corpora.CORPORA:
-        splits = corpora.load(cfg.spec)
-    else:
-        path = Path(cfg.spec).expanduser()
-        if not path.exists():
-            raise EebertError(f"data not found: {cfg.spec}",
-                              f"give an existing file or directory, or a built-in corpus: {', '.join(corpora.CORPORA)}")
-        splits = _from_path(path, cfg)
+        raise EebertError("no data given", "pass --data with a corpus name, a file, a directory or a dataset id")
+    splits, source = sources.open_spec(cfg)
     if cfg.max_samples:
         rng = random.Random(cfg.seed)
         splits = {k: (v.subset(sorted(rng.sample(range(len(v)), cfg.max_samples)))
                       if len(v) > cfg.max_samples else v) for k, v in splits.items()}
-    return TaskData(cfg.spec, splits)
+    return TaskData(cfg.spec, splits, source)
 
 
 def map_labels(labels: list, label2id: dict[str, int], num_labels: int, source: str = "data") -> list[int]:

@@ -1,0 +1,145 @@
+"""Open a data spec: which kind of source it is, its splits by name, and which is train/validation/test.
+
+The order decides: a built-in corpus name, then a path that exists (a save_to_disk
+directory, a directory of split files, or one file), then a Hugging Face dataset id
+(hub.py holds the path-versus-id rule). ``split_map`` names a source's own splits
+where they differ from train/validation/test; an entry naming a split the source
+lacks fails here, before any model work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EebertError
+from . import corpora, files
+from .spec import SPLITS, DataConfig, Split, columns, seeded_split
+
+ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+
+
+def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
+    """Checked splits (train/validation/test) of ``cfg.spec`` and, for a hub id, where it resolved to."""
+    check_split_map(cfg.split_map)
+    if cfg.spec in corpora.CORPORA and not Path(cfg.spec).exists():
+        return corpora.load(cfg.spec), None
+    path = Path(cfg.spec).expanduser()
+    if path.exists():
+        if is_saved_dataset(path):
+            return from_saved(path, cfg), None
+        if path.is_dir():
+            return from_directory(path, cfg), None
+        return from_table(files.load_file(path), cfg, str(path)), None
+    from ..hub import is_hub_id
+
+    spec, config = parse_id(cfg)
+    if not is_hub_id(spec):
+        raise EebertError(f"data not found: {cfg.spec}", "give an existing file or directory, a dataset id "
+                          f"(org/name, name:config), or a built-in corpus: {', '.join(corpora.CORPORA)}")
+    from .hub_data import load_hub_dataset
+
+    parts, source = load_hub_dataset(spec, config, cfg.revision)
+    return from_parts(parts, cfg, spec), source
+
+
+def parse_id(cfg: DataConfig) -> tuple[str, str | None]:
+    """``glue:sst2`` -> (glue, sst2); ``org/name`` with ``config`` -> (org/name, config)."""
+    spec, _, config = cfg.spec.partition(":")
+    if config and cfg.config and config != cfg.config:
+        raise EebertError(f"--data {cfg.spec} names config {config!r} but --data-config says {cfg.config!r}",
+                          "give the config once")
+    return spec, (config or cfg.config or None)
+
+
+def check_split_map(split_map: dict[str, str]) -> None:
+    bad = sorted(set(split_map) - set(SPLITS))
+    if bad:
+        raise EebertError(f"--split-map names {bad[0]!r}, which is not one of {', '.join(SPLITS)}",
+                          "map eebert's splits onto the data's own, e.g. --split-map validation=dev,test=eval")
+
+
+def assign(names: list[str], split_map: dict[str, str], source: str) -> dict[str, str]:
+    """train/validation/test -> the source's own split name (explicit map first, then usual aliases)."""
+    missing = [v for v in split_map.values() if v not in names]
+    if missing:
+        raise EebertError(f"{source} has no split {missing[0]!r} (it has: {', '.join(names) or 'none'})",
+                          "fix --split-map (split_map in a recipe) to name splits the data has")
+    out = dict(split_map)
+    for split, aliases in ALIASES.items():
+        if split not in out:
+            hit = next((n for n in names for a in aliases if n.lower() == a and n not in out.values()), None)
+            if hit is not None:
+                out[split] = hit
+    return out
+
+
+def from_parts(parts: dict, cfg: DataConfig, source: str) -> dict[str, Split]:
+    """Splits from a mapping of the source's split names to datasets (save_to_disk, hub)."""
+    names = list(parts)
+    chosen = assign(names, cfg.split_map, source)
+    if not chosen and len(names) == 1:  # one unnamed split: treat it like a single file
+        return from_table(parts[names[0]], cfg, f"{source} ({names[0]})")
+    if not chosen:
+        raise EebertError(f"{source} has no train/validation/test splits (it has: {', '.join(names)})",
+                          "name them with --split-map train=NAME,validation=NAME,test=NAME")
+    return {s: columns(parts[n], cfg, f"{source} ({n} split)") for s, n in chosen.items()}
+
+
+def from_table(ds, cfg: DataConfig, source: str) -> dict[str, Split]:
+    """One table: by its ``split`` column when it has one, else a seeded 80/10/10 split."""
+    if len(ds) == 0:
+        raise EebertError(f"data file {source} is empty", "give a file with a header and at least one row")
+    whole = columns(ds, cfg, source)  # rows checked once, numbered as in the file
+    if "split" not in ds.column_names:
+        return {s: whole.subset(idx) for s, idx in seeded_split(len(ds), cfg.seed).items()}
+    values = [str(v).strip() for v in ds["split"]]
+    assign(sorted(set(values)), cfg.split_map, source)  # a mapped split the column lacks fails here
+    inverse = {v: k for k, v in cfg.split_map.items()}
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        split = inverse.get(v) or next((s for s, al in ALIASES.items() if v.lower() in al and s not in cfg.split_map),
+                                       None)
+        if split is None:
+            raise EebertError(f"{source}: unknown split value {v!r} (row {i + 1})",
+                              "use train, validation or test in the split column, or map it with --split-map")
+        groups.setdefault(split, []).append(i)
+    return {s: whole.subset(idx) for s, idx in groups.items()}
+
+
+def from_directory(path: Path, cfg: DataConfig) -> dict[str, Split]:
+    stems: dict[str, Path] = {}
+    for p in sorted(path.iterdir()):
+        if p.is_file() and p.suffix.lower() in files.READERS:
+            stems.setdefault(p.stem, p)
+    chosen = assign(list(stems), cfg.split_map, str(path))
+    if not chosen:
+        raise EebertError(f"directory {path} holds no train/validation/test data files",
+                          f"name them like train.csv, validation.csv, test.csv ({', '.join(files.READERS)}), "
+                          "or map other names with --split-map")
+    out = {}
+    for split, stem in chosen.items():
+        f = stems[stem]
+        ds = files.load_file(f)
+        if len(ds) == 0:
+            raise EebertError(f"data file {f} is empty", "give a file with a header and at least one row")
+        out[split] = columns(ds, cfg, str(f))
+    return out
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def from_saved(path: Path, cfg: DataConfig) -> dict[str, Split]:
+    import datasets
+
+    files.quiet_datasets()
+    try:
+        loaded = datasets.load_from_disk(str(path))  # memory-mapped Arrow files, nothing copied
+    except Exception as e:  # noqa: BLE001
+        raise EebertError(f"cannot read the saved dataset {path} ({type(e).__name__}: {str(e).splitlines()[0]})",
+                          "re-save it with Dataset.save_to_disk / DatasetDict.save_to_disk") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        return from_parts(dict(loaded), cfg, str(path))
+    return from_table(loaded, cfg, str(path))
