@@ -9,7 +9,9 @@ from eebert_cli.calibrate import CalibrationConfig
 from eebert_cli.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.features import encode
-from eebert_cli.pipeline import attach, calibrate, split_outputs
+from eebert_cli.attach import attach
+from eebert_cli.operating_point import calibrate
+from eebert_cli.outputs import split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
@@ -55,7 +57,7 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     from eebert_cli.report import CURVES_SVG, write_report
 
     out, data = calibrated
-    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50))
+    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50)).to_dict()
     lo, hi = cal["validation"]["speedup_ci95"]
     assert lo <= cal["validation"]["speedup_flops"] <= hi and len(cal["validation"]["accuracy_ci95"]) == 2
     assert any("80 examples" in w for w in cal["warnings"])  # 80 validation rows: far from +/-2 points
