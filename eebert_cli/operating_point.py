@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from .artifact import Artifact
-from .calibrate import CalibrationConfig, Outcome, Problem, bootstrap, noise_tolerance, search
+from .calibrate import INF, CalibrationConfig, Outcome, Problem, bootstrap, noise_tolerance, search
 from .calibration import Calibration
 from .criteria import CRITERIA, Criterion, build_criterion
 from .data import TaskData
@@ -84,15 +84,22 @@ def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, c
 
 def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, ref_correct: torch.Tensor,
                        max_drop: float, cfg: CalibrationConfig) -> tuple[torch.Tensor, list, float]:
-    """``max_drop`` search on a lower confidence bound: raise the margin until the chosen point keeps it."""
-    margin = 0.0
+    """``max_drop`` search on a lower confidence bound: raise the margin until the chosen point keeps it.
+
+    When no point with exits firing keeps it, every exit is set to "never": the
+    deployed head answers every example (no drop, no speedup).
+    """
+    margin, curve = 0.0, []
     for _ in range(20):
-        thr, curve = search(problem, criterion, "drop", ref_acc - max_drop / 100.0 + margin, cfg.per_layer)
+        try:
+            thr, curve = search(problem, criterion, "drop", ref_acc - max_drop / 100.0 + margin, cfg.per_layer)
+        except EebertError:
+            break
         need = drop_margin(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
         if need <= margin + 1e-12:
             return thr, curve, margin
         margin = need
-    return thr, curve, margin  # not settled in 20 steps: the last point, its margin recorded
+    return torch.full((problem.scores.shape[1],), -INF, dtype=torch.float64), curve, margin
 
 
 def grid_points(name: str, cfg: CalibrationConfig, criterion_params: dict | None) -> list[dict]:
