@@ -161,6 +161,12 @@ def noise_tolerance(accuracy: float, n: int) -> float:
     return 0.5 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / max(n, 1))
 
 
+def near_equal(best_accuracy: float, tolerance: float, min_speedup: float = 0.0) -> Goal:
+    """The near-equal rule: accuracies within ``tolerance`` of the best count as equal, and among
+    them the slowest point still reaching ``min_speedup`` wins (it is likelier to hold on unseen data)."""
+    return Goal(min_speedup=min_speedup, min_accuracy=best_accuracy - tolerance, maximise="-speedup")
+
+
 def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True,
            tolerance: float | None = None):
     """Best threshold vector under the mode's constraint; raises when none is feasible.
@@ -195,7 +201,7 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
         best, best_t = _ascend(problem, per_exit, first, best_t)
     if mode == "target":
         tol = noise_tolerance(best[0], problem.scores.shape[0]) if tolerance is None else tolerance
-        second = Goal(min_speedup=goal, min_accuracy=best[0] - tol, maximise="-speedup")
+        second = near_equal(best[0], tol, goal)
         near, near_t = None, None
         for p, thr in points + [(best, best_t)]:
             if second.better(p, near):

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from .artifact import Artifact
-from .calibrate import INF, CalibrationConfig, Outcome, Problem, bootstrap, noise_tolerance, search
+from .calibrate import INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance, search
 from .calibration import Calibration
 from .criteria import CRITERIA, Criterion, build_criterion
 from .data import TaskData
@@ -58,12 +58,21 @@ class Candidate:
 
 
 def pick(cands: list[Candidate], mode: str, tolerance: float) -> Candidate:
-    """The near-equal rule (see the module docstring); the only place candidates are compared."""
+    """One candidate by the search's own rules (module docstring); gates off wins ties."""
+    point = lambda c: (c.outcome.accuracy, c.outcome.speedup)  # noqa: E731
     if mode == "target":
-        best = max(c.outcome.accuracy for c in cands)
-        near = [c for c in cands if c.outcome.accuracy >= best - tolerance]
-        return min(near, key=lambda c: (c.gates_on, c.outcome.speedup, -c.outcome.accuracy))
-    return max(cands, key=lambda c: (c.outcome.speedup, c.outcome.accuracy, not c.gates_on))
+        goal = near_equal(max(c.outcome.accuracy for c in cands), tolerance)
+    else:
+        goal = Goal(maximise="speedup")
+    chosen = None
+    for c in sorted(cands, key=lambda c: c.gates_on):  # gates off first: a strict improvement is needed to leave it
+        if goal.better(point(c), None if chosen is None else point(chosen)):
+            chosen = c
+    if mode == "target":  # near-equal points with gates off beat gated ones (no gate cost, no host sync)
+        off = [c for c in cands if not c.gates_on and goal.feasible(*point(c))]
+        if off and chosen.gates_on:
+            chosen = pick(off, mode, tolerance)
+    return chosen
 
 
 def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
