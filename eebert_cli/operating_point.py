@@ -231,6 +231,10 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         validation["gates"] = skip_stats(outputs.skipped, torch.tensor(exit_layers)[chosen.exits],
                                          artifact.exits.gates.layers)
     margin = None
+    if cfg.max_drop is not None and not regression and bool((c.thresholds == -INF).all()):
+        warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
+                        "confidence on this validation split: every exit is off (the deployed head answers); "
+                        "allow a larger --max-drop or use more validation data")
     if cfg.max_drop is not None and not regression:
         margin = {"method": "z*SE of the paired per-example accuracy difference x sqrt(2) (prediction for an "
                             "unseen split of the validation's size)", "confidence": cfg.drop_confidence,
