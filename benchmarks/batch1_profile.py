@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from eebert_cli.data import load_data
 from eebert_cli.features import encode
-from eebert_cli.pipeline import data_config_of
+from eebert_cli.outputs import data_config_of
 from eebert_cli.runtime import EarlyExitModel
 
 

@@ -5,7 +5,7 @@
 Attaches mean-mlp exits to the deployed model once (cached in --cache), runs the
 backbone once per split (exit outputs cached as safetensors), then calibrates
 each criterion on validation exactly as `eebert calibrate` does
-(`pipeline.choose`) and applies the thresholds to the test split. Prints:
+(`operating_point.choose_operating_point`) and applies the thresholds to the test split. Prints:
 1. test accuracy at a calibrated 2.0x for every criterion, with static
    truncation and oracle rows;
 2. for targets 1.5, 2.0, 3.0 and entropy, patience, dge, cobee: the test FLOPs
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,11 +33,12 @@ from eebert_cli.criteria import build_criterion  # noqa: E402
 from eebert_cli.curves import oracle_curve, static_curve  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.errors import EebertError  # noqa: E402
-from eebert_cli.pipeline import SplitOutputs, attach, choose_thresholds, problem_for, split_outputs  # noqa: E402
+from eebert_cli.attach import attach  # noqa: E402
+from eebert_cli.operating_point import choose_operating_point  # noqa: E402
+from eebert_cli.outputs import OutputsCache, SplitOutputs, problem_for, split_outputs  # noqa: E402
 from eebert_cli.runtime import thresholds_from_json  # noqa: E402
 from eebert_cli.train import TrainConfig  # noqa: E402
 
-FIELDS = ("logits", "lengths", "labels", "cost", "full", "features")
 SIDE_BY_SIDE = [("entropy", {}), ("entropy", {"normalized": True}), ("maxprob", {}), ("patience", {}),
                 ("patience", {"tiebreak": False}), ("pcee", {}), ("cobee", {"tiebreak": False}), ("dge", {}), ("dge", {"divergence": "kl"}), ("dge", {"reference": "mean"}),
                 ("dge", {"patience": 2}), ("cobee", {}), ("cobee", {"weighted": True}), ("learned", {})]
@@ -47,22 +47,16 @@ CHECKED = ("entropy", "patience", "dge", "cobee")
 
 
 def outputs_for(art, data, split: str, cache: Path, limit: int = 0) -> SplitOutputs:
-    f = cache / f"outputs-{split}{f'-first{limit}' if limit else ''}.safetensors"
-    if f.exists():
-        t = load_file(f)
-        return SplitOutputs(**{k: t.get(k) for k in FIELDS})
-    if limit:
+    if limit:  # the cache is keyed by the rows' fingerprint, so a slice has its own entry
         s = data.split(split)
         data = TaskData(data.name, {split: s.subset(list(range(min(limit, len(s)))))})
-    out = split_outputs(art, data, split)
-    save_file({k: getattr(out, k).contiguous() for k in FIELDS if getattr(out, k) is not None}, f)
-    return out
+    return split_outputs(art, data, split, cache=OutputsCache(cache / "outputs"))
 
 
 def calibrated(art, val, test, name, params, target):
     cfg = CalibrationConfig(criterion=name, criterion_params=params, target_speedup=target, bootstrap=200)
     t0 = time.perf_counter()
-    res = choose_thresholds(val, cfg, None, art)
+    res = choose_operating_point(lambda gt: val, [None], cfg, None, art)[1].to_dict()
     secs = time.perf_counter() - t0
     crit = build_criterion(name, res["criterion_params"], art)
     o = problem_for(test, crit).outcome(torch.tensor(thresholds_from_json(res["thresholds"]), dtype=torch.float64))

@@ -118,6 +118,7 @@ class Artifact:
     deployed: Deployed   #: the backbone the exits run on (the trained one if the artifact carries one)
     exits: ExitSet
     original: Deployed | None = None  #: the deployed model as shipped, when ``deployed`` differs from it
+    quantize: str | None = None  #: scheme ``deployed`` was quantized with (``original`` then keeps fp32)
 
     @property
     def reference(self) -> Deployed:
@@ -126,13 +127,16 @@ class Artifact:
 
     @property
     def changes_path(self) -> bool:
-        """Whether the early-exit model's last exit differs from the deployed model (gates, trained backbone)."""
+        """Whether the early-exit model's last exit differs from the deployed model (gates, trained or quantized backbone)."""
         return self.original is not None or self.exits.gates is not None
 
     @property
     def calibration(self) -> dict | None:
-        f = self.path / CALIBRATION
-        return read_json(f) if f.exists() else None
+        """calibration.json as a dict (read through :class:`~eebert_cli.calibration.Calibration`), if any."""
+        from .calibration import Calibration
+
+        cal = Calibration.load(self.path)
+        return None if cal is None else cal.to_dict()
 
 
 def load_artifact(path: str | Path, backbone: str | Path | None = None,

@@ -16,14 +16,15 @@ import time
 import numpy as np
 import torch
 
+from .baselines import oracle_exits, static_costs, static_exit
 from .calibrate import decide
 from .config import BenchmarkConfig
-from .cost import encoder_flops
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
 from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
-from .pipeline import SplitOutputs, problem_for, skip_stats, split_outputs
+from .operating_point import skip_stats
+from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from .errors import EebertError
 from .runtime import EarlyExitModel, pad_batch
 from .ui import SILENT, UI
@@ -63,33 +64,28 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     }
     if out.skipped is not None:
         early["gates"] = gates
-    # Static truncation: every example leaves at the exit nearest the average depth, and
-    # only that exit is evaluated (gates, if any, still skip on the way).
-    k = int(torch.argmin((layers - avg_layer).abs()))
-    if k < len(model.layers):
-        seq = out.lengths.double()
-        dims = model.adapter.dims
-        static_cost = (encoder_flops(dims, seq, out.skipped, model.exits.gates)[:, model.layers[k]]
-                       + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64))
-    else:
-        static_cost = out.full
+    # baselines.py defines both: static truncation at about the early-exit model's FLOPs, the oracle
+    dims = model.adapter.dims
+    k, static_speedup = static_exit(out, model.exits, dims, early["speedup_flops"])
     static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),
-              "agreement": _rate(preds[:, k], out.deployed_pred),
-              "speedup_flops": full / static_cost.sum().item()}
-    right = preds == out.reference[:, None]
-    right[:, -1] = True  # nobody is right anywhere: the deployed head answers
-    oe = right.to(torch.uint8).argmax(1)
+              "agreement": _rate(preds[:, k], out.deployed_pred), "speedup_flops": static_speedup}
+    oe = oracle_exits(preds == out.reference[:, None])
     opred = preds.gather(1, oe[:, None]).squeeze(1)
     oracle = {"accuracy": _rate(opred, out.labels), "agreement": _rate(opred, out.deployed_pred),
               "speedup_flops": full / out.cost.gather(1, oe[:, None]).sum().item(),
               "average_exit_layer": layers[oe].mean().item()}
     deployed = {"accuracy": _rate(out.deployed_pred, out.labels), "agreement": 1.0, "speedup_flops": 1.0}
+    rows = {"deployed": deployed}
+    scored = [(deployed, out.deployed_pred), (early, pred), (static, preds[:, k]), (oracle, opred)]
+    if model.artifact.quantize:  # the quantized deployed model is a row of its own; the reference stays fp32
+        q = {"accuracy": _rate(preds[:, -1], out.labels), "agreement": _rate(preds[:, -1], out.deployed_pred),
+             "speedup_flops": full / static_costs(out, model.exits, dims)[-1].item()}
+        rows[f"deployed_{model.artifact.quantize}"] = q
+        scored.append((q, preds[:, -1]))
     # macro-F1 of every row (skewed classes); not a sum over examples, so computed from the predictions
-    ref = out.labels
-    for row, p in ((deployed, out.deployed_pred), (early, pred), (static, preds[:, k]), (oracle, opred)):
-        row["macro_f1"] = None if ref is None else macro_f1(p, ref)
-    return {"deployed": deployed, "early_exit": early, "static_truncation": static, "oracle": oracle,
-            "exit_index": e}
+    for row, p in scored:
+        row["macro_f1"] = None if out.labels is None else macro_f1(p, out.labels)
+    return {**rows, "early_exit": early, "static_truncation": static, "oracle": oracle, "exit_index": e}
 
 
 @torch.inference_mode()
@@ -242,10 +238,11 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     return result
 
 
-def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT) -> dict:
+def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT,
+                  cache: OutputsCache | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui)
+    out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)
     if out.task == REGRESSION:
         from .regression import rows as regression_rows
 
@@ -271,6 +268,9 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "thresholds": cal.get("thresholds"), "exit_layers": model.exit_layers,
         "exits": model.artifact.config["exits"],
         "validation_estimate": cal.get("validation"),
+        "validation_ci_method": cal.get("ci_method"),
+        "max_drop_margin": cal.get("margin"),
+        "quantize": model.artifact.quantize,
         "calibration_warnings": cal.get("warnings", []),
         **rows,
     }

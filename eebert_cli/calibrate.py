@@ -1,11 +1,14 @@
 """Choose per-exit thresholds on cached validation outputs (the backbone is never re-run).
 
 Two modes: ``target_speedup`` (best accuracy with expected FLOPs speedup >= X) and
-``max_drop`` (highest speedup with accuracy at most D below the deployed model's).
+``max_drop`` (highest speedup with accuracy at most D below the deployed model's;
+`operating_point` adds a confidence margin to D).
 Search: a sweep of one global threshold (the papers' setting) gives a feasible
 start; coordinate ascent then moves one exit's threshold at a time, evaluating
 all candidates for that exit in one vectorised step. A bootstrap over the
-validation examples gives confidence intervals for the chosen operating point.
+validation examples gives confidence intervals at the chosen thresholds (held
+fixed: the search is not re-run per resample, so the intervals leave out the
+optimism of choosing them on the same data).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class CalibrationConfig:
     criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
     criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
     target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0."})
-    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model."})
+    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model; kept on a lower confidence bound (see drop_confidence)."})
+    drop_confidence: float = field(default=0.9, metadata={"help": "With max_drop: probability that the drop on an unseen split of the validation's size stays within it (z*SE margin)."})
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
     bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals."})
     precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points."})
@@ -157,6 +161,12 @@ def noise_tolerance(accuracy: float, n: int) -> float:
     return 0.5 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / max(n, 1))
 
 
+def near_equal(best_accuracy: float, tolerance: float, min_speedup: float = 0.0) -> Goal:
+    """The near-equal rule: accuracies within ``tolerance`` of the best count as equal, and among
+    them the slowest point still reaching ``min_speedup`` wins (it is likelier to hold on unseen data)."""
+    return Goal(min_speedup=min_speedup, min_accuracy=best_accuracy - tolerance, maximise="-speedup")
+
+
 def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True,
            tolerance: float | None = None):
     """Best threshold vector under the mode's constraint; raises when none is feasible.
@@ -191,7 +201,7 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
         best, best_t = _ascend(problem, per_exit, first, best_t)
     if mode == "target":
         tol = noise_tolerance(best[0], problem.scores.shape[0]) if tolerance is None else tolerance
-        second = Goal(min_speedup=goal, min_accuracy=best[0] - tol, maximise="-speedup")
+        second = near_equal(best[0], tol, goal)
         near, near_t = None, None
         for p, thr in points + [(best, best_t)]:
             if second.better(p, near):
@@ -204,7 +214,7 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
 
 
 def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
-    """95% percentile intervals of speedup and accuracy over resampled validation sets."""
+    """95% percentile intervals of speedup and accuracy over resampled validation sets, at these thresholds."""
     n = problem.scores.shape[0]
     gen = torch.Generator().manual_seed(seed)
     e = decide(problem.scores, thresholds)[:, None]

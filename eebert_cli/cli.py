@@ -146,7 +146,7 @@ def attach(
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
-    from .pipeline import attach as run_attach
+    from .attach import attach as run_attach
 
     dcfg = data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)
     if dcfg is None:
@@ -206,31 +206,20 @@ def calibrate(
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
     from .artifact import load_artifact
     from .data import load_data
-    from .pipeline import calibrate as run_calibrate, data_config_of
+    from .operating_point import calibrate as run_calibrate, check_config
+    from .outputs import data_config_of
+    from .quantize import check_scheme, quantize_artifact
 
     cfg = CalibrationConfig(criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
                             per_layer=not global_only,
                             **({"gate_thresholds": gate_threshold} if gate_threshold else {}))
-    if (target_speedup is None) == (max_drop is None):
-        raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
-    if target_speedup is not None and target_speedup <= 1.0:
-        raise EebertError(f"target speedup must be above 1.0, got {target_speedup}", "for example --target-speedup 2.0")
-    from .quantize import check_scheme, quantize_model
-
+    check_config(cfg)
     quantize = check_scheme(quantize)
-    art = load_artifact(artifact, backbone)
-    quantize_model(art.deployed.model, quantize)
+    art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
     data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)))
-    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
-    from .metrics import choose
-
-    head = choose(result.get("task", "classification"), metric).replace("-", "_")
-    result["headline_metric"] = head
-    if quantize:  # recorded so that benchmark, predict and export load the same backbone
-        from .artifact import CALIBRATION, read_json, write_json
-
-        write_json(art.path / CALIBRATION, {**read_json(art.path / CALIBRATION), "quantize": quantize})
-        result["quantize"] = quantize
+    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"),
+                           metric=metric).to_dict()
+    head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
@@ -239,9 +228,14 @@ def calibrate(
         mv = v.get("metrics", {})
         if head != m and mv.get(head) is not None:
             extra = f", {head} {fmt(mv[head])} vs deployed {fmt(mv['deployed_' + head])}"
+        margin = result.get("margin")
+        if margin:
+            extra += (f"; --max-drop kept with a {margin['points']:.2f}-point margin "
+                      f"({100 * margin['confidence']:.0f}% z*SE bound)")
         out.print(f"{result['criterion']}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
-                  f"(95% CI {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), {m} {fmt(v[m])} "
-                  f"vs deployed {fmt(v['deployed_' + m])}{extra}; thresholds written to {artifact}/calibration.json")
+                  f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
+                  f"{m} {fmt(v[m])} vs deployed {fmt(v['deployed_' + m])}{extra}; "
+                  f"thresholds written to {artifact}/calibration.json")
         for w in result["warnings"]:
             err.print(f"[yellow]warning:[/] {w}")
 
@@ -277,7 +271,7 @@ def benchmark(
 def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool) -> dict:
     from .benchmark import run_benchmark
     from .data import load_data
-    from .pipeline import data_config_of
+    from .outputs import data_config_of
     from .report import table, write_report
     from .runtime import EarlyExitModel
 
@@ -367,7 +361,8 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     """Attach, calibrate and benchmark as a recipe says."""
     from .artifact import load_artifact
     from .data import load_data
-    from .pipeline import attach as run_attach, calibrate as run_calibrate
+    from .attach import attach as run_attach
+    from .operating_point import calibrate as run_calibrate
     from .recipe import load_recipe, recipe_kind
 
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
@@ -381,8 +376,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
     report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
-    emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "curves")},
-          "report": report}, as_json)
+    emit({"attach": attached, "calibration": calibration.summary(), "report": report}, as_json)
 
 
 @app.command()

@@ -1,39 +1,37 @@
 """Side by side: several method combinations on one checkpoint and one data set, one table.
 
-One frozen-backbone pass per split caches everything every method reads (the
-union of their reductions, token states included); each method then searches
-(LECO), trains, calibrates on validation for each target speedup and is scored
-on the test split, next to static truncation with its own exits at the same
-speedup and its oracle. Training time is per method (the shared backbone pass
-is reported once).
+A loop over (attach config, calibrate config): each method is attached with the
+code `eebert attach` runs (into ``out/artifacts/<method>``), then, for each target
+speedup, calibrated on validation with `eebert calibrate`'s code (criterion grid,
+gate thresholds, trained criteria included) and scored on the report split with
+`eebert benchmark`'s (FLOPs only, no wall clock). A cell therefore equals those
+three commands run by hand, figure for figure. Split outputs are cached per
+artifact (`outputs.OutputsCache`), so the targets share one backbone pass per split.
+The report split may not be the calibration split (validation).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
+import re
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from .calibrate import CalibrationConfig, Problem, noise_tolerance, search
-from .backbones import adapter_for
-from .checkpoint import load_deployed
-from .config import AttachConfig, from_dict, to_dict
-from .cost import encoder_flops, exit_costs, full_cost
+from .attach import attach
+from .artifact import load_artifact
+from .calibrate import CalibrationConfig
+from .config import AttachConfig, BenchmarkConfig, from_dict, to_dict
 from .criteria import CRITERIA, build_criterion
 from .data import DataConfig, load_data
 from .errors import EebertError
 from .exits import EXITS
 from .gates import GATES
-from .features import all_exit_logits, encode, extract
 from .objectives import OBJECTIVES
-from .pipeline import attach_gates, bypass_summary, skip_stats, exit_layers, features_needed, gold_labels, train_method
 from .ui import SILENT, UI
+
+CACHE = "outputs-cache"
 
 
 @dataclass
@@ -54,7 +52,7 @@ class CompareRecipe:
     out: str = field(default="", metadata={"help": "Folder for compare.json and compare.md."})
     data: DataConfig = field(default_factory=DataConfig)
     speedups: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0], metadata={"help": "Calibrated FLOPs targets."})
-    split: str = field(default="test", metadata={"help": "Split the table reports on."})
+    split: str = field(default="test", metadata={"help": "Split the table reports on (never validation: thresholds are chosen there)."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example, for every method."})
     baseline: str = field(default="", metadata={"help": "Method the others are compared against (name)."})
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
@@ -89,149 +87,96 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
         if m.attach.gates.type:
             GATES.get(m.attach.gates.type)
         m.attach.max_length = r.max_length
+    if r.split == "validation":
+        raise EebertError(f"{path}: split = \"validation\" is the split thresholds are calibrated on",
+                          "report on another split, e.g. split = \"test\"")
+    for m in methods:
+        build_criterion(m.criterion, m.criterion_params)  # bad parameters fail now
     if any(s <= 1.0 for s in r.speedups):
         raise EebertError(f"{path}: speedups must be above 1.0", "for example speedups = [1.5, 2.0, 3.0]")
     return r, methods
 
 
-def _merge(needs: dict, more: dict) -> dict:
-    for l, kinds in more.items():
-        needs.setdefault(l, set()).update(kinds)
-    return needs
+def method_folder(recipe: CompareRecipe, name: str) -> Path:
+    """Where a method's artifact goes: out/artifacts/<name as a file name>."""
+    return Path(recipe.out) / "artifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _static(dims, lengths, exits, logits, ref, target: float, skipped=None) -> dict | None:
-    """Everyone leaves at the one exit whose static FLOPs speedup is nearest the target (log scale).
+def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple[dict, dict]:
+    """attach + (calibrate + benchmark) per target, with the commands' own code; (row, one benchmark report)."""
+    from .benchmark import run_benchmark
+    from .operating_point import calibrate
+    from .outputs import OutputsCache, split_outputs
+    from .runtime import EarlyExitModel
 
-    With gates, the layers each example skipped on the way (``skipped``) cost nothing.
-    """
-    import math
-
-    seq = lengths.double()
-    full = full_cost(dims, lengths).sum().item()
-    reach = encoder_flops(dims, seq, skipped, exits.gates)
-    best = None
-    for k, layer in enumerate(exits.layers):
-        cost = (reach[:, layer] + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)).sum().item()
-        row = {"layer": layer, "speedup_flops": full / cost,
-               "accuracy": (logits[:, k].argmax(-1) == ref).double().mean().item()}
-        if best is None or abs(math.log(row["speedup_flops"] / target)) < abs(math.log(best["speedup_flops"] / target)):
-            best = row
-    return best
-
-
-def _score(f, exits, deployed, data, split, recipe, crit, ref, dims):
-    """(logits, Problem, skipped) of one method on one split; gated methods re-run the backbone."""
-    if exits.gates is not None:
-        enc = encode(deployed.tokenizer, data.split(split), recipe.max_length)
-        f = extract(deployed.adapter, enc, exits.layers, set(), 64, None, exits.needs(), exits.gates)
-    logits = all_exit_logits(exits, f)
-    cost = exit_costs(dims, f.lengths, exits.layers, exits.flops, f.skipped, exits.gates)
-    correct = logits.argmax(-1) == ref[:, None]
-    return logits, Problem(crit.scores(logits)[:, :-1], correct, cost, full_cost(dims, f.lengths)), f.skipped
+    folder = method_folder(recipe, m.name)
+    attached = attach(recipe.checkpoint, recipe.data, m.attach, folder, ui)
+    cache = OutputsCache(folder / CACHE)
+    at, last = {}, None
+    for target in recipe.speedups:
+        cfg = CalibrationConfig(criterion=m.criterion, criterion_params=dict(m.criterion_params),
+                                target_speedup=target)
+        try:
+            cal = calibrate(load_artifact(folder), data, cfg, ui, cache=cache)
+        except EebertError as e:  # an unreachable target is a result, not a failure
+            ui.log(f"  {m.name} @{target}x: {e.message}")
+            at[str(target)] = None
+            continue
+        model = EarlyExitModel.from_artifact(folder)
+        rep = run_benchmark(model, data, BenchmarkConfig(split=recipe.split, timing_samples=-1, repeats=0), ui,
+                            cache=cache)
+        metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
+        at[str(target)] = {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
+                           "validation_accuracy": cal.validation[cal.metric],
+                           "validation_speedup": cal.validation["speedup_flops"],
+                           "criterion_params": cal.criterion_params, "thresholds": cal.thresholds,
+                           **({"gate_threshold": cal.gate_threshold, "gates": ee["gates"]}
+                              if cal.gate_threshold is not None else {}),
+                           "static": {"layer": st["layer"], "accuracy": st[metric],
+                                      "speedup_flops": st["speedup_flops"]}}
+        last = (rep, model)
+    if last is None:  # no target reached: still report the deployed model, oracle and per-exit figures
+        last = (None, None)
+    rep, model = last
+    art = load_artifact(folder) if model is None else model.artifact
+    out = split_outputs(art, data, recipe.split, cache=cache)
+    per_exit = {str(l): (out.logits[:, k].argmax(-1) == out.reference).double().mean().item()
+                for k, l in enumerate(art.exits.layers)}
+    oracle = None if rep is None else {"accuracy": rep["oracle"][rep["metric"]],
+                                       "speedup_flops": rep["oracle"]["speedup_flops"]}
+    deployed = (out.deployed_pred == out.reference).double().mean().item()
+    row = {"name": m.name, "artifact": str(folder), "exits": attached["exits"], "heads": art.exits.describe(),
+           "objective": m.attach.objective, "objective_params": m.attach.objective_params,
+           "contrastive": m.attach.train.contrastive, "criterion": m.criterion,
+           "train_seconds": round(attached["train_seconds"], 1), "feature_seconds": attached["feature_seconds"],
+           "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
+           "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
+           "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
+    return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
+                 "metric": "accuracy" if out.labels is not None else "agreement"}
 
 
 def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                 on_method: Callable[[dict], None] | None = None) -> dict:
     """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
-    deployed = load_deployed(recipe.checkpoint)
     data = load_data(recipe.data)
-    dims = deployed.adapter.dims
-    layers_of = {m.name: exit_layers(m.attach, dims.num_layers) for m in methods}
-    needs: dict[int, set[str]] = {}
-    for m in methods:
-        _merge(needs, features_needed(m.attach, layers_of[m.name], dims))
-    feats, t0 = {}, time.perf_counter()
-    for split in ("train", "validation", recipe.split):
-        if split in feats:
-            continue
-        s = data.split(split)
-        enc = encode(deployed.tokenizer, s, recipe.max_length)
-        with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
-            feats[split] = extract(deployed.adapter, enc, sorted(needs), set(), 64, advance, needs)
-    t_features = time.perf_counter() - t0
-    labels = {s: gold_labels(deployed, data, s) for s in feats}
-    ref = {s: labels[s] if labels[s] is not None else feats[s].teacher.argmax(-1) for s in feats}
-    deployed_acc = (feats[recipe.split].teacher.argmax(-1) == ref[recipe.split]).double().mean().item()
-    rows = []
+    rows, info = [], None
     for m in methods:
         ui.log(f"[bold]method[/] {m.name}")
-        targets = labels["train"] if (labels["train"] is not None and m.attach.use_labels) \
-            else feats["train"].teacher.argmax(-1)
-        t1 = time.perf_counter()
-        spec, exits, summary, search_report = train_method(deployed, feats["train"], targets, m.attach,
-                                                           layers_of[m.name], ui)
-        gate_report, mine = None, deployed
-        if m.attach.gates.type:  # SmartBERT: gates are fitted, and scored, with the backbone in the loop
-            if m.attach.gates.train_backbone:  # never change the model the other methods share
-                mine = dataclasses.replace(deployed, model=copy.deepcopy(deployed.model))
-                mine.adapter = adapter_for(mine.model)
-            gate_report, _ = attach_gates(mine, data, m.attach, spec, exits, summary["objective_module"],
-                                          feats["train"], targets, ui)
-        t_train = time.perf_counter() - t1
-        crit = build_criterion(m.criterion, m.criterion_params)
-        # gated methods are scored at each gate threshold calibration would try; 0.5 (as trained) first
-        gate_grid = [None] if exits.gates is None else CalibrationConfig().gate_thresholds
-        variants = {}
-        for gt in gate_grid:
-            if gt is not None:
-                exits.gates.threshold = gt
-            variants[gt] = {split: _score(feats[split], exits, mine, data, split, recipe, crit, ref[split], dims)
-                            for split in ("validation", recipe.split)}
-        at = {}
-        for target in recipe.speedups:
-            found = []
-            for gt, v in variants.items():
-                try:
-                    thr, _ = search(v["validation"][1], crit, "target", target)
-                except EebertError:
-                    continue
-                found.append((gt, thr, v["validation"][1].outcome(thr)))
-            if not found:
-                at[str(target)] = None
-                continue
-            best = max(o.accuracy for _, _, o in found)  # calibration's rule: within noise of the best, slowest
-            tie = noise_tolerance(best, len(ref["validation"]))
-            gt, thr, val = min((f for f in found if f[2].accuracy >= best - tie), key=lambda f: f[2].speedup)
-            logits_gt, prob_gt, skipped_gt = variants[gt][recipe.split]
-            test = prob_gt.outcome(thr)
-            at[str(target)] = {"accuracy": test.accuracy, "speedup_flops": test.speedup,
-                               "validation_accuracy": val.accuracy, "validation_speedup": val.speedup,
-                               **({"gate_threshold": gt, "gates": skip_stats(
-                                   skipped_gt, torch.tensor(exits.layers + [dims.num_layers])[test.exits],
-                                   exits.gates.layers)} if gt is not None else {}),
-                               "static": _static(dims, feats[recipe.split].lengths, exits, logits_gt,
-                                                 ref[recipe.split], target, skipped_gt)}
-        if exits.gates is not None:
-            exits.gates.threshold = 0.5  # oracle and per-exit figures: the gates as trained
-        logits_t, prob_t, _ = variants[gate_grid[0]][recipe.split]
-        right = logits_t.argmax(-1) == ref[recipe.split][:, None]
-        right[:, -1] = True
-        oe = right.to(torch.uint8).argmax(1)
-        oracle = {"accuracy": prob_t.correct.gather(1, oe[:, None]).double().mean().item(),
-                  "speedup_flops": prob_t.full.sum().item() / prob_t.cost.gather(1, oe[:, None]).sum().item()}
-        per_exit = {str(l): (logits_t[:, k].argmax(-1) == ref[recipe.split]).double().mean().item()
-                    for k, l in enumerate(exits.layers)}
-        rows.append({"name": m.name, "exits": spec.to_dict(), "heads": exits.describe(),
-                     "objective": m.attach.objective, "objective_params": m.attach.objective_params,
-                     "contrastive": m.attach.train.contrastive, "criterion": m.criterion,
-                     "train_seconds": round(t_train, 1), "best_epoch": summary["best_epoch"],
-                     "objective_report": summary["objective"], "leco_search": search_report,
-                     "bypass": bypass_summary(exits, dims) if exits.bypass is not None else None,
-                     "gates": gate_report,
-                     "per_exit_accuracy": per_exit, "oracle": oracle, "at": at})
+        row, info = run_method(recipe, m, data, ui)
+        rows.append(row)
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
-                        for t, v in at.items())
-        ui.log(f"  {m.name}: trained in {t_train:.0f} s; {got}")
+                        for t, v in row["at"].items())
+        ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
         if on_method is not None:
-            on_method(_report(recipe, ref, labels, deployed_acc, t_features, rows))
-    return _report(recipe, ref, labels, deployed_acc, t_features, rows)
+            on_method(_report(recipe, info, rows))
+    return _report(recipe, info, rows)
 
 
-def _report(recipe, ref, labels, deployed_acc, t_features, rows) -> dict:
+def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
-              "examples": len(ref[recipe.split]), "metric": "accuracy" if labels[recipe.split] is not None else "agreement",
-              "deployed_accuracy": deployed_acc, "speedups": recipe.speedups, "feature_seconds": round(t_features, 1),
+              "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
+              "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
@@ -287,7 +232,8 @@ def cells(report: dict, r: dict) -> list[str]:
     c = [r["name"], ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
     for s in report["speedups"]:
         c += [_cell(r, str(s)), _static_cell(r, str(s))]
-    return c + [f"{100 * r['oracle']['accuracy']:.2f} ({r['oracle']['speedup_flops']:.2f}x)"]
+    o = r["oracle"]
+    return c + ["-" if not o else f"{100 * o['accuracy']:.2f} ({o['speedup_flops']:.2f}x)"]
 
 
 def table(report: dict):
@@ -308,11 +254,13 @@ def markdown(report: dict) -> str:
              f"Checkpoint `{report['checkpoint']}`, data `{report['data']['spec']}`, split `{report['split']}` "
              f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
              f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
-             "table gives test accuracy and the test FLOPs speedup reached. Static truncation: every example "
-             "leaves at the one exit of the same method whose static FLOPs speedup (exit head included) is "
-             "nearest the target (the cell gives it). Methods with skipping gates are scored at each gate "
-             "threshold calibration tries; a cell names the one chosen on validation. "
-             f"Shared backbone passes: {report['feature_seconds']:.0f} s.", "",
+             "table gives test accuracy and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
+             "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
+             "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
+             "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup (the cell "
+             "gives it). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
+             "cell names the one chosen on validation. "
+             f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s.", "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
     lines += ["", "## Best per target", ""]

@@ -2,19 +2,17 @@
 
 A criterion's curve sweeps one global threshold over its scores (the papers'
 picture); calibrated per-exit thresholds sit on or above it. Static truncation
-sends everyone out at one exit (only that exit evaluated). The oracle curve is
-the best any criterion could do with the same exits: everyone leaves at the
-first exit that is right (or, if none is, at the cheapest exit), then, for
-more speed, the samples whose move to the first exit saves most are moved
-there, one lost answer each.
+and the oracle are defined in `baselines.py`: the static curve has one point per
+exit; the oracle curve starts at the oracle and, for more speed, moves the
+samples whose move to the first exit saves most there, one lost answer each.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .baselines import oracle_exits, static_costs
 from .calibrate import INF, Problem
-from .cost import encoder_flops
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
 
@@ -39,18 +37,13 @@ def sweep(problem: Problem, criterion: Criterion, levels: int = 81) -> list[dict
 
 
 def static_curve(outputs, artifact) -> list[dict]:
-    """Everyone leaves at exit k, only that exit evaluated; one point per exit, deployed model last."""
-    dims = artifact.deployed.adapter.dims
-    seq = outputs.lengths.double()
+    """Everyone leaves at exit k, only that exit evaluated; one point per exit, deployed head last."""
+    exits = artifact.exits
     full = outputs.full.sum().item()
     correct = (outputs.logits.argmax(-1) == outputs.reference[:, None]).double()
-    pts = []
-    reach = encoder_flops(dims, seq)
-    for k, layer in enumerate(artifact.exits.layers):
-        cost = (reach[:, layer]
-                + torch.as_tensor(artifact.exits.flops(k, seq), dtype=torch.float64))
-        pts.append(_point(full / cost.sum().item(), correct[:, k].mean().item(), layer=layer))
-    pts.append(_point(1.0, correct[:, -1].mean().item(), layer=dims.num_layers))
+    layers = exits.layers + [artifact.deployed.adapter.dims.num_layers]
+    pts = [_point(full / c, correct[:, k].mean().item(), layer=layer) for k, (layer, c) in
+           enumerate(zip(layers, static_costs(outputs, exits, artifact.deployed.adapter.dims).tolist()))]
     return sorted(pts, key=lambda p: p["speedup"])
 
 
@@ -59,7 +52,7 @@ def oracle_curve(problem: Problem, points: int = 40) -> list[dict]:
     right = problem.correct.bool()
     n = right.shape[0]
     any_right = right.any(1)
-    first = torch.where(any_right, right.to(torch.uint8).argmax(1), torch.zeros(n, dtype=torch.long))
+    first = oracle_exits(right)
     cost = problem.cost.gather(1, first[:, None]).squeeze(1)
     save = torch.where(any_right & (first > 0), cost - problem.cost[:, 0], torch.zeros_like(cost))
     order = torch.argsort(save, descending=True)
@@ -85,7 +78,7 @@ def default_criteria(artifact=None) -> list[tuple[str, Criterion]]:
 
 def split_curves(outputs, artifact, criteria: list[tuple[str, Criterion]]) -> dict:
     """All curves of one split from its cached outputs."""
-    from .pipeline import problem_for  # the pipeline imports this module
+    from .outputs import problem_for
 
     curves, problem = {}, None
     for label, crit in criteria:
@@ -93,7 +86,8 @@ def split_curves(outputs, artifact, criteria: list[tuple[str, Criterion]]) -> di
         curves[label] = sweep(problem, crit)
     return {"criteria": curves, "static_truncation": static_curve(outputs, artifact),
             "oracle": oracle_curve(problem) if problem is not None else [],
-            "deployed": _point(1.0, problem.correct[:, -1].mean().item()) if problem is not None else None}
+            # the shipped model (fp32, ungated): the reference every curve is read against
+            "deployed": _point(1.0, (outputs.deployed_pred == outputs.reference).double().mean().item())}
 
 
 def criteria_for_curves(chosen: str, params: dict, artifact=None) -> list[tuple[str, Criterion]]:

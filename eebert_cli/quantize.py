@@ -10,6 +10,7 @@ quantized backbone's outputs.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -40,3 +41,24 @@ def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantize_artifact(artifact, scheme: str | None):
+    """Quantize the backbone the exits run on, keeping the shipped fp32 model as the reference.
+
+    Every report compares with the checkpoint as shipped (fp32); the quantized
+    deployed head is a row of its own (see `benchmark.flops_rows`).
+    """
+    import copy
+
+    from .backbones import adapter_for
+
+    scheme = check_scheme(scheme)
+    if scheme is None:
+        return artifact
+    if artifact.original is None:
+        model = copy.deepcopy(artifact.deployed.model)
+        artifact.original = replace(artifact.deployed, model=model, adapter=adapter_for(model))
+    quantize_model(artifact.deployed.model, scheme)
+    artifact.quantize = scheme
+    return artifact

@@ -16,8 +16,8 @@ import math
 
 import torch
 
+from .baselines import oracle_exits, static_exit
 from .calibrate import Problem, decide
-from .cost import encoder_flops
 from .errors import EebertError
 from .metrics import REGRESSION, all_metrics
 
@@ -93,17 +93,10 @@ def rows(model, out) -> dict:
                 speedup_layers=model.num_layers / avg_layer, layers_saved=1 - avg_layer / model.num_layers,
                 average_exit_layer=avg_layer,
                 exit_histogram={str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()})
-    k = int(torch.argmin((layers - avg_layer).abs()))
-    if k < len(model.layers):
-        seq, dims = out.lengths.double(), model.adapter.dims
-        static_cost = (encoder_flops(dims, seq)[:, model.layers[k]]
-                       + torch.as_tensor(model.exits.flops(k, seq), dtype=torch.float64)).sum().item()
-    else:
-        static_cost = full
-    static = row(values[:, k], static_cost, layer=int(layers[k]))
+    k, static_speedup = static_exit(out, model.exits, model.adapter.dims, early["speedup_flops"])
+    static = row(values[:, k], full / static_speedup, layer=int(layers[k]))
     # Oracle: each example leaves at the first exit whose squared error is no worse than the deployed head's.
-    ok = p.correct >= p.correct[:, -1:]
-    oe = ok.to(torch.uint8).argmax(1)
+    oe = oracle_exits(p.correct >= p.correct[:, -1:])
     oracle = row(values.gather(1, oe[:, None]).squeeze(1), out.cost.gather(1, oe[:, None]).sum().item(),
                  average_exit_layer=layers[oe].mean().item())
     deployed = row(dep, full)
@@ -111,14 +104,16 @@ def rows(model, out) -> dict:
             "exit_index": e}
 
 
-def relabel_calibration(result: dict, metric: str, pred: torch.Tensor, outputs, p: Problem) -> dict:
+def relabel_calibration(cal, metric: str, pred: torch.Tensor, outputs, p: Problem):
     """Name the calibration's figures for regression: the search ran on scaled -MSE (see module doc)."""
-    v = dict(result["validation"])
+    from dataclasses import replace
+
+    v = dict(cal.validation)
     s = p.mse_scale
     neg, dep, ci = s * v.pop(metric), s * v.pop(f"deployed_{metric}"), [s * c for c in v.pop(f"{metric}_ci95")]
     v.pop("agreement", None)
     name = "mse" if outputs.labels is not None else "mse_to_deployed"
     v.update({name: -neg, f"deployed_{name}": -dep, f"{name}_ci95": [-ci[1], -ci[0]],
               "mse_to_deployed": (pred.double() - outputs.deployed_pred.double()).square().mean().item()})
-    curve = [{"threshold": c["threshold"], "speedup": c["speedup"], name: -s * c["accuracy"]} for c in result["curve"]]
-    return {**result, "metric": name, "validation": v, "curve": curve}
+    curve = [{"threshold": c["threshold"], "speedup": c["speedup"], name: -s * c["accuracy"]} for c in cal.curve]
+    return replace(cal, metric=name, validation=v, curve=curve)

@@ -23,10 +23,17 @@ def _x(x):
     return "-" if x is None else f"{x:.2f}x"
 
 
+def rows_of(report: dict) -> list[str]:
+    """Row keys in table order; a quantized deployed model (``deployed_int8``) follows the fp32 reference."""
+    keys = [k for k, _ in ROWS]
+    return keys[:1] + [k for k in report if k.startswith("deployed_") and isinstance(report[k], dict)
+                       and "speedup_flops" in report[k]] + keys[1:]
+
+
 def _cells(report: dict, key: str) -> list[str]:
     r = report[key]
     lat = r.get("latency_ms") or {}
-    name = dict(ROWS)[key]
+    name = dict(ROWS).get(key) or key.replace("deployed_", "deployed ")
     if key == "static_truncation":
         name += f" (L{r['layer']})"
     return [name, _pct(r.get("accuracy")), _pct(r.get("agreement")), _x(r.get("speedup_flops")),
@@ -68,7 +75,7 @@ def table(report: dict) -> Table:
     for h in _header(report):
         h = "F1 %" if h == "macro-F1 %" else h  # narrow terminals; report.md keeps the full name
         t.add_column(h, justify="left" if not h else "right")
-    for key, _ in ROWS:
+    for key in rows_of(report):
         t.add_row(*_row(report, key))
     return t
 
@@ -80,7 +87,7 @@ def markdown(report: dict) -> str:
              f"target speedup {report.get('target_speedup') or '-'}; exits `{report['exits']['type']}` after layers "
              f"{report['exits']['layers']}.", "",
              "| " + " | ".join(_header(report)) + " |", "|" + "---|" * len(_header(report))]
-    lines += ["| " + " | ".join(_row(report, key)) + " |" for key, _ in ROWS]
+    lines += ["| " + " | ".join(_row(report, key)) + " |" for key in rows_of(report)]
     lines += ["", f"Average exit layer {ee['average_exit_layer']:.2f} of {report['exit_layers'][-1]} "
                   f"({100 * ee['layers_saved']:.1f}% of layers saved, {ee['speedup_layers']:.2f}x in layers). "
                   "FLOPs count embeddings, every layer run and every exit head evaluated.", "",
@@ -104,11 +111,19 @@ def markdown(report: dict) -> str:
     val = report.get("validation_estimate")
     if val:
         lines += ["", f"Calibration estimate on validation: {val['speedup_flops']:.2f}x "
-                      f"(95% CI {val['speedup_ci95'][0]:.2f}-{val['speedup_ci95'][1]:.2f})."]
+                      f"(95% CI at the chosen thresholds {val['speedup_ci95'][0]:.2f}-{val['speedup_ci95'][1]:.2f})."]
         m = report["metric"]
         if val.get(f"{m}_ci95") and val.get(m) is not None:
             lo, hi = val[f"{m}_ci95"]
-            lines[-1] = lines[-1][:-1] + f", {m} {100 * val[m]:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f})."
+            lines[-1] = lines[-1][:-1] + (f", {m} {100 * val[m]:.2f}% (95% CI at the chosen thresholds "
+                                          f"{100 * lo:.2f}-{100 * hi:.2f}).")
+    margin = report.get("max_drop_margin")
+    if margin:
+        lines += ["", f"--max-drop {report.get('max_drop')} was kept on a lower confidence bound: margin "
+                      f"{margin['points']:.2f} points ({margin['method']}, confidence {margin['confidence']})."]
+    if report.get("quantize"):
+        lines += ["", f"The deployed row is the shipped fp32 checkpoint; `deployed {report['quantize']}` is the "
+                      f"{report['quantize']} backbone the exits run on."]
     for w in report.get("calibration_warnings") or []:
         lines += ["", f"**Warning (calibration):** {w}"]
     if report.get("gaps"):

@@ -16,8 +16,7 @@ import torch
 
 from .artifact import Artifact, load_artifact
 from .calibrate import INF
-from .criteria import Criterion, build_criterion
-from .criteria.learned import learned_reduction
+from .criteria import Criterion, build_criterion, feature_reduction
 from .errors import EebertError
 from .exits import reduce
 from .gates import gated_layer
@@ -62,7 +61,7 @@ class EarlyExitModel:
         self.taps = artifact.exits.taps()  # states kept for bypasses: layer -> reductions
         gates = artifact.exits.gates  # skipping gates; at threshold 1.0 none can fire, so none is asked
         self.gates = gates if gates is not None and gates.active else None
-        self.feature_reduction = learned_reduction(artifact.exits.spec.type)  # what `learned` reads
+        self.feature_reduction = feature_reduction(artifact.exits.spec.type)  # what feature-reading criteria read
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]
         self.num_layers = self.adapter.dims.num_layers
@@ -78,9 +77,9 @@ class EarlyExitModel:
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
         if cal.get("quantize"):  # thresholds were calibrated on the quantized backbone: run the same
-            from .quantize import quantize_model
+            from .quantize import quantize_artifact
 
-            quantize_model(art.deployed.model, cal["quantize"])
+            quantize_artifact(art, cal["quantize"])
         return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
                    thresholds_from_json(cal["thresholds"]))
 

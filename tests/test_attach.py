@@ -9,7 +9,7 @@ from eebert_cli.artifact import CONFIG, WEIGHTS, load_artifact, read_json
 from eebert_cli.backbones.bert import BertAdapter
 from eebert_cli.config import AttachConfig
 from eebert_cli.data import DataConfig
-from eebert_cli.pipeline import attach
+from eebert_cli.attach import attach
 from eebert_cli.train import TrainConfig
 
 
@@ -52,7 +52,7 @@ def test_training_without_labels_targets_the_deployed_predictions(tiny_ckpt, tin
 def test_exits_learn_the_task(tiny_ckpt, tiny_data, tmp_path):
     """On separable toy data the trained exits beat chance by a wide margin."""
     from eebert_cli.data import load_data
-    from eebert_cli.pipeline import split_outputs
+    from eebert_cli.outputs import split_outputs
 
     out = tmp_path / "a"
     attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)),

@@ -48,6 +48,9 @@ def _inference(f, tmp: Path, variant: str) -> list:
 VARIANTS = ["pytorch fp32 deployed", "pytorch fp32 early exit", "pytorch fp32 whole-batch exit"]
 
 RUNS = [
+    Run("predict_stream.py",
+        lambda f, tmp: ["--rows", 40, "--small-rows", 0, "--real-rows", 0, "--work", tmp, "--json", tmp / "r.json"],
+        ["model", "rows/s", "peak RSS MB", "tiny "], needs=("scattertext",)),
     Run("calibration_speed.py", lambda f, tmp: ["--n", 300, "--exits", 4],
         ["300 examples x 4 exits", "criterion", "seconds", "speedup", "accuracy"]
         + [f"{c:10s} {m}" for c in ("entropy", "patience", "dge", "cobee")
@@ -102,7 +105,8 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     from eebert_cli.cli import app
     from eebert_cli.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.pipeline import attach, calibrate
+    from eebert_cli.attach import attach
+    from eebert_cli.operating_point import calibrate
     from eebert_cli.train import TrainConfig
 
     root = tmp_path_factory.mktemp("bench")
@@ -124,7 +128,8 @@ def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
     from eebert_cli.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.gates import GateConfig
-    from eebert_cli.pipeline import attach, calibrate
+    from eebert_cli.attach import attach
+    from eebert_cli.operating_point import calibrate
     from eebert_cli.train import TrainConfig
 
     out = tmp_path_factory.mktemp("bench") / "gated"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from eebert_cli.calibrate import INF, Problem, bootstrap, decide, search
+from eebert_cli.calibrate import INF, Problem, decide, search
 from eebert_cli.criteria import build_criterion
 from eebert_cli.errors import EebertError
 
@@ -54,12 +54,3 @@ def test_unreachable_target_names_the_highest_reachable_speedup():
     with pytest.raises(EebertError) as e:
         search(p, build_criterion("entropy"), "target", 10.0)
     assert "4.00x" in e.value.message  # leaving at exit 0 costs 1 of 4
-
-
-def test_bootstrap_interval_contains_the_point_estimate():
-    p = synthetic()
-    thr, _ = search(p, build_criterion("entropy"), "target", 2.0)
-    o = p.outcome(thr)
-    ci = bootstrap(p, thr, 200)
-    assert ci["speedup_ci95"][0] <= o.speedup <= ci["speedup_ci95"][1]
-    assert ci["accuracy_ci95"][0] <= o.accuracy <= ci["accuracy_ci95"][1]

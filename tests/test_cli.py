@@ -145,11 +145,11 @@ def test_remote_code_stays_off_unless_asked(monkeypatch):
 
 
 def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch):
-    import eebert_cli.pipeline as pipeline
+    import eebert_cli.outputs as outputs
 
     def no_pass(*a, **k):
         raise AssertionError("the backbone ran before the criterion name was checked")
 
-    monkeypatch.setattr(pipeline, "split_outputs", no_pass)
+    monkeypatch.setattr(outputs, "split_outputs", no_pass)
     assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1.5, "--criterion", "nope"),
                           "unknown exit criterion 'nope'", "entropy")

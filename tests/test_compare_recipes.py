@@ -30,56 +30,106 @@ def test_compare_rejects_unknown_names(tmp_path):
         load_compare_recipe(bad)
 
 
-def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    rec = tmp_path / "c.toml"
-    rec.write_text(f'''version = 1
+def _recipe(path, ckpt, data, out, speedups, methods, split="test"):
+    path.write_text(f'''version = 1
 kind = "compare"
-checkpoint = "{tiny_ckpt}"
-out = "{tmp_path / 'out'}"
-speedups = [1.2, 50.0]
+checkpoint = "{ckpt}"
+out = "{out}"
+speedups = {speedups}
+split = "{split}"
 max_length = 32
 baseline = "joint"
 [data]
-spec = "{tiny_data}"
-[[methods]]
+spec = "{data}"
+''' + methods)
+    return path
+
+
+JOINT = '''[[methods]]
 name = "joint"
 [methods.attach]
 objective = "joint"
-train = {{epochs = 2}}
+train = {epochs = 2}
+'''
+
+
+def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path):
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.checkpoint import weights_sha256
+    from eebert_cli.criteria import build_criterion
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.outputs import split_outputs
+
+    before = weights_sha256(tiny_ckpt)
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2, 50.0], JOINT + '''
 [[methods]]
 name = "leebert+badge"
-criterion = "maxprob"
+criterion = "learned"
 [methods.attach]
 objective = "leebert"
-bypass = {{type = "badge", block_size = 2}}
-train = {{epochs = 2, contrastive = 0.02}}
+bypass = {type = "badge", block_size = 2}
+train = {epochs = 2, contrastive = 0.02}
 [[methods]]
 name = "gates+backbone"
 [methods.attach]
 objective = "joint"
-gates = {{type = "smartbert", epochs = 1, max_examples = 60, train_backbone = true, backbone_lr = 1e-3}}
-train = {{epochs = 2}}
+gates = {type = "smartbert", epochs = 1, max_examples = 60, train_backbone = true, backbone_lr = 1e-3}
+train = {epochs = 2}
 ''')
-    import eebert_cli.compare as compare
-
-    shared = []
-    monkeypatch.setattr(compare, "load_deployed", lambda p: shared.append(load_deployed(p)) or shared[-1])
     r, methods = load_compare_recipe(rec)
     report = run_compare(r, methods)
     assert [m["name"] for m in report["methods"]] == ["joint", "leebert+badge", "gates+backbone"]
     gated = report["methods"][2]
     assert gated["exits"]["gates"]["layers"] and gated["gates"]["history"]
     assert "SmartBERT gates (gates+backbone)" in markdown(report)
-    # training a backbone copy for one method leaves the model the other methods share untouched
-    fresh = load_deployed(tiny_ckpt).model.state_dict()
-    assert all(torch.equal(v, fresh[k]) for k, v in shared[0].model.state_dict().items())
-    report["methods"] = report["methods"][:2]
-    for m in report["methods"]:
+    assert weights_sha256(tiny_ckpt) == before  # training a backbone for one method never touches the checkpoint
+    for m in report["methods"][:2]:
         assert m["at"]["50.0"] is None  # unreachable targets are reported, not faked
         at = m["at"]["1.2"]
         assert at["validation_speedup"] >= 1.2 and 0 <= at["accuracy"] <= 1
-        assert m["oracle"]["speedup_flops"] > 1 and m["train_seconds"] >= 0
-    assert report["methods"][1]["objective_report"]["weights"]
-    assert report["summary"]["1.2"]["best"] in ("joint", "leebert+badge")
-    assert "| joint |" in markdown(report)
-    assert "effective terms" in markdown(report)  # the LeeBERT weight summary
+    # the learned criterion is scored with its trained scorer and features (not all zeros)
+    art = load_artifact(report["methods"][1]["artifact"])
+    out = split_outputs(art, load_data(DataConfig(spec=str(tiny_data))), "validation")
+    scores = build_criterion("learned", {}, art).scores(out.logits, out.features)[:, :-1]
+    assert scores.std() > 0 and (scores > 0).all()
+
+
+def test_compare_refuses_to_report_on_the_calibration_split(tiny_ckpt, tiny_data, tmp_path):
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT, split="validation")
+    with pytest.raises(EebertError, match="calibrated on"):
+        load_compare_recipe(rec)
+
+
+def test_a_compare_cell_equals_attach_calibrate_benchmark_by_hand(tiny_ckpt, tiny_data, tmp_path):
+    """Figure for figure: the compare cell is the three commands."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eebert_cli.cli import app
+
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.3], '''[[methods]]
+name = "joint"
+criterion = "pcee"
+[methods.attach]
+objective = "joint"
+train = {epochs = 2}
+''')
+    r, methods = load_compare_recipe(rec)
+    cell = run_compare(r, methods)["methods"][0]["at"]["1.3"]
+    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    art = tmp_path / "by-hand"
+    assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", art, "--objective", "joint", "--epochs", 2,
+               "--max-length", 32).exit_code == 0
+    c = run("calibrate", art, "--target-speedup", 1.3, "--criterion", "pcee", "--json")
+    assert c.exit_code == 0, c.output
+    cal = json.loads(c.stdout)
+    b = run("benchmark", art, "--timing-samples", -1, "--repeats", 0, "--json")
+    assert b.exit_code == 0, b.output
+    rep = json.loads(b.stdout)
+    assert cell["criterion_params"] == cal["criterion_params"] and cell["thresholds"] == cal["thresholds"]
+    assert cell["validation_speedup"] == cal["validation"]["speedup_flops"]
+    assert cell["validation_accuracy"] == cal["validation"]["accuracy"]
+    assert cell["accuracy"] == rep["early_exit"]["accuracy"]
+    assert cell["speedup_flops"] == rep["early_exit"]["speedup_flops"]
+    assert cell["static"] == {k: rep["static_truncation"][k] for k in ("layer", "accuracy", "speedup_flops")}

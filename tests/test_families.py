@@ -100,7 +100,7 @@ def test_attach_calibrate_benchmark_through_the_cli(checkpoints, pair_data, tmp_
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.runtime import EarlyExitModel
 
-    from eebert_cli.pipeline import split_outputs
+    from eebert_cli.outputs import split_outputs
 
     model = EarlyExitModel.from_artifact(art)
     data_ = load_data(DataConfig(spec=str(pair_data), pair_column="text2"))

@@ -19,7 +19,9 @@ from eebert_cli.exits import ExitSet, ExitSpec
 from eebert_cli.features import encode, extract
 from eebert_cli.gates import GateConfig
 from eebert_cli.gates.train import hard_weight
-from eebert_cli.pipeline import attach, calibrate, problem_for, split_outputs
+from eebert_cli.attach import attach
+from eebert_cli.operating_point import calibrate
+from eebert_cli.outputs import problem_for, split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
@@ -104,7 +106,7 @@ def test_gated_attach_calibrates_and_runs_as_simulated(tiny_ckpt, tiny_data, tmp
     art = load_artifact(tmp_path / "a")
     assert art.original is None and art.changes_path and not (tmp_path / "a" / BACKBONE_WEIGHTS).exists()
     data = load_data(data_cfg)
-    cal = calibrate(art, data, CalibrationConfig(target_speedup=1.3))
+    cal = calibrate(art, data, CalibrationConfig(target_speedup=1.3)).to_dict()
     assert cal["validation"]["speedup_flops"] >= 1.3 and "gates" in cal["validation"]
     assert [g["gate_threshold"] for g in cal["gate_grid"]] == CalibrationConfig().gate_thresholds
     assert load_artifact(tmp_path / "a").exits.gates.threshold == cal["gate_threshold"]
@@ -201,9 +203,9 @@ def test_cli_gate_params_are_checked_by_name(tiny_ckpt, tiny_data, tmp_path):
 
 
 def test_an_unknown_gate_fails_before_any_backbone_work(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    import eebert_cli.pipeline as pipeline
+    import eebert_cli.attach as attach_mod
 
-    monkeypatch.setattr(pipeline, "split_features", lambda *a, **k: pytest.fail("backbone pass ran"))
+    monkeypatch.setattr(attach_mod, "split_features", lambda *a, **k: pytest.fail("backbone pass ran"))
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
                                  str(tmp_path / "a"), "--gates", "nope"])
     assert r.exit_code == 1 and "unknown skipping gate 'nope'" in r.output

@@ -9,7 +9,9 @@ from eebert_cli.calibrate import CalibrationConfig
 from eebert_cli.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.features import encode
-from eebert_cli.pipeline import attach, calibrate, split_outputs
+from eebert_cli.attach import attach
+from eebert_cli.operating_point import calibrate
+from eebert_cli.outputs import split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
@@ -55,7 +57,7 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     from eebert_cli.report import CURVES_SVG, write_report
 
     out, data = calibrated
-    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50))
+    cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50)).to_dict()
     lo, hi = cal["validation"]["speedup_ci95"]
     assert lo <= cal["validation"]["speedup_flops"] <= hi and len(cal["validation"]["accuracy_ci95"]) == 2
     assert any("80 examples" in w for w in cal["warnings"])  # 80 validation rows: far from +/-2 points
@@ -147,3 +149,21 @@ def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     one = model.predict(data.split("test").texts[:8], batch_size=1)
     many = model.predict(data.split("test").texts[:8], batch_size=4)
     assert [(p.label, p.exit_layer) for p in one] == [(p.label, p.exit_layer) for p in many]
+    # the reference stays the shipped fp32 model; the int8 deployed model is a row of its own
+    ref_kinds = {type(m).__module__ for m in model.artifact.reference.model.modules()}
+    assert not any("quantized" in k for k in ref_kinds)
+    from eebert_cli.benchmark import run_benchmark
+    from eebert_cli.config import BenchmarkConfig
+    from eebert_cli.outputs import split_outputs
+
+    report = run_benchmark(model, data, BenchmarkConfig(timing_samples=-1, repeats=0))
+    out_t = split_outputs(model.artifact, data, "test")
+    fp32 = EarlyExitModel.from_artifact(out).artifact.deployed.model  # the unquantized checkpoint
+    from eebert_cli.features import encode, extract
+    from eebert_cli.backbones import adapter_for
+
+    enc = encode(model.artifact.deployed.tokenizer, data.split("test"), model.artifact.config["max_length"])
+    shipped = extract(adapter_for(fp32), enc, [], set(), needs={}).teacher.argmax(-1)
+    assert torch.equal(out_t.deployed_pred, shipped)
+    assert report["deployed"]["accuracy"] == (shipped == out_t.labels).double().mean().item()
+    assert "deployed_int8" in report and report["quantize"] == "int8"

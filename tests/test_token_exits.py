@@ -15,7 +15,8 @@ from eebert_cli.exits import EXITS, ExitSet, ExitSpec, Tokens
 from eebert_cli.exits.leco import CANDIDATES
 from eebert_cli.exits.tokens import ClsAttention
 from eebert_cli.features import all_exit_logits, encode, extract
-from eebert_cli.pipeline import attach, split_outputs
+from eebert_cli.attach import attach
+from eebert_cli.outputs import split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 

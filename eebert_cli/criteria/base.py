@@ -12,7 +12,7 @@ exit, which has nothing to compare with); NaN never satisfies ``<=``, so such
 an exit never fires whatever its threshold. Criteria that read more than logits
 (a learned exit scorer) set ``needs_features`` and receive the exit's reduced
 hidden states, the same tensor its exit head reads; trained criteria load their
-weights from the artifact in :meth:`bind`.
+weights from the artifact in :meth:`bind`, after :meth:`fit` trained them at attach.
 """
 
 from __future__ import annotations
@@ -45,6 +45,20 @@ class Criterion:
 
     def init_state(self, batch: int, device: torch.device | None = None) -> State:
         return {}
+
+    @classmethod
+    def fit(cls, exits, features, targets: torch.Tensor, rows: torch.Tensor, reduction: str):
+        """Train what this criterion learns at attach, right after the exits (nothing by default).
+
+        ``features`` (a :class:`~eebert_cli.features.Features`) holds ``reduction`` at every exit
+        layer; ``rows`` are the examples the exits did not train on. Returns None, or
+        (tensors to save as ``trained_file`` in the artifact, a JSON-able report) that
+        :meth:`bind` reads back.
+        """
+        return None
+
+    #: artifact file holding what :meth:`fit` trained (criteria that train something)
+    trained_file: ClassVar[str | None] = None
 
     def bind(self, artifact) -> None:
         """Load whatever a trained criterion keeps in the artifact (nothing by default)."""
@@ -93,6 +107,24 @@ class Criterion:
 
 
 CRITERIA: Registry[type[Criterion]] = Registry("exit criterion")
+
+#: artifact config key recording each fitted criterion: name -> {"file": ..., report}
+FITTED_KEY = "criteria_fitted"
+
+
+def feature_reduction(exit_type: str | None) -> str:
+    """The pooled reduction feature-reading criteria read: the exits' own when pooled ([CLS] or mean), else mean."""
+    from ..exits import EXITS
+
+    if exit_type and exit_type in EXITS and EXITS.get(exit_type).reduction in ("cls", "mean"):
+        return EXITS.get(exit_type).reduction
+    return "mean"
+
+
+def fitted_record(artifact, name: str) -> dict | None:
+    """What attach recorded about criterion ``name``'s fit (older artifacts: the ``learned_exit`` key)."""
+    rec = (artifact.config.get(FITTED_KEY) or {}).get(name)
+    return rec if rec is not None or name != "learned" else artifact.config.get("learned_exit")
 
 
 def build_criterion(name: str, params: dict[str, Any] | None = None, artifact=None) -> Criterion:

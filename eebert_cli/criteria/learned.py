@@ -3,9 +3,10 @@
 One ``Linear(H, 1)`` + sigmoid, shared by all exits (BERxiT's LTE module), reads
 the same reduced hidden states as the exit head and is regressed (binary
 cross-entropy) on whether that exit's prediction is correct. It is trained at
-``eebert attach`` right after the exits, on the training rows held out from exit
-training (their correctness is what unseen data looks like), and saved in the
-artifact as ``learned_exit.safetensors`` (declared in ``eebert_config.json``).
+``eebert attach`` right after the exits, through the criterion hook :meth:`Learned.fit`,
+on the training rows held out from exit training (their correctness is what unseen
+data looks like), and saved in the artifact as ``learned_exit.safetensors``
+(declared in ``eebert_config.json``).
 Score = 1 - predicted probability of being correct.
 """
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import EebertError
-from .base import CRITERIA, Criterion
+from .base import CRITERIA, Criterion, fitted_record
 
 LEARNED_FILE = "learned_exit.safetensors"
 
@@ -60,14 +61,28 @@ def fit_learn_to_exit(features: torch.Tensor, correct: torch.Tensor, steps: int 
 @CRITERIA.register("learned")
 class Learned(Criterion):
     needs_features = True
+    trained_file = LEARNED_FILE
 
     def __init__(self):
         self.module: LearnToExit | None = None
 
+    @classmethod
+    def fit(cls, exits, features, targets, rows, reduction):
+        """Fit the scorer on ``rows`` (all rows if none were held out from exit training)."""
+        if len(rows) == 0:
+            rows = torch.arange(len(targets))
+        x = torch.stack([features.for_layer(reduction, layer)[rows] for layer in exits.layers], 1)
+        exits.eval()
+        with torch.no_grad():
+            pred = torch.stack(exits(features.getter(rows)), 1).argmax(-1)
+        module, report = fit_learn_to_exit(x, pred == targets[rows, None])
+        return module.state_dict(), {"trained_on": "rows held out from exit training", "reduction": reduction,
+                                     **report}
+
     def bind(self, artifact) -> None:
         from safetensors.torch import load_file
 
-        info = artifact.config.get("learned_exit")
+        info = fitted_record(artifact, self.registry_name)
         if not info:
             raise EebertError(f"{artifact.path} has no learned exit scorer (attached by an older eebert)",
                               "re-run `eebert attach` to train it, or choose another --criterion")
@@ -83,12 +98,3 @@ class Learned(Criterion):
             raise EebertError("criterion 'learned' has no trained scorer", "load it from an artifact (bind)")
         with torch.no_grad():
             return 1.0 - self.module(features), state
-
-
-def learned_reduction(exit_type: str | None) -> str:
-    """The pooled reduction the scorer reads: the exits' own when it is pooled ([CLS] or mean), else the mean."""
-    from ..exits import EXITS
-
-    if exit_type and exit_type in EXITS and EXITS.get(exit_type).reduction in ("cls", "mean"):
-        return EXITS.get(exit_type).reduction
-    return "mean"

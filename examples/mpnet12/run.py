@@ -1,9 +1,9 @@
 """Run the MPNet-12 case: attach once, then calibrate and benchmark at 1.5x, 2x and 3x.
 
 The backbone passes over validation and test are made once and shared by the
-three operating points (the same cached outputs `eebert calibrate` and
-`eebert benchmark` would compute each time), so the sweep costs one pass per
-split on a slow CPU. Each point's report is saved as report-<X>x.json/.md in the
+three operating points through the on-disk outputs cache (`eebert_cli.outputs.
+OutputsCache`, in ARTIFACT/outputs-cache, keyed by exit weights, split contents
+and backbone hash), so the sweep costs one pass per split on a slow CPU. Each point's report is saved as report-<X>x.json/.md in the
 artifact; a summary table goes to results.md.
 
     python examples/mpnet12/run.py recipes/mpnet12-r8.toml
@@ -16,9 +16,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import eebert_cli.benchmark as bm
-import eebert_cli.pipeline as pl
 from eebert_cli.artifact import load_artifact, write_json, write_text
+from eebert_cli.attach import attach
+from eebert_cli.benchmark import run_benchmark
+from eebert_cli.operating_point import calibrate
+from eebert_cli.outputs import OutputsCache
 from eebert_cli.data import load_data
 from eebert_cli.recipe import load_recipe
 from eebert_cli.report import markdown
@@ -37,26 +39,18 @@ def main() -> None:
     data = load_data(r.data)
     if not args.skip_attach:
         ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-        print(json.dumps(pl.attach(r.checkpoint, r.data, r.attach, r.artifact, ui), indent=2))
+        print(json.dumps(attach(r.checkpoint, r.data, r.attach, r.artifact, ui), indent=2))
 
-    memo: dict = {}
-    original = pl.split_outputs
-
-    def cached(artifact, data_, split, batch_size=64, ui=ui):
-        if split not in memo:
-            memo[split] = original(artifact, data_, split, batch_size, ui)
-        return memo[split]
-
-    pl.split_outputs = bm.split_outputs = cached
+    cache = OutputsCache(Path(r.artifact) / "outputs-cache")
     rows = []
     targets = [float(t) for t in args.targets.split(",")]
     for t in targets:
         art = load_artifact(r.artifact)
-        cal = pl.calibrate(art, data, replace(r.calibrate, target_speedup=t, max_drop=None), ui)
+        cal = calibrate(art, data, replace(r.calibrate, target_speedup=t, max_drop=None), ui, cache=cache).to_dict()
         # batch-1 wall clock only at 2.0x (it re-runs the model example by example)
         bcfg = r.benchmark if t == 2.0 else replace(r.benchmark, timing_samples=-1, repeats=0)
         model = EarlyExitModel.from_artifact(r.artifact)
-        rep = bm.run_benchmark(model, data, bcfg, ui)
+        rep = run_benchmark(model, data, bcfg, ui, cache=cache)
         folder = Path(r.artifact)
         write_json(folder / f"report-{t}x.json", rep)
         write_text(folder / f"report-{t}x.md", markdown(rep))

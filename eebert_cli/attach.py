@@ -1,0 +1,227 @@
+"""`eebert attach`: train exits (and gates, and trained criteria) on a frozen deployed checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from . import artifact as art
+from .checkpoint import Deployed, load_deployed
+from .config import AttachConfig, to_dict
+from .criteria import CRITERIA, FITTED_KEY, feature_reduction
+from .data import DataConfig, TaskData, load_data
+from .errors import EebertError
+from .exits import EXITS, ExitSet, ExitSpec
+from .features import Encoded, Features, encode, extract
+from .metrics import REGRESSION, task_of
+from .objectives import build_objective
+from .outputs import gold_labels
+from .train import train_exits
+from .ui import SILENT, UI
+
+
+def exit_layers(cfg: AttachConfig, num_layers: int) -> list[int]:
+    layers = sorted(set(cfg.layers)) if cfg.layers else list(range(1, num_layers))
+    bad = [l for l in layers if not 1 <= l < num_layers]
+    if bad:
+        raise EebertError(f"no layer {bad[0]} to attach an exit after (the model has {num_layers} layers; "
+                          f"layer {num_layers} is the deployed head's)", f"choose layers from 1 to {num_layers - 1}")
+    return layers
+
+
+def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str | None,
+                   max_length: int, batch_size: int, ui: UI, needs: dict[int, set[str]] | None = None) -> Features:
+    s = data.split(split)
+    enc = encode(deployed.tokenizer, s, max_length)
+    with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
+        return extract(deployed.adapter, enc, layers, {reduction} if reduction else set(), batch_size, advance,
+                       needs)
+
+
+def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
+    """Layer -> reductions the training features must hold for these exits (and bypasses)."""
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:  # the search reads token states
+        from .exits.leco import CANDIDATES
+
+        names = cfg.exit_params.get("candidates") or CANDIDATES
+        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
+        for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
+            needs.setdefault(l, set()).update(kinds)
+        return needs
+    return ExitSet(ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass)), dims).needs()
+
+
+def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg: AttachConfig,
+                 layers: list[int], ui: UI = SILENT, objective_name: str | None = None):
+    """Search (LECO) if asked, build the exits and train them on cached features."""
+    dims = deployed.adapter.dims
+    objective = build_objective(objective_name or cfg.objective, cfg.objective_params)
+    search_report = None
+    if cfg.exits == "leco" and "choices" not in cfg.exit_params:
+        from .leco import search as leco_search
+
+        epochs = int(cfg.exit_params.get("search_epochs", 3))
+        torch.manual_seed(cfg.train.seed)
+        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
+            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
+        cand = cfg.exit_params.get("candidate_params")
+        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
+                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
+    else:
+        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
+    torch.manual_seed(cfg.train.seed)
+    exits = ExitSet(spec, dims)
+    exits.init_from(deployed.adapter)
+    with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
+        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
+        advance(cfg.train.epochs - len(summary["history"]))  # stopped early: the bar still completes
+    summary["objective_module"] = objective  # the gate stage goes on with the same (bound) objective
+    return spec, exits, summary, search_report
+
+
+def check_gates(cfg: AttachConfig, task: str) -> None:
+    g = cfg.gates
+    from .gates import GATES
+
+    GATES.get(g.type)
+    if task == REGRESSION:
+        raise EebertError("skipping gates support classifiers only", "drop the gates for this regression model")
+    if not 0.0 <= g.skip_target <= 1.0:
+        raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
+    if g.epochs < 1 or g.warmup_epochs < 0:
+        raise EebertError("gate epochs must be >= 1 and warmup_epochs >= 0", "for example epochs = 3, warmup_epochs = 1")
+
+
+def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: ExitSpec, exits: ExitSet,
+                 objective, feats: Features, targets: torch.Tensor, ui: UI) -> tuple[dict, tuple]:
+    """SmartBERT stage two: add gates to trained exits and fit them with the backbone in the loop.
+
+    Returns the gate report and (encoded held-out examples, their targets) for fitting
+    trained criteria on gated features.
+    """
+    from .gates import build_gates
+    from .gates.train import train_gates
+
+    g = cfg.gates
+    spec.gates = g.spec(deployed.adapter.dims.num_layers)
+    exits.gates = build_gates(spec.gates, deployed.adapter.dims)
+    enc = encode(deployed.tokenizer, data.split("train"), cfg.max_length)
+    with ui.progress(f"training {len(spec.gates['layers'])} skipping gates"
+                     + (" and the backbone" if g.train_backbone else ""), g.epochs) as advance:
+        report = train_gates(deployed.adapter, exits, objective, enc, targets, feats.teacher, g, cfg.train.seed,
+                             lambda e: advance(1))
+    hold = report.pop("heldout_rows")
+    return {"config": to_dict(g), **report}, (enc.subset(hold.tolist()), targets[hold])
+
+
+def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
+    deployed = load_deployed(checkpoint)
+    data = load_data(data_cfg)
+    labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
+    for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
+        if split != "train" and data.splits[split].labels is not None:
+            gold_labels(deployed, data, split)
+    dims = deployed.adapter.dims
+    layers = exit_layers(cfg, dims.num_layers)
+    task = task_of(deployed.model.config)
+    if cfg.gates.type:  # bad gate settings fail now, not after the backbone pass
+        check_gates(cfg, task)
+    needs = features_needed(cfg, layers, dims)
+    for layer in layers:  # what feature-reading criteria read (see Criterion.fit)
+        needs.setdefault(layer, set()).add(feature_reduction(cfg.exits))
+    before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
+
+    t0 = time.perf_counter()
+    feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
+    t_features = time.perf_counter() - t0
+    deployed_targets = feats.teacher[:, 0] if task == REGRESSION else feats.teacher.argmax(-1)
+    targets = labels if labels is not None else deployed_targets
+    objective_name = cfg.objective
+    if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
+        objective_name = "mse-distil"
+    spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
+    gate_report = None
+    if cfg.gates.type:
+        gate_report, (held_enc, held_targets) = attach_gates(deployed, data, cfg, spec, exits,
+                                                             summary["objective_module"], feats, targets, ui)
+    extra_files, fitted = {}, {}
+    if task != REGRESSION:
+        fitted = fit_criteria(deployed, exits, feats, targets, summary["holdout_rows"],
+                              None if gate_report is None else (held_enc, held_targets), cfg.batch_size)
+        extra_files = {rec.pop("tensors_file"): rec.pop("tensors") for rec in fitted.values()}
+    t_train = time.perf_counter() - t0 - t_features
+    changed = [k for k, v in deployed.model.state_dict().items() if not torch.equal(v, before[k])]
+    trained_backbone = bool(cfg.gates.type and cfg.gates.train_backbone)
+    if changed and not trained_backbone:  # frozen by construction; this guards against regressions
+        raise RuntimeError(f"backbone tensors changed during training: {changed[:3]}")
+    if trained_backbone:  # the artifact carries the changed backbone, and says so
+        extra_files[art.BACKBONE_WEIGHTS] = deployed.model.state_dict()
+
+    extra = {
+        # a hub dataset id is pinned to the commit it resolved to, so later commands read the same rows
+        "data": {**to_dict(data_cfg), **({"revision": data.source["revision"]} if data.source else {})},
+        "objective": {"name": objective_name, "params": dict(cfg.objective_params)},
+        "task": task,
+        "targets": "labels" if labels is not None else "deployed-predictions",
+        "training": {**to_dict(cfg.train), "examples": len(targets), "best_epoch": summary["best_epoch"],
+                     "heldout_loss": summary["heldout_loss"], "feature_seconds": round(t_features, 2),
+                     "train_seconds": round(t_train, 2), "objective_report": summary["objective"]},
+    }
+    if fitted:
+        extra[FITTED_KEY] = fitted
+    if search_report is not None:
+        extra["leco_search"] = search_report
+    if exits.bypass is not None:
+        extra["bypass"] = bypass_summary(exits, dims)
+    if gate_report is not None:
+        extra["gates"] = gate_report
+    config = art.make_config(deployed, spec, cfg.max_length, extra)
+    art.save_artifact(Path(out), config, exits, extra_files)
+    return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
+            "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
+            "gates": gate_report, "backbone_trained": trained_backbone,
+            "examples": len(targets), **{k: extra["training"][k] for k in
+                                          ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
+
+
+def bypass_summary(exits: ExitSet, dims) -> dict:
+    """Bypass overhead, per exit and relative to one encoder layer (at 128 tokens)."""
+    from .cost import layer_costs
+
+    seq = torch.tensor([128.0], dtype=torch.float64)
+    per_layer = float(layer_costs(dims, seq).mean())
+    bp = exits.bypass
+    return {"type": "badge", "block_size": bp.block_size, "width": bp.width, "source": bp.source,
+            "blocks": len(bp.blocks), "params_per_block": bp.per_block_params(),
+            "flops_per_exit_at_128_tokens": float(bp.flops(exits.layers[0], seq)),
+            "overhead_per_layer": float(bp.flops(exits.layers[0], seq)) / per_layer}
+
+
+def fit_criteria(deployed: Deployed, exits: ExitSet, feats: Features, targets: torch.Tensor,
+                 holdout: torch.Tensor, gated: tuple[Encoded, torch.Tensor] | None, batch_size: int) -> dict:
+    """Run every classification criterion's :meth:`~eebert_cli.criteria.Criterion.fit` hook.
+
+    Trained criteria learn from rows the exits did not train on; with gates, from
+    the gated pass over the gate stage's held-out rows (what inference reads).
+    Returns name -> {"file", report..., "tensors_file", "tensors"} for those that trained.
+    """
+    fr = feature_reduction(exits.spec.type)
+    if gated is not None:
+        enc, targets = gated
+        needs = exits.needs()
+        for layer in exits.layers:
+            needs.setdefault(layer, set()).add(fr)
+        feats = extract(deployed.adapter, enc, exits.layers, set(), batch_size, None, needs, exits.gates)
+        holdout = torch.arange(len(targets))
+    out = {}
+    for name in CRITERIA.names():
+        cls = CRITERIA.get(name)
+        if "classification" not in getattr(cls, "tasks", ("classification",)):
+            continue
+        got = cls.fit(exits, feats, targets, holdout, fr)
+        if got is not None:
+            tensors, report = got
+            out[name] = {"file": cls.trained_file, **report, "tensors_file": cls.trained_file, "tensors": tensors}
+    return out

@@ -1,0 +1,311 @@
+"""Choose the operating point: criterion parameter grid x gate threshold x thresholds, one rule.
+
+`choose_operating_point` is the one place that decides: every (criterion
+parameters, gate threshold) pair gets its best thresholds from
+:func:`~eebert_cli.calibrate.search`, then :func:`pick` keeps one pair:
+
+- ``target_speedup``: the best validation accuracy among the pairs reaching the
+  target; pairs within noise of it (:func:`~eebert_cli.calibrate.noise_tolerance`,
+  the near-equal rule) count as equal; among equals, gates off first (no gate
+  cost, no host sync), then the slowest (nearest the target).
+- ``max_drop`` D: the fastest pair whose accuracy keeps a *lower confidence
+  bound* on the drop within D (see :func:`drop_margin`); ties: more accurate,
+  then gates off.
+
+`calibrate` (the `eebert calibrate` step) runs it on the validation split's
+outputs and writes a :class:`~eebert_cli.calibration.Calibration`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .artifact import Artifact
+from .calibrate import INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance, search
+from .calibration import Calibration
+from .criteria import CRITERIA, Criterion, build_criterion
+from .data import TaskData
+from .errors import EebertError
+from .metrics import CLASSIFICATION, REGRESSION, all_metrics, choose
+from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
+from .runtime import thresholds_to_json
+from .ui import SILENT, UI
+
+
+@dataclass
+class Candidate:
+    """The best thresholds of one (criterion parameters, gate threshold) pair on validation."""
+
+    gate_threshold: float | None
+    criterion: Criterion
+    problem: Problem
+    thresholds: torch.Tensor
+    curve: list[dict]
+    outcome: Outcome
+    outputs: SplitOutputs
+    margin: float = 0.0
+
+    @property
+    def gates_on(self) -> bool:
+        return self.gate_threshold is not None and self.gate_threshold < 1.0
+
+
+def pick(cands: list[Candidate], mode: str, tolerance: float) -> Candidate:
+    """One candidate by the search's own rules (module docstring); gates off wins ties."""
+    point = lambda c: (c.outcome.accuracy, c.outcome.speedup)  # noqa: E731
+    if mode == "target":
+        goal = near_equal(max(c.outcome.accuracy for c in cands), tolerance)
+    else:
+        goal = Goal(maximise="speedup")
+    chosen = None
+    for c in sorted(cands, key=lambda c: c.gates_on):  # gates off first: a strict improvement is needed to leave it
+        if goal.better(point(c), None if chosen is None else point(chosen)):
+            chosen = c
+    if mode == "target":  # near-equal points with gates off beat gated ones (no gate cost, no host sync)
+        off = [c for c in cands if not c.gates_on and goal.feasible(*point(c))]
+        if off and chosen.gates_on:
+            chosen = pick(off, mode, tolerance)
+    return chosen
+
+
+def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
+    """Accuracy margin (0-1) so the drop on a fresh split of the same size stays within D with ``confidence``.
+
+    z x SE of the paired per-example difference (early exit right - deployed right)
+    on validation, times sqrt(2): the difference measured on validation and the one
+    on an unseen split of the same size are both noisy (a prediction interval).
+    """
+    right = problem.correct.gather(1, outcome.exits[:, None]).squeeze(1)
+    diff = right - ref_correct.double()
+    n = len(diff)
+    if n < 2:
+        return 0.0
+    z = statistics.NormalDist().inv_cdf(confidence)
+    return z * diff.std().item() / math.sqrt(n) * math.sqrt(2.0)
+
+
+def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, ref_correct: torch.Tensor,
+                       max_drop: float, cfg: CalibrationConfig) -> tuple[torch.Tensor, list, float]:
+    """``max_drop`` search on a lower confidence bound: raise the margin until the chosen point keeps it.
+
+    When no point with exits firing keeps it, every exit is set to "never": the
+    deployed head answers every example (no drop, no speedup).
+    """
+    margin, curve = 0.0, []
+    for _ in range(20):
+        try:
+            thr, curve = search(problem, criterion, "drop", ref_acc - max_drop / 100.0 + margin, cfg.per_layer)
+        except EebertError:
+            break
+        need = drop_margin(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
+        if need <= margin + 1e-12:
+            return thr, curve, margin
+        margin = need
+    return torch.full((problem.scores.shape[1],), -INF, dtype=torch.float64), curve, margin
+
+
+def grid_points(name: str, cfg: CalibrationConfig, criterion_params: dict | None) -> list[dict]:
+    """Parameter sets to try: the user's, completed by the criterion's grid for the ones left unset."""
+    params = {**cfg.criterion_params, **(criterion_params or {})}
+    grid = {k: v for k, v in CRITERIA.get(name).grid.items() if k not in params}
+    return [{**params, **dict(zip(grid, vals))} for vals in itertools.product(*grid.values())]
+
+
+def criterion_name_for(task: str, name: str) -> str:
+    if task == REGRESSION and name == "entropy":  # the classification default
+        return "patience-regression"
+    return name
+
+
+def skip_stats(skipped: torch.Tensor, exit_layer: torch.Tensor, gated: list[int]) -> dict:
+    """What the gates did before each example's exit: share of gated layers skipped, layers run."""
+    reached = torch.arange(1, skipped.shape[1] + 1)[None, :] <= exit_layer[:, None]   # [N, L]
+    is_gated = torch.zeros(skipped.shape[1], dtype=torch.bool)
+    is_gated[torch.tensor(gated) - 1] = True
+    gated_reached = (reached & is_gated).sum().item()
+    skips = (skipped & reached).sum().item()
+    return {"skip_rate": skips / gated_reached if gated_reached else 0.0,
+            "average_layers_skipped": skips / len(exit_layer),
+            "average_layers_run": (reached & ~skipped).sum().item() / len(exit_layer)}
+
+
+def check_config(cfg: CalibrationConfig) -> None:
+    """Bad settings fail before any backbone work."""
+    if (cfg.target_speedup is None) == (cfg.max_drop is None):
+        raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
+    if cfg.target_speedup is not None and cfg.target_speedup <= 1.0:
+        raise EebertError(f"target speedup must be above 1.0, got {cfg.target_speedup}", "for example --target-speedup 2.0")
+    if cfg.max_drop is not None and cfg.max_drop < 0:
+        raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
+    if not 0.5 <= cfg.drop_confidence < 1.0:
+        raise EebertError(f"drop confidence must be within [0.5, 1), got {cfg.drop_confidence}", "for example 0.9")
+    CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+
+
+def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], gate_thresholds: list[float | None],
+                           cfg: CalibrationConfig, criterion_params: dict | None = None,
+                           artifact: Artifact | None = None) -> tuple[SplitOutputs, Calibration]:
+    """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring)."""
+    from .regression import check_criterion, max_drop_goal, tolerance as regression_tolerance
+
+    t0 = time.perf_counter()
+    cands, failure, ref = [], None, None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
+    try:
+        for gt in gate_thresholds:
+            outputs = outputs_at(gt)
+            name = criterion_name_for(outputs.task, cfg.criterion)
+            regression = outputs.task == REGRESSION
+            for params in grid_points(name, cfg, criterion_params):
+                criterion = build_criterion(name, params, artifact)
+                check_criterion(criterion, outputs.task)
+                problem = problem_for(outputs, criterion)
+                if ref is None:  # the shipped model's score on validation; the same for every candidate
+                    ref_correct = problem.correct[:, -1] if outputs.deployed_logits is None and not regression \
+                        else (outputs.deployed_pred == outputs.reference).double()
+                    ref_acc = problem.correct[:, -1].mean().item() if regression else ref_correct.mean().item()
+                    tol = (regression_tolerance(problem) if regression else None) if cfg.tolerance is None \
+                        else cfg.tolerance
+                    ref = ref_acc
+                margin = 0.0
+                try:
+                    if cfg.target_speedup is not None:
+                        thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
+                    elif regression:  # MSE budget (see regression.py); no margin
+                        thr, curve = search(problem, criterion, "drop", max_drop_goal(ref_acc, cfg.max_drop),
+                                            cfg.per_layer)
+                    else:
+                        thr, curve, margin = search_with_margin(problem, criterion, ref_acc, ref_correct,
+                                                                cfg.max_drop, cfg)
+                except EebertError as e:
+                    failure = e
+                    continue
+                cands.append(Candidate(gt, criterion, problem, thr, curve, problem.outcome(thr), outputs, margin))
+    finally:
+        torch.set_num_threads(threads)
+    if not cands:
+        raise failure
+    mode = "target" if cfg.target_speedup is not None else "drop"
+    n = cands[0].outputs.logits.shape[0]
+    best = max(c.outcome.accuracy for c in cands)
+    c = pick(cands, mode, noise_tolerance(best, n) if tol is None else tol)
+    cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0)
+    return c.outputs, cal
+
+
+def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc: float,
+           artifact: Artifact | None, seconds: float) -> Calibration:
+    """The Calibration of the picked candidate: its validation estimate, intervals and the grid tried."""
+    outputs, chosen = c.outputs, c.outcome
+    regression = outputs.task == REGRESSION
+    n = outputs.logits.shape[0]
+    ci = bootstrap(c.problem, c.thresholds, cfg.bootstrap)
+    warnings = []
+    half = (ci["accuracy_ci95"][1] - ci["accuracy_ci95"][0]) / 2
+    if 100 * half > cfg.precision and not regression:
+        warnings.append(f"validation split has {n} examples: accuracy is only known to about "
+                        f"±{100 * half:.1f} points; use more validation data for tighter figures")
+    metric = "accuracy" if outputs.labels is not None else "agreement"
+    col = outputs.logits[..., 0] if regression else outputs.logits.argmax(-1)
+    chosen_pred = col.gather(1, chosen.exits[:, None]).squeeze(1)
+    # metrics that are not sums over examples (macro-F1, Pearson, ...) are evaluated exactly here
+    task_metrics = all_metrics(outputs.task, chosen_pred, outputs.labels)
+    task_metrics.update({f"deployed_{k}": v for k, v in
+                         all_metrics(outputs.task, outputs.deployed_pred, outputs.labels).items()})
+    validation = {
+        "examples": n, "speedup_flops": chosen.speedup, metric: chosen.accuracy, f"deployed_{metric}": ref_acc,
+        "agreement": (outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
+                      == outputs.deployed_pred).double().mean().item(),
+        "speedup_ci95": ci["speedup_ci95"], f"{metric}_ci95": ci["accuracy_ci95"], "metrics": task_metrics,
+    }
+    exit_layers = (artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]) if artifact else []
+    if outputs.skipped is not None and artifact is not None:
+        validation["gates"] = skip_stats(outputs.skipped, torch.tensor(exit_layers)[chosen.exits],
+                                         artifact.exits.gates.layers)
+    margin = None
+    if cfg.max_drop is not None and not regression and bool((c.thresholds == -INF).all()):
+        warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
+                        "confidence on this validation split: every exit is off (the deployed head answers); "
+                        "allow a larger --max-drop or use more validation data")
+    if cfg.max_drop is not None and not regression:
+        margin = {"method": "z*SE of the paired per-example accuracy difference x sqrt(2) (prediction for an "
+                            "unseen split of the validation's size)", "confidence": cfg.drop_confidence,
+                  "points": 100 * c.margin,
+                  "constraint": f"validation accuracy >= deployed - {cfg.max_drop} points + margin"}
+    cal = Calibration(
+        criterion=c.criterion.registry_name, criterion_params=c.criterion.params(),
+        mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
+        target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer=cfg.per_layer,
+        thresholds=thresholds_to_json(c.thresholds.tolist()), metric=metric, task=outputs.task,
+        exit_layers=exit_layers, gate_threshold=c.gate_threshold, validation=validation, margin=margin,
+        search_seconds=round(seconds, 3), warnings=warnings,
+        curve=[{**p, "threshold": thresholds_to_json([p["threshold"]])[0]} for p in c.curve])
+    if len(cands) > 1:
+        cal.grid = [{"params": t.criterion.params(), "gate_threshold": t.gate_threshold,
+                     "speedup_flops": t.outcome.speedup, metric: t.outcome.accuracy} for t in cands]
+    gated = [t for t in cands if t.gate_threshold is not None]
+    if gated:
+        per_gate = {}
+        for t in gated:  # the best point per gate threshold, by the same rule
+            per_gate.setdefault(t.gate_threshold, []).append(t)
+        cal.gate_grid = []
+        for gt, ts in per_gate.items():
+            b = pick(ts, "target" if cfg.target_speedup is not None else "drop", 0.0)
+            stats = skip_stats(b.outputs.skipped, torch.tensor(exit_layers)[b.outcome.exits],
+                               artifact.exits.gates.layers) if artifact is not None else {}
+            cal.gate_grid.append({"gate_threshold": gt, "speedup_flops": b.outcome.speedup,
+                                  metric: b.outcome.accuracy, "skip_rate": stats.get("skip_rate")})
+    if regression:
+        from .regression import relabel_calibration
+
+        cal = relabel_calibration(cal, metric, chosen_pred, outputs, c.problem)
+    return cal
+
+
+def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
+              criterion_params: dict | None = None, cache: OutputsCache | None = None,
+              metric: str | None = None) -> Calibration:
+    """`eebert calibrate`: choose the operating point on validation and write calibration.json."""
+    from .curves import criteria_for_curves, split_curves
+
+    check_config(cfg)
+    gates = artifact.exits.gates
+    if gates is not None and not cfg.gate_thresholds:
+        raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
+    shipped = None
+
+    def outputs_at(gt: float | None) -> SplitOutputs:
+        nonlocal shipped
+        if gt is not None:
+            try:
+                gates.threshold = gt
+            except ValueError as e:
+                raise EebertError(str(e), "gate thresholds are skip probabilities, e.g. [0.5, 0.75, 0.9, 1.0]") from None
+        o = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=shipped, cache=cache)
+        shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
+        return o
+
+    outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
+                                          cfg, criterion_params, artifact)
+    if gates is not None:
+        gates.threshold = cal.gate_threshold
+    cal.quantize = artifact.quantize
+    cal.headline_metric = choose(cal.task, metric).replace("-", "_")
+    if outputs.task == CLASSIFICATION:
+        try:
+            crits = criteria_for_curves(cal.criterion, cal.criterion_params, artifact)
+            cal.curves = {"validation": split_curves(outputs, artifact, crits)}
+            cal.curves["validation"]["chosen"] = {"speedup": cal.validation["speedup_flops"],
+                                                  "accuracy": cal.validation[cal.metric]}
+        except EebertError:  # curves are a picture; never fail a calibration over them
+            pass
+    cal.save(artifact.path)
+    return cal

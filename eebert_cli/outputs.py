@@ -1,0 +1,195 @@
+"""The scored outputs of one split: one backbone pass, kept for calibration, benchmark, curves and compare.
+
+``split_outputs`` runs the artifact over a split once and returns every exit's
+logits, the FLOPs of leaving at each exit and what feature-reading criteria
+need. ``OutputsCache`` keeps them on disk (safetensors for the tensors, JSON for
+the rest; both written atomically, nothing pickled), keyed by what they depend
+on: the exit weights (sha256 of exits.safetensors, gate threshold, quantization),
+the split's contents (a fingerprint of its texts and labels) and the backbone's
+sha256. A changed artifact, split or backbone therefore never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import artifact as art
+from .checkpoint import Deployed
+from .cost import exit_costs, full_cost
+from .criteria import feature_reduction
+from .data import DataConfig, TaskData, map_labels
+from .errors import EebertError
+from .features import all_exit_logits, encode, extract
+from .metrics import CLASSIFICATION, REGRESSION, task_of
+from .ui import SILENT, UI
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class SplitOutputs:
+    """Everything calibration and the benchmark need from one backbone pass over a split."""
+
+    logits: torch.Tensor          #: [N, K, C], deployed head last
+    lengths: torch.Tensor         #: [N]
+    labels: torch.Tensor | None   #: gold ids, if the data has labels
+    cost: torch.Tensor            #: [N, K] FLOPs when leaving at each exit
+    full: torch.Tensor            #: [N] FLOPs of the deployed model
+    task: str = CLASSIFICATION    #: "classification" or "regression" (one output)
+    features: torch.Tensor | None = None  #: [N, K-1, H] reductions feature-reading criteria read
+    #: [N, C] the shipped fp32 model's own logits, when the last exit is not that model
+    #: (skipping gates, a trained backbone or a quantized backbone change the path to it)
+    deployed_logits: torch.Tensor | None = None
+    skipped: torch.Tensor | None = None   #: [N, L] layers the gates skipped
+
+    @property
+    def deployed_pred(self) -> torch.Tensor:
+        """The shipped model's predictions: the reference every row is compared with."""
+        last = self.logits[:, -1] if self.deployed_logits is None else self.deployed_logits
+        if self.task == REGRESSION:
+            return last[:, 0]
+        return last.argmax(-1)
+
+    @property
+    def reference(self) -> torch.Tensor:
+        """What "correct" means: gold labels, else the deployed model's predictions."""
+        return self.labels if self.labels is not None else self.deployed_pred
+
+
+def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor | None:
+    s = data.split(split)
+    if s.labels is None:
+        return None
+    if task_of(deployed.model.config) == REGRESSION:
+        from .regression import gold_values
+
+        return gold_values(s.labels, f"the {split} split of {data.name}")
+    return torch.tensor(map_labels(s.labels, deployed.label2id, len(deployed.id2label),
+                                   f"the {split} split of {data.name}"))
+
+
+def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:
+    if override is not None and override.spec:
+        return override
+    saved = artifact.config.get("data")
+    if not saved:
+        raise EebertError("no data given and the artifact records none", "pass --data")
+    return DataConfig(**saved)
+
+
+def split_fingerprint(data: TaskData, split: str) -> str:
+    """sha256 of a split's texts, pairs and labels, in order."""
+    s = data.split(split)
+    h = hashlib.sha256()
+    for part in (s.texts, s.pairs, s.labels):
+        h.update(json.dumps(part, ensure_ascii=False, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_key(artifact: art.Artifact, data: TaskData, split: str) -> dict:
+    """What a split's outputs depend on; equal keys, equal outputs."""
+    gates = artifact.exits.gates
+    return {"format": CACHE_FORMAT, "exits_sha256": art.file_sha256(artifact.path / art.WEIGHTS),
+            "backbone_sha256": artifact.deployed.sha256,
+            "reference_sha256": artifact.reference.sha256,
+            "quantize": getattr(artifact, "quantize", None),
+            "gate_threshold": None if gates is None else gates.threshold,
+            "max_length": artifact.config["max_length"],
+            "split": split, "split_sha256": split_fingerprint(data, split)}
+
+
+class OutputsCache:
+    """Split outputs on disk, one safetensors + one JSON file per key (see the module docstring)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def _name(self, key: dict) -> str:
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+    def get(self, key: dict) -> SplitOutputs | None:
+        name = self._name(key)
+        meta_f, tens_f = self.folder / f"{name}.json", self.folder / f"{name}.safetensors"
+        if not (meta_f.is_file() and tens_f.is_file()):
+            return None
+        meta = json.loads(meta_f.read_text())
+        if meta.get("key") != key:  # a hash prefix collision, or a file edited by hand
+            return None
+        tensors = load_file(tens_f)
+        return SplitOutputs(task=meta["task"], **{f.name: tensors.get(f.name) for f in fields(SplitOutputs)
+                                                   if f.name != "task"})
+
+    def put(self, key: dict, outputs: SplitOutputs) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = self._name(key)
+        tensors = {f.name: getattr(outputs, f.name).contiguous() for f in fields(SplitOutputs)
+                   if f.name != "task" and getattr(outputs, f.name) is not None}
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".safetensors")
+        os.close(fd)
+        try:  # tensors first: the JSON file is what marks an entry complete
+            save_file(tensors, tmp, metadata={"format": "pt"})
+            os.replace(tmp, self.folder / f"{name}.safetensors")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        art.write_json(self.folder / f"{name}.json", {"key": key, "task": outputs.task})
+
+
+def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int = 64,
+                  ui: UI = SILENT, deployed_logits: torch.Tensor | None = None,
+                  cache: OutputsCache | None = None) -> SplitOutputs:
+    """One pass of the artifact over ``split`` (or the cached result of one).
+
+    ``deployed_logits``: the shipped model's logits on this split, if already computed.
+    """
+    key = cache_key(artifact, data, split) if cache is not None else None
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            ui.log(f"cached outputs for {split} ({cache.folder})")
+            return hit
+    dep, exits = artifact.deployed, artifact.exits
+    fr = feature_reduction(exits.spec.type)
+    needs = exits.needs()
+    for layer in exits.layers:  # feature-reading criteria read this pooled reduction at every exit
+        needs.setdefault(layer, set()).add(fr)
+    s = data.split(split)
+    enc = encode(dep.tokenizer, s, artifact.config["max_length"])
+    gated = " with skipping gates" if exits.gates is not None else ""
+    with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
+        feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(), batch_size,
+                        advance, needs, exits.gates)
+    if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
+        with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
+            deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher
+    logits = all_exit_logits(exits, feats)
+    dims = dep.adapter.dims
+    cost = exit_costs(dims, feats.lengths, exits.layers, exits.flops, feats.skipped, exits.gates)
+    features = torch.stack([feats.for_layer(fr, layer) for layer in exits.layers], 1)
+    result = SplitOutputs(logits, feats.lengths, gold_labels(dep, data, split), cost, full_cost(dims, feats.lengths),
+                          task_of(dep.model.config), features, deployed_logits, feats.skipped)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def problem_for(outputs: SplitOutputs, criterion):
+    """The calibration :class:`~eebert_cli.calibrate.Problem` of these outputs under ``criterion``."""
+    from .calibrate import Problem
+
+    if outputs.task == REGRESSION:  # per-example -squared error, see regression.py
+        from .regression import problem
+
+        return problem(outputs, criterion)
+    scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
+    correct = outputs.logits.argmax(-1) == outputs.reference[:, None]
+    return Problem(scores, correct, outputs.cost, outputs.full)
