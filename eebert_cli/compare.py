@@ -82,8 +82,7 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
     if r.baseline and r.baseline not in names:
         raise EebertError(f"{path}: baseline {r.baseline!r} is not a method", f"methods: {', '.join(names)}")
     for m in methods:  # names are checked now, not half-way through a long run
-        if m.attach.exits != "leco":
-            EXITS.get(m.attach.exits)
+        EXITS.get(m.attach.exits)
         OBJECTIVES.get(m.attach.objective)
         CRITERIA.get(m.criterion)
         if m.attach.gates.type:

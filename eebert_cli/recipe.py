@@ -42,8 +42,7 @@ def load_recipe(path: str | Path) -> Recipe:
         if not value:
             raise EebertError(f"{path}: {what} is missing", f"set {what} in the recipe")
     # Names are checked now, not half-way through a long run.
-    if recipe.attach.exits != "leco":
-        EXITS.get(recipe.attach.exits)
+    EXITS.get(recipe.attach.exits)
     OBJECTIVES.get(recipe.attach.objective)
     CRITERIA.get(recipe.calibrate.criterion)
     cal = recipe.calibrate
