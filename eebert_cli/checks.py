@@ -93,3 +93,23 @@ def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
     choices = meta.get("choices")
     if choices and value not in choices:
         raise EebertError(f"{where}: unknown value {value!r}", closest(value, choices))
+
+
+def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
+    """Check every field of dataclass ``obj`` (recursively): type, NaN, declared range and choices.
+
+    ``where`` prefixes field names in messages: ``recipe.toml: attach.train.epochs``;
+    with ``flag_style`` a field is named as its flag (``--epochs``).
+    """
+    import dataclasses
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"--{f.name.replace('_', '-')}" if flag_style else f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{where}.{f.name}" if where else f.name, flag_style)
+            continue
+        setattr(obj, f.name, check_type(value, hints[f.name], name))
+        check_metadata(getattr(obj, f.name), f.metadata, name)
+    return obj

@@ -25,13 +25,11 @@ from .backbones import adapter_for
 from .checkpoint import load_deployed
 from .config import AttachConfig, from_dict, to_dict
 from .cost import encoder_flops, exit_costs, full_cost
-from .criteria import CRITERIA, build_criterion
+from .criteria import build_criterion
 from .data import DataConfig, load_data
 from .errors import EebertError
-from .exits import EXITS
-from .gates import GATES
 from .features import all_exit_logits, encode, extract
-from .objectives import OBJECTIVES
+from .recipe import check_components
 from .pipeline import attach_gates, bypass_summary, skip_stats, exit_layers, features_needed, gold_labels, train_method
 from .ui import SILENT, UI
 
@@ -81,13 +79,9 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
         raise EebertError(f"{path}: every method needs a distinct name", "set name = \"...\" in each [[methods]]")
     if r.baseline and r.baseline not in names:
         raise EebertError(f"{path}: baseline {r.baseline!r} is not a method", f"methods: {', '.join(names)}")
-    for m in methods:  # names are checked now, not half-way through a long run
-        EXITS.get(m.attach.exits)
-        OBJECTIVES.get(m.attach.objective)
-        CRITERIA.get(m.criterion)
-        if m.attach.gates.type:
-            GATES.get(m.attach.gates.type)
+    for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
         m.attach.max_length = r.max_length
+        check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
     if any(s <= 1.0 for s in r.speedups):
         raise EebertError(f"{path}: speedups must be above 1.0", "for example speedups = [1.5, 2.0, 3.0]")
     return r, methods
