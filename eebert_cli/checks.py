@@ -113,3 +113,20 @@ def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
         setattr(obj, f.name, check_type(value, hints[f.name], name))
         check_metadata(getattr(obj, f.name), f.metadata, name)
     return obj
+
+
+#: validation examples below which calibration refuses: thresholds and intervals from fewer are noise
+MIN_VALIDATION = 10
+#: validation examples below which calibration warns (a 95% interval of accuracy is then wider than ~±10 points)
+WARN_VALIDATION = 100
+
+
+def check_validation_size(n: int) -> str | None:
+    """Refuse fewer than :data:`MIN_VALIDATION` validation examples; a warning below :data:`WARN_VALIDATION`."""
+    if n < MIN_VALIDATION:
+        raise EebertError(f"the validation split has {n} examples; calibration needs at least {MIN_VALIDATION}",
+                          f"use more validation data (at least {WARN_VALIDATION} for figures worth reporting)")
+    if n < WARN_VALIDATION:
+        return (f"the validation split has only {n} examples (fewer than {WARN_VALIDATION}): "
+                "thresholds and intervals are rough")
+    return None

@@ -12,6 +12,7 @@ import torch
 from . import artifact as art
 from .calibrate import CalibrationConfig, Problem, bootstrap, noise_tolerance, search
 from .checkpoint import Deployed, load_deployed
+from .checks import check_validation_size
 from .config import AttachConfig, to_dict
 from .cost import exit_costs, full_cost
 from .curves import criteria_for_curves, split_curves
@@ -23,6 +24,7 @@ from .exits import EXITS, ExitSet, ExitSpec
 from .features import Features, all_exit_logits, encode, extract
 from .metrics import CLASSIFICATION, REGRESSION, all_metrics, task_of
 from .objectives import build_objective
+from .recipe import check_max_length
 from .runtime import thresholds_to_json
 from .train import train_exits
 from .ui import SILENT, UI
@@ -123,6 +125,7 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
     deployed = load_deployed(checkpoint)
+    check_max_length(cfg.max_length, deployed.model.config, "max_length")
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
@@ -305,12 +308,15 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     if cfg.max_drop is not None and cfg.max_drop < 0:
         raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+    size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
     if artifact.exits.gates is None:
         outputs = split_outputs(artifact, data, "validation", ui=ui)
         result = choose_thresholds(outputs, cfg, criterion_params, artifact)
     else:
         outputs, result = calibrate_gated(artifact, data, cfg, criterion_params, ui)
     result["exit_layers"] = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
+    if size_warning:
+        result["warnings"].append(size_warning)
     if outputs.task == CLASSIFICATION:
         try:
             result["curves"] = {"validation": split_curves(
