@@ -48,6 +48,8 @@ def command(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:  # a chosen exit status (3: expectations not met), not a failure
+            raise
         except EebertError as e:
             if debug():
                 raise

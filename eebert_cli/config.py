@@ -31,7 +31,7 @@ class AttachConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
     objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
-    max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated).", "min": 2})
+    max_length: int | None = field(default=None, metadata={"help": "Tokens kept per example (longer ones are truncated), 2 up to the checkpoint's positions; default 128, or the checkpoint's limit if smaller.", "min": 2})
     use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features.", "min": 1})
     train: TrainConfig = field(default_factory=TrainConfig)

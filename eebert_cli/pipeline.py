@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -125,7 +125,7 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
     deployed = load_deployed(checkpoint)
-    check_max_length(cfg.max_length, deployed.model.config, "max_length")
+    cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later

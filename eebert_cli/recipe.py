@@ -58,12 +58,19 @@ def max_tokens(config: Any) -> int | None:
     return n
 
 
-def check_max_length(max_length: int, config: Any, where: str = "--max-length") -> None:
-    """2 <= max_length <= what the checkpoint's positions allow."""
+#: tokens kept per example when max_length is not given (capped by the checkpoint's positions)
+DEFAULT_MAX_LENGTH = 128
+
+
+def check_max_length(max_length: int | None, config: Any, where: str = "--max-length") -> int:
+    """``max_length`` within 2..what the checkpoint's positions allow; None = the default, capped there."""
     top = max_tokens(config) if config is not None else None
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, top or DEFAULT_MAX_LENGTH)
     if max_length < 2 or (top is not None and max_length > top):
         raise EebertError(f"{where} must be within 2..{top if top else 'the model maximum'}, got {max_length}",
                           f"this checkpoint has positions for {top} tokens" if top else "every input needs [CLS] and [SEP]")
+    return max_length
 
 
 def check_components(attach: AttachConfig, criterion: str, criterion_params: dict, where: str,
