@@ -39,6 +39,9 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # an optional value: the type's own message says what is wrong
+            return check_type(value, real[0], where)
         for opt in options:
             if opt is type(None):
                 continue

@@ -149,7 +149,7 @@ def regression_case(tmp_path_factory):
 
 def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", params=None, attach_it=True):
     """Attach (unless done), calibrate, load from disk; the runtime's exits must equal the scored path's."""
-    dcfg = DataConfig(spec=str(data_dir), max_samples=100)
+    dcfg = DataConfig(spec=str(data_dir), max_samples=40)
     if attach_it:
         attach(str(ckpt), dcfg, cfg, out)
     data = load_data(dcfg)
@@ -167,7 +167,7 @@ def _task_case(component_cls, tiny_ckpt, tiny_data, regression_case):
     return regression_case if CLASSIFICATION not in component_cls.tasks else (tiny_ckpt, tiny_data)
 
 
-FAST = TrainConfig(epochs=2, lr=3e-3)
+FAST = TrainConfig(epochs=1, lr=3e-3)
 
 
 @pytest.mark.parametrize("name", EXITS.names())
@@ -199,7 +199,7 @@ def attached(tiny_ckpt, tiny_data, regression_case, tmp_path_factory):
     root = tmp_path_factory.mktemp("contract-criteria")
     out = {}
     for task, (ckpt, data) in ((CLASSIFICATION, (tiny_ckpt, tiny_data)), (REGRESSION, regression_case)):
-        attach(str(ckpt), DataConfig(spec=str(data), max_samples=100),
+        attach(str(ckpt), DataConfig(spec=str(data), max_samples=40),
                AttachConfig(layers=[1, 2, 3], train=TrainConfig(epochs=10, lr=3e-3)), root / task)
         out[task] = (ckpt, data, root / task)
     return out
