@@ -84,7 +84,7 @@ def check_range(value: Any, where: str, lo: float | None = None, hi: float | Non
             left = "(" if lo_open else "["
             right = ")" if hi_open else "]"
             span = (f"{left}{lo}, {hi}{right}" if lo is not None and hi is not None
-                    else f"{'>' if lo_open else '>='} {lo}" if lo is not None else f"{'<' if hi_open else '<='} {hi}")
+                    else f"{'above' if lo_open else '>='} {lo}" if lo is not None else f"{'below' if hi_open else '<='} {hi}")
             raise EebertError(f"{where} must be {span if ',' not in span else 'within ' + span}, got {v}",
                               hint or "fix the value")
 

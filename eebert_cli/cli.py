@@ -500,21 +500,19 @@ def list_components(as_json: bool = JSON):
 
     import inspect
 
-    def describe(reg):
+    def describe(reg, positional: int = 0):
         items = {}
         for name in reg.names():
             cls = reg.get(name)
-            sig = inspect.signature(cls.__init__)
-            params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-                      for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params", "layers")
-                      and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            params = {k: (None if p.default is inspect.Parameter.empty else p.default)
+                      for k, p in reg.declared(name, positional).items()}  # what build accepts
             # a class's own docstring first (modules holding several components), else its module's
             doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
             items[name] = {"params": params, "about": doc}
         return items
 
-    result = {"exits": describe(EXITS), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
-              "gates": describe(GATES), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
+    result = {"exits": describe(EXITS, 1), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
+              "gates": describe(GATES, 2), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
     if as_json:
         emit(result, True)
         return

@@ -114,7 +114,7 @@ CASES = [
     ("benchmark on an unknown split", ["benchmark", "{art}", "--split", "dev"], "--split: unknown value 'dev'",
      "known: test, train, validation"),
     ("calibrate --target-speedup 1.0", ["calibrate", "{art}", "--target-speedup", "1.0"],
-     "--target-speedup must be > 1.0, got 1.0", "for example 2.0"),
+     "--target-speedup must be above 1.0, got 1.0", "for example 2.0"),
     ("calibrate --max-drop nan", ["calibrate", "{art}", "--max-drop", "nan"], "--max-drop: must be a finite number", ""),
     ("criterion param out of range", ["calibrate", "{art}", "--target-speedup", "1.5", "--criterion", "pcee",
                                       "--criterion-param", "confidence=2"], "within (0.0, 1.0], got 2", ""),

@@ -83,7 +83,7 @@ def test_backbones_declare_tasks_too():
     (CRITERIA, "dge", {"patience": 0}, ">= 1"),
     (CRITERIA, "entropy", {"normalized": float("nan")}, "expected bool"),
     (OBJECTIVES, "ce-distil", {"temperature": float("nan")}, "finite"),
-    (OBJECTIVES, "distil", {"temperature": -1.0}, "> 0.0"),
+    (OBJECTIVES, "distil", {"temperature": -1.0}, "above 0.0"),
 ])
 def test_out_of_range_values_are_one_line(registry, name, params, needle):
     positional = 1 if registry is EXITS else 0
