@@ -233,3 +233,30 @@ def test_attach_flags_answer_anything_with_one_line(flags, tmp_path_factory):
         return
     one_line_error(r)
     assert not (d / "out").exists()
+
+
+OTHER_FLAGS = {
+    "calibrate": {"--target-speedup": st.floats(allow_nan=True, allow_infinity=True), "--criterion":
+                  st.sampled_from(["entropy", "pcee", "entropie", ""]), "--criterion-param":
+                  st.sampled_from(["confidence=0", "patience=0", "normalized=1", "x=y"]),
+                  "--max-samples": st.integers(-3, 3)},
+    "benchmark": {"--repeats": st.integers(-3, 3), "--timing-samples": st.integers(-3, 3),
+                  "--batch-size": st.integers(-2, 2), "--split": st.sampled_from(["test", "dev", ""]),
+                  "--engine": st.sampled_from(["pytorch", "onnx", "tensorrt"])},
+    "predict": {"--batch-size": st.integers(-2, 2), "--text-column": st.sampled_from(["text", ""])},
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), command=st.sampled_from(sorted(OTHER_FLAGS)))
+def test_calibrate_benchmark_predict_flags_answer_anything_with_one_line(data, command, tmp_path_factory):
+    """On an artifact that does not exist: whatever the flags, exit 1 and one line, never a traceback."""
+    flags = data.draw(st.dictionaries(st.sampled_from(sorted(OTHER_FLAGS[command])), st.none(), min_size=1))
+    args = [command, tmp_path_factory.mktemp("noart") / "missing"] + (["hello"] if command == "predict" else [])
+    for k in flags:
+        args += [k, str(data.draw(OTHER_FLAGS[command][k]))]
+    r = invoke(*args)
+    if r.exit_code == 2:
+        assert "Traceback" not in r.output and "Invalid value" in r.output
+        return
+    one_line_error(r)
