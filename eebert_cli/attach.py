@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from .features import Encoded, Features, encode, extract
 from .metrics import REGRESSION, task_of
 from .objectives import build_objective
 from .outputs import gold_labels
+from .recipe import check_max_length
 from .train import train_exits
 from .ui import SILENT, UI
 
@@ -42,11 +44,8 @@ def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[
 
 def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
     """Layer -> reductions the training features must hold for these exits (and bypasses)."""
-    if cfg.exits == "leco" and "choices" not in cfg.exit_params:  # the search reads token states
-        from .exits.leco import CANDIDATES
-
-        names = cfg.exit_params.get("candidates") or CANDIDATES
-        needs = {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
+    needs = EXITS.get(cfg.exits).search_needs(cfg.exit_params, layers)
+    if needs is not None:  # a search before training (LECO) reads more than the heads will
         for l, kinds in ExitSet(ExitSpec("mean-mlp", layers, {}, dict(cfg.bypass)), dims).taps().items():
             needs.setdefault(l, set()).update(kinds)
         return needs
@@ -58,19 +57,9 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     """Search (LECO) if asked, build the exits and train them on cached features."""
     dims = deployed.adapter.dims
     objective = build_objective(objective_name or cfg.objective, cfg.objective_params)
-    search_report = None
-    if cfg.exits == "leco" and "choices" not in cfg.exit_params:
-        from .leco import search as leco_search
-
-        epochs = int(cfg.exit_params.get("search_epochs", 3))
-        torch.manual_seed(cfg.train.seed)
-        with ui.progress(f"LECO search over {len(layers)} exits", epochs) as advance:
-            search_report = leco_search(feats, targets, layers, dims, cfg.exit_params, lambda e: advance(1))
-        cand = cfg.exit_params.get("candidate_params")
-        spec = ExitSpec("leco", layers, {"choices": search_report["choices"],
-                                         **({"candidate_params": cand} if cand else {})}, dict(cfg.bypass))
-    else:
-        spec = ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass))
+    params, search_report = EXITS.get(cfg.exits).prepare(dict(cfg.exit_params), feats, targets, layers, dims,
+                                                         cfg.train.seed, ui)  # LECO searches here
+    spec = ExitSpec(cfg.exits, layers, params, dict(cfg.bypass))
     torch.manual_seed(cfg.train.seed)
     exits = ExitSet(spec, dims)
     exits.init_from(deployed.adapter)
@@ -118,6 +107,7 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
     deployed = load_deployed(checkpoint)
+    cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later

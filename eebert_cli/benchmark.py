@@ -250,7 +250,7 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     else:
         rows = flops_rows(model, out)
     e = rows.pop("exit_index")
-    timed = cfg.timing_samples >= 0 and cfg.repeats > 0
+    timed = cfg.repeats > 0  # repeats = 0: accuracy and FLOPs only
     if timed and (cfg.engine != "pytorch" or cfg.timing_batch_size > 1):
         timing = time_engine(model, data, cfg.split, cfg, e, ui)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,7 +14,8 @@ import typer
 
 from . import __version__
 from .calibrate import CalibrationConfig
-from .config import AttachConfig, BenchmarkConfig, from_dict, help_for
+from .checks import validate
+from .config import AttachConfig, BenchmarkConfig, Recipe, from_dict, help_for
 from .data import DataConfig
 from .errors import EebertError
 from .gates import GateConfig
@@ -31,9 +33,11 @@ def debug() -> bool:
 
 
 def fail(message: str, hint: str | None = None) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # messages quote user input and TOML ("[a, b]"): never markup
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -44,6 +48,8 @@ def command(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:  # a chosen exit status (3: expectations not met), not a failure
+            raise
         except EebertError as e:
             if debug():
                 raise
@@ -64,19 +70,40 @@ def emit(result: Any, as_json: bool) -> None:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
 
 
-def data_opts(data, text_column, pair_column, label_column, max_samples, data_config=None,
-              split_map=None) -> DataConfig | None:
-    if data is None:
+# Settings come from the dataclasses' defaults, then a recipe (--config), then flags: options default
+# to None ("not given") so that each default is written once, in its dataclass.
+CONFIG = typer.Option(None, "--config", "-c", help="Recipe (TOML) to take settings from; flags override it.")
+
+
+def recipe_of(config: Path | None) -> Recipe:
+    """The recipe named by --config (validated whole), or every default."""
+    if config is None:
+        return Recipe()
+    from .recipe import load_recipe
+
+    return load_recipe(config)
+
+
+def given(obj, **flags):
+    """A copy of dataclass ``obj`` with the flags that were given (not None), every field validated."""
+    return validate(dataclasses.replace(obj, **{k: v for k, v in flags.items() if v is not None}), "",
+                    flag_style=True)
+
+
+def data_opts(base: DataConfig | None, data, text_column, pair_column, label_column, max_samples,
+              data_config=None, split_map=None) -> DataConfig | None:
+    """Data settings: the recipe's (if any) with the given flags on top; None = the artifact's own."""
+    if data is None and base is None:
         return None
-    return DataConfig(spec=data, text_column=text_column, pair_column=pair_column,
-                      label_column=label_column, max_samples=max_samples, config=data_config,
-                      split_map=_split_map(split_map))
+    return given(base or DataConfig(), spec=data, text_column=text_column, pair_column=pair_column,
+                 label_column=label_column, max_samples=max_samples, config=data_config,
+                 split_map=_split_map(split_map) if split_map else None)
 
 
-def _split_map(value: str | None) -> dict[str, str]:
+def _split_map(value: str) -> dict[str, str]:
     """``train=train,validation=dev`` -> {"train": "train", "validation": "dev"}."""
     out_: dict[str, str] = {}
-    for item in (value or "").split(","):
+    for item in value.split(","):
         if not item.strip():
             continue
         key, sep, name = (x.strip() for x in item.partition("="))
@@ -87,13 +114,26 @@ def _split_map(value: str | None) -> dict[str, str]:
     return out_
 
 
+def _opt(cls: type, name: str, *flags: str, extra: str = ""):
+    """An option for dataclass field ``cls.name`` that defaults to "not given"; help shows the real default."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra} (default: {default!r})")
+
+
 DATA = typer.Option(None, "--data", "-d", help=help_for(DataConfig, "spec"))
-TEXT = typer.Option("text", "--text-column", help=help_for(DataConfig, "text_column"))
+TEXT = _opt(DataConfig, "text_column", "--text-column")
 PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
-LABEL = typer.Option("label", "--label-column", help=help_for(DataConfig, "label_column"))
+LABEL = _opt(DataConfig, "label_column", "--label-column")
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
 DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
 SPLIT_MAP = typer.Option(None, "--split-map", help=help_for(DataConfig, "split_map") + " Comma-separated SPLIT=NAME.")
+
+
+def _need(value, what: str, flag: str):
+    if not value:
+        raise EebertError(f"no {what} given", f"pass {flag}, or --config RECIPE that names it")
+    return value
 
 
 def _layers(value: str | None) -> list[int]:
@@ -121,47 +161,62 @@ def _params(items: list[str] | None, flag: str) -> dict:
 @app.command()
 @command
 def attach(
-    checkpoint: str = typer.Argument(..., help="Deployed checkpoint directory (a *ForSequenceClassification)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write."),
-    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    checkpoint: Optional[str] = typer.Argument(None, help="Deployed checkpoint directory (a *ForSequenceClassification); default: the recipe's."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory to write; default: the recipe's artifact."),
+    config: Optional[Path] = CONFIG,
+    data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
-    exits: str = typer.Option("mean-mlp", help=help_for(AttachConfig, "exits")),
+    exits: Optional[str] = _opt(AttachConfig, "exits"),
     layers: Optional[str] = typer.Option(None, help=help_for(AttachConfig, "layers") + " Comma-separated."),
     exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
-    objective: str = typer.Option("ce-distil", help=help_for(AttachConfig, "objective")),
+    objective: Optional[str] = _opt(AttachConfig, "objective"),
     objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
     bypass: Optional[str] = typer.Option(None, help="Block-wise bypasses feeding the exits: 'badge' (BADGE)."),
-    block_size: int = typer.Option(2, help="Layers per bypass block (with --bypass)."),
+    block_size: Optional[int] = typer.Option(None, help="Layers per bypass block (with --bypass; default 2)."),
     gates: Optional[str] = typer.Option(None, help="Layer-skipping gates before the layers: 'smartbert' (SmartBERT)."),
-    skip_target: float = typer.Option(GateConfig.skip_target, help=help_for(GateConfig, "skip_target")),
+    skip_target: Optional[float] = _opt(GateConfig, "skip_target"),
     train_backbone: bool = typer.Option(False, "--train-backbone", help=help_for(GateConfig, "train_backbone") + " Needs --gates."),
     gate_param: Optional[list[str]] = typer.Option(None, help="Gate knob KEY=VALUE (repeatable), e.g. epochs=2; see docs/methods/smartbert.md."),
-    contrastive: float = typer.Option(0.0, help=help_for(TrainConfig, "contrastive")),
+    contrastive: Optional[float] = _opt(TrainConfig, "contrastive"),
     no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
-    max_length: int = typer.Option(128, help=help_for(AttachConfig, "max_length")),
-    epochs: int = typer.Option(TrainConfig.epochs, help=help_for(TrainConfig, "epochs")),
-    lr: float = typer.Option(TrainConfig.lr, help=help_for(TrainConfig, "lr")),
-    seed: int = typer.Option(TrainConfig.seed, help=help_for(TrainConfig, "seed")),
+    max_length: Optional[int] = _opt(AttachConfig, "max_length"),
+    epochs: Optional[int] = _opt(TrainConfig, "epochs"),
+    lr: Optional[float] = _opt(TrainConfig, "lr"),
+    seed: Optional[int] = _opt(TrainConfig, "seed"),
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
     from .attach import attach as run_attach
 
-    dcfg = data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)
-    if dcfg is None:
+    r = recipe_of(config)
+    checkpoint = _need(checkpoint or r.checkpoint, "checkpoint", "CHECKPOINT")
+    out_dir = Path(_need(out_dir or r.artifact, "artifact directory", "--out"))
+    dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
+                     data_config, split_map)
+    if dcfg is None or not dcfg.spec:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
-    if train_backbone and not gates:
+    base = r.attach
+    g = from_dict(GateConfig, {**dataclasses.asdict(base.gates), **({"type": gates} if gates else {}),
+                               **({"skip_target": skip_target} if skip_target is not None else {}),
+                               **({"train_backbone": True} if train_backbone else {}),
+                               **_params(gate_param, "--gate-param")}, "--gate-param")
+    if g.train_backbone and not g.type:
         raise EebertError("--train-backbone trains the backbone with skipping gates; it needs --gates",
                           "add --gates smartbert, or drop --train-backbone (exits alone never change the backbone)")
-    cfg = AttachConfig(exits=exits, layers=_layers(layers), exit_params=_params(exit_param, "--exit-param"),
-                       objective=objective, objective_params=_params(objective_param, "--objective-param"),
-                       bypass={"type": bypass, "block_size": block_size} if bypass else {},
-                       gates=from_dict(GateConfig, {"type": gates or "", "skip_target": skip_target,
-                                                    "train_backbone": train_backbone,
-                                                    **_params(gate_param, "--gate-param")}, "--gate-param"),
-                       max_length=max_length, use_labels=not no_labels,
-                       train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
+    bp = dict(base.bypass)
+    if bypass:
+        bp = {**bp, "type": bypass}
+    if block_size is not None:
+        bp = {**bp, "block_size": block_size}
+    cfg = given(base, exits=exits, layers=_layers(layers) if layers else None,
+                exit_params={**base.exit_params, **_params(exit_param, "--exit-param")},
+                objective=objective, objective_params={**base.objective_params, **_params(objective_param, "--objective-param")},
+                bypass=bp, gates=g, max_length=max_length, use_labels=False if no_labels else None,
+                train=given(base.train, epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
+    from .recipe import check_components
+
+    check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)
     result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
     emit(result, as_json)
     if not as_json:
@@ -187,15 +242,16 @@ def attach(
 @app.command()
 @command
 def calibrate(
-    artifact: Path = typer.Argument(..., help="Artifact directory from `eebert attach`."),
+    artifact: Optional[Path] = typer.Argument(None, help="Artifact directory from `eebert attach`; default: the recipe's."),
+    config: Optional[Path] = CONFIG,
     target_speedup: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "target_speedup")),
     max_drop: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "max_drop")),
-    criterion: str = typer.Option("entropy", help=help_for(CalibrationConfig, "criterion")),
+    criterion: Optional[str] = _opt(CalibrationConfig, "criterion"),
     criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
     global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
     gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
-    metric: Optional[str] = typer.Option(None, "--metric", help=help_for(BenchmarkConfig, "metric")),
-    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    metric: Optional[str] = _opt(BenchmarkConfig, "metric", "--metric"),
+    data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
@@ -210,15 +266,24 @@ def calibrate(
     from .outputs import data_config_of
     from .quantize import check_scheme, quantize_artifact
 
-    cfg = CalibrationConfig(criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
-                            per_layer=not global_only,
-                            **({"gate_thresholds": gate_threshold} if gate_threshold else {}))
+    r = recipe_of(config)
+    artifact = Path(_need(artifact or r.artifact, "artifact", "ARTIFACT"))
+    base = r.calibrate
+    if target_speedup is not None or max_drop is not None:  # a budget flag replaces the recipe's budget
+        base = dataclasses.replace(base, target_speedup=None, max_drop=None)
+    cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
+                per_layer=False if global_only else None, gate_thresholds=gate_threshold or None,
+                criterion_params={**base.criterion_params, **_params(criterion_param, "--criterion-param")})
+    metric = given(r.benchmark, metric=metric).metric or None
     check_config(cfg)
+    from .criteria import CRITERIA
+
+    CRITERIA.check(cfg.criterion, cfg.criterion_params)
     quantize = check_scheme(quantize)
     art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
-    data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map)))
-    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"),
-                           metric=metric).to_dict()
+    data_ = load_data(data_config_of(art, data_opts(r.data if config else None, data, text_column, pair_column,
+                                                    label_column, max_samples, data_config, split_map)))
+    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), metric=metric).to_dict()
     head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
@@ -243,28 +308,31 @@ def calibrate(
 @app.command()
 @command
 def benchmark(
-    artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
-    data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    artifact: Optional[Path] = typer.Argument(None, help="Calibrated artifact directory; default: the recipe's."),
+    config: Optional[Path] = CONFIG,
+    data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
-    split: str = typer.Option("test", help=help_for(BenchmarkConfig, "split")),
-    timing_samples: int = typer.Option(500, help=help_for(BenchmarkConfig, "timing_samples")),
-    repeats: int = typer.Option(5, help=help_for(BenchmarkConfig, "repeats")),
-    threads: int = typer.Option(0, help=help_for(BenchmarkConfig, "threads")),
-    metric: str = typer.Option("", "--metric", help=help_for(BenchmarkConfig, "metric")),
-    batch_size: int = typer.Option(1, "--batch-size", help=help_for(BenchmarkConfig, "timing_batch_size")),
-    engine: str = typer.Option("pytorch", help=help_for(BenchmarkConfig, "engine")),
+    split: Optional[str] = _opt(BenchmarkConfig, "split"),
+    timing_samples: Optional[int] = _opt(BenchmarkConfig, "timing_samples"),
+    repeats: Optional[int] = _opt(BenchmarkConfig, "repeats"),
+    threads: Optional[int] = _opt(BenchmarkConfig, "threads"),
+    metric: Optional[str] = _opt(BenchmarkConfig, "metric", "--metric"),
+    batch_size: Optional[int] = _opt(BenchmarkConfig, "timing_batch_size", "--batch-size"),
+    engine: Optional[str] = _opt(BenchmarkConfig, "engine"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
 ):
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
-    if batch_size < 1:
+    r = recipe_of(config)
+    artifact = Path(_need(artifact or r.artifact, "artifact", "ARTIFACT"))
+    if batch_size is not None and batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
-    cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
-                          timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir or "", metric=metric)
-    report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples, data_config, split_map), cfg,
-                        backbone, as_json)
+    cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
+                timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir, metric=metric)
+    report = _benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column, label_column,
+                                            max_samples, data_config, split_map), cfg, backbone, as_json)
     emit(report, as_json)
 
 
@@ -288,7 +356,8 @@ def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, ba
 @app.command()
 @command
 def export(
-    artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
+    artifact: Optional[Path] = typer.Argument(None, help="Calibrated artifact directory; default: the recipe's."),
+    config: Optional[Path] = CONFIG,
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default ARTIFACT/onnx)."),
     quantize: Optional[str] = typer.Option(None, help="Quantize the graphs with onnxruntime's dynamic int8."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
@@ -297,6 +366,7 @@ def export(
     """Export the early-exit model as ONNX segment graphs (+ the deployed model) for onnxruntime."""
     from .onnx_export import export as run_export
 
+    artifact = Path(_need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
     result = run_export(artifact, out_dir, quantize, backbone)
     emit(result, as_json)
     if not as_json:
@@ -309,10 +379,11 @@ def export(
 def predict(
     artifact: Path = typer.Argument(..., help="Calibrated artifact directory."),
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
+    config: Optional[Path] = CONFIG,
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Data file (CSV/TSV/JSONL/parquet) with a text column; streamed in chunks."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
-    text_column: str = TEXT, pair_column: Optional[str] = PAIR,
+    text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
@@ -321,6 +392,9 @@ def predict(
     from .predict_file import check_paths, predict_rows, predict_to_file, rows_of
     from .runtime import EarlyExitModel
 
+    r = recipe_of(config)
+    dcfg = given(r.data, text_column=text_column, pair_column=pair_column)
+    text_column, pair_column = dcfg.text_column, dcfg.pair_column
     if batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     texts = list(texts or [])
@@ -343,31 +417,34 @@ def predict(
         for rows in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
             rows_out += rows
     if as_json:
-        emit([{k: v for k, v in r.items() if k != "row"} for r in rows_out], True)
+        emit([{k: v for k, v in row.items() if k != "row"} for row in rows_out], True)
         return
     from rich.table import Table
 
     t = Table("label", "exit layer", "confidence", "text")
-    for r in rows_out:
-        text = r.get("text", "")
-        t.add_row(r["label"], f"{r['exit_layer']}/{model.num_layers}", f"{max(r['probs']):.3f}",
+    for row in rows_out:
+        text = row.get("text", "")
+        t.add_row(row["label"], f"{row['exit_layer']}/{model.num_layers}", f"{max(row['probs']):.3f}",
                   text[:70] + ("…" if len(text) > 70 else ""))
     out.print(t)
 
 
 @app.command()
 @command
-def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."), as_json: bool = JSON):
-    """Attach, calibrate and benchmark as a recipe says."""
+def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), see recipes/."),
+        config: Optional[Path] = CONFIG, as_json: bool = JSON):
+    """Attach, calibrate and benchmark as a recipe says; exit 3 when its [expect] table is not met."""
     from .artifact import load_artifact
     from .data import load_data
+    from .expect import EXPECTATIONS_FAILED, check, table
     from .attach import attach as run_attach
     from .operating_point import calibrate as run_calibrate
     from .recipe import load_recipe, recipe_kind
 
+    recipe = _need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
-        return compare(recipe, as_json)
-    r = load_recipe(recipe)
+        return compare(recipe, None, as_json)
+    r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     ui = UI(quiet=as_json)
     ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
     attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui)
@@ -376,17 +453,56 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
     report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
-    emit({"attach": attached, "calibration": calibration.summary(), "report": report}, as_json)
+    verdict = check(r.expect, report) if r.expect.any() else None
+    emit({"attach": attached, "calibration": calibration.summary(), "report": report, "expectations": verdict},
+         as_json)
+    if verdict is not None:
+        if not as_json:
+            out.print(table(verdict))
+        if not verdict["passed"]:
+            failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
+            err.print(f"[bold red]expectations not met:[/] {', '.join(failed)}", highlight=False)
+            raise typer.Exit(EXPECTATIONS_FAILED)
+
+
+@app.command("validate")
+@command
+def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) to check."), as_json: bool = JSON):
+    """Check a recipe without running it: every key, value and component (built with its params)."""
+    from .recipe import check_components, load_recipe, recipe_kind
+
+    if recipe_kind(recipe) == "compare":
+        from .compare import load_compare_recipe
+
+        r, methods = load_compare_recipe(recipe)  # builds each method's components
+        rows = [{"name": m.name, **check_components(m.attach, m.criterion, m.criterion_params, m.name, r.checkpoint)}
+                for m in methods]
+        result = {"recipe": str(recipe), "kind": "compare", "valid": True, "methods": rows}
+    else:
+        r = load_recipe(recipe)
+        rows = [{"name": "pipeline", **check_components(r.attach, r.calibrate.criterion, r.calibrate.criterion_params,
+                                                        recipe.name, r.checkpoint)}]
+        result = {"recipe": str(recipe), "kind": "pipeline", "valid": True, "methods": rows,
+                  "expect": {k: v for k, v in dataclasses.asdict(r.expect).items() if v is not None}}
+    if as_json:
+        emit(result, True)
+        return
+    from rich.table import Table
+
+    t = Table("method", "exits", "objective", "criterion", "gates", title=f"{recipe}: valid")
+    for row in rows:
+        t.add_row(row["name"], row["exits"], row["objective"], row["criterion"], row.get("gates", "-"))
+    out.print(t)
 
 
 @app.command()
 @command
-def compare(recipe: Path = typer.Argument(..., help="Compare recipe (TOML), see recipes/compare-*.toml."),
-            as_json: bool = JSON):
+def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (TOML), see recipes/compare-*.toml."),
+            config: Optional[Path] = CONFIG, as_json: bool = JSON):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from .compare import load_compare_recipe, run_compare, table, write
 
-    r, methods = load_compare_recipe(recipe)
+    r, methods = load_compare_recipe(_need(recipe or config, "recipe", "RECIPE"))
     report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
     write(report, Path(r.out))
     emit(report, as_json)
@@ -407,21 +523,19 @@ def list_components(as_json: bool = JSON):
 
     import inspect
 
-    def describe(reg):
+    def describe(reg, positional: int = 0):
         items = {}
         for name in reg.names():
             cls = reg.get(name)
-            sig = inspect.signature(cls.__init__)
-            params = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-                      for p in list(sig.parameters.values())[1:] if p.name not in ("dims", "model", "params", "layers")
-                      and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            params = {k: (None if p.default is inspect.Parameter.empty else p.default)
+                      for k, p in reg.declared(name, positional).items()}  # what build accepts
             # a class's own docstring first (modules holding several components), else its module's
             doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
             items[name] = {"params": params, "about": doc}
         return items
 
-    result = {"exits": describe(EXITS), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
-              "gates": describe(GATES), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
+    result = {"exits": describe(EXITS, 1), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
+              "gates": describe(GATES, 2), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
     if as_json:
         emit(result, True)
         return

@@ -23,12 +23,9 @@ from .attach import attach
 from .artifact import load_artifact
 from .calibrate import CalibrationConfig
 from .config import AttachConfig, BenchmarkConfig, from_dict, to_dict
-from .criteria import CRITERIA, build_criterion
 from .data import DataConfig, load_data
 from .errors import EebertError
-from .exits import EXITS
-from .gates import GATES
-from .objectives import OBJECTIVES
+from .recipe import check_components
 from .ui import SILENT, UI
 
 CACHE = "outputs-cache"
@@ -79,19 +76,12 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
         raise EebertError(f"{path}: every method needs a distinct name", "set name = \"...\" in each [[methods]]")
     if r.baseline and r.baseline not in names:
         raise EebertError(f"{path}: baseline {r.baseline!r} is not a method", f"methods: {', '.join(names)}")
-    for m in methods:  # names are checked now, not half-way through a long run
-        if m.attach.exits != "leco":
-            EXITS.get(m.attach.exits)
-        OBJECTIVES.get(m.attach.objective)
-        CRITERIA.get(m.criterion)
-        if m.attach.gates.type:
-            GATES.get(m.attach.gates.type)
+    for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
         m.attach.max_length = r.max_length
+        check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
     if r.split == "validation":
         raise EebertError(f"{path}: split = \"validation\" is the split thresholds are calibrated on",
                           "report on another split, e.g. split = \"test\"")
-    for m in methods:
-        build_criterion(m.criterion, m.criterion_params)  # bad parameters fail now
     if any(s <= 1.0 for s in r.speedups):
         raise EebertError(f"{path}: speedups must be above 1.0", "for example speedups = [1.5, 2.0, 3.0]")
     return r, methods
@@ -123,7 +113,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
             at[str(target)] = None
             continue
         model = EarlyExitModel.from_artifact(folder)
-        rep = run_benchmark(model, data, BenchmarkConfig(split=recipe.split, timing_samples=-1, repeats=0), ui,
+        rep = run_benchmark(model, data, BenchmarkConfig(split=recipe.split, repeats=0), ui,
                             cache=cache)
         metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
         at[str(target)] = {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],

@@ -7,14 +7,15 @@ dataclasses by :func:`from_dict`, which rejects unknown keys by name.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .calibrate import CalibrationConfig
+from .checks import check_metadata, check_type, closest
 from .data import DataConfig
 from .errors import EebertError
+from .expect import Expect
 from .gates import GateConfig
 from .train import TrainConfig
 
@@ -30,9 +31,9 @@ class AttachConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
     objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
-    max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated)."})
+    max_length: int | None = field(default=None, metadata={"help": "Tokens kept per example (longer ones are truncated), 2 up to the checkpoint's positions; default 128, or the checkpoint's limit if smaller.", "min": 2})
     use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
-    batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features.", "min": 1})
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -40,15 +41,15 @@ class AttachConfig:
 class BenchmarkConfig:
     """How the benchmark measures."""
 
-    split: str = field(default="test", metadata={"help": "Split to benchmark on."})
-    timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all)."})
-    repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts."})
-    warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples."})
-    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default)."})
-    batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs."})
-    metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression."})
-    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed)."})
-    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first)."})
+    split: str = field(default="test", metadata={"help": "Split to benchmark on.", "choices": ("train", "validation", "test")})
+    timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all).", "min": 0})
+    repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts (0 = no timing).", "min": 0})
+    warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
+    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
+    metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression.", "choices": ("", "accuracy", "macro-f1", "pearson", "spearman", "mse")})
+    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
+    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first).", "choices": ("pytorch", "onnxruntime")})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
 
 
@@ -66,40 +67,11 @@ class Recipe:
     attach: AttachConfig = field(default_factory=AttachConfig)
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    expect: Expect = field(default_factory=Expect)
 
 
 def help_for(cls: type, name: str) -> str:
     return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
-
-
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for opt in options:
-            if opt is type(None):
-                continue
-            try:
-                return _check_type(value, opt, where)
-            except EebertError:
-                pass
-        raise EebertError(f"{where}: {value!r} has the wrong type", f"expected {tp}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise EebertError(f"{where}: expected a list, got {value!r}", "write it as [a, b, ...]")
-        (inner,) = typing.get_args(tp)
-        return [_check_type(v, inner, where) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise EebertError(f"{where}: expected a table, got {value!r}", "write it as a [section] or {k = v}")
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise EebertError(f"{where}: expected {tp.__name__}, got {value!r}", "fix the value in the recipe")
-    return value
 
 
 def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
@@ -110,15 +82,19 @@ def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise EebertError(f"{where}: unknown key {unknown[0]!r}", f"known keys: {', '.join(sorted(fields))}")
+        raise EebertError(f"{where}: unknown key {unknown[0]!r}", closest(unknown[0], fields))
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, f"{where}.{name}")
         else:
-            kwargs[name] = _check_type(value, tp, f"{where}.{name}")
-    return cls(**kwargs)
+            kwargs[name] = check_type(value, tp, f"{where}.{name}")
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):  # declared ranges and choices (nested tables checked above)
+        if not dataclasses.is_dataclass(hints[f.name]):
+            check_metadata(getattr(obj, f.name), f.metadata, f"{where}.{f.name}")
+    return obj
 
 
 def to_dict(obj: Any) -> dict:

@@ -22,24 +22,17 @@ from torch import nn
 from .backbones import Dims
 from .errors import EebertError
 from .exits import EXITS
-from .exits.leco import CANDIDATES, MixedExit
+from .exits.leco import MixedExit
 from .features import Features
 from .objectives import TrainBatch, build_objective
 
-SEARCH_KEYS = {"candidates", "candidate_params", "search_epochs", "search_samples", "search_holdout",
-               "search_lr", "arch_lr", "seed"}
 
 
 def search(features: Features, targets: torch.Tensor, layers: list[int], dims: Dims,
            params: dict[str, Any] | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
     """Run the search; returns {"choices": {layer: name}, "alphas": ..., "seconds": ...}."""
-    p = dict(params or {})
-    unknown = sorted(set(p) - SEARCH_KEYS)
-    if unknown:
-        raise EebertError(f"unknown LECO parameter {unknown[0]!r}", f"known: {', '.join(sorted(SEARCH_KEYS))}")
-    names = list(p.get("candidates") or CANDIDATES)
-    for n in names:
-        EXITS.get(n)
+    p = EXITS.check("leco", params, 1)  # keys, types and ranges declared by LecoExit
+    names = EXITS.get("leco").candidates_of(p)
     if features.tokens is None:
         raise RuntimeError("the LECO search needs cached token states")
     epochs, lr, arch_lr = int(p.get("search_epochs", 3)), float(p.get("search_lr", 1e-3)), float(p.get("arch_lr", 3e-3))

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from .checks import check_validation_size
 from .artifact import Artifact
 from .calibrate import INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance, search
 from .calibration import Calibration
@@ -277,6 +278,7 @@ def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI
     from .curves import criteria_for_curves, split_curves
 
     check_config(cfg)
+    size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
     gates = artifact.exits.gates
     if gates is not None and not cfg.gate_thresholds:
         raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
@@ -298,6 +300,8 @@ def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI
     if gates is not None:
         gates.threshold = cal.gate_threshold
     cal.quantize = artifact.quantize
+    if size_warning:
+        cal.warnings.append(size_warning)
     cal.headline_metric = choose(cal.task, metric).replace("-", "_")
     if outputs.task == CLASSIFICATION:
         try:

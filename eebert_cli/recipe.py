@@ -1,15 +1,19 @@
-"""Load and validate recipe files (TOML)."""
+"""Load and validate recipe files (TOML): everything is checked before anything runs.
+
+:func:`check_components` builds every named component with its parameters (on the
+checkpoint's shapes when the checkpoint is there), so a typo in a recipe fails in
+a second with one line, never after attach has replaced an old artifact.
+"""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
-from .config import RECIPE_VERSION, Recipe, from_dict
-from .criteria import CRITERIA
+from .config import RECIPE_VERSION, AttachConfig, Recipe, from_dict
 from .errors import EebertError
-from .exits import EXITS
-from .objectives import OBJECTIVES
 
 
 def _read(path: str | Path) -> dict:
@@ -18,13 +22,102 @@ def _read(path: str | Path) -> dict:
         raise EebertError(f"recipe not found: {path}", "see recipes/ for examples")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise EebertError(f"{path} is not valid TOML ({e})", "fix the syntax") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EebertError(f"{path} is not valid TOML ({str(e).splitlines()[0]})", "fix the syntax") from None
 
 
 def recipe_kind(path: str | Path) -> str:
     """"pipeline" (attach, calibrate, benchmark) or "compare" (several methods, one table)."""
-    return str(_read(path).get("kind", "pipeline"))
+    kind = _read(path).get("kind", "pipeline")
+    if kind not in ("pipeline", "compare"):
+        raise EebertError(f"{path}: unknown recipe kind {kind!r}", "kind is 'pipeline' (the default) or 'compare'")
+    return kind
+
+
+def checkpoint_config(checkpoint: str) -> dict | None:
+    """The checkpoint's config.json, when it is a local directory that has one (no model is loaded)."""
+    f = Path(checkpoint) / "config.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+#: families whose position ids start after the padding id (RoBERTa-style), so fewer tokens fit
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+
+
+def max_tokens(config: Any) -> int | None:
+    """Longest input the checkpoint's position embeddings allow (None when it does not say)."""
+    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    n = get("max_position_embeddings")
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if get("model_type") in _OFFSET_POSITIONS:
+        n -= (get("pad_token_id") or 0) + 1
+    return n
+
+
+#: tokens kept per example when max_length is not given (capped by the checkpoint's positions)
+DEFAULT_MAX_LENGTH = 128
+
+
+def check_max_length(max_length: int | None, config: Any, where: str = "--max-length") -> int:
+    """``max_length`` within 2..what the checkpoint's positions allow; None = the default, capped there."""
+    top = max_tokens(config) if config is not None else None
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, top or DEFAULT_MAX_LENGTH)
+    if max_length < 2 or (top is not None and max_length > top):
+        raise EebertError(f"{where} must be within 2..{top if top else 'the model maximum'}, got {max_length}",
+                          f"this checkpoint has positions for {top} tokens" if top else "every input needs [CLS] and [SEP]")
+    return max_length
+
+
+def check_components(attach: AttachConfig, criterion: str, criterion_params: dict, where: str,
+                     checkpoint: str = "") -> dict:
+    """Build every component ``attach`` and the criterion name, on the checkpoint's shapes when available.
+
+    Returns {family: name} of what was built. Nothing is loaded but config.json.
+    """
+    from .backbones import Dims
+    from .criteria import CRITERIA
+    from .exits import EXITS, ExitSet, ExitSpec
+    from .gates import GATES
+    from .metrics import CLASSIFICATION, REGRESSION
+    from .objectives import OBJECTIVES
+
+    cfg = checkpoint_config(checkpoint) if checkpoint else None
+    task = None
+    if cfg is not None:
+        task = REGRESSION if cfg.get("num_labels", len(cfg.get("id2label") or {0: 0, 1: 1})) == 1 \
+            or cfg.get("problem_type") == "regression" else CLASSIFICATION
+        check_max_length(attach.max_length, cfg, f"{where}: attach.max_length")
+    layers = int((cfg or {}).get("num_hidden_layers") or (cfg or {}).get("n_layers") or 12)
+    hidden = int((cfg or {}).get("hidden_size") or (cfg or {}).get("dim") or 64)
+    heads = int((cfg or {}).get("num_attention_heads") or (cfg or {}).get("n_heads") or 4)
+    dims = Dims(layers, hidden, 4 * hidden, heads, 1 if task == REGRESSION else 2)
+    # without the checkpoint's depth, one exit (or the named layers) is built to check the params
+    exit_layers = sorted(set(attach.layers)) or (list(range(1, layers)) if cfg is not None else [1])
+    bad = [l for l in exit_layers if not 1 <= l < layers]
+    if bad and cfg is not None:
+        raise EebertError(f"{where}: no layer {bad[0]} to attach an exit after (the model has {layers} layers)",
+                          f"choose layers from 1 to {layers - 1}")
+    head = EXITS.get(attach.exits)
+    EXITS.check(attach.exits, attach.exit_params, 1, task)
+    if head.search_needs(attach.exit_params, exit_layers) is None:  # searched heads are built after the search
+        ExitSet(ExitSpec(attach.exits, exit_layers, dict(attach.exit_params), dict(attach.bypass)), dims)
+    objective = attach.objective
+    if task == REGRESSION and objective == "ce-distil":  # the classification default; attach regresses instead
+        objective = "mse-distil"
+    OBJECTIVES.build(objective, attach.objective_params, task=task)
+    crit = "patience-regression" if task == REGRESSION and criterion == "entropy" else criterion
+    CRITERIA.build(crit, criterion_params, task=task)
+    built = {"exits": attach.exits, "objective": objective, "criterion": crit}
+    if attach.gates.type:
+        g = attach.gates.spec(layers)
+        GATES.build(g.pop("type"), {k: v for k, v in g.items() if k != "layers"}, g["layers"], dims, task=task)
+        built["gates"] = attach.gates.type
+    return built
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -41,13 +134,10 @@ def load_recipe(path: str | Path) -> Recipe:
                         ("data.spec", recipe.data.spec)):
         if not value:
             raise EebertError(f"{path}: {what} is missing", f"set {what} in the recipe")
-    # Names are checked now, not half-way through a long run.
-    if recipe.attach.exits != "leco":
-        EXITS.get(recipe.attach.exits)
-    OBJECTIVES.get(recipe.attach.objective)
-    CRITERIA.get(recipe.calibrate.criterion)
     cal = recipe.calibrate
     if (cal.target_speedup is None) == (cal.max_drop is None):
         raise EebertError(f"{path}: set exactly one of calibrate.target_speedup and calibrate.max_drop",
                           "for example target_speedup = 2.0")
+    # Names and parameters are checked now, not half-way through a long run.
+    check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint)
     return recipe

@@ -18,15 +18,15 @@ from .objectives.contrastive import cross_layer_infonce
 class TrainConfig:
     """How the exits are fitted."""
 
-    epochs: int = field(default=30, metadata={"help": "Passes over the cached training features."})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate for the exits."})
-    batch_size: int = field(default=64, metadata={"help": "Examples per optimisation step."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch."})
-    patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement."})
+    epochs: int = field(default=30, metadata={"help": "Passes over the cached training features.", "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate for the exits.", "min": 0.0, "min_open": True})
+    batch_size: int = field(default=64, metadata={"help": "Examples per optimisation step.", "min": 1})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay.", "min": 0.0})
+    holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch.", "min": 0.0, "max": 1.0, "max_open": True})
+    patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
-    contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical)."})
-    contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term."})
+    contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
+    contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
 
 
 def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,

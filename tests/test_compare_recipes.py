@@ -124,7 +124,7 @@ train = {epochs = 2}
     c = run("calibrate", art, "--target-speedup", 1.3, "--criterion", "pcee", "--json")
     assert c.exit_code == 0, c.output
     cal = json.loads(c.stdout)
-    b = run("benchmark", art, "--timing-samples", -1, "--repeats", 0, "--json")
+    b = run("benchmark", art, "--repeats", 0, "--json")
     assert b.exit_code == 0, b.output
     rep = json.loads(b.stdout)
     assert cell["criterion_params"] == cal["criterion_params"] and cell["thresholds"] == cal["thresholds"]

@@ -156,7 +156,7 @@ def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     from eebert_cli.config import BenchmarkConfig
     from eebert_cli.outputs import split_outputs
 
-    report = run_benchmark(model, data, BenchmarkConfig(timing_samples=-1, repeats=0))
+    report = run_benchmark(model, data, BenchmarkConfig(repeats=0))
     out_t = split_outputs(model.artifact, data, "test")
     fp32 = EarlyExitModel.from_artifact(out).artifact.deployed.model  # the unquantized checkpoint
     from eebert_cli.features import encode, extract

@@ -8,7 +8,9 @@ from .base import BackboneAdapter, Dims, dims_from_config
 
 BACKBONES: Registry[type[BackboneAdapter]] = Registry("backbone")
 
-from . import albert, bert, deberta_v2, distilbert, electra, modernbert, mpnet, roberta  # noqa: E402,F401  (registers)
+from ..registry import discover  # noqa: E402
+
+discover(__name__)  # every module here registers its adapter; no import list to keep
 
 
 def adapter_for(model) -> BackboneAdapter:

@@ -77,6 +77,8 @@ class BackboneAdapter(ABC):
     model_types: ClassVar[tuple[str, ...]] = ()
     #: whether the embeddings read token_type_ids (segment ids of sentence pairs)
     uses_token_types: ClassVar[bool] = True
+    #: heads the adapter runs: a classifier's logits, or one regressed value
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()

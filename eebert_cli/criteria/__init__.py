@@ -2,7 +2,8 @@
 
 from .base import CRITERIA, FITTED_KEY, Criterion, build_criterion, feature_reduction, fitted_record
 
-from . import cobee, dge, entropy, learned, maxprob, patience, pcee  # noqa: E402,F401  (registers)
-from . import patience_regression  # noqa: E402,F401  (registers)
+from ..registry import discover
+
+discover(__name__)  # every module here registers its criteria; no import list to keep
 
 __all__ = ["CRITERIA", "FITTED_KEY", "Criterion", "build_criterion", "feature_reduction", "fitted_record"]

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..registry import Registry
+from ..registry import CLASSIFICATION, Range, Registry
 
 State = dict[str, torch.Tensor]
 
@@ -34,6 +34,10 @@ class Criterion:
     needs_features: ClassVar[bool] = False
     #: hyper-parameter values calibration may try when the user sets none (keep it small)
     grid: ClassVar[dict[str, list[Any]]] = {}
+    #: tasks whose outputs the criterion reads (class distributions by default)
+    tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)
+    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``CRITERIA.build``
+    bounds: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, **params: Any):
         if params:
@@ -127,16 +131,10 @@ def fitted_record(artifact, name: str) -> dict | None:
     return rec if rec is not None or name != "learned" else artifact.config.get("learned_exit")
 
 
-def build_criterion(name: str, params: dict[str, Any] | None = None, artifact=None) -> Criterion:
+def build_criterion(name: str, params: dict[str, Any] | None = None, artifact=None,
+                    task: str | None = None) -> Criterion:
     """The named criterion; with ``artifact``, bound to what it trained there (see :meth:`Criterion.bind`)."""
-    from ..errors import EebertError
-
-    cls = CRITERIA.get(name)
-    try:
-        crit = cls(**(params or {}))
-    except (TypeError, ValueError) as e:
-        raise EebertError(f"bad parameters for criterion {name!r}: {e}",
-                          "see `eebert list` for each criterion's parameters") from None
+    crit = CRITERIA.build(name, params, task=task)
     if artifact is not None:
         crit.bind(artifact)
     return crit

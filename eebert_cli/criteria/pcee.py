@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ..registry import Range
 from .base import CRITERIA, Criterion
 from .entropy import entropy, tiebreak
 
@@ -23,6 +24,7 @@ from .entropy import entropy, tiebreak
 @CRITERIA.register("pcee")
 class Pcee(Criterion):
     grid = {"confidence": [0.1, 0.2, 0.3, 0.4, 0.5], "tiebreak": [False, True]}
+    bounds = {"confidence": Range(0.0, 1.0, lo_open=True)}
 
     def __init__(self, confidence: float = 0.3, tiebreak: bool = False):
         if not 0.0 < float(confidence) <= 1.0:

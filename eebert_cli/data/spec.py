@@ -31,7 +31,7 @@ class DataConfig:
     text_column: str = field(default="text", metadata={"help": "Column with the (first) text."})
     pair_column: str | None = field(default=None, metadata={"help": "Column with the second text of a pair, if any."})
     label_column: str | None = field(default="label", metadata={"help": "Column with gold labels; when absent the deployed model's predictions are the targets."})
-    max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many examples per split (seeded)."})
+    max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many examples per split (seeded).", "min": 1})
     seed: int = field(default=13, metadata={"help": "Seed for splitting files that carry no split."})
     config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a Hugging Face dataset id, e.g. sst2 for glue."})
     split_map: dict[str, str] = field(default_factory=dict, metadata={"help": "Which of the data's splits is train, validation and test, where the names differ, e.g. validation=dev."})

@@ -2,6 +2,8 @@
 
 from .base import EXITS, ExitHead, ExitSet, ExitSpec, Tokens, reduce
 
-from . import bypass, leco, linear, mean_mlp, pooler_mlp, tokens  # noqa: E402,F401  (registers)
+from ..registry import discover
+
+discover(__name__)  # every module here registers its heads; no import list to keep
 
 __all__ = ["EXITS", "ExitHead", "ExitSet", "ExitSpec", "Tokens", "reduce"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneAdapter, Dims
-from ..registry import Registry
+from ..registry import CLASSIFICATION, REGRESSION, Range, Registry
 
 
 class Tokens(NamedTuple):
@@ -60,6 +60,10 @@ class ExitHead(nn.Module):
     #: which reduction of the hidden states this head reads (see :func:`reduce`)
     reduction: ClassVar[str] = "cls"
     registry_name: ClassVar[str]
+    #: tasks the head serves (it outputs ``dims.num_labels`` values: class logits or one regressed value)
+    tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION, REGRESSION)
+    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``EXITS.build``
+    bounds: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, dims: Dims, **params: Any):
         super().__init__()
@@ -81,6 +85,23 @@ class ExitHead(nn.Module):
     def init_from(self, adapter: BackboneAdapter) -> None:
         """Optionally start from backbone weights (for instance the pooler)."""
 
+    # Hooks for heads whose architecture is decided per layer (LECO): a plain head needs none.
+    @classmethod
+    def for_layer(cls, params: dict[str, Any], layer: int, dims: Dims) -> "ExitHead":
+        """The head after ``layer``; by default the same validated build at every layer."""
+        return EXITS.build(cls.registry_name, params, dims)
+
+    @classmethod
+    def search_needs(cls, params: dict[str, Any], layers: list[int]) -> dict[int, set[str]] | None:
+        """Reductions a pre-training search reads per layer; None = no search (read what the heads read)."""
+        return None
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], features, targets: torch.Tensor, layers: list[int], dims: Dims,
+                seed: int, ui) -> tuple[dict[str, Any], dict | None]:
+        """Fit whatever decides the heads before training (LECO's search): (params to save, report)."""
+        return params, None
+
 
 EXITS: Registry[type[ExitHead]] = Registry("exit head")
 
@@ -101,9 +122,6 @@ class ExitSpec:
         return asdict(self)
 
 
-#: heads that do not fit one class per spec: type name -> builder(spec, layer, dims) -> ExitHead
-COMPOSITE: dict[str, Callable[["ExitSpec", int, Dims], ExitHead]] = {}
-
 Getter = Callable[[str, int], Any]  #: (reduction, layer) -> that layer's input for a head
 
 
@@ -119,11 +137,8 @@ class ExitSet(nn.Module):
         super().__init__()
         self.spec = spec
         self.layers = sorted(spec.layers)
-        if spec.type in COMPOSITE:
-            self.heads = nn.ModuleList(COMPOSITE[spec.type](spec, layer, dims) for layer in self.layers)
-        else:
-            cls = EXITS.get(spec.type)
-            self.heads = nn.ModuleList(cls(dims, **spec.params) for _ in self.layers)
+        head = EXITS.get(spec.type)
+        self.heads = nn.ModuleList(head.for_layer(spec.params, layer, dims) for layer in self.layers)
         kinds = {h.reduction for h in self.heads}
         #: the reduction every head reads, or None when heads differ (LECO)
         self.reduction = kinds.pop() if len(kinds) == 1 else None

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from ..registry import Range
 from .base import EXITS, ExitHead, Tokens
 
 
@@ -138,9 +139,12 @@ class ConvExit(ExitHead):
     """1-D convolution over tokens (kernel 3 or 5), GELU, max-pool over real tokens, Linear (LECO candidate)."""
 
     reduction = "tokens"
+    bounds = {"kernel": Range(1, 15)}
 
     def __init__(self, dims, width: int | None = None, kernel: int = 3, dropout: float = 0.1):
         super().__init__(dims)
+        if kernel % 2 == 0:  # an even window would shift the output by one token against the mask
+            raise ValueError(f"kernel must be odd, got {kernel}")
         self.width, self.kernel = width or default_width(dims), kernel
         width = self.width
         self.conv = nn.Conv1d(dims.hidden_size, width, kernel, padding=kernel // 2)

@@ -7,6 +7,8 @@ kind of gate is one module here registered in :data:`GATES`.
 
 from .base import GATES, SkipGates, build_gates, gated_layer
 from .config import GateConfig
-from . import smartbert  # noqa: F401  (registers "smartbert")
+from ..registry import discover
+
+discover(__name__)  # every module here registers its gates
 
 __all__ = ["GATES", "GateConfig", "SkipGates", "build_gates", "gated_layer"]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..backbones import Dims
-from ..registry import Registry
+from ..registry import CLASSIFICATION, Range, Registry
 
 
 class SkipGates(nn.Module):
@@ -23,6 +23,10 @@ class SkipGates(nn.Module):
     """
 
     registry_name: str
+    #: gates train against class distributions; regression models get none
+    tasks: tuple[str, ...] = (CLASSIFICATION,)
+    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``GATES.build``
+    bounds: dict[str, Range] = {}
 
     def __init__(self, layers: list[int], dims: Dims):
         super().__init__()
@@ -96,7 +100,4 @@ def build_gates(spec: dict[str, Any], dims: Dims) -> SkipGates:
     if bad:
         raise EebertError(f"no layer {bad[0]} to gate (the model has {dims.num_layers} layers)",
                           f"choose gate layers from 1 to {dims.num_layers}")
-    try:
-        return GATES.get(kind)(layers, dims, **params)
-    except (TypeError, ValueError) as e:
-        raise EebertError(f"bad gate parameters: {e}", "see docs/methods/smartbert.md") from None
+    return GATES.build(kind, params, layers, dims)

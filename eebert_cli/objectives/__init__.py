@@ -2,7 +2,8 @@
 
 from .base import OBJECTIVES, Objective, TrainBatch, build_objective
 
-from . import ce_distil, distil, joint, leebert  # noqa: E402,F401  (registers)
-from . import mse_distil  # noqa: E402,F401  (registers)
+from ..registry import discover
+
+discover(__name__)  # every module here registers its objectives; no import list to keep
 
 __all__ = ["OBJECTIVES", "Objective", "TrainBatch", "build_objective"]

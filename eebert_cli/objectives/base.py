@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..registry import Registry
+from ..registry import CLASSIFICATION, Range, Registry
 
 
 @dataclass
@@ -24,6 +24,10 @@ class Objective(nn.Module):
     #: True for objectives fitted as a bi-level problem: the trainer then keeps a held-out part
     #: of the training data (``outer_share``) and calls :meth:`outer_step` after each step
     bilevel: ClassVar[bool] = False
+    #: tasks the loss is defined for (class targets by default)
+    tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)
+    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``OBJECTIVES.build``
+    bounds: ClassVar[dict[str, Range]] = {}
     outer_share: float = 0.2
 
     def bind(self, exits) -> None:
@@ -48,11 +52,5 @@ class Objective(nn.Module):
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
-def build_objective(name: str, params: dict[str, Any] | None = None) -> Objective:
-    from ..errors import EebertError
-
-    try:
-        return OBJECTIVES.get(name)(**(params or {}))
-    except TypeError as e:
-        raise EebertError(f"bad parameters for objective {name!r}: {e}",
-                          "see `eebert list` for each objective's parameters") from None
+def build_objective(name: str, params: dict[str, Any] | None = None, task: str | None = None) -> Objective:
+    return OBJECTIVES.build(name, params, task=task)

@@ -48,7 +48,7 @@ def main() -> None:
         art = load_artifact(r.artifact)
         cal = calibrate(art, data, replace(r.calibrate, target_speedup=t, max_drop=None), ui, cache=cache).to_dict()
         # batch-1 wall clock only at 2.0x (it re-runs the model example by example)
-        bcfg = r.benchmark if t == 2.0 else replace(r.benchmark, timing_samples=-1, repeats=0)
+        bcfg = r.benchmark if t == 2.0 else replace(r.benchmark, repeats=0)
         model = EarlyExitModel.from_artifact(r.artifact)
         rep = run_benchmark(model, data, bcfg, ui, cache=cache)
         folder = Path(r.artifact)

@@ -1,0 +1,69 @@
+"""A recipe's ``[expect]`` table: the budget a run must meet, checked after the benchmark.
+
+CI runs ``eebert run recipe.toml``; when a new checkpoint no longer meets the
+budget the command exits 3 (errors exit 1) and names each failed expectation.
+Percent-like figures are in points (0-100) as everywhere in eebert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+#: exit status of a run whose expectations failed (1 = an error, 0 = all met)
+EXPECTATIONS_FAILED = 3
+
+
+@dataclass
+class Expect:
+    """What the benchmark must show; unset entries are not checked."""
+
+    min_flops_speedup: float | None = field(default=None, metadata={"help": "Lowest FLOPs speedup on the benchmark split.", "min": 0.0})
+    min_measured_speedup: float | None = field(default=None, metadata={"help": "Lowest measured wall-clock speedup (needs timing: benchmark.repeats > 0).", "min": 0.0})
+    max_accuracy_drop: float | None = field(default=None, metadata={"help": "Largest drop of the report's metric (accuracy, or agreement without labels) vs the deployed model, in points.", "min": 0.0, "max": 100.0})
+    min_agreement: float | None = field(default=None, metadata={"help": "Lowest agreement with the deployed model's predictions, in percent.", "min": 0.0, "max": 100.0})
+    max_speedup_gap: float | None = field(default=None, metadata={"help": "Largest |test / validation - 1| of the FLOPs speedup, in percent (is the calibration holding on unseen data?).", "min": 0.0})
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+def _measured(report: dict) -> dict[str, float | None]:
+    """Each expectation's figure in ``report`` (None when the run did not measure it)."""
+    ee, dep, m = report.get("early_exit", {}), report.get("deployed", {}), report.get("metric")
+    gap = (report.get("gaps") or {}).get("test_vs_validation_speedup")
+    drop = None
+    if m in ("accuracy", "agreement") and ee.get(m) is not None and dep.get(m) is not None:
+        drop = 100.0 * (dep[m] - ee[m])
+    return {
+        "min_flops_speedup": ee.get("speedup_flops"),
+        "min_measured_speedup": ee.get("speedup_measured"),
+        "max_accuracy_drop": drop,
+        "min_agreement": None if ee.get("agreement") is None else 100.0 * ee["agreement"],
+        "max_speedup_gap": None if gap is None else 100.0 * abs(gap),
+    }
+
+
+def check(expect: Expect, report: dict) -> dict:
+    """The verdict: {"passed": bool, "checks": [{name, expected, actual, passed}, ...]}."""
+    actual = _measured(report)
+    checks = []
+    for f in fields(expect):
+        want = getattr(expect, f.name)
+        if want is None:
+            continue
+        got = actual[f.name]
+        ok = got is not None and (got >= want if f.name.startswith("min_") else got <= want)
+        checks.append({"name": f.name, "expected": want, "actual": got, "passed": ok})
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def table(verdict: dict):
+    """The verdict as a rich table (failed rows in red)."""
+    from rich.table import Table
+
+    t = Table("expectation", "expected", "measured", "", title="expectations")
+    for c in verdict["checks"]:
+        sign = ">=" if c["name"].startswith("min_") else "<="
+        got = "not measured" if c["actual"] is None else f"{c['actual']:.3f}"
+        t.add_row(c["name"], f"{sign} {c['expected']}", got, "[green]met[/]" if c["passed"] else "[bold red]FAILED[/]")
+    return t
