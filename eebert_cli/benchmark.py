@@ -245,6 +245,10 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
 def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.engine == "onnxruntime":  # a stale export fails now, not after the backbone pass
+        from .onnx_runtime import check_export
+
+        check_export(cfg.onnx_dir or model.artifact.path / "onnx", model.artifact.path)
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui)
     if out.task == REGRESSION:
         from .regression import rows as regression_rows

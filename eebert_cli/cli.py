@@ -104,7 +104,9 @@ def _params(items: list[str] | None, flag: str) -> dict:
 @command
 def attach(
     checkpoint: str = typer.Argument(..., help="Deployed checkpoint directory (a *ForSequenceClassification)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write (a new one, or an artifact to replace)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing directory that is not an "
+                                   "artifact; only the artifact's own files are replaced, other files are kept."),
     data: Optional[str] = DATA, text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
     exits: str = typer.Option("mean-mlp", help=help_for(AttachConfig, "exits")),
@@ -143,7 +145,7 @@ def attach(
                                                     **_params(gate_param, "--gate-param")}, "--gate-param"),
                        max_length=max_length, use_labels=not no_labels,
                        train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
-    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
+    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), overwrite=overwrite)
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
@@ -198,19 +200,20 @@ def calibrate(
     from .quantize import check_scheme, quantize_model
 
     quantize = check_scheme(quantize)
-    art = load_artifact(artifact, backbone)
-    quantize_model(art.deployed.model, quantize)
-    data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
-    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
+    from .artifact import CALIBRATION, artifact_lock, read_json, write_json
+
+    with artifact_lock(artifact, "calibrate"):  # from loading the exits to writing their thresholds
+        art = load_artifact(artifact, backbone)
+        quantize_model(art.deployed.model, quantize)
+        data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
+        result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
+        if quantize:  # recorded so that benchmark, predict and export load the same backbone
+            write_json(art.path / CALIBRATION, {**read_json(art.path / CALIBRATION), "quantize": quantize})
+            result["quantize"] = quantize
     from .metrics import choose
 
     head = choose(result.get("task", "classification"), metric).replace("-", "_")
     result["headline_metric"] = head
-    if quantize:  # recorded so that benchmark, predict and export load the same backbone
-        from .artifact import CALIBRATION, read_json, write_json
-
-        write_json(art.path / CALIBRATION, {**read_json(art.path / CALIBRATION), "quantize": quantize})
-        result["quantize"] = quantize
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
@@ -257,13 +260,15 @@ def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, ba
     from .benchmark import run_benchmark
     from .data import load_data
     from .pipeline import data_config_of
+    from .artifact import artifact_lock
     from .report import table, write_report
     from .runtime import EarlyExitModel
 
-    model = EarlyExitModel.from_artifact(artifact, backbone)
-    data_ = load_data(data_config_of(model.artifact, dcfg))
-    report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
-    write_report(Path(artifact), report)
+    with artifact_lock(artifact, "benchmark"):  # the calibration the report describes cannot change meanwhile
+        model = EarlyExitModel.from_artifact(artifact, backbone)
+        data_ = load_data(data_config_of(model.artifact, dcfg))
+        report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
+        write_report(Path(artifact), report)
     if not quiet:
         out.print(table(report))
         out.print(f"report written to {artifact}/report.json and report.md")
@@ -335,7 +340,9 @@ def predict(
 
 @app.command()
 @command
-def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."), as_json: bool = JSON):
+def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."), as_json: bool = JSON,
+        overwrite: bool = typer.Option(False, "--overwrite", help="Let the recipe's artifact go into an existing "
+                                       "directory that is not an artifact (other files are kept).")):
     """Attach, calibrate and benchmark as a recipe says."""
     from .artifact import load_artifact
     from .data import load_data
@@ -347,7 +354,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
     r = load_recipe(recipe)
     ui = UI(quiet=as_json)
     ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui)
+    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, overwrite=overwrite)
     ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
     art = load_artifact(r.artifact)
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)

@@ -84,8 +84,19 @@ METRICS.register("mse")(Metric(mse, REGRESSION, higher_is_better=False))
 DEFAULT = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
 
 
+MULTI_LABEL = "multi_label_classification"
+
+
 def task_of(config) -> str:
-    """A checkpoint's task from its config: one output or problem_type "regression" means regression."""
+    """A checkpoint's task from its config: one output or problem_type "regression" means regression.
+
+    Multi-label checkpoints are refused: exits, criteria, calibration and the runtime all
+    assume one label per example (softmax), which would silently answer the wrong question.
+    """
+    if getattr(config, "problem_type", None) == MULTI_LABEL:
+        raise EebertError('multi-label checkpoints (problem_type "multi_label_classification") are not supported: '
+                          "eebert's exits, criteria and metrics assume one label per example",
+                          "use a single-label classifier or a regressor; see docs/reliability.md")
     if getattr(config, "problem_type", None) == REGRESSION or int(getattr(config, "num_labels", 2)) == 1:
         return REGRESSION
     return CLASSIFICATION

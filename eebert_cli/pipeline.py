@@ -134,7 +134,24 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
     return {"config": to_dict(g), **report}, (enc.subset(hold.tolist()), targets[hold])
 
 
-def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
+def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT,
+           overwrite: bool = False) -> dict:
+    """Attach and train exits; ``out`` is checked (see ``artifact.check_out``) and locked before any work."""
+    out = art.check_out(out, checkpoint, overwrite)
+    with art.artifact_lock(out, "attach"):
+        return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui)
+
+
+def absolute_data(cfg: DataConfig) -> DataConfig:
+    """The data spec with a local path made absolute: the artifact records it for later commands,
+    which may run from another directory."""
+    p = Path(cfg.spec).expanduser()
+    if cfg.spec and p.exists():
+        return DataConfig(**{**to_dict(cfg), "spec": str(p.resolve())})
+    return cfg
+
+
+def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path, ui: UI) -> dict:
     deployed = load_deployed(checkpoint)
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
@@ -318,6 +335,12 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
     if cfg.max_drop is not None and cfg.max_drop < 0:
         raise EebertError(f"max drop must be >= 0 points, got {cfg.max_drop}", "for example --max-drop 1.0")
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+    with art.artifact_lock(artifact.path, "calibrate"):
+        return _calibrate(artifact, data, cfg, ui, criterion_params)
+
+
+def _calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
+               criterion_params: dict | None) -> dict:
     if artifact.exits.gates is None:
         outputs = split_outputs(artifact, data, "validation", ui=ui)
         result = choose_thresholds(outputs, cfg, criterion_params, artifact)
@@ -332,7 +355,12 @@ def calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, ui
                                                         "accuracy": result["validation"][result["metric"]]}
         except EebertError:  # curves are a picture; never fail a calibration over them
             pass
+    # the exits these thresholds belong to: loading refuses them once the artifact is re-attached
+    result.update(art.derivation(artifact.path, art.WEIGHTS, known={art.WEIGHTS: artifact.exits_sha256}))
     art.write_json(artifact.path / art.CALIBRATION, result)
+    from .report import mark_stale
+
+    mark_stale(artifact.path)
     return result
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .artifact import write_json, write_text
+from .artifact import CALIBRATION, check_derivation, derivation, file_sha256, read_json, write_json, write_text
+from .errors import EebertError
 from .plot import curves_svg
 
 CURVES_SVG = "curves.svg"
@@ -130,9 +131,43 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+STALE = "> **Stale:** this report describes a calibration that has since been replaced; re-run `eebert benchmark`.\n\n"
+
+
 def write_report(folder: Path, report: dict) -> None:
-    write_json(folder / "report.json", report)
+    """report.json / report.md / curves.svg; the report records the calibration it describes."""
+    if (folder / CALIBRATION).is_file():
+        report = {**report, **derivation(folder, CALIBRATION)}
+    write_json(folder / REPORT_JSON, report)
     if report.get("curves"):
         write_text(folder / CURVES_SVG, curves_svg(report["curves"], report["metric"],
                                                    f"eebert: speedup vs {report['metric']}"))
-    write_text(folder / "report.md", markdown(report))
+    write_text(folder / REPORT_MD, markdown(report))
+
+
+def _current(folder: Path) -> dict[str, str]:
+    f = folder / CALIBRATION
+    return {CALIBRATION: file_sha256(f)} if f.is_file() else {}
+
+
+def load_report(folder: str | Path) -> dict:
+    """report.json, refused when it describes a calibration that has since been replaced."""
+    folder = Path(folder)
+    report = read_json(folder / REPORT_JSON)
+    check_derivation(report, _current(folder), f"{folder / REPORT_JSON} (a report of an older calibration)",
+                     f"eebert benchmark {folder}")
+    return report
+
+
+def mark_stale(folder: Path) -> None:
+    """After a new calibration: flag report.md (what people read) when it describes the old one."""
+    md = folder / REPORT_MD
+    if not (folder / REPORT_JSON).is_file() or not md.is_file():
+        return
+    try:
+        load_report(folder)
+    except EebertError:
+        text = md.read_text(encoding="utf-8")
+        if not text.startswith(STALE):
+            write_text(md, STALE + text)
