@@ -22,7 +22,7 @@ from .cost import encoder_flops
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
-from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
+from .metrics import MULTI_LABEL, REGRESSION, choose, macro_f1, micro_f1, predictions, same
 from .pipeline import SplitOutputs, problem_for, skip_stats, split_outputs
 from .errors import EebertError
 from .runtime import EarlyExitModel, pad_batch
@@ -32,7 +32,11 @@ ENGINES = ("pytorch", "onnxruntime")
 
 
 def _rate(pred: torch.Tensor, ref: torch.Tensor | None) -> float | None:
-    return None if ref is None else (pred == ref).double().mean().item()
+    """Share of answers equal to the reference (a label set [N, C] must match whole)."""
+    if ref is None:
+        return None
+    eq = pred == ref
+    return (eq.all(-1) if eq.dim() > 1 else eq).double().mean().item()
 
 
 def _percentiles(ms: list[float]) -> dict:
@@ -46,8 +50,9 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     num_layers = model.num_layers
     problem = problem_for(out, model.criterion)
     e = decide(problem.scores, torch.tensor(model.thresholds, dtype=torch.float64))
-    preds = out.logits.argmax(-1)
-    pred = preds.gather(1, e[:, None]).squeeze(1)
+    preds = predictions(out.logits, out.task)  # [N, K] class ids, or [N, K, C] label sets
+    every = torch.arange(len(e))
+    pred = preds[every, e]
     full = out.full.sum().item()
     avg_layer = layers[e].mean().item()
     hist = {str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()}
@@ -76,10 +81,10 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),
               "agreement": _rate(preds[:, k], out.deployed_pred),
               "speedup_flops": full / static_cost.sum().item()}
-    right = preds == out.reference[:, None]
+    right = same(preds, out.reference[:, None], out.task)
     right[:, -1] = True  # nobody is right anywhere: the deployed head answers
     oe = right.to(torch.uint8).argmax(1)
-    opred = preds.gather(1, oe[:, None]).squeeze(1)
+    opred = preds[every, oe]
     oracle = {"accuracy": _rate(opred, out.labels), "agreement": _rate(opred, out.deployed_pred),
               "speedup_flops": full / out.cost.gather(1, oe[:, None]).sum().item(),
               "average_exit_layer": layers[oe].mean().item()}
@@ -88,6 +93,8 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     ref = out.labels
     for row, p in ((deployed, out.deployed_pred), (early, pred), (static, preds[:, k]), (oracle, opred)):
         row["macro_f1"] = None if ref is None else macro_f1(p, ref)
+        if out.task == MULTI_LABEL:
+            row["micro_f1"] = None if ref is None else micro_f1(p, ref)
     return {"deployed": deployed, "early_exit": early, "static_truncation": static, "oracle": oracle,
             "exit_index": e}
 
@@ -265,7 +272,7 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     cal = model.artifact.calibration or {}
     report = {
         "split": cfg.split, "examples": len(out.lengths),
-        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task == CLASSIFICATION
+        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task != REGRESSION
         else ("pearson" if out.labels is not None else "mse_to_deployed"),
         # the metric to read first (--metric; default by task), named as in the rows (macro_f1, ...)
         "headline_metric": choose(out.task, cfg.metric or None).replace("-", "_") if out.labels is not None else None,

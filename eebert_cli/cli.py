@@ -324,8 +324,8 @@ def predict(
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE.jsonl")
     model = EarlyExitModel.from_artifact(artifact, backbone)
     preds = model.predict(texts, pairs, batch_size=max(1, batch_size))
-    rows_out = [{"text": t, "label": p.label, "exit_layer": p.exit_layer, "probs": p.probs}
-                for t, p in zip(texts, preds)]
+    rows_out = [{"text": t, "label": p.label, "exit_layer": p.exit_layer, "probs": p.probs,
+                 **({"labels": p.labels} if p.labels is not None else {})} for t, p in zip(texts, preds)]
     if as_json:
         emit(rows_out, True)
         return

@@ -135,6 +135,11 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                 on_method: Callable[[dict], None] | None = None) -> dict:
     """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
     deployed = load_deployed(recipe.checkpoint)
+    from .metrics import CLASSIFICATION, task_of
+
+    if task_of(deployed.model.config) != CLASSIFICATION:  # its tables are single-label accuracy
+        raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is "
+                          f"{task_of(deployed.model.config)}", "run attach, calibrate and benchmark on it instead")
     data = load_data(recipe.data)
     dims = deployed.adapter.dims
     layers_of = {m.name: exit_layers(m.attach, dims.num_layers) for m in methods}

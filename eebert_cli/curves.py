@@ -17,6 +17,7 @@ from .calibrate import INF, Problem
 from .cost import embed_flops, layer_flops
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
+from .metrics import predictions, same
 
 
 def _point(speedup: float, accuracy: float, **extra) -> dict:
@@ -43,7 +44,7 @@ def static_curve(outputs, artifact) -> list[dict]:
     dims = artifact.deployed.adapter.dims
     seq = outputs.lengths.double()
     full = outputs.full.sum().item()
-    correct = (outputs.logits.argmax(-1) == outputs.reference[:, None]).double()
+    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task).double()
     pts = []
     for k, layer in enumerate(artifact.exits.layers):
         cost = (embed_flops(dims, seq) + layer * layer_flops(dims, seq)
@@ -72,9 +73,11 @@ def oracle_curve(problem: Problem, points: int = 40) -> list[dict]:
 def default_criteria(artifact=None) -> list[tuple[str, Criterion]]:
     """Every registered criterion with its default parameters (skipping ones this artifact cannot bind)."""
     out = []
+    # curves are drawn for classifiers (single- or multi-label); criteria of other tasks do not apply
+    task = "multi-label" if artifact is not None and artifact.config.get("task") == "multi-label" else "classification"
     for name in CRITERIA.names():
-        if "classification" not in getattr(CRITERIA.get(name), "tasks", ("classification",)):
-            continue  # curves are drawn for classifiers; regression-only criteria do not apply
+        if task not in getattr(CRITERIA.get(name), "tasks", ("classification",)):
+            continue
         try:
             out.append((name, build_criterion(name, None, artifact)))
         except EebertError:

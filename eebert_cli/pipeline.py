@@ -21,7 +21,7 @@ from .data import DataConfig, TaskData, load_data, map_labels
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
 from .features import Features, all_exit_logits, encode, extract
-from .metrics import CLASSIFICATION, REGRESSION, all_metrics, task_of
+from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, all_metrics, predictions, same, task_of
 from .objectives import build_objective
 from .runtime import thresholds_to_json
 from .train import train_exits
@@ -41,10 +41,15 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
     s = data.split(split)
     if s.labels is None:
         return None
-    if task_of(deployed.model.config) == REGRESSION:
+    task = task_of(deployed.model.config)
+    if task == REGRESSION:
         from .regression import gold_values
 
         return gold_values(s.labels, f"the {split} split of {data.name}")
+    if task == MULTI_LABEL:
+        from .multilabel import gold_multi_hot
+
+        return gold_multi_hot(s.labels, deployed.label2id, len(deployed.id2label), f"the {split} split of {data.name}")
     return torch.tensor(map_labels(s.labels, deployed.label2id, len(deployed.id2label),
                                    f"the {split} split of {data.name}"))
 
@@ -104,8 +109,8 @@ def check_gates(cfg: AttachConfig, task: str) -> None:
     from .gates import GATES
 
     GATES.get(g.type)
-    if task == REGRESSION:
-        raise EebertError("skipping gates support classifiers only", "drop the gates for this regression model")
+    if task != CLASSIFICATION:
+        raise EebertError("skipping gates support single-label classifiers only", f"drop the gates for this {task} model")
     if not 0.0 <= g.skip_target <= 1.0:
         raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
     if g.epochs < 1 or g.warmup_epochs < 0:
@@ -163,6 +168,10 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     task = task_of(deployed.model.config)
     if cfg.gates.type:  # bad gate settings fail now, not after the backbone pass
         check_gates(cfg, task)
+    if task == MULTI_LABEL:
+        from .multilabel import check_attach
+
+        check_attach(cfg)
     needs = features_needed(cfg, layers, dims)
     for layer in layers:  # what the `learned` criterion's scorer reads
         needs.setdefault(layer, set()).add(learned_reduction(cfg.exits))
@@ -171,18 +180,20 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     t0 = time.perf_counter()
     feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
     t_features = time.perf_counter() - t0
-    deployed_targets = feats.teacher[:, 0] if task == REGRESSION else feats.teacher.argmax(-1)
-    targets = labels if labels is not None else deployed_targets
+    deployed_targets = predictions(feats.teacher, task)
+    targets = labels if labels is not None else deployed_targets.float() if task == MULTI_LABEL else deployed_targets
     objective_name = cfg.objective
     if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
         objective_name = "mse-distil"
+    if task == MULTI_LABEL and objective_name == "ce-distil":  # per-label sigmoids: binary cross-entropy
+        objective_name = "bce-distil"
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
     gate_report = None
     if cfg.gates.type:
         gate_report, (held_enc, held_targets) = attach_gates(deployed, data, cfg, spec, exits,
                                                              summary["objective_module"], feats, targets, ui)
     extra_files, learned_report = {}, None
-    if task != REGRESSION:
+    if task == CLASSIFICATION:  # the learned scorer predicts single-label correctness
         lr = learned_reduction(cfg.exits)
         if gate_report is None:
             learned, learned_report = fit_learned(exits, feats, targets, summary["holdout_rows"], lr)
@@ -262,7 +273,7 @@ class SplitOutputs:
     labels: torch.Tensor | None   #: gold ids, if the data has labels
     cost: torch.Tensor            #: [N, K] FLOPs when leaving at each exit
     full: torch.Tensor            #: [N] FLOPs of the deployed model
-    task: str = CLASSIFICATION    #: "classification" or "regression" (one output)
+    task: str = CLASSIFICATION    #: "classification", "regression" (one output) or "multi-label"
     features: torch.Tensor | None = None  #: [N, K-1, H] reductions the trainable exits read
     #: [N, C] the deployed model's own logits, when the last exit is not the deployed model
     #: (skipping gates or a trained backbone change the path to it)
@@ -272,9 +283,7 @@ class SplitOutputs:
     @property
     def deployed_pred(self) -> torch.Tensor:
         last = self.logits[:, -1] if self.deployed_logits is None else self.deployed_logits
-        if self.task == REGRESSION:
-            return last[:, 0]
-        return last.argmax(-1)
+        return predictions(last, self.task)
 
     @property
     def reference(self) -> torch.Tensor:
@@ -322,7 +331,7 @@ def problem_for(outputs: SplitOutputs, criterion) -> Problem:
 
         return problem(outputs, criterion)
     scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
-    correct = outputs.logits.argmax(-1) == outputs.reference[:, None]
+    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task)
     return Problem(scores, correct, outputs.cost, outputs.full)
 
 
@@ -347,7 +356,7 @@ def _calibrate(artifact: art.Artifact, data: TaskData, cfg: CalibrationConfig, u
     else:
         outputs, result = calibrate_gated(artifact, data, cfg, criterion_params, ui)
     result["exit_layers"] = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
-    if outputs.task == CLASSIFICATION:
+    if outputs.task != REGRESSION:
         try:
             result["curves"] = {"validation": split_curves(
                 outputs, artifact, criteria_for_curves(result["criterion"], result["criterion_params"], artifact))}
@@ -420,6 +429,8 @@ def skip_stats(skipped: torch.Tensor, exit_layer: torch.Tensor, gated: list[int]
 def criterion_name_for(outputs: SplitOutputs, name: str) -> str:
     if outputs.task == REGRESSION and name == "entropy":  # the classification default
         return "patience-regression"
+    if outputs.task == MULTI_LABEL and name == "entropy":
+        return "label-margin"
     return name
 
 
@@ -479,10 +490,7 @@ def choose_thresholds(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_p
         warnings.append(f"validation split has {n} examples: accuracy is only known to about "
                         f"±{100 * half:.1f} points; use more validation data for tighter figures")
     metric = "accuracy" if outputs.labels is not None else "agreement"
-    if regression:
-        chosen_pred = outputs.logits[..., 0].gather(1, chosen.exits[:, None]).squeeze(1)
-    else:
-        chosen_pred = outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
+    chosen_pred = predictions(outputs.logits, outputs.task)[torch.arange(n), chosen.exits]
     # metrics that are not sums over examples (macro-F1, Pearson, ...) are evaluated exactly here
     task_metrics = all_metrics(outputs.task, chosen_pred, outputs.labels)
     task_metrics.update({f"deployed_{k}": v for k, v in
@@ -501,8 +509,7 @@ def choose_thresholds(outputs: SplitOutputs, cfg: CalibrationConfig, criterion_p
             "speedup_flops": chosen.speedup,
             metric: chosen.accuracy,
             f"deployed_{metric}": ref_acc,
-            "agreement": (outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
-                          == outputs.deployed_pred).double().mean().item(),
+            "agreement": same(chosen_pred, outputs.deployed_pred, outputs.task).double().mean().item(),
             "speedup_ci95": ci["speedup_ci95"],
             f"{metric}_ci95": ci["accuracy_ci95"],
             "metrics": task_metrics,

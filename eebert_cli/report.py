@@ -45,9 +45,14 @@ def _num(x):
     return "-" if x is None else f"{x:.4f}"
 
 
+ML_HEADER = F1_HEADER[:2] + ["micro-F1 %"] + F1_HEADER[2:]  # multi-label: accuracy is the exact-match rate
+
+
 def _header(report: dict) -> list[str]:
     if report.get("task") == "regression":
         return REG_HEADER
+    if report.get("task") == "multi-label":
+        return ML_HEADER
     return F1_HEADER if "macro_f1" in report.get("deployed", {}) else HEADER
 
 
@@ -57,6 +62,8 @@ def _row(report: dict, key: str) -> list[str]:
     if report.get("task") == "regression":
         return cells[:1] + [_num(r.get("pearson")), _num(r.get("spearman")), _num(r.get("mse")),
                             _num(r.get("mse_to_deployed"))] + cells[3:]
+    if report.get("task") == "multi-label":
+        return cells[:2] + [_pct(r.get("micro_f1")), _pct(r.get("macro_f1"))] + cells[2:]
     if "macro_f1" in r:
         return cells[:2] + [_pct(r.get("macro_f1"))] + cells[2:]
     return cells

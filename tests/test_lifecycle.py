@@ -168,14 +168,6 @@ def relative_data_from_another_cwd(ckpt, data, art, tmp):
         os.chdir(cwd)
 
 
-def multi_label_checkpoint(ckpt, data, art, tmp):
-    m = make_bert(tmp / "ml")
-    cfg = json.loads((m / "config.json").read_text())
-    cfg["problem_type"] = "multi_label_classification"
-    (m / "config.json").write_text(json.dumps(cfg))
-    return cli("attach", m, "--data", data, "--out", tmp / "a", "--epochs", 1)
-
-
 CASES = [  # name, case, exit code, what the one line says
     ("out=CKPT", out_is_checkpoint, 1, "is the checkpoint"),
     ("out inside CKPT", out_inside_checkpoint, 1, "inside the checkpoint"),
@@ -189,7 +181,6 @@ CASES = [  # name, case, exit code, what the one line says
     ("calibration of replaced exits", reattached_after_calibration, 1, "calibration.json (thresholds for other exits) is stale"),
     ("stale ONNX export", stale_onnx_export, 1, "graphs of an older calibration) is stale"),
     ("relative --data from another cwd", relative_data_from_another_cwd, 0, None),
-    ("multi-label checkpoint", multi_label_checkpoint, 1, "multi-label checkpoints"),
 ]
 
 

@@ -3,6 +3,6 @@
 from .base import CRITERIA, Criterion, build_criterion
 
 from . import cobee, dge, entropy, learned, maxprob, patience, pcee  # noqa: E402,F401  (registers)
-from . import patience_regression  # noqa: E402,F401  (registers)
+from . import label_margin, patience_regression  # noqa: E402,F401  (registers)
 
 __all__ = ["CRITERIA", "Criterion", "build_criterion"]
