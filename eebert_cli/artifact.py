@@ -49,12 +49,22 @@ OWN_FILES = frozenset({CONFIG, WEIGHTS, CALIBRATION, BACKBONE_WEIGHTS, LOCK, "le
 LOCK_WAIT_S = 3.0  #: how long a second writer waits for the lock (EEBERT_LOCK_WAIT overrides)
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (setting it, even briefly, races other threads)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def file_mode(base: int = 0o666) -> int:
     """``base`` under the process umask: what a plain ``open()`` would have created."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return base & ~mask
+    return base & ~_umask()
 
 
 def _stage(path: Path, write: Callable[[Path], None]) -> Path:

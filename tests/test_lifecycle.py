@@ -22,8 +22,6 @@ from eebert_cli.artifact import CALIBRATION, CONFIG, LOCK, WEIGHTS, file_sha256,
 from eebert_cli.cli import app
 from eebert_cli.errors import EebertError
 
-from conftest import make_bert
-
 runner = CliRunner()
 
 
@@ -152,6 +150,16 @@ def stale_onnx_export(ckpt, data, art, tmp):
     return cli("benchmark", a, "--engine", "onnxruntime", "--timing-samples", 2, "--repeats", 1)
 
 
+def export_out_is_dir_of_unrelated_files(ckpt, data, art, tmp):
+    pytest.importorskip("onnx")
+    d = tmp / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    r = cli("export", art, "--out", d)
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
+    return r
+
+
 def relative_data_from_another_cwd(ckpt, data, art, tmp):
     here = tmp / "project"
     shutil.copytree(data, here / "data")
@@ -180,6 +188,8 @@ CASES = [  # name, case, exit code, what the one line says
     ("calibrate while attach writes", writer_holds_the_lock, 1, "is being written by another eebert command (pid 4242"),
     ("calibration of replaced exits", reattached_after_calibration, 1, "calibration.json (thresholds for other exits) is stale"),
     ("stale ONNX export", stale_onnx_export, 1, "graphs of an older calibration) is stale"),
+    ("export --out dir of unrelated files", export_out_is_dir_of_unrelated_files, 1,
+     "holds files that are not an eebert ONNX export"),
     ("relative --data from another cwd", relative_data_from_another_cwd, 0, None),
 ]
 
