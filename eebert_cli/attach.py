@@ -16,7 +16,8 @@ from .data import DataConfig, TaskData, load_data
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
 from .features import Encoded, Features, encode, extract
-from .metrics import REGRESSION, task_of
+from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, predictions, task_of
+from .tasks import objective_for
 from .objectives import build_objective
 from .outputs import gold_labels
 from .recipe import check_max_length
@@ -75,8 +76,8 @@ def check_gates(cfg: AttachConfig, task: str) -> None:
     from .gates import GATES
 
     GATES.get(g.type)
-    if task == REGRESSION:
-        raise EebertError("skipping gates support classifiers only", "drop the gates for this regression model")
+    if task != CLASSIFICATION:
+        raise EebertError("skipping gates support single-label classifiers only", f"drop the gates for this {task} model")
     if not 0.0 <= g.skip_target <= 1.0:
         raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
     if g.epochs < 1 or g.warmup_epochs < 0:
@@ -105,7 +106,24 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
     return {"config": to_dict(g), **report}, (enc.subset(hold.tolist()), targets[hold])
 
 
-def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
+def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT,
+           overwrite: bool = False) -> dict:
+    """Attach and train exits; ``out`` is checked (see ``artifact.check_out``) and locked before any work."""
+    out = art.check_out(out, checkpoint, overwrite)
+    with art.artifact_lock(out, "attach"):
+        return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui)
+
+
+def absolute_data(cfg: DataConfig) -> DataConfig:
+    """The data spec with a local path made absolute: the artifact records it for later commands,
+    which may run from another directory."""
+    p = Path(cfg.spec).expanduser()
+    if cfg.spec and p.exists():
+        return replace(cfg, spec=str(p.resolve()))
+    return cfg
+
+
+def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path, ui: UI) -> dict:
     deployed = load_deployed(checkpoint)
     cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
     data = load_data(data_cfg)
@@ -118,6 +136,10 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     task = task_of(deployed.model.config)
     if cfg.gates.type:  # bad gate settings fail now, not after the backbone pass
         check_gates(cfg, task)
+    if task == MULTI_LABEL:
+        from .multilabel import check_attach
+
+        check_attach(cfg)
     needs = features_needed(cfg, layers, dims)
     for layer in layers:  # what feature-reading criteria read (see Criterion.fit)
         needs.setdefault(layer, set()).add(feature_reduction(cfg.exits))
@@ -126,18 +148,16 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     t0 = time.perf_counter()
     feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
     t_features = time.perf_counter() - t0
-    deployed_targets = feats.teacher[:, 0] if task == REGRESSION else feats.teacher.argmax(-1)
-    targets = labels if labels is not None else deployed_targets
-    objective_name = cfg.objective
-    if task == REGRESSION and objective_name == "ce-distil":  # the classification default; regress instead
-        objective_name = "mse-distil"
+    deployed_targets = predictions(feats.teacher, task)
+    targets = labels if labels is not None else deployed_targets.float() if task == MULTI_LABEL else deployed_targets
+    objective_name = objective_for(task, cfg.objective)  # regression and multi-label have their own default
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
     gate_report = None
     if cfg.gates.type:
         gate_report, (held_enc, held_targets) = attach_gates(deployed, data, cfg, spec, exits,
                                                              summary["objective_module"], feats, targets, ui)
     extra_files, fitted = {}, {}
-    if task != REGRESSION:
+    if task == CLASSIFICATION:  # fitted criteria (learned) predict single-label correctness
         fitted = fit_criteria(deployed, exits, feats, targets, summary["holdout_rows"],
                               None if gate_report is None else (held_enc, held_targets), cfg.batch_size)
         extra_files = {rec.pop("tensors_file"): rec.pop("tensors") for rec in fitted.values()}

@@ -22,7 +22,7 @@ from .config import BenchmarkConfig
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
-from .metrics import CLASSIFICATION, REGRESSION, choose, macro_f1
+from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, choose, macro_f1, micro_f1, predictions, same
 from .operating_point import skip_stats
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from .errors import EebertError
@@ -33,7 +33,11 @@ ENGINES = ("pytorch", "onnxruntime")
 
 
 def _rate(pred: torch.Tensor, ref: torch.Tensor | None) -> float | None:
-    return None if ref is None else (pred == ref).double().mean().item()
+    """Share of answers equal to the reference (a label set [N, C] must match whole)."""
+    if ref is None:
+        return None
+    eq = pred == ref
+    return (eq.all(-1) if eq.dim() > 1 else eq).double().mean().item()
 
 
 def _percentiles(ms: list[float]) -> dict:
@@ -47,8 +51,9 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     num_layers = model.num_layers
     problem = problem_for(out, model.criterion)
     e = decide(problem.scores, torch.tensor(model.thresholds, dtype=torch.float64))
-    preds = out.logits.argmax(-1)
-    pred = preds.gather(1, e[:, None]).squeeze(1)
+    preds = predictions(out.logits, out.task)  # [N, K] class ids, or [N, K, C] label sets
+    every = torch.arange(len(e))
+    pred = preds[every, e]
     full = out.full.sum().item()
     avg_layer = layers[e].mean().item()
     hist = {str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()}
@@ -69,8 +74,8 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     k, static_speedup = static_exit(out, model.exits, dims, early["speedup_flops"])
     static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),
               "agreement": _rate(preds[:, k], out.deployed_pred), "speedup_flops": static_speedup}
-    oe = oracle_exits(preds == out.reference[:, None])
-    opred = preds.gather(1, oe[:, None]).squeeze(1)
+    oe = oracle_exits(same(preds, out.reference[:, None], out.task))
+    opred = preds[every, oe]
     oracle = {"accuracy": _rate(opred, out.labels), "agreement": _rate(opred, out.deployed_pred),
               "speedup_flops": full / out.cost.gather(1, oe[:, None]).sum().item(),
               "average_exit_layer": layers[oe].mean().item()}
@@ -85,6 +90,8 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     # macro-F1 of every row (skewed classes); not a sum over examples, so computed from the predictions
     for row, p in scored:
         row["macro_f1"] = None if out.labels is None else macro_f1(p, out.labels)
+        if out.task == MULTI_LABEL:
+            row["micro_f1"] = None if out.labels is None else micro_f1(p, out.labels)
     return {**rows, "early_exit": early, "static_truncation": static, "oracle": oracle, "exit_index": e}
 
 
@@ -242,6 +249,10 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
                   cache: OutputsCache | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.engine == "onnxruntime":  # a stale export fails now, not after the backbone pass
+        from .onnx_runtime import check_export
+
+        check_export(cfg.onnx_dir or model.artifact.path / "onnx", model.artifact.path)
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)
     if out.task == REGRESSION:
         from .regression import rows as regression_rows
@@ -258,7 +269,7 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     cal = model.artifact.calibration or {}
     report = {
         "split": cfg.split, "examples": len(out.lengths),
-        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task == CLASSIFICATION
+        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task != REGRESSION
         else ("pearson" if out.labels is not None else "mse_to_deployed"),
         # the metric to read first (--metric; default by task), named as in the rows (macro_f1, ...)
         "headline_metric": choose(out.task, cfg.metric or None).replace("-", "_") if out.labels is not None else None,

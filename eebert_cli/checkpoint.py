@@ -21,15 +21,37 @@ def weight_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 
 
+def _feed(digest, path: Path) -> None:
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, path)
+    return digest.hexdigest()
+
+
 def weights_sha256(path: Path) -> str:
     """sha256 over the checkpoint's safetensors files, in name order."""
     digest = hashlib.sha256()
     for f in weight_files(path):
         digest.update(f.name.encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        _feed(digest, f)
     return digest.hexdigest()
+
+
+#: What else decides the deployed model's answers besides its weights: the config (labels,
+#: problem type, architecture sizes) and the tokenizer. Hashed per file so that a mismatch can be named.
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spm.model", "spiece.model",
+                     "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def fingerprint_files(path: Path) -> dict[str, str]:
+    """sha256 of the checkpoint's config and tokenizer files (the weights have ``weights_sha256``)."""
+    return {n: file_sha256(path / n) for n in FINGERPRINT_FILES if (path / n).is_file()}
 
 
 @dataclass

@@ -162,7 +162,9 @@ def _params(items: list[str] | None, flag: str) -> dict:
 @command
 def attach(
     checkpoint: Optional[str] = typer.Argument(None, help="Deployed checkpoint directory (a *ForSequenceClassification); default: the recipe's."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory to write; default: the recipe's artifact."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory to write (a new one, or an artifact to replace); default: the recipe's artifact."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing directory that is not an "
+                                   "artifact; only the artifact's own files are replaced, other files are kept."),
     config: Optional[Path] = CONFIG,
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
@@ -217,7 +219,7 @@ def attach(
     from .recipe import check_components
 
     check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)
-    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
+    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), overwrite=overwrite)
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
@@ -280,10 +282,13 @@ def calibrate(
 
     CRITERIA.check(cfg.criterion, cfg.criterion_params)
     quantize = check_scheme(quantize)
-    art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
-    data_ = load_data(data_config_of(art, data_opts(r.data if config else None, data, text_column, pair_column,
-                                                    label_column, max_samples, data_config, split_map)))
-    result = run_calibrate(art, data_, cfg, UI(quiet=as_json), metric=metric).to_dict()
+    from .artifact import artifact_lock
+
+    with artifact_lock(artifact, "calibrate"):  # from loading the exits to writing their thresholds
+        art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
+        data_ = load_data(data_config_of(art, data_opts(r.data if config else None, data, text_column, pair_column,
+                                                        label_column, max_samples, data_config, split_map)))
+        result = run_calibrate(art, data_, cfg, UI(quiet=as_json), metric=metric).to_dict()
     head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
@@ -343,10 +348,13 @@ def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, ba
     from .report import table, write_report
     from .runtime import EarlyExitModel
 
-    model = EarlyExitModel.from_artifact(artifact, backbone)
-    data_ = load_data(data_config_of(model.artifact, dcfg))
-    report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
-    write_report(Path(artifact), report)
+    from .artifact import artifact_lock
+
+    with artifact_lock(artifact, "benchmark"):  # the calibration the report describes cannot change meanwhile
+        model = EarlyExitModel.from_artifact(artifact, backbone)
+        data_ = load_data(data_config_of(model.artifact, dcfg))
+        report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
+        write_report(Path(artifact), report)
     if not quiet:
         out.print(table(report))
         out.print(f"report written to {artifact}/report.json and report.md")
@@ -432,7 +440,9 @@ def predict(
 @app.command()
 @command
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), see recipes/."),
-        config: Optional[Path] = CONFIG, as_json: bool = JSON):
+        config: Optional[Path] = CONFIG, as_json: bool = JSON,
+        overwrite: bool = typer.Option(False, "--overwrite", help="Let the recipe's artifact go into an existing "
+                                       "directory that is not an artifact (other files are kept).")):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its [expect] table is not met."""
     from .artifact import load_artifact
     from .data import load_data
@@ -447,7 +457,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     ui = UI(quiet=as_json)
     ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui)
+    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, overwrite=overwrite)
     ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
     art = load_artifact(r.artifact)
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)

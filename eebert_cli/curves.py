@@ -15,6 +15,7 @@ from .baselines import oracle_exits, static_costs
 from .calibrate import INF, Problem
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
+from .metrics import predictions, same
 
 
 def _point(speedup: float, accuracy: float, **extra) -> dict:
@@ -40,7 +41,7 @@ def static_curve(outputs, artifact) -> list[dict]:
     """Everyone leaves at exit k, only that exit evaluated; one point per exit, deployed head last."""
     exits = artifact.exits
     full = outputs.full.sum().item()
-    correct = (outputs.logits.argmax(-1) == outputs.reference[:, None]).double()
+    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task).double()
     layers = exits.layers + [artifact.deployed.adapter.dims.num_layers]
     pts = [_point(full / c, correct[:, k].mean().item(), layer=layer) for k, (layer, c) in
            enumerate(zip(layers, static_costs(outputs, exits, artifact.deployed.adapter.dims).tolist()))]
@@ -66,9 +67,11 @@ def oracle_curve(problem: Problem, points: int = 40) -> list[dict]:
 def default_criteria(artifact=None) -> list[tuple[str, Criterion]]:
     """Every registered criterion with its default parameters (skipping ones this artifact cannot bind)."""
     out = []
+    # curves are drawn for classifiers (single- or multi-label); criteria of other tasks do not apply
+    task = "multi-label" if artifact is not None and artifact.config.get("task") == "multi-label" else "classification"
     for name in CRITERIA.names():
-        if "classification" not in getattr(CRITERIA.get(name), "tasks", ("classification",)):
-            continue  # curves are drawn for classifiers; regression-only criteria do not apply
+        if task not in getattr(CRITERIA.get(name), "tasks", ("classification",)):
+            continue
         try:
             out.append((name, build_criterion(name, None, artifact)))
         except EebertError:

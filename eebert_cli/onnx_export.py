@@ -26,8 +26,8 @@ calibration; re-export after re-calibrating (the manifest records which).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import CALIBRATION, Artifact, load_artifact, write_json
+from .artifact import (CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256,
+                       load_artifact, write_json)
 from .calibrate import INF
 from .errors import EebertError
 from .exits import reduce
@@ -109,6 +110,24 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
     except ImportError:
         raise EebertError("ONNX export needs the onnx package", "pip install 'eebert[onnx]'") from None
     quantize = check_scheme(quantize)
+    with artifact_lock(artifact_dir, "export"):  # the calibration it follows cannot change meanwhile
+        return _export_locked(artifact_dir, out, quantize, backbone)
+
+
+def check_export_out(out: Path, checkpoint: Path) -> None:
+    """An existing ``out`` must be an earlier export (manifest and graphs only) or empty: it is replaced whole."""
+    from .artifact import check_out
+
+    check_out(out, checkpoint, overwrite=True)
+    if out.is_dir():
+        other = sorted(e.name for e in out.iterdir()
+                       if not (e.name == MANIFEST or e.suffix == ".onnx" or TMP_TAG in e.name))
+        if other:
+            raise EebertError(f"--out {out} holds files that are not an eebert ONNX export (e.g. {other[0]})",
+                              "choose a new folder for the export, or empty this one")
+
+
+def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
     art = load_artifact(artifact_dir, backbone)
     cal = art.calibration
     if cal is None:
@@ -128,8 +147,9 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
     live = live_exits(stateless, thresholds)
     dims = art.deployed.adapter.dims
     out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
+    check_export_out(out, art.reference.path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{TMP_TAG}"))
     try:
         # trace on a padded batch of two so nothing specialises to "no padding" or batch 1
         ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]]) % \
@@ -160,7 +180,7 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
         if quantize:
             for f in sorted(tmp.glob("*.onnx")):
                 quantize_graph(f)
-        cal_bytes = (Path(artifact_dir) / CALIBRATION).read_bytes()
+        cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
             "backbone_quantize_at_calibration": cal.get("quantize"),
@@ -168,12 +188,18 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
             "segments": segments, "deployed": "deployed.onnx", "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,
-            "calibration_sha256": hashlib.sha256(cal_bytes).hexdigest(),
+            "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
+            **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),
         }
         write_json(tmp / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        os.chmod(tmp, file_mode(0o777))  # mkdtemp makes 0700; the user's umask decides
+        if out.exists():  # an earlier export (check_export_out): swap, then drop the old graphs
+            old = out.with_name(f".{out.name}{TMP_TAG}old")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

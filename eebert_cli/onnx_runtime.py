@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifact import read_json
+from .artifact import CALIBRATION, check_derivation, file_sha256, read_json
 from .calibrate import INF
 from .criteria import build_criterion
 from .errors import EebertError
@@ -37,6 +37,19 @@ def session(path: Path, threads: int = 0):
     # one pool would steal the cores another pool is computing on.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_export(folder: str | Path, artifact_path: str | Path) -> None:
+    """Refuse an export made from another calibration than the artifact's current one."""
+    folder, artifact_path = Path(folder), Path(artifact_path)
+    if not (folder / MANIFEST).is_file() or not (artifact_path / CALIBRATION).is_file():
+        return  # nothing to compare; OnnxEarlyExit and the runtime say what is missing
+    m = read_json(folder / MANIFEST)
+    if not m.get("derived_from") and not m.get("calibration_sha256"):
+        return  # exported by an older eebert: it recorded nothing to compare
+    record = m if m.get("derived_from") else {"derived_from": {CALIBRATION: m.get("calibration_sha256")}}
+    check_derivation(record, {CALIBRATION: file_sha256(artifact_path / CALIBRATION)},
+                     f"the ONNX export in {folder} (graphs of an older calibration)", f"eebert export {artifact_path}")
 
 
 class OnnxEarlyExit:

@@ -34,7 +34,8 @@ from .calibration import Calibration
 from .criteria import CRITERIA, Criterion, build_criterion
 from .data import TaskData
 from .errors import EebertError
-from .metrics import CLASSIFICATION, REGRESSION, all_metrics, choose
+from .metrics import REGRESSION, all_metrics, choose, predictions, same
+from .tasks import criterion_for
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from .runtime import thresholds_to_json
 from .ui import SILENT, UI
@@ -119,12 +120,6 @@ def grid_points(name: str, cfg: CalibrationConfig, criterion_params: dict | None
     return [{**params, **dict(zip(grid, vals))} for vals in itertools.product(*grid.values())]
 
 
-def criterion_name_for(task: str, name: str) -> str:
-    if task == REGRESSION and name == "entropy":  # the classification default
-        return "patience-regression"
-    return name
-
-
 def skip_stats(skipped: torch.Tensor, exit_layer: torch.Tensor, gated: list[int]) -> dict:
     """What the gates did before each example's exit: share of gated layers skipped, layers run."""
     reached = torch.arange(1, skipped.shape[1] + 1)[None, :] <= exit_layer[:, None]   # [N, L]
@@ -163,7 +158,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     try:
         for gt in gate_thresholds:
             outputs = outputs_at(gt)
-            name = criterion_name_for(outputs.task, cfg.criterion)
+            name = criterion_for(outputs.task, cfg.criterion)
             regression = outputs.task == REGRESSION
             for params in grid_points(name, cfg, criterion_params):
                 criterion = build_criterion(name, params, artifact)
@@ -215,16 +210,14 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         warnings.append(f"validation split has {n} examples: accuracy is only known to about "
                         f"±{100 * half:.1f} points; use more validation data for tighter figures")
     metric = "accuracy" if outputs.labels is not None else "agreement"
-    col = outputs.logits[..., 0] if regression else outputs.logits.argmax(-1)
-    chosen_pred = col.gather(1, chosen.exits[:, None]).squeeze(1)
+    chosen_pred = predictions(outputs.logits, outputs.task)[torch.arange(n), chosen.exits]
     # metrics that are not sums over examples (macro-F1, Pearson, ...) are evaluated exactly here
     task_metrics = all_metrics(outputs.task, chosen_pred, outputs.labels)
     task_metrics.update({f"deployed_{k}": v for k, v in
                          all_metrics(outputs.task, outputs.deployed_pred, outputs.labels).items()})
     validation = {
         "examples": n, "speedup_flops": chosen.speedup, metric: chosen.accuracy, f"deployed_{metric}": ref_acc,
-        "agreement": (outputs.logits.argmax(-1).gather(1, chosen.exits[:, None]).squeeze(1)
-                      == outputs.deployed_pred).double().mean().item(),
+        "agreement": same(chosen_pred, outputs.deployed_pred, outputs.task).double().mean().item(),
         "speedup_ci95": ci["speedup_ci95"], f"{metric}_ci95": ci["accuracy_ci95"], "metrics": task_metrics,
     }
     exit_layers = (artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]) if artifact else []
@@ -274,6 +267,19 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
 def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
               criterion_params: dict | None = None, cache: OutputsCache | None = None,
               metric: str | None = None) -> Calibration:
+    """`eebert calibrate`: choose the operating point on validation and write calibration.json.
+
+    Holds the artifact's writer lock (re-entrant: the CLI takes it before loading the exits), so the
+    thresholds written belong to the exits that were scored."""
+    from .artifact import artifact_lock
+
+    with artifact_lock(artifact.path, "calibrate"):
+        return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric)
+
+
+def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
+              criterion_params: dict | None = None, cache: OutputsCache | None = None,
+              metric: str | None = None) -> Calibration:
     """`eebert calibrate`: choose the operating point on validation and write calibration.json."""
     from .curves import criteria_for_curves, split_curves
 
@@ -303,7 +309,7 @@ def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI
     if size_warning:
         cal.warnings.append(size_warning)
     cal.headline_metric = choose(cal.task, metric).replace("-", "_")
-    if outputs.task == CLASSIFICATION:
+    if outputs.task != REGRESSION:
         try:
             crits = criteria_for_curves(cal.criterion, cal.criterion_params, artifact)
             cal.curves = {"validation": split_curves(outputs, artifact, crits)}
@@ -311,5 +317,11 @@ def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI
                                                   "accuracy": cal.validation[cal.metric]}
         except EebertError:  # curves are a picture; never fail a calibration over them
             pass
+    # the exits these thresholds belong to: loading refuses them once the artifact is re-attached
+    from .artifact import WEIGHTS, derivation
+    from .report import mark_stale
+
+    cal.derived_from = derivation(artifact.path, WEIGHTS, known={WEIGHTS: artifact.exits_sha256})["derived_from"]
     cal.save(artifact.path)
+    mark_stale(artifact.path)  # a report of the previous calibration says it is stale
     return cal

@@ -28,7 +28,7 @@ from .criteria import feature_reduction
 from .data import DataConfig, TaskData, map_labels
 from .errors import EebertError
 from .features import all_exit_logits, encode, extract
-from .metrics import CLASSIFICATION, REGRESSION, task_of
+from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, predictions, same, task_of
 from .ui import SILENT, UI
 
 CACHE_FORMAT = 1
@@ -43,7 +43,7 @@ class SplitOutputs:
     labels: torch.Tensor | None   #: gold ids, if the data has labels
     cost: torch.Tensor            #: [N, K] FLOPs when leaving at each exit
     full: torch.Tensor            #: [N] FLOPs of the deployed model
-    task: str = CLASSIFICATION    #: "classification" or "regression" (one output)
+    task: str = CLASSIFICATION    #: "classification", "regression" (one output) or "multi-label"
     features: torch.Tensor | None = None  #: [N, K-1, H] reductions feature-reading criteria read
     #: [N, C] the shipped fp32 model's own logits, when the last exit is not that model
     #: (skipping gates, a trained backbone or a quantized backbone change the path to it)
@@ -54,9 +54,7 @@ class SplitOutputs:
     def deployed_pred(self) -> torch.Tensor:
         """The shipped model's predictions: the reference every row is compared with."""
         last = self.logits[:, -1] if self.deployed_logits is None else self.deployed_logits
-        if self.task == REGRESSION:
-            return last[:, 0]
-        return last.argmax(-1)
+        return predictions(last, self.task)
 
     @property
     def reference(self) -> torch.Tensor:
@@ -68,10 +66,15 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
     s = data.split(split)
     if s.labels is None:
         return None
-    if task_of(deployed.model.config) == REGRESSION:
+    task = task_of(deployed.model.config)
+    if task == REGRESSION:
         from .regression import gold_values
 
         return gold_values(s.labels, f"the {split} split of {data.name}")
+    if task == MULTI_LABEL:
+        from .multilabel import gold_multi_hot
+
+        return gold_multi_hot(s.labels, deployed.label2id, len(deployed.id2label), f"the {split} split of {data.name}")
     return torch.tensor(map_labels(s.labels, deployed.label2id, len(deployed.id2label),
                                    f"the {split} split of {data.name}"))
 
@@ -191,5 +194,5 @@ def problem_for(outputs: SplitOutputs, criterion):
 
         return problem(outputs, criterion)
     scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
-    correct = outputs.logits.argmax(-1) == outputs.reference[:, None]
+    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task)
     return Problem(scores, correct, outputs.cost, outputs.full)

@@ -75,7 +75,8 @@ def _arrow(values: list):
 def rows_of(start: int, preds, texts: list[str] | None = None) -> list[dict]:
     """Output rows; with ``texts``, each row carries its text too (for printing)."""
     return [{"row": start + i, **({"text": texts[i]} if texts is not None else {}), "label": p.label,
-             "exit_layer": p.exit_layer, "probs": p.probs} for i, p in enumerate(preds)]
+             "exit_layer": p.exit_layer, "probs": p.probs, **({"labels": p.labels} if p.labels is not None else {})}
+            for i, p in enumerate(preds)]
 
 
 def predict_rows(model, input_file: Path, text_column: str, pair_column: str | None, batch_size: int,

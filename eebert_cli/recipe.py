@@ -83,14 +83,13 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     from .criteria import CRITERIA
     from .exits import EXITS, ExitSet, ExitSpec
     from .gates import GATES
-    from .metrics import CLASSIFICATION, REGRESSION
+    from .tasks import REGRESSION, criterion_for, objective_for, task_of
     from .objectives import OBJECTIVES
 
     cfg = checkpoint_config(checkpoint) if checkpoint else None
     task = None
     if cfg is not None:
-        task = REGRESSION if cfg.get("num_labels", len(cfg.get("id2label") or {0: 0, 1: 1})) == 1 \
-            or cfg.get("problem_type") == "regression" else CLASSIFICATION
+        task = task_of(cfg)
         check_max_length(attach.max_length, cfg, f"{where}: attach.max_length")
     layers = int((cfg or {}).get("num_hidden_layers") or (cfg or {}).get("n_layers") or 12)
     hidden = int((cfg or {}).get("hidden_size") or (cfg or {}).get("dim") or 64)
@@ -106,11 +105,9 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     EXITS.check(attach.exits, attach.exit_params, 1, task)
     if head.search_needs(attach.exit_params, exit_layers) is None:  # searched heads are built after the search
         ExitSet(ExitSpec(attach.exits, exit_layers, dict(attach.exit_params), dict(attach.bypass)), dims)
-    objective = attach.objective
-    if task == REGRESSION and objective == "ce-distil":  # the classification default; attach regresses instead
-        objective = "mse-distil"
+    objective = objective_for(task, attach.objective) if task else attach.objective
     OBJECTIVES.build(objective, attach.objective_params, task=task)
-    crit = "patience-regression" if task == REGRESSION and criterion == "entropy" else criterion
+    crit = criterion_for(task, criterion) if task else criterion
     CRITERIA.build(crit, criterion_params, task=task)
     built = {"exits": attach.exits, "objective": objective, "criterion": crit}
     if attach.gates.type:

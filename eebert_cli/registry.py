@@ -23,7 +23,7 @@ from .errors import EebertError
 
 T = TypeVar("T")
 
-CLASSIFICATION, REGRESSION = "classification", "regression"
+from .tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION  # noqa: E402,F401 (the names tasks declare)
 
 
 class Range(NamedTuple):

@@ -70,6 +70,7 @@ def check_criterion(criterion, task: str) -> None:
     if task not in tasks:
         raise EebertError(f"criterion {criterion.registry_name!r} is for {' / '.join(tasks)}, this model does {task}",
                           "use --criterion patience-regression" if task == REGRESSION
+                          else "use --criterion label-margin" if task == "multi-label"
                           else "use a classification criterion such as entropy")
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .artifact import write_json, write_text
+from .artifact import CALIBRATION, check_derivation, derivation, file_sha256, read_json, write_json, write_text
+from .errors import EebertError
 from .plot import curves_svg
 
 CURVES_SVG = "curves.svg"
@@ -51,9 +52,14 @@ def _num(x):
     return "-" if x is None else f"{x:.4f}"
 
 
+ML_HEADER = F1_HEADER[:2] + ["micro-F1 %"] + F1_HEADER[2:]  # multi-label: accuracy is the exact-match rate
+
+
 def _header(report: dict) -> list[str]:
     if report.get("task") == "regression":
         return REG_HEADER
+    if report.get("task") == "multi-label":
+        return ML_HEADER
     return F1_HEADER if "macro_f1" in report.get("deployed", {}) else HEADER
 
 
@@ -63,6 +69,8 @@ def _row(report: dict, key: str) -> list[str]:
     if report.get("task") == "regression":
         return cells[:1] + [_num(r.get("pearson")), _num(r.get("spearman")), _num(r.get("mse")),
                             _num(r.get("mse_to_deployed"))] + cells[3:]
+    if report.get("task") == "multi-label":
+        return cells[:2] + [_pct(r.get("micro_f1")), _pct(r.get("macro_f1"))] + cells[2:]
     if "macro_f1" in r:
         return cells[:2] + [_pct(r.get("macro_f1"))] + cells[2:]
     return cells
@@ -145,9 +153,43 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+STALE = "> **Stale:** this report describes a calibration that has since been replaced; re-run `eebert benchmark`.\n\n"
+
+
 def write_report(folder: Path, report: dict) -> None:
-    write_json(folder / "report.json", report)
+    """report.json / report.md / curves.svg; the report records the calibration it describes."""
+    if (folder / CALIBRATION).is_file():
+        report = {**report, **derivation(folder, CALIBRATION)}
+    write_json(folder / REPORT_JSON, report)
     if report.get("curves"):
         write_text(folder / CURVES_SVG, curves_svg(report["curves"], report["metric"],
                                                    f"eebert: speedup vs {report['metric']}"))
-    write_text(folder / "report.md", markdown(report))
+    write_text(folder / REPORT_MD, markdown(report))
+
+
+def _current(folder: Path) -> dict[str, str]:
+    f = folder / CALIBRATION
+    return {CALIBRATION: file_sha256(f)} if f.is_file() else {}
+
+
+def load_report(folder: str | Path) -> dict:
+    """report.json, refused when it describes a calibration that has since been replaced."""
+    folder = Path(folder)
+    report = read_json(folder / REPORT_JSON)
+    check_derivation(report, _current(folder), f"{folder / REPORT_JSON} (a report of an older calibration)",
+                     f"eebert benchmark {folder}")
+    return report
+
+
+def mark_stale(folder: Path) -> None:
+    """After a new calibration: flag report.md (what people read) when it describes the old one."""
+    md = folder / REPORT_MD
+    if not (folder / REPORT_JSON).is_file() or not md.is_file():
+        return
+    try:
+        load_report(folder)
+    except EebertError:
+        text = md.read_text(encoding="utf-8")
+        if not text.startswith(STALE):
+            write_text(md, STALE + text)

@@ -45,10 +45,11 @@ def pad_batch(ids: list[list[int]], types: list[list[int]] | None, pad_id: int):
 
 @dataclass
 class Prediction:
-    label: str
+    label: str                        #: multi-label models: the label set joined with "|" ("" for none)
     label_id: int
     exit_layer: int
-    probs: list[float]
+    probs: list[float]                #: softmax, or per-label sigmoid for multi-label models
+    labels: list[str] | None = None   #: multi-label models: the predicted label set
 
 
 class EarlyExitModel:
@@ -250,6 +251,14 @@ class EarlyExitModel:
             if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
                 results += [Prediction(f"{float(v):.6g}", 0, self.exit_layers[k], [round(float(v), 6)])
                             for v, k in zip(logits[:, 0], where)]
+                continue
+            if self.artifact.config.get("task") == "multi-label":  # every label on its own: sigmoid > 0.5
+                from .multilabel import label_names
+
+                for p, k in zip(torch.sigmoid(logits.float()), where):
+                    names = label_names(p, id2label)
+                    results.append(Prediction("|".join(names), int(p.argmax()), self.exit_layers[k],
+                                              [round(float(x), 6) for x in p], names))
                 continue
             probs = torch.softmax(logits.float(), -1)
             for p, k in zip(probs, where):

@@ -168,3 +168,33 @@ def hub_layout(cache: Path, repo_id: str, source: Path, repo_type: str = "model"
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(revision)
     return snap
+
+
+def ml_rows(n: int, seed: int) -> list[dict]:
+    """Label "positive" when a positive word occurs, "negative" when a negative one does: 0, 1 or 2 labels."""
+    rng = random.Random(seed)
+    pos, neg, filler = WORDS[:5], WORDS[5:10], WORDS[10:]
+    rows = []
+    for _ in range(n):
+        has = {"positive": rng.random() < 0.5, "negative": rng.random() < 0.5}
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 8))]
+        words += [rng.choice(pos)] * has["positive"] + [rng.choice(neg)] * has["negative"]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "|".join(k for k, v in has.items() if v) or "[]"})
+    return rows
+
+
+def make_multilabel_case(root: Path) -> tuple[Path, Path]:
+    """A tiny multi-label checkpoint (problem_type multi_label_classification) and label-set data."""
+    import json
+
+    ckpt = make_bert(root / "model")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["problem_type"] = "multi_label_classification"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    data = root / "data"
+    data.mkdir()
+    rows = ml_rows(360, 3)
+    for name, part in (("train", rows[:200]), ("validation", rows[200:280]), ("test", rows[280:])):
+        write_csv(data / f"{name}.csv", part)
+    return ckpt, data

@@ -27,11 +27,12 @@ from eebert_cli.objectives import OBJECTIVES
 from eebert_cli.attach import attach
 from eebert_cli.operating_point import calibrate
 from eebert_cli.outputs import problem_for, split_outputs
-from eebert_cli.registry import CLASSIFICATION, REGRESSION, Registry, discover
+from eebert_cli.registry import CLASSIFICATION, MULTI_LABEL, REGRESSION, Registry, discover
+from eebert_cli.tasks import TASKS
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
-from conftest import make_model, make_rows, write_csv
+from conftest import make_model, make_multilabel_case, make_rows, write_csv
 
 #: (registry, leading positional arguments its classes take before their parameters)
 FAMILIES = {"exits": (EXITS, 1), "criteria": (CRITERIA, 0), "objectives": (OBJECTIVES, 0), "gates": (GATES, 2)}
@@ -66,8 +67,8 @@ def test_a_wrong_type_is_one_line(family, name):
 def test_tasks_are_declared_and_checked(family, name):
     reg, positional = FAMILIES[family]
     tasks = reg.get(name).tasks
-    assert tasks and set(tasks) <= {CLASSIFICATION, REGRESSION}
-    for task in {CLASSIFICATION, REGRESSION} - set(tasks):
+    assert tasks and set(tasks) <= set(TASKS)
+    for task in set(TASKS) - set(tasks):
         with pytest.raises(EebertError) as e:
             reg.check(name, {}, positional, task)
         assert f"this model does {task}" in e.value.message
@@ -165,16 +166,29 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
     return model
 
 
-def _task_case(component_cls, tiny_ckpt, tiny_data, regression_case):
-    return regression_case if CLASSIFICATION not in component_cls.tasks else (tiny_ckpt, tiny_data)
+@pytest.fixture(scope="module")
+def multilabel_case(tmp_path_factory):
+    return make_multilabel_case(tmp_path_factory.mktemp("ml-contract"))
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_ckpt, tiny_data, regression_case, multilabel_case):
+    """(checkpoint, data) of each task."""
+    return {CLASSIFICATION: (tiny_ckpt, tiny_data), REGRESSION: regression_case, MULTI_LABEL: multilabel_case}
+
+
+def _task_case(component_cls, cases):
+    """A case of the component's first task (classification when it serves it)."""
+    tasks = component_cls.tasks
+    return cases[CLASSIFICATION if CLASSIFICATION in tasks else tasks[0]]
 
 
 FAST = TrainConfig(epochs=1, lr=3e-3)
 
 
 @pytest.mark.parametrize("name", EXITS.names())
-def test_every_exit_head_round_trips(name, tiny_ckpt, tiny_data, regression_case, tmp_path):
-    ckpt, data = _task_case(EXITS.get(name), tiny_ckpt, tiny_data, regression_case)
+def test_every_exit_head_round_trips(name, cases, tmp_path):
+    ckpt, data = _task_case(EXITS.get(name), cases)
     params = {"search_epochs": 1, "search_samples": 60} if name == "leco" else {}
     model = roundtrip(ckpt, data, AttachConfig(exits=name, exit_params=params, layers=[1, 2], train=FAST),
                       tmp_path / "art")
@@ -182,8 +196,8 @@ def test_every_exit_head_round_trips(name, tiny_ckpt, tiny_data, regression_case
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
-def test_every_objective_round_trips(name, tiny_ckpt, tiny_data, regression_case, tmp_path):
-    ckpt, data = _task_case(OBJECTIVES.get(name), tiny_ckpt, tiny_data, regression_case)
+def test_every_objective_round_trips(name, cases, tmp_path):
+    ckpt, data = _task_case(OBJECTIVES.get(name), cases)
     model = roundtrip(ckpt, data, AttachConfig(objective=name, layers=[1, 2], train=FAST), tmp_path / "art")
     assert model.artifact.config["objective"]["name"] == name
 
@@ -196,11 +210,11 @@ def test_every_gate_round_trips(name, tiny_ckpt, tiny_data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def attached(tiny_ckpt, tiny_data, regression_case, tmp_path_factory):
+def attached(cases, tmp_path_factory):
     """One attached artifact per task; criteria are calibrated on them in turn."""
     root = tmp_path_factory.mktemp("contract-criteria")
     out = {}
-    for task, (ckpt, data) in ((CLASSIFICATION, (tiny_ckpt, tiny_data)), (REGRESSION, regression_case)):
+    for task, (ckpt, data) in cases.items():
         attach(str(ckpt), DataConfig(spec=str(data), max_samples=40),
                AttachConfig(layers=[1, 2, 3], train=TrainConfig(epochs=10, lr=3e-3)), root / task)
         out[task] = (ckpt, data, root / task)
@@ -209,6 +223,7 @@ def attached(tiny_ckpt, tiny_data, regression_case, tmp_path_factory):
 
 @pytest.mark.parametrize("name", CRITERIA.names())
 def test_every_criterion_round_trips(name, attached):
-    ckpt, data, art = attached[CRITERIA.get(name).tasks[0]]
+    tasks = CRITERIA.get(name).tasks
+    ckpt, data, art = attached[CLASSIFICATION if CLASSIFICATION in tasks else tasks[0]]
     model = roundtrip(ckpt, data, None, art, criterion=name, attach_it=False)
     assert model.criterion.registry_name == name

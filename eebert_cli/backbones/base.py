@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
+from ..tasks import TASKS
+
 
 @dataclass(frozen=True)
 class Dims:
@@ -78,7 +80,7 @@ class BackboneAdapter(ABC):
     #: whether the embeddings read token_type_ids (segment ids of sentence pairs)
     uses_token_types: ClassVar[bool] = True
     #: heads the adapter runs: a classifier's logits, or one regressed value
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    tasks: ClassVar[tuple[str, ...]] = TASKS
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()

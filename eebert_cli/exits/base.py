@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneAdapter, Dims
-from ..registry import CLASSIFICATION, REGRESSION, Range, Registry
+from ..registry import CLASSIFICATION, MULTI_LABEL, REGRESSION, Range, Registry
 
 
 class Tokens(NamedTuple):
@@ -60,8 +60,9 @@ class ExitHead(nn.Module):
     #: which reduction of the hidden states this head reads (see :func:`reduce`)
     reduction: ClassVar[str] = "cls"
     registry_name: ClassVar[str]
-    #: tasks the head serves (it outputs ``dims.num_labels`` values: class logits or one regressed value)
-    tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION, REGRESSION)
+    #: tasks the head serves (it outputs ``dims.num_labels`` values: class or per-label logits, or one
+    #: regressed value)
+    tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION, REGRESSION, MULTI_LABEL)
     #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``EXITS.build``
     bounds: ClassVar[dict[str, Range]] = {}
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import EebertError
-from ..registry import Range
+from ..registry import CLASSIFICATION, REGRESSION, Range
 from .base import EXITS, ExitHead, Tokens, reduce
 
 #: LECO's default search space: [CLS]-linear, [CLS]-MLP, mean-pool MLP, max-pool MLP,
@@ -27,6 +27,8 @@ CANDIDATES = ["linear", "pooler-mlp", "mean-mlp", "max-mlp", "attn-pool", "conv"
 @EXITS.register("leco")
 class LecoExit(ExitHead):
     """LECO: a differentiable search picks one candidate head per layer, which is then trained."""
+
+    tasks = (CLASSIFICATION, REGRESSION)  # the search trains with single-label cross-entropy
 
     reduction = "tokens"  # what the search reads; the chosen heads read their own
     bounds = {"search_epochs": Range(1), "search_samples": Range(0), "search_holdout": Range(0.0, 1.0, True, True),
