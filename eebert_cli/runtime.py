@@ -248,12 +248,18 @@ class EarlyExitModel:
                 t_ids, t_mask, t_types = pad_batch(ids, types, tok.pad_token_id or 0)
                 logits, where_t = self.forward_batch(t_ids, t_mask, t_types, mode=mode)
                 where = where_t.tolist()
-            if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
-                results += [Prediction(f"{float(v):.6g}", 0, self.exit_layers[k], [round(float(v), 6)])
-                            for v, k in zip(logits[:, 0], where)]
-                continue
-            probs = torch.softmax(logits.float(), -1)
-            for p, k in zip(probs, where):
-                i = int(p.argmax())
-                results.append(Prediction(id2label[i], i, self.exit_layers[k], [round(float(x), 6) for x in p]))
+            results += predictions(logits, [self.exit_layers[k] for k in where], id2label)
         return results
+
+
+def predictions(logits: torch.Tensor, exit_layers: list[int], id2label: dict[int, str]) -> list[Prediction]:
+    """Logits [B, C] and each row's 1-based exit layer -> one Prediction per row (a regressor: C == 1)."""
+    logits = torch.as_tensor(logits)
+    if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
+        return [Prediction(f"{float(v):.6g}", 0, layer, [round(float(v), 6)])
+                for v, layer in zip(logits[:, 0], exit_layers)]
+    out = []
+    for p, layer in zip(torch.softmax(logits.float(), -1), exit_layers):
+        i = int(p.argmax())
+        out.append(Prediction(id2label[i], i, layer, [round(float(x), 6) for x in p]))
+    return out
