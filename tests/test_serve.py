@@ -97,6 +97,27 @@ def test_concurrent_answers_equal_eebert_predict_and_are_batched(served, texts):
         assert name in metrics
 
 
+def test_pairs_and_single_texts_mixed_in_one_batch(served, texts):
+    from eebert_cli.runtime import EarlyExitModel
+
+    model = EarlyExitModel.from_artifact(served)
+    bodies = [{"text": t, "pair": texts[-i - 1]} if i % 2 else {"text": t} for i, t in enumerate(texts[:10])]
+    want = [model.predict([b["text"]], [b["pair"]] if "pair" in b else None)[0] for b in bodies]
+    cfg = ServeConfig(artifact=str(served), max_wait_ms=50)
+    app = create_app(cfg, load_engine(cfg))
+
+    async def go():
+        async with client(app) as c:
+            return await asyncio.gather(*(c.post("/v1/predict", json=b) for b in bodies),
+                                        c.post("/v1/predict", json={"texts": texts[:3], "pairs": texts[3:6]}))
+
+    *rs, listed = asyncio.run(go())
+    for r, w in zip(rs, want):
+        same(r.json()["predictions"][0], {"label": w.label, "exit_layer": w.exit_layer, "probs": w.probs})
+    for got, w in zip(listed.json()["predictions"], model.predict(texts[:3], texts[3:6])):
+        same(got, {"label": w.label, "exit_layer": w.exit_layer, "probs": w.probs})
+
+
 def test_deployed_mode_answers_with_the_full_model(served, texts):
     cfg = ServeConfig(artifact=str(served), deployed=True, max_wait_ms=20)
     engine = load_engine(cfg)
@@ -263,3 +284,43 @@ def test_sigterm_answers_in_flight_requests_then_exits(served, texts):
             proc.kill()
     log = proc.stdout.read().decode()
     assert "Traceback" not in log, log
+
+
+def test_benchmark_script_smoke(served, tmp_path):
+    """benchmarks/serve.py on the tiny artifact: both servers, two levels, a handful of requests (no timing asserted)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "benchmarks" / "serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main([str(served), "--concurrency", "1,3", "--requests", "6", "--warmup", "2",
+                         "--duration", "60", "--out", str(tmp_path / "serve.json")])
+    assert [r["concurrency"] for r in report["levels"]] == [1, 3]
+    for level in report["levels"]:
+        for name in ("early exit", "deployed"):
+            assert level[name]["answered"] == 6 and level[name]["failed"] == 0 and level[name]["mean_batch"] >= 1
+        assert level["throughput_ratio"] > 0
+    assert json.loads((tmp_path / "serve.json").read_text())["levels"][1]["concurrency"] == 3
+
+
+def test_onnxruntime_engine_answers_like_pytorch(served, texts):
+    pytest.importorskip("onnxruntime")
+    from eebert_cli.onnx_export import export
+
+    export(served)
+    want = predict_cli(served, texts[:12])
+    for deployed in (False, True):
+        cfg = ServeConfig(artifact=str(served), engine="onnxruntime", deployed=deployed, max_wait_ms=30)
+        app = create_app(cfg, load_engine(cfg))
+
+        async def go():
+            async with client(app) as c:
+                return await asyncio.gather(*(c.post("/v1/predict", json={"text": t}) for t in texts[:12]))
+
+        rs = asyncio.run(go())
+        assert all(r.status_code == 200 for r in rs)
+        if not deployed:
+            for r, w in zip(rs, want):
+                same(r.json()["predictions"][0], w)
+        else:
+            assert {r.json()["predictions"][0]["exit_layer"] for r in rs} == {4}

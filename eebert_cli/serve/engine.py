@@ -55,16 +55,29 @@ class Engine:
     def calibration_id(self) -> str | None:
         return self.info.get("calibration_id")
 
+    def tokenize(self, rows: list[Row]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids (and token types, if the tokenizer makes them) per row, truncated as `eebert predict` does.
+
+        One tokenizer call for the batch when every row is single or every row is a pair, else one per row.
+        """
+        tok, n = self.tokenizer, self.max_length
+        texts, pairs = [r[0] for r in rows], [r[1] for r in rows]
+        if all(p is None for p in pairs) or all(p is not None for p in pairs):
+            enc = tok(texts, None if pairs[0] is None else pairs, truncation=True, max_length=n)
+            ids, types = enc["input_ids"], enc.get("token_type_ids")
+        else:
+            encs = [tok(t, p, truncation=True, max_length=n) for t, p in rows]
+            ids, types = [e["input_ids"] for e in encs], [e.get("token_type_ids") for e in encs]
+            types = None if types[0] is None else types
+        return ids, types
+
     def run(self, rows: list[Row]) -> list[Prediction]:
         """Tokenise each row as `eebert predict` does, pad, run one batch, answer in input order."""
-        tok = self.tokenizer
-        enc = [tok(text, pair, truncation=True, max_length=self.max_length) for text, pair in rows]
-        ids = [e["input_ids"] for e in enc]
-        types = [e["token_type_ids"] for e in enc] if "token_type_ids" in enc[0] else None
+        ids, types = self.tokenize(rows)
         if len(rows) == 1:  # unpadded, no mask: exactly the batch-1 path
             logits, where = self.forward(torch.tensor(ids), None, torch.tensor(types) if types else None)
         else:
-            logits, where = self.forward(*pad_batch(ids, types, tok.pad_token_id or 0))
+            logits, where = self.forward(*pad_batch(ids, types, self.tokenizer.pad_token_id or 0))
         return predictions(torch.as_tensor(logits), [self.exit_layers[int(k)] for k in where], self.id2label)
 
 
