@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, extra in (("early exit", []), ("deployed", ["--deployed"])):
         port = free_port()
         servers[name] = (port, start(args.artifact, port, common + extra))
-    con = Console()
+    con = Console(width=max(Console().width, 140))
     try:
         for name, (port, proc) in servers.items():
             wait_ready(f"http://{HOST}:{port}", proc, args.startup_timeout)
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "levels": results}
     t = Table(title=f"eebert serve: early exit vs deployed ({os.cpu_count()} CPUs, load average "
                     f"{report['load_average_at_start'][0]:.1f} at start)")
-    for col in ("clients", "early exit req/s", "deployed req/s", "throughput ratio", "early exit p50 / p99 ms",
-                "deployed p50 / p99 ms", "mean batch (ee / dep)", "failed"):
+    for col in ("clients", "early exit req/s", "deployed req/s", "ratio", "early exit p50 / p99 ms",
+                "deployed p50 / p99 ms", "mean batch ee / dep", "failed"):
         t.add_column(col, justify="right")
     for row in results:
         e, d = row["early exit"], row["deployed"]

@@ -25,7 +25,7 @@ class ServeConfig:
     engine: str = field(default="pytorch", metadata={"help": "pytorch, or onnxruntime (needs `eebert export` first)."})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export for --engine onnxruntime (default ARTIFACT/onnx)."})
     device: str = field(default="auto", metadata={"help": "Where the model runs: auto or cpu (auto = cpu in this build)."})
-    threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers)."})
+    threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
     deployed: bool = field(default=False, metadata={"help": "Serve the deployed model (full backbone and head) instead of the early-exit one."})
     backbone: str = field(default="", metadata={"help": "Backbone checkpoint, if it moved since attach (hash-checked)."})
     max_batch: int = field(default=32, metadata={"help": "Most texts run through the model in one batch."})
@@ -72,8 +72,13 @@ class ServeConfig:
         return key
 
     def torch_threads(self) -> int:
-        """Threads per worker: the cores shared out among the workers unless set."""
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """Threads per worker unless set: its share of the cores, less one for the event loop.
+
+        The loop parses HTTP while the model runs; an intra-op thread it preempts stalls the whole
+        operator at its barrier, which on a small or shared machine costs more than the thread gains.
+        """
+        share = max(1, (os.cpu_count() or 1) // self.workers)
+        return self.threads or max(1, share - 1)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
