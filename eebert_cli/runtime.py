@@ -248,20 +248,29 @@ class EarlyExitModel:
                 t_ids, t_mask, t_types = pad_batch(ids, types, tok.pad_token_id or 0)
                 logits, where_t = self.forward_batch(t_ids, t_mask, t_types, mode=mode)
                 where = where_t.tolist()
-            if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
-                results += [Prediction(f"{float(v):.6g}", 0, self.exit_layers[k], [round(float(v), 6)])
-                            for v, k in zip(logits[:, 0], where)]
-                continue
-            if self.artifact.config.get("task") == "multi-label":  # every label on its own: sigmoid > 0.5
-                from .multilabel import label_names
-
-                for p, k in zip(torch.sigmoid(logits.float()), where):
-                    names = label_names(p, id2label)
-                    results.append(Prediction("|".join(names), int(p.argmax()), self.exit_layers[k],
-                                              [round(float(x), 6) for x in p], names))
-                continue
-            probs = torch.softmax(logits.float(), -1)
-            for p, k in zip(probs, where):
-                i = int(p.argmax())
-                results.append(Prediction(id2label[i], i, self.exit_layers[k], [round(float(x), 6) for x in p]))
+            results += predictions(logits, [self.exit_layers[k] for k in where], id2label,
+                                   self.artifact.config.get("task", "classification"))
         return results
+
+
+def predictions(logits: torch.Tensor, exit_layers: list[int], id2label: dict[int, str],
+                task: str = "classification") -> list[Prediction]:
+    """Logits [B, C] and each row's 1-based exit layer -> one Prediction per row (a regressor: C == 1;
+    a multi-label model: every label on its own, sigmoid > 0.5)."""
+    logits = torch.as_tensor(logits)
+    if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
+        return [Prediction(f"{float(v):.6g}", 0, layer, [round(float(v), 6)])
+                for v, layer in zip(logits[:, 0], exit_layers)]
+    if task == "multi-label":
+        from .multilabel import label_names
+
+        out = []
+        for p, layer in zip(torch.sigmoid(logits.float()), exit_layers):
+            names = label_names(p, id2label)
+            out.append(Prediction("|".join(names), int(p.argmax()), layer, [round(float(x), 6) for x in p], names))
+        return out
+    out = []
+    for p, layer in zip(torch.softmax(logits.float(), -1), exit_layers):
+        i = int(p.argmax())
+        out.append(Prediction(id2label[i], i, layer, [round(float(x), 6) for x in p]))
+    return out

@@ -155,8 +155,15 @@ def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_p
         assert json.loads(written.read_text())
 
 
+#: smoke runs kept next to the code they exercise (they need that file's fixtures): script -> test
+ELSEWHERE = {"serve.py": "test_serve.py::test_benchmark_script_smoke"}
+
+
 def test_every_benchmark_script_has_a_smoke_run():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     assert scripts, BENCHMARKS
-    untested = scripts - {r.script for r in RUNS}
+    for script, test in ELSEWHERE.items():  # the named test must exist
+        file, name = test.split("::")
+        assert f"def {name}(" in (Path(__file__).parent / file).read_text(), f"{test} is gone: smoke-run {script}"
+    untested = scripts - {r.script for r in RUNS} - set(ELSEWHERE)
     assert not untested, f"add a smoke run to tests/test_benchmarks_smoke.py RUNS for {sorted(untested)}"

@@ -1,0 +1,151 @@
+"""What the server runs: a batch of (text, pair) rows -> one Prediction per row.
+
+The early-exit engines call the runtime's own batched path (``forward_batch``,
+per-sample exits: rows leave at their own exit, the rest run on), and batch
+size 1 its ``forward_one``, so every row gets the answer `eebert predict`
+gives it alone. ``--deployed`` runs the model as shipped (backbone and head)
+on the same batches, for a like-for-like comparison under load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
+from ..errors import EebertError
+from ..runtime import EarlyExitModel, Prediction, pad_batch, predictions
+from .config import ServeConfig
+
+Row = tuple[str, "str | None"]
+#: (input_ids, attention_mask or None when unpadded, token_type_ids or None) -> (logits [B, C], exit index per row)
+Forward = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], tuple]
+
+
+def files_id(folder: Path, names: tuple[str, ...]) -> str:
+    """A short content id over the named files of an artifact (missing files count as empty)."""
+    digest = hashlib.sha256()
+    for name in names:
+        f = folder / name
+        digest.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b""))
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class Engine:
+    kind: str                       #: "early-exit" or "deployed"
+    engine: str                     #: "pytorch" or "onnxruntime"
+    tokenizer: object
+    max_length: int
+    exit_layers: list[int]          #: 1-based layer of each exit index, the deployed head last
+    id2label: dict[int, str]
+    forward: Forward
+    info: dict = field(default_factory=dict)  #: ids and hashes shown by /readyz and the status page
+    task: str = "classification"    #: the checkpoint's task: how logits become answers
+
+    @property
+    def model_id(self) -> str:
+        return self.info["model_id"]
+
+    @property
+    def calibration_id(self) -> str | None:
+        return self.info.get("calibration_id")
+
+    def tokenize(self, rows: list[Row]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids (and token types, if the tokenizer makes them) per row, truncated as `eebert predict` does.
+
+        One tokenizer call for the batch when every row is single or every row is a pair, else one per row.
+        """
+        tok, n = self.tokenizer, self.max_length
+        texts, pairs = [r[0] for r in rows], [r[1] for r in rows]
+        if all(p is None for p in pairs) or all(p is not None for p in pairs):
+            enc = tok(texts, None if pairs[0] is None else pairs, truncation=True, max_length=n)
+            ids, types = enc["input_ids"], enc.get("token_type_ids")
+        else:
+            encs = [tok(t, p, truncation=True, max_length=n) for t, p in rows]
+            ids, types = [e["input_ids"] for e in encs], [e.get("token_type_ids") for e in encs]
+            types = None if types[0] is None else types
+        return ids, types
+
+    def run(self, rows: list[Row]) -> list[Prediction]:
+        """Tokenise each row as `eebert predict` does, pad, run one batch, answer in input order."""
+        ids, types = self.tokenize(rows)
+        if len(rows) == 1:  # unpadded, no mask: exactly the batch-1 path
+            logits, where = self.forward(torch.tensor(ids), None, torch.tensor(types) if types else None)
+        else:
+            logits, where = self.forward(*pad_batch(ids, types, self.tokenizer.pad_token_id or 0))
+        return predictions(torch.as_tensor(logits), [self.exit_layers[int(k)] for k in where], self.id2label,
+                           self.task)
+
+
+def load_engine(cfg: ServeConfig) -> Engine:
+    """Load and hash-check the artifact (and its ONNX export) and build the engine the config asks for."""
+    if cfg.device not in ("auto", "cpu"):  # the runtime has no device parameter yet: CPU only
+        raise EebertError(f"device {cfg.device!r} is not supported by the runtime yet", "use --device cpu")
+    torch.set_num_threads(cfg.torch_threads())
+    backbone = cfg.backbone or None
+    path = Path(cfg.artifact)
+    if cfg.deployed:
+        art = load_artifact(path, backbone)
+        model = None
+        layers = art.config["backbone"]["num_layers"]
+        exit_layers, dep = [layers], art.reference
+        info = {"model_id": "deployed-" + dep.sha256[:12], "calibration_id": None}
+    else:
+        model = EarlyExitModel.from_artifact(path, backbone)
+        art, exit_layers, dep = model.artifact, model.exit_layers, model.artifact.deployed
+        info = {"model_id": files_id(path, (CONFIG, WEIGHTS)), "calibration_id": files_id(path, (CALIBRATION,))}
+    info.update(artifact=str(path.resolve()), backbone=str(dep.path), backbone_sha256=art.config["backbone"]["sha256"],
+                hash_checked=True, exit_layers=exit_layers, threads=cfg.torch_threads())
+    if model is not None:
+        info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
+    fwd = _onnx_forward(cfg, model, art) if cfg.engine == "onnxruntime" else _torch_forward(model, art)
+    return Engine("deployed" if cfg.deployed else "early-exit", cfg.engine, art.deployed.tokenizer,
+                  art.config["max_length"], exit_layers, art.deployed.id2label, fwd, info,
+                  art.config.get("task", "classification"))
+
+
+def _torch_forward(model: EarlyExitModel | None, art) -> Forward:
+    if model is None:  # the deployed model as shipped: one exit, its own head
+        hf = art.reference.model
+
+        @torch.inference_mode()
+        def deployed(ids, mask, types):
+            return hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, [0] * len(ids)
+
+        return deployed
+
+    def early_exit(ids, mask, types):
+        if mask is None:
+            logits, k = model.forward_one(ids, types)
+            return logits, [k]
+        return model.forward_batch(ids, mask, types)
+
+    return early_exit
+
+
+def _onnx_forward(cfg: ServeConfig, model: EarlyExitModel | None, art) -> Forward:
+    from ..onnx_runtime import OnnxEarlyExit
+
+    folder = Path(cfg.onnx_dir or art.path / "onnx")
+    ox = OnnxEarlyExit(folder, threads=cfg.torch_threads(), deployed=cfg.deployed)
+    if model is not None and ox.manifest["exit_layers"] != model.exit_layers:
+        raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
+
+    def run(ids, mask, types):
+        i = ids.numpy()
+        t = np.zeros_like(i) if types is None else types.numpy()
+        m = np.ones_like(i) if mask is None else mask.numpy()
+        if cfg.deployed:
+            return ox.forward_deployed(i, m, t), [0] * len(i)
+        if mask is None:
+            logits, k = ox.forward_one(i, t)
+            return logits, [k]
+        return ox.forward_batch(i, m, t)
+
+    return run
