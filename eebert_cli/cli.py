@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ from . import __version__
 from .calibrate import CalibrationConfig
 from .config import AttachConfig, BenchmarkConfig, from_dict, help_for
 from .data import DataConfig
+from .device import DeviceConfig, resolve
 from .errors import EebertError
 from .gates import GateConfig
 from .train import TrainConfig
@@ -76,6 +78,10 @@ TEXT = typer.Option("text", "--text-column", help=help_for(DataConfig, "text_col
 PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
 LABEL = typer.Option("label", "--label-column", help=help_for(DataConfig, "label_column"))
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
+DEVICE = typer.Option(DeviceConfig.device, "--device", help=help_for(DeviceConfig, "device"))
+DTYPE = typer.Option(DeviceConfig.dtype, "--dtype", help=help_for(DeviceConfig, "dtype"))
+RUN_ENGINE = typer.Option(DeviceConfig.engine, "--engine", help=help_for(DeviceConfig, "engine"))
+RAY_ADDRESS = typer.Option(DeviceConfig.ray_address, "--ray-address", help=help_for(DeviceConfig, "ray_address"))
 
 
 def _layers(value: str | None) -> list[int]:
@@ -124,6 +130,8 @@ def attach(
     epochs: int = typer.Option(TrainConfig.epochs, help=help_for(TrainConfig, "epochs")),
     lr: float = typer.Option(TrainConfig.lr, help=help_for(TrainConfig, "lr")),
     seed: int = typer.Option(TrainConfig.seed, help=help_for(TrainConfig, "seed")),
+    feature_cache: str = typer.Option("", "--feature-cache", help=help_for(AttachConfig, "feature_cache")),
+    device: str = DEVICE, dtype: str = DTYPE, engine: str = RUN_ENGINE, ray_address: str = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
@@ -141,9 +149,10 @@ def attach(
                        gates=from_dict(GateConfig, {"type": gates or "", "skip_target": skip_target,
                                                     "train_backbone": train_backbone,
                                                     **_params(gate_param, "--gate-param")}, "--gate-param"),
-                       max_length=max_length, use_labels=not no_labels,
+                       max_length=max_length, use_labels=not no_labels, feature_cache=feature_cache,
                        train=TrainConfig(epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
-    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json))
+    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json),
+                        DeviceConfig(device, dtype, engine, ray_address))
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
@@ -181,6 +190,7 @@ def calibrate(
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
                                            "benchmark and predict then load it quantized too."),
+    device: str = DEVICE, dtype: str = DTYPE,
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
@@ -195,11 +205,14 @@ def calibrate(
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2.0")
     if target_speedup is not None and target_speedup <= 1.0:
         raise EebertError(f"target speedup must be above 1.0, got {target_speedup}", "for example --target-speedup 2.0")
+    from .device import place_artifact
     from .quantize import check_scheme, quantize_model
 
     quantize = check_scheme(quantize)
+    where = resolve(DeviceConfig(device, dtype))
     art = load_artifact(artifact, backbone)
     quantize_model(art.deployed.model, quantize)
+    place_artifact(art, where, bool(quantize))
     data_ = load_data(data_config_of(art, data_opts(data, text_column, pair_column, label_column, max_samples)))
     result = run_calibrate(art, data_, cfg, UI(quiet=as_json), _params(criterion_param, "--criterion-param"))
     from .metrics import choose
@@ -241,6 +254,7 @@ def benchmark(
     engine: str = typer.Option("pytorch", help=help_for(BenchmarkConfig, "engine")),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    device: str = DEVICE, dtype: str = DTYPE,
     as_json: bool = JSON,
 ):
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
@@ -249,18 +263,19 @@ def benchmark(
     cfg = BenchmarkConfig(split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
                           timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir or "", metric=metric)
     report = _benchmark(artifact, data_opts(data, text_column, pair_column, label_column, max_samples), cfg,
-                        backbone, as_json)
+                        backbone, as_json, DeviceConfig(device, dtype))
     emit(report, as_json)
 
 
-def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool) -> dict:
+def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool,
+               device: DeviceConfig | None = None) -> dict:
     from .benchmark import run_benchmark
     from .data import load_data
     from .pipeline import data_config_of
     from .report import table, write_report
     from .runtime import EarlyExitModel
 
-    model = EarlyExitModel.from_artifact(artifact, backbone)
+    model = EarlyExitModel.from_artifact(artifact, backbone, device)
     data_ = load_data(data_config_of(model.artifact, dcfg))
     report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
     write_report(Path(artifact), report)
@@ -298,12 +313,26 @@ def predict(
     text_column: str = TEXT, pair_column: Optional[str] = PAIR,
     batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="With --engine ray: a folder for the predicted rows "
+                                          "(parquet parts, input order); --input must then be a parquet file or folder."),
+    device: str = DEVICE, dtype: str = DTYPE, engine: str = RUN_ENGINE, ray_address: str = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
     from .data.files import read_rows
-    from .runtime import EarlyExitModel
+    from .runtime import EarlyExitModel, prediction_row
 
+    dev = DeviceConfig(device, dtype, engine, ray_address)
+    if engine == "ray":
+        from .ray_engine import predict_ray
+
+        result = predict_ray(artifact, input_file, output, dev, text_column, pair_column, max(1, batch_size), backbone,
+                             UI(quiet=as_json))
+        emit(result, as_json)
+        if not as_json:
+            out.print(f"predicted {result['rows']} rows on {result['workers']} Ray workers -> {result['output']}")
+        return
+    resolve(dev)
     pairs = None
     texts = list(texts or [])
     if input_file is not None:
@@ -317,10 +346,9 @@ def predict(
             pairs = [str(r[pair_column]) for r in rows]
     if not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE.jsonl")
-    model = EarlyExitModel.from_artifact(artifact, backbone)
+    model = EarlyExitModel.from_artifact(artifact, backbone, dev)
     preds = model.predict(texts, pairs, batch_size=max(1, batch_size))
-    rows_out = [{"text": t, "label": p.label, "exit_layer": p.exit_layer, "probs": p.probs}
-                for t, p in zip(texts, preds)]
+    rows_out = [{"text": t, **prediction_row(p)} for t, p in zip(texts, preds)]
     if as_json:
         emit(rows_out, True)
         return
@@ -335,7 +363,10 @@ def predict(
 
 @app.command()
 @command
-def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."), as_json: bool = JSON):
+def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes/."),
+        device: Optional[str] = typer.Option(None, "--device", help=help_for(DeviceConfig, "device") + " Overrides the recipe's [device]."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help=help_for(DeviceConfig, "dtype") + " Overrides the recipe's [device]."),
+        as_json: bool = JSON):
     """Attach, calibrate and benchmark as a recipe says."""
     from .artifact import load_artifact
     from .data import load_data
@@ -344,15 +375,20 @@ def run(recipe: Path = typer.Argument(..., help="Recipe file (TOML), see recipes
 
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
         return compare(recipe, as_json)
+    from .device import place_artifact
+
     r = load_recipe(recipe)
+    dev = dataclasses.replace(r.device, **{k: v for k, v in (("device", device), ("dtype", dtype)) if v})
+    where = resolve(dev)
     ui = UI(quiet=as_json)
-    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui)
+    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact} ({where.describe()})")
+    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, dev)
     ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
     art = load_artifact(r.artifact)
+    place_artifact(art, where)
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
-    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
+    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json, dev)
     emit({"attach": attached, "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "curves")},
           "report": report}, as_json)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .calibrate import CalibrationConfig
 from .data import DataConfig
+from .device import DeviceConfig
 from .errors import EebertError
 from .gates import GateConfig
 from .train import TrainConfig
@@ -33,6 +34,7 @@ class AttachConfig:
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example (longer ones are truncated)."})
     use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features."})
+    feature_cache: str = field(default="", metadata={"help": "Folder for the backbone pass's features (memory-mapped, resumable), kept after the run; empty = beside the artifact, removed once it is written."})
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -66,6 +68,7 @@ class Recipe:
     attach: AttachConfig = field(default_factory=AttachConfig)
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def help_for(cls: type, name: str) -> str:

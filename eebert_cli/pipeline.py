@@ -18,6 +18,8 @@ from .curves import criteria_for_curves, split_curves
 from .criteria import CRITERIA, build_criterion
 from .criteria.learned import LEARNED_FILE, fit_learn_to_exit, learned_reduction
 from .data import DataConfig, TaskData, load_data, map_labels
+from .device import DeviceConfig, check_gates as check_device_gates, module_device, place_model
+from .device import resolve as resolve_device_config
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
 from .features import Features, all_exit_logits, encode, extract
@@ -47,15 +49,6 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
         return gold_values(s.labels, f"the {split} split of {data.name}")
     return torch.tensor(map_labels(s.labels, deployed.label2id, len(deployed.id2label),
                                    f"the {split} split of {data.name}"))
-
-
-def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str | None,
-                   max_length: int, batch_size: int, ui: UI, needs: dict[int, set[str]] | None = None) -> Features:
-    s = data.split(split)
-    enc = encode(deployed.tokenizer, s, max_length)
-    with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
-        return extract(deployed.adapter, enc, layers, {reduction} if reduction else set(), batch_size, advance,
-                       needs)
 
 
 def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
@@ -92,10 +85,12 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     torch.manual_seed(cfg.train.seed)
     exits = ExitSet(spec, dims)
     exits.init_from(deployed.adapter)
+    exits.to(module_device(deployed.model))  # trained on the backbone's device, in float32
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
         advance(cfg.train.epochs - len(summary["history"]))  # stopped early: the bar still completes
-    summary["objective_module"] = objective  # the gate stage goes on with the same (bound) objective
+    exits.cpu()  # the artifact is device-neutral; what follows (learned scorer, gates) reads host features
+    summary["objective_module"] = objective.cpu()  # the gate stage goes on with the same (bound) objective
     return spec, exits, summary, search_report
 
 
@@ -134,8 +129,14 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
     return {"config": to_dict(g), **report}, (enc.subset(hold.tolist()), targets[hold])
 
 
-def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT) -> dict:
+def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT,
+           device: DeviceConfig | None = None) -> dict:
+    from . import feature_cache
+
+    where = resolve_device_config(device)
+    check_device_gates(where, bool(cfg.gates.type), training=True)
     deployed = load_deployed(checkpoint)
+    place_model(deployed.model, where)
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
@@ -152,7 +153,14 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
-    feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
+    cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else feature_cache.default_folder(out)
+    runner = None
+    if device is not None and device.engine == "ray":
+        from .ray_engine import attach_runner
+
+        runner = attach_runner(deployed, data.split("train"), device)
+    feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
+                                      cache_dir, where.describe(), ui, runner)
     t_features = time.perf_counter() - t0
     deployed_targets = feats.teacher[:, 0] if task == REGRESSION else feats.teacher.argmax(-1)
     targets = labels if labels is not None else deployed_targets
@@ -204,6 +212,9 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
         extra["gates"] = gate_report
     config = art.make_config(deployed, spec, cfg.max_length, extra)
     art.save_artifact(Path(out), config, exits, extra_files)
+    del feats
+    if not cfg.feature_cache:  # the default cache served this run only
+        feature_cache.remove(cache_dir)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
             "gates": gate_report, "backbone_trained": trained_backbone,
