@@ -55,8 +55,8 @@ class Plan:
         return any("tokens" in rs for rs in self.needs.values())
 
 
-def chunk_bounds(n: int, rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
-    return [(a, min(n, a + rows)) for a in range(0, n, rows)]
+def chunk_bounds(n: int) -> list[tuple[int, int]]:
+    return [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
 
 
 def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], None] | None = None) -> dict:
@@ -168,15 +168,16 @@ def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
     return np.cumsum(lengths)
 
 
-Runner = Callable[[list[int]], Iterable[tuple[int, dict]]]
+#: (deployed, split, plan, chunk bounds, chunk indices to do) -> (index, arrays) as they finish
+Runner = Callable[..., Iterable[tuple[int, dict]]]
 
 
 def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: str,
                 progress, log: Callable[[str], None] = lambda m: None, runner: Runner | None = None) -> Features:
     """The backbone pass over ``split`` into the cache at ``folder``, resuming if it was interrupted.
 
-    ``runner(chunk indices)`` yields (index, arrays) in any order; by default the
-    chunks run here, one after the other (``ray_engine`` runs them on Ray workers).
+    ``runner`` yields (index, arrays) in any order; by default the chunks run
+    here, one after the other (``ray_engine.attach_runner`` runs them on Ray workers).
     """
     n, dims = len(split), deployed.adapter.dims
     chunks = chunk_bounds(n)
@@ -196,7 +197,7 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
             results: Iterable = ((i, compute_chunk(deployed, slice_split(split, *chunks[i]), plan, advance))
                                  for i in todo)
         else:  # elsewhere, advancing it chunk by chunk
-            results = runner(todo)
+            results = runner(deployed, split, plan, chunks, todo)
         for i, arrays in results:
             cache.write(i, arrays, offsets)
             if runner is not None:

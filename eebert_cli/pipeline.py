@@ -158,7 +158,7 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     if device is not None and device.engine == "ray":
         from .ray_engine import attach_runner
 
-        runner = attach_runner(deployed, data.split("train"), device)
+        runner = attach_runner(device)
     feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
                                       cache_dir, where.describe(), ui, runner)
     t_features = time.perf_counter() - t0
