@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -153,11 +154,24 @@ class FeatureCache:
         write_json(self.folder / MANIFEST, self.manifest)
 
     def features(self, plan: Plan, token_offsets: np.ndarray | None) -> Features:
-        """Tensors over the memory maps (copy-on-write: training never changes the files)."""
-        view = lambda name: torch.from_numpy(self.array(name, "c"))  # noqa: E731
+        """Tensors over the memory maps (copy-on-write: training never changes the files).
+
+        Pages read through a map count in the process's RSS until unmapped or
+        released; ``Features.release`` (called by training every few steps) tells
+        the kernel they are not needed, so RSS stays at what a few steps read. The
+        data stay in the page cache, where the kernel may keep or evict them.
+        """
+        maps = {name: self.array(name, "c") for name in self.manifest["shapes"]}
+        view = lambda name: torch.from_numpy(maps[name])  # noqa: E731
         tokens = TokenStore(view("tokens"), torch.from_numpy(token_offsets)) if plan.tokens else None
+
+        def release() -> None:
+            for m in maps.values():
+                if getattr(m, "_mmap", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    m._mmap.madvise(mmap.MADV_DONTNEED)
+
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
-                        view("lengths"), tokens)
+                        view("lengths"), tokens, release=release)
 
 
 def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:

@@ -97,6 +97,8 @@ class Features:
     lengths: torch.Tensor             #: tokens per example [N]
     tokens: TokenStore | None = None  #: token states, when a head reads reduction "tokens"
     skipped: torch.Tensor | None = None  #: [N, L] bool, layers the gates skipped (gated passes only)
+    #: memory-mapped features (feature_cache): drop the pages read so far from this process's RSS
+    release: Callable[[], None] | None = None
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]

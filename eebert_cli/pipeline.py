@@ -222,14 +222,24 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
                                           ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
 
 
+LEARNED_ROWS = 8192
+
+
 def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: torch.Tensor, reduction: str):
-    """The `learned` criterion's scorer, fitted on rows the exits did not train on (all rows if none)."""
+    """The `learned` criterion's scorer, fitted on rows the exits did not train on (all rows if none).
+
+    At most ``LEARNED_ROWS`` of them (a seeded subset): the scorer is small, and its
+    inputs are then read into RAM whatever the size of the training set.
+    """
     if len(rows) == 0:
         rows = torch.arange(len(targets))
-    x = torch.stack([feats.for_layer(reduction, layer)[rows] for layer in exits.layers], 1)
+    if len(rows) > LEARNED_ROWS:
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:LEARNED_ROWS]]
+    get = feats.getter(rows)
+    x = torch.stack([get(reduction, layer) for layer in exits.layers], 1)
     exits.eval()
     with torch.no_grad():
-        pred = torch.stack(exits(feats.getter(rows)), 1).argmax(-1)
+        pred = torch.stack(exits(get), 1).argmax(-1)
     module, report = fit_learn_to_exit(x, pred == targets[rows, None])
     return module, {"trained_on": "rows held out from exit training", "reduction": reduction, **report}
 

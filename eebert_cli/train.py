@@ -27,22 +27,26 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
     contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical)."})
+    threads: int = field(default=1, metadata={"help": "torch threads for exit training on the CPU (0 = torch's default): steps are small matrix products, where more threads mostly wait on each other."})
     contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term."})
+
+
+HELDOUT_CHUNK = 4096  #: held-out rows scored at a time
+RELEASE_EVERY = 64    #: steps between handing memory-mapped feature pages back (feature_cache)
 
 
 def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
                 cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Fit exits (and any learned part of the objective) on the exits' device; keep the best held-out epoch.
 
-    On the CPU the steps run on one thread: each is a handful of small matrix
-    products (batch x hidden), where handing work between threads costs more than
-    it saves (on the demo's exits, a loaded 2-core machine: about 5x per epoch,
-    see benchmarks/attach_cost.py).
+    On the CPU the steps run on ``cfg.threads`` threads (default one): each is a
+    handful of small matrix products (batch x hidden), where handing work between
+    threads costs more than it saves (benchmarks/attach_cost.py measures both).
     """
     device = module_device(exits)
     threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    if device.type == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     try:
         return _train(exits, objective, features, targets, cfg, on_epoch, device)
     finally:
@@ -79,7 +83,12 @@ def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
             reps, cfg.contrastive_temperature)
 
     def heldout_on(rows: torch.Tensor) -> float:
-        return objective.heldout(exits(features.getter(rows, device)), batch_of(rows)).item()
+        """Mean held-out loss, a chunk at a time (features may be memory-mapped; RAM stays flat)."""
+        total = 0.0
+        for a in range(0, len(rows), HELDOUT_CHUNK):
+            part = rows[a:a + HELDOUT_CHUNK]
+            total += objective.heldout(exits(features.getter(part, device)), batch_of(part)).item() * len(part)
+        return total / len(rows)
 
     best = (float("inf"), -1, None)
     history = []
@@ -87,8 +96,10 @@ def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
         exits.train()
         perm = fit[torch.randperm(len(fit), generator=gen)]
         total = 0.0
-        for b in range(0, len(perm), cfg.batch_size):
+        for step, b in enumerate(range(0, len(perm), cfg.batch_size)):
             rows = perm[b:b + cfg.batch_size]
+            if features.release is not None and step % RELEASE_EVERY == RELEASE_EVERY - 1:
+                features.release()
             loss = loss_on(rows)
             opt.zero_grad()
             loss.backward()
