@@ -11,7 +11,7 @@ model and data are loaded (what attach starts from; the texts themselves are
 the data loader's), the peak RSS of the whole process (ru_maxrss), and the
 growth between the two, which is what the backbone pass and exit training add.
 
-``--model tiny`` (default) is a random 2-layer BERT (hidden 128) with MiniLM's
+``--model tiny`` (default) is a random 2-layer BERT (hidden 32) with MiniLM's
 real tokenizer: the backbone is not what is measured, and MiniLM-L6 over 200k
 rows does not fit in minutes on a shared 2-core machine. ``--model minilm``
 uses the real MiniLM-L6 weights (slow).
@@ -57,8 +57,8 @@ def make_checkpoint(folder: Path, model: str) -> Path:
         import torch
 
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=256, max_position_embeddings=512, **labels)
+        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512, **labels)
         m = AutoModelForSequenceClassification.from_config(cfg)
     m.config.architectures = [type(m).__name__]
     m.save_pretrained(folder, safe_serialization=True)

@@ -332,6 +332,8 @@ def predict(
         if not as_json:
             out.print(f"predicted {result['rows']} rows on {result['workers']} Ray workers -> {result['output']}")
         return
+    if output is not None:
+        raise EebertError("--output is written by --engine ray", "add --engine ray, or drop --output for a table")
     resolve(dev)
     pairs = None
     texts = list(texts or [])

@@ -7,6 +7,7 @@ moved to the chosen device when loaded. Only the frozen backbone pass runs in
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -158,3 +159,19 @@ def place_artifact(artifact, where: Placement, quantized: bool = False) -> None:
         if not quantized:
             place_model(deployed.model, where)
     artifact.exits.to(where.device)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int, device: torch.device | None = None):
+    """Run a block on ``n`` torch threads when on the CPU (0 = leave torch's setting).
+
+    Fitting small modules (exits, the learned scorer) is a stream of small matrix
+    products, where threads mostly wait on each other; restored afterwards.
+    """
+    before = torch.get_num_threads()
+    if n > 0 and (device is None or device.type == "cpu"):
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -18,7 +18,7 @@ from .curves import criteria_for_curves, split_curves
 from .criteria import CRITERIA, build_criterion
 from .criteria.learned import LEARNED_FILE, fit_learn_to_exit, learned_reduction
 from .data import DataConfig, TaskData, load_data, map_labels
-from .device import DeviceConfig, check_gates as check_device_gates, module_device, place_model
+from .device import DeviceConfig, check_gates as check_device_gates, cpu_threads, module_device, place_model
 from .device import resolve as resolve_device_config
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
@@ -240,7 +240,8 @@ def fit_learned(exits: ExitSet, feats: Features, targets: torch.Tensor, rows: to
     exits.eval()
     with torch.no_grad():
         pred = torch.stack(exits(get), 1).argmax(-1)
-    module, report = fit_learn_to_exit(x, pred == targets[rows, None])
+    with cpu_threads(1):  # a small scorer: threads would mostly wait on each other (see train.py)
+        module, report = fit_learn_to_exit(x, pred == targets[rows, None])
     return module, {"trained_on": "rows held out from exit training", "reduction": reduction, **report}
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from .device import module_device
+from .device import cpu_threads, module_device
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
@@ -44,13 +44,8 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
     threads costs more than it saves (benchmarks/attach_cost.py measures both).
     """
     device = module_device(exits)
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with cpu_threads(cfg.threads, device):
         return _train(exits, objective, features, targets, cfg, on_epoch, device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
