@@ -130,19 +130,18 @@ class _Predictor:
         self.model = EarlyExitModel.from_artifact(artifact, backbone, dcfg)
         self.text, self.pair, self.batch_size = text_column, pair_column, batch_size
 
-    def __call__(self, batch: dict) -> dict:
-        import numpy as np
+    def __call__(self, batch):
+        """A pyarrow Table in, the same table plus the ``prediction_row`` columns out."""
+        import pyarrow as pa
 
         from .runtime import prediction_row
 
-        texts = [str(t) for t in batch[self.text]]
-        pairs = [str(t) for t in batch[self.pair]] if self.pair else None
+        texts = [str(t) for t in batch.column(self.text).to_pylist()]
+        pairs = [str(t) for t in batch.column(self.pair).to_pylist()] if self.pair else None
         rows = [prediction_row(p) for p in self.model.predict(texts, pairs, self.batch_size)]
-        out = dict(batch)
-        for key in rows[0] if rows else ():
-            values = [r[key] for r in rows]
-            out[key] = np.array(values, dtype=object) if key == "probs" else np.array(values)
-        return out
+        for key in (rows[0] if rows else ()):
+            batch = batch.append_column(key, pa.array([r[key] for r in rows]))
+        return batch
 
 
 def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cfg: DeviceConfig, text_column: str,
@@ -176,7 +175,7 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     ds = ray.data.read_parquet(str(input_path))
     out = ds.map_batches(_Predictor, fn_constructor_args=(str(artifact), backbone, _worker_device(cfg, gpus),
                                                           text_column, pair_column, batch_size),
-                         batch_size=256, batch_format="numpy", concurrency=actors, num_gpus=gpus,
+                         batch_size=256, batch_format="pyarrow", concurrency=actors, num_gpus=gpus,
                          num_cpus=0 if gpus else 1)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
