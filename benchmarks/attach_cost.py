@@ -96,11 +96,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-baseline", action="store_true", help="Skip re-training on torch's default threads.")
     ap.add_argument("--json", default=None, help="Also write the figures here.")
     args = ap.parse_args(argv)
-    report = run(args.recipe, args.checkpoint, args.max_samples, not args.no_baseline)
+    return show(run(args.recipe, args.checkpoint, args.max_samples, not args.no_baseline), args.json)
+
+
+def show(report: dict, json_path: str | None) -> dict:
+    """Print the figures one per line, and write them as JSON if asked (shared by benchmarks/ray_vs_local.py)."""
     for k, v in report.items():
         print(f"{k:40s} {v}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -15,16 +15,17 @@ costs here, and the cluster is where it pays.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ray  # noqa: E402
 
+from attach_cost import show  # noqa: E402
 from eebert_cli import feature_cache  # noqa: E402
 from eebert_cli.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.data import DataConfig, Split, load_data  # noqa: E402
@@ -76,11 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["local_rows_per_s"] = round(report["rows"] / report["local_s"], 1)
     report["ray_rows_per_s"] = round(report["rows"] / report["ray_s"], 1)
     report["ray_over_local_time"] = round(report["ray_s"] / report["local_s"], 3)
-    for k, v in report.items():
-        print(f"{k:28s} {v}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return show(report, args.json)
 
 
 if __name__ == "__main__":
