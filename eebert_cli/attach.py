@@ -13,6 +13,8 @@ from .checkpoint import Deployed, load_deployed
 from .config import AttachConfig, to_dict
 from .criteria import CRITERIA, FITTED_KEY, feature_reduction
 from .data import DataConfig, TaskData, load_data
+from .device import DeviceConfig, check_gates as check_device_gates, module_device, place_model
+from .device import resolve as resolve_device_config
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
 from .features import Encoded, Features, encode, extract
@@ -32,15 +34,6 @@ def exit_layers(cfg: AttachConfig, num_layers: int) -> list[int]:
         raise EebertError(f"no layer {bad[0]} to attach an exit after (the model has {num_layers} layers; "
                           f"layer {num_layers} is the deployed head's)", f"choose layers from 1 to {num_layers - 1}")
     return layers
-
-
-def split_features(deployed: Deployed, data: TaskData, split: str, layers: list[int], reduction: str | None,
-                   max_length: int, batch_size: int, ui: UI, needs: dict[int, set[str]] | None = None) -> Features:
-    s = data.split(split)
-    enc = encode(deployed.tokenizer, s, max_length)
-    with ui.progress(f"backbone pass ({split}, {len(s)} examples)", len(s)) as advance:
-        return extract(deployed.adapter, enc, layers, {reduction} if reduction else set(), batch_size, advance,
-                       needs)
 
 
 def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
@@ -64,10 +57,12 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     torch.manual_seed(cfg.train.seed)
     exits = ExitSet(spec, dims)
     exits.init_from(deployed.adapter)
+    exits.to(module_device(deployed.model))  # trained on the backbone's device, in float32
     with ui.progress(f"training {len(spec.layers)} {spec.type} exits", cfg.train.epochs) as advance:
         summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
         advance(cfg.train.epochs - len(summary["history"]))  # stopped early: the bar still completes
-    summary["objective_module"] = objective  # the gate stage goes on with the same (bound) objective
+    exits.cpu()  # the artifact is device-neutral; what follows (trained criteria, gates) reads host features
+    summary["objective_module"] = objective.cpu()  # the gate stage goes on with the same (bound) objective
     return spec, exits, summary, search_report
 
 
@@ -107,11 +102,13 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
 
 
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT,
-           overwrite: bool = False) -> dict:
+           overwrite: bool = False, device: DeviceConfig | None = None) -> dict:
     """Attach and train exits; ``out`` is checked (see ``artifact.check_out``) and locked before any work."""
+    where = resolve_device_config(device)  # a device that is not there fails before anything is written
+    check_device_gates(where, bool(cfg.gates.type), training=True)
     out = art.check_out(out, checkpoint, overwrite)
     with art.artifact_lock(out, "attach"):
-        return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui)
+        return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui, device, where)
 
 
 def absolute_data(cfg: DataConfig) -> DataConfig:
@@ -123,8 +120,12 @@ def absolute_data(cfg: DataConfig) -> DataConfig:
     return cfg
 
 
-def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path, ui: UI) -> dict:
+def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path, ui: UI,
+            device: DeviceConfig | None, where) -> dict:
+    from . import feature_cache
+
     deployed = load_deployed(checkpoint)
+    place_model(deployed.model, where)
     cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
@@ -146,7 +147,14 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
-    feats = split_features(deployed, data, "train", layers, None, cfg.max_length, cfg.batch_size, ui, needs)
+    cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else feature_cache.default_folder(out)
+    runner = None
+    if device is not None and device.engine == "ray":
+        from .ray_engine import attach_runner
+
+        runner = attach_runner(device)
+    feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
+                                      cache_dir, where.describe(), ui, runner)
     t_features = time.perf_counter() - t0
     deployed_targets = predictions(feats.teacher, task)
     targets = labels if labels is not None else deployed_targets.float() if task == MULTI_LABEL else deployed_targets
@@ -189,6 +197,9 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
         extra["gates"] = gate_report
     config = art.make_config(deployed, spec, cfg.max_length, extra)
     art.save_artifact(Path(out), config, exits, extra_files)
+    del feats
+    if not cfg.feature_cache:  # the default cache served this run only
+        feature_cache.remove(cache_dir)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "objective_report": summary["objective"], "leco_search": search_report, "bypass": extra.get("bypass"),
             "gates": gate_report, "backbone_trained": trained_backbone,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch
 from .baselines import oracle_exits, static_costs, static_exit
 from .calibrate import decide
 from .config import BenchmarkConfig
+from .device import stopwatch
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
@@ -105,7 +105,9 @@ def time_batch1(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     if cfg.timing_samples and cfg.timing_samples < len(idx):
         idx = sorted(random.Random(0).sample(idx, cfg.timing_samples))
     enc = encode(tok, s.subset(idx), model.artifact.config["max_length"])
-    inputs = [(torch.tensor([ids]), torch.tensor([enc.token_type_ids[i]]) if enc.token_type_ids else None)
+    dev = model.device
+    inputs = [(torch.tensor([ids], device=dev),
+               torch.tensor([enc.token_type_ids[i]], device=dev) if enc.token_type_ids else None)
               for i, ids in enumerate(enc.input_ids)]
 
     def deployed(ids, types):
@@ -114,26 +116,24 @@ def time_batch1(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     for ids, types in inputs[: cfg.warmup]:
         deployed(ids, types), model.forward_one(ids, types)
     dep_ms, ee_ms, mismatches = [], [], 0
-    clock = time.perf_counter
+    measure = stopwatch(dev)  # CUDA: events around the work, synchronised (device.py)
     with ui.progress(f"timing at batch size 1 ({len(inputs)} examples x {cfg.repeats})", len(inputs)) as advance:
         for n, (ids, types) in enumerate(inputs):
             d, e = [], []
             for r in range(cfg.repeats):
                 order = (0, 1) if r % 2 == 0 else (1, 0)  # alternate who goes first
                 for which in order:
-                    t0 = clock()
                     if which == 0:
-                        deployed(ids, types)
-                        d.append(clock() - t0)
+                        d.append(measure(lambda: deployed(ids, types))[1])
                     else:
-                        _, k = model.forward_one(ids, types)
-                        e.append(clock() - t0)
+                        (_, k), seconds = measure(lambda: model.forward_one(ids, types))
+                        e.append(seconds)
             mismatches += int(k != int(expected[idx[n]]))
             dep_ms.append(1000 * statistics.median(d))
             ee_ms.append(1000 * statistics.median(e))
             advance(1)
     return {
-        "examples": len(inputs), "repeats": cfg.repeats, "threads": torch.get_num_threads(),
+        "examples": len(inputs), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(dev),
         "deployed_ms": _percentiles(dep_ms), "early_exit_ms": _percentiles(ee_ms),
         "speedup_measured": sum(dep_ms) / sum(ee_ms),
         "deployed_throughput": 1000 * len(dep_ms) / sum(dep_ms),
@@ -152,13 +152,15 @@ def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: Bench
     enc = encode(tok, s.subset(idx), model.artifact.config["max_length"])
     types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
     b = max(1, cfg.timing_batch_size)
+    dev = model.device if cfg.engine == "pytorch" else torch.device("cpu")  # onnxruntime reads host arrays
     batches = []
     for i in range(0, len(idx), b):
         if b == 1:
-            ids = torch.tensor(enc.input_ids[i:i + 1])
-            batches.append((idx[i:i + 1], ids, None, torch.tensor(types[i:i + 1])))
+            ids = torch.tensor(enc.input_ids[i:i + 1], device=dev)
+            batches.append((idx[i:i + 1], ids, None, torch.tensor(types[i:i + 1], device=dev)))
         else:
-            batches.append((idx[i:i + b], *pad_batch(enc.input_ids[i:i + b], types[i:i + b], enc.pad_id)))
+            batches.append((idx[i:i + b], *(t.to(dev) for t in
+                                            pad_batch(enc.input_ids[i:i + b], types[i:i + b], enc.pad_id))))
     return batches
 
 
@@ -211,7 +213,7 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
             f(ids, mask, types)
     ms: dict[str, list[float]] = {n: [] for n in names}
     mismatches = 0
-    clock = time.perf_counter
+    measure = stopwatch(batches[0][1].device if batches else torch.device("cpu"))
     n_ex = sum(len(b[0]) for b in batches)
     with ui.progress(f"timing {cfg.engine} at batch size {cfg.timing_batch_size} ({n_ex} examples x "
                      f"{cfg.repeats})", len(batches)) as advance:
@@ -220,9 +222,8 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
             for r in range(cfg.repeats):
                 for j in range(len(names)):
                     name = names[(j + r) % len(names)]  # rotate who goes first
-                    t0 = clock()
-                    got = fns[name](ids, mask, types)
-                    runs[name].append(clock() - t0)
+                    got, seconds = measure(lambda: fns[name](ids, mask, types))
+                    runs[name].append(seconds)
                     if name == "early_exit" and r == 0:
                         mismatches += sum(int(g != int(expected[i])) for g, i in zip(got, rows))
             for n in names:
@@ -231,7 +232,7 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     dep = sum(ms["deployed"])
     result = {
         "engine": cfg.engine, "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches),
-        "repeats": cfg.repeats, "threads": torch.get_num_threads(),
+        "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(model.device),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,

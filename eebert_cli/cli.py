@@ -17,6 +17,7 @@ from .calibrate import CalibrationConfig
 from .checks import validate
 from .config import AttachConfig, BenchmarkConfig, Recipe, from_dict, help_for
 from .data import DataConfig
+from .device import DeviceConfig, resolve
 from .errors import EebertError
 from .gates import GateConfig
 from .serve.config import ServeConfig
@@ -128,6 +129,15 @@ PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_colum
 LABEL = _opt(DataConfig, "label_column", "--label-column")
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
 DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
+DEVICE = _opt(DeviceConfig, "device", "--device")
+DTYPE = _opt(DeviceConfig, "dtype", "--dtype")
+RUN_ENGINE = _opt(DeviceConfig, "engine", "--engine")
+RAY_ADDRESS = _opt(DeviceConfig, "ray_address", "--ray-address")
+
+
+def device_opts(r: Recipe, device=None, dtype=None, engine=None, ray_address=None) -> DeviceConfig:
+    """Where to run: the recipe's [device] with the given flags on top."""
+    return given(r.device, device=device, dtype=dtype, engine=engine, ray_address=ray_address)
 SPLIT_MAP = typer.Option(None, "--split-map", help=help_for(DataConfig, "split_map") + " Comma-separated SPLIT=NAME.")
 
 
@@ -187,6 +197,9 @@ def attach(
     epochs: Optional[int] = _opt(TrainConfig, "epochs"),
     lr: Optional[float] = _opt(TrainConfig, "lr"),
     seed: Optional[int] = _opt(TrainConfig, "seed"),
+    feature_cache: Optional[str] = _opt(AttachConfig, "feature_cache", "--feature-cache"),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, engine: Optional[str] = RUN_ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
@@ -216,11 +229,13 @@ def attach(
                 exit_params={**base.exit_params, **_params(exit_param, "--exit-param")},
                 objective=objective, objective_params={**base.objective_params, **_params(objective_param, "--objective-param")},
                 bypass=bp, gates=g, max_length=max_length, use_labels=False if no_labels else None,
+                feature_cache=feature_cache,
                 train=given(base.train, epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
+    dev = device_opts(r, device, dtype, engine, ray_address)
     from .recipe import check_components
 
     check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)
-    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), overwrite=overwrite)
+    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), overwrite=overwrite, device=dev)
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
@@ -260,6 +275,7 @@ def calibrate(
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
                                            "benchmark and predict then load it quantized too."),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
@@ -283,10 +299,13 @@ def calibrate(
 
     CRITERIA.check(cfg.criterion, cfg.criterion_params)
     quantize = check_scheme(quantize)
+    where = resolve(device_opts(r, device, dtype))  # a device that is not there fails before anything loads
     from .artifact import artifact_lock
+    from .device import place_artifact
 
     with artifact_lock(artifact, "calibrate"):  # from loading the exits to writing their thresholds
         art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
+        place_artifact(art, where, bool(quantize))
         data_ = load_data(data_config_of(art, data_opts(r.data if config else None, data, text_column, pair_column,
                                                         label_column, max_samples, data_config, split_map)))
         result = run_calibrate(art, data_, cfg, UI(quiet=as_json), metric=metric).to_dict()
@@ -328,6 +347,7 @@ def benchmark(
     engine: Optional[str] = _opt(BenchmarkConfig, "engine"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     as_json: bool = JSON,
 ):
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
@@ -337,12 +357,15 @@ def benchmark(
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
                 timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir, metric=metric)
+    dev = device_opts(r, device, dtype)
+    resolve(dev)  # a device that is not there fails before anything loads
     report = _benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column, label_column,
-                                            max_samples, data_config, split_map), cfg, backbone, as_json)
+                                            max_samples, data_config, split_map), cfg, backbone, as_json, dev)
     emit(report, as_json)
 
 
-def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool) -> dict:
+def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool,
+               device: DeviceConfig | None = None) -> dict:
     from .benchmark import run_benchmark
     from .data import load_data
     from .outputs import data_config_of
@@ -352,7 +375,7 @@ def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, ba
     from .artifact import artifact_lock
 
     with artifact_lock(artifact, "benchmark"):  # the calibration the report describes cannot change meanwhile
-        model = EarlyExitModel.from_artifact(artifact, backbone)
+        model = EarlyExitModel.from_artifact(artifact, backbone, device)
         data_ = load_data(data_config_of(model.artifact, dcfg))
         report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
         write_report(Path(artifact), report)
@@ -390,11 +413,13 @@ def predict(
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
     config: Optional[Path] = CONFIG,
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Data file (CSV/TSV/JSONL/parquet) with a text column; streamed in chunks."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent); with --engine ray, a folder of parquet parts."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, engine: Optional[str] = RUN_ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
@@ -406,6 +431,17 @@ def predict(
     text_column, pair_column = dcfg.text_column, dcfg.pair_column
     if batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
+    dev = device_opts(r, device, dtype, engine, ray_address)
+    if dev.engine == "ray":  # an actor pool over a parquet file or folder, written as parquet parts
+        from .ray_engine import predict_ray
+
+        result = predict_ray(artifact, input_file, output, dev, text_column, pair_column, batch_size, backbone,
+                             UI(quiet=as_json))
+        emit(result, as_json)
+        if not as_json:
+            out.print(f"predicted {result['rows']} rows on {result['workers']} Ray workers -> {result['output']}")
+        return
+    resolve(dev)  # a device that is not there fails before anything loads
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
@@ -413,7 +449,7 @@ def predict(
         check_paths(input_file, output, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    model = EarlyExitModel.from_artifact(artifact, backbone)
+    model = EarlyExitModel.from_artifact(artifact, backbone, dev)
     ui = UI(quiet=as_json)
     if output is not None:
         summary = predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
@@ -476,7 +512,8 @@ def serve(
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), see recipes/."),
         config: Optional[Path] = CONFIG, as_json: bool = JSON,
         overwrite: bool = typer.Option(False, "--overwrite", help="Let the recipe's artifact go into an existing "
-                                       "directory that is not an artifact (other files are kept).")):
+                                       "directory that is not an artifact (other files are kept)."),
+        device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its [expect] table is not met."""
     from .artifact import load_artifact
     from .data import load_data
@@ -489,14 +526,19 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
         return compare(recipe, None, as_json)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
+    from .device import place_artifact
+
+    dev = device_opts(r, device, dtype)
+    where = resolve(dev)
     ui = UI(quiet=as_json)
-    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, overwrite=overwrite)
+    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact} ({where.describe()})")
+    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, overwrite=overwrite, device=dev)
     ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
     art = load_artifact(r.artifact)
+    place_artifact(art, where)
     calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
-    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json)
+    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json, dev)
     verdict = check(r.expect, report) if r.expect.any() else None
     emit({"attach": attached, "calibration": calibration.summary(), "report": report, "expectations": verdict},
          as_json)

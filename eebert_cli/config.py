@@ -14,6 +14,7 @@ from typing import Any
 from .calibrate import CalibrationConfig
 from .checks import check_metadata, check_type, closest
 from .data import DataConfig
+from .device import DeviceConfig
 from .errors import EebertError
 from .expect import Expect
 from .gates import GateConfig
@@ -34,6 +35,7 @@ class AttachConfig:
     max_length: int | None = field(default=None, metadata={"help": "Tokens kept per example (longer ones are truncated), 2 up to the checkpoint's positions; default 128, or the checkpoint's limit if smaller.", "min": 2})
     use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features.", "min": 1})
+    feature_cache: str = field(default="", metadata={"help": "Folder for the backbone pass's features (memory-mapped, resumable), kept after the run; empty = beside the artifact, removed once it is written."})
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -68,6 +70,7 @@ class Recipe:
     calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     expect: Expect = field(default_factory=Expect)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def help_for(cls: type, name: str) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from .backbones import BackboneAdapter
 from .data import Split
+from .device import module_device
 from .exits import ExitSet, Tokens, reduce
 from .gates import gated_layer
 
@@ -96,19 +97,27 @@ class Features:
     lengths: torch.Tensor             #: tokens per example [N]
     tokens: TokenStore | None = None  #: token states, when a head reads reduction "tokens"
     skipped: torch.Tensor | None = None  #: [N, L] bool, layers the gates skipped (gated passes only)
+    #: memory-mapped features (feature_cache): drop the pages read so far from this process's RSS
+    release: Callable[[], None] | None = None
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]
 
-    def getter(self, rows: torch.Tensor):
-        """``get(reduction, layer)`` for these rows: what ``ExitSet`` reads its inputs through."""
+    def getter(self, rows: torch.Tensor, device: torch.device | None = None):
+        """``get(reduction, layer)`` for these rows, on ``device``: what ``ExitSet`` reads its inputs through.
+
+        Features stay on the host (in RAM or memory-mapped from the feature cache);
+        only the rows a step reads travel to the exits' device.
+        """
 
         def get(reduction: str, layer: int):
             if reduction == "tokens":
                 if self.tokens is None:
                     raise RuntimeError("token states were not cached for this split")
-                return self.tokens.batch(self.layers.index(layer), rows)
-            return self.reduced[reduction][rows, self.layers.index(layer)]
+                t = self.tokens.batch(self.layers.index(layer), rows)
+                return Tokens(t.hidden.to(device), t.mask.to(device)) if device is not None else t
+            x = self.reduced[reduction][rows, self.layers.index(layer)]
+            return x if device is None else x.to(device, non_blocking=True)
 
         return get
 
@@ -143,13 +152,16 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
     def keep_layer(layer, hidden, mask, rows):
         col = keep.index(layer)
         for r in want[layer] - {"tokens"}:
-            reduced[r][rows, col] = reduce(r, hidden, mask).float()
+            reduced[r][rows, col] = reduce(r, hidden, mask).float().cpu()
         if "tokens" in want[layer]:
+            host = hidden.half().cpu()
             for j, i in enumerate(rows.tolist()):
                 a, b = int(tokens.offsets[i]), int(tokens.offsets[i + 1])
-                tokens.states[a:b, col] = hidden[j, :b - a].half()
+                tokens.states[a:b, col] = host[j, :b - a]
 
+    device = module_device(adapter.model)  # the backbone's device (see device.py); features stay on the host
     for idx, batch in encoded.batches(batch_size):
+        batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
         mask = batch["attention_mask"]
         hidden = adapter.embed(batch["input_ids"], mask, batch["token_type_ids"])
         state = adapter.prepare(hidden, mask)
@@ -158,12 +170,13 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
             keep_layer(0, hidden, mask, rows)
         for i in range(adapter.dims.num_layers):
             if gates is not None and gates.active and i + 1 in gates:
-                hidden, skipped[rows, i] = gated_layer(adapter, gates, i, hidden, state, mask)
+                hidden, skip = gated_layer(adapter, gates, i, hidden, state, mask)
+                skipped[rows, i] = skip.cpu()
             else:
                 hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:
                 keep_layer(i + 1, hidden, mask, rows)
-        teacher[rows] = adapter.head(hidden, mask).float()
+        teacher[rows] = adapter.head(hidden, mask).float().cpu()
         if advance:
             advance(len(idx))
     return Features(keep, reduced, teacher, encoded.lengths, tokens, skipped)
@@ -173,11 +186,12 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
 def all_exit_logits(exits: ExitSet, features: Features) -> torch.Tensor:
     """Logits [N, K, C] of every trainable exit, then the deployed head as exit K-1."""
     exits.eval()
-    n = len(features.teacher)
-    chunk = 256 if features.tokens is not None else max(n, 1)  # token states are re-padded per chunk
+    n, device = len(features.teacher), module_device(exits)
+    # chunks: token states are re-padded per chunk, and memory-mapped features are read a piece at a time
+    chunk = 256 if features.tokens is not None else 8192
     parts = []
     for a in range(0, n, chunk):
         rows = torch.arange(a, min(n, a + chunk))
-        parts.append(torch.stack(exits(features.getter(rows)), 1))
+        parts.append(torch.stack(exits(features.getter(rows, device)), 1).cpu())
     cols = torch.cat(parts, 0) if parts else torch.empty(0, len(exits.heads), features.teacher.shape[-1])
     return torch.cat([cols, features.teacher[:, None]], 1)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 from .data.files import READERS, builder_of, count_rows, stream_file
 from .data.rows import check_text
 from .errors import EebertError
+from .runtime import prediction_row
 from .ui import SILENT, UI
 
 #: rows read, classified and written at a time: the memory bound
@@ -74,8 +75,7 @@ def _arrow(values: list):
 
 def rows_of(start: int, preds, texts: list[str] | None = None) -> list[dict]:
     """Output rows; with ``texts``, each row carries its text too (for printing)."""
-    return [{"row": start + i, **({"text": texts[i]} if texts is not None else {}), "label": p.label,
-             "exit_layer": p.exit_layer, "probs": p.probs, **({"labels": p.labels} if p.labels is not None else {})}
+    return [{"row": start + i, **({"text": texts[i]} if texts is not None else {}), **prediction_row(p)}
             for i, p in enumerate(preds)]
 
 

@@ -17,6 +17,7 @@ import torch
 from .artifact import Artifact, load_artifact
 from .calibrate import INF
 from .criteria import Criterion, build_criterion, feature_reduction
+from .device import DeviceConfig, Placement, module_device, place_artifact, resolve
 from .errors import EebertError
 from .exits import reduce
 from .gates import gated_layer
@@ -52,6 +53,12 @@ class Prediction:
     labels: list[str] | None = None   #: multi-label models: the predicted label set
 
 
+def prediction_row(p: Prediction) -> dict:
+    """One prediction as every output writes it: ``predict --json``, ``--output`` files, the Ray engine."""
+    return {"label": p.label, "exit_layer": p.exit_layer, "probs": p.probs,
+            **({"labels": p.labels} if p.labels is not None else {})}
+
+
 class EarlyExitModel:
     def __init__(self, artifact: Artifact, criterion: Criterion, thresholds: list[float]):
         self.artifact = artifact
@@ -70,9 +77,12 @@ class EarlyExitModel:
             raise EebertError("calibration does not match the artifact's exits", "re-run `eebert calibrate`")
         self._plan_key: tuple | None = None
         self._plan_cache: list = []
+        self.device = module_device(artifact.exits) if list(artifact.exits.parameters()) else torch.device("cpu")
 
     @classmethod
-    def from_artifact(cls, path: str | Path, backbone: str | Path | None = None) -> "EarlyExitModel":
+    def from_artifact(cls, path: str | Path, backbone: str | Path | None = None,
+                      device: DeviceConfig | None = None) -> "EarlyExitModel":
+        where = resolve(device)  # a bad device fails before anything loads
         art = load_artifact(path, backbone)
         cal = art.calibration
         if cal is None:
@@ -81,8 +91,18 @@ class EarlyExitModel:
             from .quantize import quantize_artifact
 
             quantize_artifact(art, cal["quantize"])
-        return cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
-                   thresholds_from_json(cal["thresholds"]))
+        model = cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
+                    thresholds_from_json(cal["thresholds"]))
+        model.place(where)
+        return model
+
+    def place(self, where: Placement) -> None:
+        """Backbone, exits and any learned criterion part onto ``where.device`` (see device.py)."""
+        place_artifact(self.artifact, where, bool((self.artifact.calibration or {}).get("quantize")))
+        for part in vars(self.criterion).values():
+            if isinstance(part, torch.nn.Module):
+                part.to(where.device)
+        self.device = where.device
 
     @property
     def exit_layers(self) -> list[int]:
@@ -118,7 +138,7 @@ class EarlyExitModel:
             layer_fn = self._gated_one
         hidden = ad.embed(input_ids, None, token_type_ids)
         state = ad.prepare(hidden, None)
-        cstate = self.criterion.init_state(1)
+        cstate = self.criterion.init_state(1, hidden.device)
         done = 0
         taps = self.taps  # layer -> reductions bypasses read; empty without bypasses
         kept = self._tap(0, hidden, None, {}) if taps else {}
@@ -156,14 +176,14 @@ class EarlyExitModel:
             raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
         ad = self.adapter
         step = self._gated_batch if self.gates is not None else (lambda i, h, st, m: ad.layer(i, h, st))
-        n = input_ids.shape[0]
-        out = torch.empty(n, ad.dims.num_labels)
-        where = torch.full((n,), len(self.layers), dtype=torch.long)
-        rows = torch.arange(n)
+        n, dev = input_ids.shape[0], input_ids.device
+        out = torch.empty(n, ad.dims.num_labels, device=dev)
+        where = torch.full((n,), len(self.layers), dtype=torch.long, device=dev)
+        rows = torch.arange(n, device=dev)
         mask = attention_mask
         hidden = ad.embed(input_ids, mask, token_type_ids)
         state = ad.prepare(hidden, mask)
-        cstate = self.criterion.init_state(n)
+        cstate = self.criterion.init_state(n, dev)
         done = 0
         taps = self.taps
         kept = self._tap(0, hidden, mask, {}) if taps else {}
@@ -241,13 +261,17 @@ class EarlyExitModel:
             ids = enc["input_ids"][b:b + batch_size]
             types = enc.get("token_type_ids")
             types = types[b:b + batch_size] if types else None
+            dev = self.device
             if batch_size == 1:
-                logits, k = self.forward_one(torch.tensor(ids), torch.tensor(types) if types else None)
+                logits, k = self.forward_one(torch.tensor(ids, device=dev),
+                                             torch.tensor(types, device=dev) if types else None)
                 where = [k]
             else:
-                t_ids, t_mask, t_types = pad_batch(ids, types, tok.pad_token_id or 0)
+                t_ids, t_mask, t_types = (None if t is None else t.to(dev)
+                                          for t in pad_batch(ids, types, tok.pad_token_id or 0))
                 logits, where_t = self.forward_batch(t_ids, t_mask, t_types, mode=mode)
                 where = where_t.tolist()
+            logits = logits.float().cpu()  # one copy back per batch
             results += predictions(logits, [self.exit_layers[k] for k in where], id2label,
                                    self.artifact.config.get("task", "classification"))
         return results

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from .device import cpu_threads, module_device
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
@@ -26,30 +27,50 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
     contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
+    threads: int = field(default=1, metadata={"help": "torch threads for exit training on the CPU (0 = torch's default): steps are small matrix products, where more threads mostly wait on each other.", "min": 0})
     contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
+
+
+HELDOUT_CHUNK = 4096  #: held-out rows scored at a time
+RELEASE_EVERY = 64    #: steps between handing memory-mapped feature pages back (feature_cache)
 
 
 def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
                 cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> dict:
-    """Fit exits (and any learned part of the objective); keep the best held-out epoch."""
+    """Fit exits (and any learned part of the objective) on the exits' device; keep the best held-out epoch.
+
+    On the CPU the steps run on ``cfg.threads`` threads (default one): each is a
+    handful of small matrix products (batch x hidden), where handing work between
+    threads costs more than it saves (benchmarks/attach_cost.py measures both).
+    """
+    device = module_device(exits)
+    with cpu_threads(cfg.threads, device):
+        return _train(exits, objective, features, targets, cfg, on_epoch, device)
+
+
+def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(targets)
     order = torch.randperm(n, generator=gen)
     n_hold = int(n * cfg.holdout) if n >= 20 else 0
     hold, fit = order[:n_hold], order[n_hold:]
     objective.bind(exits)
+    objective.to(device)
+    gold, teacher = targets.to(device), features.teacher.to(device)  # small: [N] and [N, C]
     outer = fit[:0]
     if objective.bilevel and len(fit) >= 20:  # loss weights are fitted on their own held-out part
         n_outer = max(1, int(len(fit) * objective.outer_share))
         outer, fit = fit[:n_outer], fit[n_outer:]
     params = list(exits.parameters()) + ([] if objective.bilevel else list(objective.parameters()))
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one kernel per update step for all exits' tensors instead of one per tensor
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def batch_of(rows: torch.Tensor) -> TrainBatch:
-        return TrainBatch(targets[rows], features.teacher[rows])
+        on = rows.to(device)
+        return TrainBatch(gold[on], teacher[on])
 
     def loss_on(rows: torch.Tensor) -> torch.Tensor:
-        get = features.getter(rows)
+        get = features.getter(rows, device)
         if not cfg.contrastive:
             return objective(exits(get), batch_of(rows))
         logits, reps = exits(get, hidden=True)
@@ -57,7 +78,12 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
             reps, cfg.contrastive_temperature)
 
     def heldout_on(rows: torch.Tensor) -> float:
-        return objective.heldout(exits(features.getter(rows)), batch_of(rows)).item()
+        """Mean held-out loss, a chunk at a time (features may be memory-mapped; RAM stays flat)."""
+        total = 0.0
+        for a in range(0, len(rows), HELDOUT_CHUNK):
+            part = rows[a:a + HELDOUT_CHUNK]
+            total += objective.heldout(exits(features.getter(part, device)), batch_of(part)).item() * len(part)
+        return total / len(rows)
 
     best = (float("inf"), -1, None)
     history = []
@@ -65,21 +91,24 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
         exits.train()
         perm = fit[torch.randperm(len(fit), generator=gen)]
         total = 0.0
-        for b in range(0, len(perm), cfg.batch_size):
+        for step, b in enumerate(range(0, len(perm), cfg.batch_size)):
             rows = perm[b:b + cfg.batch_size]
+            if features.release is not None and step % RELEASE_EVERY == RELEASE_EVERY - 1:
+                features.release()
             loss = loss_on(rows)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(rows)
+            total += loss.detach() * len(rows)  # summed on the device: no host sync per step
             if len(outer):
                 o = outer[torch.randint(len(outer), (min(cfg.batch_size, len(outer)),), generator=gen)]
-                objective.outer_step(exits, (features.getter(rows), batch_of(rows)),
-                                     (features.getter(o), batch_of(o)))
+                objective.outer_step(exits, (features.getter(rows, device), batch_of(rows)),
+                                     (features.getter(o, device), batch_of(o)))
         exits.eval()
+        train_loss = float(total) / len(perm)
         with torch.no_grad():
-            held = heldout_on(hold) if n_hold else total / len(perm)
-        history.append({"epoch": epoch + 1, "train_loss": total / len(perm), "heldout_loss": held})
+            held = heldout_on(hold) if n_hold else train_loss
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "heldout_loss": held})
         if on_epoch:
             on_epoch(epoch + 1, held)
         if held < best[0]:

@@ -156,7 +156,12 @@ def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_p
 
 
 #: smoke runs kept next to the code they exercise (they need that file's fixtures): script -> test
-ELSEWHERE = {"serve.py": "test_serve.py::test_benchmark_script_smoke"}
+ELSEWHERE = {
+    "serve.py": "test_serve.py::test_benchmark_script_smoke",
+    "attach_cost.py": "test_bench_scale.py::test_attach_cost_splits_the_attach_and_compares_thread_counts",
+    "attach_memory.py": "test_bench_scale.py::test_attach_memory_measures_each_size_in_its_own_process",
+    "ray_vs_local.py": "test_bench_scale.py::test_ray_vs_local_runs_both_passes_and_compares_features",
+}
 
 
 def test_every_benchmark_script_has_a_smoke_run():

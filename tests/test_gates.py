@@ -203,9 +203,9 @@ def test_cli_gate_params_are_checked_by_name(tiny_ckpt, tiny_data, tmp_path):
 
 
 def test_an_unknown_gate_fails_before_any_backbone_work(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    import eebert_cli.attach as attach_mod
+    import eebert_cli.feature_cache as feature_cache
 
-    monkeypatch.setattr(attach_mod, "split_features", lambda *a, **k: pytest.fail("backbone pass ran"))
+    monkeypatch.setattr(feature_cache, "attach_pass", lambda *a, **k: pytest.fail("backbone pass ran"))
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
                                  str(tmp_path / "a"), "--gates", "nope"])
     assert r.exit_code == 1 and "unknown skipping gate 'nope'" in r.output

@@ -58,6 +58,9 @@ def fit_learn_to_exit(features: torch.Tensor, correct: torch.Tensor, steps: int 
     return module, report
 
 
+MAX_ROWS = 8192  #: held-out rows the scorer is fitted on at most (a seeded subset)
+
+
 @CRITERIA.register("learned")
 class Learned(Criterion):
     needs_features = True
@@ -69,13 +72,19 @@ class Learned(Criterion):
     @classmethod
     def fit(cls, exits, features, targets, rows, reduction):
         """Fit the scorer on ``rows`` (all rows if none were held out from exit training)."""
+        from ..device import cpu_threads
+
         if len(rows) == 0:
             rows = torch.arange(len(targets))
-        x = torch.stack([features.for_layer(reduction, layer)[rows] for layer in exits.layers], 1)
+        if len(rows) > MAX_ROWS:  # a small scorer; its inputs are then read into RAM whatever the data's size
+            rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:MAX_ROWS]]
+        get = features.getter(rows)
+        x = torch.stack([get(reduction, layer) for layer in exits.layers], 1)
         exits.eval()
         with torch.no_grad():
-            pred = torch.stack(exits(features.getter(rows)), 1).argmax(-1)
-        module, report = fit_learn_to_exit(x, pred == targets[rows, None])
+            pred = torch.stack(exits(get), 1).argmax(-1)
+        with cpu_threads(1):  # threads would mostly wait on each other for a model this small (see train.py)
+            module, report = fit_learn_to_exit(x, pred == targets[rows, None])
         return module.state_dict(), {"trained_on": "rows held out from exit training", "reduction": reduction,
                                      **report}
 

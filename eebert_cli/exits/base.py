@@ -29,7 +29,12 @@ class Tokens(NamedTuple):
 
 
 def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None):
-    """Parameter-free reduction of hidden states [B, T, H] that an exit reads."""
+    """Parameter-free reduction of hidden states [B, T, H] that an exit reads, in float32.
+
+    Exits compute in float32 whatever precision the backbone runs in (``--dtype``).
+    """
+    if hidden.dtype != torch.float32:
+        hidden = hidden.float()
     if kind == "tokens":
         if mask is None:
             mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)

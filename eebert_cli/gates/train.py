@@ -19,16 +19,18 @@ The backbone's weights are frozen unless ``train_backbone``.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..exits import ExitSet, reduce
-from ..features import Encoded
 from ..objectives import Objective, TrainBatch
 from ..objectives.ce_distil import kd_loss
 from .config import GateConfig
+
+if TYPE_CHECKING:  # features imports gates: the annotation only
+    from ..features import Encoded
 
 
 def hard_weight(g: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""Attach cost: the whole `eebert attach` against its own backbone pass, in one run.
+
+    PYTHONPATH=$PWD python benchmarks/attach_cost.py [--recipe recipes/quickstart.toml] [--checkpoint DIR]
+        [--max-samples N] [--json OUT.json]
+
+With the backbone frozen, attach should cost about one backbone pass over the
+training rows. This runs the recipe's attach once (a fresh feature cache, so
+the pass really runs) and splits its wall time into loading, the backbone pass,
+exit training (with the learned criterion's scorer) and writing, with the ratio
+whole / pass. It then re-trains the same exits on the same cached features
+with torch's default thread count, as attach did before it trained on one
+thread, to show where the training time went. Wall times depend on the
+machine's load: quote them with the load (the script prints the load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eebert_cli import attach as attach_step, feature_cache  # noqa: E402
+from eebert_cli.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.exits import ExitSet  # noqa: E402
+from eebert_cli.objectives import build_objective  # noqa: E402
+from eebert_cli.recipe import load_recipe  # noqa: E402
+from eebert_cli.train import train_exits  # noqa: E402
+
+
+def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: bool) -> dict:
+    r = load_recipe(Path(recipe))
+    if max_samples:
+        r.data.max_samples = max_samples
+    stages: dict[str, float] = {}
+    seen: dict = {}
+    real_pass, real_train = feature_cache.attach_pass, attach_step.train_exits
+
+    def timed_pass(*a, **k):
+        t = time.perf_counter()
+        stages["before_pass"] = t - t0
+        feats = real_pass(*a, **k)
+        stages["backbone_pass"] = time.perf_counter() - t
+        seen["feats"] = feats
+        return feats
+
+    def timed_train(exits, objective, feats, targets, cfg, on_epoch=None):
+        t = time.perf_counter()
+        seen["train_args"] = (exits.spec, objective, targets, cfg)
+        out = real_train(exits, objective, feats, targets, cfg, on_epoch)
+        stages["exit_training"] = time.perf_counter() - t
+        seen["epochs"] = len(out["history"])
+        return out
+
+    feature_cache.attach_pass, attach_step.train_exits = timed_pass, timed_train
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            result = attach_step.attach(checkpoint or r.checkpoint, r.data, r.attach, Path(tmp) / "artifact")
+            total = time.perf_counter() - t0
+            report = {
+                "recipe": recipe, "examples": result["examples"], "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg(), "whole_attach_s": round(total, 2),
+                **{f"{k}_s": round(v, 2) for k, v in stages.items()},
+                "after_training_s": round(total - sum(stages.values()), 2),
+                "epochs_run": seen["epochs"],
+                "whole_over_pass": round(total / stages["backbone_pass"], 3),
+            }
+            if baseline:  # the same training on the same features, on torch's default threads
+                spec, objective, targets, cfg = seen["train_args"]
+                torch.manual_seed(cfg.seed)
+                exits = ExitSet(spec, load_deployed(checkpoint or r.checkpoint).adapter.dims)
+                t = time.perf_counter()
+                out = train_exits(exits, build_objective(getattr(objective, "registry_name", r.attach.objective), r.attach.objective_params), seen["feats"],
+                                  targets, dataclasses.replace(cfg, threads=0))
+                report["baseline_training_default_threads_s"] = round(time.perf_counter() - t, 2)
+                report["baseline_epochs_run"] = len(out["history"])
+    finally:
+        feature_cache.attach_pass, attach_step.train_exits = real_pass, real_train
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="recipes/quickstart.toml")
+    ap.add_argument("--checkpoint", default=None, help="Override the recipe's checkpoint.")
+    ap.add_argument("--max-samples", type=int, default=None, help="Cap rows per split (a slice, for smoke runs).")
+    ap.add_argument("--no-baseline", action="store_true", help="Skip re-training on torch's default threads.")
+    ap.add_argument("--json", default=None, help="Also write the figures here.")
+    args = ap.parse_args(argv)
+    return show(run(args.recipe, args.checkpoint, args.max_samples, not args.no_baseline), args.json)
+
+
+def show(report: dict, json_path: str | None) -> dict:
+    """Print the figures one per line, and write them as JSON if asked (shared by benchmarks/ray_vs_local.py)."""
+    for k, v in report.items():
+        print(f"{k:40s} {v}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

