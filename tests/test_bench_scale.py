@@ -15,7 +15,7 @@ def test_attach_cost_splits_the_attach_and_compares_thread_counts(tiny_ckpt, tin
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'version = 1\ncheckpoint = "{tiny_ckpt}"\nartifact = "{tmp_path / "unused"}"\n'
-                      f'[data]\nspec = "{tiny_data}"\n[attach.train]\nepochs = 2\n')
+                      f'[data]\nspec = "{tiny_data}"\n[attach.train]\nepochs = 2\n[calibrate]\ntarget_speedup = 2.0\n')
     report = attach_cost.main(["--recipe", str(recipe), "--json", str(tmp_path / "out.json")])
     assert report["examples"] == 200 and report["epochs_run"] >= 1 and report["baseline_epochs_run"] >= 1
     parts = report["before_pass_s"] + report["backbone_pass_s"] + report["exit_training_s"]
