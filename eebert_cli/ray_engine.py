@@ -6,7 +6,7 @@
   (resumable as ever) and exit training reads it on one device as usual.
 - ``eebert predict ART --input PARQUET --output DIR --engine ray``: Ray Data
   ``map_batches`` over an actor pool of early-exit models; rows come out in input
-  order as ``DIR/part-NNNNNN.parquet`` (the input columns plus ``prediction_row``).
+  order as ``DIR/part-NNNNNN-<write id>.parquet`` (the input columns plus ``prediction_row``).
 
 Workers load the checkpoint from the path the driver uses and check its sha256,
 so on a cluster that path must be on a shared file system (or the same image).
@@ -61,12 +61,14 @@ def connect(cfg: DeviceConfig):
 
 
 def _pool_shape(ray, cfg: DeviceConfig) -> tuple[int, float]:
-    """(actors, GPUs per actor): one per GPU when the cluster has GPUs and the device allows, else one per CPU."""
+    """(actors, GPUs per actor): one per GPU when the cluster has GPUs and the device allows, else one per
+    CPU but one."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     if gpus and cfg.device != "cpu":
         return gpus, 1.0
-    return max(1, int(res.get("CPU", 1))), 0.0
+    # one CPU stays free for Ray Data's read and write tasks: a pool holding every CPU starves them
+    return max(1, int(res.get("CPU", 1)) - 1), 0.0
 
 
 def _worker_device(cfg: DeviceConfig, gpus: float) -> DeviceConfig:
@@ -168,7 +170,7 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
 
     class InOrder(FilenameProvider):  # with preserve_order, task i writes the i-th piece of the input
         def get_filename_for_task(self, write_uuid, task_index):
-            return f"part-{task_index:06}.parquet"
+            return f"part-{task_index:06}-{write_uuid}.parquet"  # Ray requires the write's id in the name
 
     DataContext.get_current().execution_options.preserve_order = True
     actors, gpus = _pool_shape(ray, cfg)
