@@ -28,7 +28,7 @@ import ray  # noqa: E402
 from attach_cost import show  # noqa: E402
 from eebert_cli import feature_cache  # noqa: E402
 from eebert_cli.checkpoint import load_deployed  # noqa: E402
-from eebert_cli.data import DataConfig, Split, load_data  # noqa: E402
+from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.device import DeviceConfig  # noqa: E402
 from eebert_cli.ray_engine import attach_runner  # noqa: E402
 from eebert_cli.ui import SILENT  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     dep = load_deployed(args.checkpoint)
     full = load_data(DataConfig(spec=args.data)).split("train")
-    split = Split(full.texts[:args.rows], full.pairs[:args.rows] if full.pairs else None)
+    split = full.subset(list(range(min(args.rows, len(full)))))
     chunk_rows, feature_cache.CHUNK_ROWS = feature_cache.CHUNK_ROWS, max(1, -(-args.rows // (2 * args.cpus)))
     report: dict = {"rows": len(split), "cpus": args.cpus, "chunk_rows": feature_cache.CHUNK_ROWS}
     try:
