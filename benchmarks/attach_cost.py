@@ -9,8 +9,10 @@ the pass really runs) and splits its wall time into loading, the backbone pass,
 exit training (with the learned criterion's scorer) and writing, with the ratio
 whole / pass. It then re-trains the same exits on the same cached features
 with torch's default thread count, as attach did before it trained on one
-thread, to show where the training time went. Wall times depend on the
-machine's load: quote them with the load (the script prints the load average).
+thread, to show where the training time went, and times one AdamW update of
+the exits' parameters three ways (fused, as attach runs it; foreach; per
+tensor). Wall times depend on the machine's load: quote them with the load
+(the script prints the load average).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli import attach as attach_step, feature_cache  # noqa: E402
 from eebert_cli.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.device import cpu_threads  # noqa: E402
 from eebert_cli.exits import ExitSet  # noqa: E402
 from eebert_cli.objectives import build_objective  # noqa: E402
 from eebert_cli.recipe import load_recipe  # noqa: E402
@@ -83,9 +86,28 @@ def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: 
                                   targets, dataclasses.replace(cfg, threads=0))
                 report["baseline_training_default_threads_s"] = round(time.perf_counter() - t, 2)
                 report["baseline_epochs_run"] = len(out["history"])
+                report.update(optimizer_steps(exits, cfg.threads))
     finally:
         feature_cache.attach_pass, attach_step.train_exits = real_pass, real_train
     return report
+
+
+def optimizer_steps(exits: torch.nn.Module, threads: int, steps: int = 200) -> dict:
+    """Milliseconds per AdamW update of these exits' parameters: fused (what attach uses), foreach, per tensor."""
+    params = [p for p in exits.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    out = {}
+    with cpu_threads(threads):
+        for name, kw in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("per_tensor", {"foreach": False})):
+            opt = torch.optim.AdamW(params, lr=1e-3, **kw)
+            for _ in range(5):
+                opt.step()
+            t = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            out[f"adamw_step_{name}_ms"] = round((time.perf_counter() - t) / steps * 1e3, 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:

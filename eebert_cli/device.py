@@ -175,3 +175,16 @@ def cpu_threads(n: int, device: torch.device | None = None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it exists (CPU, CUDA): one vectorised pass per step.
+
+    The heads here are small, so the update is a large share of each step: on a
+    2-core CPU the fused step took 0.5 ms against 5 ms for ``foreach`` and 2.7 ms
+    per tensor (benchmarks/attach_cost.py), with the same arithmetic.
+    """
+    params = list(params)
+    tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)

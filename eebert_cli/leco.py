@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .backbones import Dims
+from .device import adamw
 from .errors import EebertError
 from .exits import EXITS
 from .exits.leco import MixedExit
@@ -49,7 +50,7 @@ def search(features: Features, targets: torch.Tensor, layers: list[int], dims: D
     mixed = nn.ModuleList(MixedExit(dims, names, p.get("candidate_params")) for _ in layers)
     alphas = [m.alpha for m in mixed]
     weights = [q for nme, q in mixed.named_parameters() if not nme.endswith("alpha")]
-    w_opt = torch.optim.AdamW(weights, lr=lr, weight_decay=0.01)
+    w_opt = adamw(weights, lr=lr, weight_decay=0.01)
     a_opt = torch.optim.Adam(alphas, lr=arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
     loss_fn = build_objective("ce-distil")
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from .device import cpu_threads, module_device
+from .device import adamw, cpu_threads, module_device
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
@@ -20,8 +20,8 @@ class TrainConfig:
     """How the exits are fitted."""
 
     epochs: int = field(default=30, metadata={"help": "Passes over the cached training features.", "min": 1})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate for the exits.", "min": 0.0, "min_open": True})
-    batch_size: int = field(default=64, metadata={"help": "Examples per optimisation step.", "min": 1})
+    lr: float = field(default=4e-3, metadata={"help": "AdamW learning rate for the exits.", "min": 0.0, "min_open": True})
+    batch_size: int = field(default=256, metadata={"help": "Examples per optimisation step.", "min": 1})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay.", "min": 0.0})
     holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch.", "min": 0.0, "max": 1.0, "max_open": True})
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
@@ -62,8 +62,7 @@ def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
         n_outer = max(1, int(len(fit) * objective.outer_share))
         outer, fit = fit[:n_outer], fit[n_outer:]
     params = list(exits.parameters()) + ([] if objective.bilevel else list(objective.parameters()))
-    # foreach: one kernel per update step for all exits' tensors instead of one per tensor
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def batch_of(rows: torch.Tensor) -> TrainBatch:
         on = rows.to(device)

@@ -130,6 +130,17 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def middle_thresholds(scores: torch.Tensor) -> list[float]:
+    """Per exit, a threshold halfway between the two middle scores: about half the rows leave there.
+
+    A threshold equal to some row's score (a plain median) leaves that row's exit to
+    float noise between the batched simulation and the runtime's per-row pass.
+    """
+    s = scores.sort(0).values
+    i = s.shape[0] // 2
+    return ((s[i - 1] + s[i]) / 2).tolist()
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

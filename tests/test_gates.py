@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import middle_thresholds
 from typer.testing import CliRunner
 
 from eebert_cli.artifact import BACKBONE_WEIGHTS, file_sha256, load_artifact
@@ -187,7 +188,7 @@ def test_gates_with_token_exits_and_bypasses_run_as_simulated(ckpt, request, tin
     out = split_outputs(art, data, "test")
     assert out.skipped[:, 2].any() and not out.skipped[:, 2].all()
     crit = build_criterion("entropy")
-    thresholds = crit.scores(out.logits)[:, :-1].median(0).values.tolist()
+    thresholds = middle_thresholds(crit.scores(out.logits)[:, :-1])
     e = decide(problem_for(out, crit).scores, torch.tensor(thresholds, dtype=torch.float64))
     model = EarlyExitModel(art, crit, thresholds)
     texts = data.split("test").texts

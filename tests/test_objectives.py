@@ -60,7 +60,7 @@ def _leebert_long_fit(**guard):
     torch.manual_seed(0)
     exits = ExitSet(ExitSpec("mean-mlp", [1, 2, 3]), DIMS)
     obj = build_objective("leebert", {"weight_lr": 0.2, **guard})
-    train_exits(exits, obj, feats, y, TrainConfig(epochs=60, patience=100))
+    train_exits(exits, obj, feats, y, TrainConfig(epochs=60, batch_size=64, patience=100))  # ~180 outer steps
     rep = obj.report()
     return rep, torch.tensor(list(rep["weights"].values())), torch.tensor(list(rep["initial"].values()))
 

@@ -20,7 +20,7 @@ from eebert_cli.train import TrainConfig
 def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("rt") / "art"
     dcfg = DataConfig(spec=str(tiny_data))
-    attach(str(tiny_ckpt), dcfg, AttachConfig(train=TrainConfig(epochs=40, lr=3e-3, patience=40)), out)
+    attach(str(tiny_ckpt), dcfg, AttachConfig(train=TrainConfig(epochs=40, batch_size=32, lr=3e-3, patience=40)), out)
     calibrate(load_artifact(out), load_data(dcfg), CalibrationConfig(criterion="entropy", target_speedup=1.5,
                                                                      bootstrap=20))
     return out, load_data(dcfg)

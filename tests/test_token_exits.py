@@ -1,6 +1,7 @@
 """Token-level exits, the token-state cache, BADGE bypasses and LECO on tiny random models."""
 
 import torch
+from conftest import middle_thresholds
 
 from eebert_cli.artifact import load_artifact
 from eebert_cli.backbones import Dims
@@ -84,7 +85,7 @@ def _runtime_matches_simulation(path, data_dir, texts):
     out = split_outputs(art, load_data(DataConfig(spec=str(data_dir))), "test")
     crit = build_criterion("entropy")
     scores = crit.scores(out.logits)[:, :-1]
-    thresholds = scores.median(0).values.tolist()  # about half leave at each exit
+    thresholds = middle_thresholds(scores)  # about half leave at each exit
     model = EarlyExitModel(art, crit, thresholds)
     p1 = model.predict(texts, batch_size=1)
     p8 = model.predict(texts, batch_size=8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..device import adamw
 from ..errors import EebertError
 from .base import CRITERIA, Criterion, fitted_record
 
@@ -43,7 +44,7 @@ def fit_learn_to_exit(features: torch.Tensor, correct: torch.Tensor, steps: int 
     module = LearnToExit(x.shape[1])
     module.mean.copy_(x.mean(0))
     module.scale.copy_(x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1]))
-    opt = torch.optim.AdamW(module.linear.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = adamw(module.linear.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.BCELoss()
     for _ in range(steps):
         loss = loss_fn(module(x), y)

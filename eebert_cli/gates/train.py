@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
+from ..device import adamw
 from ..exits import ExitSet, reduce
 from ..objectives import Objective, TrainBatch
 from ..objectives.ce_distil import kd_loss
@@ -84,7 +85,7 @@ def train_gates(adapter, exits: ExitSet, objective: Objective, encoded: Encoded,
         for p in model.parameters():
             p.requires_grad_(True)
         groups.append({"params": list(model.parameters()), "lr": cfg.backbone_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    opt = adamw(groups, weight_decay=0.0)
 
     def batch_loss(idx: torch.Tensor, hard: bool):
         b = encoded.collate(idx.tolist())
