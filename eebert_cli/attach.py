@@ -130,7 +130,7 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     data = load_data(data_cfg)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
-        if split != "train" and data.splits[split].labels is not None:
+        if split != "train" and data.splits[split].label_column is not None:
             gold_labels(deployed, data, split)
     dims = deployed.adapter.dims
     layers = exit_layers(cfg, dims.num_layers)

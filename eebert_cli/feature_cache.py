@@ -74,10 +74,11 @@ def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], N
 
 def _digest_texts(split: Split) -> str:
     h = hashlib.sha256()
-    for column in (split.texts, split.pairs or []):
-        for t in column:
-            h.update(str(t).encode())
-            h.update(b"\x00")
+    for column in (split.text_column, split.pair_column):
+        for batch in split.iter_values(column) if column else ():  # a batch at a time: RAM stays flat
+            for t in batch:
+                h.update(str(t).encode())
+                h.update(b"\x00")
         h.update(b"\x01")
     return h.hexdigest()
 

@@ -63,20 +63,24 @@ class SplitOutputs:
 
 
 def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor | None:
+    """The split's gold labels as the model's targets, converted a batch of rows at a time (RAM
+    holds the tensor, not a Python object per row); None when the data have no labels."""
     s = data.split(split)
-    if s.labels is None:
+    if s.label_column is None:
         return None
-    task = task_of(deployed.model.config)
+    task, source, n = task_of(deployed.model.config), f"the {split} split of {data.name}", len(deployed.id2label)
     if task == REGRESSION:
-        from .regression import gold_values
-
-        return gold_values(s.labels, f"the {split} split of {data.name}")
-    if task == MULTI_LABEL:
+        from .regression import gold_values as convert
+    elif task == MULTI_LABEL:
         from .multilabel import gold_multi_hot
 
-        return gold_multi_hot(s.labels, deployed.label2id, len(deployed.id2label), f"the {split} split of {data.name}")
-    return torch.tensor(map_labels(s.labels, deployed.label2id, len(deployed.id2label),
-                                   f"the {split} split of {data.name}"))
+        def convert(labels, source):
+            return gold_multi_hot(labels, deployed.label2id, n, source)
+    else:
+        def convert(labels, source):
+            return torch.tensor(map_labels(labels, deployed.label2id, n, source), dtype=torch.long)
+    parts = [convert(batch, source) for batch in s.iter_values(s.label_column)]
+    return torch.cat(parts) if parts else convert([], source)
 
 
 def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:

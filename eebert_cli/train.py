@@ -32,7 +32,9 @@ class TrainConfig:
 
 
 HELDOUT_CHUNK = 4096  #: held-out rows scored at a time
-RELEASE_EVERY = 64    #: steps between handing memory-mapped feature pages back (feature_cache)
+#: rows read between handing memory-mapped feature pages back (feature_cache): counted in rows, not
+#: steps, so that the pages a process holds do not grow with the batch size
+RELEASE_ROWS = 4096
 
 
 def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
@@ -90,10 +92,13 @@ def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
         exits.train()
         perm = fit[torch.randperm(len(fit), generator=gen)]
         total = 0.0
-        for step, b in enumerate(range(0, len(perm), cfg.batch_size)):
+        read = 0
+        for b in range(0, len(perm), cfg.batch_size):
             rows = perm[b:b + cfg.batch_size]
-            if features.release is not None and step % RELEASE_EVERY == RELEASE_EVERY - 1:
+            read += len(rows)
+            if features.release is not None and read >= RELEASE_ROWS:
                 features.release()
+                read = 0
             loss = loss_on(rows)
             opt.zero_grad()
             loss.backward()

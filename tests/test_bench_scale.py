@@ -20,6 +20,7 @@ def test_attach_cost_splits_the_attach_and_compares_thread_counts(tiny_ckpt, tin
     assert report["examples"] == 200 and report["epochs_run"] >= 1 and report["baseline_epochs_run"] >= 1
     parts = report["before_pass_s"] + report["backbone_pass_s"] + report["exit_training_s"]
     assert parts <= report["whole_attach_s"] and report["whole_over_pass"] >= 1
+    assert all(report[f"adamw_step_{k}_ms"] > 0 for k in ("fused", "foreach", "per_tensor"))
     assert (tmp_path / "out.json").is_file() and not (tmp_path / "unused").exists()
 
 
@@ -29,7 +30,9 @@ def test_attach_memory_measures_each_size_in_its_own_process(tmp_path):
 
     results = attach_memory.main(["--rows", "60", "120", "--json", str(tmp_path / "m.json")])
     assert [r["rows"] for r in results] == [60, 120]
-    assert all(r["peak_rss_mb"] >= r["rss_before_pass_mb"] > 0 for r in results)
+    assert all(r["peak_rss_mb"] >= r["peak_after_training_mb"] >= r["peak_after_pass_mb"] >= r["rss_before_pass_mb"] > 0
+               for r in results)
+    assert all(r["peak_anon_mb"] > 0 and r["peak_anon_mb"] <= r["peak_rss_mb"] + 1 for r in results)
 
 
 def test_ray_vs_local_runs_both_passes_and_compares_features(tiny_ckpt, tiny_data):

@@ -45,12 +45,25 @@ def _inference(f, tmp: Path, variant: str) -> list:
     return argv + ["--artifact", a["fp32"]] + (["--artifact-int8", a["int8"]] if variant == "onnx" else ["--no-onnx"])
 
 
+def _tiny_recipe(f, tmp: Path) -> Path:
+    recipe = tmp / "tiny.toml"
+    recipe.write_text(f'version = 1\ncheckpoint = "{f("tiny_ckpt")}"\nartifact = "{tmp / "unused"}"\n'
+                      f'[data]\nspec = "{f("tiny_data")}"\n[attach.train]\nepochs = 2\n'
+                      '[calibrate]\ntarget_speedup = 1.5\nbootstrap = 5\n')
+    return recipe
+
+
 VARIANTS = ["pytorch fp32 deployed", "pytorch fp32 early exit", "pytorch fp32 whole-batch exit"]
 
 RUNS = [
     Run("predict_stream.py",
         lambda f, tmp: ["--rows", 40, "--small-rows", 0, "--real-rows", 0, "--work", tmp, "--json", tmp / "r.json"],
         ["model", "rows/s", "peak RSS MB", "tiny "], needs=("scattertext",)),
+    Run("exit_training.py",
+        lambda f, tmp: ["--recipe", _tiny_recipe(f, tmp), "--settings", "16:1e-3", "64:4e-3",
+                        "--target-speedup", 1.3, "--json", tmp / "r.json"],
+        ["200 training rows", "calibrated for 1.3x on validation", "batch", "held-out loss", "val acc %",
+         "\n   16    0.001 ", "\n   64    0.004 "]),
     Run("calibration_speed.py", lambda f, tmp: ["--n", 300, "--exits", 4],
         ["300 examples x 4 exits", "criterion", "seconds", "speedup", "accuracy"]
         + [f"{c:10s} {m}" for c in ("entropy", "patience", "dge", "cobee")

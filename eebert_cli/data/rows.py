@@ -13,10 +13,31 @@ from ..errors import EebertError
 
 
 def _column(ds, col: str):
+    """The column as Arrow holds it (chunked, memory-mapped for file-backed data): never combined,
+    which would copy a whole column into RAM."""
     import pyarrow as pa
 
-    arr = ds.data.column(col)  # sources are checked before any select(), so rows are in file order
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    arr = ds.column(col) if isinstance(ds, pa.Table) else ds.data.column(col)  # sources are checked
+    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])  # before any select()
+
+
+def _chunks(arr):
+    """(first row, chunk) over a chunked column: checks read one chunk at a time."""
+    start = 0
+    for chunk in arr.chunks:
+        yield start, chunk
+        start += len(chunk)
+
+
+def _first_where(arr, test) -> int | None:
+    """0-based row of the first value where ``test(chunk)`` (a boolean array) holds, or None."""
+    import pyarrow.compute as pc
+
+    for start, chunk in _chunks(arr):
+        mask = test(chunk)
+        if pc.any(mask).as_py():
+            return start + _first(mask)
+    return None
 
 
 def _first(mask) -> int:
@@ -45,20 +66,26 @@ def check_text(ds, col: str, what: str, source: str, offset: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = _column(ds, col) if not isinstance(ds, pa.Table) else ds.column(col).combine_chunks()
-    if arr.null_count:
-        _no_text(_first(pc.is_null(arr)) + 1 + offset, what, col, source)
+    arr = _column(ds, col)
+    if arr.null_count:  # null counts are Arrow metadata: a clean column costs nothing here
+        _no_text(_first_where(arr, pc.is_null) + 1 + offset, what, col, source)
     if _is_text_type(arr.type):
         return
-    values = arr.to_pylist()
-    if "json" in str(arr.type):  # `datasets` keeps a column of mixed JSON types as encoded JSON
-        values = [None if v is None else json.loads(v) for v in values]
-    row = next((i for i, v in enumerate(values) if not isinstance(v, str)), 0)
-    if values and values[row] is None:
-        _no_text(row + 1 + offset, what, col, source)
-    kind = type(values[row]).__name__ if values else str(arr.type)
-    raise EebertError(f"{source}: row {row + 1 + offset} has {kind} {values[row] if values else ''!r} in {what} "
-                      f"column {col!r}, not a string", f"quote the {what} values so that every row holds text")
+    for start, chunk in _chunks(arr):
+        values = chunk.to_pylist()
+        if "json" in str(arr.type):  # `datasets` keeps a column of mixed JSON types as encoded JSON
+            values = [None if v is None else json.loads(v) for v in values]
+        row = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if row is None:
+            continue
+        if values[row] is None:
+            _no_text(start + row + 1 + offset, what, col, source)
+        raise EebertError(f"{source}: row {start + row + 1 + offset} has {type(values[row]).__name__} "
+                          f"{values[row]!r} in {what} column {col!r}, not a string",
+                          f"quote the {what} values so that every row holds text")
+    if not len(arr):
+        raise EebertError(f"{source}: the {what} column {col!r} has type {arr.type}, not text",
+                          f"quote the {what} values so that every row holds text")
 
 
 def _no_text(row: int, what: str, col: str, source: str):
@@ -73,13 +100,13 @@ def check_labels(ds, col: str, source: str, flag: str = "--label-column") -> Non
     arr = _column(ds, col)
     hint = f"fill them in, or drop {flag} to use the deployed model's predictions"
     if arr.null_count:
-        raise EebertError(f"{source} has empty or NaN values in label column {col!r} (row {_first(pc.is_null(arr)) + 1})",
-                          hint)
+        raise EebertError(f"{source} has empty or NaN values in label column {col!r} "
+                          f"(row {_first_where(arr, pc.is_null) + 1})", hint)
     if pa.types.is_floating(arr.type):
-        nan = pc.is_nan(arr)
-        if pc.any(nan).as_py():
-            raise EebertError(f"{source} has NaN in label column {col!r} (row {_first(nan) + 1})", hint)
+        nan = _first_where(arr, pc.is_nan)
+        if nan is not None:
+            raise EebertError(f"{source} has NaN in label column {col!r} (row {nan + 1})", hint)
     if _is_text_type(arr.type):
-        empty = pc.equal(pc.utf8_trim_whitespace(arr), "")
-        if pc.any(empty).as_py():
-            raise EebertError(f"{source} has empty values in label column {col!r} (row {_first(empty) + 1})", hint)
+        empty = _first_where(arr, lambda c: pc.equal(pc.utf8_trim_whitespace(c), ""))
+        if empty is not None:
+            raise EebertError(f"{source} has empty values in label column {col!r} (row {empty + 1})", hint)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import EebertError
 
@@ -67,6 +67,11 @@ class Split:
             self._cache[col] = list(self.dataset[col])
         return self._cache[col]
 
+    def iter_values(self, col: str, batch_size: int = 8192) -> Iterator[list]:
+        """A column's values a batch at a time, kept nowhere: for passes over data of any size."""
+        for a in range(0, len(self.dataset), batch_size):
+            yield self.dataset[a:a + batch_size][col]
+
     @property
     def texts(self) -> list[str]:
         return self._values(self.text_column)
@@ -111,7 +116,7 @@ class TaskData:
 
     @property
     def has_labels(self) -> bool:
-        return all(s.labels is not None for s in self.splits.values())
+        return all(s.label_column is not None for s in self.splits.values())
 
 
 def columns(ds, cfg: DataConfig, source: str) -> Split:
