@@ -8,7 +8,9 @@ asked number of rows, written as parquet in chunks. Models:
   untrained 2-label head: real per-row compute, on fewer rows.
 Exits are attached (1 epoch, few rows) and calibrated for 1.5x; what is timed is
 `eebert_cli.predict_file.predict_to_file` (what `eebert predict --output` runs), each run
-in a fresh process so that its peak RSS is its own (``ru_maxrss``).
+in a fresh process so that its peak RSS is its own (``ru_maxrss``). RSS is also read as each
+chunk is written; the largest reading in the first and in the last tenth of the chunks says
+whether memory grows with the rows read.
 
     python benchmarks/predict_stream.py                       # 1M + 100k rows tiny, 2k rows MiniLM
     python benchmarks/predict_stream.py --rows 2000 --small-rows 200 --real-rows 0   # quick
@@ -91,19 +93,35 @@ def write_input(path: Path, rows: int) -> Path:
     return path
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _child(art: str, src: str, dst: str, batch_size: int, threads: int, q) -> None:
     import torch
 
-    from eebert_cli.predict_file import predict_to_file
+    from eebert_cli import predict_file
     from eebert_cli.runtime import EarlyExitModel
 
     if threads:
         torch.set_num_threads(threads)
     model = EarlyExitModel.from_artifact(art)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    summary = predict_to_file(model, Path(src), Path(dst), batch_size=batch_size)
+    trace, rows_of = [], predict_file.rows_of
+
+    def traced(start, preds, texts=None):  # RSS as each chunk is written: does it grow with the rows?
+        trace.append(round(_rss_mb(), 1))
+        return rows_of(start, preds, texts)
+
+    predict_file.rows_of = traced
+    summary = predict_file.predict_to_file(model, Path(src), Path(dst), batch_size=batch_size)
+    tenth = max(1, len(trace) // 10)
     q.put({**summary, "rss_after_load_mb": round(before, 1),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "rss_first_tenth_max_mb": max(trace[:tenth]), "rss_last_tenth_max_mb": max(trace[-tenth:]),
            "output_mb": round(Path(dst).stat().st_size / 2**20, 1)})
 
 
@@ -144,10 +162,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             r = {"model": kind, "rows": n, **{k: v for k, v in r.items() if k not in ("input", "output", "rows")}}
             results.append(r)
             print(json.dumps(r), file=sys.stderr)
-    print(f"{'model':7} {'rows':>9} {'rows/s':>8} {'seconds':>8} {'RSS after load MB':>18} {'peak RSS MB':>12}")
+    print(f"{'model':7} {'rows':>9} {'rows/s':>8} {'seconds':>8} {'RSS after load MB':>18} {'peak RSS MB':>12} "
+          f"{'RSS first / last tenth MB':>26}")
     for r in results:
         print(f"{r['model']:7} {r['rows']:>9} {r['rows_per_second']:>8} {r['seconds']:>8} "
-              f"{r['rss_after_load_mb']:>18} {r['peak_rss_mb']:>12}")
+              f"{r['rss_after_load_mb']:>18} {r['peak_rss_mb']:>12} "
+              f"{r['rss_first_tenth_max_mb']:>12} / {r['rss_last_tenth_max_mb']:<11}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

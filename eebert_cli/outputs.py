@@ -96,8 +96,9 @@ def split_fingerprint(data: TaskData, split: str) -> str:
     """sha256 of a split's texts, pairs and labels, in order."""
     s = data.split(split)
     h = hashlib.sha256()
-    for part in (s.texts, s.pairs, s.labels):
-        h.update(json.dumps(part, ensure_ascii=False, default=str).encode())
+    for col in (s.text_column, s.pair_column, s.label_column):
+        for batch in s.iter_values(col) if col else ():  # a batch of rows at a time: no list of the split
+            h.update(json.dumps(batch, ensure_ascii=False, default=str).encode())
         h.update(b"\0")
     return h.hexdigest()
 

@@ -111,7 +111,9 @@ def attach_runner(cfg: DeviceConfig):
 
         def submit(actor, i):
             a, b = chunks[i]
-            return actor.compute.remote(split.texts[a:b], split.pairs[a:b] if split.pairs else None, plan)
+            rows = split.dataset[a:b]  # this chunk's rows only: the driver never holds every text
+            return actor.compute.remote(rows[split.text_column], rows[split.pair_column] if split.pair_column else None,
+                                        plan)
 
         # results stream back as workers finish; each is written to the cache at once
         try:

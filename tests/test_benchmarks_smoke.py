@@ -58,7 +58,7 @@ VARIANTS = ["pytorch fp32 deployed", "pytorch fp32 early exit", "pytorch fp32 wh
 RUNS = [
     Run("predict_stream.py",
         lambda f, tmp: ["--rows", 40, "--small-rows", 0, "--real-rows", 0, "--work", tmp, "--json", tmp / "r.json"],
-        ["model", "rows/s", "peak RSS MB", "tiny "], needs=("scattertext",)),
+        ["model", "rows/s", "peak RSS MB", "RSS first / last tenth MB", "tiny "], needs=("scattertext",)),
     Run("exit_training.py",
         lambda f, tmp: ["--recipe", _tiny_recipe(f, tmp), "--settings", "16:1e-3", "64:4e-3",
                         "--target-speedup", 1.3, "--json", tmp / "r.json"],
