@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -93,16 +94,10 @@ def write_input(path: Path, rows: int) -> Path:
     return path
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _child(art: str, src: str, dst: str, batch_size: int, threads: int, q) -> None:
     import torch
 
+    from attach_memory import rss_mb
     from eebert_cli import predict_file
     from eebert_cli.runtime import EarlyExitModel
 
@@ -113,7 +108,7 @@ def _child(art: str, src: str, dst: str, batch_size: int, threads: int, q) -> No
     trace, rows_of = [], predict_file.rows_of
 
     def traced(start, preds, texts=None):  # RSS as each chunk is written: does it grow with the rows?
-        trace.append(round(_rss_mb(), 1))
+        trace.append(round(rss_mb(), 1))
         return rows_of(start, preds, texts)
 
     predict_file.rows_of = traced
