@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,6 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import Deployed, file_sha256, fingerprint_files, load_deployed  # noqa: F401 (file_sha256 re-exported)
+from .atomic import TMP_TAG, _atomic, _stage, file_mode, read_json, write_json, write_text  # noqa: F401 (re-exported)
+from .calibration import Calibration
 from .errors import EebertError
 from .exits import ExitSet, ExitSpec
 
@@ -42,70 +44,10 @@ FORMAT_VERSION = 1
 CONFIG, WEIGHTS, CALIBRATION = "eebert_config.json", "exits.safetensors", "calibration.json"
 BACKBONE_WEIGHTS = "backbone.safetensors"
 LOCK = ".eebert.lock"
-TMP_TAG = ".eebert-tmp-"  #: in every temporary name eebert creates, so that leftovers are recognisably its own
 #: names eebert writes into an artifact folder (derived ONNX folders are recognised by their manifest)
 OWN_FILES = frozenset({CONFIG, WEIGHTS, CALIBRATION, BACKBONE_WEIGHTS, LOCK, "learned_exit.safetensors",
                        "report.json", "report.md", "curves.svg"})
 LOCK_WAIT_S = 3.0  #: how long a second writer waits for the lock (EEBERT_LOCK_WAIT overrides)
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it (setting it, even briefly, races other threads)
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode(base: int = 0o666) -> int:
-    """``base`` under the process umask: what a plain ``open()`` would have created."""
-    return base & ~_umask()
-
-
-def _stage(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write a temporary sibling of ``path`` (flushed to disk, umask mode); the caller renames it in."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_TAG}")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the user's umask decides, as for any file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = _stage(path, write)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EebertError(f"missing {path.name} in {path.parent}", "is this an eebert artifact?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EebertError(f"{path} is not valid JSON ({getattr(e, 'msg', e)})", "re-create the artifact") from None
 
 
 # --- what an --out may be -------------------------------------------------------------------------
@@ -301,6 +243,8 @@ class Artifact:
     exits: ExitSet
     original: Deployed | None = None  #: the deployed model as shipped, when ``deployed`` differs from it
     quantize: str | None = None  #: scheme ``deployed`` was quantized with (``original`` then keeps fp32)
+    _calibration: Any = field(default=None, repr=False, compare=False)  #: read once (see ``calibration``)
+    _calibration_read: bool = field(default=False, repr=False, compare=False)
 
     @property
     def reference(self) -> Deployed:
@@ -318,18 +262,22 @@ class Artifact:
         return (self.config.get("files") or {}).get(WEIGHTS) or file_sha256(self.path / WEIGHTS)
 
     @property
-    def calibration(self) -> dict | None:
-        """calibration.json (read through :class:`~eebert_cli.calibration.Calibration`), refused when it
-        was made for other exits (the artifact was re-attached since)."""
-        from .calibration import Calibration
+    def calibration(self) -> Calibration | None:
+        """calibration.json as its typed record, read once per load; refused when it was made for
+        other exits (the artifact was re-attached since)."""
+        if not self._calibration_read:
+            cal = Calibration.load(self.path)
+            if cal is not None:
+                check_derivation({"derived_from": cal.derived_from}, {WEIGHTS: self.exits_sha256},
+                                 f"{self.path / CALIBRATION} (thresholds for other exits)",
+                                 f"eebert calibrate {self.path} --target-speedup X")
+            self._calibration, self._calibration_read = cal, True
+        return self._calibration
 
-        cal = Calibration.load(self.path)
-        if cal is None:
-            return None
-        d = cal.to_dict()
-        check_derivation(d, {WEIGHTS: self.exits_sha256}, f"{self.path / CALIBRATION} (thresholds for other exits)",
-                         f"eebert calibrate {self.path} --target-speedup X")
-        return d
+    @calibration.setter
+    def calibration(self, cal: Calibration | None) -> None:
+        """The record just written by the calibrate step (so this loaded artifact does not re-read it)."""
+        self._calibration, self._calibration_read = cal, True
 
 
 def check_backbone(config: dict, deployed: Deployed) -> None:
@@ -387,7 +335,7 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
             cal = artifact.calibration
         except EebertError:
             cal = None
-        exits.gates.threshold = (cal or {}).get("gate_threshold", 0.5)
+        exits.gates.threshold = 0.5 if cal is None or cal.gate_threshold is None else cal.gate_threshold
     return artifact
 
 

@@ -18,12 +18,11 @@ from .device import resolve as resolve_device_config
 from .errors import EebertError
 from .exits import EXITS, ExitSet, ExitSpec
 from .features import Encoded, Features, encode, extract
-from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, predictions, task_of
-from .tasks import objective_for
+from .tasks import Task, objective_for, task_of
 from .objectives import build_objective
 from .outputs import gold_labels
 from .recipe import check_max_length
-from .train import train_exits
+from .train import prepare_heads, train_exits
 from .ui import SILENT, UI
 
 
@@ -51,7 +50,9 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     """Search (LECO) if asked, build the exits and train them on cached features."""
     dims = deployed.adapter.dims
     objective = build_objective(objective_name or cfg.objective, cfg.objective_params)
-    params, search_report = EXITS.get(cfg.exits).prepare(dict(cfg.exit_params), feats, targets, layers, dims,
+    from . import leco  # noqa: F401 (registers LECO's search in train.SEARCHES)
+
+    params, search_report = prepare_heads(cfg.exits, dict(cfg.exit_params), feats, targets, layers, dims,
                                                          cfg.train.seed, ui)  # LECO searches here
     spec = ExitSpec(cfg.exits, layers, params, dict(cfg.bypass))
     torch.manual_seed(cfg.train.seed)
@@ -66,13 +67,11 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
     return spec, exits, summary, search_report
 
 
-def check_gates(cfg: AttachConfig, task: str) -> None:
+def check_gates(cfg: AttachConfig) -> None:
     g = cfg.gates
     from .gates import GATES
 
     GATES.get(g.type)
-    if task != CLASSIFICATION:
-        raise EebertError("skipping gates support single-label classifiers only", f"drop the gates for this {task} model")
     if not 0.0 <= g.skip_target <= 1.0:
         raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
     if g.epochs < 1 or g.warmup_epochs < 0:
@@ -135,12 +134,13 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     dims = deployed.adapter.dims
     layers = exit_layers(cfg, dims.num_layers)
     task = task_of(deployed.model.config)
-    if cfg.gates.type:  # bad gate settings fail now, not after the backbone pass
-        check_gates(cfg, task)
-    if task == MULTI_LABEL:
-        from .multilabel import check_attach
+    objective_name = objective_for(task, cfg.objective)  # regression and multi-label have their own default
+    # methods this task cannot use, and bad gate settings, fail now, not after the backbone pass
+    from .objectives import OBJECTIVES
 
-        check_attach(cfg)
+    task.check_methods(OBJECTIVES.get(objective_name), cfg.exits, cfg.gates.type)
+    if cfg.gates.type:
+        check_gates(cfg)
     needs = features_needed(cfg, layers, dims)
     for layer in layers:  # what feature-reading criteria read (see Criterion.fit)
         needs.setdefault(layer, set()).add(feature_reduction(cfg.exits))
@@ -156,17 +156,15 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
                                       cache_dir, where.describe(), ui, runner)
     t_features = time.perf_counter() - t0
-    deployed_targets = predictions(feats.teacher, task)
-    targets = labels if labels is not None else deployed_targets.float() if task == MULTI_LABEL else deployed_targets
-    objective_name = objective_for(task, cfg.objective)  # regression and multi-label have their own default
+    targets = labels if labels is not None else task.targets(feats.teacher)
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)
     gate_report = None
     if cfg.gates.type:
         gate_report, (held_enc, held_targets) = attach_gates(deployed, data, cfg, spec, exits,
                                                              summary["objective_module"], feats, targets, ui)
     extra_files, fitted = {}, {}
-    if task == CLASSIFICATION:  # fitted criteria (learned) predict single-label correctness
-        fitted = fit_criteria(deployed, exits, feats, targets, summary["holdout_rows"],
+    if task.fitted_criteria:  # fitted criteria (learned) predict single-label correctness
+        fitted = fit_criteria(task, deployed, exits, feats, targets, summary["holdout_rows"],
                               None if gate_report is None else (held_enc, held_targets), cfg.batch_size)
         extra_files = {rec.pop("tensors_file"): rec.pop("tensors") for rec in fitted.values()}
     t_train = time.perf_counter() - t0 - t_features
@@ -181,7 +179,7 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
         # a hub dataset id is pinned to the commit it resolved to, so later commands read the same rows
         "data": {**to_dict(data_cfg), **({"revision": data.source["revision"]} if data.source else {})},
         "objective": {"name": objective_name, "params": dict(cfg.objective_params)},
-        "task": task,
+        "task": task.name,
         "targets": "labels" if labels is not None else "deployed-predictions",
         "training": {**to_dict(cfg.train), "examples": len(targets), "best_epoch": summary["best_epoch"],
                      "heldout_loss": summary["heldout_loss"], "feature_seconds": round(t_features, 2),
@@ -220,9 +218,9 @@ def bypass_summary(exits: ExitSet, dims) -> dict:
             "overhead_per_layer": float(bp.flops(exits.layers[0], seq)) / per_layer}
 
 
-def fit_criteria(deployed: Deployed, exits: ExitSet, feats: Features, targets: torch.Tensor,
+def fit_criteria(task: Task, deployed: Deployed, exits: ExitSet, feats: Features, targets: torch.Tensor,
                  holdout: torch.Tensor, gated: tuple[Encoded, torch.Tensor] | None, batch_size: int) -> dict:
-    """Run every classification criterion's :meth:`~eebert_cli.criteria.Criterion.fit` hook.
+    """Run every criterion's of this task :meth:`~eebert_cli.criteria.Criterion.fit` hook.
 
     Trained criteria learn from rows the exits did not train on; with gates, from
     the gated pass over the gate stage's held-out rows (what inference reads).
@@ -239,7 +237,7 @@ def fit_criteria(deployed: Deployed, exits: ExitSet, feats: Features, targets: t
     out = {}
     for name in CRITERIA.names():
         cls = CRITERIA.get(name)
-        if "classification" not in getattr(cls, "tasks", ("classification",)):
+        if task.name not in cls.tasks:
             continue
         got = cls.fit(exits, feats, targets, holdout, fr)
         if got is not None:

@@ -22,7 +22,6 @@ from .device import stopwatch
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
-from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, choose, macro_f1, micro_f1, predictions, same
 from .operating_point import skip_stats
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from .errors import EebertError
@@ -32,26 +31,19 @@ from .ui import SILENT, UI
 ENGINES = ("pytorch", "onnxruntime")
 
 
-def _rate(pred: torch.Tensor, ref: torch.Tensor | None) -> float | None:
-    """Share of answers equal to the reference (a label set [N, C] must match whole)."""
-    if ref is None:
-        return None
-    eq = pred == ref
-    return (eq.all(-1) if eq.dim() > 1 else eq).double().mean().item()
-
-
 def _percentiles(ms: list[float]) -> dict:
     q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
     return {"p50": q[49], "p90": q[89], "p99": q[98], "mean": statistics.fmean(ms)}
 
 
 def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
-    """Early exit, static truncation and oracle rows from cached outputs."""
+    """Early exit, static truncation and oracle rows from cached outputs; the task names each row's figures."""
+    task = out.task
     layers = torch.tensor(model.exit_layers, dtype=torch.float64)
     num_layers = model.num_layers
     problem = problem_for(out, model.criterion)
     e = decide(problem.scores, torch.tensor(model.thresholds, dtype=torch.float64))
-    preds = predictions(out.logits, out.task)  # [N, K] class ids, or [N, K, C] label sets
+    preds = task.answers(out.logits)  # [N, K] class ids or values, or [N, K, C] label sets
     every = torch.arange(len(e))
     pred = preds[every, e]
     full = out.full.sum().item()
@@ -61,37 +53,26 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     if out.skipped is not None:  # gates: layers actually run, not the exit's depth, set the speed
         gates = skip_stats(out.skipped, layers[e].long(), model.exits.gates.layers)
         run = gates["average_layers_run"]
-    early = {
-        "accuracy": _rate(pred, out.labels), "agreement": _rate(pred, out.deployed_pred),
-        "speedup_flops": full / out.cost.gather(1, e[:, None]).sum().item(),
-        "speedup_layers": num_layers / run, "layers_saved": 1 - run / num_layers,
-        "average_exit_layer": avg_layer, "exit_histogram": hist,
-    }
+
+    def row(p: torch.Tensor, **extra) -> dict:
+        return {**task.row(p, out.labels, out.deployed_pred), **extra}
+
+    early = row(pred, speedup_flops=full / out.cost.gather(1, e[:, None]).sum().item(),
+                speedup_layers=num_layers / run, layers_saved=1 - run / num_layers,
+                average_exit_layer=avg_layer, exit_histogram=hist)
     if out.skipped is not None:
         early["gates"] = gates
     # baselines.py defines both: static truncation at about the early-exit model's FLOPs, the oracle
     dims = model.adapter.dims
     k, static_speedup = static_exit(out, model.exits, dims, early["speedup_flops"])
-    static = {"layer": int(layers[k]), "accuracy": _rate(preds[:, k], out.labels),
-              "agreement": _rate(preds[:, k], out.deployed_pred), "speedup_flops": static_speedup}
-    oe = oracle_exits(same(preds, out.reference[:, None], out.task))
-    opred = preds[every, oe]
-    oracle = {"accuracy": _rate(opred, out.labels), "agreement": _rate(opred, out.deployed_pred),
-              "speedup_flops": full / out.cost.gather(1, oe[:, None]).sum().item(),
-              "average_exit_layer": layers[oe].mean().item()}
-    deployed = {"accuracy": _rate(out.deployed_pred, out.labels), "agreement": 1.0, "speedup_flops": 1.0}
-    rows = {"deployed": deployed}
-    scored = [(deployed, out.deployed_pred), (early, pred), (static, preds[:, k]), (oracle, opred)]
+    static = row(preds[:, k], layer=int(layers[k]), speedup_flops=static_speedup)
+    oe = oracle_exits(task.right(out.logits, out.reference))
+    oracle = row(preds[every, oe], speedup_flops=full / out.cost.gather(1, oe[:, None]).sum().item(),
+                 average_exit_layer=layers[oe].mean().item())
+    rows = {"deployed": row(out.deployed_pred, speedup_flops=1.0)}
     if model.artifact.quantize:  # the quantized deployed model is a row of its own; the reference stays fp32
-        q = {"accuracy": _rate(preds[:, -1], out.labels), "agreement": _rate(preds[:, -1], out.deployed_pred),
-             "speedup_flops": full / static_costs(out, model.exits, dims)[-1].item()}
-        rows[f"deployed_{model.artifact.quantize}"] = q
-        scored.append((q, preds[:, -1]))
-    # macro-F1 of every row (skewed classes); not a sum over examples, so computed from the predictions
-    for row, p in scored:
-        row["macro_f1"] = None if out.labels is None else macro_f1(p, out.labels)
-        if out.task == MULTI_LABEL:
-            row["micro_f1"] = None if out.labels is None else micro_f1(p, out.labels)
+        rows[f"deployed_{model.artifact.quantize}"] = row(
+            preds[:, -1], speedup_flops=full / static_costs(out, model.exits, dims)[-1].item())
     return {**rows, "early_exit": early, "static_truncation": static, "oracle": oracle, "exit_index": e}
 
 
@@ -255,26 +236,20 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
 
         check_export(cfg.onnx_dir or model.artifact.path / "onnx", model.artifact.path)
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)
-    if out.task == REGRESSION:
-        from .regression import rows as regression_rows
-
-        rows = regression_rows(model, out)
-    else:
-        rows = flops_rows(model, out)
+    rows = flops_rows(model, out)
     e = rows.pop("exit_index")
     timed = cfg.repeats > 0  # repeats = 0: accuracy and FLOPs only
     if timed and (cfg.engine != "pytorch" or cfg.timing_batch_size > 1):
         timing = time_engine(model, data, cfg.split, cfg, e, ui)
     else:
         timing = time_batch1(model, data, cfg.split, cfg, e, ui) if timed else None
-    cal = model.artifact.calibration or {}
+    cal = model.artifact.calibration.to_dict() if model.artifact.calibration is not None else {}
     report = {
         "split": cfg.split, "examples": len(out.lengths),
-        "metric": ("accuracy" if out.labels is not None else "agreement") if out.task != REGRESSION
-        else ("pearson" if out.labels is not None else "mse_to_deployed"),
+        "metric": out.task.report_metric(out.labels is not None),
         # the metric to read first (--metric; default by task), named as in the rows (macro_f1, ...)
-        "headline_metric": choose(out.task, cfg.metric or None).replace("-", "_") if out.labels is not None else None,
-        "task": out.task,
+        "headline_metric": out.task.choose_metric(cfg.metric or None).replace("-", "_") if out.labels is not None else None,
+        "task": out.task.name,
         "criterion": cal.get("criterion"), "criterion_params": cal.get("criterion_params"),
         "target_speedup": cal.get("target_speedup"), "max_drop": cal.get("max_drop"),
         "thresholds": cal.get("thresholds"), "exit_layers": model.exit_layers,

@@ -63,6 +63,7 @@ class Problem:
         self.cost = cost.double()          # [N, K]
         self.full = full.double()          # [N] cost of the deployed model
         self.full_total = self.full.sum().item()
+        self.scale = 1.0                   # what the task divided ``correct`` by (see Task.correctness)
 
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
         e = decide(self.scores, thresholds)

@@ -1,8 +1,8 @@
 """calibration.json, owned by one dataclass: what `eebert calibrate` chose and how well it should hold.
 
 Written once, atomically, by :meth:`Calibration.save`; read back by
-:meth:`Calibration.load`. Readers that only look at a few fields may keep using
-``Artifact.calibration`` (this record as a dict).
+:meth:`Calibration.load`. A loaded artifact reads it once, checked against its exits
+(``Artifact.calibration``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .atomic import read_json, write_json
 from .errors import EebertError
 
 FORMAT_VERSION = 1
@@ -65,16 +66,12 @@ class Calibration:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/calibration.json`` atomically (temp sibling + rename)."""
-        from .artifact import write_json
-
         path = Path(folder) / FILE
         write_json(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, folder: str | Path) -> "Calibration | None":
-        from .artifact import read_json
-
         path = Path(folder) / FILE
         return cls.from_dict(read_json(path), str(path)) if path.exists() else None
 

@@ -104,13 +104,15 @@ def check_checkpoint(path: str | Path) -> Path:
 
 
 #: Set by ``eebert --trust-remote-code``; off unless the user asks (loading must not run code).
-TRUST_REMOTE_CODE = False
+#: ``eebert --trust-remote-code`` sets this variable: an environment variable, not a module global, so
+#: the choice reaches Ray workers and server processes too
+TRUST_REMOTE_CODE_ENV = "EEBERT_TRUST_REMOTE_CODE"
 
 
 def load_deployed(path: str | Path, trust_remote_code: bool | None = None, revision: str | None = None) -> Deployed:
     """``path``: a checkpoint folder or a hub id; ``revision`` pins a hub id's commit."""
     if trust_remote_code is None:
-        trust_remote_code = TRUST_REMOTE_CODE
+        trust_remote_code = os.environ.get(TRUST_REMOTE_CODE_ENV, "") not in ("", "0")
     local, ref = locate(path, revision)
     p = check_checkpoint(local)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

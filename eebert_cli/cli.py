@@ -313,7 +313,9 @@ def calibrate(
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
         v, m = result["validation"], result["metric"]
-        fmt = (lambda x: f"{x:.4f}") if result.get("task") == "regression" else (lambda x: f"{100 * x:.2f}%")
+        from .tasks import get as get_task
+
+        fmt = get_task(result.get("task")).format
         extra = ""
         mv = v.get("metrics", {})
         if head != m and mv.get(head) is not None:
@@ -641,9 +643,9 @@ def main_callback(version: bool = typer.Option(False, "--version", help="Print t
                       False, "--trust-remote-code",
                       help="Allow checkpoints that ship their own modelling code to run it (off by default).")):
     if trust_remote_code:
-        from . import checkpoint
+        from .checkpoint import TRUST_REMOTE_CODE_ENV
 
-        checkpoint.TRUST_REMOTE_CODE = True
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     if version:
         out.print(f"eebert {__version__}")
         raise typer.Exit()

@@ -150,12 +150,13 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                 on_method: Callable[[dict], None] | None = None) -> dict:
     """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
     from .checkpoint import load_deployed
-    from .metrics import CLASSIFICATION, task_of
+    from .tasks import task_of
 
     deployed = load_deployed(recipe.checkpoint)
-    if task_of(deployed.model.config) != CLASSIFICATION:  # its tables are single-label accuracy
-        raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is "
-                          f"{task_of(deployed.model.config)}", "run attach, calibrate and benchmark on it instead")
+    task = task_of(deployed.model.config)
+    if task.metrics[0] != "accuracy":  # its tables rank by accuracy
+        raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is {task.name}",
+                          "run attach, calibrate and benchmark on it instead")
     data = load_data(recipe.data)
     rows, info = [], None
     for m in methods:

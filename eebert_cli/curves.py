@@ -15,7 +15,7 @@ from .baselines import oracle_exits, static_costs
 from .calibrate import INF, Problem
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
-from .metrics import predictions, same
+from .tasks import get as get_task
 
 
 def _point(speedup: float, accuracy: float, **extra) -> dict:
@@ -41,7 +41,7 @@ def static_curve(outputs, artifact) -> list[dict]:
     """Everyone leaves at exit k, only that exit evaluated; one point per exit, deployed head last."""
     exits = artifact.exits
     full = outputs.full.sum().item()
-    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task).double()
+    correct = outputs.task.right(outputs.logits, outputs.reference).double()
     layers = exits.layers + [artifact.deployed.adapter.dims.num_layers]
     pts = [_point(full / c, correct[:, k].mean().item(), layer=layer) for k, (layer, c) in
            enumerate(zip(layers, static_costs(outputs, exits, artifact.deployed.adapter.dims).tolist()))]
@@ -67,10 +67,9 @@ def oracle_curve(problem: Problem, points: int = 40) -> list[dict]:
 def default_criteria(artifact=None) -> list[tuple[str, Criterion]]:
     """Every registered criterion with its default parameters (skipping ones this artifact cannot bind)."""
     out = []
-    # curves are drawn for classifiers (single- or multi-label); criteria of other tasks do not apply
-    task = "multi-label" if artifact is not None and artifact.config.get("task") == "multi-label" else "classification"
-    for name in CRITERIA.names():
-        if task not in getattr(CRITERIA.get(name), "tasks", ("classification",)):
+    task = get_task(artifact.config.get("task") if artifact is not None else None)
+    for name in CRITERIA.names():  # criteria of other tasks do not apply
+        if task.name not in CRITERIA.get(name).tasks:
             continue
         try:
             out.append((name, build_criterion(name, None, artifact)))
@@ -90,7 +89,7 @@ def split_curves(outputs, artifact, criteria: list[tuple[str, Criterion]]) -> di
     return {"criteria": curves, "static_truncation": static_curve(outputs, artifact),
             "oracle": oracle_curve(problem) if problem is not None else [],
             # the shipped model (fp32, ungated): the reference every curve is read against
-            "deployed": _point(1.0, (outputs.deployed_pred == outputs.reference).double().mean().item())}
+            "deployed": _point(1.0, outputs.task.same(outputs.deployed_pred, outputs.reference).double().mean().item())}
 
 
 def criteria_for_curves(chosen: str, params: dict, artifact=None) -> list[tuple[str, Criterion]]:

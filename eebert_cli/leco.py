@@ -26,6 +26,7 @@ from .exits import EXITS
 from .exits.leco import MixedExit
 from .features import Features
 from .objectives import TrainBatch, build_objective
+from .train import SEARCHES
 
 
 
@@ -77,3 +78,16 @@ def search(features: Features, targets: torch.Tensor, layers: list[int], dims: D
     choices = {str(l): names[int(m.alpha.detach().argmax())] for m, l in zip(mixed, layers)}
     return {"choices": choices, "alphas": probs, "candidates": names, "epochs": epochs,
             "samples": len(order), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+@SEARCHES.register("leco")
+def prepare(params, features, targets, layers, dims, seed, ui) -> tuple[dict, dict | None]:
+    """``--exits leco``: search the heads (unless ``choices`` are given) and return the params to save."""
+    params = EXITS.check("leco", params, 1)
+    if params.get("choices"):
+        return params, None
+    torch.manual_seed(seed)
+    with ui.progress(f"LECO search over {len(layers)} exits", params.get("search_epochs", 3)) as advance:
+        report = search(features, targets, layers, dims, params, lambda e: advance(1))
+    cand = params.get("candidate_params")
+    return {"choices": report["choices"], **({"candidate_params": cand} if cand else {})}, report

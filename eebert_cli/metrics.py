@@ -1,8 +1,7 @@
-"""Task metrics, registered by name: accuracy and macro-F1 (classification), Pearson, Spearman, MSE
-(regression), accuracy (exact label set), micro- and macro-F1 over labels (multi-label).
+"""Metrics, registered by name: accuracy, macro- and micro-F1, Pearson, Spearman, MSE.
 
-The task picks the headline metric (classification: accuracy, regression: pearson, multi-label: micro-F1)
-and ``--metric`` overrides it; every report carries all metrics of its task.
+Each task (``tasks/``) lists the metrics it reports, its headline first, and
+``--metric`` overrides the headline; every report carries all metrics of its task.
 Calibration needs a per-example additive quantity to search fast, so it works on
 per-example correctness (accuracy, or agreement without labels) for classification
 and on per-example squared error for regression; macro-F1, Pearson and Spearman,
@@ -17,35 +16,16 @@ from typing import Callable
 
 import torch
 
-from .errors import EebertError
 from .registry import Registry
-
-from .tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, task_of  # noqa: F401 (re-exported)
 
 
 @dataclass
 class Metric:
     fn: Callable[[torch.Tensor, torch.Tensor], float]
-    tasks: tuple[str, ...]
     higher_is_better: bool = True
 
 
 METRICS: Registry[Metric] = Registry("metric")
-
-
-def predictions(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """What a model answers from its logits [..., C]: a class id, a value, or a 0/1 label set [..., C]."""
-    if task == REGRESSION:
-        return logits[..., 0]
-    if task == MULTI_LABEL:
-        return (logits > 0).long()  # sigmoid(z) > 0.5
-    return logits.argmax(-1)
-
-
-def same(a: torch.Tensor, b: torch.Tensor, task: str) -> torch.Tensor:
-    """Whether two answers agree, per example (a label set must match whole)."""
-    eq = a == b
-    return eq.all(-1) if task == MULTI_LABEL else eq
 
 
 def accuracy(pred: torch.Tensor, ref: torch.Tensor) -> float:
@@ -106,29 +86,9 @@ def mse(pred: torch.Tensor, ref: torch.Tensor) -> float:
     return (pred.double().reshape(-1) - ref.double().reshape(-1)).square().mean().item()
 
 
-METRICS.register("accuracy")(Metric(accuracy, (CLASSIFICATION, MULTI_LABEL)))
-METRICS.register("macro-f1")(Metric(macro_f1, (CLASSIFICATION, MULTI_LABEL)))
-METRICS.register("micro-f1")(Metric(micro_f1, (MULTI_LABEL,)))
-METRICS.register("pearson")(Metric(pearson, (REGRESSION,)))
-METRICS.register("spearman")(Metric(spearman, (REGRESSION,)))
-METRICS.register("mse")(Metric(mse, (REGRESSION,), higher_is_better=False))
-
-DEFAULT = {CLASSIFICATION: "accuracy", REGRESSION: "pearson", MULTI_LABEL: "micro-f1"}
-
-
-def choose(task: str, name: str | None = None) -> str:
-    """The headline metric: ``name`` if given (and fit for the task), else the task's default."""
-    if not name:
-        return DEFAULT[task]
-    metric = METRICS.get(name)
-    if task not in metric.tasks:
-        fit = ", ".join(n for n in METRICS.names() if task in METRICS.get(n).tasks)
-        raise EebertError(f"metric {name!r} is for {' / '.join(metric.tasks)}, this model does {task}",
-                          f"use one of: {fit}")
-    return name
-
-
-def all_metrics(task: str, pred: torch.Tensor, ref: torch.Tensor | None) -> dict[str, float | None]:
-    """Every metric of ``task`` (keys use underscores: macro_f1); None without a reference."""
-    names = [n for n in METRICS.names() if task in METRICS.get(n).tasks]
-    return {n.replace("-", "_"): (None if ref is None else METRICS.get(n).fn(pred, ref)) for n in names}
+METRICS.register("accuracy")(Metric(accuracy))
+METRICS.register("macro-f1")(Metric(macro_f1))
+METRICS.register("micro-f1")(Metric(micro_f1))
+METRICS.register("pearson")(Metric(pearson))
+METRICS.register("spearman")(Metric(spearman))
+METRICS.register("mse")(Metric(mse, higher_is_better=False))

@@ -134,7 +134,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         raise EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
     from .criteria import build_criterion
 
-    criterion = build_criterion(cal["criterion"], cal.get("criterion_params"), art)
+    criterion = build_criterion(cal.criterion, cal.criterion_params, art)
     if art.exits.gates is not None:
         raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
                           "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
@@ -142,7 +142,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean), without "
                           "bypasses, and criteria that read only logits",
                           "export an artifact with linear / pooler-mlp / mean-mlp exits, or serve this one with PyTorch")
-    thresholds = thresholds_from_json(cal["thresholds"])
+    thresholds = thresholds_from_json(cal.thresholds)
     stateless = not criterion.init_state(1)
     live = live_exits(stateless, thresholds)
     dims = art.deployed.adapter.dims
@@ -183,8 +183,8 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
-            "backbone_quantize_at_calibration": cal.get("quantize"),
-            "criterion": cal["criterion"], "criterion_params": cal.get("criterion_params") or {},
+            "backbone_quantize_at_calibration": cal.quantize,
+            "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
             "segments": segments, "deployed": "deployed.onnx", "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,

@@ -34,7 +34,6 @@ from .calibration import Calibration
 from .criteria import CRITERIA, Criterion, build_criterion
 from .data import TaskData
 from .errors import EebertError
-from .metrics import REGRESSION, all_metrics, choose, predictions, same
 from .tasks import criterion_for
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from .runtime import thresholds_to_json
@@ -149,8 +148,6 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                            cfg: CalibrationConfig, criterion_params: dict | None = None,
                            artifact: Artifact | None = None) -> tuple[SplitOutputs, Calibration]:
     """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring)."""
-    from .regression import check_criterion, max_drop_goal, tolerance as regression_tolerance
-
     t0 = time.perf_counter()
     cands, failure, ref = [], None, None
     threads = torch.get_num_threads()
@@ -158,25 +155,24 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     try:
         for gt in gate_thresholds:
             outputs = outputs_at(gt)
-            name = criterion_for(outputs.task, cfg.criterion)
-            regression = outputs.task == REGRESSION
+            task = outputs.task
+            name = criterion_for(task, cfg.criterion)
             for params in grid_points(name, cfg, criterion_params):
                 criterion = build_criterion(name, params, artifact)
-                check_criterion(criterion, outputs.task)
+                task.check_criterion(criterion)
                 problem = problem_for(outputs, criterion)
                 if ref is None:  # the shipped model's score on validation; the same for every candidate
-                    ref_correct = problem.correct[:, -1] if outputs.deployed_logits is None and not regression \
-                        else (outputs.deployed_pred == outputs.reference).double()
-                    ref_acc = problem.correct[:, -1].mean().item() if regression else ref_correct.mean().item()
-                    tol = (regression_tolerance(problem) if regression else None) if cfg.tolerance is None \
-                        else cfg.tolerance
+                    ref_correct = task.reference_correct(problem.correct, outputs.deployed_pred, outputs.reference,
+                                                         outputs.deployed_logits is not None)
+                    ref_acc = ref_correct.mean().item()
+                    tol = task.tolerance(problem.correct) if cfg.tolerance is None else cfg.tolerance
                     ref = ref_acc
                 margin = 0.0
                 try:
                     if cfg.target_speedup is not None:
                         thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
-                    elif regression:  # MSE budget (see regression.py); no margin
-                        thr, curve = search(problem, criterion, "drop", max_drop_goal(ref_acc, cfg.max_drop),
+                    elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin
+                        thr, curve = search(problem, criterion, "drop", task.budget_goal(ref_acc, cfg.max_drop),
                                             cfg.per_layer)
                     else:
                         thr, curve, margin = search_with_margin(problem, criterion, ref_acc, ref_correct,
@@ -201,23 +197,23 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
            artifact: Artifact | None, seconds: float) -> Calibration:
     """The Calibration of the picked candidate: its validation estimate, intervals and the grid tried."""
     outputs, chosen = c.outputs, c.outcome
-    regression = outputs.task == REGRESSION
+    task = outputs.task
     n = outputs.logits.shape[0]
     ci = bootstrap(c.problem, c.thresholds, cfg.bootstrap)
     warnings = []
     half = (ci["accuracy_ci95"][1] - ci["accuracy_ci95"][0]) / 2
-    if 100 * half > cfg.precision and not regression:
+    if 100 * half > cfg.precision and task.certified_drop:  # an accuracy-like figure
         warnings.append(f"validation split has {n} examples: accuracy is only known to about "
                         f"±{100 * half:.1f} points; use more validation data for tighter figures")
     metric = "accuracy" if outputs.labels is not None else "agreement"
-    chosen_pred = predictions(outputs.logits, outputs.task)[torch.arange(n), chosen.exits]
+    chosen_pred = task.answers(outputs.logits)[torch.arange(n), chosen.exits]
     # metrics that are not sums over examples (macro-F1, Pearson, ...) are evaluated exactly here
-    task_metrics = all_metrics(outputs.task, chosen_pred, outputs.labels)
+    task_metrics = task.metric_values(chosen_pred, outputs.labels)
     task_metrics.update({f"deployed_{k}": v for k, v in
-                         all_metrics(outputs.task, outputs.deployed_pred, outputs.labels).items()})
+                         task.metric_values(outputs.deployed_pred, outputs.labels).items()})
     validation = {
         "examples": n, "speedup_flops": chosen.speedup, metric: chosen.accuracy, f"deployed_{metric}": ref_acc,
-        "agreement": same(chosen_pred, outputs.deployed_pred, outputs.task).double().mean().item(),
+        "agreement": task.same(chosen_pred, outputs.deployed_pred).double().mean().item(),
         "speedup_ci95": ci["speedup_ci95"], f"{metric}_ci95": ci["accuracy_ci95"], "metrics": task_metrics,
     }
     exit_layers = (artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]) if artifact else []
@@ -225,11 +221,11 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         validation["gates"] = skip_stats(outputs.skipped, torch.tensor(exit_layers)[chosen.exits],
                                          artifact.exits.gates.layers)
     margin = None
-    if cfg.max_drop is not None and not regression and bool((c.thresholds == -INF).all()):
+    if cfg.max_drop is not None and task.certified_drop and bool((c.thresholds == -INF).all()):
         warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
                         "confidence on this validation split: every exit is off (the deployed head answers); "
                         "allow a larger --max-drop or use more validation data")
-    if cfg.max_drop is not None and not regression:
+    if cfg.max_drop is not None and task.certified_drop:
         margin = {"method": "z*SE of the paired per-example accuracy difference x sqrt(2) (prediction for an "
                             "unseen split of the validation's size)", "confidence": cfg.drop_confidence,
                   "points": 100 * c.margin,
@@ -238,7 +234,7 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         criterion=c.criterion.registry_name, criterion_params=c.criterion.params(),
         mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
         target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer=cfg.per_layer,
-        thresholds=thresholds_to_json(c.thresholds.tolist()), metric=metric, task=outputs.task,
+        thresholds=thresholds_to_json(c.thresholds.tolist()), metric=metric, task=task.name,
         exit_layers=exit_layers, gate_threshold=c.gate_threshold, validation=validation, margin=margin,
         search_seconds=round(seconds, 3), warnings=warnings,
         curve=[{**p, "threshold": thresholds_to_json([p["threshold"]])[0]} for p in c.curve])
@@ -257,11 +253,7 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
                                artifact.exits.gates.layers) if artifact is not None else {}
             cal.gate_grid.append({"gate_threshold": gt, "speedup_flops": b.outcome.speedup,
                                   metric: b.outcome.accuracy, "skip_rate": stats.get("skip_rate")})
-    if regression:
-        from .regression import relabel_calibration
-
-        cal = relabel_calibration(cal, metric, chosen_pred, outputs, c.problem)
-    return cal
+    return task.relabel(cal, metric, chosen_pred, outputs, c.problem.scale)
 
 
 def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
@@ -308,8 +300,8 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     cal.quantize = artifact.quantize
     if size_warning:
         cal.warnings.append(size_warning)
-    cal.headline_metric = choose(cal.task, metric).replace("-", "_")
-    if outputs.task != REGRESSION:
+    cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")
+    if outputs.task.curves:
         try:
             crits = criteria_for_curves(cal.criterion, cal.criterion_params, artifact)
             cal.curves = {"validation": split_curves(outputs, artifact, crits)}
@@ -323,5 +315,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
 
     cal.derived_from = derivation(artifact.path, WEIGHTS, known={WEIGHTS: artifact.exits_sha256})["derived_from"]
     cal.save(artifact.path)
+    artifact.calibration = cal  # this loaded artifact now answers with the record just written
     mark_stale(artifact.path)  # a report of the previous calibration says it is stale
     return cal

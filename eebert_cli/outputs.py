@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -25,10 +25,10 @@ from . import artifact as art
 from .checkpoint import Deployed
 from .cost import exit_costs, full_cost
 from .criteria import feature_reduction
-from .data import DataConfig, TaskData, map_labels
+from .data import DataConfig, TaskData
 from .errors import EebertError
 from .features import all_exit_logits, encode, extract
-from .metrics import CLASSIFICATION, MULTI_LABEL, REGRESSION, predictions, same, task_of
+from .tasks import Task, get as get_task, task_of
 from .ui import SILENT, UI
 
 CACHE_FORMAT = 1
@@ -43,18 +43,21 @@ class SplitOutputs:
     labels: torch.Tensor | None   #: gold ids, if the data has labels
     cost: torch.Tensor            #: [N, K] FLOPs when leaving at each exit
     full: torch.Tensor            #: [N] FLOPs of the deployed model
-    task: str = CLASSIFICATION    #: "classification", "regression" (one output) or "multi-label"
+    task: Task = field(default_factory=lambda: get_task(None))  #: what the outputs mean (a name is looked up)
     features: torch.Tensor | None = None  #: [N, K-1, H] reductions feature-reading criteria read
     #: [N, C] the shipped fp32 model's own logits, when the last exit is not that model
     #: (skipping gates, a trained backbone or a quantized backbone change the path to it)
     deployed_logits: torch.Tensor | None = None
     skipped: torch.Tensor | None = None   #: [N, L] layers the gates skipped
 
+    def __post_init__(self):
+        self.task = get_task(self.task)
+
     @property
     def deployed_pred(self) -> torch.Tensor:
         """The shipped model's predictions: the reference every row is compared with."""
         last = self.logits[:, -1] if self.deployed_logits is None else self.deployed_logits
-        return predictions(last, self.task)
+        return self.task.answers(last)
 
     @property
     def reference(self) -> torch.Tensor:
@@ -69,18 +72,8 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
     if s.label_column is None:
         return None
     task, source, n = task_of(deployed.model.config), f"the {split} split of {data.name}", len(deployed.id2label)
-    if task == REGRESSION:
-        from .regression import gold_values as convert
-    elif task == MULTI_LABEL:
-        from .multilabel import gold_multi_hot
-
-        def convert(labels, source):
-            return gold_multi_hot(labels, deployed.label2id, n, source)
-    else:
-        def convert(labels, source):
-            return torch.tensor(map_labels(labels, deployed.label2id, n, source), dtype=torch.long)
-    parts = [convert(batch, source) for batch in s.iter_values(s.label_column)]
-    return torch.cat(parts) if parts else convert([], source)
+    parts = [task.gold(batch, deployed.label2id, n, source) for batch in s.iter_values(s.label_column)]
+    return torch.cat(parts) if parts else task.gold([], deployed.label2id, n, source)
 
 
 def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:
@@ -149,7 +142,7 @@ class OutputsCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        art.write_json(self.folder / f"{name}.json", {"key": key, "task": outputs.task})
+        art.write_json(self.folder / f"{name}.json", {"key": key, "task": outputs.task.name})
 
 
 def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int = 64,
@@ -191,13 +184,12 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
 
 
 def problem_for(outputs: SplitOutputs, criterion):
-    """The calibration :class:`~eebert_cli.calibrate.Problem` of these outputs under ``criterion``."""
+    """The calibration :class:`~eebert_cli.calibrate.Problem` of these outputs under ``criterion``: the
+    task's per-example figure at every exit (``Problem.scale`` undoes its scaling)."""
     from .calibrate import Problem
 
-    if outputs.task == REGRESSION:  # per-example -squared error, see regression.py
-        from .regression import problem
-
-        return problem(outputs, criterion)
     scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
-    correct = same(predictions(outputs.logits, outputs.task), outputs.reference[:, None], outputs.task)
-    return Problem(scores, correct, outputs.cost, outputs.full)
+    correct, scale = outputs.task.correctness(outputs.logits, outputs.reference)
+    p = Problem(scores, correct, outputs.cost, outputs.full)
+    p.scale = scale
+    return p

@@ -83,18 +83,19 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     from .criteria import CRITERIA
     from .exits import EXITS, ExitSet, ExitSpec
     from .gates import GATES
-    from .tasks import REGRESSION, criterion_for, objective_for, task_of
+    from .tasks import criterion_for, objective_for, task_of
     from .objectives import OBJECTIVES
 
     cfg = checkpoint_config(checkpoint) if checkpoint else None
-    task = None
+    task, name = None, None
     if cfg is not None:
         task = task_of(cfg)
+        name = task.name
         check_max_length(attach.max_length, cfg, f"{where}: attach.max_length")
     layers = int((cfg or {}).get("num_hidden_layers") or (cfg or {}).get("n_layers") or 12)
     hidden = int((cfg or {}).get("hidden_size") or (cfg or {}).get("dim") or 64)
     heads = int((cfg or {}).get("num_attention_heads") or (cfg or {}).get("n_heads") or 4)
-    dims = Dims(layers, hidden, 4 * hidden, heads, 1 if task == REGRESSION else 2)
+    dims = Dims(layers, hidden, 4 * hidden, heads, task.outputs(2) if task else 2)
     # without the checkpoint's depth, one exit (or the named layers) is built to check the params
     exit_layers = sorted(set(attach.layers)) or (list(range(1, layers)) if cfg is not None else [1])
     bad = [l for l in exit_layers if not 1 <= l < layers]
@@ -102,17 +103,17 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
         raise EebertError(f"{where}: no layer {bad[0]} to attach an exit after (the model has {layers} layers)",
                           f"choose layers from 1 to {layers - 1}")
     head = EXITS.get(attach.exits)
-    EXITS.check(attach.exits, attach.exit_params, 1, task)
+    EXITS.check(attach.exits, attach.exit_params, 1, name)
     if head.search_needs(attach.exit_params, exit_layers) is None:  # searched heads are built after the search
         ExitSet(ExitSpec(attach.exits, exit_layers, dict(attach.exit_params), dict(attach.bypass)), dims)
     objective = objective_for(task, attach.objective) if task else attach.objective
-    OBJECTIVES.build(objective, attach.objective_params, task=task)
+    OBJECTIVES.build(objective, attach.objective_params, task=name)
     crit = criterion_for(task, criterion) if task else criterion
-    CRITERIA.build(crit, criterion_params, task=task)
+    CRITERIA.build(crit, criterion_params, task=name)
     built = {"exits": attach.exits, "objective": objective, "criterion": crit}
     if attach.gates.type:
         g = attach.gates.spec(layers)
-        GATES.build(g.pop("type"), {k: v for k, v in g.items() if k != "layers"}, g["layers"], dims, task=task)
+        GATES.build(g.pop("type"), {k: v for k, v in g.items() if k != "layers"}, g["layers"], dims, task=name)
         built["gates"] = attach.gates.type
     return built
 

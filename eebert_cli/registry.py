@@ -23,8 +23,6 @@ from .errors import EebertError
 
 T = TypeVar("T")
 
-from .tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION  # noqa: E402,F401 (the names tasks declare)
-
 
 class Range(NamedTuple):
     """Allowed values of a numeric parameter (``None`` = unbounded on that side)."""
@@ -81,6 +79,9 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+    def __iter__(self):
+        return iter(self.names())
 
     def declared(self, name: str, positional: int = 0) -> dict[str, inspect.Parameter]:
         """The keyword parameters ``name``'s constructor declares, after ``positional`` leading ones."""

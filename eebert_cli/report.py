@@ -9,6 +9,7 @@ from rich.table import Table
 from .artifact import CALIBRATION, check_derivation, derivation, file_sha256, read_json, write_json, write_text
 from .errors import EebertError
 from .plot import curves_svg
+from .tasks import get as get_task
 
 CURVES_SVG = "curves.svg"
 
@@ -31,49 +32,24 @@ def rows_of(report: dict) -> list[str]:
                        and "speedup_flops" in report[k]] + keys[1:]
 
 
-def _cells(report: dict, key: str) -> list[str]:
+def _num(x):
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _header(report: dict) -> list[str]:
+    """The row name, the task's figure columns, then speed and latency."""
+    return [""] + [h for h, _, _ in get_task(report.get("task")).columns] + ["FLOPs x", "wall x", "p50 ms", "p99 ms"]
+
+
+def _row(report: dict, key: str) -> list[str]:
     r = report[key]
     lat = r.get("latency_ms") or {}
     name = dict(ROWS).get(key) or key.replace("deployed_", "deployed ")
     if key == "static_truncation":
         name += f" (L{r['layer']})"
-    return [name, _pct(r.get("accuracy")), _pct(r.get("agreement")), _x(r.get("speedup_flops")),
-            _x(r.get("speedup_measured")), f"{lat['p50']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-"]
-
-
-HEADER = ["", "acc %", "agree %", "FLOPs x", "wall x", "p50 ms", "p99 ms"]
-# Classification reports add macro-F1; regression reports show their own metrics instead.
-F1_HEADER = HEADER[:2] + ["macro-F1 %"] + HEADER[2:]
-REG_HEADER = ["", "pearson", "spearman", "MSE", "MSE to deployed", "FLOPs speedup", "measured speedup", "p50 ms",
-              "p99 ms"]
-
-
-def _num(x):
-    return "-" if x is None else f"{x:.4f}"
-
-
-ML_HEADER = F1_HEADER[:2] + ["micro-F1 %"] + F1_HEADER[2:]  # multi-label: accuracy is the exact-match rate
-
-
-def _header(report: dict) -> list[str]:
-    if report.get("task") == "regression":
-        return REG_HEADER
-    if report.get("task") == "multi-label":
-        return ML_HEADER
-    return F1_HEADER if "macro_f1" in report.get("deployed", {}) else HEADER
-
-
-def _row(report: dict, key: str) -> list[str]:
-    cells = _cells(report, key)
-    r = report[key]
-    if report.get("task") == "regression":
-        return cells[:1] + [_num(r.get("pearson")), _num(r.get("spearman")), _num(r.get("mse")),
-                            _num(r.get("mse_to_deployed"))] + cells[3:]
-    if report.get("task") == "multi-label":
-        return cells[:2] + [_pct(r.get("micro_f1")), _pct(r.get("macro_f1"))] + cells[2:]
-    if "macro_f1" in r:
-        return cells[:2] + [_pct(r.get("macro_f1"))] + cells[2:]
-    return cells
+    figures = [(_pct if kind == "pct" else _num)(r.get(k)) for _, k, kind in get_task(report.get("task")).columns]
+    return [name, *figures, _x(r.get("speedup_flops")), _x(r.get("speedup_measured")),
+            f"{lat['p50']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-"]
 
 
 def table(report: dict) -> Table:

@@ -9,7 +9,6 @@ gated layer: a row whose gate fires does not run that layer at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from .device import DeviceConfig, Placement, module_device, place_artifact, reso
 from .errors import EebertError
 from .exits import reduce
 from .gates import gated_layer
+from .tasks import Prediction, get as get_task, prediction_row  # noqa: F401 (re-exported: what predict returns)
 
 
 #: how batches exit: each row on its own, or the whole batch at once (the baseline)
@@ -44,21 +44,6 @@ def pad_batch(ids: list[list[int]], types: list[list[int]] | None, pad_id: int):
     return t_ids, t_mask, t_types
 
 
-@dataclass
-class Prediction:
-    label: str                        #: multi-label models: the label set joined with "|" ("" for none)
-    label_id: int
-    exit_layer: int
-    probs: list[float]                #: softmax, or per-label sigmoid for multi-label models
-    labels: list[str] | None = None   #: multi-label models: the predicted label set
-
-
-def prediction_row(p: Prediction) -> dict:
-    """One prediction as every output writes it: ``predict --json``, ``--output`` files, the Ray engine."""
-    return {"label": p.label, "exit_layer": p.exit_layer, "probs": p.probs,
-            **({"labels": p.labels} if p.labels is not None else {})}
-
-
 class EarlyExitModel:
     def __init__(self, artifact: Artifact, criterion: Criterion, thresholds: list[float]):
         self.artifact = artifact
@@ -73,6 +58,7 @@ class EarlyExitModel:
         self.criterion = criterion
         self.thresholds = [float(t) for t in thresholds]
         self.num_layers = self.adapter.dims.num_layers
+        self.task = get_task(artifact.config.get("task"))  # how logits become answers
         if len(self.thresholds) != len(self.layers):
             raise EebertError("calibration does not match the artifact's exits", "re-run `eebert calibrate`")
         self._plan_key: tuple | None = None
@@ -87,18 +73,17 @@ class EarlyExitModel:
         cal = art.calibration
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
-        if cal.get("quantize"):  # thresholds were calibrated on the quantized backbone: run the same
+        if cal.quantize:  # thresholds were calibrated on the quantized backbone: run the same
             from .quantize import quantize_artifact
 
-            quantize_artifact(art, cal["quantize"])
-        model = cls(art, build_criterion(cal["criterion"], cal.get("criterion_params"), art),
-                    thresholds_from_json(cal["thresholds"]))
+            quantize_artifact(art, cal.quantize)
+        model = cls(art, build_criterion(cal.criterion, cal.criterion_params, art), thresholds_from_json(cal.thresholds))
         model.place(where)
         return model
 
     def place(self, where: Placement) -> None:
         """Backbone, exits and any learned criterion part onto ``where.device`` (see device.py)."""
-        place_artifact(self.artifact, where, bool((self.artifact.calibration or {}).get("quantize")))
+        place_artifact(self.artifact, where, bool(self.artifact.quantize))
         for part in vars(self.criterion).values():
             if isinstance(part, torch.nn.Module):
                 part.to(where.device)
@@ -272,29 +257,6 @@ class EarlyExitModel:
                 logits, where_t = self.forward_batch(t_ids, t_mask, t_types, mode=mode)
                 where = where_t.tolist()
             logits = logits.float().cpu()  # one copy back per batch
-            results += predictions(logits, [self.exit_layers[k] for k in where], id2label,
-                                   self.artifact.config.get("task", "classification"))
+            results += self.task.predictions(logits, [self.exit_layers[k] for k in where], id2label)
         return results
 
-
-def predictions(logits: torch.Tensor, exit_layers: list[int], id2label: dict[int, str],
-                task: str = "classification") -> list[Prediction]:
-    """Logits [B, C] and each row's 1-based exit layer -> one Prediction per row (a regressor: C == 1;
-    a multi-label model: every label on its own, sigmoid > 0.5)."""
-    logits = torch.as_tensor(logits)
-    if logits.shape[-1] == 1:  # a regressor: the label is the predicted value
-        return [Prediction(f"{float(v):.6g}", 0, layer, [round(float(v), 6)])
-                for v, layer in zip(logits[:, 0], exit_layers)]
-    if task == "multi-label":
-        from .multilabel import label_names
-
-        out = []
-        for p, layer in zip(torch.sigmoid(logits.float()), exit_layers):
-            names = label_names(p, id2label)
-            out.append(Prediction("|".join(names), int(p.argmax()), layer, [round(float(x), 6) for x in p], names))
-        return out
-    out = []
-    for p, layer in zip(torch.softmax(logits.float(), -1), exit_layers):
-        i = int(p.argmax())
-        out.append(Prediction(id2label[i], i, layer, [round(float(x), 6) for x in p]))
-    return out

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from .device import adamw, cpu_threads, module_device
+from .registry import Registry
 from .exits import ExitSet
 from .features import Features
 from .objectives import Objective, TrainBatch
@@ -29,6 +30,19 @@ class TrainConfig:
     contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
     threads: int = field(default=1, metadata={"help": "torch threads for exit training on the CPU (0 = torch's default): steps are small matrix products, where more threads mostly wait on each other.", "min": 0})
     contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
+
+
+#: exit heads decided by a search before training (LECO, ``leco.py``): head name ->
+#: ``prepare(params, features, targets, layers, dims, seed, ui) -> (params to save, report)``
+SEARCHES: Registry[Callable] = Registry("exit search")
+
+
+def prepare_heads(name: str, params: dict, features: Features, targets: torch.Tensor, layers: list[int], dims,
+                  seed: int, ui) -> tuple[dict, dict | None]:
+    """Run the head's search if it has one; heads without one keep their params."""
+    if name not in SEARCHES:
+        return params, None
+    return SEARCHES.get(name)(params, features, targets, layers, dims, seed, ui)
 
 
 HELDOUT_CHUNK = 4096  #: held-out rows scored at a time

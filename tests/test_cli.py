@@ -137,11 +137,14 @@ def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
 
 
 def test_remote_code_stays_off_unless_asked(monkeypatch):
-    from eebert_cli import checkpoint
+    import os
 
-    monkeypatch.setattr(checkpoint, "TRUST_REMOTE_CODE", False)
-    assert run("list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is False
-    assert run("--trust-remote-code", "list", "--json").exit_code == 0 and checkpoint.TRUST_REMOTE_CODE is True
+    from eebert_cli.checkpoint import TRUST_REMOTE_CODE_ENV
+
+    monkeypatch.delenv(TRUST_REMOTE_CODE_ENV, raising=False)
+    assert run("list", "--json").exit_code == 0 and TRUST_REMOTE_CODE_ENV not in os.environ
+    monkeypatch.setenv(TRUST_REMOTE_CODE_ENV, "0")  # restored after the test: the flag sets it in-process
+    assert run("--trust-remote-code", "list", "--json").exit_code == 0 and os.environ[TRUST_REMOTE_CODE_ENV] == "1"
 
 
 def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch):

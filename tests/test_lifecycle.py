@@ -226,7 +226,7 @@ def test_reattach_is_allowed_and_the_stale_calibration_names_the_command(calibra
         load_artifact(a).calibration
     assert "eebert calibrate" in e.value.hint
     assert cli("calibrate", a, "--target-speedup", 1.2).exit_code == 0  # re-running it is the fix
-    assert load_artifact(a).calibration["derived_from"][WEIGHTS] == file_sha256(a / WEIGHTS)
+    assert load_artifact(a).calibration.derived_from[WEIGHTS] == file_sha256(a / WEIGHTS)
 
 
 def test_stale_report_is_flagged_and_refused(calibrated, tmp_path):

@@ -14,8 +14,9 @@ from conftest import make_multilabel_case
 from eebert_cli.cli import app
 from eebert_cli.criteria import build_criterion
 from eebert_cli.errors import EebertError
-from eebert_cli.metrics import accuracy, choose, macro_f1, micro_f1, task_of
-from eebert_cli.multilabel import gold_multi_hot, label_set
+from eebert_cli.metrics import accuracy, macro_f1, micro_f1
+from eebert_cli.tasks import get, task_of
+from eebert_cli.tasks.multi_label import gold_multi_hot, label_set
 
 runner = CliRunner()
 
@@ -32,9 +33,9 @@ def test_label_set_metrics():
     assert micro_f1(pred, ref) == pytest.approx(0.8)
     # per label: label 0 tp2 -> 1.0; label 1 tp2 -> 1.0; label 2 tp0 -> 0.0
     assert macro_f1(pred, ref) == pytest.approx(2 / 3)
-    assert choose("multi-label") == "micro-f1"
+    assert get("multi-label").choose_metric() == "micro-f1"
     with pytest.raises(EebertError):
-        choose("multi-label", "pearson")
+        get("multi-label").choose_metric("pearson")
 
 
 def test_label_sets_are_read_from_lists_and_strings():
@@ -64,7 +65,7 @@ def test_multi_label_end_to_end(ml_case):
     ckpt, data, root = ml_case
     from transformers import AutoConfig
 
-    assert task_of(AutoConfig.from_pretrained(ckpt)) == "multi-label"
+    assert task_of(AutoConfig.from_pretrained(ckpt)).name == "multi-label"
     art = root / "art"
     r = cli("attach", ckpt, "--data", data, "--out", art, "--epochs", 30, "--lr", 3e-3, "--json")
     assert r.exit_code == 0, r.output

@@ -27,8 +27,8 @@ from eebert_cli.objectives import OBJECTIVES
 from eebert_cli.attach import attach
 from eebert_cli.operating_point import calibrate
 from eebert_cli.outputs import problem_for, split_outputs
-from eebert_cli.registry import CLASSIFICATION, MULTI_LABEL, REGRESSION, Registry, discover
-from eebert_cli.tasks import TASKS
+from eebert_cli.registry import Registry, discover
+from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
@@ -227,3 +227,40 @@ def test_every_criterion_round_trips(name, attached):
     ckpt, data, art = attached[CLASSIFICATION if CLASSIFICATION in tasks else tasks[0]]
     model = roundtrip(ckpt, data, None, art, criterion=name, attach_it=False)
     assert model.criterion.registry_name == name
+
+
+# -- tasks: every registered task keeps the contract the pipeline relies on ------------------------------
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract(name):
+    from eebert_cli.criteria import CRITERIA
+    from eebert_cli.metrics import METRICS
+    from eebert_cli.objectives import OBJECTIVES
+    from eebert_cli.tasks import get
+
+    task = get(name)
+    assert task.name == name
+    # its defaults exist and declare the task, and its metrics are registered
+    assert name in OBJECTIVES.get(task.objective).tasks and name in CRITERIA.get(task.criterion).tasks
+    assert task.metrics and all(m in METRICS for m in task.metrics)
+    assert task.choose_metric() == task.metrics[0]
+    with pytest.raises(EebertError):
+        task.choose_metric(next(m for m in METRICS.names() if m not in task.metrics))
+    # outputs [N, K, C]: answers agree with themselves, the reference's own answers score best
+    torch.manual_seed(0)
+    c = task.outputs(3)
+    logits = torch.randn(20, 4, c)
+    answers = task.answers(logits)
+    assert answers.shape[:2] == (20, 4)
+    ref = answers[:, -1]
+    assert task.same(ref, ref).all()
+    correct, scale = task.correctness(logits, ref)
+    assert correct.shape == (20, 4) and scale > 0
+    assert torch.allclose(correct[:, -1], correct.max(1).values)  # the reference's own exit is never beaten
+    assert task.right(logits, ref)[:, -1].all()
+    # a report row carries every column the task's table shows
+    row = task.row(answers[:, 0], ref, ref)
+    assert all(key in row for _, key, _ in task.columns)
+    # predict / serve rows: one per example, exit layers kept
+    preds = task.predictions(logits[:5, -1], [1, 2, 3, 4, 5], {i: f"l{i}" for i in range(c)})
+    assert [p.exit_layer for p in preds] == [1, 2, 3, 4, 5]

@@ -13,7 +13,8 @@ from conftest import make_model, make_rows, write_csv
 from eebert_cli.cli import app
 from eebert_cli.criteria import build_criterion
 from eebert_cli.errors import EebertError
-from eebert_cli.metrics import choose, macro_f1, mse, pearson, spearman, task_of
+from eebert_cli.metrics import macro_f1, mse, pearson, spearman
+from eebert_cli.tasks import get, task_of
 
 
 def test_macro_f1_weighs_every_class_equally():
@@ -33,10 +34,10 @@ def test_regression_metrics():
 
 
 def test_metric_choice_follows_the_task():
-    assert choose("classification") == "accuracy" and choose("regression") == "pearson"
-    assert choose("classification", "macro-f1") == "macro-f1"
+    assert get("classification").choose_metric() == "accuracy" and get("regression").choose_metric() == "pearson"
+    assert get("classification").choose_metric("macro-f1") == "macro-f1"
     with pytest.raises(EebertError):
-        choose("classification", "pearson")
+        get("classification").choose_metric("pearson")
 
 
 def test_patience_regression_scores_the_largest_recent_change():
@@ -157,5 +158,5 @@ def test_pairs_reach_the_model_as_segments(tmp_path):
 def test_task_of_reads_the_config():
     from transformers import BertConfig
 
-    assert task_of(BertConfig(num_labels=1)) == "regression"
-    assert task_of(BertConfig(num_labels=3)) == "classification"
+    assert task_of(BertConfig(num_labels=1)).name == "regression"
+    assert task_of(BertConfig(num_labels=3)).name == "classification"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
-from ..tasks import TASKS
+from ..tasks import NAMES
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class BackboneAdapter(ABC):
     #: whether the embeddings read token_type_ids (segment ids of sentence pairs)
     uses_token_types: ClassVar[bool] = True
     #: heads the adapter runs: a classifier's logits, or one regressed value
-    tasks: ClassVar[tuple[str, ...]] = TASKS
+    tasks: ClassVar[tuple[str, ...]] = NAMES
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()

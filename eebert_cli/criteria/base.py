@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..registry import CLASSIFICATION, Range, Registry
+from ..registry import Range, Registry
+from ..tasks import CLASSIFICATION
 
 State = dict[str, torch.Tensor]
 

@@ -7,12 +7,13 @@ settled. Only for multi-label models (problem_type "multi_label_classification")
 
 import torch
 
+from ..tasks import MULTI_LABEL
 from .base import CRITERIA, Criterion
 
 
 @CRITERIA.register("label-margin")
 class LabelMargin(Criterion):
-    tasks = ("multi-label",)
+    tasks = (MULTI_LABEL,)
 
     def step(self, logits, state):
         margin = (2 * torch.sigmoid(logits.float()) - 1).abs()

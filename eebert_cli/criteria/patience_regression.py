@@ -8,12 +8,13 @@ with tau calibrated per exit instead of fixed. Only for one-output (regression) 
 
 import torch
 
+from ..tasks import REGRESSION
 from .base import CRITERIA, Criterion
 
 
 @CRITERIA.register("patience-regression")
 class PatienceRegression(Criterion):
-    tasks = ("regression",)
+    tasks = (REGRESSION,)
 
     def __init__(self, patience: int = 1):
         super().__init__()

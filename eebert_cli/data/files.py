@@ -113,3 +113,8 @@ def _json_line(line: str) -> str | None:
     if not isinstance(value, dict):
         return f"is a JSON {type(value).__name__}, not an object"
     return None
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())

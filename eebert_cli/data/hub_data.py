@@ -32,7 +32,7 @@ def load_hub_dataset(repo_id: str, config: str | None, revision: str | None) -> 
 def load_snapshot(path: Path, config: str | None, repo_id: str) -> dict:
     import datasets
 
-    from .sources import is_saved_dataset
+    from .files import is_saved_dataset
 
     files.quiet_datasets()
     folder = path / config if config and (path / config).is_dir() else path

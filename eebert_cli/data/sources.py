@@ -9,11 +9,13 @@ lacks fails here, before any model work.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from ..errors import EebertError
 from . import corpora, files
-from .spec import SPLITS, DataConfig, Split, columns, seeded_split
+from .files import is_saved_dataset
+from .spec import SPLITS, DataConfig, Split, TaskData, columns, seeded_split
 
 ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
@@ -126,11 +128,6 @@ def from_directory(path: Path, cfg: DataConfig) -> dict[str, Split]:
     return out
 
 
-def is_saved_dataset(path: Path) -> bool:
-    """A directory written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
-    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
-
-
 def from_saved(path: Path, cfg: DataConfig) -> dict[str, Split]:
     import datasets
 
@@ -143,3 +140,14 @@ def from_saved(path: Path, cfg: DataConfig) -> dict[str, Split]:
     if isinstance(loaded, datasets.DatasetDict):
         return from_parts(dict(loaded), cfg, str(path))
     return from_table(loaded, cfg, str(path))
+
+
+def load_data(cfg: DataConfig) -> TaskData:
+    if not cfg.spec:
+        raise EebertError("no data given", "pass --data with a corpus name, a file, a directory or a dataset id")
+    splits, source = open_spec(cfg)
+    if cfg.max_samples:
+        rng = random.Random(cfg.seed)
+        splits = {k: (v.subset(sorted(rng.sample(range(len(v)), cfg.max_samples)))
+                      if len(v) > cfg.max_samples else v) for k, v in splits.items()}
+    return TaskData(cfg.spec, splits, source)

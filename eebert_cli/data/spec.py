@@ -149,19 +149,6 @@ def seeded_split(n: int, seed: int) -> dict[str, list[int]]:
     return {"train": order[n_test + n_val:], "validation": order[n_test:n_test + n_val], "test": order[:n_test]}
 
 
-def load_data(cfg: DataConfig) -> TaskData:
-    from . import sources
-
-    if not cfg.spec:
-        raise EebertError("no data given", "pass --data with a corpus name, a file, a directory or a dataset id")
-    splits, source = sources.open_spec(cfg)
-    if cfg.max_samples:
-        rng = random.Random(cfg.seed)
-        splits = {k: (v.subset(sorted(rng.sample(range(len(v)), cfg.max_samples)))
-                      if len(v) > cfg.max_samples else v) for k, v in splits.items()}
-    return TaskData(cfg.spec, splits, source)
-
-
 def map_labels(labels: list, label2id: dict[str, int], num_labels: int, source: str = "data") -> list[int]:
     """Map gold labels (names or ids) onto the deployed model's label ids."""
     lookup = {str(k).lower(): v for k, v in label2id.items()}

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneAdapter, Dims
-from ..registry import CLASSIFICATION, MULTI_LABEL, REGRESSION, Range, Registry
+from ..registry import Range, Registry
+from ..tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION
 
 
 class Tokens(NamedTuple):
@@ -101,12 +102,6 @@ class ExitHead(nn.Module):
     def search_needs(cls, params: dict[str, Any], layers: list[int]) -> dict[int, set[str]] | None:
         """Reductions a pre-training search reads per layer; None = no search (read what the heads read)."""
         return None
-
-    @classmethod
-    def prepare(cls, params: dict[str, Any], features, targets: torch.Tensor, layers: list[int], dims: Dims,
-                seed: int, ui) -> tuple[dict[str, Any], dict | None]:
-        """Fit whatever decides the heads before training (LECO's search): (params to save, report)."""
-        return params, None
 
 
 EXITS: Registry[type[ExitHead]] = Registry("exit head")

@@ -1,7 +1,7 @@
 """LECO's searched exits, registered like any other head: one candidate architecture per layer.
 
 ``--exits leco`` (``ExitSpec(type="leco")``) runs the search before training
-(:meth:`LecoExit.prepare`, the search itself is ``eebert_cli/leco.py``) and saves
+(``eebert_cli/leco.py``, registered in ``train.SEARCHES``) and saves
 ``params = {"choices": {"3": "conv", ...}}``; loading builds, after each layer,
 the registered head the search chose (:meth:`LecoExit.for_layer`).
 ``candidate_params`` (name -> params) passes parameters to candidates. Giving
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import EebertError
-from ..registry import CLASSIFICATION, REGRESSION, Range
+from ..registry import Range
+from ..tasks import CLASSIFICATION, REGRESSION
 from .base import EXITS, ExitHead, Tokens, reduce
 
 #: LECO's default search space: [CLS]-linear, [CLS]-MLP, mean-pool MLP, max-pool MLP,
@@ -65,19 +66,6 @@ class LecoExit(ExitHead):
             return None
         names = cls.candidates_of(params)
         return {l: {"tokens"} | {EXITS.get(n).reduction for n in names} for l in layers}
-
-    @classmethod
-    def prepare(cls, params, features, targets, layers, dims, seed, ui):
-        params = EXITS.check("leco", params, 1)
-        if params.get("choices"):
-            return params, None
-        from ..leco import search
-
-        torch.manual_seed(seed)
-        with ui.progress(f"LECO search over {len(layers)} exits", params.get("search_epochs", 3)) as advance:
-            report = search(features, targets, layers, dims, params, lambda e: advance(1))
-        cand = params.get("candidate_params")
-        return {"choices": report["choices"], **({"candidate_params": cand} if cand else {})}, report
 
 
 class MixedExit(nn.Module):

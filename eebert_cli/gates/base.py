@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..backbones import Dims
-from ..registry import CLASSIFICATION, Range, Registry
+from ..registry import Range, Registry
+from ..tasks import CLASSIFICATION
 
 
 class SkipGates(nn.Module):

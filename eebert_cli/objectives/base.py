@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..registry import CLASSIFICATION, Range, Registry
+from ..registry import Range, Registry
+from ..tasks import CLASSIFICATION
 
 
 @dataclass

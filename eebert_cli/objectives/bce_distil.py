@@ -3,12 +3,13 @@
 import torch
 import torch.nn.functional as F
 
+from ..tasks import MULTI_LABEL
 from .base import OBJECTIVES, Objective
 
 
 @OBJECTIVES.register("bce-distil")
 class BceDistil(Objective):
-    tasks = ("multi-label",)
+    tasks = (MULTI_LABEL,)
 
     def __init__(self, alpha: float = 0.5):
         """``alpha`` weighs matching the deployed model's per-label probabilities against the targets (0 = targets only)."""

@@ -2,12 +2,13 @@
 
 import torch.nn.functional as F
 
+from ..tasks import REGRESSION
 from .base import OBJECTIVES, Objective
 
 
 @OBJECTIVES.register("mse-distil")
 class MseDistil(Objective):
-    tasks = ("regression",)
+    tasks = (REGRESSION,)
 
     def __init__(self, alpha: float = 0.5):
         """``alpha`` weighs matching the deployed output against matching the targets (0 = targets only)."""

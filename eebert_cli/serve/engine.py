@@ -19,7 +19,8 @@ import torch
 
 from ..artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
 from ..errors import EebertError
-from ..runtime import EarlyExitModel, Prediction, pad_batch, predictions
+from ..runtime import EarlyExitModel, pad_batch
+from ..tasks import Prediction, Task, get as get_task
 from .config import ServeConfig
 
 Row = tuple[str, "str | None"]
@@ -46,7 +47,7 @@ class Engine:
     id2label: dict[int, str]
     forward: Forward
     info: dict = field(default_factory=dict)  #: ids and hashes shown by /readyz and the status page
-    task: str = "classification"    #: the checkpoint's task: how logits become answers
+    task: Task = field(default_factory=lambda: get_task(None))  #: the checkpoint's task: how logits become answers
 
     @property
     def model_id(self) -> str:
@@ -79,8 +80,7 @@ class Engine:
             logits, where = self.forward(torch.tensor(ids), None, torch.tensor(types) if types else None)
         else:
             logits, where = self.forward(*pad_batch(ids, types, self.tokenizer.pad_token_id or 0))
-        return predictions(torch.as_tensor(logits), [self.exit_layers[int(k)] for k in where], self.id2label,
-                           self.task)
+        return self.task.predictions(torch.as_tensor(logits), [self.exit_layers[int(k)] for k in where], self.id2label)
 
 
 def load_engine(cfg: ServeConfig) -> Engine:
@@ -107,7 +107,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
     fwd = _onnx_forward(cfg, model, art) if cfg.engine == "onnxruntime" else _torch_forward(model, art)
     return Engine("deployed" if cfg.deployed else "early-exit", cfg.engine, art.deployed.tokenizer,
                   art.config["max_length"], exit_layers, art.deployed.id2label, fwd, info,
-                  art.config.get("task", "classification"))
+                  get_task(art.config.get("task")))
 
 
 def _torch_forward(model: EarlyExitModel | None, art) -> Forward:

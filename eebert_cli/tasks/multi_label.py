@@ -15,8 +15,8 @@ import json
 
 import torch
 
-from .data import map_labels
-from .errors import EebertError
+from ..errors import EebertError
+from .base import TASKS, Prediction, Task
 
 
 def label_set(value, source: str) -> list:
@@ -42,6 +42,8 @@ def label_set(value, source: str) -> list:
 
 def gold_multi_hot(labels: list, label2id: dict[str, int], num_labels: int, source: str) -> torch.Tensor:
     """[N, C] 0/1 float targets from label sets (names or ids, as the model's config has them)."""
+    from ..data import map_labels
+
     out = torch.zeros(len(labels), num_labels)
     for i, value in enumerate(labels):
         ids = map_labels(label_set(value, source), label2id, num_labels, source)
@@ -50,21 +52,34 @@ def gold_multi_hot(labels: list, label2id: dict[str, int], num_labels: int, sour
     return out
 
 
-def label_names(probs: torch.Tensor, id2label: dict[int, str]) -> list[str]:
-    """The predicted label set of one example from its per-label probabilities."""
-    return [id2label[i] for i in (probs > 0.5).nonzero().flatten().tolist()]
+@TASKS.register("multi-label")
+class MultiLabel(Task):
+    """Every label on its own (sigmoid > 0.5); a label set is right only whole."""
 
+    objective = "bce-distil"
+    criterion = "label-margin"
+    metrics = ("micro-f1", "accuracy", "macro-f1")
+    gates = False
+    fitted_criteria = False
+    leco = False
+    columns = (("acc %", "accuracy", "pct"), ("micro-F1 %", "micro_f1", "pct"), ("macro-F1 %", "macro_f1", "pct"),
+               ("agree %", "agreement", "pct"))  # accuracy is the exact-match rate
 
-def check_attach(cfg) -> None:
-    """Methods that assume one label per example fail now, before the backbone pass."""
-    from .objectives import OBJECTIVES
+    def answers(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits > 0).long()  # sigmoid(z) > 0.5
 
-    from .tasks import MULTI_LABEL, objective_for
+    def same(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a == b).all(-1)
 
-    objective = objective_for(MULTI_LABEL, cfg.objective)
-    if "multi-label" not in getattr(OBJECTIVES.get(objective), "tasks", ()):
-        raise EebertError(f"objective {objective!r} assumes one label per example; this model is multi-label",
-                          "use --objective bce-distil (the default for multi-label models)")
-    if cfg.exits == "leco":
-        raise EebertError("LECO's exit search trains with single-label cross-entropy; this model is multi-label",
-                          "choose the exit heads yourself, e.g. --exits mean-mlp")
+    def gold(self, labels: list, label2id: dict, num_labels: int, source: str) -> torch.Tensor:
+        return gold_multi_hot(labels, label2id, num_labels, source)
+
+    def targets(self, deployed_logits: torch.Tensor) -> torch.Tensor:
+        return self.answers(deployed_logits).float()  # BCE targets
+
+    def predictions(self, logits, exit_layers, id2label) -> list[Prediction]:
+        out = []
+        for p, layer in zip(torch.sigmoid(logits.float()), exit_layers):
+            names = [id2label[i] for i in (p > 0.5).nonzero().flatten().tolist()]
+            out.append(Prediction("|".join(names), int(p.argmax()), layer, [round(float(x), 6) for x in p], names))
+        return out

@@ -1,0 +1,120 @@
+"""The package's shape, checked: no import cycles, imports only downward, task names only in tasks/.
+
+Imports are read from the source (every ``import`` anywhere in a module, function-level
+ones included), so a cycle dodged by a lazy import still counts. The layer order is
+written once, in ``LAYERS`` below; docs/design.md explains it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "eebert_cli"
+PACKAGE = "eebert_cli"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        parts = list(p.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The eebert_cli modules ``name`` imports (a package's ``from . import sub`` names the submodule)."""
+    is_pkg = path.name == "__init__.py"
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+            deps.update(m for m in subs or [target] if m in MODULES and m != name)
+        elif isinstance(node, ast.Import):
+            deps.update(a.name for a in node.names if a.name in MODULES and a.name != name)
+    return deps
+
+
+GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_is_read():
+    # guards the checks below against reading nothing
+    assert len(MODULES) > 50 and "eebert_cli.tasks" in GRAPH["eebert_cli.outputs"] | GRAPH["eebert_cli.attach"]
+
+
+def test_no_import_cycles():
+    assert _cycles(GRAPH) == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+TASK_NAMES = r'(CLASSIFICATION|REGRESSION|MULTI_LABEL|"classification"|"regression"|"multi-label")'
+COMPARISON = re.compile(rf'(==|!=)\s*{TASK_NAMES}|{TASK_NAMES}\s*(==|!=|\bin\b|\bnot in\b)|\btask\s*(==|!=)')
+
+
+def test_only_the_task_registry_compares_task_names():
+    """Every module asks the checkpoint's Task; components only declare the names they serve."""
+    offenders = []
+    for name, path in MODULES.items():
+        if name.startswith(f"{PACKAGE}.tasks"):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if COMPARISON.search(code):
+                offenders.append(f"{path.relative_to(ROOT.parent)}:{i}: {line.strip()}")
+    assert offenders == []
+
+
+@pytest.mark.parametrize("line", ['if task == REGRESSION:', 'x = out.task != "classification"',
+                                  'if "multi-label" in tasks:', 'if task == "regression"'])
+def test_the_task_name_check_catches(line):
+    assert COMPARISON.search(line)
