@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli.artifact import load_artifact  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402
-from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
 from eebert_cli.data import load_data  # noqa: E402
-from eebert_cli.operating_point import calibrate  # noqa: E402
+from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.recipe import load_recipe  # noqa: E402
 from eebert_cli.train import TrainConfig  # noqa: E402
 

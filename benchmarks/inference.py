@@ -108,7 +108,7 @@ def main():
     pt = {"fp32": EarlyExitModel.from_artifact(a.artifact)}
     if a.artifact_int8:
         pt["int8"] = EarlyExitModel.from_artifact(a.artifact_int8)
-        if pt["int8"].artifact.calibration.get("quantize") != "int8":
+        if pt["int8"].artifact.calibration.quantize != "int8":
             ap.error(f"{a.artifact_int8} is not calibrated on int8: run `eebert calibrate ... --quantize int8`")
         if pt["int8"].artifact.original is not None:  # loading quantized the trained backbone, not the shipped one
             quantize_model(pt["int8"].artifact.original.model, "int8")

@@ -67,7 +67,7 @@ def make_artifact(kind: str, root: Path) -> Path:
     from eebert_cli.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.attach import attach
-    from eebert_cli.operating_point import calibrate
+    from eebert_cli.steps import calibrate
     from eebert_cli.train import TrainConfig
 
     ckpt = make_checkpoint(kind, root / f"{kind}-ckpt")

@@ -21,7 +21,7 @@ from .features import Encoded, Features, encode, extract
 from .tasks import Task, objective_for, task_of
 from .objectives import build_objective
 from .outputs import gold_labels
-from .recipe import check_max_length
+from .backbones import check_max_length
 from .train import prepare_heads, train_exits
 from .ui import SILENT, UI
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .calibration import INF  # noqa: F401 (re-exported: the search's never/always)
 from .criteria import Criterion
 from .errors import EebertError
 
-INF = float("inf")
 
 
 @dataclass

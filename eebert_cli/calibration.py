@@ -20,6 +20,18 @@ FILE = "calibration.json"
 CI_METHOD = "95% bootstrap percentile interval at the chosen thresholds (the search is not re-run per resample)"
 
 
+INF = float("inf")
+
+
+def thresholds_from_json(values: list) -> list[float]:
+    """calibration.json's thresholds: numbers, or "never" / "always" for -inf / +inf."""
+    return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]
+
+
+def thresholds_to_json(values) -> list:
+    return ["never" if v == -INF else "always" if v == INF else float(v) for v in values]
+
+
 @dataclass
 class Calibration:
     """The operating point chosen on validation data, and its estimate there."""

@@ -15,7 +15,8 @@ import typer
 from . import __version__
 from .calibrate import CalibrationConfig
 from .checks import validate
-from .config import AttachConfig, BenchmarkConfig, Recipe, from_dict, help_for
+from .config import AttachConfig, BenchmarkConfig, from_dict, help_for
+from .recipe import Recipe
 from .data import DataConfig
 from .device import DeviceConfig, resolve
 from .errors import EebertError
@@ -203,7 +204,7 @@ def attach(
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
-    from .attach import attach as run_attach
+    from . import steps
 
     r = recipe_of(config)
     checkpoint = _need(checkpoint or r.checkpoint, "checkpoint", "CHECKPOINT")
@@ -235,7 +236,7 @@ def attach(
     from .recipe import check_components
 
     check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)
-    result = run_attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), overwrite=overwrite, device=dev)
+    result = steps.attach(checkpoint, dcfg, cfg, out_dir, UI(quiet=as_json), device=dev, overwrite=overwrite)
     emit(result, as_json)
     if not as_json:
         out.print(f"attached {len(result['exits']['layers'])} {result['exits']['type']} exits "
@@ -279,11 +280,7 @@ def calibrate(
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
-    from .artifact import load_artifact
-    from .data import load_data
-    from .operating_point import calibrate as run_calibrate, check_config
-    from .outputs import data_config_of
-    from .quantize import check_scheme, quantize_artifact
+    from . import steps
 
     r = recipe_of(config)
     artifact = Path(_need(artifact or r.artifact, "artifact", "ARTIFACT"))
@@ -294,21 +291,10 @@ def calibrate(
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None,
                 criterion_params={**base.criterion_params, **_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
-    check_config(cfg)
-    from .criteria import CRITERIA
-
-    CRITERIA.check(cfg.criterion, cfg.criterion_params)
-    quantize = check_scheme(quantize)
-    where = resolve(device_opts(r, device, dtype))  # a device that is not there fails before anything loads
-    from .artifact import artifact_lock
-    from .device import place_artifact
-
-    with artifact_lock(artifact, "calibrate"):  # from loading the exits to writing their thresholds
-        art = quantize_artifact(load_artifact(artifact, backbone), quantize)  # recorded in calibration.json
-        place_artifact(art, where, bool(quantize))
-        data_ = load_data(data_config_of(art, data_opts(r.data if config else None, data, text_column, pair_column,
-                                                        label_column, max_samples, data_config, split_map)))
-        result = run_calibrate(art, data_, cfg, UI(quiet=as_json), metric=metric).to_dict()
+    dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
+                     data_config, split_map)
+    result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
+                             backbone=backbone, quantize=quantize, metric=metric).to_dict()
     head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
@@ -359,32 +345,21 @@ def benchmark(
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
                 timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir, metric=metric)
-    dev = device_opts(r, device, dtype)
-    resolve(dev)  # a device that is not there fails before anything loads
-    report = _benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column, label_column,
-                                            max_samples, data_config, split_map), cfg, backbone, as_json, dev)
+    from . import steps
+
+    report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
+                                                 label_column, max_samples, data_config, split_map),
+                             cfg, UI(quiet=as_json), device=device_opts(r, device, dtype), backbone=backbone)
+    _print_report(artifact, report, as_json)
     emit(report, as_json)
 
 
-def _benchmark(artifact: Path, dcfg: DataConfig | None, cfg: BenchmarkConfig, backbone, quiet: bool,
-               device: DeviceConfig | None = None) -> dict:
-    from .benchmark import run_benchmark
-    from .data import load_data
-    from .outputs import data_config_of
-    from .report import table, write_report
-    from .runtime import EarlyExitModel
-
-    from .artifact import artifact_lock
-
-    with artifact_lock(artifact, "benchmark"):  # the calibration the report describes cannot change meanwhile
-        model = EarlyExitModel.from_artifact(artifact, backbone, device)
-        data_ = load_data(data_config_of(model.artifact, dcfg))
-        report = run_benchmark(model, data_, cfg, UI(quiet=quiet))
-        write_report(Path(artifact), report)
+def _print_report(artifact: Path, report: dict, quiet: bool) -> None:
     if not quiet:
+        from .report import table
+
         out.print(table(report))
         out.print(f"report written to {artifact}/report.json and report.md")
-    return report
 
 
 @app.command()
@@ -398,10 +373,10 @@ def export(
     as_json: bool = JSON,
 ):
     """Export the early-exit model as ONNX segment graphs (+ the deployed model) for onnxruntime."""
-    from .onnx_export import export as run_export
+    from . import steps
 
     artifact = Path(_need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
-    result = run_export(artifact, out_dir, quantize, backbone)
+    result = steps.export(artifact, out_dir, quantize, backbone)
     emit(result, as_json)
     if not as_json:
         out.print(f"exported {result['segments']} segment graphs (exits {result['exported_exits']}) and the "
@@ -425,44 +400,25 @@ def predict(
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
-    from .predict_file import check_paths, predict_rows, predict_to_file, rows_of
-    from .runtime import EarlyExitModel
+    from . import steps
 
     r = recipe_of(config)
     dcfg = given(r.data, text_column=text_column, pair_column=pair_column)
-    text_column, pair_column = dcfg.text_column, dcfg.pair_column
-    if batch_size < 1:
-        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     dev = device_opts(r, device, dtype, engine, ray_address)
+    result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
+                           text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,
+                           backbone=backbone, device=dev, ui=UI(quiet=as_json))
     if dev.engine == "ray":  # an actor pool over a parquet file or folder, written as parquet parts
-        from .ray_engine import predict_ray
-
-        result = predict_ray(artifact, input_file, output, dev, text_column, pair_column, batch_size, backbone,
-                             UI(quiet=as_json))
         emit(result, as_json)
         if not as_json:
             out.print(f"predicted {result['rows']} rows on {result['workers']} Ray workers -> {result['output']}")
         return
-    resolve(dev)  # a device that is not there fails before anything loads
-    texts = list(texts or [])
-    if output is not None and (input_file is None or texts):
-        raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
-    if input_file is not None:
-        check_paths(input_file, output, overwrite)
-    elif not texts:
-        raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    model = EarlyExitModel.from_artifact(artifact, backbone, dev)
-    ui = UI(quiet=as_json)
     if output is not None:
-        summary = predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
-        emit(summary, as_json)
+        emit(result, as_json)
         if not as_json:
-            out.print(f"{summary['rows']} predictions -> {output} ({summary['rows_per_second']} rows/s)")
+            out.print(f"{result['rows']} predictions -> {output} ({result['rows_per_second']} rows/s)")
         return
-    rows_out = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
-    if input_file is not None:  # printed whole: for large files use --output
-        for rows in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
-            rows_out += rows
+    rows_out = result["rows"]  # printed whole: for large files use --output
     if as_json:
         emit([{k: v for k, v in row.items() if k != "row"} for row in rows_out], True)
         return
@@ -471,7 +427,7 @@ def predict(
     t = Table("label", "exit layer", "confidence", "text")
     for row in rows_out:
         text = row.get("text", "")
-        t.add_row(row["label"], f"{row['exit_layer']}/{model.num_layers}", f"{max(row['probs']):.3f}",
+        t.add_row(row["label"], f"{row['exit_layer']}/{result['num_layers']}", f"{max(row['probs']):.3f}",
                   text[:70] + ("…" if len(text) > 70 else ""))
     out.print(t)
 
@@ -517,30 +473,24 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
                                        "directory that is not an artifact (other files are kept)."),
         device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its [expect] table is not met."""
-    from .artifact import load_artifact
-    from .data import load_data
+    from . import steps
     from .expect import EXPECTATIONS_FAILED, check, table
-    from .attach import attach as run_attach
-    from .operating_point import calibrate as run_calibrate
     from .recipe import load_recipe, recipe_kind
 
     recipe = _need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
         return compare(recipe, None, as_json)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
-    from .device import place_artifact
-
     dev = device_opts(r, device, dtype)
-    where = resolve(dev)
     ui = UI(quiet=as_json)
-    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact} ({where.describe()})")
-    attached = run_attach(r.checkpoint, r.data, r.attach, r.artifact, ui, overwrite=overwrite, device=dev)
+    ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact} ({resolve(dev).describe()})")
+    attached = steps.attach(r.checkpoint, r.data, r.attach, r.artifact, ui, device=dev, overwrite=overwrite)
     ui.log(f"[bold]calibrate[/] {r.calibrate.criterion}")
-    art = load_artifact(r.artifact)
-    place_artifact(art, where)
-    calibration = run_calibrate(art, load_data(r.data), r.calibrate, ui)
+    # the same calls as `eebert calibrate --config R` and `eebert benchmark --config R`
+    calibration = steps.calibrate(r.artifact, r.data, r.calibrate, ui, device=dev, metric=r.benchmark.metric or None)
     ui.log(f"[bold]benchmark[/] on {r.benchmark.split}")
-    report = _benchmark(Path(r.artifact), r.data, r.benchmark, None, as_json, dev)
+    report = steps.benchmark(r.artifact, r.data, r.benchmark, ui, device=dev)
+    _print_report(Path(r.artifact), report, as_json)
     verdict = check(r.expect, report) if r.expect.any() else None
     emit({"attach": attached, "calibration": calibration.summary(), "report": report, "expectations": verdict},
          as_json)

@@ -13,13 +13,12 @@ The report split may not be the calibration split (validation).
 from __future__ import annotations
 
 import re
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .attach import attach
+from . import steps
 from .artifact import load_artifact
 from .calibrate import CalibrationConfig
 from .config import AttachConfig, BenchmarkConfig, from_dict, to_dict
@@ -93,28 +92,24 @@ def method_folder(recipe: CompareRecipe, name: str) -> Path:
 
 
 def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple[dict, dict]:
-    """attach + (calibrate + benchmark) per target, with the commands' own code; (row, one benchmark report)."""
-    from .benchmark import run_benchmark
-    from .operating_point import calibrate
+    """attach + (calibrate + benchmark) per target, with the commands' own steps; (row, one benchmark report)."""
     from .outputs import OutputsCache, split_outputs
-    from .runtime import EarlyExitModel
 
     folder = method_folder(recipe, m.name)
-    attached = attach(recipe.checkpoint, recipe.data, m.attach, folder, ui)
+    attached = steps.attach(recipe.checkpoint, recipe.data, m.attach, folder, ui)
     cache = OutputsCache(folder / CACHE)
     at, last = {}, None
     for target in recipe.speedups:
         cfg = CalibrationConfig(criterion=m.criterion, criterion_params=dict(m.criterion_params),
                                 target_speedup=target)
         try:
-            cal = calibrate(load_artifact(folder), data, cfg, ui, cache=cache)
+            cal = steps.calibrate(folder, data, cfg, ui, cache=cache)
         except EebertError as e:  # an unreachable target is a result, not a failure
             ui.log(f"  {m.name} @{target}x: {e.message}")
             at[str(target)] = None
             continue
-        model = EarlyExitModel.from_artifact(folder)
-        rep = run_benchmark(model, data, BenchmarkConfig(split=recipe.split, repeats=0), ui,
-                            cache=cache)
+        rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, cache=cache,
+                              write=False)
         metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
         at[str(target)] = {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
                            "validation_accuracy": cal.validation[cal.metric],
@@ -124,11 +119,9 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
                               if cal.gate_threshold is not None else {}),
                            "static": {"layer": st["layer"], "accuracy": st[metric],
                                       "speedup_flops": st["speedup_flops"]}}
-        last = (rep, model)
-    if last is None:  # no target reached: still report the deployed model, oracle and per-exit figures
-        last = (None, None)
-    rep, model = last
-    art = load_artifact(folder) if model is None else model.artifact
+        last = rep
+    rep = last  # None when no target was reached: still report the deployed model, oracle and per-exit figures
+    art = load_artifact(folder)
     out = split_outputs(art, data, recipe.split, cache=cache)
     per_exit = {str(l): (out.logits[:, k].argmax(-1) == out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}

@@ -11,12 +11,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calibrate import CalibrationConfig
 from .checks import check_metadata, check_type, closest
-from .data import DataConfig
-from .device import DeviceConfig
 from .errors import EebertError
-from .expect import Expect
 from .gates import GateConfig
 from .train import TrainConfig
 
@@ -53,24 +49,6 @@ class BenchmarkConfig:
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
     engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first).", "choices": ("pytorch", "onnxruntime")})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
-
-
-RECIPE_VERSION = 1
-
-
-@dataclass
-class Recipe:
-    """A whole run: attach, calibrate and benchmark one checkpoint on one data set."""
-
-    version: int = field(default=RECIPE_VERSION, metadata={"help": "Recipe format version."})
-    checkpoint: str = field(default="", metadata={"help": "Deployed checkpoint directory."})
-    artifact: str = field(default="", metadata={"help": "Where the artifact is written."})
-    data: DataConfig = field(default_factory=DataConfig)
-    attach: AttachConfig = field(default_factory=AttachConfig)
-    calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    expect: Expect = field(default_factory=Expect)
-    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def help_for(cls: type, name: str) -> str:

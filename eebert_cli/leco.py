@@ -21,7 +21,6 @@ from torch import nn
 
 from .backbones import Dims
 from .device import adamw
-from .errors import EebertError
 from .exits import EXITS
 from .exits.leco import MixedExit
 from .features import Features

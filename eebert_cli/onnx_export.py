@@ -38,11 +38,11 @@ from torch import nn
 
 from .artifact import (CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256,
                        load_artifact, write_json)
-from .calibrate import INF
+from .calibration import INF
 from .errors import EebertError
 from .exits import reduce
 from .quantize import check_scheme
-from .runtime import thresholds_from_json, thresholds_to_json
+from .calibration import thresholds_from_json, thresholds_to_json
 
 MANIFEST = "manifest.json"
 ONNX_FORMAT = 1

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .artifact import CALIBRATION, check_derivation, file_sha256, read_json
-from .calibrate import INF
+from .calibration import INF
 from .criteria import build_criterion
 from .errors import EebertError
 from .runtime import BATCH_MODES, thresholds_from_json

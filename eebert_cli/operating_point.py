@@ -27,17 +27,13 @@ from typing import Callable
 
 import torch
 
-from .checks import check_validation_size
 from .artifact import Artifact
 from .calibrate import INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance, search
-from .calibration import Calibration
+from .calibration import Calibration, thresholds_to_json
 from .criteria import CRITERIA, Criterion, build_criterion
-from .data import TaskData
 from .errors import EebertError
 from .tasks import criterion_for
-from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
-from .runtime import thresholds_to_json
-from .ui import SILENT, UI
+from .outputs import SplitOutputs, problem_for
 
 
 @dataclass
@@ -254,67 +250,3 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
             cal.gate_grid.append({"gate_threshold": gt, "speedup_flops": b.outcome.speedup,
                                   metric: b.outcome.accuracy, "skip_rate": stats.get("skip_rate")})
     return task.relabel(cal, metric, chosen_pred, outputs, c.problem.scale)
-
-
-def calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
-              criterion_params: dict | None = None, cache: OutputsCache | None = None,
-              metric: str | None = None) -> Calibration:
-    """`eebert calibrate`: choose the operating point on validation and write calibration.json.
-
-    Holds the artifact's writer lock (re-entrant: the CLI takes it before loading the exits), so the
-    thresholds written belong to the exits that were scored."""
-    from .artifact import artifact_lock
-
-    with artifact_lock(artifact.path, "calibrate"):
-        return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric)
-
-
-def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI = SILENT,
-              criterion_params: dict | None = None, cache: OutputsCache | None = None,
-              metric: str | None = None) -> Calibration:
-    """`eebert calibrate`: choose the operating point on validation and write calibration.json."""
-    from .curves import criteria_for_curves, split_curves
-
-    check_config(cfg)
-    size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
-    gates = artifact.exits.gates
-    if gates is not None and not cfg.gate_thresholds:
-        raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
-    shipped = None
-
-    def outputs_at(gt: float | None) -> SplitOutputs:
-        nonlocal shipped
-        if gt is not None:
-            try:
-                gates.threshold = gt
-            except ValueError as e:
-                raise EebertError(str(e), "gate thresholds are skip probabilities, e.g. [0.5, 0.75, 0.9, 1.0]") from None
-        o = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=shipped, cache=cache)
-        shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
-        return o
-
-    outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
-                                          cfg, criterion_params, artifact)
-    if gates is not None:
-        gates.threshold = cal.gate_threshold
-    cal.quantize = artifact.quantize
-    if size_warning:
-        cal.warnings.append(size_warning)
-    cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")
-    if outputs.task.curves:
-        try:
-            crits = criteria_for_curves(cal.criterion, cal.criterion_params, artifact)
-            cal.curves = {"validation": split_curves(outputs, artifact, crits)}
-            cal.curves["validation"]["chosen"] = {"speedup": cal.validation["speedup_flops"],
-                                                  "accuracy": cal.validation[cal.metric]}
-        except EebertError:  # curves are a picture; never fail a calibration over them
-            pass
-    # the exits these thresholds belong to: loading refuses them once the artifact is re-attached
-    from .artifact import WEIGHTS, derivation
-    from .report import mark_stale
-
-    cal.derived_from = derivation(artifact.path, WEIGHTS, known={WEIGHTS: artifact.exits_sha256})["derived_from"]
-    cal.save(artifact.path)
-    artifact.calibration = cal  # this loaded artifact now answers with the record just written
-    mark_stale(artifact.path)  # a report of the previous calibration says it is stale
-    return cal

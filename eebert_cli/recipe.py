@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .config import RECIPE_VERSION, AttachConfig, Recipe, from_dict
+from .backbones import check_max_length
+from .calibrate import CalibrationConfig
+from .config import AttachConfig, BenchmarkConfig, from_dict
+from .data import DataConfig
+from .device import DeviceConfig
+from .expect import Expect
 from .errors import EebertError
+
+
+RECIPE_VERSION = 1
+
+
+@dataclass
+class Recipe:
+    """A whole run: attach, calibrate and benchmark one checkpoint on one data set."""
+
+    version: int = field(default=RECIPE_VERSION, metadata={"help": "Recipe format version."})
+    checkpoint: str = field(default="", metadata={"help": "Deployed checkpoint directory."})
+    artifact: str = field(default="", metadata={"help": "Where the artifact is written."})
+    data: DataConfig = field(default_factory=DataConfig)
+    attach: AttachConfig = field(default_factory=AttachConfig)
+    calibrate: CalibrationConfig = field(default_factory=CalibrationConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    expect: Expect = field(default_factory=Expect)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 def _read(path: str | Path) -> dict:
@@ -41,36 +64,6 @@ def checkpoint_config(checkpoint: str) -> dict | None:
         return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
     except (OSError, ValueError):
         return None
-
-
-#: families whose position ids start after the padding id (RoBERTa-style), so fewer tokens fit
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
-
-
-def max_tokens(config: Any) -> int | None:
-    """Longest input the checkpoint's position embeddings allow (None when it does not say)."""
-    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
-    n = get("max_position_embeddings")
-    if not isinstance(n, int) or n <= 0:
-        return None
-    if get("model_type") in _OFFSET_POSITIONS:
-        n -= (get("pad_token_id") or 0) + 1
-    return n
-
-
-#: tokens kept per example when max_length is not given (capped by the checkpoint's positions)
-DEFAULT_MAX_LENGTH = 128
-
-
-def check_max_length(max_length: int | None, config: Any, where: str = "--max-length") -> int:
-    """``max_length`` within 2..what the checkpoint's positions allow; None = the default, capped there."""
-    top = max_tokens(config) if config is not None else None
-    if max_length is None:
-        return min(DEFAULT_MAX_LENGTH, top or DEFAULT_MAX_LENGTH)
-    if max_length < 2 or (top is not None and max_length > top):
-        raise EebertError(f"{where} must be within 2..{top if top else 'the model maximum'}, got {max_length}",
-                          f"this checkpoint has positions for {top} tokens" if top else "every input needs [CLS] and [SEP]")
-    return max_length
 
 
 def check_components(attach: AttachConfig, criterion: str, criterion_params: dict, where: str,

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .artifact import Artifact, load_artifact
-from .calibrate import INF
+from .calibration import thresholds_from_json, thresholds_to_json  # noqa: F401 (re-exported)
+from .calibration import INF
 from .criteria import Criterion, build_criterion, feature_reduction
 from .device import DeviceConfig, Placement, module_device, place_artifact, resolve
 from .errors import EebertError
@@ -25,14 +26,6 @@ from .tasks import Prediction, get as get_task, prediction_row  # noqa: F401 (re
 
 #: how batches exit: each row on its own, or the whole batch at once (the baseline)
 BATCH_MODES = ("per-sample", "whole-batch")
-
-
-def thresholds_from_json(values: list) -> list[float]:
-    return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]
-
-
-def thresholds_to_json(values) -> list:
-    return ["never" if v == -INF else "always" if v == INF else float(v) for v in values]
 
 
 def pad_batch(ids: list[list[int]], types: list[list[int]] | None, pad_id: int):

@@ -119,7 +119,7 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     from eebert_cli.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.attach import attach
-    from eebert_cli.operating_point import calibrate
+    from eebert_cli.steps import calibrate
     from eebert_cli.train import TrainConfig
 
     root = tmp_path_factory.mktemp("bench")
@@ -142,7 +142,7 @@ def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.gates import GateConfig
     from eebert_cli.attach import attach
-    from eebert_cli.operating_point import calibrate
+    from eebert_cli.steps import calibrate
     from eebert_cli.train import TrainConfig
 
     out = tmp_path_factory.mktemp("bench") / "gated"

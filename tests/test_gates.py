@@ -21,7 +21,7 @@ from eebert_cli.features import encode, extract
 from eebert_cli.gates import GateConfig
 from eebert_cli.gates.train import hard_weight
 from eebert_cli.attach import attach
-from eebert_cli.operating_point import calibrate
+from eebert_cli.steps import calibrate
 from eebert_cli.outputs import problem_for, split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig

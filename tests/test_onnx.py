@@ -16,7 +16,7 @@ from eebert_cli.features import encode  # noqa: E402
 from eebert_cli.onnx_export import export  # noqa: E402
 from eebert_cli.onnx_runtime import OnnxEarlyExit  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402
-from eebert_cli.operating_point import calibrate  # noqa: E402
+from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
 from eebert_cli.train import TrainConfig  # noqa: E402
 

@@ -13,7 +13,7 @@ from eebert_cli.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.errors import EebertError
 from eebert_cli.attach import attach
-from eebert_cli.operating_point import calibrate
+from eebert_cli.steps import calibrate
 from eebert_cli.artifact import load_artifact
 from eebert_cli.predict_file import predict_to_file
 from eebert_cli.runtime import EarlyExitModel

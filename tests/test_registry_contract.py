@@ -25,7 +25,7 @@ from eebert_cli.exits import EXITS
 from eebert_cli.gates import GATES, GateConfig
 from eebert_cli.objectives import OBJECTIVES
 from eebert_cli.attach import attach
-from eebert_cli.operating_point import calibrate
+from eebert_cli.steps import calibrate
 from eebert_cli.outputs import problem_for, split_outputs
 from eebert_cli.registry import Registry, discover
 from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS

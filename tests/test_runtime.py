@@ -10,7 +10,7 @@ from eebert_cli.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.features import encode
 from eebert_cli.attach import attach
-from eebert_cli.operating_point import calibrate
+from eebert_cli.steps import calibrate
 from eebert_cli.outputs import split_outputs
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig

@@ -23,7 +23,7 @@ from eebert_cli.cli import app as cli_app  # noqa: E402
 from eebert_cli.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402
-from eebert_cli.operating_point import calibrate  # noqa: E402
+from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.serve.app import create_app  # noqa: E402
 from eebert_cli.serve.config import ServeConfig  # noqa: E402
 from eebert_cli.serve.engine import load_engine  # noqa: E402

@@ -77,6 +77,8 @@ class BackboneAdapter(ABC):
 
     #: ``config.model_type`` values this adapter handles.
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: position ids start after the padding id (RoBERTa-style), so pad_token_id + 1 fewer tokens fit
+    offset_positions: ClassVar[bool] = False
     #: whether the embeddings read token_type_ids (segment ids of sentence pairs)
     uses_token_types: ClassVar[bool] = True
     #: heads the adapter runs: a classifier's logits, or one regressed value

@@ -18,6 +18,7 @@ from .base import BackboneAdapter, additive_mask, dims_from_config, select_rows
 @BACKBONES.register("mpnet")
 class MPNetAdapter(BackboneAdapter):
     model_types = ("mpnet",)
+    offset_positions = True
     uses_token_types = False
 
     def __init__(self, model):

@@ -15,6 +15,7 @@ from .base import BackboneAdapter, dims_from_config
 @BACKBONES.register("roberta")
 class RobertaAdapter(BackboneAdapter):
     model_types = ("roberta", "xlm-roberta", "camembert")
+    offset_positions = True
 
     def __init__(self, model):
         super().__init__(model)

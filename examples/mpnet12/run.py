@@ -19,7 +19,7 @@ from pathlib import Path
 from eebert_cli.artifact import load_artifact, write_json, write_text
 from eebert_cli.attach import attach
 from eebert_cli.benchmark import run_benchmark
-from eebert_cli.operating_point import calibrate
+from eebert_cli.steps import calibrate
 from eebert_cli.outputs import OutputsCache
 from eebert_cli.data import load_data
 from eebert_cli.recipe import load_recipe
