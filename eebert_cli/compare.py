@@ -13,6 +13,7 @@ The report split may not be the calibration split (validation).
 from __future__ import annotations
 
 import re
+import statistics
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class CompareRecipe:
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example, for every method."})
     baseline: str = field(default="", metadata={"help": "Method the others are compared against (name)."})
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation."})
+    criteria: list[str] = field(default_factory=list, metadata={"help": "Criteria also calibrated per method and target; the one with the best validation accuracy is kept (never chosen on the report split)."})
 
 
 def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
@@ -78,6 +81,12 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
     for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
         m.attach.max_length = r.max_length
         check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
+    from .criteria import CRITERIA
+
+    for name in r.criteria:
+        CRITERIA.get(name)  # an unknown name fails now, with the closest known one
+    if not r.seeds or len(set(r.seeds)) != len(r.seeds):
+        raise EebertError(f"{path}: seeds must be distinct and at least one", "for example seeds = [0, 1, 2]")
     if r.split == "validation":
         raise EebertError(f"{path}: split = \"validation\" is the split thresholds are calibrated on",
                           "report on another split, e.g. split = \"test\"")
@@ -91,47 +100,97 @@ def method_folder(recipe: CompareRecipe, name: str) -> Path:
     return Path(recipe.out) / "artifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", cache, ui: UI) -> dict:
+    """One calibrated target on one artifact: calibrate on validation, benchmark on the report split."""
+    cal = steps.calibrate(folder, data, cfg, ui, cache=cache)
+    rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, cache=cache, write=False)
+    metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
+    return {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
+            "validation_accuracy": cal.validation[cal.metric], "validation_speedup": cal.validation["speedup_flops"],
+            "criterion": cal.criterion, "criterion_params": cal.criterion_params, "thresholds": cal.thresholds,
+            **({"gate_threshold": cal.gate_threshold, "gates": ee["gates"]} if cal.gate_threshold is not None else {}),
+            "static": {"layer": st["layer"], "accuracy": st[metric], "speedup_flops": st["speedup_flops"]},
+            "oracle": {"accuracy": rep["oracle"][metric], "speedup_flops": rep["oracle"]["speedup_flops"]}}
+
+
+def _best_point(folder: Path, data, m: "Method", target: float, recipe: "CompareRecipe", cache, ui: UI) -> dict | None:
+    """The method's criterion, and each of the recipe's extra criteria, calibrated at ``target``; the one with
+    the best validation accuracy is kept (and re-calibrated last, so the artifact holds it). None: unreachable."""
+    names = list(dict.fromkeys([m.criterion, *recipe.criteria]))
+    tried = {}
+    for name in names:
+        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == m.criterion
+                                else {}, target_speedup=target)
+        try:
+            tried[name] = (cfg, _point(folder, data, cfg, recipe, cache, ui))
+        except EebertError as e:  # an unreachable target is a result, not a failure
+            ui.log(f"  {m.name} @{target}x, {name}: {e.message}")
+    if not tried:
+        return None
+    best = max(tried, key=lambda n: tried[n][1]["validation_accuracy"])
+    point = tried[best][1] if best == names[-1] or len(tried) == 1 else _point(folder, data, tried[best][0], recipe,
+                                                                                cache, ui)
+    if len(names) > 1:
+        point["criteria_tried"] = {n: {k: v[1][k] for k in ("validation_accuracy", "accuracy", "speedup_flops")}
+                                   for n, v in tried.items()}
+    return point
+
+
+def _mean(points: list[dict], key: str) -> tuple[float, float]:
+    vals = [p[key] for p in points]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _over_seeds(points: list[dict]) -> dict:
+    """Mean (and sample standard deviation) over seeds; the first seed's details are kept alongside."""
+    out = dict(points[0])
+    for key in ("accuracy", "speedup_flops", "validation_accuracy", "validation_speedup"):
+        out[key], out[f"{key}_sd"] = _mean(points, key)
+    for part in ("static", "oracle"):
+        out[part] = {**points[0][part], **{k: _mean([p[part] for p in points], k)[0] for k in ("accuracy", "speedup_flops")}}
+    out["seeds"] = len(points)
+    out["per_seed"] = [{k: p[k] for k in ("accuracy", "speedup_flops", "validation_accuracy", "criterion")} for p in points]
+    return out
+
+
 def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple[dict, dict]:
-    """attach + (calibrate + benchmark) per target, with the commands' own steps; (row, one benchmark report)."""
+    """attach + (calibrate + benchmark) per target and seed, with the commands' own steps; (row, split info).
+
+    Seeds re-train the exits on the same backbone pass (a feature cache per method); figures are the
+    mean over seeds with their standard deviation."""
+    from dataclasses import replace
+
     from .outputs import OutputsCache, split_outputs
 
-    folder = method_folder(recipe, m.name)
-    attached = steps.attach(recipe.checkpoint, recipe.data, m.attach, folder, ui)
-    cache = OutputsCache(folder / CACHE)
-    at, last = {}, None
-    for target in recipe.speedups:
-        cfg = CalibrationConfig(criterion=m.criterion, criterion_params=dict(m.criterion_params),
-                                target_speedup=target)
-        try:
-            cal = steps.calibrate(folder, data, cfg, ui, cache=cache)
-        except EebertError as e:  # an unreachable target is a result, not a failure
-            ui.log(f"  {m.name} @{target}x: {e.message}")
-            at[str(target)] = None
-            continue
-        rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, cache=cache,
-                              write=False)
-        metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
-        at[str(target)] = {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
-                           "validation_accuracy": cal.validation[cal.metric],
-                           "validation_speedup": cal.validation["speedup_flops"],
-                           "criterion_params": cal.criterion_params, "thresholds": cal.thresholds,
-                           **({"gate_threshold": cal.gate_threshold, "gates": ee["gates"]}
-                              if cal.gate_threshold is not None else {}),
-                           "static": {"layer": st["layer"], "accuracy": st[metric],
-                                      "speedup_flops": st["speedup_flops"]}}
-        last = rep
-    rep = last  # None when no target was reached: still report the deployed model, oracle and per-exit figures
+    base = method_folder(recipe, m.name)
+    points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
+    attached_all, folder, cache = [], base, None
+    for seed in recipe.seeds:
+        folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
+        cfg = m.attach if len(recipe.seeds) == 1 else replace(
+            m.attach, train=replace(m.attach.train, seed=seed),
+            feature_cache=m.attach.feature_cache or str(base / "feature-cache"))
+        attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui))
+        cache = OutputsCache(folder / CACHE)
+        for target in recipe.speedups:
+            point = _best_point(folder, data, m, target, recipe, cache, ui)
+            if point is not None:
+                points[str(target)].append(point)
+    # a target counts only when every seed reached it
+    at = {t: (_over_seeds(ps) if len(ps) == len(recipe.seeds) else None) for t, ps in points.items()}
+    attached = attached_all[0]
     art = load_artifact(folder)
     out = split_outputs(art, data, recipe.split, cache=cache)
-    per_exit = {str(l): (out.logits[:, k].argmax(-1) == out.reference).double().mean().item()
+    per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
-    oracle = None if rep is None else {"accuracy": rep["oracle"][rep["metric"]],
-                                       "speedup_flops": rep["oracle"]["speedup_flops"]}
-    deployed = (out.deployed_pred == out.reference).double().mean().item()
-    row = {"name": m.name, "artifact": str(folder), "exits": attached["exits"], "heads": art.exits.describe(),
+    reached = [a for a in at.values() if a]
+    oracle = reached[-1]["oracle"] if reached else None
+    deployed = out.task.same(out.deployed_pred, out.reference).double().mean().item()
+    row = {"name": m.name, "artifact": str(base), "exits": attached["exits"], "heads": art.exits.describe(),
            "objective": m.attach.objective, "objective_params": m.attach.objective_params,
-           "contrastive": m.attach.train.contrastive, "criterion": m.criterion,
-           "train_seconds": round(attached["train_seconds"], 1), "feature_seconds": attached["feature_seconds"],
+           "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
+           "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
+           "feature_seconds": attached["feature_seconds"],
            "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
            "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
@@ -168,13 +227,15 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
-              "baseline": recipe.baseline or None, "methods": list(rows)}
+              "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
+              "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 
 
 def summarise(report: dict) -> dict:
-    """Best method per target, its gap to the deployed model and to the baseline."""
+    """Best method per target, chosen by validation accuracy (test figures are reported, never used to
+    choose); its test accuracy, gap to the deployed model and to the baseline."""
     out = {}
     dep = report["deployed_accuracy"]
     base = next((r for r in report["methods"] if r["name"] == report["baseline"]), None)
@@ -184,9 +245,11 @@ def summarise(report: dict) -> dict:
         if not done:
             out[key] = None
             continue
-        best = max(done, key=lambda r: r["at"][key]["accuracy"])
+        best = max(done, key=lambda r: r["at"][key]["validation_accuracy"])
         b = base["at"].get(key) if base else None
-        out[key] = {"best": best["name"], "accuracy": best["at"][key]["accuracy"],
+        out[key] = {"best": best["name"], "chosen_by": "validation accuracy",
+                    "validation_accuracy": best["at"][key]["validation_accuracy"],
+                    "accuracy": best["at"][key]["accuracy"],
                     "speedup_flops": best["at"][key]["speedup_flops"],
                     "gap_to_deployed_points": 100 * (best["at"][key]["accuracy"] - dep),
                     "baseline_accuracy": b["accuracy"] if b else None}
@@ -195,9 +258,13 @@ def summarise(report: dict) -> dict:
 
 def _cell(r: dict, key: str) -> str:
     a = r["at"].get(key)
+    if not a:
+        return "-"
     gate = (f", gates {a['gate_threshold']} skip {100 * a['gates']['skip_rate']:.0f}%"
-            if a and a.get("gate_threshold") is not None else "")
-    return "-" if not a else f"{100 * a['accuracy']:.2f} ({a['speedup_flops']:.2f}x{gate})"
+            if a.get("gate_threshold") is not None else "")
+    sd = f" ± {100 * a['accuracy_sd']:.2f}" if a.get("seeds", 1) > 1 else ""
+    crit = f", {a['criterion']}" if a.get("criteria_tried") else ""
+    return f"{100 * a['accuracy']:.2f}{sd} ({a['speedup_flops']:.2f}x{crit}{gate})"
 
 
 def _static_cell(r: dict, key: str) -> str:
@@ -251,16 +318,21 @@ def markdown(report: dict) -> str:
              "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup (the cell "
              "gives it). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
              "cell names the one chosen on validation. "
-             f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s.", "",
+             f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s."
+             + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
+                "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
+             + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; the cell names "
+                "the one with the best validation accuracy." if report.get("criteria") else ""), "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
-    lines += ["", "## Best per target", ""]
+    lines += ["", "## Best per target (chosen on validation; test figures shown)", ""]
     for s, v in report["summary"].items():
         if v is None:
             lines.append(f"- {s}x: unreachable for every method")
             continue
         b = v["baseline_accuracy"]
-        lines.append(f"- {s}x: **{v['best']}** {100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
+        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%) test "
+                     f"{100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
                      + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
     extra = [r for r in report["methods"]

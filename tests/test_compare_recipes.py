@@ -133,3 +133,39 @@ train = {epochs = 2}
     assert cell["accuracy"] == rep["early_exit"]["accuracy"]
     assert cell["speedup_flops"] == rep["early_exit"]["speedup_flops"]
     assert cell["static"] == {k: rep["static_truncation"][k] for k in ("layer", "accuracy", "speedup_flops")}
+
+
+def test_the_best_method_is_chosen_on_validation_not_test():
+    from eebert_cli.compare import summarise
+
+    def method(name, val, test):
+        return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
+
+    report = {"deployed_accuracy": 0.8, "baseline": "a", "speedups": [2.0],
+              "methods": [method("a", 0.79, 0.70), method("b", 0.75, 0.81)]}  # b wins on test only
+    best = summarise(report)["2.0"]
+    assert best["best"] == "a" and best["chosen_by"] == "validation accuracy" and best["accuracy"] == 0.70
+
+
+def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_data, tmp_path):
+    """seeds re-train the exits on one backbone pass; each cell's criterion is the best on validation."""
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT)
+    rec.write_text(rec.read_text().replace('baseline = "joint"', 'baseline = "joint"\nseeds = [0, 1, 2]\n'
+                                           'criteria = ["maxprob", "patience"]'))
+    r, methods = load_compare_recipe(rec)
+    report = run_compare(r, methods)
+    at = report["methods"][0]["at"]["1.2"]
+    per_seed = at["per_seed"]
+    assert at["seeds"] == 3 and len(per_seed) == 3
+    assert at["accuracy"] == pytest.approx(sum(p["accuracy"] for p in per_seed) / 3)
+    assert at["accuracy_sd"] >= 0
+    tried = at["criteria_tried"]
+    assert set(tried) == {"entropy", "maxprob", "patience"}
+    assert tried[at["criterion"]]["validation_accuracy"] == max(t["validation_accuracy"] for t in tried.values())
+    # the seeds' artifacts differ (exits re-trained), and they share one backbone pass
+    from eebert_cli.artifact import WEIGHTS, file_sha256
+
+    base = Path(report["methods"][0]["artifact"])
+    assert len({file_sha256(base / f"seed-{s}" / WEIGHTS) for s in (0, 1, 2)}) == 3
+    assert (base / "feature-cache").is_dir()
+    assert "mean ± standard deviation" in markdown(report)
