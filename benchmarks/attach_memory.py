@@ -120,7 +120,7 @@ def child(checkpoint: str, data: str, max_length: int, epochs: int) -> None:
     import time
 
     from eebert_cli import feature_cache
-    from eebert_cli.config import AttachConfig
+    from eebert_cli.train import AttachConfig
     from eebert_cli.data import DataConfig
     from eebert_cli.attach import attach
     from eebert_cli.train import TrainConfig

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli.artifact import load_artifact  # noqa: E402
 from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
-from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.train import AttachConfig  # noqa: E402
 from eebert_cli.criteria import build_criterion  # noqa: E402
 from eebert_cli.baselines import oracle_exits, static_exit  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402

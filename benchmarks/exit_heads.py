@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli import steps  # noqa: E402
 from eebert_cli.artifact import load_artifact  # noqa: E402
-from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.train import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.outputs import split_outputs  # noqa: E402
 from eebert_cli.train import TrainConfig  # noqa: E402

@@ -31,7 +31,8 @@ from eebert_cli.data import load_data
 from eebert_cli.features import encode
 from eebert_cli.onnx_export import MANIFEST, export
 from eebert_cli.onnx_runtime import OnnxEarlyExit
-from eebert_cli.outputs import data_config_of, gold_labels
+from eebert_cli.checkpoint import gold_labels
+from eebert_cli.outputs import data_config_of
 from eebert_cli.quantize import quantize_model
 from eebert_cli.runtime import EarlyExitModel, pad_batch
 

@@ -64,7 +64,7 @@ def make_checkpoint(kind: str, out: Path) -> Path:
 def make_artifact(kind: str, root: Path) -> Path:
     from eebert_cli.artifact import load_artifact
     from eebert_cli.calibrate import CalibrationConfig
-    from eebert_cli.config import AttachConfig
+    from eebert_cli.train import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.attach import attach
     from eebert_cli.steps import calibrate

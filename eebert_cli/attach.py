@@ -10,7 +10,8 @@ import torch
 
 from . import artifact as art
 from .checkpoint import Deployed, load_deployed
-from .config import AttachConfig, to_dict
+from .train import AttachConfig
+from .configs import to_dict
 from .criteria import CRITERIA, FITTED_KEY, feature_reduction
 from .data import DataConfig, TaskData, load_data
 from .device import DeviceConfig, check_gates as check_device_gates, module_device, place_model
@@ -20,7 +21,7 @@ from .exits import EXITS, ExitSet, ExitSpec
 from .features import Encoded, Features, encode, extract
 from .tasks import Task, objective_for, task_of
 from .objectives import build_objective
-from .outputs import gold_labels
+from .checkpoint import gold_labels
 from .backbones import check_max_length
 from .train import prepare_heads, train_exits
 from .ui import SILENT, UI

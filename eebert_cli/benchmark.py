@@ -12,12 +12,13 @@ from __future__ import annotations
 import random
 import statistics
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
 from .baselines import oracle_exits, static_costs, static_exit
 from .calibrate import decide
-from .config import BenchmarkConfig
 from .device import stopwatch
 from .curves import report_curves
 from .data import TaskData
@@ -29,6 +30,22 @@ from .runtime import EarlyExitModel, pad_batch
 from .ui import SILENT, UI
 
 ENGINES = ("pytorch", "onnxruntime")
+
+
+@dataclass
+class BenchmarkConfig:
+    """How the benchmark measures."""
+
+    split: str = field(default="test", metadata={"help": "Split to benchmark on.", "choices": ("train", "validation", "test")})
+    timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all).", "min": 0})
+    repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts (0 = no timing).", "min": 0})
+    warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
+    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
+    metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression.", "choices": ("", "accuracy", "macro-f1", "pearson", "spearman", "mse")})
+    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
+    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first).", "choices": ("pytorch", "onnxruntime")})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
 
 
 def _percentiles(ms: list[float]) -> dict:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+
+import torch
 from dataclasses import dataclass
 from pathlib import Path
 
 from .backbones import BackboneAdapter, adapter_for
 from .errors import EebertError
 from .hub import MODEL_FILES, HubRef, is_hub_id, resolve
+from .tasks import task_of
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -136,3 +139,14 @@ def load_deployed(path: str | Path, trust_remote_code: bool | None = None, revis
     for param in model.parameters():
         param.requires_grad_(False)
     return Deployed(p, model, tokenizer, adapter, weights_sha256(p), ref)
+
+
+def gold_labels(deployed: Deployed, data, split: str) -> torch.Tensor | None:
+    """The split's gold labels as the model's targets, converted a batch of rows at a time (RAM
+    holds the tensor, not a Python object per row); None when the data have no labels."""
+    s = data.split(split)
+    if s.label_column is None:
+        return None
+    task, source, n = task_of(deployed.model.config), f"the {split} split of {data.name}", len(deployed.id2label)
+    parts = [task.gold(batch, deployed.label2id, n, source) for batch in s.iter_values(s.label_column)]
+    return torch.cat(parts) if parts else task.gold([], deployed.label2id, n, source)

@@ -15,7 +15,9 @@ import typer
 from . import __version__
 from .calibrate import CalibrationConfig
 from .checks import validate
-from .config import AttachConfig, BenchmarkConfig, from_dict, help_for
+from .train import AttachConfig
+from .benchmark import BenchmarkConfig
+from .configs import from_dict, help_for
 from .recipe import Recipe
 from .data import DataConfig
 from .device import DeviceConfig, resolve

@@ -22,7 +22,9 @@ from typing import Any, Callable
 from . import steps
 from .artifact import load_artifact
 from .calibrate import CalibrationConfig
-from .config import AttachConfig, BenchmarkConfig, from_dict, to_dict
+from .train import AttachConfig
+from .benchmark import BenchmarkConfig
+from .configs import from_dict, to_dict
 from .data import DataConfig, load_data
 from .errors import EebertError
 from .recipe import check_components

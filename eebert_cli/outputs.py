@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import artifact as art
-from .checkpoint import Deployed
+from .checkpoint import gold_labels
 from .cost import exit_costs, full_cost
 from .criteria import feature_reduction
 from .data import DataConfig, TaskData
@@ -63,17 +63,6 @@ class SplitOutputs:
     def reference(self) -> torch.Tensor:
         """What "correct" means: gold labels, else the deployed model's predictions."""
         return self.labels if self.labels is not None else self.deployed_pred
-
-
-def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor | None:
-    """The split's gold labels as the model's targets, converted a batch of rows at a time (RAM
-    holds the tensor, not a Python object per row); None when the data have no labels."""
-    s = data.split(split)
-    if s.label_column is None:
-        return None
-    task, source, n = task_of(deployed.model.config), f"the {split} split of {data.name}", len(deployed.id2label)
-    parts = [task.gold(batch, deployed.label2id, n, source) for batch in s.iter_values(s.label_column)]
-    return torch.cat(parts) if parts else task.gold([], deployed.label2id, n, source)
 
 
 def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:

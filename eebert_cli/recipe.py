@@ -14,7 +14,9 @@ from pathlib import Path
 
 from .backbones import check_max_length
 from .calibrate import CalibrationConfig
-from .config import AttachConfig, BenchmarkConfig, from_dict
+from .train import AttachConfig
+from .benchmark import BenchmarkConfig
+from .configs import from_dict
 from .data import DataConfig
 from .device import DeviceConfig
 from .expect import Expect

@@ -14,7 +14,8 @@ from pathlib import Path
 from .artifact import WEIGHTS, Artifact, artifact_lock, derivation, load_artifact
 from .calibrate import CalibrationConfig
 from .calibration import Calibration
-from .config import AttachConfig, BenchmarkConfig
+from .train import AttachConfig
+from .benchmark import BenchmarkConfig
 from .data import DataConfig, TaskData, load_data
 from .device import DeviceConfig, place_artifact, resolve
 from .errors import EebertError

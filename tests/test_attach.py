@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from eebert_cli.artifact import CONFIG, WEIGHTS, load_artifact, read_json
 from eebert_cli.backbones.bert import BertAdapter
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.data import DataConfig
 from eebert_cli.attach import attach
 from eebert_cli.train import TrainConfig

@@ -121,7 +121,7 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     from eebert_cli.artifact import load_artifact
     from eebert_cli.calibrate import CalibrationConfig
     from eebert_cli.cli import app
-    from eebert_cli.config import AttachConfig
+    from eebert_cli.train import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.attach import attach
     from eebert_cli.steps import calibrate
@@ -143,7 +143,7 @@ def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
     """Exits with SmartBERT gates, calibrated with the gates kept on (gate threshold 0.5)."""
     from eebert_cli.artifact import load_artifact
     from eebert_cli.calibrate import CalibrationConfig
-    from eebert_cli.config import AttachConfig
+    from eebert_cli.train import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.gates import GateConfig
     from eebert_cli.attach import attach

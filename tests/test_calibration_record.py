@@ -8,7 +8,7 @@ import torch
 from eebert_cli.artifact import load_artifact
 from eebert_cli.attach import attach
 from eebert_cli.calibration import FORMAT_VERSION, Calibration
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.errors import EebertError
 from eebert_cli.outputs import OutputsCache, split_outputs

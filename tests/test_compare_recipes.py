@@ -15,7 +15,9 @@ RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_every_recipe_loads(path):
-    if path.name.startswith("compare-"):
+    from eebert_cli.recipe import recipe_kind
+
+    if recipe_kind(path) == "compare":
         r, methods = load_compare_recipe(path)
         assert methods and r.baseline in [m.name for m in methods]
     else:

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from eebert_cli.artifact import WEIGHTS
 from eebert_cli.cli import app
-from eebert_cli.config import AttachConfig, from_dict
+from eebert_cli.train import AttachConfig
+from eebert_cli.configs import from_dict
 from eebert_cli.recipe import Recipe
 from eebert_cli.data import DataConfig
 from eebert_cli.device import DeviceConfig, resolve, resolve_device, stopwatch

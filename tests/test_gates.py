@@ -11,7 +11,7 @@ from eebert_cli.benchmark import flops_rows
 from eebert_cli.calibrate import CalibrationConfig, decide
 from eebert_cli.checkpoint import load_deployed, weights_sha256
 from eebert_cli.cli import app
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.cost import exit_costs, layer_flops
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data

@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 from conftest import make_model  # noqa: E402
 from eebert_cli.artifact import load_artifact  # noqa: E402
 from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
-from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.train import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.features import encode  # noqa: E402
 from eebert_cli.onnx_export import export  # noqa: E402

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from eebert_cli.calibrate import CalibrationConfig
 from eebert_cli.cli import app
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.errors import EebertError
 from eebert_cli.attach import attach

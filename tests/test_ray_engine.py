@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 import eebert_cli.feature_cache as fc  # noqa: E402
 from eebert_cli.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.cli import app  # noqa: E402
-from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.train import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.device import DeviceConfig  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402

@@ -17,7 +17,7 @@ import torch
 from eebert_cli.artifact import load_artifact
 from eebert_cli.backbones import BACKBONES, Dims
 from eebert_cli.calibrate import CalibrationConfig, decide
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.criteria import CRITERIA
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.errors import EebertError

@@ -6,7 +6,7 @@ import torch
 from eebert_cli.artifact import load_artifact
 from eebert_cli.benchmark import flops_rows
 from eebert_cli.calibrate import CalibrationConfig
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.features import encode
 from eebert_cli.attach import attach
@@ -52,7 +52,7 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     import xml.etree.ElementTree as ET
 
     from eebert_cli.benchmark import run_benchmark
-    from eebert_cli.config import BenchmarkConfig
+    from eebert_cli.benchmark import BenchmarkConfig
     from eebert_cli.criteria import CRITERIA
     from eebert_cli.report import CURVES_SVG, write_report
 
@@ -153,7 +153,7 @@ def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     ref_kinds = {type(m).__module__ for m in model.artifact.reference.model.modules()}
     assert not any("quantized" in k for k in ref_kinds)
     from eebert_cli.benchmark import run_benchmark
-    from eebert_cli.config import BenchmarkConfig
+    from eebert_cli.benchmark import BenchmarkConfig
     from eebert_cli.outputs import split_outputs
 
     report = run_benchmark(model, data, BenchmarkConfig(repeats=0))

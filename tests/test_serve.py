@@ -20,7 +20,7 @@ pytest.importorskip("prometheus_client")
 from eebert_cli.artifact import load_artifact  # noqa: E402
 from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
 from eebert_cli.cli import app as cli_app  # noqa: E402
-from eebert_cli.config import AttachConfig  # noqa: E402
+from eebert_cli.train import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402

@@ -8,7 +8,7 @@ from eebert_cli.backbones import Dims
 from eebert_cli.backbones.bert import BertAdapter
 from eebert_cli.calibrate import INF
 from eebert_cli.checkpoint import load_deployed
-from eebert_cli.config import AttachConfig
+from eebert_cli.train import AttachConfig
 from eebert_cli.cost import exit_costs
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data

@@ -1,0 +1,47 @@
+"""Config dataclasses, parsed strictly: one definition of how a recipe table or flags become a config.
+
+Each step's config lives beside its handler (``train.AttachConfig``, ``benchmark.BenchmarkConfig``,
+``calibrate.CalibrationConfig``, ``data.DataConfig``, ``device.DeviceConfig``, ...). Field
+``metadata["help"]`` feeds the CLI help; recipes are parsed into the same dataclasses by
+:func:`from_dict`, which rejects unknown keys by name and checks declared ranges and choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from .checks import check_metadata, check_type, closest
+from .errors import EebertError
+
+
+def help_for(cls: type, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
+    """Build dataclass ``cls`` from a dict, strictly: unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise EebertError(f"{where}: expected a table, got {data!r}", "see recipes/quickstart.toml")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise EebertError(f"{where}: unknown key {unknown[0]!r}", closest(unknown[0], fields))
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{where}.{name}")
+        else:
+            kwargs[name] = check_type(value, tp, f"{where}.{name}")
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):  # declared ranges and choices (nested tables checked above)
+        if not dataclasses.is_dataclass(hints[f.name]):
+            check_metadata(getattr(obj, f.name), f.metadata, f"{where}.{f.name}")
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
