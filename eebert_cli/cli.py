@@ -483,6 +483,7 @@ def serve(
     engine: str = typer.Option(ServeConfig.engine, help=help_for(ServeConfig, "engine")),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(ServeConfig, "onnx_dir")),
     device: str = typer.Option(ServeConfig.device, help=help_for(ServeConfig, "device")),
+    dtype: str = typer.Option(ServeConfig.dtype, help=help_for(ServeConfig, "dtype")),
     threads: int = typer.Option(ServeConfig.threads, help=help_for(ServeConfig, "threads")),
     deployed: bool = typer.Option(False, "--deployed", help=help_for(ServeConfig, "deployed")),
     max_batch: int = typer.Option(ServeConfig.max_batch, help=help_for(ServeConfig, "max_batch")),
@@ -500,7 +501,7 @@ def serve(
     from .serve import serve as run_server
 
     run_server(ServeConfig(artifact=str(artifact), host=host, port=port, engine=engine, onnx_dir=onnx_dir or "",
-                           device=device, threads=threads, deployed=deployed, backbone=backbone or "",
+                           device=device, dtype=dtype, threads=threads, deployed=deployed, backbone=backbone or "",
                            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            max_request_texts=max_request_texts, max_text_chars=max_text_chars,
                            max_body_bytes=max_body_bytes, api_key_env=api_key_env or "", workers=workers,

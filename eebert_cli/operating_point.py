@@ -34,6 +34,7 @@ from .calibration import Calibration
 from .criteria import CRITERIA, Criterion, build_criterion
 from .data import TaskData
 from .errors import EebertError
+from .device import placement_of
 from .metrics import REGRESSION, all_metrics, choose, predictions, same
 from .tasks import criterion_for
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
@@ -306,6 +307,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if gates is not None:
         gates.threshold = cal.gate_threshold
     cal.quantize = artifact.quantize
+    cal.placement = placement_of(artifact.deployed.model).record()
     if size_warning:
         cal.warnings.append(size_warning)
     cal.headline_metric = choose(cal.task, metric).replace("-", "_")
