@@ -525,7 +525,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
 
     recipe = _need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
-        return compare(recipe, None, as_json)
+        return compare(recipe, None, as_json, device, dtype)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     from .device import place_artifact
 
@@ -585,11 +585,14 @@ def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) 
 @app.command()
 @command
 def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (TOML), see recipes/compare-*.toml."),
-            config: Optional[Path] = CONFIG, as_json: bool = JSON):
+            config: Optional[Path] = CONFIG, as_json: bool = JSON,
+            device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from .compare import load_compare_recipe, run_compare, table, write
 
     r, methods = load_compare_recipe(_need(recipe or config, "recipe", "RECIPE"))
+    r.device = given(r.device, device=device, dtype=dtype)
+    resolve(r.device)  # a device that is not there fails before anything loads
     report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
     write(report, Path(r.out))
     emit(report, as_json)

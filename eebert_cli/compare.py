@@ -24,6 +24,7 @@ from .artifact import load_artifact
 from .calibrate import CalibrationConfig
 from .config import AttachConfig, BenchmarkConfig, from_dict, to_dict
 from .data import DataConfig, load_data
+from .device import DeviceConfig, place_artifact, resolve
 from .errors import EebertError
 from .recipe import check_components
 from .ui import SILENT, UI
@@ -53,6 +54,7 @@ class CompareRecipe:
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example, for every method."})
     baseline: str = field(default="", metadata={"help": "Method the others are compared against (name)."})
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
+    device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
 
 
 def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
@@ -100,19 +102,25 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
     from .runtime import EarlyExitModel
 
     folder = method_folder(recipe, m.name)
-    attached = attach(recipe.checkpoint, recipe.data, m.attach, folder, ui)
+    where = resolve(recipe.device)
+    attached = attach(recipe.checkpoint, recipe.data, m.attach, folder, ui, device=recipe.device)
+
+    def placed():  # thresholds are chosen on the same device and dtype the benchmark then runs in
+        a = load_artifact(folder)
+        place_artifact(a, where)
+        return a
     cache = OutputsCache(folder / CACHE)
     at, last = {}, None
     for target in recipe.speedups:
         cfg = CalibrationConfig(criterion=m.criterion, criterion_params=dict(m.criterion_params),
                                 target_speedup=target)
         try:
-            cal = calibrate(load_artifact(folder), data, cfg, ui, cache=cache)
+            cal = calibrate(placed(), data, cfg, ui, cache=cache)
         except EebertError as e:  # an unreachable target is a result, not a failure
             ui.log(f"  {m.name} @{target}x: {e.message}")
             at[str(target)] = None
             continue
-        model = EarlyExitModel.from_artifact(folder)
+        model = EarlyExitModel.from_artifact(folder, device=recipe.device)
         rep = run_benchmark(model, data, BenchmarkConfig(split=recipe.split, repeats=0), ui,
                             cache=cache)
         metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
@@ -128,7 +136,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
     if last is None:  # no target reached: still report the deployed model, oracle and per-exit figures
         last = (None, None)
     rep, model = last
-    art = load_artifact(folder) if model is None else model.artifact
+    art = placed() if model is None else model.artifact
     out = split_outputs(art, data, recipe.split, cache=cache)
     per_exit = {str(l): (out.logits[:, k].argmax(-1) == out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
@@ -143,7 +151,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
            "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
     return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
-                 "metric": "accuracy" if out.labels is not None else "agreement"}
+                 "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
 
 
 def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
@@ -174,7 +182,7 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
-              "baseline": recipe.baseline or None, "methods": list(rows)}
+              "baseline": recipe.baseline or None, "placement": info["placement"], "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 
