@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--max-samples", type=int, default=0, help="keep at most this many rows per split (seeded)")
     ap.add_argument("--parity-rows", type=int, default=500)
     ap.add_argument("--serve-concurrency", default="1,16,64")
     ap.add_argument("--serve-requests", type=int, default=3000)
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.samples_1, args.batch, args.batches, args.repeats, args.epochs = 6, 4, 2, 1, 2
         args.bootstrap, args.parity_rows, args.serve_requests, args.serve_duration = 10, 24, 8, 5
+        args.max_samples = args.max_samples or 160
         args.bert_shape, args.serve_concurrency, args.max_length = "4,32,2", "1,2", min(args.max_length, 64)
     if args.compile_dtypes is None:  # compiling on the CPU takes minutes: a smoke run skips it unless asked
         args.compile_dtypes = "" if args.smoke else "bfloat16"
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     resolve(DeviceConfig(args.device))  # no CUDA here: one line, before any work
     bundle, out = Path(args.bundle), Path(args.out)
     ckpt = args.checkpoint or str(bundle / "deployed")
-    data_cfg = DataConfig(spec=args.data or str(bundle / "data"))
+    data_cfg = DataConfig(spec=args.data or str(bundle / "data"), max_samples=args.max_samples or None)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     report = {"command": " ".join(["python benchmarks/gpu_check.py", *(argv or sys.argv[1:])]), "smoke": args.smoke,
