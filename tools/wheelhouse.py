@@ -23,6 +23,7 @@ Prints one JSON line: the wheels, their total size and what was excluded.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import shutil
@@ -111,7 +112,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # eebert itself: a pure-Python wheel, built from this checkout with the build tools at hand
-        pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp, str(ROOT))
+        # with setuptools at hand no build environment is made (nothing fetched); else pip makes one
+        local = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+        pip("wheel", "-q", "--no-deps", *local, "-w", tmp, str(ROOT))
         wheel = next(Path(tmp).glob("eebert-*.whl"))
         report = Path(tmp) / "report.json"
         spec = f"eebert[{','.join(sorted(extras))}] @ {wheel.as_uri()}" if extras else str(wheel)
