@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean mpnet12
+.PHONY: demo test test-fast venv deployed clean mpnet12 wheelhouse
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,18 @@ mpnet12: venv
 	$(BIN)/python examples/mpnet12/make_deployed_model.py --head-only --skip-eval
 	$(BIN)/python examples/mpnet12/run.py recipes/mpnet12-r8.toml
 
+# Wheels for an offline GPU host that already has PyTorch (see README, "Offline install"):
+#   make wheelhouse PY_VERSION=3.11 PLATFORM=manylinux_2_28_x86_64 EXTRAS=serve EXCLUDE=torch
+PY_VERSION ?= 3.11
+PLATFORM   ?= manylinux_2_28_x86_64
+EXTRAS     ?= serve
+EXCLUDE    ?= torch
+WHEELHOUSE ?= wheelhouse
+
+wheelhouse: venv
+	$(BIN)/python tools/wheelhouse.py --out $(WHEELHOUSE) --python-version $(PY_VERSION) --platform $(PLATFORM) \
+		--extras "$(EXTRAS)" --exclude "$(EXCLUDE)"
+
 test: venv
 	$(BIN)/python -m pytest -q
 
@@ -42,4 +54,4 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache $(WHEELHOUSE)

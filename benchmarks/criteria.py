@@ -37,6 +37,7 @@ from eebert_cli.baselines import oracle_exits, static_exit  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.errors import EebertError  # noqa: E402
 from eebert_cli.attach import attach  # noqa: E402
+from eebert_cli.device import DeviceConfig, place_artifact, resolve  # noqa: E402
 from eebert_cli.operating_point import choose_operating_point  # noqa: E402
 from eebert_cli.outputs import OutputsCache, SplitOutputs, problem_for, split_outputs  # noqa: E402
 from eebert_cli.runtime import thresholds_from_json  # noqa: E402
@@ -76,6 +77,8 @@ def main() -> None:
     ap.add_argument("--data", default="rotten-tomatoes")
     ap.add_argument("--cache", default=".cache/criteria")
     ap.add_argument("--json", help="also write all figures to this JSON file")
+    ap.add_argument("--device", default="auto", help="where the backbone runs (attach and calibration alike)")
+    ap.add_argument("--dtype", default="auto", help="backbone precision (see `eebert attach --help`)")
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs,
                     help="exit training epochs when attaching (smoke runs use few; the cached artifact is reused)")
     ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="exit training batch size")
@@ -88,12 +91,15 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     art_dir = cache / "artifact"
     dcfg = DataConfig(spec=args.data)
+    dev = DeviceConfig(args.device, args.dtype)
+    where = resolve(dev)
     if not (art_dir / "eebert_config.json").exists():
         print(f"attaching mean-mlp exits to {args.checkpoint} -> {art_dir} (once)", flush=True)
         attach(args.checkpoint, dcfg, AttachConfig(exits="mean-mlp", max_length=64,
                                                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                                                     lr=args.lr)), art_dir)
+                                                                     lr=args.lr)), art_dir, device=dev)
     art = load_artifact(art_dir)
+    place_artifact(art, where)  # scores computed where the exits were trained (the outputs cache keys on it)
     data = load_data(dcfg)
     val, test = (outputs_for(art, data, s, cache, args.limit) for s in ("validation", "test"))
     dep_val = (val.logits[:, -1].argmax(-1) == val.labels).double().mean().item()

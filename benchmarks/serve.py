@@ -1,6 +1,7 @@
 """`eebert serve` under load: the early-exit server vs the deployed one, side by side.
 
     PYTHONPATH=. python benchmarks/serve.py ARTIFACT [--concurrency 1,4,16] [--requests 600] [--duration 60]
+        [--device cuda --dtype bfloat16]
 
 Starts two servers on free localhost ports (subprocesses of this checkout):
 `eebert serve ARTIFACT` and `eebert serve ARTIFACT --deployed`, same batching
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5)
     ap.add_argument("--threads", type=int, default=0, help="threads per server (0 = eebert serve's default)")
+    ap.add_argument("--device", default="", help="both servers' --device (empty = eebert serve's default)")
+    ap.add_argument("--dtype", default="", help="both servers' --dtype (empty = eebert serve's default)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--startup-timeout", type=float, default=300)
     ap.add_argument("--out", help="also write the results as JSON here")
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     bodies = review_bodies(args.artifact, args.split, 2000)
     common = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
               "--threads", str(args.threads), "--max-queue", str(max(256, 2 * max(levels)))]
+    common += [x for flag in ("device", "dtype") if getattr(args, flag) for x in (f"--{flag}", getattr(args, flag))]
     servers = {}
     for name, extra in (("early exit", []), ("deployed", ["--deployed"])):
         port = free_port()

@@ -155,7 +155,7 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
 
         runner = attach_runner(device)
     feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
-                                      cache_dir, where.describe(), ui, runner)
+                                      cache_dir, runner.placement if runner else where.describe(), ui, runner)
     t_features = time.perf_counter() - t0
     targets = labels if labels is not None else task.targets(feats.teacher)
     spec, exits, summary, search_report = train_method(deployed, feats, targets, cfg, layers, ui, objective_name)

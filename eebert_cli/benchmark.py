@@ -19,7 +19,7 @@ import torch
 
 from .baselines import oracle_exits, static_costs, static_exit
 from .calibrate import decide
-from .device import stopwatch
+from .device import placement_of, stopwatch
 from .curves import report_curves
 from .data import TaskData
 from .features import encode
@@ -275,6 +275,8 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "validation_ci_method": cal.get("ci_method"),
         "max_drop_margin": cal.get("margin"),
         "quantize": model.artifact.quantize,
+        # where this report's scores were computed, and where its thresholds were chosen
+        "placement": placement_of(model.adapter.model).record(), "calibration_placement": cal.get("placement"),
         "calibration_warnings": cal.get("warnings", []),
         **rows,
     }

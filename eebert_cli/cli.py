@@ -443,6 +443,7 @@ def serve(
     engine: str = typer.Option(ServeConfig.engine, help=help_for(ServeConfig, "engine")),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(ServeConfig, "onnx_dir")),
     device: str = typer.Option(ServeConfig.device, help=help_for(ServeConfig, "device")),
+    dtype: str = typer.Option(ServeConfig.dtype, help=help_for(ServeConfig, "dtype")),
     threads: int = typer.Option(ServeConfig.threads, help=help_for(ServeConfig, "threads")),
     deployed: bool = typer.Option(False, "--deployed", help=help_for(ServeConfig, "deployed")),
     max_batch: int = typer.Option(ServeConfig.max_batch, help=help_for(ServeConfig, "max_batch")),
@@ -460,7 +461,7 @@ def serve(
     from .serve import serve as run_server
 
     run_server(ServeConfig(artifact=str(artifact), host=host, port=port, engine=engine, onnx_dir=onnx_dir or "",
-                           device=device, threads=threads, deployed=deployed, backbone=backbone or "",
+                           device=device, dtype=dtype, threads=threads, deployed=deployed, backbone=backbone or "",
                            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            max_request_texts=max_request_texts, max_text_chars=max_text_chars,
                            max_body_bytes=max_body_bytes, api_key_env=api_key_env or "", workers=workers,
@@ -481,7 +482,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
 
     recipe = _need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
-        return compare(recipe, None, as_json)
+        return compare(recipe, None, as_json, device, dtype)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     dev = device_opts(r, device, dtype)
     ui = UI(quiet=as_json)
@@ -538,11 +539,14 @@ def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) 
 @app.command()
 @command
 def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (TOML), see recipes/compare-*.toml."),
-            config: Optional[Path] = CONFIG, as_json: bool = JSON):
+            config: Optional[Path] = CONFIG, as_json: bool = JSON,
+            device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from .compare import load_compare_recipe, run_compare, table, write
 
     r, methods = load_compare_recipe(_need(recipe or config, "recipe", "RECIPE"))
+    r.device = given(r.device, device=device, dtype=dtype)
+    resolve(r.device)  # a device that is not there fails before anything loads
     report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
     write(report, Path(r.out))
     emit(report, as_json)

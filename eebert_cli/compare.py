@@ -26,6 +26,7 @@ from .train import AttachConfig
 from .benchmark import BenchmarkConfig
 from .configs import from_dict, to_dict
 from .data import DataConfig, load_data
+from .device import DeviceConfig, place_artifact, resolve
 from .errors import EebertError
 from .recipe import check_components
 from .ui import SILENT, UI
@@ -57,6 +58,7 @@ class CompareRecipe:
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation."})
     criteria: list[str] = field(default_factory=list, metadata={"help": "Criteria also calibrated per method and target; the one with the best validation accuracy is kept (never chosen on the report split)."})
+    device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
 
 
 def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
@@ -104,8 +106,10 @@ def method_folder(recipe: CompareRecipe, name: str) -> Path:
 
 def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", cache, ui: UI) -> dict:
     """One calibrated target on one artifact: calibrate on validation, benchmark on the report split."""
-    cal = steps.calibrate(folder, data, cfg, ui, cache=cache)
-    rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, cache=cache, write=False)
+    # thresholds are chosen on the device and dtype the benchmark then runs in
+    cal = steps.calibrate(folder, data, cfg, ui, device=recipe.device, cache=cache)
+    rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, device=recipe.device,
+                          cache=cache, write=False)
     metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
     return {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
             "validation_accuracy": cal.validation[cal.metric], "validation_speedup": cal.validation["speedup_flops"],
@@ -172,7 +176,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
         cfg = m.attach if len(recipe.seeds) == 1 else replace(
             m.attach, train=replace(m.attach.train, seed=seed),
             feature_cache=m.attach.feature_cache or str(base / "feature-cache"))
-        attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui))
+        attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
         cache = OutputsCache(folder / CACHE)
         for target in recipe.speedups:
             point = _best_point(folder, data, m, target, recipe, cache, ui)
@@ -181,7 +185,9 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
     # a target counts only when every seed reached it
     at = {t: (_over_seeds(ps) if len(ps) == len(recipe.seeds) else None) for t, ps in points.items()}
     attached = attached_all[0]
+    where = resolve(recipe.device)
     art = load_artifact(folder)
+    place_artifact(art, where)
     out = split_outputs(art, data, recipe.split, cache=cache)
     per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
@@ -197,7 +203,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
            "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
     return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
-                 "metric": "accuracy" if out.labels is not None else "agreement"}
+                 "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
 
 
 def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
@@ -230,7 +236,7 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
-              "methods": list(rows)}
+              "placement": info["placement"], "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 

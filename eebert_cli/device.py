@@ -89,7 +89,22 @@ class Placement:
     dtype: torch.dtype
 
     def describe(self) -> str:
-        return f"{self.device} {str(self.dtype).removeprefix('torch.')}"
+        return f"{self.device} {self.dtype_name}"
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def record(self) -> dict:
+        """What a recorded result (report, calibration, cache key) says it was computed in."""
+        return {"device": str(self.device), "dtype": self.dtype_name}
+
+
+def placement_of(module: torch.nn.Module) -> Placement:
+    """Where a (placed) model computes: its parameters' device and floating dtype."""
+    params = list(module.parameters())
+    floats = [p.dtype for p in params if p.is_floating_point()]
+    return Placement(params[0].device if params else torch.device("cpu"), floats[0] if floats else torch.float32)
 
 
 def resolve(cfg: DeviceConfig | None) -> Placement:

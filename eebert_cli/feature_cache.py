@@ -13,7 +13,8 @@ tokenised chunk, whatever the number of rows.
       reduced-<r>.npy     [N, K, H] float32 per pooled reduction ("mean", "cls")
       teacher.npy         [N, C] float32, the deployed model's logits
       lengths.npy         [N] int64, tokens per example
-      tokens.npy          [sum of lengths, K, H] float16, only for token-reading exits
+      tokens.npy          [sum of lengths, K, H] float16, only for token-reading exits; from a
+                          bfloat16 backbone its bfloat16 bits as int16 (numpy has no bfloat16)
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], N
     out = {f"reduced-{r}": f.reduced[r].numpy() for r in plan.pooled}
     out["teacher"], out["lengths"] = f.teacher.numpy(), f.lengths.numpy()
     if f.tokens is not None:
-        out["tokens"] = f.tokens.states.numpy()
+        states = f.tokens.states
+        out["tokens"] = (states.view(torch.int16) if states.dtype is torch.bfloat16 else states).numpy()
     return out
 
 
@@ -164,7 +166,11 @@ class FeatureCache:
         """
         maps = {name: self.array(name, "c") for name in self.manifest["shapes"]}
         view = lambda name: torch.from_numpy(maps[name])  # noqa: E731
-        tokens = TokenStore(view("tokens"), torch.from_numpy(token_offsets)) if plan.tokens else None
+        tokens = None
+        if plan.tokens:
+            states = view("tokens")
+            tokens = TokenStore(states.view(torch.bfloat16) if states.dtype is torch.int16 else states,
+                                torch.from_numpy(token_offsets))
 
         def release() -> None:
             for m in maps.values():
@@ -202,7 +208,8 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
     shapes.update({"teacher": [n, dims.num_labels], "lengths": [n]})
     dtypes = {**{name: "float32" for name in shapes}, "lengths": "int64"}
     if plan.tokens:
-        shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "float16"
+        # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
+        shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
     cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log)
     todo = [i for i in range(len(chunks)) if i not in cache.done]
     size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731

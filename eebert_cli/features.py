@@ -9,6 +9,8 @@ accuracy and FLOPs figures.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from operator import setitem
 from typing import Callable, Iterator
 
 import torch
@@ -66,16 +68,25 @@ def encode(tokenizer, split: Split, max_length: int) -> Encoded:
     return Encoded(list(enc["input_ids"]), types, tokenizer.pad_token_id or 0)
 
 
+def token_dtype(backbone: torch.dtype) -> torch.dtype:
+    """Precision token states are stored in: 16 bits either way (half the memory of fp32: Rotten
+    Tomatoes' 8308 training examples x ~30 tokens x 384 x 5 layers is about 1 GB).
+
+    A bfloat16 backbone's states stay bfloat16, exactly as computed: fp16 tops out at 65504, and
+    bf16 states (fp32's range) past it would become inf. Others are stored as fp16 (as before:
+    more mantissa than bf16 for fp32 states, which the final LayerNorm keeps small)."""
+    return torch.bfloat16 if backbone is torch.bfloat16 else torch.float16
+
+
 @dataclass
 class TokenStore:
-    """Every example's token states at the kept layers, unpadded and fp16: [sum of lengths, layers, H].
+    """Every example's token states at the kept layers, unpadded, 16-bit: [sum of lengths, layers, H].
 
     Token-reading exits (reduction "tokens") train from here; a batch is
-    re-padded on demand. fp16 halves the memory (Rotten Tomatoes' 8308 training
-    examples x ~30 tokens x 384 x 5 layers is about 1 GB); exits compute in fp32.
+    re-padded on demand; exits compute in fp32. See ``token_dtype``.
     """
 
-    states: torch.Tensor   #: [sum T, L, H] float16
+    states: torch.Tensor   #: [sum T, L, H] float16, or bfloat16 from a bf16 backbone
     offsets: torch.Tensor  #: [N + 1] start of each example
 
     def batch(self, column: int, rows: torch.Tensor) -> Tokens:
@@ -122,6 +133,34 @@ class Features:
         return get
 
 
+class HostCopies:
+    """Device-to-host copies issued without waiting, handed over after one sync (``wait``).
+
+    On CUDA each copy goes into pinned host memory with ``non_blocking``, so the
+    GPU goes on with the next layers while earlier ones travel; a blocking
+    ``.cpu()`` per kept layer would stall the GPU queue once per layer per batch.
+    Elsewhere ``.cpu()`` is already synchronous (or a no-op on the CPU).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.pending = device, []
+
+    def add(self, tensor: torch.Tensor, then: Callable[[torch.Tensor], None]) -> None:
+        if self.device.type == "cuda":
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            host.copy_(tensor, non_blocking=True)
+        else:
+            host = tensor.cpu()
+        self.pending.append((host, then))
+
+    def wait(self) -> None:
+        if self.device.type == "cuda" and self.pending:
+            torch.cuda.current_stream(self.device).synchronize()
+        for host, then in self.pending:
+            then(host)
+        self.pending.clear()
+
+
 @torch.inference_mode()
 def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reductions: set[str],
             batch_size: int = 64, advance: Callable[[int], None] | None = None,
@@ -145,23 +184,30 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
         lengths = encoded.lengths
         offsets = torch.zeros(n + 1, dtype=torch.long)
         offsets[1:] = lengths.cumsum(0)
-        tokens = TokenStore(torch.zeros(int(offsets[-1]), len(keep), h, dtype=torch.float16), offsets)
+        dtype = token_dtype(next(adapter.model.parameters()).dtype)
+        tokens = TokenStore(torch.zeros(int(offsets[-1]), len(keep), h, dtype=dtype), offsets)
     teacher = torch.empty(n, adapter.dims.num_labels)
     skipped = torch.zeros(n, adapter.dims.num_layers, dtype=torch.bool) if gates is not None else None
 
-    def keep_layer(layer, hidden, mask, rows):
-        col = keep.index(layer)
-        for r in want[layer] - {"tokens"}:
-            reduced[r][rows, col] = reduce(r, hidden, mask).float().cpu()
-        if "tokens" in want[layer]:
-            host = hidden.half().cpu()
+    def put_tokens(col, rows):
+        def put(host):
             for j, i in enumerate(rows.tolist()):
                 a, b = int(tokens.offsets[i]), int(tokens.offsets[i + 1])
                 tokens.states[a:b, col] = host[j, :b - a]
 
+        return put
+
+    def keep_layer(layer, hidden, mask, rows):
+        col = keep.index(layer)
+        for r in want[layer] - {"tokens"}:
+            copies.add(reduce(r, hidden, mask).float(), partial(setitem, reduced[r], (rows, col)))
+        if "tokens" in want[layer]:
+            copies.add(hidden.to(tokens.states.dtype), put_tokens(col, rows))
+
     device = module_device(adapter.model)  # the backbone's device (see device.py); features stay on the host
+    copies = HostCopies(device)
     for idx, batch in encoded.batches(batch_size):
-        batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
+        batch = {k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
         mask = batch["attention_mask"]
         hidden = adapter.embed(batch["input_ids"], mask, batch["token_type_ids"])
         state = adapter.prepare(hidden, mask)
@@ -171,12 +217,13 @@ def extract(adapter: BackboneAdapter, encoded: Encoded, layers: list[int], reduc
         for i in range(adapter.dims.num_layers):
             if gates is not None and gates.active and i + 1 in gates:
                 hidden, skip = gated_layer(adapter, gates, i, hidden, state, mask)
-                skipped[rows, i] = skip.cpu()
+                copies.add(skip, partial(setitem, skipped, (rows, i)))
             else:
                 hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:
                 keep_layer(i + 1, hidden, mask, rows)
-        teacher[rows] = adapter.head(hidden, mask).float().cpu()
+        copies.add(adapter.head(hidden, mask).float(), partial(setitem, teacher, rows))
+        copies.wait()  # the batch's one sync: every kept layer was copied while the next ones ran
         if advance:
             advance(len(idx))
     return Features(keep, reduced, teacher, encoded.lengths, tokens, skipped)

@@ -5,8 +5,10 @@ logits, the FLOPs of leaving at each exit and what feature-reading criteria
 need. ``OutputsCache`` keeps them on disk (safetensors for the tensors, JSON for
 the rest; both written atomically, nothing pickled), keyed by what they depend
 on: the exit weights (sha256 of exits.safetensors, gate threshold, quantization),
-the split's contents (a fingerprint of its texts and labels) and the backbone's
-sha256. A changed artifact, split or backbone therefore never reads a stale entry.
+the split's contents (a fingerprint of its texts and labels), the backbone's
+sha256 and where the backbone ran (device and dtype: bf16 on a GPU scores
+differently from fp32 on the CPU). A changed artifact, split, backbone or
+placement therefore never reads a stale entry.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from . import artifact as art
 from .checkpoint import gold_labels
 from .cost import exit_costs, full_cost
+from .device import placement_of
 from .criteria import feature_reduction
 from .data import DataConfig, TaskData
 from .errors import EebertError
@@ -90,6 +93,7 @@ def cache_key(artifact: art.Artifact, data: TaskData, split: str) -> dict:
     gates = artifact.exits.gates
     return {"format": CACHE_FORMAT, "exits_sha256": art.file_sha256(artifact.path / art.WEIGHTS),
             "backbone_sha256": artifact.deployed.sha256,
+            "placement": placement_of(artifact.deployed.model).record(),
             "reference_sha256": artifact.reference.sha256,
             "quantize": getattr(artifact, "quantize", None),
             "gate_threshold": None if gates is None else gates.threshold,

@@ -72,16 +72,42 @@ def _pool_shape(ray, cfg: DeviceConfig) -> tuple[int, float]:
 
 
 def _worker_device(cfg: DeviceConfig, gpus: float) -> DeviceConfig:
-    """What each actor resolves on its own machine: its GPU if it was given one, else the CPU."""
-    device = cfg.device if cfg.device != "auto" else ("cuda" if gpus else "cpu")
-    return DeviceConfig(device=device, dtype=cfg.dtype)
+    """What each actor resolves on its own machine: its GPU if it was given one, else the CPU.
+
+    Ray shows an actor holding one GPU only that GPU (CUDA_VISIBLE_DEVICES), as index 0:
+    ``cuda:N`` on the driver therefore means "a GPU" on a worker, and becomes ``cuda``.
+    """
+    if gpus:
+        return DeviceConfig(device="cuda", dtype=cfg.dtype)
+    if cfg.device not in ("auto", "cpu"):
+        raise EebertError(f"--device {cfg.device} with --engine ray: the Ray cluster has no GPUs",
+                          "use --device cpu (or auto), or join a cluster with GPUs (--ray-address)")
+    return DeviceConfig(device="cpu", dtype=cfg.dtype)
+
+
+def worker_placement(ray, dcfg: DeviceConfig, gpus: float) -> str:
+    """Device and dtype as a worker resolves them (``Placement.describe``), asked of a worker itself:
+    a GPU worker's ``auto`` dtype depends on its GPU, which the driver may not have."""
+
+    @ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus)
+    def placement(cfg: DeviceConfig) -> str:
+        return resolve(cfg).describe()
+
+    try:
+        return ray.get(placement.remote(dcfg))
+    except ray.exceptions.RayTaskError as e:  # e.g. a dtype the workers' GPUs lack
+        raise EebertError(f"a Ray worker cannot run {dcfg.device} {dcfg.dtype}: {str(e).splitlines()[-1]}",
+                          "choose another --dtype, or --device cpu") from None
 
 
 def attach_runner(cfg: DeviceConfig):
-    """A feature-cache runner (see ``feature_cache.cached_pass``) that computes chunks on Ray actors."""
+    """A feature-cache runner (see ``feature_cache.cached_pass``) that computes chunks on Ray actors.
+
+    ``run.placement`` is what the workers compute in (the feature cache's key records it)."""
     ray = connect(cfg)
     actors_n, gpus = _pool_shape(ray, cfg)
     worker_cfg = _worker_device(cfg, gpus)
+    placement = worker_placement(ray, worker_cfg, gpus)
 
     @ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus)
     class BackbonePass:
@@ -121,6 +147,7 @@ def attach_runner(cfg: DeviceConfig):
         except ray.exceptions.RayActorError as e:
             raise EebertError(f"a Ray worker failed: {str(e).splitlines()[0]}", "see the Ray logs") from None
 
+    run.placement = placement
     return run
 
 

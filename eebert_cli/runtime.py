@@ -3,6 +3,8 @@
 Batch size 1 runs unpadded and unmasked with one host sync per exit (the exit
 decision). Batches use per-sample exits: rows that exit leave the batch, with
 their attention-mask rows, and the rest run on; results come back in input order.
+A batch also syncs once per evaluated exit: the count of leaving rows and the
+width of the rest travel to the host together; the row indices stay on the device.
 Skipping gates (SmartBERT), when the artifact has them, are asked before each
 gated layer: a row whose gate fires does not run that layer at all.
 """
@@ -182,17 +184,21 @@ class EarlyExitModel:
                     where[rows] = k
                     return out, where
                 continue
-            if not leave.any():
+            # the exit's one host sync: how many rows leave and how wide the stayers are, read together
+            lengths = mask.sum(1)
+            gone, width = torch.stack([leave.sum(), lengths.masked_fill(leave, 0).max()]).tolist()
+            if gone == 0:
                 continue
-            out[rows[leave]] = logits[leave].float()
-            where[rows[leave]] = k
-            keep = (~leave).nonzero().squeeze(1)
+            # stayers first, each group in input order (a stable sort): index lists without another sync
+            order = torch.argsort(leave.to(torch.uint8), stable=True)
+            keep, go = order[:len(order) - gone], order[len(order) - gone:]
+            out[rows[go]] = logits[go].float()
+            where[rows[go]] = k
             if keep.numel() == 0:
                 return out, where
             rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
             kept = {key: v[keep] for key, v in kept.items()}
             cstate = self.criterion.select(cstate, keep)
-            width = int(mask.sum(1).max())
             if trim and width < mask.shape[1]:  # right padding: drop columns no row uses
                 hidden, mask = hidden[:, :width], mask[:, :width]
                 state = ad.prepare(hidden, mask)

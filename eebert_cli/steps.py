@@ -17,7 +17,7 @@ from .calibration import Calibration
 from .train import AttachConfig
 from .benchmark import BenchmarkConfig
 from .data import DataConfig, TaskData, load_data
-from .device import DeviceConfig, place_artifact, resolve
+from .device import DeviceConfig, place_artifact, placement_of, resolve
 from .errors import EebertError
 from .outputs import OutputsCache, SplitOutputs, data_config_of, split_outputs
 from .runtime import EarlyExitModel
@@ -102,6 +102,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if gates is not None:
         gates.threshold = cal.gate_threshold
     cal.quantize = artifact.quantize
+    cal.placement = placement_of(artifact.deployed.model).record()
     if size_warning:
         cal.warnings.append(size_warning)
     cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")

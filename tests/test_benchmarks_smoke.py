@@ -96,6 +96,15 @@ RUNS = [
         + [v.replace(a, b) for v in VARIANTS for a, b in (("fp32", "int8"), ("pytorch", "onnxrt"))]
         + ["onnxrt int8 whole-batch exit"],
         needs=("onnxruntime", "onnx"), id="inference.py-onnx-int8"),
+    # the prepared GPU check, dry-run on the CPU: every stage (MiniLM pipeline per dtype, the random BERT
+    # shape, the served comparison) runs on tiny sizes; CUDA graphs fall back to eager padded buckets
+    Run("gpu_check.py",
+        lambda f, tmp: ["--smoke", "--device", "cpu", "--dtypes", "float32,bfloat16", "--bert-dtypes", "bfloat16",
+                        "--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--out", tmp / "gc"],
+        ["# GPU check (SMOKE RUN, tiny sizes: not a measurement)", "| tiny-bert | float32 | 1 | ",
+         "| tiny-bert | bfloat16 | 4 | ", "| BERT 4x32 (random) | bfloat16 | 1 | ", "meaningless (random weights)",
+         "(graphed)", "`eebert serve --device cpu --dtype float32`", "| 2 | "],
+        absent=["Skipped:", "error"], needs=("fastapi", "uvicorn")),
     # skipping gates: the runtime does not report skipped layers, so no FLOPs figure rather than a wrong one
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "gated"),
         ["FLOPs n/a (gates)", "batch size 32: 12 examples"] + VARIANTS, id="inference.py-gated"),

@@ -91,6 +91,7 @@ def test_bfloat16_on_cpu_end_to_end_keeps_the_artifact_fp32(tiny_ckpt, tiny_data
     assert '"device": "cpu"' in r.output
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(NO_CUDA, reason="needs a CUDA GPU")
 def test_cuda_matches_cpu_in_float32(tiny_ckpt, tiny_data, tmp_path):
     out = tmp_path / "a"

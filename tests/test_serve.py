@@ -230,7 +230,7 @@ def test_bearer_token_guards_everything_but_the_probes(served, monkeypatch):
 
 def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path):
     for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--engine", "tensorrt"], "unknown engine"),
-                         (["--device", "cuda"], "--device"), (["--max-queue", "8"], "--max-queue")):
+                         (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"), (["--max-queue", "8"], "--max-queue")):
         r = CliRunner().invoke(cli_app, ["serve", str(served), *args])
         assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
     r = CliRunner().invoke(cli_app, ["serve", str(tmp_path)])

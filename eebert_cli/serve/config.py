@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass, field
 from ..errors import EebertError
 
 ENGINES = ("pytorch", "onnxruntime")
-#: devices this runtime can place the model on today; the device branch adds the accelerators
-DEVICES = ("auto", "cpu")
 #: how a multi-worker server hands its settings to the worker processes uvicorn spawns
 ENV = "EEBERT_SERVE_CONFIG"
 
@@ -24,7 +22,8 @@ class ServeConfig:
     port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)."})
     engine: str = field(default="pytorch", metadata={"help": "pytorch, or onnxruntime (needs `eebert export` first)."})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export for --engine onnxruntime (default ARTIFACT/onnx)."})
-    device: str = field(default="auto", metadata={"help": "Where the model runs: auto or cpu (auto = cpu in this build)."})
+    device: str = field(default="auto", metadata={"help": "Where the model runs: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
+    dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16."})
     threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
     deployed: bool = field(default=False, metadata={"help": "Serve the deployed model (full backbone and head) instead of the early-exit one."})
     backbone: str = field(default="", metadata={"help": "Backbone checkpoint, if it moved since attach (hash-checked)."})
@@ -42,9 +41,10 @@ class ServeConfig:
         """Reject bad values with one line each, before anything is loaded."""
         if self.engine not in ENGINES:
             raise EebertError(f"unknown engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
-        if self.device not in DEVICES:
-            raise EebertError(f"--device {self.device!r} is not available to `eebert serve` yet",
-                              f"choose one of {', '.join(DEVICES)}")
+        if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
+            raise EebertError(f"--engine onnxruntime serves on the CPU, not --device {self.device}",
+                              "drop --device, or serve with --engine pytorch on the GPU")
+        self.placement()  # a device or dtype that is not there fails before anything loads
         for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise EebertError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
@@ -60,6 +60,12 @@ class ServeConfig:
                               "raise --max-queue or lower --max-request-texts")
         self.api_key()
         return self
+
+    def placement(self):
+        """Where the model runs (device.py); onnxruntime reads host arrays, so its engine is on the CPU."""
+        from ..device import DeviceConfig, resolve
+
+        return resolve(DeviceConfig("cpu" if self.engine == "onnxruntime" else self.device, self.dtype))
 
     def api_key(self) -> str | None:
         """The bearer token from ``api_key_env``, or None when auth is off."""

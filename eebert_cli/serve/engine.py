@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
+from ..device import DeviceConfig, place_artifact
 from ..errors import EebertError
 from ..runtime import EarlyExitModel, pad_batch
 from ..tasks import Prediction, Task, get as get_task
@@ -48,6 +49,7 @@ class Engine:
     forward: Forward
     info: dict = field(default_factory=dict)  #: ids and hashes shown by /readyz and the status page
     task: Task = field(default_factory=lambda: get_task(None))  #: the checkpoint's task: how logits become answers
+    device: torch.device = torch.device("cpu")  #: where the model's inputs go
 
     @property
     def model_id(self) -> str:
@@ -76,38 +78,45 @@ class Engine:
     def run(self, rows: list[Row]) -> list[Prediction]:
         """Tokenise each row as `eebert predict` does, pad, run one batch, answer in input order."""
         ids, types = self.tokenize(rows)
+        dev = self.device
         if len(rows) == 1:  # unpadded, no mask: exactly the batch-1 path
-            logits, where = self.forward(torch.tensor(ids), None, torch.tensor(types) if types else None)
+            logits, where = self.forward(torch.tensor(ids, device=dev), None,
+                                         torch.tensor(types, device=dev) if types else None)
         else:
-            logits, where = self.forward(*pad_batch(ids, types, self.tokenizer.pad_token_id or 0))
-        return self.task.predictions(torch.as_tensor(logits), [self.exit_layers[int(k)] for k in where], self.id2label)
+            logits, where = self.forward(*(None if t is None else t.to(dev)
+                                           for t in pad_batch(ids, types, self.tokenizer.pad_token_id or 0)))
+        # one copy back per batch (logits and exits), not one per row
+        logits = torch.as_tensor(logits).float().cpu()
+        where = where.tolist() if isinstance(where, torch.Tensor) else where
+        return self.task.predictions(logits, [self.exit_layers[int(k)] for k in where], self.id2label)
 
 
 def load_engine(cfg: ServeConfig) -> Engine:
     """Load and hash-check the artifact (and its ONNX export) and build the engine the config asks for."""
-    if cfg.device not in ("auto", "cpu"):  # the runtime has no device parameter yet: CPU only
-        raise EebertError(f"device {cfg.device!r} is not supported by the runtime yet", "use --device cpu")
+    where = cfg.placement()
     torch.set_num_threads(cfg.torch_threads())
     backbone = cfg.backbone or None
     path = Path(cfg.artifact)
     if cfg.deployed:
         art = load_artifact(path, backbone)
+        place_artifact(art, where)  # the deployed model on the same device and dtype as the early-exit one
         model = None
         layers = art.config["backbone"]["num_layers"]
         exit_layers, dep = [layers], art.reference
         info = {"model_id": "deployed-" + dep.sha256[:12], "calibration_id": None}
     else:
-        model = EarlyExitModel.from_artifact(path, backbone)
+        model = EarlyExitModel.from_artifact(path, backbone, DeviceConfig(str(where.device), where.dtype_name))
         art, exit_layers, dep = model.artifact, model.exit_layers, model.artifact.deployed
         info = {"model_id": files_id(path, (CONFIG, WEIGHTS)), "calibration_id": files_id(path, (CALIBRATION,))}
     info.update(artifact=str(path.resolve()), backbone=str(dep.path), backbone_sha256=art.config["backbone"]["sha256"],
-                hash_checked=True, exit_layers=exit_layers, threads=cfg.torch_threads())
+                hash_checked=True, exit_layers=exit_layers, threads=cfg.torch_threads(),
+                **where.record())
     if model is not None:
         info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
     fwd = _onnx_forward(cfg, model, art) if cfg.engine == "onnxruntime" else _torch_forward(model, art)
     return Engine("deployed" if cfg.deployed else "early-exit", cfg.engine, art.deployed.tokenizer,
                   art.config["max_length"], exit_layers, art.deployed.id2label, fwd, info,
-                  get_task(art.config.get("task")))
+                  get_task(art.config.get("task")), where.device)
 
 
 def _torch_forward(model: EarlyExitModel | None, art) -> Forward:

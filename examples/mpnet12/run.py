@@ -18,6 +18,7 @@ from pathlib import Path
 
 from eebert_cli.artifact import load_artifact, write_json, write_text
 from eebert_cli.attach import attach
+from eebert_cli.device import place_artifact, resolve
 from eebert_cli.benchmark import run_benchmark
 from eebert_cli.steps import calibrate
 from eebert_cli.outputs import OutputsCache
@@ -36,20 +37,22 @@ def main() -> None:
     args = ap.parse_args()
     r = load_recipe(Path(args.recipe))
     ui = UI()
+    where = resolve(r.device)  # the recipe's [device] (auto: CUDA in bf16/fp16 where present)
     data = load_data(r.data)
     if not args.skip_attach:
         ui.log(f"[bold]attach[/] {r.checkpoint} -> {r.artifact}")
-        print(json.dumps(attach(r.checkpoint, r.data, r.attach, r.artifact, ui), indent=2))
+        print(json.dumps(attach(r.checkpoint, r.data, r.attach, r.artifact, ui, device=r.device), indent=2))
 
     cache = OutputsCache(Path(r.artifact) / "outputs-cache")
     rows = []
     targets = [float(t) for t in args.targets.split(",")]
     for t in targets:
         art = load_artifact(r.artifact)
+        place_artifact(art, where)  # calibrated on the device and dtype the benchmark below runs in
         cal = calibrate(art, data, replace(r.calibrate, target_speedup=t, max_drop=None), ui, cache=cache).to_dict()
         # batch-1 wall clock only at 2.0x (it re-runs the model example by example)
         bcfg = r.benchmark if t == 2.0 else replace(r.benchmark, repeats=0)
-        model = EarlyExitModel.from_artifact(r.artifact)
+        model = EarlyExitModel.from_artifact(r.artifact, device=r.device)
         rep = run_benchmark(model, data, bcfg, ui, cache=cache)
         folder = Path(r.artifact)
         write_json(folder / f"report-{t}x.json", rep)
