@@ -36,7 +36,7 @@ from .data import TaskData
 from .errors import EebertError
 from .metrics import REGRESSION, all_metrics, choose, predictions, same
 from .tasks import criterion_for
-from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
+from .outputs import OutputsCache, SplitOutputs, pooled, problem_for, split_outputs
 from .runtime import thresholds_to_json
 from .ui import SILENT, UI
 
@@ -77,12 +77,15 @@ def pick(cands: list[Candidate], mode: str, tolerance: float) -> Candidate:
     return chosen
 
 
-def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
+def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float,
+                predictive: bool = True) -> float:
     """Accuracy margin (0-1) so the drop on a fresh split of the same size stays within D with ``confidence``.
 
     z x SE of the paired per-example difference (early exit right - deployed right)
     on validation, times sqrt(2): the difference measured on validation and the one
     on an unseen split of the same size are both noisy (a prediction interval).
+    ``predictive=False``: z x SE alone, a one-sided bound on the population's mean
+    (the agreement bound over unlabeled rows, see :func:`agreement_margin`).
     """
     right = problem.correct.gather(1, outcome.exits[:, None]).squeeze(1)
     diff = right - ref_correct.double()
@@ -90,11 +93,42 @@ def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, c
     if n < 2:
         return 0.0
     z = statistics.NormalDist().inv_cdf(confidence)
-    return z * diff.std().item() / math.sqrt(n) * math.sqrt(2.0)
+    return z * diff.std().item() / math.sqrt(n) * (math.sqrt(2.0) if predictive else 1.0)
+
+
+def agreement_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
+    """Upper-bound margin on the disagreement rate with the deployed model (``problem`` scores agreement):
+    the accuracy drop is at most the share of rows where the exits answer differently, so a bound on
+    that share bounds the drop, and unlabeled rows can tighten it."""
+    return drop_margin(outcome, ref_correct, problem, confidence, predictive=False)
+
+
+def budget_note(max_drop: float, confidence: float, labelled: int, unlabeled: int = 0) -> str:
+    """What a validation of this size can certify, said before the search.
+
+    Labelled: the margin at a disagreement rate p is about z*sqrt(2p/n) (paired
+    differences, prediction interval), so a budget D is usable when the margin at
+    p = D stays within D/2: n >= 8z^2/D. Agreement over m = n + u rows (``--unlabeled``):
+    p + z*sqrt(p/m) <= D with p = D/2 gives m >= 2z^2/D.
+    """
+    if max_drop <= 0:
+        return "--max-drop 0 leaves every exit off (any disagreement may cost accuracy)"
+    z2, d = statistics.NormalDist().inv_cdf(confidence) ** 2, max_drop / 100.0
+    head = f"--max-drop {max_drop:g} at {confidence:.0%} confidence: "
+    if unlabeled:
+        m = labelled + unlabeled
+        return (head + f"the drop is bounded by the disagreement with the deployed model over {labelled:,} validation "
+                f"+ {unlabeled:,} unlabeled rows; {m:,} rows certify budgets down to about {100 * 2 * z2 / m:.2f} "
+                f"points, and {max_drop:g} points needs about {math.ceil(2 * z2 / d):,} rows")
+    return (head + f"{labelled:,} labelled validation rows certify drops down to about {100 * 8 * z2 / labelled:.2f} "
+            f"points; {max_drop:g} points needs about {math.ceil(8 * z2 / d):,} labelled rows, or about "
+            f"{math.ceil(2 * z2 / d):,} rows in all with unlabeled ones (--unlabeled FILE: rows scored by the "
+            "deployed model bound the drop by the disagreement)")
 
 
 def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, ref_correct: torch.Tensor,
-                       max_drop: float, cfg: CalibrationConfig) -> tuple[torch.Tensor, list, float]:
+                       max_drop: float, cfg: CalibrationConfig,
+                       margin_of: Callable = drop_margin) -> tuple[torch.Tensor, list, float]:
     """``max_drop`` search on a lower confidence bound: raise the margin until the chosen point keeps it.
 
     When no point with exits firing keeps it, every exit is set to "never": the
@@ -106,7 +140,7 @@ def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, r
             thr, curve = search(problem, criterion, "drop", ref_acc - max_drop / 100.0 + margin, cfg.per_layer)
         except EebertError:
             break
-        need = drop_margin(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
+        need = margin_of(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
         if need <= margin + 1e-12:
             return thr, curve, margin
         margin = need
@@ -147,12 +181,18 @@ def check_config(cfg: CalibrationConfig) -> None:
 
 def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], gate_thresholds: list[float | None],
                            cfg: CalibrationConfig, criterion_params: dict | None = None,
-                           artifact: Artifact | None = None) -> tuple[SplitOutputs, Calibration]:
-    """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring)."""
+                           artifact: Artifact | None = None,
+                           unlabeled_at: Callable[[float | None], SplitOutputs] | None = None
+                           ) -> tuple[SplitOutputs, Calibration]:
+    """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring).
+
+    ``unlabeled_at``: outputs of unlabeled rows; with ``max_drop`` the thresholds are then chosen on the
+    agreement with the deployed model over validation + those rows (see :func:`agreement_margin`)."""
     from .regression import check_criterion, max_drop_goal, tolerance as regression_tolerance
 
     t0 = time.perf_counter()
     cands, failure, ref = [], None, None
+    agreement: dict[int, tuple[float, int]] = {}  # id(thresholds) -> (agreement, rows) on the pooled rows
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
     try:
@@ -178,6 +218,14 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     elif regression:  # MSE budget (see regression.py); no margin
                         thr, curve = search(problem, criterion, "drop", max_drop_goal(ref_acc, cfg.max_drop),
                                             cfg.per_layer)
+                    elif unlabeled_at is not None:  # agreement over validation + unlabeled rows
+                        pool = pooled([outputs, unlabeled_at(gt)])
+                        agree = problem_for(pool, criterion)
+                        ones = torch.ones(agree.correct.shape[0], dtype=torch.float64)
+                        thr, curve, margin = search_with_margin(agree, criterion, 1.0, ones, cfg.max_drop, cfg,
+                                                                agreement_margin)
+                        agreement[id(thr)] = (agree.correct.gather(1, agree.outcome(thr).exits[:, None]).mean().item(),
+                                              agree.correct.shape[0])
                     else:
                         thr, curve, margin = search_with_margin(problem, criterion, ref_acc, ref_correct,
                                                                 cfg.max_drop, cfg)
@@ -193,12 +241,12 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     n = cands[0].outputs.logits.shape[0]
     best = max(c.outcome.accuracy for c in cands)
     c = pick(cands, mode, noise_tolerance(best, n) if tol is None else tol)
-    cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0)
+    cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0, agreement.get(id(c.thresholds)))
     return c.outputs, cal
 
 
 def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc: float,
-           artifact: Artifact | None, seconds: float) -> Calibration:
+           artifact: Artifact | None, seconds: float, agreement: tuple[float, int] | None = None) -> Calibration:
     """The Calibration of the picked candidate: its validation estimate, intervals and the grid tried."""
     outputs, chosen = c.outputs, c.outcome
     regression = outputs.task == REGRESSION
@@ -229,7 +277,16 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
                         "confidence on this validation split: every exit is off (the deployed head answers); "
                         "allow a larger --max-drop or use more validation data")
-    if cfg.max_drop is not None and not regression:
+    if cfg.max_drop is not None and not regression and agreement is not None:
+        rate, rows = agreement
+        margin = {"method": f"upper {cfg.drop_confidence:.0%} bound (z*SE, normal approximation) on the share of "
+                            f"rows where the early-exit answer differs from the deployed model's, over {n} validation "
+                            f"+ {rows - n} unlabeled rows; the accuracy drop cannot exceed that share",
+                  "confidence": cfg.drop_confidence, "points": 100 * c.margin,
+                  "rows": {"validation": n, "unlabeled": rows - n},
+                  "disagreement_points": 100 * (1 - rate), "bound_points": 100 * (1 - rate + c.margin),
+                  "constraint": f"disagreement with the deployed model + margin <= {cfg.max_drop} points"}
+    elif cfg.max_drop is not None and not regression:
         margin = {"method": "z*SE of the paired per-example accuracy difference x sqrt(2) (prediction for an "
                             "unseen split of the validation's size)", "confidence": cfg.drop_confidence,
                   "points": 100 * c.margin,
@@ -285,6 +342,9 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
 
     check_config(cfg)
     size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
+    if cfg.unlabeled and cfg.max_drop is None:
+        raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
+                          "add --max-drop POINTS, or drop --unlabeled")
     gates = artifact.exits.gates
     if gates is not None and not cfg.gate_thresholds:
         raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
@@ -301,10 +361,27 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
         shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
         return o
 
+    unlabeled_at, note = None, None
+    if cfg.max_drop is not None and cfg.unlabeled:
+        extra = unlabeled_data(cfg.unlabeled, data)
+        scored: dict = {}
+
+        def unlabeled_at(gt: float | None) -> SplitOutputs:  # one pass per gate threshold, not per grid point
+            if gt not in scored:
+                scored[gt] = split_outputs(artifact, extra, "unlabeled", ui=ui, cache=cache)
+            return scored[gt]
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")),
+                           len(extra.split("unlabeled")))
+    elif cfg.max_drop is not None:
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")))
+    if note:
+        ui.log(note)
     outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
-                                          cfg, criterion_params, artifact)
+                                          cfg, criterion_params, artifact, unlabeled_at)
     if gates is not None:
         gates.threshold = cal.gate_threshold
+    if cal.margin is not None and note:
+        cal.margin["certifiable"] = note
     cal.quantize = artifact.quantize
     if size_warning:
         cal.warnings.append(size_warning)
@@ -325,3 +402,23 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     cal.save(artifact.path)
     mark_stale(artifact.path)  # a report of the previous calibration says it is stale
     return cal
+
+
+def unlabeled_data(spec: str, data: TaskData) -> TaskData:
+    """Every row of the file ``spec`` as one split "unlabeled", read with the validation split's text columns."""
+    from pathlib import Path
+
+    from .data import files
+    from .data.spec import DataConfig, columns
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise EebertError(f"--unlabeled {spec}: file not found", f"give a data file ({', '.join(files.READERS)}) "
+                          "with a text column")
+    val = data.split("validation")
+    ds = files.load_file(path)
+    if len(ds) == 0:
+        raise EebertError(f"--unlabeled {spec} is empty", "give a file with a header and rows")
+    split = columns(ds, DataConfig(text_column=val.text_column, pair_column=val.pair_column, label_column=None),
+                    str(path))
+    return TaskData(str(path), {"unlabeled": split})

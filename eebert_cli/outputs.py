@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -62,6 +62,17 @@ class SplitOutputs:
         return self.labels if self.labels is not None else self.deployed_pred
 
 
+def pooled(parts: list[SplitOutputs]) -> SplitOutputs:
+    """Several splits' outputs as one, without labels: every row is then scored on agreement with the
+    deployed model (what unlabeled rows can tell)."""
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else torch.cat(values)
+
+    return SplitOutputs(cat("logits"), cat("lengths"), None, cat("cost"), cat("full"), parts[0].task,
+                        cat("features"), cat("deployed_logits"), cat("skipped"))
+
+
 def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor | None:
     """The split's gold labels as the model's targets, converted a batch of rows at a time (RAM
     holds the tensor, not a Python object per row); None when the data have no labels."""
@@ -83,13 +94,15 @@ def gold_labels(deployed: Deployed, data: TaskData, split: str) -> torch.Tensor 
     return torch.cat(parts) if parts else convert([], source)
 
 
-def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:
+def data_config_of(artifact: art.Artifact, override: DataConfig | None, flags: dict | None = None) -> DataConfig:
+    """``override`` when it names data; else the data the artifact records, with ``flags`` (data flags
+    given without --data: --max-samples, --split-map, columns) on top."""
     if override is not None and override.spec:
         return override
     saved = artifact.config.get("data")
     if not saved:
         raise EebertError("no data given and the artifact records none", "pass --data")
-    return DataConfig(**saved)
+    return replace(DataConfig(**saved), **(flags or {}))
 
 
 def split_fingerprint(data: TaskData, split: str) -> str:
