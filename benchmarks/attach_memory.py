@@ -15,7 +15,7 @@ Peak RSS counts pages of memory-mapped files the process has read (the feature c
 data), which the kernel drops under pressure; the anonymous part (heap and tensors, sampled every
 20 ms) is reported beside it.
 
-``--model tiny`` (default) is a random 2-layer BERT (hidden 32) with MiniLM's
+``--model tiny`` (default) is a random 2-layer BERT (hidden 256, ``--hidden``) with MiniLM's
 real tokenizer: the backbone is not what is measured, and MiniLM-L6 over 200k
 rows does not fit in minutes on a shared 2-core machine. ``--model minilm``
 uses the real MiniLM-L6 weights (slow).
@@ -65,12 +65,27 @@ class AnonPeak:
         return max(self.peak, rss_mb("RssAnon"))
 
 
+def resident_by_file(top: int = 6) -> dict[str, float]:
+    """Resident MB per mapped file (and [anon] for the rest), largest first: which pages stay resident."""
+    sizes: dict[str, float] = {}
+    name = "[anon]"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split(None, 1)[0]
+        if "-" in first and not first.endswith(":"):  # a mapping's header line: range perms offset dev inode [path]
+            parts = line.split()
+            name = parts[5] if len(parts) > 5 else "[anon]"
+            name = Path(name).name if name.startswith("/") else name
+        elif first == "Rss:":
+            sizes[name] = sizes.get(name, 0.0) + int(line.split()[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:top]}
+
+
 def peak_mb() -> float:
     """The process's peak RSS so far (ru_maxrss)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_checkpoint(folder: Path, model: str) -> Path:
+def make_checkpoint(folder: Path, model: str, hidden: int = 256) -> Path:
     """A deployed-like checkpoint: MiniLM-L6 with a fresh 2-label head, or a tiny random BERT with its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
@@ -88,8 +103,8 @@ def make_checkpoint(folder: Path, model: str) -> Path:
         import torch
 
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=512, **labels)
+        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=512, **labels)
         m = AutoModelForSequenceClassification.from_config(cfg)
     m.config.architectures = [type(m).__name__]
     m.save_pretrained(folder, safe_serialization=True)
@@ -135,11 +150,13 @@ def child(checkpoint: str, data: str, max_length: int, epochs: int) -> None:
         marks["anon_before_pass_mb"] = rss_mb("RssAnon")
         out = real_pass(*a, **k)
         marks["peak_after_pass_mb"] = peak_mb()
+        marks["resident_after_pass"] = resident_by_file()
         return out
 
     def marked_train(*a, **k):
         out = real_train(*a, **k)
         marks["peak_after_training_mb"] = peak_mb()
+        marks["resident_after_training"] = resident_by_file()
         return out
 
     feature_cache.attach_pass, attach_module.train_method = marked_pass, marked_train
@@ -150,7 +167,8 @@ def child(checkpoint: str, data: str, max_length: int, epochs: int) -> None:
             epochs=epochs)), Path(tmp) / "artifact")
     peak, peak_anon = peak_mb(), anon.stop()
     print(json.dumps({"rows": result["examples"], "seconds": round(time.perf_counter() - t0, 1),
-                      **{k: round(v, 1) for k, v in marks.items()}, "peak_rss_mb": round(peak, 1),
+                      **{k: round(v, 1) if isinstance(v, float) else v for k, v in marks.items()},
+                      "peak_rss_mb": round(peak, 1),
                       "growth_mb": round(peak - marks["rss_before_pass_mb"], 1),
                       "peak_anon_mb": round(peak_anon, 1),
                       "anon_growth_mb": round(peak_anon - marks["anon_before_pass_mb"], 1)}))
@@ -161,6 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--rows", type=int, nargs="+", default=[10000, 200000])
     ap.add_argument("--model", choices=("tiny", "minilm"), default="tiny")
     ap.add_argument("--max-length", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=256, help="hidden size of the tiny model")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -170,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.model)
+        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.model, args.hidden)
         for rows in args.rows:
             data = make_data(Path(tmp) / f"data-{rows}", rows)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                   str(args.max_length), "--epochs", str(args.epochs)],
                                  env=env, check=True, capture_output=True, text=True)
             line = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append({"model": args.model, "max_length": args.max_length, **line})
+            results.append({"model": args.model, "hidden": args.hidden if args.model == "tiny" else 384,
+                            "max_length": args.max_length, **line})
             print(json.dumps(results[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

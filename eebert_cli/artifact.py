@@ -319,6 +319,11 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
             raise EebertError(f"{f} does not match the artifact's config: it was changed, truncated or left "
                               "half-replaced by an interrupted write", "re-create the artifact with `eebert attach`")
     source, revision = backbone_source(config["backbone"]) if backbone is None else (str(backbone), None)
+    if backbone is None and revision is None and not Path(source).expanduser().exists():
+        # --backbone is per command (the artifact keeps the path it was attached from)
+        raise EebertError(f"the backbone {path} was attached to is no longer at {source}",
+                          "pass --backbone NEW_PATH (checked against the recorded sha256) to this command, "
+                          "or move the checkpoint back")
     deployed = load_deployed(source, trust_remote_code, revision)
     check_backbone(config, deployed)
     original = None

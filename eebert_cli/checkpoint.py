@@ -103,7 +103,39 @@ def check_checkpoint(path: str | Path) -> Path:
     if not weight_files(p):
         raise EebertError(f"{path} has no .safetensors weights",
                           "eebert never unpickles .bin files; re-save with save_pretrained(safe_serialization=True)")
+    for f in weight_files(p):
+        check_safetensors(f)
+    if not any((p / n).is_file() for n in TOKENIZER_FILES):
+        # transformers would build a near-empty tokenizer from config.json alone: every word [UNK]
+        raise EebertError(f"{path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})",
+                          "save the tokenizer next to the model with tokenizer.save_pretrained()")
     return p
+
+
+#: Files that hold a tokenizer's vocabulary (tokenizer_config.json alone does not).
+TOKENIZER_FILES = tuple(n for n in FINGERPRINT_FILES if n not in ("config.json", "tokenizer_config.json",
+                                                                   "special_tokens_map.json", "added_tokens.json"))
+
+
+def check_safetensors(f: Path) -> None:
+    """A weights file must be whole: its header parses and the tensors it lists end where the file ends."""
+    size = f.stat().st_size
+    problem = None
+    try:
+        with f.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                problem = f"{size} bytes, shorter than its header says"
+            else:
+                header = json.loads(fh.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                if 8 + n + end != size:
+                    problem = f"{size} bytes, its header lists {8 + n + end}"
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        problem = f"unreadable header: {type(e).__name__}"
+    if problem:
+        raise EebertError(f"{f} is truncated or damaged ({problem})",
+                          "copy the checkpoint again (or re-save it with save_pretrained)")
 
 
 #: Set by ``eebert --trust-remote-code``; off unless the user asks (loading must not run code).

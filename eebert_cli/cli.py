@@ -105,6 +105,16 @@ def data_opts(base: DataConfig | None, data, text_column, pair_column, label_col
                  split_map=_split_map(split_map) if split_map else None)
 
 
+def data_flags(text_column, pair_column, label_column, max_samples, data_config=None, split_map=None) -> dict:
+    """The data flags that were given (values checked), to apply on top of the data an artifact records
+    when --data is not given: `calibrate ART --max-samples 500` reads 500 rows of the attach data."""
+    flags = {k: v for k, v in dict(text_column=text_column, pair_column=pair_column, label_column=label_column,
+                                   max_samples=max_samples, config=data_config,
+                                   split_map=_split_map(split_map) if split_map else None).items() if v is not None}
+    given(DataConfig(), **flags)
+    return flags
+
+
 def _split_map(value: str) -> dict[str, str]:
     """``train=train,validation=dev`` -> {"train": "train", "validation": "dev"}."""
     out_: dict[str, str] = {}
@@ -267,6 +277,7 @@ def calibrate(
     config: Optional[Path] = CONFIG,
     target_speedup: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "target_speedup")),
     max_drop: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "max_drop")),
+    unlabeled: Optional[str] = typer.Option(None, "--unlabeled", help=help_for(CalibrationConfig, "unlabeled")),
     criterion: Optional[str] = _opt(CalibrationConfig, "criterion"),
     criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
     global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
@@ -289,14 +300,16 @@ def calibrate(
     base = r.calibrate
     if target_speedup is not None or max_drop is not None:  # a budget flag replaces the recipe's budget
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)
-    cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop,
+    cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None,
                 criterion_params={**base.criterion_params, **_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
                      data_config, split_map)
     result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
-                             backbone=backbone, quantize=quantize, metric=metric).to_dict()
+                             backbone=backbone, quantize=quantize, metric=metric,
+                             data_flags=data_flags(text_column, pair_column, label_column, max_samples,
+                                                   data_config, split_map)).to_dict()
     head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
@@ -309,9 +322,14 @@ def calibrate(
         if head != m and mv.get(head) is not None:
             extra = f", {head} {fmt(mv[head])} vs deployed {fmt(mv['deployed_' + head])}"
         margin = result.get("margin")
-        if margin:
+        if margin and "bound_points" in margin:
+            extra += (f"; drop bound {margin['bound_points']:.2f} points = disagreement with the deployed model "
+                      f"{margin['disagreement_points']:.2f} + margin {margin['points']:.2f} "
+                      f"({100 * margin['confidence']:.0f}% z*SE over {margin['rows']['validation']:,} validation + "
+                      f"{margin['rows']['unlabeled']:,} unlabeled rows)")
+        elif margin:
             extra += (f"; --max-drop kept with a {margin['points']:.2f}-point margin "
-                      f"({100 * margin['confidence']:.0f}% z*SE bound)")
+                      f"({100 * margin['confidence']:.0f}% z*SE bound on labelled validation rows)")
         out.print(f"{result['criterion']}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
                   f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
                   f"{m} {fmt(v[m])} vs deployed {fmt(v['deployed_' + m])}{extra}; "
@@ -351,7 +369,9 @@ def benchmark(
 
     report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
                                                  label_column, max_samples, data_config, split_map),
-                             cfg, UI(quiet=as_json), device=device_opts(r, device, dtype), backbone=backbone)
+                             cfg, UI(quiet=as_json), device=device_opts(r, device, dtype), backbone=backbone,
+                             data_flags=data_flags(text_column, pair_column, label_column, max_samples,
+                                                   data_config, split_map))
     _print_report(artifact, report, as_json)
     emit(report, as_json)
 
@@ -510,24 +530,33 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
 @command
 def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) to check."), as_json: bool = JSON):
     """Check a recipe without running it: every key, value and component (built with its params)."""
-    from .recipe import check_components, load_recipe, recipe_kind
+    from .recipe import check_components, check_sources, load_recipe, recipe_kind
 
     if recipe_kind(recipe) == "compare":
         from .compare import load_compare_recipe
 
         r, methods = load_compare_recipe(recipe)  # builds each method's components
+        notes = check_sources(r.checkpoint, r.data.spec, None)
         rows = [{"name": m.name, **check_components(m.attach, m.criterion, m.criterion_params, m.name, r.checkpoint)}
                 for m in methods]
         result = {"recipe": str(recipe), "kind": "compare", "valid": True, "methods": rows}
     else:
         r = load_recipe(recipe)
+        notes = check_sources(r.checkpoint, r.data.spec, r.device)
         rows = [{"name": "pipeline", **check_components(r.attach, r.calibrate.criterion, r.calibrate.criterion_params,
                                                         recipe.name, r.checkpoint)}]
         result = {"recipe": str(recipe), "kind": "pipeline", "valid": True, "methods": rows,
                   "expect": {k: v for k, v in dataclasses.asdict(r.expect).items() if v is not None}}
+    result.update(notes)
     if as_json:
         emit(result, True)
         return
+    from rich.markup import escape
+
+    for line in notes["skipped"]:
+        err.print(f"[dim]skipped:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for line in notes["warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
     from rich.table import Table
 
     t = Table("method", "exits", "objective", "criterion", "gates", title=f"{recipe}: valid")

@@ -1,15 +1,24 @@
 """The attach backbone pass, written to a disk cache instead of RAM, resumable.
 
 The training split is cut into chunks of rows. Each chunk is tokenised, run
-through the backbone (``features.extract``) and written into memory-mapped
-``.npy`` arrays; then the manifest records it as done (atomic rewrite). A run
-killed half-way and started again with the same inputs finds the manifest,
-skips the chunks that are done and goes on. Exit training then reads the
-arrays through the memory map, so peak RAM holds one chunk's features and one
-tokenised chunk, whatever the number of rows.
+through the backbone (``features.extract``) and written into ``.npy`` arrays
+with plain file writes (a CRC-32 of each array's chunk computed on the bytes
+as they are written); then the manifest records the chunk as done with its
+checksums (atomic rewrite). A run killed half-way and started again with the
+same inputs finds the manifest, skips the chunks that are done and goes on.
+Exit training then reads the arrays through a memory map, so peak RAM holds
+one chunk's features and one tokenised chunk, whatever the number of rows.
+
+Reuse is checked, never trusted: the key covers the backbone's weights and
+config/tokenizer files, precision and device, the texts and the pass plan; a
+file of the wrong size or header starts the cache over, and every done chunk
+is read back and its checksums compared before training reads it. A chunk
+that changed since it was written (zeroed, NaN, another model's array copied
+in) is recomputed with a one-line warning. Non-finite features from the
+backbone itself stop attach with one line.
 
     CACHE/
-      manifest.json       key (what the features depend on), shapes, chunks done
+      manifest.json       key (what the features depend on), shapes, chunks done, CRC-32 per chunk and array
       reduced-<r>.npy     [N, K, H] float32 per pooled reduction ("mean", "cls")
       teacher.npy         [N, C] float32, the deployed model's logits
       lengths.npy         [N] int64, tokens per example
@@ -22,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -35,7 +46,7 @@ from .errors import EebertError
 from .features import Features, TokenStore, encode, extract
 
 MANIFEST = "manifest.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  #: 2: CRC-32 per chunk and array, key over the whole backbone fingerprint
 CHUNK_ROWS = 4096  #: rows per chunk: the unit of work, of resumption and of RAM
 
 
@@ -86,8 +97,12 @@ def _digest_texts(split: Split) -> str:
 
 
 def cache_key(deployed, split: Split, plan: Plan, dtype: str) -> str:
-    """What the features depend on: backbone weights, precision, texts and the pass plan."""
-    blob = json.dumps({"format": CACHE_FORMAT, "backbone": deployed.sha256, "dtype": dtype,
+    """What the features depend on: backbone weights, config and tokenizer files, precision and device
+    (``dtype`` is the resolved device's description, e.g. "cpu float32"), texts and the pass plan."""
+    from .checkpoint import fingerprint_files
+
+    blob = json.dumps({"format": CACHE_FORMAT, "backbone": deployed.sha256,
+                       "backbone_files": fingerprint_files(deployed.path), "dtype": dtype,
                        "texts": _digest_texts(split), "rows": len(split), "layers": plan.layers,
                        "needs": {str(k): v for k, v in sorted(plan.needs.items())},
                        "max_length": plan.max_length, "chunk_rows": CHUNK_ROWS}, sort_keys=True)
@@ -97,8 +112,8 @@ def cache_key(deployed, split: Split, plan: Plan, dtype: str) -> str:
 class FeatureCache:
     """One split's features on disk. ``open`` creates it or picks up an interrupted one."""
 
-    def __init__(self, folder: Path, manifest: dict):
-        self.folder, self.manifest = folder, manifest
+    def __init__(self, folder: Path, manifest: dict, token_offsets: np.ndarray | None = None):
+        self.folder, self.manifest, self._token_offsets = folder, manifest, token_offsets
 
     @property
     def done(self) -> set[int]:
@@ -110,24 +125,36 @@ class FeatureCache:
 
     @classmethod
     def open(cls, folder: str | Path, key: str, shapes: dict[str, list[int]], dtypes: dict[str, str],
-             chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None) -> "FeatureCache":
+             chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None,
+             token_offsets: np.ndarray | None = None) -> "FeatureCache":
+        """``token_offsets``: where each row's token states start (when the cache holds ``tokens``)."""
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise EebertError(f"--feature-cache {folder} is a file, not a folder",
+                              "name a new or empty folder for the feature cache (eebert never replaces a file)")
         m = folder / MANIFEST
         if m.is_file():
             try:
                 manifest = json.loads(m.read_text())
-                ok = manifest["format"] == CACHE_FORMAT and isinstance(manifest["done"], list)
-            except (json.JSONDecodeError, KeyError, TypeError):
+                ok = isinstance(manifest["key"], str) and (manifest["format"] != CACHE_FORMAT or (
+                    isinstance(manifest["done"], list) and isinstance(manifest["sums"], dict)))
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
                 ok = False
             if not ok:
                 raise EebertError(f"feature cache {folder} is damaged (its manifest cannot be read)",
                                   f"delete {folder} (eebert made it) or pass another --feature-cache")
-            if manifest["key"] == key and all((folder / f"{n}.npy").is_file() for n in shapes):
-                cache = cls(folder, manifest)
-                if cache.done:
-                    log(f"feature cache {folder}: resuming, {len(cache.done)} of {len(chunks)} chunks done")
-                return cache
-            log(f"feature cache {folder} holds other features (different model, data or settings): starting over")
+            if manifest["format"] == CACHE_FORMAT and manifest["key"] == key and manifest["shapes"] == shapes:
+                bad = next((n for n in shapes if _layout_problem(folder / f"{n}.npy", shapes[n], dtypes[n])), None)
+                if bad is None:
+                    cache = cls(folder, manifest, token_offsets)
+                    cache.verify(log)
+                    if cache.done:
+                        log(f"feature cache {folder}: resuming, {len(cache.done)} of {len(chunks)} chunks done")
+                    return cache
+                log(f"warning: feature cache {folder}: {bad}.npy "
+                    f"{_layout_problem(folder / f'{bad}.npy', shapes[bad], dtypes[bad])}: starting over")
+            else:
+                log(f"feature cache {folder} holds other features (different model, data or settings): starting over")
         elif folder.exists() and any(folder.iterdir()):
             raise EebertError(f"{folder} exists and is not an eebert feature cache",
                               "pass an empty or new folder to --feature-cache")
@@ -135,24 +162,80 @@ class FeatureCache:
         for name, shape in shapes.items():  # sparse files: disk fills as chunks are written
             np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))
         manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
-                    "done": []}
+                    "done": [], "sums": {}}
         write_json(m, manifest)
-        return cls(folder, manifest)
+        return cls(folder, manifest, token_offsets)
+
+    def verify(self, log: Callable[[str], None]) -> None:
+        """Read every done chunk back and compare its checksums; a chunk that changed is to be recomputed."""
+        changed = []
+        for index in sorted(self.done):
+            sums = self.manifest["sums"].get(str(index))
+            if not isinstance(sums, dict) or any(sums.get(n) != self._crc(n, index) for n in self.manifest["shapes"]):
+                changed.append(index)
+        if changed:
+            log(f"warning: feature cache {self.folder}: {len(changed)} of {len(self.done)} done chunks changed "
+                f"since they were written (checksum mismatch, first: chunk {changed[0]}): recomputing them")
+            self.manifest["done"] = sorted(self.done - set(changed))
+            for index in changed:
+                self.manifest["sums"].pop(str(index), None)
+            write_json(self.folder / MANIFEST, self.manifest)
+
+    def _span(self, name: str, index: int) -> tuple[int, int]:
+        """(byte offset, byte count) of chunk ``index`` in array ``name``."""
+        a, b = self.manifest["chunks"][index]
+        if name == "tokens":
+            a, b = int(self._token_offsets[a]), int(self._token_offsets[b])
+        path = self.folder / f"{name}.npy"
+        header, row = _data_start(path)
+        return header + a * row, (b - a) * row
+
+    def _crc(self, name: str, index: int) -> int:
+        start, count = self._span(name, index)
+        crc = 0
+        with open(self.folder / f"{name}.npy", "rb") as f:  # explicit reads: nothing stays mapped
+            f.seek(start)
+            while count > 0:
+                block = f.read(min(count, 1 << 22))
+                if not block:
+                    return -1  # shorter than its header says: cannot match
+                crc, count = zlib.crc32(block, crc), count - len(block)
+        return crc
 
     def array(self, name: str, mode: str = "r+") -> np.memmap:
         return np.load(self.folder / f"{name}.npy", mmap_mode=mode)
 
     def write(self, index: int, arrays: dict, token_offsets: np.ndarray | None) -> None:
-        """Write chunk ``index``, flush it to disk, then record it as done (in that order)."""
+        """Write chunk ``index`` with file writes, fsync it, then record it as done with its checksums.
+
+        Plain writes, not a writable map: dirty mapped pages would count in this
+        process's RSS for the whole pass (what a container limit sees).
+        """
+        if token_offsets is not None:
+            self._token_offsets = token_offsets
         a, b = self.manifest["chunks"][index]
         for name, values in arrays.items():
-            mm = self.array(name)
-            if name == "tokens":
-                mm[token_offsets[a]:token_offsets[b]] = values
-            else:
-                mm[a:b] = values
-            mm.flush()
-            del mm
+            values = np.ascontiguousarray(values)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise EebertError(f"the backbone produced NaN or infinite {name} features for training rows "
+                                  f"{a + 1}..{b}; nothing was trained on them",
+                                  "check the checkpoint's weights, or run with --dtype float32")
+        sums = {}
+        for name, values in arrays.items():
+            data = memoryview(np.ascontiguousarray(values)).cast("B")
+            start, count = self._span(name, index)
+            if len(data) != count:
+                raise RuntimeError(f"chunk {index} of {name}: {len(data)} bytes for a {count}-byte slot")
+            fd = os.open(self.folder / f"{name}.npy", os.O_WRONLY)
+            try:
+                written = 0
+                while written < count:
+                    written += os.pwrite(fd, data[written:], start + written)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            sums[name] = zlib.crc32(data)
+        self.manifest["sums"][str(index)] = sums
         self.manifest["done"] = sorted(self.done | {index})
         write_json(self.folder / MANIFEST, self.manifest)
 
@@ -179,6 +262,39 @@ class FeatureCache:
 
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
                         view("lengths"), tokens, release=release)
+
+
+def _header(f) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran order, dtype) from an open ``.npy`` file, which is left at the data's start."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
+def _data_start(path: Path) -> tuple[int, int]:
+    """(byte offset of the data, bytes per row) of a ``.npy`` file, from its header."""
+    with open(path, "rb") as f:
+        shape, _, dtype = _header(f)
+        return f.tell(), int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+
+def _layout_problem(path: Path, shape: list[int], dtype: str) -> str | None:
+    """Why ``path`` is not the array the manifest describes (missing, bad header, wrong size), or None."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        with open(path, "rb") as f:
+            got, fortran, got_dtype = _header(f)
+            start = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        return f"has no readable array header ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if list(got) != list(shape) or got_dtype != np.dtype(dtype) or fortran:
+        return f"holds a {got_dtype} array of shape {list(got)}, not {dtype} {shape}"
+    size = start + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    actual = path.stat().st_size
+    if actual != size:
+        return f"is {actual} bytes, not {size} (truncated or extended)"
+    return None
 
 
 def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
@@ -210,7 +326,8 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
     if plan.tokens:
         # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
         shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
-    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log)
+    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log,
+                              offsets)
     todo = [i for i in range(len(chunks)) if i not in cache.done]
     size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731
     with progress(n) as advance:

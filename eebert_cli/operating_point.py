@@ -33,7 +33,7 @@ from .calibration import Calibration, thresholds_to_json
 from .criteria import CRITERIA, Criterion, build_criterion
 from .errors import EebertError
 from .tasks import criterion_for
-from .outputs import SplitOutputs, problem_for
+from .outputs import SplitOutputs, pooled, problem_for
 
 
 @dataclass
@@ -72,12 +72,15 @@ def pick(cands: list[Candidate], mode: str, tolerance: float) -> Candidate:
     return chosen
 
 
-def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
+def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float,
+                predictive: bool = True) -> float:
     """Accuracy margin (0-1) so the drop on a fresh split of the same size stays within D with ``confidence``.
 
     z x SE of the paired per-example difference (early exit right - deployed right)
     on validation, times sqrt(2): the difference measured on validation and the one
     on an unseen split of the same size are both noisy (a prediction interval).
+    ``predictive=False``: z x SE alone, a one-sided bound on the population's mean
+    (the agreement bound over unlabeled rows, see :func:`agreement_margin`).
     """
     right = problem.correct.gather(1, outcome.exits[:, None]).squeeze(1)
     diff = right - ref_correct.double()
@@ -85,11 +88,42 @@ def drop_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, c
     if n < 2:
         return 0.0
     z = statistics.NormalDist().inv_cdf(confidence)
-    return z * diff.std().item() / math.sqrt(n) * math.sqrt(2.0)
+    return z * diff.std().item() / math.sqrt(n) * (math.sqrt(2.0) if predictive else 1.0)
+
+
+def agreement_margin(outcome: Outcome, ref_correct: torch.Tensor, problem: Problem, confidence: float) -> float:
+    """Upper-bound margin on the disagreement rate with the deployed model (``problem`` scores agreement):
+    the accuracy drop is at most the share of rows where the exits answer differently, so a bound on
+    that share bounds the drop, and unlabeled rows can tighten it."""
+    return drop_margin(outcome, ref_correct, problem, confidence, predictive=False)
+
+
+def budget_note(max_drop: float, confidence: float, labelled: int, unlabeled: int = 0) -> str:
+    """What a validation of this size can certify, said before the search.
+
+    Labelled: the margin at a disagreement rate p is about z*sqrt(2p/n) (paired
+    differences, prediction interval), so a budget D is usable when the margin at
+    p = D stays within D/2: n >= 8z^2/D. Agreement over m = n + u rows (``--unlabeled``):
+    p + z*sqrt(p/m) <= D with p = D/2 gives m >= 2z^2/D.
+    """
+    if max_drop <= 0:
+        return "--max-drop 0 leaves every exit off (any disagreement may cost accuracy)"
+    z2, d = statistics.NormalDist().inv_cdf(confidence) ** 2, max_drop / 100.0
+    head = f"--max-drop {max_drop:g} at {confidence:.0%} confidence: "
+    if unlabeled:
+        m = labelled + unlabeled
+        return (head + f"the drop is bounded by the disagreement with the deployed model over {labelled:,} validation "
+                f"+ {unlabeled:,} unlabeled rows; {m:,} rows certify budgets down to about {100 * 2 * z2 / m:.2f} "
+                f"points, and {max_drop:g} points needs about {math.ceil(2 * z2 / d):,} rows")
+    return (head + f"{labelled:,} labelled validation rows certify drops down to about {100 * 8 * z2 / labelled:.2f} "
+            f"points; {max_drop:g} points needs about {math.ceil(8 * z2 / d):,} labelled rows, or about "
+            f"{math.ceil(2 * z2 / d):,} rows in all with unlabeled ones (--unlabeled FILE: rows scored by the "
+            "deployed model bound the drop by the disagreement)")
 
 
 def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, ref_correct: torch.Tensor,
-                       max_drop: float, cfg: CalibrationConfig) -> tuple[torch.Tensor, list, float]:
+                       max_drop: float, cfg: CalibrationConfig,
+                       margin_of: Callable = drop_margin) -> tuple[torch.Tensor, list, float]:
     """``max_drop`` search on a lower confidence bound: raise the margin until the chosen point keeps it.
 
     When no point with exits firing keeps it, every exit is set to "never": the
@@ -101,7 +135,7 @@ def search_with_margin(problem: Problem, criterion: Criterion, ref_acc: float, r
             thr, curve = search(problem, criterion, "drop", ref_acc - max_drop / 100.0 + margin, cfg.per_layer)
         except EebertError:
             break
-        need = drop_margin(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
+        need = margin_of(problem.outcome(thr), ref_correct, problem, cfg.drop_confidence)
         if need <= margin + 1e-12:
             return thr, curve, margin
         margin = need
@@ -142,10 +176,16 @@ def check_config(cfg: CalibrationConfig) -> None:
 
 def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], gate_thresholds: list[float | None],
                            cfg: CalibrationConfig, criterion_params: dict | None = None,
-                           artifact: Artifact | None = None) -> tuple[SplitOutputs, Calibration]:
-    """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring)."""
+                           artifact: Artifact | None = None,
+                           unlabeled_at: Callable[[float | None], SplitOutputs] | None = None
+                           ) -> tuple[SplitOutputs, Calibration]:
+    """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring).
+
+    ``unlabeled_at``: outputs of unlabeled rows; with ``max_drop`` the thresholds are then chosen on the
+    agreement with the deployed model over validation + those rows (see :func:`agreement_margin`)."""
     t0 = time.perf_counter()
     cands, failure, ref = [], None, None
+    agreement: dict[int, tuple[float, int]] = {}  # id(thresholds) -> (agreement, rows) on the pooled rows
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
     try:
@@ -170,6 +210,14 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin
                         thr, curve = search(problem, criterion, "drop", task.budget_goal(ref_acc, cfg.max_drop),
                                             cfg.per_layer)
+                    elif unlabeled_at is not None:  # agreement over validation + unlabeled rows
+                        pool = pooled([outputs, unlabeled_at(gt)])
+                        agree = problem_for(pool, criterion)
+                        ones = torch.ones(agree.correct.shape[0], dtype=torch.float64)
+                        thr, curve, margin = search_with_margin(agree, criterion, 1.0, ones, cfg.max_drop, cfg,
+                                                                agreement_margin)
+                        agreement[id(thr)] = (agree.correct.gather(1, agree.outcome(thr).exits[:, None]).mean().item(),
+                                              agree.correct.shape[0])
                     else:
                         thr, curve, margin = search_with_margin(problem, criterion, ref_acc, ref_correct,
                                                                 cfg.max_drop, cfg)
@@ -185,12 +233,12 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     n = cands[0].outputs.logits.shape[0]
     best = max(c.outcome.accuracy for c in cands)
     c = pick(cands, mode, noise_tolerance(best, n) if tol is None else tol)
-    cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0)
+    cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0, agreement.get(id(c.thresholds)))
     return c.outputs, cal
 
 
 def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc: float,
-           artifact: Artifact | None, seconds: float) -> Calibration:
+           artifact: Artifact | None, seconds: float, agreement: tuple[float, int] | None = None) -> Calibration:
     """The Calibration of the picked candidate: its validation estimate, intervals and the grid tried."""
     outputs, chosen = c.outputs, c.outcome
     task = outputs.task
@@ -221,7 +269,16 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
                         "confidence on this validation split: every exit is off (the deployed head answers); "
                         "allow a larger --max-drop or use more validation data")
-    if cfg.max_drop is not None and task.certified_drop:
+    if cfg.max_drop is not None and task.certified_drop and agreement is not None:
+        rate, rows = agreement
+        margin = {"method": f"upper {cfg.drop_confidence:.0%} bound (z*SE, normal approximation) on the share of "
+                            f"rows where the early-exit answer differs from the deployed model's, over {n} validation "
+                            f"+ {rows - n} unlabeled rows; the accuracy drop cannot exceed that share",
+                  "confidence": cfg.drop_confidence, "points": 100 * c.margin,
+                  "rows": {"validation": n, "unlabeled": rows - n},
+                  "disagreement_points": 100 * (1 - rate), "bound_points": 100 * (1 - rate + c.margin),
+                  "constraint": f"disagreement with the deployed model + margin <= {cfg.max_drop} points"}
+    elif cfg.max_drop is not None and task.certified_drop:
         margin = {"method": "z*SE of the paired per-example accuracy difference x sqrt(2) (prediction for an "
                             "unseen split of the validation's size)", "confidence": cfg.drop_confidence,
                   "points": 100 * c.margin,

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -68,13 +68,26 @@ class SplitOutputs:
         return self.labels if self.labels is not None else self.deployed_pred
 
 
-def data_config_of(artifact: art.Artifact, override: DataConfig | None) -> DataConfig:
+def pooled(parts: list[SplitOutputs]) -> SplitOutputs:
+    """Several splits' outputs as one, without labels: every row is then scored on agreement with the
+    deployed model (what unlabeled rows can tell)."""
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else torch.cat(values)
+
+    return SplitOutputs(cat("logits"), cat("lengths"), None, cat("cost"), cat("full"), parts[0].task,
+                        cat("features"), cat("deployed_logits"), cat("skipped"))
+
+
+def data_config_of(artifact: art.Artifact, override: DataConfig | None, flags: dict | None = None) -> DataConfig:
+    """``override`` when it names data; else the data the artifact records, with ``flags`` (data flags
+    given without --data: --max-samples, --split-map, columns) on top."""
     if override is not None and override.spec:
         return override
     saved = artifact.config.get("data")
     if not saved:
         raise EebertError("no data given and the artifact records none", "pass --data")
-    return DataConfig(**saved)
+    return replace(DataConfig(**saved), **(flags or {}))
 
 
 def split_fingerprint(data: TaskData, split: str) -> str:

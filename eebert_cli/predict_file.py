@@ -32,6 +32,7 @@ def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
     if not input_file.is_file():
         raise EebertError(f"input file not found: {input_file}", f"give a data file ({', '.join(READERS)})")
     builder_of(input_file)  # an unknown file type fails now
+    check_not_empty(input_file)
     if output is None:
         return
     if output.suffix.lower() not in WRITERS:
@@ -43,6 +44,27 @@ def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
         raise EebertError(f"--output {output} is a directory", "name a file, e.g. predictions.jsonl")
     if output.exists() and not overwrite:
         raise EebertError(f"--output {output} already exists", "pass --overwrite to replace it, or name a new file")
+    check_writable(output.parent, f"--output {output}")
+
+
+def check_not_empty(input_file: Path) -> None:
+    """`datasets`' JSON stream ends in a bare StopIteration on an empty file, its CSV reader in a pandas error."""
+    if input_file.stat().st_size == 0:
+        raise EebertError(f"input file {input_file} is empty (0 bytes)", "give a file with a header and rows to predict")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and write a probe file there: a read-only place fails before any work."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".eebert-probe-"):
+            pass
+    except OSError as e:
+        raise EebertError(f"cannot write {what}: {folder} is not writable ({e.strerror or e})",
+                          "choose a folder you can write to (read-only mounts and folders without write "
+                          "permission cannot hold the output)") from None
 
 
 def chunks(input_file: Path, text_column: str, pair_column: str | None,
@@ -51,6 +73,7 @@ def chunks(input_file: Path, text_column: str, pair_column: str | None,
     import pyarrow as pa
 
     start = 0
+    check_not_empty(input_file)
     for batch in stream_file(input_file, chunk_rows):
         for col, what in ((text_column, "text"), (pair_column, "pair")):
             if col is None:
@@ -62,6 +85,8 @@ def chunks(input_file: Path, text_column: str, pair_column: str | None,
         texts = batch[text_column]
         yield start, texts, batch[pair_column] if pair_column else None
         start += len(texts)
+    if start == 0:
+        raise EebertError(f"input file {input_file} has no rows (a header at most)", "give a file with rows to predict")
 
 
 def _arrow(values: list):

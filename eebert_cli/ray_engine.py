@@ -6,7 +6,10 @@
   (resumable as ever) and exit training reads it on one device as usual.
 - ``eebert predict ART --input PARQUET --output DIR --engine ray``: Ray Data
   ``map_batches`` over an actor pool of early-exit models; rows come out in input
-  order as ``DIR/part-NNNNNN-<write id>.parquet`` (the input columns plus ``prediction_row``).
+  order as ``DIR/part-NNNNNN-<write id>.parquet``: the prediction columns under the
+  names the local engine writes (``label``, ``exit_layer``, ``probs``), then the
+  input's columns as ``input_<name>`` (an evaluation file's own ``label`` never
+  collides with the prediction's).
 
 Workers load the checkpoint from the path the driver uses and check its sha256,
 so on a cluster that path must be on a shared file system (or the same image).
@@ -25,20 +28,25 @@ from .device import DeviceConfig, resolve
 from .errors import EebertError
 
 
-def _probe(address: str) -> None:
-    """A cluster address that does not answer fails in seconds, not after Ray's retries."""
+#: seconds a cluster address gets to accept a connection
+CONNECT_TIMEOUT = 5.0
+
+
+def _probe(address: str, source: str = "--ray-address") -> None:
+    """A cluster address that does not answer fails in seconds, not after Ray's retries (or never)."""
     if address in ("auto", "local"):
         return
+    other = "unset RAY_ADDRESS" if source == "RAY_ADDRESS" else "leave --ray-address empty"
     host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise EebertError(f"--ray-address {address!r} is not HOST:PORT", "for example ray://head:10001 or head:6379")
+        raise EebertError(f"{source} {address!r} is not HOST:PORT",
+                          f"for example ray://head:10001 or head:6379, or {other} for a local Ray")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as e:
-        raise EebertError(f"no Ray cluster answers at {address} ({e.strerror or e})",
-                          "check the address (`ray status` on the head node), or leave --ray-address empty "
-                          "for a local Ray") from None
+        raise EebertError(f"no Ray cluster answers at {address} (from {source}: {e.strerror or e})",
+                          f"check the address (`ray status` on the head node), or {other} for a local Ray") from None
 
 
 def connect(cfg: DeviceConfig):
@@ -49,14 +57,16 @@ def connect(cfg: DeviceConfig):
         raise EebertError("--engine ray needs Ray", "pip install 'eebert[ray]'") from None
     if ray.is_initialized():
         return ray
-    if cfg.ray_address:
-        _probe(cfg.ray_address)
+    # ray.init reads RAY_ADDRESS itself when no address is given, and waits on it without end
+    address, source = (cfg.ray_address, "--ray-address") if cfg.ray_address else \
+        (os.environ.get("RAY_ADDRESS", ""), "RAY_ADDRESS")
+    if address:
+        _probe(address, source)
     try:
-        ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        raise EebertError(f"cannot join Ray at {cfg.ray_address or 'a new local instance'}: {str(e).splitlines()[0]}",
-                          "check --ray-address, or leave it empty for a local Ray") from None
+        raise EebertError(f"cannot join Ray at {address or 'a new local instance'}: {str(e).splitlines()[0]}",
+                          f"check {source}, or leave it empty for a local Ray") from None
     return ray
 
 
@@ -162,17 +172,66 @@ class _Predictor:
         self.text, self.pair, self.batch_size = text_column, pair_column, batch_size
 
     def __call__(self, batch):
-        """A pyarrow Table in, the same table plus the ``prediction_row`` columns out."""
+        """A pyarrow Table in; the ``prediction_row`` columns, then the input's as ``input_<name>``, out."""
         import pyarrow as pa
 
         from .runtime import prediction_row
 
-        texts = [str(t) for t in batch.column(self.text).to_pylist()]
-        pairs = [str(t) for t in batch.column(self.pair).to_pylist()] if self.pair else None
+        texts = batch.column(self.text).to_pylist()  # checked by the driver: every value is a string
+        pairs = batch.column(self.pair).to_pylist() if self.pair else None
         rows = [prediction_row(p) for p in self.model.predict(texts, pairs, self.batch_size)]
-        for key in (rows[0] if rows else ()):
-            batch = batch.append_column(key, pa.array([r[key] for r in rows]))
-        return batch
+        keys = list(rows[0]) if rows else []
+        return pa.table({**{k: pa.array([r[k] for r in rows]) for k in keys},
+                         **{INPUT_PREFIX + name: batch.column(name) for name in batch.column_names}})
+
+
+#: what the input's columns are called in Ray's output, so that they never collide with the predictions
+INPUT_PREFIX = "input_"
+
+
+def input_files(input_path: Path) -> list[Path]:
+    """The parquet files a local ``--input`` names (a file, or a folder of them), checked readable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = Path(input_path)
+    if p.is_file() and p.suffix.lower() != ".parquet":
+        raise EebertError(f"--engine ray reads parquet, and {p} is a {p.suffix.lstrip('.').upper() or 'suffix-less'} "
+                          "file", "convert it to parquet, or drop --engine ray (the local engine streams "
+                          "CSV/TSV/JSONL/parquet)")
+    found = [p] if p.is_file() else sorted(p.glob("*.parquet"))
+    if not found:
+        raise EebertError(f"{p} holds no .parquet files", "give a parquet file or a folder of them")
+    for f in found:
+        try:
+            pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise EebertError(f"{f} is not a readable parquet file ({str(e).splitlines()[0]})",
+                              "re-write it as parquet (e.g. pandas.DataFrame.to_parquet)") from None
+    return found
+
+
+def check_input(files: list[Path], text_column: str, pair_column: str | None) -> None:
+    """Columns present and every text a string, before any worker starts (a batch of rows at a time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .data.rows import check_text
+
+    start = 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        cols = [c for c in (text_column, pair_column) if c]
+        missing = [c for c in cols if c not in pf.schema_arrow.names]
+        if missing:
+            raise EebertError(f"{f} has no {missing[0]!r} column (columns: {', '.join(pf.schema_arrow.names)})",
+                              "name it with --text-column/--pair-column")
+        for batch in pf.iter_batches(batch_size=65536, columns=cols):
+            table = pa.Table.from_batches([batch])
+            for col, what in ((text_column, "text"), (pair_column, "pair")):
+                if col:
+                    check_text(table, col, what, str(f), offset=start)
+            start += batch.num_rows
 
 
 def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cfg: DeviceConfig, text_column: str,
@@ -185,14 +244,16 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
         raise EebertError(f"input not found: {input_path}", "give a parquet file or a folder of them")
     if Path(output).exists():
         raise EebertError(f"{output} already exists", "choose a new --output folder (eebert never overwrites it)")
+    if Path(output).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+        raise EebertError(f"--engine ray writes a folder of parquet parts, not a {Path(output).suffix} file: {output}",
+                          "name a folder, e.g. --output predictions/, or drop --engine ray to write one file")
     import pyarrow.parquet as pq
 
+    from .predict_file import check_writable
+
     if "://" not in str(input_path):
-        names = pq.read_schema(input_path if Path(input_path).is_file() else
-                               next(Path(input_path).glob("*.parquet"))).names
-        missing = [c for c in (text_column, pair_column) if c and c not in names]
-        if missing:
-            raise EebertError(f"{input_path} has no {missing[0]!r} column", "name it with --text-column/--pair-column")
+        check_input(input_files(Path(input_path)), text_column, pair_column)
+    check_writable(Path(output).parent, f"--output {output}")
     ray = connect(cfg)
     from ray.data import DataContext
     from ray.data.datasource import FilenameProvider

@@ -134,3 +134,37 @@ def load_recipe(path: str | Path) -> Recipe:
     # Names and parameters are checked now, not half-way through a long run.
     check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint)
     return recipe
+
+
+def check_sources(checkpoint: str, data_spec: str, device) -> dict[str, list[str]]:
+    """What `eebert validate` can check of a recipe's paths and device on this machine, without loading a model.
+
+    A local checkpoint is checked as attach checks it (architecture, weights, tokenizer files) and
+    refused the same way; what is not here (a path on another machine, a hub id not cached) is
+    listed as skipped, and a device this machine lacks as a warning (the recipe may be meant for another).
+    """
+    from .checkpoint import check_checkpoint
+    from .data import corpora
+    from .hub import is_hub_id
+
+    skipped, warnings = [], []
+    if Path(checkpoint).expanduser().exists():
+        from .backbones import adapter_class
+
+        check_checkpoint(checkpoint)
+        adapter_class((checkpoint_config(checkpoint) or {}).get("model_type"))  # a family attach cannot read
+    elif checkpoint and is_hub_id(checkpoint):
+        skipped.append(f"checkpoint {checkpoint}: a hub id, resolved at attach (architecture and shapes not checked)")
+    elif checkpoint:
+        skipped.append(f"checkpoint {checkpoint}: not found on this machine (architecture and shapes not checked)")
+    if data_spec and data_spec not in corpora.CORPORA and not Path(data_spec).expanduser().exists():
+        where = "a hub dataset id, read at attach" if is_hub_id(data_spec.partition(":")[0]) else \
+            "not found on this machine"
+        skipped.append(f"data {data_spec}: {where} (rows not checked)")
+    if device is not None and str(device.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            warnings.append(f"[device] asks for {device.device}, and this machine has no CUDA device "
+                            "(fine if the recipe is meant for another machine)")
+    return {"skipped": skipped, "warnings": warnings}

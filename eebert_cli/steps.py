@@ -24,9 +24,10 @@ from .runtime import EarlyExitModel
 from .ui import SILENT, UI
 
 
-def _data(artifact: Artifact, data: DataConfig | TaskData | None) -> TaskData:
-    """Loaded data: as given, else the data the artifact was attached with (flags on top of it)."""
-    return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data))
+def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
+    """Loaded data: as given, else the data the artifact was attached with, with the data ``flags`` given
+    without --data (--max-samples, --split-map, columns) on top of it."""
+    return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data, flags))
 
 
 # -- attach ----------------------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def check_calibration(cfg: CalibrationConfig) -> None:
 def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | None, cfg: CalibrationConfig,
               ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
               quantize: str | None = None, metric: str | None = None, criterion_params: dict | None = None,
-              cache: OutputsCache | None = None) -> Calibration:
+              cache: OutputsCache | None = None, data_flags: dict | None = None) -> Calibration:
     """`eebert calibrate`: choose the operating point on validation and write calibration.json.
 
     Holds the artifact's writer lock from loading the exits to writing their thresholds (re-entrant),
@@ -70,17 +71,20 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         if not isinstance(artifact, Artifact):
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
             place_artifact(artifact, where, bool(quantize))
-        return _calibrate(artifact, _data(artifact, data), cfg, ui, criterion_params, cache, metric)
+        return _calibrate(artifact, _data(artifact, data, data_flags), cfg, ui, criterion_params, cache, metric)
 
 
 def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
                criterion_params: dict | None, cache: OutputsCache | None, metric: str | None) -> Calibration:
     from .checks import check_validation_size
     from .curves import criteria_for_curves, split_curves
-    from .operating_point import choose_operating_point
+    from .operating_point import budget_note, choose_operating_point
     from .report import mark_stale
 
     size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
+    if cfg.unlabeled and cfg.max_drop is None:
+        raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
+                          "add --max-drop POINTS, or drop --unlabeled")
     gates = artifact.exits.gates
     if gates is not None and not cfg.gate_thresholds:
         raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
@@ -97,10 +101,27 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
         shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
         return o
 
+    unlabeled_at, note = None, None
+    if cfg.max_drop is not None and cfg.unlabeled:
+        extra = unlabeled_data(cfg.unlabeled, data)
+        scored: dict = {}
+
+        def unlabeled_at(gt: float | None) -> SplitOutputs:  # one pass per gate threshold, not per grid point
+            if gt not in scored:
+                scored[gt] = split_outputs(artifact, extra, "unlabeled", ui=ui, cache=cache)
+            return scored[gt]
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")),
+                           len(extra.split("unlabeled")))
+    elif cfg.max_drop is not None:
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")))
+    if note:
+        ui.log(note)
     outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
-                                          cfg, criterion_params, artifact)
+                                          cfg, criterion_params, artifact, unlabeled_at)
     if gates is not None:
         gates.threshold = cal.gate_threshold
+    if cal.margin is not None and note:
+        cal.margin["certifiable"] = note
     cal.quantize = artifact.quantize
     cal.placement = placement_of(artifact.deployed.model).record()
     if size_warning:
@@ -122,11 +143,29 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     return cal
 
 
+def unlabeled_data(spec: str, data: TaskData) -> TaskData:
+    """Every row of the file ``spec`` as one split "unlabeled", read with the validation split's text columns."""
+    from .data import files
+    from .data.spec import columns
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise EebertError(f"--unlabeled {spec}: file not found", f"give a data file ({', '.join(files.READERS)}) "
+                          "with a text column")
+    val = data.split("validation")
+    ds = files.load_file(path)
+    if len(ds) == 0:
+        raise EebertError(f"--unlabeled {spec} is empty", "give a file with a header and rows")
+    split = columns(ds, DataConfig(text_column=val.text_column, pair_column=val.pair_column, label_column=None),
+                    str(path))
+    return TaskData(str(path), {"unlabeled": split})
+
+
 # -- benchmark -------------------------------------------------------------------------------------------
 
 def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData | None, cfg: BenchmarkConfig,
               ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
-              cache: OutputsCache | None = None, write: bool = True) -> dict:
+              cache: OutputsCache | None = None, write: bool = True, data_flags: dict | None = None) -> dict:
     """`eebert benchmark`: the early-exit model against the deployed model, static truncation and the
     oracle on ``cfg.split``; report.json / report.md written into the artifact unless ``write`` is off."""
     from .benchmark import run_benchmark
@@ -136,7 +175,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
-        report = run_benchmark(model, _data(model.artifact, data), cfg, ui, cache=cache)
+        report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache)
         if write:
             write_report(path, report)
     return report

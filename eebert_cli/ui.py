@@ -42,7 +42,7 @@ class UI:
 
     def log(self, msg: str) -> None:
         if not self.quiet:
-            err.print(msg)
+            err.print(msg, soft_wrap=True)  # a warning stays one line, whatever the terminal's width
 
 
 SILENT = UI(quiet=True)

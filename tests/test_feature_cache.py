@@ -128,3 +128,143 @@ def test_remove_deletes_only_the_cache_files(tiny_ckpt, tiny_data, tmp_path):
     (folder / "keep.txt").write_text("someone else's")
     fc.remove(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+
+
+# --- a kept cache that was damaged: recomputed (with a warning) or one line, never trained on ---------
+
+def _corrupt(path: Path, how: str, other: Path) -> None:
+    data = bytearray(path.read_bytes())
+    start, dtype = 0, np.dtype("uint8")
+    if path.suffix == ".npy":  # damage the values, keep the header: only the checksums can tell
+        with open(path, "rb") as f:
+            np.lib.format.read_magic(f)
+            _, _, dtype = np.lib.format.read_array_header_1_0(f)
+            start = f.tell()
+    n = len(data) - start
+    if how == "zeros":
+        data[start:] = bytes(n)
+    elif how == "nan":
+        data[start:] = (np.full(n // dtype.itemsize, np.nan, dtype).tobytes() if dtype.kind == "f"
+                        else (b"NaN" * n)[:n])
+    elif how == "truncated":
+        data = data[:len(data) // 2]
+    elif how == "another model's":
+        data = bytearray((other / path.name).read_bytes())
+    path.write_bytes(bytes(data))
+
+
+CORRUPTIONS = ("zeros", "nan", "truncated", "another model's")
+CACHE_FILES = ("manifest.json", "reduced-mean.npy", "reduced-cls.npy", "teacher.npy", "lengths.npy", "tokens.npy")
+
+
+def _expected(name: str, how: str) -> str:
+    """What attach must do about this damage: the line it logs or the error it raises."""
+    if name == "manifest.json":
+        return "holds other features" if how == "another model's" else "error: is damaged"
+    if how == "truncated":
+        return "truncated or extended): starting over"
+    if name == "lengths.npy" and how == "another model's":
+        return "resuming, 4 of 4 chunks done"  # same tokenizer, same lengths: the bytes are equal, nothing changed
+    return "4 of 4 done chunks changed since they were written"
+
+
+@pytest.fixture(scope="module")
+def kept_caches(tiny_ckpt, tiny_data, tmp_path_factory):
+    """A clean cache of the tiny model (4 chunks) and one of another model with the same shapes."""
+    from conftest import make_bert
+
+    root = tmp_path_factory.mktemp("kept")
+    old = fc.CHUNK_ROWS
+    fc.CHUNK_ROWS = 64
+    try:
+        split = load_data(DataConfig(spec=str(tiny_data))).split("train")
+        mine = _pass(load_deployed(tiny_ckpt), split, root / "mine")
+        other_ckpt = make_bert(root / "other-ckpt", seed=7)
+        _pass(load_deployed(other_ckpt), split, root / "theirs")
+    finally:
+        fc.CHUNK_ROWS = old
+    reference = {r: mine.reduced[r].clone() for r in ("mean", "cls")}
+    reference.update(teacher=mine.teacher.clone(), tokens=mine.tokens.states.clone(), lengths=mine.lengths.clone())
+    return root / "mine", root / "theirs", reference
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+@pytest.mark.parametrize("name", CACHE_FILES)
+def test_a_damaged_kept_cache_is_recomputed_or_refused_in_one_line(name, how, kept_caches, tiny_ckpt, tiny_data,
+                                                                   tmp_path, monkeypatch):
+    import shutil
+
+    mine, theirs, reference = kept_caches
+    folder = tmp_path / "cache"
+    shutil.copytree(mine, folder)
+    _corrupt(folder / name, how, theirs)
+    monkeypatch.setattr(fc, "CHUNK_ROWS", 64)
+    logs = []
+    ui = type("L", (), {"progress": SILENT.progress, "log": lambda self, m: logs.append(m)})()
+    dep = load_deployed(tiny_ckpt)
+    split = load_data(DataConfig(spec=str(tiny_data))).split("train")
+    expected = _expected(name, how)
+    if expected.startswith("error: "):  # refused: one line naming the cache, and a hint
+        with pytest.raises(EebertError, match=expected[len("error: "):]) as e:
+            fc.attach_pass(dep, split, [1, 2, 3], NEEDS, 64, 8, folder, "cpu float32", ui)
+        assert "\n" not in e.value.message and str(folder) in e.value.message and e.value.hint
+        return
+    feats = fc.attach_pass(dep, split, [1, 2, 3], NEEDS, 64, 8, folder, "cpu float32", ui)
+    assert any(expected in m for m in logs) and all("\n" not in m for m in logs), logs
+    for r in ("mean", "cls"):
+        assert torch.equal(feats.reduced[r], reference[r])
+    assert torch.equal(feats.teacher, reference["teacher"]) and torch.equal(feats.lengths, reference["lengths"])
+    assert torch.equal(feats.tokens.states, reference["tokens"])
+
+
+def test_a_cache_of_another_checkpoint_is_never_reused(kept_caches, tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    mine, theirs, reference = kept_caches
+    shutil.copytree(theirs, tmp_path / "cache")
+    monkeypatch.setattr(fc, "CHUNK_ROWS", 64)
+    logs = []
+    ui = type("L", (), {"progress": SILENT.progress, "log": lambda self, m: logs.append(m)})()
+    split = load_data(DataConfig(spec=str(tiny_data))).split("train")
+    feats = fc.attach_pass(load_deployed(tiny_ckpt), split, [1, 2, 3], NEEDS, 64, 8, tmp_path / "cache",
+                           "cpu float32", ui)
+    assert any("holds other features" in m for m in logs)
+    assert torch.equal(feats.teacher, reference["teacher"])
+
+
+def test_the_key_covers_backbone_files_and_device(tiny_ckpt, tiny_data, tmp_path):
+    import shutil
+
+    split = load_data(DataConfig(spec=str(tiny_data))).split("train")
+    plan = fc.Plan([1], {1: ["mean"]}, 64, 8)
+    dep = load_deployed(tiny_ckpt)
+    key = fc.cache_key(dep, split, plan, "cpu float32")
+    assert fc.cache_key(dep, split, plan, "cuda float32") != key
+    assert fc.cache_key(dep, split, plan, "cpu bfloat16") != key
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["id2label"] = {"0": "neg", "1": "pos"}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert fc.cache_key(load_deployed(copy), split, plan, "cpu float32") != key
+
+
+def test_feature_cache_naming_a_file_is_one_line(tiny_ckpt, tiny_data, tmp_path):
+    f = tmp_path / "cache.bin"
+    f.write_text("mine")
+    with pytest.raises(EebertError, match="is a file, not a folder"):
+        _pass(load_deployed(tiny_ckpt), load_data(DataConfig(spec=str(tiny_data))).split("train"), f)
+    assert f.read_text() == "mine"
+
+
+def test_nonfinite_backbone_features_stop_attach(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    real = fc.compute_chunk
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        out["reduced-mean"][0, 0, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(fc, "compute_chunk", poisoned)
+    with pytest.raises(EebertError, match="NaN or infinite reduced-mean features"):
+        _pass(load_deployed(tiny_ckpt), load_data(DataConfig(spec=str(tiny_data))).split("train"), tmp_path / "c")

@@ -160,3 +160,22 @@ def test_a_dataset_id_in_no_cache_asks_datasets_own_cache_offline_then_fails(hub
     with pytest.raises(EebertError, match="not in the Hugging Face cache"):
         load_data(DataConfig(spec="glue:sst2"))
     assert seen == {"path": "glue", "name": "sst2", "local": True}
+
+
+def test_the_readme_split_map_example_reads_the_datas_own_split_names(tmp_path, hub_cache):
+    """README: `--data org/reviews --data-config en --split-map validation=dev,test=heldout`. `datasets`'
+    own file matching renamed dev to validation and dropped heldout; eebert names splits by file."""
+    repo = tmp_path / "repo"
+    rows = make_rows(90, seed=4)
+    for config in ("en", "fr"):
+        (repo / config).mkdir(parents=True)
+        for i, name in enumerate(("train", "dev", "heldout")):
+            write_csv(repo / config / f"{name}.csv", rows[30 * i:30 * (i + 1) - (i if config == "fr" else 0)])
+    hub_layout(hub_cache, "org/reviews", repo, "dataset", REV)
+    d = load_data(DataConfig(spec="org/reviews", config="en", split_map={"validation": "dev", "test": "heldout"}))
+    assert {k: len(v) for k, v in d.splits.items()} == {"train": 30, "validation": 30, "test": 30}
+    assert d.split("test").texts == [r["text"] for r in rows[60:90]]
+    fr = load_data(DataConfig(spec="org/reviews:fr", split_map={"validation": "dev", "test": "heldout"}))
+    assert {k: len(v) for k, v in fr.splits.items()} == {"train": 30, "validation": 29, "test": 28}
+    with pytest.raises(EebertError, match=r"several configs \(en, fr\)"):
+        load_data(DataConfig(spec="org/reviews", split_map={"validation": "dev"}))

@@ -1,5 +1,11 @@
 """--engine ray: a real local Ray (2 CPUs) gives the same features and predictions as the local path."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -72,28 +78,54 @@ def test_attach_with_the_ray_engine_trains_from_its_cache(local_ray, tiny_ckpt, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "ray"]  # both default caches removed
 
 
-def test_ray_predict_matches_local_row_for_row(local_ray, calibrated, tmp_path):
+def test_ray_predict_on_a_labelled_file_matches_local_row_for_row(local_ray, calibrated, tmp_path):
+    """An evaluation file (with its own `label` column): no column collides, and Ray's predictions
+    equal the local engine's output file row for row."""
     rows = make_rows(300, seed=3)
-    pq.write_table(pa.table({"text": [r["text"] for r in rows], "id": list(range(len(rows)))}), tmp_path / "in.parquet")
-    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(tmp_path / "in.parquet"), "--output",
-                                 str(tmp_path / "out"), "--engine", "ray", "--device", "cpu", "--batch-size", "16",
-                                 "--json"])
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows],
+                             "id": list(range(len(rows)))}), tmp_path / "in.parquet")
+    common = ["--input", str(tmp_path / "in.parquet"), "--device", "cpu", "--batch-size", "16", "--json"]
+    r = CliRunner().invoke(app, ["predict", str(calibrated), *common, "--output", str(tmp_path / "out"),
+                                 "--engine", "ray"])
     assert r.exit_code == 0, r.output
-    got = read_predictions(tmp_path / "out").to_pylist()
-    local = [prediction_row(p) for p in EarlyExitModel.from_artifact(calibrated).predict(
-        [x["text"] for x in rows], batch_size=16)]
-    assert [g["id"] for g in got] == list(range(len(rows)))  # input order
-    assert [{k: g[k] for k in local[0]} for g in got] == local
+    r = CliRunner().invoke(app, ["predict", str(calibrated), *common, "--output", str(tmp_path / "local.jsonl")])
+    assert r.exit_code == 0, r.output
+    got = read_predictions(tmp_path / "out")
+    local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    assert got.column_names == ["label", "exit_layer", "probs", "input_text", "input_label", "input_id"]
+    got = got.to_pylist()
+    assert [g["input_id"] for g in got] == [x["row"] for x in local] == list(range(len(rows)))  # input order
+    assert [g["input_label"] for g in got] == [x["label"] for x in rows]  # the file's own labels, kept
+    assert [{k: g[k] for k in ("label", "exit_layer", "probs")} for g in got] == \
+        [{k: x[k] for k in ("label", "exit_layer", "probs")} for x in local]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folder left
 
 
-def test_a_ray_address_that_does_not_answer_is_one_line(calibrated, tiny_ckpt, tiny_data, tmp_path):
-    if ray.is_initialized():
-        pytest.skip("a Ray is already running in this process")
-    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out", str(tmp_path / "a"),
-                                 "--engine", "ray", "--ray-address", "127.0.0.1:9"])
-    assert r.exit_code == 1 and "no Ray cluster answers at 127.0.0.1:9" in r.output and "hint:" in r.output
-    assert "Traceback" not in r.output and not (tmp_path / "a").exists()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, env: dict) -> subprocess.CompletedProcess:
+    """eebert in a fresh process: no Ray is running there (this module's local Ray is)."""
+    return subprocess.run([sys.executable, "-m", "eebert_cli.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env})
+
+
+@pytest.mark.parametrize("how", ["--ray-address", "RAY_ADDRESS"])
+def test_a_ray_address_that_does_not_answer_is_one_line(how, calibrated, tiny_ckpt, tiny_data, tmp_path):
+    """The flag and the environment variable alike: one line in seconds, never a hang (ray.init waits on
+    an address where nothing answers without end)."""
+    flag = ["--ray-address", "127.0.0.1:9"] if how == "--ray-address" else []
+    env = {"RAY_ADDRESS": "127.0.0.1:9"} if how == "RAY_ADDRESS" else {}
+    pq.write_table(pa.table({"text": ["good film"]}), tmp_path / "in.parquet")
+    calls = [["attach", tiny_ckpt, "--data", tiny_data, "--out", tmp_path / "a", "--engine", "ray", *flag],
+             ["predict", calibrated, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
+              "--engine", "ray", *flag]]
+    for call in calls:
+        r = _cli(*call, env=env)
+        assert r.returncode == 1, r.stderr
+        assert f"no Ray cluster answers at 127.0.0.1:9 (from {how}" in r.stderr and "hint:" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "out").exists()
 
 
 def test_ray_predict_needs_input_and_output(calibrated, tmp_path):

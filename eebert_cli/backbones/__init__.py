@@ -15,11 +15,14 @@ discover(__name__)  # every module here registers its adapter; no import list to
 
 def adapter_for(model) -> BackboneAdapter:
     """Pick the adapter for a loaded model by its ``config.model_type``."""
-    model_type = getattr(model.config, "model_type", None)
-    for name in BACKBONES.names():
-        cls = BACKBONES.get(name)
-        if model_type in cls.model_types:
-            return cls(model)
+    return adapter_class(getattr(model.config, "model_type", None))(model)
+
+
+def adapter_class(model_type: str | None) -> type[BackboneAdapter]:
+    """The adapter class for a ``config.model_type`` (``eebert validate`` asks without loading a model)."""
+    cls = family_of(model_type)
+    if cls is not None:
+        return cls
     supported = sorted(t for n in BACKBONES.names() for t in BACKBONES.get(n).model_types)
     raise EebertError(f"unsupported architecture {model_type!r}; eebert supports: {', '.join(supported)}",
                       "adding a family is one adapter module, see docs/backbones.md")
@@ -58,5 +61,5 @@ def check_max_length(max_length: int | None, config, where: str = "--max-length"
     return max_length
 
 
-__all__ = ["BACKBONES", "BackboneAdapter", "Dims", "adapter_for", "check_max_length", "dims_from_config", "family_of",
-           "max_tokens"]
+__all__ = ["BACKBONES", "BackboneAdapter", "Dims", "adapter_class", "adapter_for", "check_max_length", "dims_from_config",
+           "family_of", "max_tokens"]

@@ -39,22 +39,52 @@ def load_snapshot(path: Path, config: str | None, repo_id: str) -> dict:
     if is_saved_dataset(folder):  # a save_to_disk layout pushed as is
         loaded = datasets.load_from_disk(str(folder))
         return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-    kw: dict = {}
-    if config:
-        if readme_configs(path):
-            kw["name"] = config
-        elif folder != path:
-            kw["data_dir"] = config
-        else:
-            subdirs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            raise EebertError(f"dataset {repo_id!r} has no config {config!r} (configs: {', '.join(subdirs) or 'none'})",
-                              "name one of its configs with --data-config, or none")
-    try:
-        return dict(datasets.load_dataset(str(path), **kw))
-    except Exception as e:  # noqa: BLE001 - a cached repo that `datasets` cannot read is one answer
-        raise EebertError(f"cannot read dataset {repo_id!r} from {path} ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})",
-                          "check --data-config and that the cached snapshot is complete") from None
+    if readme_configs(path):  # the repository says which files make which split: `datasets` reads it
+        try:
+            return dict(datasets.load_dataset(str(path), **({"name": config} if config else {})))
+        except Exception as e:  # noqa: BLE001 - a cached repo that `datasets` cannot read is one answer
+            raise EebertError(f"cannot read dataset {repo_id!r} from {path} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})",
+                              "check --data-config and that the cached snapshot is complete") from None
+    configs = config_folders(path)
+    if config and folder == path:
+        raise EebertError(f"dataset {repo_id!r} has no config {config!r} (configs: {', '.join(configs) or 'none'})",
+                          "name one of its configs with --data-config, or none")
+    parts = split_files(folder)
+    if not parts and not config and len(configs) > 1:  # `datasets` would merge every config into one
+        raise EebertError(f"dataset {repo_id!r} has several configs ({', '.join(configs)}) and no --data-config",
+                          f"name one with --data-config (e.g. --data-config {configs[0]}) or --data {repo_id}:NAME")
+    if not parts and not config and len(configs) == 1:
+        parts = split_files(path / configs[0])
+    if not parts:
+        raise EebertError(f"dataset {repo_id!r} at {folder} holds no data files ({', '.join(files.READERS)})",
+                          "check --data-config and that the cached snapshot is complete")
+    # each split by its own file name, as a folder given with --data is read: `datasets`' own
+    # pattern matching would rename dev.csv to validation and drop a split called heldout
+    return {name: datasets.concatenate_datasets([files.load_file(f) for f in fs]) if len(fs) > 1
+            else files.load_file(fs[0]) for name, fs in parts.items()}
+
+
+def split_files(folder: Path) -> dict[str, list[Path]]:
+    """Data files directly in ``folder`` (or its ``data/``), by split name: ``dev.csv`` -> dev,
+    ``train-00000-of-00002.parquet`` -> train (shards in name order)."""
+    import re
+
+    out: dict[str, list[Path]] = {}
+    for where in (folder, folder / "data"):
+        if where.is_dir():
+            for f in sorted(where.iterdir()):
+                if f.is_file() and f.suffix.lower() in files.READERS:
+                    out.setdefault(re.sub(r"-\d{5}-of-\d{5}$", "", f.stem), []).append(f)
+        if out:
+            break
+    return out
+
+
+def config_folders(path: Path) -> list[str]:
+    """Sub-folders of a snapshot that hold data files: its configs when the README declares none."""
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "data"
+                  and split_files(p))
 
 
 def readme_configs(path: Path) -> bool:

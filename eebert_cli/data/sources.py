@@ -135,8 +135,11 @@ def from_saved(path: Path, cfg: DataConfig) -> dict[str, Split]:
     try:
         loaded = datasets.load_from_disk(str(path))  # memory-mapped Arrow files, nothing copied
     except Exception as e:  # noqa: BLE001
-        raise EebertError(f"cannot read the saved dataset {path} ({type(e).__name__}: {str(e).splitlines()[0]})",
-                          "re-save it with Dataset.save_to_disk / DatasetDict.save_to_disk") from None
+        bad = damaged_arrow_file(path)
+        what = (f"{bad[0]} is truncated or corrupt ({bad[1]})" if bad else
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise EebertError(f"cannot read the saved dataset {path}: {what}",
+                          "copy it again, or re-save it with Dataset.save_to_disk / DatasetDict.save_to_disk") from None
     if isinstance(loaded, datasets.DatasetDict):
         return from_parts(dict(loaded), cfg, str(path))
     return from_table(loaded, cfg, str(path))
@@ -151,3 +154,18 @@ def load_data(cfg: DataConfig) -> TaskData:
         splits = {k: (v.subset(sorted(rng.sample(range(len(v)), cfg.max_samples)))
                       if len(v) > cfg.max_samples else v) for k, v in splits.items()}
     return TaskData(cfg.spec, splits, source)
+
+
+def damaged_arrow_file(path: Path) -> tuple[Path, str] | None:
+    """The first Arrow file under a save_to_disk folder that does not read whole, and why."""
+    import pyarrow as pa
+
+    for f in sorted(path.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(f)) as source:  # mapped: reading it through copies nothing
+                reader = pa.ipc.open_stream(source)
+                for _ in reader:
+                    pass
+        except (pa.ArrowInvalid, OSError) as e:
+            return f, str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
