@@ -45,7 +45,7 @@ def measure(dep, split, args, report: dict) -> None:
         t = time.perf_counter()
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
-            runner = attach_runner(DeviceConfig(device="cpu", engine="ray"))
+            runner = attach_runner(DeviceConfig(device="cpu", executor="ray"))
             report["ray_start_s"] = round(time.perf_counter() - t, 2)
             t = time.perf_counter()
             remote = feature_cache.attach_pass(dep, split, layers, needs, args.max_length, 64, Path(tmp) / "ray",

@@ -104,7 +104,10 @@ def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: Ex
 def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT,
            overwrite: bool = False, device: DeviceConfig | None = None) -> dict:
     """Attach and train exits; ``out`` is checked (see ``artifact.check_out``) and locked before any work."""
+    from .executors import executor_of
+
     where = resolve_device_config(device)  # a device that is not there fails before anything is written
+    executor_of(device)  # and an unknown executor
     check_device_gates(where, bool(cfg.gates.type), training=True)
     out = art.check_out(out, checkpoint, overwrite)
     with art.artifact_lock(out, "attach"):
@@ -149,11 +152,9 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
 
     t0 = time.perf_counter()
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else feature_cache.default_folder(out)
-    runner = None
-    if device is not None and device.engine == "ray":
-        from .ray_engine import attach_runner
+    from .executors import executor_of
 
-        runner = attach_runner(device)
+    runner = executor_of(device).attach_runner(device)  # None: this process computes the features
     feats = feature_cache.attach_pass(deployed, data.split("train"), layers, needs, cfg.max_length, cfg.batch_size,
                                       cache_dir, runner.placement if runner else where.describe(), ui, runner)
     t_features = time.perf_counter() - t0

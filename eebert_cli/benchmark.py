@@ -13,8 +13,8 @@ import random
 import statistics
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import numpy as np
 import torch
 
 from .baselines import oracle_exits, static_costs, static_exit
@@ -25,11 +25,10 @@ from .data import TaskData
 from .features import encode
 from .operating_point import skip_stats
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
-from .errors import EebertError
 from .runtime import EarlyExitModel, pad_batch
+from .runtimes import RUNTIMES, runtime_for
 from .ui import SILENT, UI
 
-ENGINES = ("pytorch", "onnxruntime")
 
 
 @dataclass
@@ -44,8 +43,11 @@ class BenchmarkConfig:
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
     metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression.", "choices": ("", "accuracy", "macro-f1", "pearson", "spearman", "mse")})
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
-    engine: str = field(default="pytorch", metadata={"help": "Engine to time: pytorch or onnxruntime (needs `eebert export` first).", "choices": ("pytorch", "onnxruntime")})
-    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --engine onnxruntime (default ARTIFACT/onnx)."})
+    runtime: str = field(default="pytorch", metadata={"help": "Runtime to time: pytorch or onnxruntime (needs `eebert export` first); see runtimes.py.", "choices": tuple(RUNTIMES.names())})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --runtime onnxruntime (default ARTIFACT/onnx)."})
+
+    #: keys from before the rename, read as the new ones (``engine`` meant the runtime here)
+    RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
 
 
 def _percentiles(ms: list[float]) -> dict:
@@ -150,7 +152,7 @@ def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: Bench
     enc = encode(tok, s.subset(idx), model.artifact.config["max_length"])
     types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
     b = max(1, cfg.timing_batch_size)
-    dev = model.device if cfg.engine == "pytorch" else torch.device("cpu")  # onnxruntime reads host arrays
+    dev = torch.device("cpu") if RUNTIMES.get(cfg.runtime).host_inputs else model.device  # onnxruntime: host arrays
     batches = []
     for i in range(0, len(idx), b):
         if b == 1:
@@ -162,40 +164,20 @@ def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: Bench
     return batches
 
 
-def _engine_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
+def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
     """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode."""
-    batched = cfg.timing_batch_size > 1
-    if cfg.engine == "onnxruntime":
-        from .onnx_runtime import OnnxEarlyExit
-
-        folder = cfg.onnx_dir or str(model.artifact.path / "onnx")
-        ox = OnnxEarlyExit(folder, threads=torch.get_num_threads())
-        if ox.manifest["exit_layers"] != model.exit_layers:
-            raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
-        np_ = lambda t: None if t is None else t.numpy()  # noqa: E731
-        fns = {"deployed": lambda i, m, t: ox.forward_deployed(i.numpy(), np_(m) if m is not None
-                                                               else np.ones_like(i.numpy()), t.numpy())}
-        if batched:
-            fns["early_exit"] = lambda i, m, t: ox.forward_batch(i.numpy(), m.numpy(), t.numpy())[1].tolist()
-            fns["whole_batch"] = lambda i, m, t: ox.forward_batch(i.numpy(), m.numpy(), t.numpy(),
-                                                                 mode="whole-batch")[1].tolist()
-        else:
-            fns["early_exit"] = lambda i, m, t: [ox.forward_one(i.numpy(), t.numpy())[1]]
-        return fns
-    if cfg.engine != "pytorch":
-        raise EebertError(f"unknown engine {cfg.engine!r}", f"choose one of {', '.join(ENGINES)}")
-    hf = model.artifact.reference.model
-    fns = {"deployed": lambda i, m, t: hf(input_ids=i, attention_mask=m, token_type_ids=t).logits}
-    if batched:
-        fns["early_exit"] = lambda i, m, t: model.forward_batch(i, m, t)[1].tolist()
-        fns["whole_batch"] = lambda i, m, t: model.forward_batch(i, m, t, mode="whole-batch")[1].tolist()
+    rt = runtime_for(cfg.runtime, model.artifact, model, cfg.onnx_dir, torch.get_num_threads())
+    fns = {"deployed": rt.deployed}
+    if cfg.timing_batch_size > 1:
+        fns["early_exit"] = lambda i, m, t: [int(k) for k in rt.early_exit(i, m, t)[1]]
+        fns["whole_batch"] = lambda i, m, t: [int(k) for k in rt.early_exit(i, m, t, mode="whole-batch")[1]]
     else:
-        fns["early_exit"] = lambda i, m, t: [model.forward_one(i, t)[1]]
+        fns["early_exit"] = lambda i, m, t: list(rt.early_exit(i, None, t)[1])
     return fns
 
 
 @torch.inference_mode()
-def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: BenchmarkConfig, expected: torch.Tensor,
+def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: BenchmarkConfig, expected: torch.Tensor,
                 ui: UI = SILENT) -> dict:
     """Deployed vs early exit (and, in batches, whole-batch exiting) timed alternately, batch by batch.
 
@@ -204,7 +186,7 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     padding are done before timing, the same for every variant).
     """
     batches = _timing_inputs(model, data, split, cfg)
-    fns = _engine_fns(model, cfg)
+    fns = _runtime_fns(model, cfg)
     names = list(fns)
     for _, ids, mask, types in batches[: max(1, cfg.warmup // max(1, cfg.timing_batch_size))]:
         for f in fns.values():
@@ -213,7 +195,7 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
     mismatches = 0
     measure = stopwatch(batches[0][1].device if batches else torch.device("cpu"))
     n_ex = sum(len(b[0]) for b in batches)
-    with ui.progress(f"timing {cfg.engine} at batch size {cfg.timing_batch_size} ({n_ex} examples x "
+    with ui.progress(f"timing {cfg.runtime} at batch size {cfg.timing_batch_size} ({n_ex} examples x "
                      f"{cfg.repeats})", len(batches)) as advance:
         for rows, ids, mask, types in batches:
             runs: dict[str, list[float]] = {n: [] for n in names}
@@ -229,7 +211,7 @@ def time_engine(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
             advance(1)
     dep = sum(ms["deployed"])
     result = {
-        "engine": cfg.engine, "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches),
+        "runtime": cfg.runtime, "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches),
         "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(model.device),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
@@ -248,16 +230,13 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
                   cache: OutputsCache | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.engine == "onnxruntime":  # a stale export fails now, not after the backbone pass
-        from .onnx_runtime import check_export
-
-        check_export(cfg.onnx_dir or model.artifact.path / "onnx", model.artifact.path)
+    RUNTIMES.get(cfg.runtime).check(model.artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)
     rows = flops_rows(model, out)
     e = rows.pop("exit_index")
     timed = cfg.repeats > 0  # repeats = 0: accuracy and FLOPs only
-    if timed and (cfg.engine != "pytorch" or cfg.timing_batch_size > 1):
-        timing = time_engine(model, data, cfg.split, cfg, e, ui)
+    if timed and (cfg.runtime != "pytorch" or cfg.timing_batch_size > 1):
+        timing = time_runtime(model, data, cfg.split, cfg, e, ui)
     else:
         timing = time_batch1(model, data, cfg.split, cfg, e, ui) if timed else None
     cal = model.artifact.calibration.to_dict() if model.artifact.calibration is not None else {}

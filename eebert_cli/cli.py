@@ -144,13 +144,13 @@ MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_sample
 DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
 DEVICE = _opt(DeviceConfig, "device", "--device")
 DTYPE = _opt(DeviceConfig, "dtype", "--dtype")
-RUN_ENGINE = _opt(DeviceConfig, "engine", "--engine")
+EXECUTOR = _opt(DeviceConfig, "executor", "--executor", "--engine", extra=" (--engine is its old name)")
 RAY_ADDRESS = _opt(DeviceConfig, "ray_address", "--ray-address")
 
 
-def device_opts(r: Recipe, device=None, dtype=None, engine=None, ray_address=None) -> DeviceConfig:
+def device_opts(r: Recipe, device=None, dtype=None, executor=None, ray_address=None) -> DeviceConfig:
     """Where to run: the recipe's [device] with the given flags on top."""
-    return given(r.device, device=device, dtype=dtype, engine=engine, ray_address=ray_address)
+    return given(r.device, device=device, dtype=dtype, executor=executor, ray_address=ray_address)
 SPLIT_MAP = typer.Option(None, "--split-map", help=help_for(DataConfig, "split_map") + " Comma-separated SPLIT=NAME.")
 
 
@@ -211,7 +211,7 @@ def attach(
     lr: Optional[float] = _opt(TrainConfig, "lr"),
     seed: Optional[int] = _opt(TrainConfig, "seed"),
     feature_cache: Optional[str] = _opt(AttachConfig, "feature_cache", "--feature-cache"),
-    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, engine: Optional[str] = RUN_ENGINE,
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, executor: Optional[str] = EXECUTOR,
     ray_address: Optional[str] = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
@@ -244,7 +244,7 @@ def attach(
                 bypass=bp, gates=g, max_length=max_length, use_labels=False if no_labels else None,
                 feature_cache=feature_cache,
                 train=given(base.train, epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
-    dev = device_opts(r, device, dtype, engine, ray_address)
+    dev = device_opts(r, device, dtype, executor, ray_address)
     from .recipe import check_components
 
     check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)
@@ -352,7 +352,7 @@ def benchmark(
     threads: Optional[int] = _opt(BenchmarkConfig, "threads"),
     metric: Optional[str] = _opt(BenchmarkConfig, "metric", "--metric"),
     batch_size: Optional[int] = _opt(BenchmarkConfig, "timing_batch_size", "--batch-size"),
-    engine: Optional[str] = _opt(BenchmarkConfig, "engine"),
+    runtime: Optional[str] = _opt(BenchmarkConfig, "runtime", "--runtime", "--engine", extra=" (--engine is its old name)"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
@@ -364,7 +364,7 @@ def benchmark(
     if batch_size is not None and batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
-                timing_batch_size=batch_size, engine=engine, onnx_dir=onnx_dir, metric=metric)
+                timing_batch_size=batch_size, runtime=runtime, onnx_dir=onnx_dir, metric=metric)
     from . import steps
 
     report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
@@ -412,12 +412,12 @@ def predict(
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
     config: Optional[Path] = CONFIG,
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Data file (CSV/TSV/JSONL/parquet) with a text column; streamed in chunks."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent); with --engine ray, a folder of parquet parts."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write one prediction per input row to this .jsonl/.csv/.parquet file (streamed, atomic: complete or absent); with --executor ray, a folder of parquet parts."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     batch_size: int = typer.Option(1, help="Examples per forward pass (per-sample exits when > 1)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
-    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, engine: Optional[str] = RUN_ENGINE,
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, executor: Optional[str] = EXECUTOR,
     ray_address: Optional[str] = RAY_ADDRESS,
     as_json: bool = JSON,
 ):
@@ -426,14 +426,15 @@ def predict(
 
     r = recipe_of(config)
     dcfg = given(r.data, text_column=text_column, pair_column=pair_column)
-    dev = device_opts(r, device, dtype, engine, ray_address)
+    dev = device_opts(r, device, dtype, executor, ray_address)
     result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
                            text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,
                            backbone=backbone, device=dev, ui=UI(quiet=as_json))
-    if dev.engine == "ray":  # an actor pool over a parquet file or folder, written as parquet parts
+    if "workers" in result:  # an executor's actor pool (ray): a folder of parquet parts
         emit(result, as_json)
         if not as_json:
-            out.print(f"predicted {result['rows']} rows on {result['workers']} Ray workers -> {result['output']}")
+            out.print(f"predicted {result['rows']} rows on {result['workers']} {dev.executor} workers -> "
+                      f"{result['output']}")
         return
     if output is not None:
         emit(result, as_json)
@@ -460,7 +461,8 @@ def serve(
     artifact: Path = typer.Argument(..., help=help_for(ServeConfig, "artifact")),
     host: str = typer.Option(ServeConfig.host, help=help_for(ServeConfig, "host")),
     port: int = typer.Option(ServeConfig.port, help=help_for(ServeConfig, "port")),
-    engine: str = typer.Option(ServeConfig.engine, help=help_for(ServeConfig, "engine")),
+    runtime: str = typer.Option(ServeConfig.runtime, "--runtime", "--engine",
+                                help=help_for(ServeConfig, "runtime") + " (--engine is its old name)"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(ServeConfig, "onnx_dir")),
     device: str = typer.Option(ServeConfig.device, help=help_for(ServeConfig, "device")),
     dtype: str = typer.Option(ServeConfig.dtype, help=help_for(ServeConfig, "dtype")),
@@ -480,7 +482,7 @@ def serve(
     """Serve the early-exit model over HTTP with dynamic batching (POST /v1/predict); see docs/serving.md."""
     from .serve import serve as run_server
 
-    run_server(ServeConfig(artifact=str(artifact), host=host, port=port, engine=engine, onnx_dir=onnx_dir or "",
+    run_server(ServeConfig(artifact=str(artifact), host=host, port=port, runtime=runtime, onnx_dir=onnx_dir or "",
                            device=device, dtype=dtype, threads=threads, deployed=deployed, backbone=backbone or "",
                            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            max_request_texts=max_request_texts, max_text_chars=max_text_chars,

@@ -24,6 +24,13 @@ def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
     """Build dataclass ``cls`` from a dict, strictly: unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
         raise EebertError(f"{where}: expected a table, got {data!r}", "see recipes/quickstart.toml")
+    renamed = getattr(cls, "RENAMED", {})
+    for old, new in renamed.items():  # a key from before a rename reads as the new one
+        if old in data:
+            if new in data:
+                raise EebertError(f"{where}: both {old!r} and {new!r} given ({old!r} is the old name of {new!r})",
+                                  f"keep {new!r} only")
+            data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from .errors import EebertError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-ENGINES = ("local", "ray")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -27,8 +26,11 @@ class DeviceConfig:
 
     device: str = field(default="auto", metadata={"help": "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
     dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16. Exits stay float32."})
-    engine: str = field(default="local", metadata={"help": "local, or ray: attach shards its backbone pass and predict --output its rows over Ray workers."})
-    ray_address: str = field(default="", metadata={"help": "Ray cluster to join with --engine ray (e.g. ray://head:10001 or auto); empty = start a local Ray."})
+    executor: str = field(default="local", metadata={"help": "Where the heavy passes run: local, or ray (attach shards its backbone pass and predict --output its rows over Ray workers); see `eebert list`."})
+    ray_address: str = field(default="", metadata={"help": "Ray cluster to join with --executor ray (e.g. ray://head:10001 or auto); empty = start a local Ray."})
+
+    #: keys recipes used before the rename, read as the new ones (``engine`` meant the executor here)
+    RENAMED: ClassVar[dict[str, str]] = {"engine": "executor"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,8 +112,6 @@ def placement_of(module: torch.nn.Module) -> Placement:
 def resolve(cfg: DeviceConfig | None) -> Placement:
     """Check a DeviceConfig before any long work starts."""
     cfg = cfg or DeviceConfig()
-    if cfg.engine not in ENGINES:
-        raise EebertError(f"unknown engine {cfg.engine!r}", f"choose one of {', '.join(ENGINES)}")
     device = resolve_device(cfg.device)
     return Placement(device, resolve_dtype(cfg.dtype, device))
 

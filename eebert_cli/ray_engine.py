@@ -1,13 +1,13 @@
-"""Ray as the engine for the heavy passes (optional extra ``ray``: ``pip install 'eebert[ray]'``).
+"""Ray as an executor for the heavy passes (optional extra ``ray``: ``pip install 'eebert[ray]'``).
 
-- ``eebert attach ... --engine ray``: the backbone pass over the training split
+- ``eebert attach ... --executor ray``: the backbone pass over the training split
   is sharded by feature-cache chunk over a pool of Ray actors, each holding the
   backbone; the driver writes what they send back into the feature cache
   (resumable as ever) and exit training reads it on one device as usual.
-- ``eebert predict ART --input PARQUET --output DIR --engine ray``: Ray Data
+- ``eebert predict ART --input PARQUET --output DIR --executor ray``: Ray Data
   ``map_batches`` over an actor pool of early-exit models; rows come out in input
   order as ``DIR/part-NNNNNN-<write id>.parquet``: the prediction columns under the
-  names the local engine writes (``label``, ``exit_layer``, ``probs``), then the
+  names the local executor writes (``label``, ``exit_layer``, ``probs``), then the
   input's columns as ``input_<name>`` (an evaluation file's own ``label`` never
   collides with the prediction's).
 
@@ -54,7 +54,7 @@ def connect(cfg: DeviceConfig):
     try:
         import ray
     except ImportError:
-        raise EebertError("--engine ray needs Ray", "pip install 'eebert[ray]'") from None
+        raise EebertError("--executor ray needs Ray", "pip install 'eebert[ray]'") from None
     if ray.is_initialized():
         return ray
     # ray.init reads RAY_ADDRESS itself when no address is given, and waits on it without end
@@ -90,7 +90,7 @@ def _worker_device(cfg: DeviceConfig, gpus: float) -> DeviceConfig:
     if gpus:
         return DeviceConfig(device="cuda", dtype=cfg.dtype)
     if cfg.device not in ("auto", "cpu"):
-        raise EebertError(f"--device {cfg.device} with --engine ray: the Ray cluster has no GPUs",
+        raise EebertError(f"--device {cfg.device} with --executor ray: the Ray cluster has no GPUs",
                           "use --device cpu (or auto), or join a cluster with GPUs (--ray-address)")
     return DeviceConfig(device="cpu", dtype=cfg.dtype)
 
@@ -196,8 +196,8 @@ def input_files(input_path: Path) -> list[Path]:
 
     p = Path(input_path)
     if p.is_file() and p.suffix.lower() != ".parquet":
-        raise EebertError(f"--engine ray reads parquet, and {p} is a {p.suffix.lstrip('.').upper() or 'suffix-less'} "
-                          "file", "convert it to parquet, or drop --engine ray (the local engine streams "
+        raise EebertError(f"--executor ray reads parquet, and {p} is a {p.suffix.lstrip('.').upper() or 'suffix-less'} "
+                          "file", "convert it to parquet, or drop --executor ray (the local executor streams "
                           "CSV/TSV/JSONL/parquet)")
     found = [p] if p.is_file() else sorted(p.glob("*.parquet"))
     if not found:
@@ -238,15 +238,15 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
                 pair_column: str | None, batch_size: int, backbone: str | None, ui) -> dict:
     """Predict a parquet file or folder into ``output`` on a Ray actor pool; the folder appears only when complete."""
     if input_path is None or output is None:
-        raise EebertError("--engine ray reads --input PARQUET and writes --output DIR",
+        raise EebertError("--executor ray reads --input PARQUET and writes --output DIR",
                           "for example --input rows.parquet --output predictions/")
     if not Path(input_path).exists() and "://" not in str(input_path):
         raise EebertError(f"input not found: {input_path}", "give a parquet file or a folder of them")
     if Path(output).exists():
         raise EebertError(f"{output} already exists", "choose a new --output folder (eebert never overwrites it)")
     if Path(output).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
-        raise EebertError(f"--engine ray writes a folder of parquet parts, not a {Path(output).suffix} file: {output}",
-                          "name a folder, e.g. --output predictions/, or drop --engine ray to write one file")
+        raise EebertError(f"--executor ray writes a folder of parquet parts, not a {Path(output).suffix} file: {output}",
+                          "name a folder, e.g. --output predictions/, or drop --executor ray to write one file")
     import pyarrow.parquet as pq
 
     from .predict_file import check_writable

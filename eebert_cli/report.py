@@ -122,7 +122,7 @@ def markdown(report: dict) -> str:
         if tm.get("whole_batch_speedup"):
             lines += ["", f"Whole-batch exiting (the batch leaves when all its rows may): "
                           f"{tm['whole_batch_speedup']:.2f}x vs per-sample exits {tm['speedup_measured']:.2f}x."]
-        lines += ["", f"Wall clock ({tm.get('engine', 'pytorch')}): batch size {tm.get('batch_size', 1)}, "
+        lines += ["", f"Wall clock ({tm.get('runtime', tm.get('engine', 'pytorch'))}): batch size {tm.get('batch_size', 1)}, "
                       f"{tm['examples']} examples x {tm['repeats']} runs (median), "
                       f"{tm['threads']} threads, model forward only; early-exit/simulation exit mismatches: "
                       f"{tm['exit_mismatches']}."]

@@ -202,25 +202,24 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     Returns ``{"rows": [...]}`` (texts, or an input file without output) or the streaming summary
     (``output``; with the ray executor, a folder of parquet parts).
     """
-    from .predict_file import check_paths, predict_rows, predict_to_file, rows_of
+    from .executors import executor_of
+    from .predict_file import check_paths, predict_rows, rows_of
 
     if batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
-    if device is not None and device.engine == "ray":  # an actor pool over a parquet file or folder
-        from .ray_engine import predict_ray
-
-        return predict_ray(artifact, input_file, output, device, text_column, pair_column, batch_size, backbone, ui)
-    resolve(device)  # a device that is not there fails before anything loads
+    executor = executor_of(device)
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
+    if output is not None or not executor.in_process:  # streamed through the executor (ray: parquet parts)
+        return executor.predict_file(artifact, input_file, output, device, text_column, pair_column, batch_size,
+                                     backbone, overwrite, ui)
+    resolve(device)  # a device that is not there fails before anything loads
     if input_file is not None:
-        check_paths(input_file, output, overwrite)
+        check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
     model = EarlyExitModel.from_artifact(artifact, backbone, device)
-    if output is not None:
-        return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
     rows = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
     if input_file is not None:
         for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):

@@ -118,8 +118,10 @@ CASES = [
     ("calibrate --max-drop nan", ["calibrate", "{art}", "--max-drop", "nan"], "--max-drop: must be a finite number", ""),
     ("criterion param out of range", ["calibrate", "{art}", "--target-speedup", "1.5", "--criterion", "pcee",
                                       "--criterion-param", "confidence=2"], "within (0.0, 1.0], got 2", ""),
-    ("recipe: unknown engine", "recipe:" + json.dumps({"benchmark": {"engine": "onnx"}}),
-     "benchmark.engine: unknown value 'onnx'", "did you mean 'onnxruntime'"),
+    ("recipe: unknown runtime", "recipe:" + json.dumps({"benchmark": {"runtime": "onnx"}}),
+     "benchmark.runtime: unknown value 'onnx'", "did you mean 'onnxruntime'"),
+    ("recipe: unknown runtime, old key", "recipe:" + json.dumps({"benchmark": {"engine": "onnx"}}),
+     "benchmark.runtime: unknown value 'onnx'", "did you mean 'onnxruntime'"),
     ("recipe: unknown metric", "recipe:" + json.dumps({"benchmark": {"metric": "f1"}}),
      "benchmark.metric: unknown value 'f1'", "macro-f1"),
     ("recipe: unknown split", "recipe:" + json.dumps({"benchmark": {"split": "dev"}}),
@@ -183,7 +185,7 @@ KEYS = {
     "attach": ["exits", "layers", "objective", "max_length", "batch_size", "use_labels", "exit_params", "typo"],
     "attach.train": ["epochs", "lr", "batch_size", "holdout", "patience", "contrastive", "seed"],
     "calibrate": ["criterion", "target_speedup", "max_drop", "bootstrap", "tolerance", "gate_thresholds"],
-    "benchmark": ["split", "timing_samples", "repeats", "threads", "engine", "metric"],
+    "benchmark": ["split", "timing_samples", "repeats", "threads", "runtime", "metric"],
     "expect": ["min_flops_speedup", "max_accuracy_drop", "min_agreement", "max_speedup_gap"],
     "data": ["max_samples", "text_column"],
 }
@@ -242,7 +244,7 @@ OTHER_FLAGS = {
                   "--max-samples": st.integers(-3, 3)},
     "benchmark": {"--repeats": st.integers(-3, 3), "--timing-samples": st.integers(-3, 3),
                   "--batch-size": st.integers(-2, 2), "--split": st.sampled_from(["test", "dev", ""]),
-                  "--engine": st.sampled_from(["pytorch", "onnx", "tensorrt"])},
+                  "--runtime": st.sampled_from(["pytorch", "onnx", "tensorrt"])},
     "predict": {"--batch-size": st.integers(-2, 2), "--text-column": st.sampled_from(["text", ""])},
 }
 

@@ -147,7 +147,7 @@ def stale_onnx_export(ckpt, data, art, tmp):
     assert r.exit_code == 0, r.output
     r = cli("calibrate", a, "--target-speedup", 1.6)
     assert r.exit_code == 0, r.output
-    return cli("benchmark", a, "--engine", "onnxruntime", "--timing-samples", 2, "--repeats", 1)
+    return cli("benchmark", a, "--runtime", "onnxruntime", "--timing-samples", 2, "--repeats", 1)
 
 
 def export_out_is_dir_of_unrelated_files(ckpt, data, art, tmp):

@@ -1,4 +1,4 @@
-"""--engine ray: a real local Ray (2 CPUs) gives the same features and predictions as the local path."""
+"""--executor ray: a real local Ray (2 CPUs) gives the same features and predictions as the local path."""
 
 import json
 import os
@@ -28,7 +28,7 @@ from eebert_cli.ui import SILENT  # noqa: E402
 
 from conftest import make_rows  # noqa: E402
 
-RAY = DeviceConfig(device="cpu", engine="ray")
+RAY = DeviceConfig(device="cpu", executor="ray")
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +80,13 @@ def test_attach_with_the_ray_engine_trains_from_its_cache(local_ray, tiny_ckpt, 
 
 def test_ray_predict_on_a_labelled_file_matches_local_row_for_row(local_ray, calibrated, tmp_path):
     """An evaluation file (with its own `label` column): no column collides, and Ray's predictions
-    equal the local engine's output file row for row."""
+    equal the local executor's output file row for row."""
     rows = make_rows(300, seed=3)
     pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows],
                              "id": list(range(len(rows)))}), tmp_path / "in.parquet")
     common = ["--input", str(tmp_path / "in.parquet"), "--device", "cpu", "--batch-size", "16", "--json"]
     r = CliRunner().invoke(app, ["predict", str(calibrated), *common, "--output", str(tmp_path / "out"),
-                                 "--engine", "ray"])
+                                 "--executor", "ray"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["predict", str(calibrated), *common, "--output", str(tmp_path / "local.jsonl")])
     assert r.exit_code == 0, r.output
@@ -117,9 +117,9 @@ def test_a_ray_address_that_does_not_answer_is_one_line(how, calibrated, tiny_ck
     flag = ["--ray-address", "127.0.0.1:9"] if how == "--ray-address" else []
     env = {"RAY_ADDRESS": "127.0.0.1:9"} if how == "RAY_ADDRESS" else {}
     pq.write_table(pa.table({"text": ["good film"]}), tmp_path / "in.parquet")
-    calls = [["attach", tiny_ckpt, "--data", tiny_data, "--out", tmp_path / "a", "--engine", "ray", *flag],
+    calls = [["attach", tiny_ckpt, "--data", tiny_data, "--out", tmp_path / "a", "--executor", "ray", *flag],
              ["predict", calibrated, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
-              "--engine", "ray", *flag]]
+              "--executor", "ray", *flag]]
     for call in calls:
         r = _cli(*call, env=env)
         assert r.returncode == 1, r.stderr
@@ -129,5 +129,5 @@ def test_a_ray_address_that_does_not_answer_is_one_line(how, calibrated, tiny_ck
 
 
 def test_ray_predict_needs_input_and_output(calibrated, tmp_path):
-    r = CliRunner().invoke(app, ["predict", str(calibrated), "good", "--engine", "ray"])
-    assert r.exit_code == 1 and "--engine ray reads --input PARQUET" in r.output
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "good", "--executor", "ray"])
+    assert r.exit_code == 1 and "--executor ray reads --input PARQUET" in r.output

@@ -229,7 +229,7 @@ def test_bearer_token_guards_everything_but_the_probes(served, monkeypatch):
 
 
 def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path):
-    for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--engine", "tensorrt"], "unknown engine"),
+    for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--runtime", "tensorrt"], "unknown runtime"),
                          (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"), (["--max-queue", "8"], "--max-queue")):
         r = CliRunner().invoke(cli_app, ["serve", str(served), *args])
         assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
@@ -311,7 +311,7 @@ def test_onnxruntime_engine_answers_like_pytorch(served, texts):
     export(served)
     want = predict_cli(served, texts[:12])
     for deployed in (False, True):
-        cfg = ServeConfig(artifact=str(served), engine="onnxruntime", deployed=deployed, max_wait_ms=30)
+        cfg = ServeConfig(artifact=str(served), runtime="onnxruntime", deployed=deployed, max_wait_ms=30)
         app = create_app(cfg, load_engine(cfg))
 
         async def go():

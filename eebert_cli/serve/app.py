@@ -130,7 +130,7 @@ class Server:
         batches = m.value("eebert_batch_size_count")
         exits = "".join(f"<tr><td>{layer}</td><td>{int(m.value('eebert_exit_layer_total', {'layer': str(layer)}))}"
                         f"</td></tr>" for layer in e.exit_layers)
-        facts = {"model": f"{e.kind} ({e.engine})", "model id": e.model_id, "calibration id": e.calibration_id,
+        facts = {"model": f"{e.kind} ({e.runtime})", "model id": e.model_id, "calibration id": e.calibration_id,
                  "artifact": e.info["artifact"], "backbone sha256": e.info["backbone_sha256"][:16] + "…",
                  "max batch / max wait": f"{cfg.max_batch} / {cfg.max_wait_ms} ms",
                  "uptime": f"{time.time() - self.started:.0f} s", "texts answered": int(rows),
@@ -205,7 +205,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         s = holder.get("s")
         if s is None or s.closing:
             return error(503, "not_ready", "shutting down" if s else "the model is still loading")
-        return {"ready": True, "model": s.engine.kind, "engine": s.engine.engine, **s.engine.info}
+        return {"ready": True, "model": s.engine.kind, "runtime": s.engine.runtime, **s.engine.info}
 
     @app.get("/metrics")
     async def metrics(request: Request):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from ..errors import EebertError
-
-ENGINES = ("pytorch", "onnxruntime")
 #: how a multi-worker server hands its settings to the worker processes uvicorn spawns
 ENV = "EEBERT_SERVE_CONFIG"
 
@@ -20,8 +19,8 @@ class ServeConfig:
     artifact: str = field(default="", metadata={"help": "Calibrated artifact directory."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (loopback unless told otherwise)."})
     port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)."})
-    engine: str = field(default="pytorch", metadata={"help": "pytorch, or onnxruntime (needs `eebert export` first)."})
-    onnx_dir: str = field(default="", metadata={"help": "ONNX export for --engine onnxruntime (default ARTIFACT/onnx)."})
+    runtime: str = field(default="pytorch", metadata={"help": "What runs the model: pytorch, or onnxruntime (needs `eebert export` first); see runtimes.py."})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export for --runtime onnxruntime (default ARTIFACT/onnx)."})
     device: str = field(default="auto", metadata={"help": "Where the model runs: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
     dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16."})
     threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
@@ -37,13 +36,16 @@ class ServeConfig:
     workers: int = field(default=1, metadata={"help": "Server processes, each loading its own copy of the model (see docs/serving.md)."})
     shutdown_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/SIGINT, how long in-flight requests get to finish."})
 
+    #: keys from before the rename, read as the new ones
+    RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
+
     def check(self) -> "ServeConfig":
         """Reject bad values with one line each, before anything is loaded."""
-        if self.engine not in ENGINES:
-            raise EebertError(f"unknown engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
-        if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
-            raise EebertError(f"--engine onnxruntime serves on the CPU, not --device {self.device}",
-                              "drop --device, or serve with --engine pytorch on the GPU")
+        from ..runtimes import RUNTIMES
+
+        if RUNTIMES.get(self.runtime).host_inputs and self.device not in ("auto", "cpu"):  # unknown: one line
+            raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
+                              "drop --device, or serve with --runtime pytorch on the GPU")
         self.placement()  # a device or dtype that is not there fails before anything loads
         for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
             if getattr(self, name) < 1:
@@ -62,10 +64,11 @@ class ServeConfig:
         return self
 
     def placement(self):
-        """Where the model runs (device.py); onnxruntime reads host arrays, so its engine is on the CPU."""
+        """Where the model runs (device.py); a runtime that reads host arrays (onnxruntime) runs on the CPU."""
         from ..device import DeviceConfig, resolve
+        from ..runtimes import RUNTIMES
 
-        return resolve(DeviceConfig("cpu" if self.engine == "onnxruntime" else self.device, self.dtype))
+        return resolve(DeviceConfig("cpu" if RUNTIMES.get(self.runtime).host_inputs else self.device, self.dtype))
 
     def api_key(self) -> str | None:
         """The bearer token from ``api_key_env``, or None when auth is off."""

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
 from ..device import DeviceConfig, place_artifact
-from ..errors import EebertError
 from ..runtime import EarlyExitModel, pad_batch
 from ..tasks import Prediction, Task, get as get_task
+from ..runtimes import runtime_for
 from .config import ServeConfig
 
 Row = tuple[str, "str | None"]
@@ -41,7 +40,7 @@ def files_id(folder: Path, names: tuple[str, ...]) -> str:
 @dataclass
 class Engine:
     kind: str                       #: "early-exit" or "deployed"
-    engine: str                     #: "pytorch" or "onnxruntime"
+    runtime: str                    #: the runtime's registered name (runtimes.py)
     tokenizer: object
     max_length: int
     exit_layers: list[int]          #: 1-based layer of each exit index, the deployed head last
@@ -113,48 +112,13 @@ def load_engine(cfg: ServeConfig) -> Engine:
                 **where.record())
     if model is not None:
         info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
-    fwd = _onnx_forward(cfg, model, art) if cfg.engine == "onnxruntime" else _torch_forward(model, art)
-    return Engine("deployed" if cfg.deployed else "early-exit", cfg.engine, art.deployed.tokenizer,
+    rt = runtime_for(cfg.runtime, art, model, cfg.onnx_dir, cfg.torch_threads(), deployed=cfg.deployed)
+    if model is None:  # the deployed model as shipped: one exit, its own head
+        def fwd(ids, mask, types):
+            with torch.inference_mode():
+                return rt.deployed(ids, mask, types), [0] * len(ids)
+    else:
+        fwd = rt.early_exit
+    return Engine("deployed" if cfg.deployed else "early-exit", cfg.runtime, art.deployed.tokenizer,
                   art.config["max_length"], exit_layers, art.deployed.id2label, fwd, info,
                   get_task(art.config.get("task")), where.device)
-
-
-def _torch_forward(model: EarlyExitModel | None, art) -> Forward:
-    if model is None:  # the deployed model as shipped: one exit, its own head
-        hf = art.reference.model
-
-        @torch.inference_mode()
-        def deployed(ids, mask, types):
-            return hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, [0] * len(ids)
-
-        return deployed
-
-    def early_exit(ids, mask, types):
-        if mask is None:
-            logits, k = model.forward_one(ids, types)
-            return logits, [k]
-        return model.forward_batch(ids, mask, types)
-
-    return early_exit
-
-
-def _onnx_forward(cfg: ServeConfig, model: EarlyExitModel | None, art) -> Forward:
-    from ..onnx_runtime import OnnxEarlyExit
-
-    folder = Path(cfg.onnx_dir or art.path / "onnx")
-    ox = OnnxEarlyExit(folder, threads=cfg.torch_threads(), deployed=cfg.deployed)
-    if model is not None and ox.manifest["exit_layers"] != model.exit_layers:
-        raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
-
-    def run(ids, mask, types):
-        i = ids.numpy()
-        t = np.zeros_like(i) if types is None else types.numpy()
-        m = np.ones_like(i) if mask is None else mask.numpy()
-        if cfg.deployed:
-            return ox.forward_deployed(i, m, t), [0] * len(i)
-        if mask is None:
-            logits, k = ox.forward_one(i, t)
-            return logits, [k]
-        return ox.forward_batch(i, m, t)
-
-    return run

@@ -1,0 +1,116 @@
+"""Every registered runtime takes the PyTorch runtime's exits; every executor answers as the local one.
+
+A new runtime or executor is covered here by registering it: the tests are parametrized over the
+registries' names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from eebert_cli.errors import EebertError
+from eebert_cli.executors import EXECUTORS, executor_of
+from eebert_cli.runtimes import RUNTIMES, runtime_for
+
+NEEDS = {"onnxruntime": ("onnx", "onnxruntime"), "ray": ("ray",)}
+
+
+def _needs(name: str) -> None:
+    missing = [m for m in NEEDS.get(name, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{name} needs {', '.join(missing)}")
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
+    from eebert_cli.steps import attach, calibrate, export
+    from eebert_cli.calibrate import CalibrationConfig
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.train import AttachConfig, TrainConfig
+
+    out = tmp_path_factory.mktemp("runtimes") / "art"
+    dcfg = DataConfig(spec=str(tiny_data))
+    attach(str(tiny_ckpt), dcfg, AttachConfig(max_length=32, train=TrainConfig(epochs=30, lr=3e-3, patience=30)), out)
+    data = load_data(dcfg)
+    calibrate(out, data, CalibrationConfig(target_speedup=1.5, bootstrap=10))
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        export(out)
+    return out, data
+
+
+def _inputs(model, data, n=12):
+    from eebert_cli.features import encode
+    from eebert_cli.runtime import pad_batch
+
+    enc = encode(model.artifact.deployed.tokenizer, data.split("test").subset(list(range(n))), 32)
+    ones = [(torch.tensor([ids]), torch.tensor([t])) for ids, t in zip(enc.input_ids, enc.token_type_ids)]
+    return ones, pad_batch(enc.input_ids, enc.token_type_ids, enc.pad_id)
+
+
+def test_the_registries_name_what_the_flags_take():
+    assert {"pytorch", "onnxruntime"} <= set(RUNTIMES) and {"local", "ray"} <= set(EXECUTORS)
+    with pytest.raises(EebertError, match="unknown runtime"):
+        RUNTIMES.get("tensorrtx")
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
+    _needs(name)
+    from eebert_cli.runtime import EarlyExitModel
+
+    out, data = calibrated
+    model = EarlyExitModel.from_artifact(out)
+    ref, rt = runtime_for("pytorch", model.artifact, model), runtime_for(name, model.artifact, model)
+    ones, (ids, mask, types) = _inputs(model, data)
+    exits = []
+    for i, t in ones:
+        lr, kr = ref.early_exit(i, None, t)
+        lo, ko = rt.early_exit(i, None, t)
+        assert list(ko) == list(kr)
+        assert np.abs(np.asarray(lo) - lr.numpy()).max() < 1e-4
+        exits += list(kr)
+    assert len(set(exits)) > 1  # a real mix of exits, or the comparison says little
+    lo, wo = rt.early_exit(ids, mask, types)
+    assert [int(k) for k in wo] == exits  # per-sample batches give each row its batch-1 exit
+    dep = np.asarray(rt.deployed(ids, mask, types))
+    assert np.abs(dep - ref.deployed(ids, mask, types).numpy()).max() < 1e-4
+
+
+def test_an_executor_is_named_by_the_device_config():
+    from eebert_cli.device import DeviceConfig
+
+    assert executor_of(None).in_process and not executor_of(DeviceConfig(executor="ray")).in_process
+    with pytest.raises(EebertError, match="unknown executor"):
+        executor_of(DeviceConfig(executor="dask"))
+
+
+def test_the_old_engine_key_still_names_the_executor():
+    """Recipes written before the rename (``[device] engine = "ray"``) keep working."""
+    from eebert_cli.configs import from_dict
+    from eebert_cli.device import DeviceConfig
+
+    assert from_dict(DeviceConfig, {"engine": "ray"}).executor == "ray"
+    with pytest.raises(EebertError, match="both"):
+        from_dict(DeviceConfig, {"engine": "ray", "executor": "local"})
+
+
+def test_the_local_executor_streams_what_predict_answers(calibrated, tmp_path):
+    import json
+
+    from eebert_cli.steps import predict
+
+    out, data = calibrated
+    rows = tmp_path / "in.jsonl"
+    texts = list(data.split("test").texts)[:10]
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    got = tmp_path / "out.jsonl"
+    summary = executor_of(None).predict_file(out, rows, got, None, "text", None, 4, None, False)
+    assert summary["rows"] == 10
+    streamed = [json.loads(line) for line in got.read_text().splitlines()]
+    direct = predict(out, texts, batch_size=1)["rows"]
+    assert [r["label"] for r in streamed] == [r["label"] for r in direct]
+    assert [r["exit_layer"] for r in streamed] == [r["exit_layer"] for r in direct]
