@@ -60,6 +60,7 @@ from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.outputs import OutputsCache, split_outputs  # noqa: E402
 from eebert_cli.parity import runtime_parity  # noqa: E402
 from eebert_cli.runtime import EarlyExitModel  # noqa: E402
+from eebert_cli.segment_graphs import SegmentGraphs  # noqa: E402
 from eebert_cli.train import TrainConfig  # noqa: E402
 
 BUCKET = 16          #: CUDA-graph length bucket (tokens): inputs are padded up to a multiple
@@ -169,6 +170,14 @@ def timing(model: EarlyExitModel, data, args, dtype: str, started: float) -> dic
         rows = torch.tensor(idx)
         flops = (out.full[rows].sum() / out.cost[rows, exits].sum()).item()
         row.update(early_exit_ms=1000 * ee_s / len(idx), speedup_flops=flops)
+        if size == 1 and args.segment_graphs:  # the opt-in runner: each segment between exits replayed from a graph
+            try:
+                seg = SegmentGraphs(model)
+                s, res = time_runner(lambda ids, mask, types: seg(ids, types), batches, dev, args.repeats)
+                agree = sum(int(k) == int(e) for (_, k), e in zip(res, exits.tolist()))
+                row["segment_graphs"] = {"ms": 1000 * s / len(idx), "same_exit": agree}
+            except Exception as e:  # a stateful criterion, or a capture that fails: recorded, not fatal
+                row["segment_graphs"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         ref = [deployed(*b).float() for b in batches]
         for name, fn in runners.items():
             try:
@@ -185,6 +194,8 @@ def timing(model: EarlyExitModel, data, args, dtype: str, started: float) -> dic
         row["wall_vs_eager"] = row["eager"]["ms"] / row["early_exit_ms"] if "ms" in row["eager"] else None
         row["wall_vs_shipped"] = row[best]["ms"] / row["early_exit_ms"] if best else None
         row["wall_over_flops"] = None if row["wall_vs_eager"] is None else row["wall_vs_eager"] / flops
+        if "ms" in row.get("segment_graphs", {}) and "ms" in row["eager"]:
+            row["segment_graphs"]["wall_over_flops"] = row["eager"]["ms"] / row["segment_graphs"]["ms"] / flops
         result[str(size)] = row
     return result
 
@@ -244,6 +255,15 @@ def fmt(x, spec=".2f", suffix="") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
+def segment(t: dict) -> str:
+    s = t.get("segment_graphs")
+    if not s:
+        return "-"
+    if "error" in s:
+        return "error"
+    return f"{s['ms']:.3f} ({fmt(s.get('wall_over_flops'))}; same exit {s['same_exit']}/{t['examples']})"
+
+
 def markdown(report: dict) -> str:
     v = report["versions"]
     lines = [f"# GPU check ({'SMOKE RUN, tiny sizes: not a measurement' if report['smoke'] else 'measured'})", "",
@@ -251,21 +271,26 @@ def markdown(report: dict) -> str:
              f"(CUDA {v['cuda']}), transformers {v['transformers']}, Python {v['python']}; "
              f"{report['seconds']:.0f} s in all.", "",
              "| model | dtype | batch | FLOPs speedup | wall vs eager | wall / FLOPs | wall vs shipped | "
-             "early exit ms/ex | eager ms/ex | graphed ms/ex | compiled ms/ex | accuracy (deployed) | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "early exit ms/ex | early exit, segment graphs ms/ex (wall / FLOPs) | eager ms/ex | graphed ms/ex | "
+             "compiled ms/ex | accuracy (deployed) | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         acc = (f"{100 * m['accuracy']:.2f} ({100 * m['deployed_accuracy']:.2f})" if m["accuracy_meaningful"]
                else "meaningless (random weights)")
         for size, t in m["timing"].items():
             goal = "-"
-            if not m["accuracy_meaningful"] and t["wall_over_flops"] is not None:
-                goal = ("met" if t["wall_over_flops"] >= WALL_GOAL else "MISSED") + f" (>= {WALL_GOAL})"
+            # the 12-layer shape's goal, on the better of the two early-exit runtimes (plain, segment graphs)
+            best = max([x for x in (t["wall_over_flops"], t.get("segment_graphs", {}).get("wall_over_flops"))
+                        if x is not None], default=None)
+            if not m["accuracy_meaningful"] and best is not None:
+                goal = ("met" if best >= WALL_GOAL else "MISSED") + f" ({best:.2f}, goal >= {WALL_GOAL})"
             ms = lambda k: fmt(t.get(k, {}).get("ms"), ".3f") if "ms" in t.get(k, {}) else (  # noqa: E731
                 "error" if k in t else "-")
             lines.append(f"| {m['model']} | {m['dtype']} | {size} | {t['speedup_flops']:.2f}x | "
                          f"{fmt(t['wall_vs_eager'], '.2f', 'x')} | {fmt(t['wall_over_flops'])} | "
                          f"{fmt(t['wall_vs_shipped'], '.2f', 'x')} ({t['shipped'] or 'none'}) | "
-                         f"{t['early_exit_ms']:.3f} | {ms('eager')} | {ms('graphed')} | {ms('compiled')} | {acc} | "
+                         f"{t['early_exit_ms']:.3f} | {segment(t)} | {ms('eager')} | {ms('graphed')} | "
+                         f"{ms('compiled')} | {acc} | "
                          f"{goal} |")
     s = report.get("serve")
     if s and "levels" in s:
@@ -314,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--serve-requests", type=int, default=3000)
     ap.add_argument("--serve-duration", type=float, default=15)
     ap.add_argument("--budget-s", type=float, default=420, help="no stage starts after this many seconds")
+    ap.add_argument("--no-segment-graphs", dest="segment_graphs", action="store_false",
+                    help="skip the early-exit runner that replays each segment from a CUDA graph (batch 1)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU dry run, not a measurement)")
     args = ap.parse_args(argv)
     if args.smoke:

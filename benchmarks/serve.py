@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 def start(artifact: str, port: int, extra: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # this checkout first, then whatever the caller's path held (a --target install, as on a GPU host)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-c", "from eebert_cli.cli import main; main()", "serve", artifact,
            "--host", HOST, "--port", str(port), *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

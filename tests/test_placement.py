@@ -140,3 +140,31 @@ def test_ray_workers_each_get_their_own_gpu_as_cuda():
     assert _worker_device(DeviceConfig("auto"), 0.0).device == "cpu"
     with pytest.raises(EebertError, match="no GPUs"):
         _worker_device(DeviceConfig("cuda:1"), 0.0)
+
+
+def test_segment_graphs_answer_as_forward_one(calibrated, tiny_data):
+    """On the CPU the segments run eagerly on the padded bucket: the code path CUDA replays, checked here."""
+    from eebert_cli.features import encode
+    from eebert_cli.segment_graphs import SegmentGraphs
+
+    model = EarlyExitModel.from_artifact(calibrated, device=DeviceConfig("cpu"))
+    graphed = SegmentGraphs(model, bucket=16)
+    enc = encode(model.artifact.deployed.tokenizer, load_data(DataConfig(spec=str(tiny_data))).split("test"), 64)
+    exits = []
+    for ids, types in zip(enc.input_ids, enc.token_type_ids):
+        want, k = model.forward_one(torch.tensor([ids]), torch.tensor([types]))
+        got, kg = graphed(torch.tensor([ids]), torch.tensor([types]))
+        assert kg == k and torch.allclose(got, want, atol=FP32_LOGIT_TOL)
+        exits.append(k)
+    assert len(set(exits)) > 1 and len(graphed.buckets) > 1  # several exits and several length buckets
+
+
+def test_segment_graphs_refuse_a_stateful_criterion(calibrated):
+    from eebert_cli.criteria import build_criterion
+    from eebert_cli.errors import EebertError
+    from eebert_cli.segment_graphs import SegmentGraphs
+
+    model = EarlyExitModel.from_artifact(calibrated, device=DeviceConfig("cpu"))
+    model.criterion = build_criterion("patience", {}, model.artifact)
+    with pytest.raises(EebertError, match="stateless criterion"):
+        SegmentGraphs(model)

@@ -37,15 +37,26 @@ set -uo pipefail
 B="$(cd "$(dirname "$0")" && pwd)"
 R="${OUT:-gpu-check-out}"; mkdir -p "$R"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
-# EEBERT_PYTHON: an interpreter that already has eebert's needs (a CPU dry run of this script); else a venv
-PY="${EEBERT_PYTHON:-/tmp/eebert-venv/bin/python}"
-if [ -z "${EEBERT_PYTHON:-}" ] && [ ! -x /tmp/eebert-venv/bin/python ]; then
-  python3 -c 'import torch, transformers, pyarrow; print("image: torch", torch.__version__, "transformers",
-    transformers.__version__, "pyarrow", pyarrow.__version__, "cuda", torch.cuda.is_available())' | tee "$R/image.txt"
-  # the image's packages stay visible; pip adds only what is missing or too old, from the bundle, no index
-  python3 -m venv --system-site-packages /tmp/eebert-venv \
-    && /tmp/eebert-venv/bin/python -m pip install -q --no-index --find-links "$B/wheels" "eebert[serve]" \
-    || { echo "install from $B/wheels failed (see above)"; exit 2; }
+# EEBERT_PYTHON: an interpreter that already has eebert's needs (a CPU dry run of this script); else
+# a venv that sees the image's packages, pip adding only what is missing or too old, from the bundle, no index
+PY="${EEBERT_PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x /tmp/eebert-venv/bin/python ]; then PY=/tmp/eebert-venv/bin/python
+  elif [ -d /tmp/eebert-site ]; then PY=python3; export PYTHONPATH="$PWD:/tmp/eebert-site"
+  else
+    python3 -c 'import torch, transformers, pyarrow; print("image: torch", torch.__version__, "transformers",
+      transformers.__version__, "pyarrow", pyarrow.__version__, "cuda", torch.cuda.is_available())' | tee "$R/image.txt"
+    if python3 -m venv --system-site-packages /tmp/eebert-venv 2>/dev/null; then
+      /tmp/eebert-venv/bin/python -m pip install -q --no-index --find-links "$B/wheels" "eebert[serve]" \
+        || { echo "install from $B/wheels failed (see above)"; exit 2; }
+      PY=/tmp/eebert-venv/bin/python
+    else  # no venv module in the image: the bundle's wheels in a folder of their own, on the path
+      rm -rf /tmp/eebert-venv
+      python3 -m pip install -q --no-index --no-deps --target /tmp/eebert-site "$B"/wheels/*.whl \
+        || { echo "install from $B/wheels failed (see above)"; exit 2; }
+      PY=python3; export PYTHONPATH="$PWD:/tmp/eebert-site"
+    fi
+  fi
 fi
 case "${1:-check}" in
   tests)  # the cuda-marked tests: attach -> calibrate -> benchmark -> predict -> serve -> export, bf16 and fp16
