@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .calibrate import INF
+from .calibration import INF
 from .errors import EebertError
 
 
