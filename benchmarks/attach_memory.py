@@ -18,7 +18,10 @@ data), which the kernel drops under pressure; the anonymous part (heap and tenso
 ``--model tiny`` (default) is a random 2-layer BERT (hidden 256, ``--hidden``) with MiniLM's
 real tokenizer: the backbone is not what is measured, and MiniLM-L6 over 200k
 rows does not fit in minutes on a shared 2-core machine. ``--model minilm``
-uses the real MiniLM-L6 weights (slow).
+uses the real MiniLM-L6 weights (slow). ``--random-features`` replaces the
+backbone forward with seeded random features of the same shapes (everything else
+runs as attach runs it: data, row checks, cache key, cache writes and checks,
+exit training, held-out scoring, the learned scorer), for a quick check at 200k rows.
 """
 
 from __future__ import annotations
@@ -130,11 +133,29 @@ def make_data(folder: Path, rows: int) -> Path:
     return folder
 
 
-def child(checkpoint: str, data: str, max_length: int, epochs: int) -> None:
+def random_chunk(deployed, split, plan, advance=None) -> dict:
+    """``--random-features``: what ``feature_cache.compute_chunk`` returns, without the backbone forward
+    (seeded normal values of the right shapes), so that 200k rows take a minute instead of an hour."""
+    import numpy as np
+
+    n, k, dims = len(split), len(plan.layers), deployed.adapter.dims
+    rng = np.random.default_rng(n)
+    out = {f"reduced-{r}": rng.standard_normal((n, k, dims.hidden_size), dtype=np.float32) for r in plan.pooled}
+    out["teacher"] = rng.standard_normal((n, dims.num_labels), dtype=np.float32)
+    out["lengths"] = np.full(n, 20, dtype=np.int64)
+    if advance is not None:
+        advance(n)
+    return out
+
+
+def child(checkpoint: str, data: str, max_length: int, epochs: int, random_features: bool = False) -> None:
     """One attach in this process; prints a JSON line with its memory figures."""
     import time
 
     from eebert_cli import feature_cache
+
+    if random_features:
+        feature_cache.compute_chunk = random_chunk
     from eebert_cli.train import AttachConfig
     from eebert_cli.data import DataConfig
     from eebert_cli.attach import attach
@@ -182,10 +203,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--hidden", type=int, default=256, help="hidden size of the tiny model")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--random-features", action="store_true",
+                    help="random features in place of the backbone forward (everything else as attach runs it)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child[0], args.child[1], args.max_length, args.epochs)
+        child(args.child[0], args.child[1], args.max_length, args.epochs, args.random_features)
         return []
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,10 +217,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             data = make_data(Path(tmp) / f"data-{rows}", rows)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             out = subprocess.run([sys.executable, __file__, "--child", str(ckpt), str(data), "--max-length",
-                                  str(args.max_length), "--epochs", str(args.epochs)],
+                                  str(args.max_length), "--epochs", str(args.epochs)]
+                                 + (["--random-features"] if args.random_features else []),
                                  env=env, check=True, capture_output=True, text=True)
             line = json.loads(out.stdout.strip().splitlines()[-1])
             results.append({"model": args.model, "hidden": args.hidden if args.model == "tiny" else 384,
+                            "features": "random" if args.random_features else "backbone",
                             "max_length": args.max_length, **line})
             print(json.dumps(results[-1]), flush=True)
     if args.json:

@@ -240,12 +240,16 @@ class FeatureCache:
         write_json(self.folder / MANIFEST, self.manifest)
 
     def features(self, plan: Plan, token_offsets: np.ndarray | None) -> Features:
-        """Tensors over the memory maps (copy-on-write: training never changes the files).
+        """Tensors over the memory maps (copy-on-write: training never changes the files), and a
+        reader of rows that training's batches go through (``Features.getter``).
 
         Pages read through a map count in the process's RSS until unmapped or
-        released; ``Features.release`` (called by training every few steps) tells
-        the kernel they are not needed, so RSS stays at what a few steps read. The
-        data stay in the page cache, where the kernel may keep or evict them.
+        released, and a fault maps a whole folio of neighbouring pages (up to 2 MB
+        on current kernels), so random rows through the map made the whole array
+        resident within a few steps. The batches therefore read their rows with
+        ``pread`` (:class:`RowReader`): nothing mapped, RSS holds one batch. The maps
+        remain for whole-array uses; ``Features.release`` drops what they read.
+        The data stay in the page cache, where the kernel may keep or evict them.
         """
         maps = {name: self.array(name, "c") for name in self.manifest["shapes"]}
         view = lambda name: torch.from_numpy(maps[name])  # noqa: E731
@@ -261,7 +265,39 @@ class FeatureCache:
                     m._mmap.madvise(mmap.MADV_DONTNEED)
 
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
-                        view("lengths"), tokens, release=release)
+                        view("lengths"), tokens, release=release,
+                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]))
+
+
+class RowReader:
+    """``read(reduction, rows, column)``: one layer's vectors of some rows of a pooled cache array, by ``pread``."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        import weakref
+
+        self.files = {}
+        for name in names:
+            path = folder / f"{name}.npy"
+            with open(path, "rb") as f:
+                shape, _, dtype = _header(f)
+                start = f.tell()
+            fd = os.open(path, os.O_RDONLY)
+            weakref.finalize(self, os.close, fd)
+            self.files[name.removeprefix("reduced-")] = (fd, start, tuple(shape), dtype, path)
+
+    def __call__(self, reduction: str, rows: torch.Tensor, col: int) -> torch.Tensor:
+        fd, start, shape, dtype, path = self.files[reduction]
+        width = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize  # one layer's vector
+        stride = shape[1] * width                                         # one row: every kept layer
+        idx = rows.tolist()
+        buf = bytearray(len(idx) * width)
+        view = memoryview(buf)
+        base = start + col * width
+        for i, r in enumerate(idx):
+            if os.preadv(fd, [view[i * width:(i + 1) * width]], base + r * stride) != width:
+                raise EebertError(f"feature cache file {path} ended early (row {r})",
+                                  "it was truncated while attach ran; run attach again (the cache is checked)")
+        return torch.from_numpy(np.frombuffer(buf, dtype=dtype).reshape(len(idx), *shape[2:]))
 
 
 def _header(f) -> tuple[tuple, bool, np.dtype]:

@@ -110,6 +110,9 @@ class Features:
     skipped: torch.Tensor | None = None  #: [N, L] bool, layers the gates skipped (gated passes only)
     #: memory-mapped features (feature_cache): drop the pages read so far from this process's RSS
     release: Callable[[], None] | None = None
+    #: (reduction, rows, column) -> [rows, H]: the feature cache's explicit reads, used by ``getter``
+    #: instead of indexing the memory map (a page fault there maps a whole folio of neighbours)
+    read: Callable[[str, torch.Tensor, int], torch.Tensor] | None = None
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]
@@ -127,7 +130,8 @@ class Features:
                     raise RuntimeError("token states were not cached for this split")
                 t = self.tokens.batch(self.layers.index(layer), rows)
                 return Tokens(t.hidden.to(device), t.mask.to(device)) if device is not None else t
-            x = self.reduced[reduction][rows, self.layers.index(layer)]
+            col = self.layers.index(layer)
+            x = self.reduced[reduction][rows, col] if self.read is None else self.read(reduction, rows, col)
             return x if device is None else x.to(device, non_blocking=True)
 
         return get

@@ -110,13 +110,14 @@ def budget_note(max_drop: float, confidence: float, labelled: int, unlabeled: in
         return "--max-drop 0 leaves every exit off (any disagreement may cost accuracy)"
     z2, d = statistics.NormalDist().inv_cdf(confidence) ** 2, max_drop / 100.0
     head = f"--max-drop {max_drop:g} at {confidence:.0%} confidence: "
+    unit = "point" if max_drop == 1 else "points"
     if unlabeled:
         m = labelled + unlabeled
         return (head + f"the drop is bounded by the disagreement with the deployed model over {labelled:,} validation "
                 f"+ {unlabeled:,} unlabeled rows; {m:,} rows certify budgets down to about {100 * 2 * z2 / m:.2f} "
-                f"points, and {max_drop:g} points needs about {math.ceil(2 * z2 / d):,} rows")
+                f"points, and {max_drop:g} {unit} needs about {math.ceil(2 * z2 / d):,} rows")
     return (head + f"{labelled:,} labelled validation rows certify drops down to about {100 * 8 * z2 / labelled:.2f} "
-            f"points; {max_drop:g} points needs about {math.ceil(8 * z2 / d):,} labelled rows, or about "
+            f"points; {max_drop:g} {unit} needs about {math.ceil(8 * z2 / d):,} labelled rows, or about "
             f"{math.ceil(2 * z2 / d):,} rows in all with unlabeled ones (--unlabeled FILE: rows scored by the "
             "deployed model bound the drop by the disagreement)")
 

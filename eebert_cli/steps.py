@@ -122,6 +122,12 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
         gates.threshold = cal.gate_threshold
     if cal.margin is not None and note:
         cal.margin["certifiable"] = note
+    if unlabeled_at is not None:
+        seen = training_overlap(data, extra)
+        if seen >= 0.1 * len(extra.split("unlabeled")):
+            cal.warnings.append(f"{seen:,} of the {len(extra.split('unlabeled')):,} --unlabeled rows are texts of the "
+                                "training split: the exits agree with the deployed model more often on texts they "
+                                "were trained on, so the bound is optimistic; give traffic the exits have not seen")
     cal.quantize = artifact.quantize
     cal.placement = placement_of(artifact.deployed.model).record()
     if size_warning:
@@ -159,6 +165,16 @@ def unlabeled_data(spec: str, data: TaskData) -> TaskData:
     split = columns(ds, DataConfig(text_column=val.text_column, pair_column=val.pair_column, label_column=None),
                     str(path))
     return TaskData(str(path), {"unlabeled": split})
+
+
+def training_overlap(data: TaskData, extra: TaskData) -> int:
+    """How many unlabeled rows are texts of the training split (hashes, a batch at a time)."""
+    train = data.splits.get("train")
+    if train is None or not len(train):
+        return 0
+    seen = {hash(t) for batch in train.iter_values(train.text_column) for t in batch}
+    rows = extra.split("unlabeled")
+    return sum(hash(t) in seen for batch in rows.iter_values(rows.text_column) for t in batch)
 
 
 # -- benchmark -------------------------------------------------------------------------------------------

@@ -246,3 +246,10 @@ def test_unlabeled_rows_bound_the_drop_by_the_disagreement(art, tiny_data, tmp_p
         ref = [deployed.id2label[i] for i in deployed.model(**enc).logits.argmax(-1).tolist()]
     disagree = 100 * sum(a != b for a, b in zip(early, ref)) / len(texts)
     assert abs(disagree - margin["disagreement_points"]) < 0.5
+
+
+def test_unlabeled_rows_that_are_training_texts_are_warned_about(art, tiny_data):
+    r = invoke("calibrate", art, "--max-drop", 20, "--unlabeled", tiny_data / "train.csv", "--json")
+    assert r.exit_code == 0, r.output
+    assert any("200 of the 200 --unlabeled rows are texts of the training split" in w
+               for w in json.loads(r.stdout)["warnings"])

@@ -45,3 +45,10 @@ def test_ray_vs_local_runs_both_passes_and_compares_features(tiny_ckpt, tiny_dat
                                 "--max-length", "16"])
     assert report["rows"] == 40 and report["local_s"] > 0 and report["ray_s"] > 0
     assert report["max_feature_difference"] < 1e-4 and not ray.is_initialized()
+
+
+def test_attach_memory_with_random_features_skips_only_the_forward(tmp_path):
+    import attach_memory
+
+    [r] = attach_memory.main(["--rows", "60", "--random-features"])
+    assert r["features"] == "random" and r["rows"] == 60 and r["peak_rss_mb"] >= r["rss_before_pass_mb"] > 0

@@ -268,3 +268,37 @@ def test_nonfinite_backbone_features_stop_attach(tiny_ckpt, tiny_data, tmp_path,
     monkeypatch.setattr(fc, "compute_chunk", poisoned)
     with pytest.raises(EebertError, match="NaN or infinite reduced-mean features"):
         _pass(load_deployed(tiny_ckpt), load_data(DataConfig(spec=str(tiny_data))).split("train"), tmp_path / "c")
+
+
+def _resident_mb(name: str) -> float:
+    """Resident MB of this process's mappings of files called ``name`` (/proc/self/smaps)."""
+    total, current = 0.0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split(None, 1)[0]
+        if "-" in first and not first.endswith(":"):
+            current = line.split()[-1]
+        elif first == "Rss:" and current and current.endswith(name):
+            total += int(line.split()[1]) / 1024
+    return total
+
+
+def test_training_batches_read_rows_without_making_the_cache_resident(tmp_path):
+    """Random rows through the memory map made the whole array resident (a fault maps a folio of
+    neighbours); the getter reads them with pread: equal values, nothing of the file resident."""
+    n, h = 20000, 256
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((n, 2, h), dtype=np.float32)
+    chunks = fc.chunk_bounds(n)
+    shapes = {"reduced-mean": [n, 2, h], "teacher": [n, 2], "lengths": [n]}
+    cache = fc.FeatureCache.open(tmp_path / "c", "k", shapes, {"reduced-mean": "float32", "teacher": "float32",
+                                                                "lengths": "int64"}, chunks)
+    for i, (a, b) in enumerate(chunks):
+        cache.write(i, {"reduced-mean": values[a:b], "teacher": np.zeros((b - a, 2), np.float32),
+                        "lengths": np.ones(b - a, np.int64)}, None)
+    feats = cache.features(fc.Plan([1, 2], {1: ["mean"], 2: ["mean"]}, 32, 8), None)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    for a in range(0, n, 256):
+        rows = order[a:a + 256]
+        got = feats.getter(rows)("mean", 2)
+        assert torch.equal(got, torch.from_numpy(values[rows.numpy(), 1]))
+    assert _resident_mb("reduced-mean.npy") < 1.0  # of a 41 MB file
