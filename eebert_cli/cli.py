@@ -424,6 +424,13 @@ def predict(
         return
     from rich.table import Table
 
+    if rows_out and "entities" in rows_out[0]:  # a tagger: entity spans per text
+        t = Table("entities", "exit layer", "text")
+        for row in rows_out:
+            t.add_row(", ".join(f"{e['text']} ({e['entity']} {e['score']:.2f})" for e in row["entities"]) or "-",
+                      f"{row['exit_layer']}/{result['num_layers']}", row["text"][:70])
+        out.print(t)
+        return
     t = Table("label", "exit layer", "confidence", "text")
     for row in rows_out:
         text = row.get("text", "")

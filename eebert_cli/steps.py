@@ -23,6 +23,18 @@ from .runtime import EarlyExitModel
 from .ui import SILENT, UI
 
 
+def _tagger(artifact: str | Path | Artifact):
+    """The artifact's task when it tags tokens (its steps live in tagging/), else None."""
+    from .artifact import CONFIG
+    from .atomic import read_json
+    from .tasks import get as get_task
+
+    config = artifact.config if isinstance(artifact, Artifact) else (
+        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    task = get_task(config.get("task"))
+    return task if task.level == "token" else None
+
+
 def _data(artifact: Artifact, data: DataConfig | TaskData | None) -> TaskData:
     """Loaded data: as given, else the data the artifact was attached with (flags on top of it)."""
     return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data))
@@ -80,6 +92,18 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     from .report import mark_stale
 
     size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
+    tagger = _tagger(artifact)
+    if tagger is not None:  # per-sentence exit on a token classifier
+        from .tagging.calibrate import calibrate_tagger
+
+        if artifact.quantize:
+            raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
+        cal = calibrate_tagger(artifact, data, cfg, tagger)
+        if size_warning:
+            cal.warnings.append(size_warning)
+            cal.save(artifact.path)
+        mark_stale(artifact.path)
+        return cal
     gates = artifact.exits.gates
     if gates is not None and not cfg.gate_thresholds:
         raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
@@ -133,6 +157,16 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     resolve(device)  # a device that is not there fails before anything loads
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
+        tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
+        if tagger is not None:
+            from .tagging.benchmark import run_tag_benchmark
+
+            art = load_artifact(path, backbone)
+            place_artifact(art, resolve(device), False)
+            report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
+            if write:
+                write_report(path, report)
+            return report
         model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
         report = run_benchmark(model, _data(model.artifact, data), cfg, ui, cache=cache)
         if write:
@@ -177,6 +211,15 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, output, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
+    if _tagger(artifact) is not None:
+        from .tagging.runtime import Tagger
+
+        if input_file is not None:
+            raise EebertError("predict --input serves sentence classifiers so far",
+                              "pass the texts to tag as arguments")
+        tagger = Tagger.from_artifact(artifact, backbone)
+        place_artifact(tagger.artifact, resolve(device), False)
+        return {"rows": tagger.predict(texts, batch_size), "num_layers": tagger.num_layers}
     model = EarlyExitModel.from_artifact(artifact, backbone, device)
     if output is not None:
         return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
