@@ -21,23 +21,11 @@ from ..device import module_device
 from ..errors import EebertError
 from ..exits import EXITS, ExitSet, ExitSpec
 from ..objectives import OBJECTIVES, build_objective
-from ..tasks import Task, objective_for
+from ..tasks import Task, exits_for, objective_for
 from ..train import train_exits
 from ..ui import SILENT, UI
 from .data import check_level, tag_ids
 from .features import extract_words, words_of
-
-#: the exit head when the recipe keeps the sentence default
-DEFAULT_EXITS = "token-mlp"
-
-
-def exits_for(task: Task, name: str) -> str:
-    """``name``, or the per-token default where ``name`` is the sentence default; heads that do not
-    serve the task fail here with one line."""
-    name = DEFAULT_EXITS if name == AttachConfig.exits else name
-    EXITS.check(name, {}, 1, task.name)
-    return name
-
 
 def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
                   task: Task, layers: list[int], ui: UI = SILENT) -> dict:
@@ -93,4 +81,3 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
             **{k: extra["training"][k] for k in ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
 
 
-__all__ = ["attach_tagger", "exits_for"]

@@ -51,11 +51,16 @@ def objective_for(task: Task, name: str) -> str:
     return task.objective if name == Task.objective else name
 
 
+def exits_for(task: Task, name: str) -> str:
+    """``name``, or the task's own exit head where ``name`` is the classification default."""
+    return task.exits if name == Task.exits else name
+
+
 def criterion_for(task: Task, name: str) -> str:
     """``name``, or the task's own criterion where ``name`` is the classification default."""
     return task.criterion if name == Task.criterion else name
 
 
-__all__ = ["TASKS", "Task", "Prediction", "prediction_row", "get", "task_of", "objective_for", "criterion_for",
+__all__ = ["TASKS", "Task", "Prediction", "prediction_row", "get", "task_of", "objective_for", "exits_for", "criterion_for",
            "CLASSIFICATION", "REGRESSION", "MULTI_LABEL",
            "TOKEN_CLASSIFICATION", "NAMES"]

@@ -26,6 +26,7 @@ def _as_sentences(tags) -> list[list[str]]:
 @TASKS.register("token-classification")
 class TokenClassification(Task):
     criterion = "sentence-min"
+    exits = "token-mlp"
     metrics = ("entity-f1", "token-accuracy")
     level = "token"
     gates = False
