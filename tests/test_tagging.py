@@ -210,3 +210,22 @@ def test_predict_returns_spans_with_character_offsets(calibrated):
     assert any(e["entity"] == "POS" and e["text"] == "good" for e in rows[0]["entities"])
     with pytest.raises(EebertError, match="serves sentence classifiers"):
         steps.predict(calibrated, input_file=write_jsonl(calibrated.parent / "in.jsonl", [{"text": "x"}]))
+
+
+def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
+    from eebert_cli.runtime import EarlyExitModel
+
+    with pytest.raises(EebertError, match="ONNX export serves sentence classifiers"):
+        steps.export(calibrated)
+    with pytest.raises(EebertError, match="tagger's artifact"):  # serve, compare and Ray load through it
+        EarlyExitModel.from_artifact(calibrated)
+
+
+def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
+    rows = [{"words": r["tokens"], "tags": [["O", "B-POS", "I-POS", "B-NEG", "I-NEG"].index(t) for t in r["ner_tags"]]}
+            for r in make_tag_rows(60, seed=3)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    result = CliRunner().invoke(app, ["attach", str(case[0]), "--data", str(data), "--tokens-column", "words",
+                                      "--tags-column", "tags", "--out", str(tmp_path / "art"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "art" / "eebert_config.json").read_text())["data"]["tokens_column"] == "words"
