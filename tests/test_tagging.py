@@ -229,3 +229,54 @@ def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
                                       "--tags-column", "tags", "--out", str(tmp_path / "art"), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "art" / "eebert_config.json").read_text())["data"]["tokens_column"] == "words"
+
+
+# -- per-token exit (TOKEE-like) --------------------------------------------------------------------------
+
+def test_a_partial_layer_updates_only_the_running_tokens(calibrated):
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.tagging.token_halt import partial_layer
+
+    ad = load_artifact(calibrated).deployed.adapter
+    torch.manual_seed(0)
+    h = torch.randn(9, 32)
+    full = ad.layer(1, h[None], None)[0]
+    assert torch.allclose(partial_layer(ad._layers[1], h, torch.arange(9)), full, atol=1e-5)
+    part = partial_layer(ad._layers[1], h, torch.tensor([1, 3]))
+    # running tokens see every token as key and value, so they match the full layer's rows exactly here
+    assert torch.allclose(part[[1, 3]], full[[1, 3]], atol=1e-5)
+    assert torch.equal(part[[0, 2, 4]], h[[0, 2, 4]])  # halted ones keep their state
+
+
+def test_token_halting_spans_the_deployed_tagger_and_the_first_exit(calibrated, case):
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.tagging.token_halt import TokenHaltTagger
+
+    art = load_artifact(calibrated)
+    sentences = load_data(DataConfig(spec=str(case[1]))).split("test").texts[:6]
+    sentence = Tagger(art)
+    never, always = TokenHaltTagger(art, 2.0), TokenHaltTagger(art, 0.0)
+    for words in sentences:
+        tags, _, layers, flops_never = never.tag_one(words)
+        assert tags == sentence.tag_words([words], exit_at=3)[0][0] and set(layers) == {4}
+        tags, _, layers, flops_first = always.tag_one(words)
+        assert tags == sentence.tag_words([words], exit_at=0)[0][0] and set(layers) == {1}
+        assert flops_first < flops_never / 3
+
+
+def test_token_exit_benchmark_smoke(calibrated, tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "token_exit.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--artifact", str(calibrated), "--limit", "8", "--thresholds", "0.5,0.9",
+                "--repeats", "1", "--out", str(tmp_path / "r.json")]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "per-sentence (sentence-min)" in out and "per-token (p >= 0.9)" in out and "deployed" in out
+    assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == 4
