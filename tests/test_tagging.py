@@ -280,3 +280,22 @@ def test_token_exit_benchmark_smoke(calibrated, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "per-sentence (sentence-min)" in out and "per-token (p >= 0.9)" in out and "deployed" in out
     assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == 4
+
+
+@pytest.mark.parametrize("form", ["parquet", "saved"])
+def test_words_and_tags_from_parquet_and_saved_datasets(form, tmp_path):
+    import datasets
+
+    rows = make_tag_rows(20, seed=4)
+    ds = datasets.Dataset.from_dict({"tokens": [r["tokens"] for r in rows], "ner_tags": [r["ner_tags"] for r in rows]})
+    if form == "parquet":
+        ds.to_parquet(str(tmp_path / "d.parquet"))
+        spec = tmp_path / "d.parquet"
+    else:
+        datasets.DatasetDict({"train": ds, "validation": ds, "test": ds}).save_to_disk(str(tmp_path / "saved"))
+        spec = tmp_path / "saved"
+    s = load_data(DataConfig(spec=str(spec))).split("train")
+    assert s.words and all(len(w) == len(t) for w, t in zip(s.texts, s.labels))
+    every = {(tuple(r["tokens"]), tuple(r["ner_tags"])) for r in rows}
+    got = {(tuple(w), tuple(t)) for w, t in zip(s.texts, s.labels)}
+    assert got <= every and len(s) == (20 if form == "saved" else 16)  # a file without splits: seeded 80/10/10
