@@ -7,8 +7,9 @@ For each token threshold (a word halts when its top tag probability reaches it; 
 ``eebert_cli/tagging/token_halt.py``), this runs the real halting pass sentence by sentence
 (batch size 1) on the split and prints entity F1, the FLOPs speedup the pass counted and the
 measured wall-clock speedup, next to the artifact's calibrated per-sentence exit and the
-deployed tagger, timed in the same loop (alternating, median of ``repeats``). Thresholds here
-are a sweep, not a calibration: the per-token mode is not an eebert command yet.
+deployed tagger, timed in the same rounds (each mode once per round, median of ``repeats``
+rounds). Thresholds here are a sweep, not a calibration: the per-token mode is not an eebert
+command yet.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ def names(ids: list[int], n: int, id2label: dict) -> list[str]:
     return [id2label[i] for i in ids] + ["O"] * (n - len(ids))
 
 
-def timed(fn, repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
+def timed(fn, repeats: int):
+    """Median seconds of ``repeats`` calls, and what the last call returned."""
+    runs, out = [], None
+    for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
+    return statistics.median(runs), out
 
 
 def main() -> None:
@@ -78,27 +80,33 @@ def main() -> None:
             for x in inputs:
                 model(input_ids=x)
 
-    rows = []
-    base = timed(deployed, args.repeats)
+    halts = {thr: TokenHaltTagger(art, thr) for thr in [float(x) for x in args.thresholds.split(",")]}
+    modes = {"deployed": deployed, "sentence": lambda: sentence.tag_words(words, batch_size=1),
+             **{thr: (lambda h=h: [h.tag_one(w) for w in words]) for thr, h in halts.items()}}
+    seconds = {m: [] for m in modes}
+    outs = {}
+    for _ in range(max(args.repeats, 1)):  # every mode once per round: drifting load hits all alike
+        for m, fn in modes.items():
+            t, outs[m] = timed(fn, 1)
+            seconds[m].append(t)
+    sec = {m: statistics.median(v) for m, v in seconds.items()}
+    base = sec["deployed"]
     dep_tags = [names(t, len(w), id2label) for (t, _, _), w in zip(sentence.tag_words(words, exit_at=len(art.exits.layers)),
                                                                        words)]
-    rows.append({"mode": "deployed", "entity_f1": entity_scores(gold, dep_tags)["f1"], "flops_x": 1.0, "wall_x": 1.0,
-                 "ms": 1000 * base / len(words)})
-    got = sentence.tag_words(words, batch_size=1)
-    t = timed(lambda: sentence.tag_words(words, batch_size=1), args.repeats)
+    rows = [{"mode": "deployed", "entity_f1": entity_scores(gold, dep_tags)["f1"], "flops_x": 1.0, "wall_x": 1.0,
+             "ms": 1000 * base / len(words)}]
+    got = outs["sentence"]
     e = torch.tensor([art.calibration.exit_layers.index(layer) for _, _, layer in got])
     rows.append({"mode": f"per-sentence ({art.calibration.criterion})",
                  "entity_f1": entity_scores(gold, [names(g[0], len(w), id2label) for g, w in zip(got, words)])["f1"],
-                 "flops_x": full / st.cost[torch.arange(len(words)), e].sum().item(), "wall_x": base / t,
-                 "ms": 1000 * t / len(words)})
-    for thr in [float(x) for x in args.thresholds.split(",")]:
-        halt = TokenHaltTagger(art, thr)
-        out = [halt.tag_one(w) for w in words]
-        t = timed(lambda: [halt.tag_one(w) for w in words], args.repeats)
+                 "flops_x": full / st.cost[torch.arange(len(words)), e].sum().item(), "wall_x": base / sec["sentence"],
+                 "ms": 1000 * sec["sentence"] / len(words)})
+    for thr in halts:
+        out = outs[thr]
         layers = [l for o in out for l in o[2]]
         rows.append({"mode": f"per-token (p >= {thr})",
                      "entity_f1": entity_scores(gold, [names(o[0], len(w), id2label) for o, w in zip(out, words)])["f1"],
-                     "flops_x": full / sum(o[3] for o in out), "wall_x": base / t, "ms": 1000 * t / len(words),
+                     "flops_x": full / sum(o[3] for o in out), "wall_x": base / sec[thr], "ms": 1000 * sec[thr] / len(words),
                      "mean_word_layer": sum(layers) / max(len(layers), 1)})
     print(f"{len(words)} sentences of {args.split}, batch size 1, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} runs")
