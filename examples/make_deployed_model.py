@@ -31,9 +31,10 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def fine_tune(model, tok, enc: list[list[int]], y: torch.Tensor, epochs: int, lr: float, batch_size: int,
+def fine_tune(model, tok, enc: list[list[int]], y, epochs: int, lr: float, batch_size: int,
               log_every: int = 50) -> None:
-    """Full fine-tuning with AdamW, linear warm-up (6%) and decay; shared by the examples."""
+    """Full fine-tuning with AdamW, linear warm-up (6%) and decay; shared by the examples.
+    ``y``: a tensor of labels per example, or a function (indices, padded width) -> labels (taggers)."""
     steps = epochs * math.ceil(len(enc) / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
@@ -44,7 +45,8 @@ def fine_tune(model, tok, enc: list[list[int]], y: torch.Tensor, epochs: int, lr
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
-            loss = model(**batch, labels=y[idx]).loss
+            labels = y(idx, batch["input_ids"].shape[1]) if callable(y) else y[idx]
+            loss = model(**batch, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(), sched.step(), opt.zero_grad()

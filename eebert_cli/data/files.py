@@ -17,7 +17,7 @@ from ..errors import EebertError
 #: suffix -> (datasets builder, its extra arguments)
 BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".jsonl": ("json", {}), ".json": ("json", {}),
             ".parquet": ("parquet", {})}
-READERS = tuple(BUILDERS)  # the suffixes a data file may have
+READERS = (*BUILDERS, ".conll", ".txt")  # the suffixes a data file may have (CoNLL-style text: conll.py)
 
 
 def quiet_datasets() -> None:
@@ -38,9 +38,15 @@ def builder_of(path: Path) -> tuple[str, dict]:
                           f"use one of {', '.join(READERS)}") from None
 
 
-def load_file(path: Path):
-    """One data file as a `datasets.Dataset` (cached as Arrow under HF_DATASETS_CACHE, memory-mapped)."""
+def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner_tags"):
+    """One data file as a `datasets.Dataset` (cached as Arrow under HF_DATASETS_CACHE, memory-mapped);
+    a CoNLL-style text file as words and tags in the named columns."""
     import datasets
+
+    from .conll import SUFFIXES, read_conll
+
+    if path.suffix.lower() in SUFFIXES:
+        return read_conll(path, tokens_column, tags_column)
 
     builder, kw = builder_of(path)
     quiet_datasets()

@@ -31,7 +31,7 @@ def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
             return from_saved(path, cfg), None
         if path.is_dir():
             return from_directory(path, cfg), None
-        return from_table(files.load_file(path), cfg, str(path)), None
+        return from_table(files.load_file(path, cfg.tokens_column, cfg.tags_column), cfg, str(path)), None
     from ..hub import is_hub_id
 
     spec, config = parse_id(cfg)
@@ -121,7 +121,7 @@ def from_directory(path: Path, cfg: DataConfig) -> dict[str, Split]:
     out = {}
     for split, stem in chosen.items():
         f = stems[stem]
-        ds = files.load_file(f)
+        ds = files.load_file(f, cfg.tokens_column, cfg.tags_column)
         if len(ds) == 0:
             raise EebertError(f"data file {f} is empty", "give a file with a header and at least one row")
         out[split] = columns(ds, cfg, str(f))

@@ -36,13 +36,17 @@ class DataConfig:
     config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a Hugging Face dataset id, e.g. sst2 for glue."})
     split_map: dict[str, str] = field(default_factory=dict, metadata={"help": "Which of the data's splits is train, validation and test, where the names differ, e.g. validation=dev."})
     revision: str | None = field(default=None, metadata={"help": "Commit of a hub dataset id; attach records the one it resolved."})
+    tokens_column: str = field(default="tokens", metadata={"help": "Token classification: the column of words (a list per sentence), read when the text column is absent."})
+    tags_column: str = field(default="ner_tags", metadata={"help": "Token classification: the column of tags (names or the model's ids, one per word)."})
 
 
 class Split:
     """One split's rows: a `datasets.Dataset` and the names of the columns eebert reads."""
 
-    def __init__(self, dataset, text: str = "text", pair: str | None = None, label: str | None = None):
+    def __init__(self, dataset, text: str = "text", pair: str | None = None, label: str | None = None,
+                 words: bool = False):
         self.dataset, self.text_column, self.pair_column, self.label_column = dataset, text, pair, label
+        self.words = words  #: token classification: ``texts`` are lists of words, ``labels`` lists of tags
         self._cache: dict[str, list] = {}
 
     @classmethod
@@ -85,7 +89,7 @@ class Split:
         return self._values(self.label_column)
 
     def subset(self, idx: list[int]) -> "Split":
-        return Split(self.dataset.select(idx), self.text_column, self.pair_column, self.label_column)
+        return Split(self.dataset.select(idx), self.text_column, self.pair_column, self.label_column, self.words)
 
     def tokenize(self, tokenizer, max_length: int):
         """Token ids of every row, by a batched `map` (cached beside file-backed data by `datasets`)."""
@@ -133,6 +137,12 @@ def columns(ds, cfg: DataConfig, source: str) -> Split:
         raise EebertError(f"{source} has no {what} column {col!r} (columns: {', '.join(sorted(cols))})",
                           f"name the right column with --{what}-column")
 
+    if cfg.text_column not in cols and cfg.tokens_column in cols:  # words and tags: token classification
+        from ..tagging.data import check_words
+
+        tags = need(cfg.tags_column, "tags", optional=cfg.tags_column == DataConfig.tags_column)
+        check_words(ds, cfg.tokens_column, tags, source)
+        return Split(ds, cfg.tokens_column, None, tags, words=True)
     text = need(cfg.text_column, "text", optional=False)
     pair = need(cfg.pair_column, "pair", optional=False)
     # The default label column may be missing (unlabelled data); a named one may not.

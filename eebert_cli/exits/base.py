@@ -40,6 +40,8 @@ def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None):
         if mask is None:
             mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         return Tokens(hidden, mask)
+    if kind == "word":  # per-token heads (token classification): every position's state, [B, T, H]
+        return hidden
     if kind == "cls":
         return hidden[:, 0]
     if kind == "mean":

@@ -2,6 +2,7 @@
 
 import torch.nn.functional as F
 
+from ..tasks import CLASSIFICATION, TOKEN_CLASSIFICATION
 from .base import OBJECTIVES, Objective
 
 
@@ -13,6 +14,8 @@ def kd_loss(student, teacher, temperature: float):
 
 @OBJECTIVES.register("ce-distil")
 class CeDistil(Objective):
+    tasks = (CLASSIFICATION, TOKEN_CLASSIFICATION)  # a tagger's exits train on one row per word
+
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0):
         """``alpha`` weighs distillation against cross-entropy (0 = CE only, 1 = KD only)."""
         super().__init__()

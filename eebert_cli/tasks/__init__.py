@@ -12,6 +12,7 @@ from .base import TASKS, Prediction, Task, prediction_row
 
 #: the registered names, for components' ``tasks`` declarations
 CLASSIFICATION, REGRESSION, MULTI_LABEL = "classification", "regression", "multi-label"
+TOKEN_CLASSIFICATION = "token-classification"
 
 discover(__name__)
 #: every task name (the default of a component that serves them all)
@@ -31,9 +32,11 @@ def get(name: "str | Task | None") -> Task:
 
 
 def task_of(config) -> Task:
-    """One output or problem_type "regression" means regression; problem_type
-    "multi_label_classification" a set of labels per example."""
+    """A ``*ForTokenClassification`` architecture means tagging; one output or problem_type "regression"
+    means regression; problem_type "multi_label_classification" a set of labels per example."""
     read = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    if any(str(a).endswith("ForTokenClassification") for a in read("architectures") or ()):
+        return get(TOKEN_CLASSIFICATION)
     problem = read("problem_type")
     if problem == "multi_label_classification":
         return get(MULTI_LABEL)
@@ -48,10 +51,16 @@ def objective_for(task: Task, name: str) -> str:
     return task.objective if name == Task.objective else name
 
 
+def exits_for(task: Task, name: str) -> str:
+    """``name``, or the task's own exit head where ``name`` is the classification default."""
+    return task.exits if name == Task.exits else name
+
+
 def criterion_for(task: Task, name: str) -> str:
     """``name``, or the task's own criterion where ``name`` is the classification default."""
     return task.criterion if name == Task.criterion else name
 
 
-__all__ = ["TASKS", "Task", "Prediction", "prediction_row", "get", "task_of", "objective_for", "criterion_for",
-           "CLASSIFICATION", "REGRESSION", "MULTI_LABEL", "NAMES"]
+__all__ = ["TASKS", "Task", "Prediction", "prediction_row", "get", "task_of", "objective_for", "exits_for", "criterion_for",
+           "CLASSIFICATION", "REGRESSION", "MULTI_LABEL",
+           "TOKEN_CLASSIFICATION", "NAMES"]

@@ -50,6 +50,7 @@ class Task:
 
     objective: ClassVar[str] = "ce-distil"     #: default objective
     criterion: ClassVar[str] = "entropy"       #: default criterion
+    exits: ClassVar[str] = "mean-mlp"          #: default exit head
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro-f1")  #: reported, the headline first
     level: ClassVar[str] = "sequence"          #: "token": one answer per token (outputs [B, T, C])
     gates: ClassVar[bool] = True               #: SmartBERT gates (trained on single-label correctness)

@@ -1,0 +1,302 @@
+"""Token classification (issue 22): data as users have it, alignment, entity scoring, and the
+tagger pipeline attach -> calibrate -> benchmark -> predict on a tiny random tagger."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from eebert_cli import steps
+from eebert_cli.calibrate import CalibrationConfig, decide
+from eebert_cli.cli import app
+from eebert_cli.benchmark import BenchmarkConfig
+from eebert_cli.train import AttachConfig
+from eebert_cli.criteria import build_criterion
+from eebert_cli.data import DataConfig, load_data
+from eebert_cli.errors import EebertError
+from eebert_cli.tagging.data import IGNORE, encode
+from eebert_cli.tagging.entities import entity_scores, spans
+from eebert_cli.tagging.runtime import Tagger
+from eebert_cli.tagging.scoring import split_tags
+from eebert_cli.train import TrainConfig
+
+from conftest import middle_thresholds, make_bert, make_rows, make_tag_rows, make_tagging_case, write_csv, write_jsonl
+
+FAST = TrainConfig(epochs=15, lr=3e-3)
+
+
+# -- entity scoring: conlleval's semantics on hand-worked cases -------------------------------------------
+
+@pytest.mark.parametrize("tags,expected", [
+    ("B-PER I-PER O B-LOC", [("PER", 0, 2), ("LOC", 3, 4)]),
+    ("O I-PER I-PER O", [("PER", 1, 3)]),                      # I- without B- opens a chunk (IOB1)
+    ("B-PER I-LOC", [("PER", 0, 1), ("LOC", 1, 2)]),           # a type change ends the chunk
+    ("B-PER B-PER", [("PER", 0, 1), ("PER", 1, 2)]),           # B- after B- starts a new one
+    ("B-ORG I-ORG I-ORG", [("ORG", 0, 3)]),                    # a chunk running to the end
+    ("O O", []),
+])
+def test_spans(tags, expected):
+    assert spans(tags.split()) == expected
+
+
+@pytest.mark.parametrize("gold,pred,counts", [
+    ("B-PER I-PER O B-LOC", "B-PER I-PER O B-LOC", (2, 2, 2)),  # exact match
+    ("B-PER I-PER", "B-ORG I-ORG", (0, 1, 1)),                  # type mismatch: no credit
+    ("B-PER I-PER O", "B-PER O O", (0, 1, 1)),                  # boundary error: no credit
+    ("O B-PER I-PER", "O I-PER I-PER", (1, 1, 1)),              # I- without B- is the same span
+    ("B-PER I-PER O B-LOC O B-ORG", "B-PER I-PER O B-ORG O O", (1, 2, 3)),
+])
+def test_entity_scores_on_known_cases(gold, pred, counts):
+    s = entity_scores([gold.split()], [pred.split()])
+    assert (s["correct"], s["predicted"], s["gold"]) == counts
+    p = counts[0] / counts[1]
+    r = counts[0] / counts[2]
+    assert s["precision"] == pytest.approx(p) and s["recall"] == pytest.approx(r)
+    assert s["f1"] == pytest.approx(0.0 if p + r == 0 else 2 * p * r / (p + r))
+
+
+def test_entity_scores_sum_over_sentences():
+    # sentence 1: 1 of 2 right; sentence 2: 1 predicted, 0 gold -> P 1/3, R 1/2, F1 0.4
+    s = entity_scores([["B-A", "O", "B-B"], ["O"]], [["B-A", "O", "O"], ["B-A"]])
+    assert s["precision"] == pytest.approx(1 / 2) and s["recall"] == pytest.approx(1 / 2)
+    s = entity_scores([["B-A", "O", "B-B"], ["O", "O"]], [["B-A", "O", "O"], ["B-A", "B-B"]])
+    assert (s["correct"], s["predicted"], s["gold"]) == (1, 3, 2) and s["f1"] == pytest.approx(0.4)
+
+
+# -- data as users have it --------------------------------------------------------------------------------
+
+def test_conll_files_read_as_words_and_tags(tmp_path):
+    f = tmp_path / "ner.conll"
+    f.write_text("-DOCSTART- O\n\nEU\tB-ORG\nrejects\tO\n\t\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n\n")
+    split = load_data(DataConfig(spec=str(f), seed=1)).splits
+    rows = sorted((s.texts + [None])[0] and list(zip(s.texts, s.labels)) for s in split.values() if len(s))
+    got = sorted(pair for part in rows for pair in part)
+    assert got == [(["EU", "rejects"], ["B-ORG", "O"]), (["Peter", "Blackburn"], ["B-PER", "I-PER"])]
+    assert all(s.words for s in split.values())
+
+
+def test_a_conll_file_of_words_alone_is_untagged(tmp_path):
+    f = tmp_path / "plain.txt"
+    f.write_text("hello\nworld\n\nagain\n")
+    data = load_data(DataConfig(spec=str(f)))
+    assert all(s.label_column is None for s in data.splits.values())
+
+
+def test_tags_as_ids_and_named_columns(tmp_path):
+    rows = [{"words": r["tokens"], "tags": [["O", "B-POS", "I-POS", "B-NEG", "I-NEG"].index(t) for t in r["ner_tags"]]}
+            for r in make_tag_rows(30, seed=1)]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    data = load_data(DataConfig(spec=str(tmp_path / "d.jsonl"), tokens_column="words", tags_column="tags"))
+    s = data.split("train")
+    assert s.words and isinstance(s.labels[0][0], int)
+
+
+def test_first_subword_alignment(tmp_path):
+    from transformers import BertTokenizerFast
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "film", "##s", "good"]) + "\n")
+    tok = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
+    e = encode(tok, [["films", "good"]], 16, [[3, 1]])
+    assert tok.convert_ids_to_tokens(e["input_ids"][0]) == ["[CLS]", "film", "##s", "good", "[SEP]"]
+    assert e["word_index"][0] == [-1, 0, -1, 1, -1]
+    assert e["labels"][0] == [IGNORE, 3, IGNORE, 1, IGNORE]
+
+
+# -- bad input: one line, before any backbone work --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    return make_tagging_case(tmp_path_factory.mktemp("tagging"))
+
+
+def _bad_rows(kind: str) -> list[dict]:
+    rows = make_tag_rows(40, seed=2)
+    if kind == "unknown tag":
+        rows[7]["ner_tags"][0] = "B-MISC"
+    if kind == "misaligned":
+        rows[3]["ner_tags"] = rows[3]["ner_tags"][:-1]
+    if kind == "empty sentence":
+        rows[5] = {"tokens": [], "ner_tags": []}
+    return rows
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("unknown tag", "tag 'B-MISC'"),
+    ("misaligned", "row 4 has"),
+    ("empty sentence", "row 6 is an empty sentence"),
+    ("sentence data for a tagger", "holds sentences"),
+    ("word data for a classifier", "holds words and tags"),
+])
+def test_bad_tagging_input_is_one_line(kind, needle, case, tmp_path):
+    ckpt, _ = case
+    if kind == "sentence data for a tagger":
+        data = write_csv(tmp_path / "s.csv", make_rows(30))
+    else:
+        data = write_jsonl(tmp_path / "d.jsonl", _bad_rows(kind))
+    if kind == "word data for a classifier":
+        ckpt = make_bert(tmp_path / "clf")
+    result = CliRunner().invoke(app, ["attach", str(ckpt), "--data", str(data), "--out", str(tmp_path / "art")])
+    assert result.exit_code == 1, result.output
+    errors = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and needle in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "art" / "exits.safetensors").exists()
+
+
+# -- the pipeline on a tiny tagger ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def calibrated(case, tmp_path_factory):
+    ckpt, data = case
+    art = tmp_path_factory.mktemp("tag-art") / "art"
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), AttachConfig(layers=[1, 2, 3], train=FAST), art)
+    steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))
+    return art
+
+
+def test_exits_learn_the_tags_with_the_backbone_frozen(calibrated, case):
+    config = json.loads((calibrated / "eebert_config.json").read_text())
+    assert config["task"] == "token-classification" and config["exits"]["type"] == "token-mlp"
+    assert config["targets"] == "labels"
+    tagger = Tagger.from_artifact(calibrated)
+    st = split_tags(tagger.artifact, load_data(DataConfig(spec=str(case[1]))), "validation")
+    f1 = [st.reference_f1(torch.full((len(st.words),), k, dtype=torch.long)) for k in range(4)]
+    assert min(f1[:3]) > f1[3] + 0.2, f1  # the random deployed tagger knows nothing; its exits learned the tags
+
+
+def test_the_runtime_exits_where_the_scored_path_does(calibrated, case):
+    tagger = Tagger.from_artifact(calibrated)
+    data = load_data(DataConfig(spec=str(case[1])))
+    st = split_tags(tagger.artifact, data, "test")
+    crit = build_criterion(tagger.artifact.calibration.criterion, tagger.artifact.calibration.criterion_params)
+    scores = crit.scores(st.logits)[:, :-1].double()
+    tagger.thresholds = middle_thresholds(scores)  # thresholds that send sentences to different exits
+    e = decide(scores, torch.tensor(tagger.thresholds, dtype=torch.float64))
+    layers = tagger.artifact.calibration.exit_layers
+    for bs in (1, 7):
+        got = tagger.tag_words(data.split("test").texts, batch_size=bs)
+        assert [g[2] for g in got] == [layers[k] for k in e.tolist()]
+        assert [g[0] for g in got] == [st.tags[i, k][st.tags[i, k] >= 0].tolist() for i, k in enumerate(e.tolist())]
+    assert len(set(e.tolist())) > 1  # sentences leave at different exits
+
+
+def test_calibration_meets_its_target_and_budget(calibrated, case):
+    cal = json.loads((calibrated / "calibration.json").read_text())
+    assert cal["task"] == "token-classification" and cal["validation"]["speedup_flops"] >= 1.5
+    cal2 = steps.calibrate(calibrated, None, CalibrationConfig(max_drop=2.0, bootstrap=50))
+    v = cal2.validation
+    assert 100 * (v["reference_entity_f1"] - v["entity_f1"]) <= 2.0
+    steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))  # as the others expect
+
+
+def test_benchmark_reports_entities_tokens_flops_truncation_and_oracle(calibrated):
+    r = steps.benchmark(calibrated, None, BenchmarkConfig(repeats=0))
+    for key in ("deployed", "early_exit", "static_truncation", "oracle"):
+        assert {"entity_precision", "entity_recall", "entity_f1", "token_accuracy", "agreement",
+                "speedup_flops"} <= set(r[key])
+    assert r["deployed"]["speedup_flops"] == 1.0 and r["deployed"]["agreement"] == 1.0
+    assert r["early_exit"]["speedup_flops"] > 1.0 and len(r["static_all"]) == 4
+    assert (calibrated / "report.md").read_text().count("entity F1 %") == 1
+
+
+def test_predict_returns_spans_with_character_offsets(calibrated):
+    text = "the movie was very good , the plot awful"
+    rows = steps.predict(calibrated, [text, "a  film"])["rows"]
+    assert [t["word"] for t in rows[0]["tokens"]] == text.split()
+    for row in rows:
+        for t in row["tokens"]:
+            assert row["text"][t["start"]:t["end"]] == t["word"]
+        for e in row["entities"]:
+            assert row["text"][e["start"]:e["end"]] == e["text"] and 0 <= e["score"] <= 1
+    assert any(e["entity"] == "POS" and e["text"] == "good" for e in rows[0]["entities"])
+    with pytest.raises(EebertError, match="serves sentence classifiers"):
+        steps.predict(calibrated, input_file=write_jsonl(calibrated.parent / "in.jsonl", [{"text": "x"}]))
+
+
+def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
+    from eebert_cli.runtime import EarlyExitModel
+
+    with pytest.raises(EebertError, match="ONNX export serves sentence classifiers"):
+        steps.export(calibrated)
+    with pytest.raises(EebertError, match="tagger's artifact"):  # serve, compare and Ray load through it
+        EarlyExitModel.from_artifact(calibrated)
+
+
+def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
+    rows = [{"words": r["tokens"], "tags": [["O", "B-POS", "I-POS", "B-NEG", "I-NEG"].index(t) for t in r["ner_tags"]]}
+            for r in make_tag_rows(60, seed=3)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    result = CliRunner().invoke(app, ["attach", str(case[0]), "--data", str(data), "--tokens-column", "words",
+                                      "--tags-column", "tags", "--out", str(tmp_path / "art"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "art" / "eebert_config.json").read_text())["data"]["tokens_column"] == "words"
+
+
+# -- per-token exit (TOKEE-like) --------------------------------------------------------------------------
+
+def test_a_partial_layer_updates_only_the_running_tokens(calibrated):
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.tagging.token_halt import partial_layer
+
+    ad = load_artifact(calibrated).deployed.adapter
+    torch.manual_seed(0)
+    h = torch.randn(9, 32)
+    full = ad.layer(1, h[None], None)[0]
+    assert torch.allclose(partial_layer(ad._layers[1], h, torch.arange(9)), full, atol=1e-5)
+    part = partial_layer(ad._layers[1], h, torch.tensor([1, 3]))
+    # running tokens see every token as key and value, so they match the full layer's rows exactly here
+    assert torch.allclose(part[[1, 3]], full[[1, 3]], atol=1e-5)
+    assert torch.equal(part[[0, 2, 4]], h[[0, 2, 4]])  # halted ones keep their state
+
+
+def test_token_halting_spans_the_deployed_tagger_and_the_first_exit(calibrated, case):
+    from eebert_cli.artifact import load_artifact
+    from eebert_cli.tagging.token_halt import TokenHaltTagger
+
+    art = load_artifact(calibrated)
+    sentences = load_data(DataConfig(spec=str(case[1]))).split("test").texts[:6]
+    sentence = Tagger(art)
+    never, always = TokenHaltTagger(art, 2.0), TokenHaltTagger(art, 0.0)
+    for words in sentences:
+        tags, _, layers, flops_never = never.tag_one(words)
+        assert tags == sentence.tag_words([words], exit_at=3)[0][0] and set(layers) == {4}
+        tags, _, layers, flops_first = always.tag_one(words)
+        assert tags == sentence.tag_words([words], exit_at=0)[0][0] and set(layers) == {1}
+        assert flops_first < flops_never / 3
+
+
+def test_token_exit_benchmark_smoke(calibrated, tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "token_exit.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--artifact", str(calibrated), "--limit", "8", "--thresholds", "0.5,0.9",
+                "--repeats", "1", "--out", str(tmp_path / "r.json")]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "per-sentence (sentence-min)" in out and "per-token (p >= 0.9)" in out and "deployed" in out
+    assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == 4
+
+
+@pytest.mark.parametrize("form", ["parquet", "saved"])
+def test_words_and_tags_from_parquet_and_saved_datasets(form, tmp_path):
+    import datasets
+
+    rows = make_tag_rows(20, seed=4)
+    ds = datasets.Dataset.from_dict({"tokens": [r["tokens"] for r in rows], "ner_tags": [r["ner_tags"] for r in rows]})
+    if form == "parquet":
+        ds.to_parquet(str(tmp_path / "d.parquet"))
+        spec = tmp_path / "d.parquet"
+    else:
+        datasets.DatasetDict({"train": ds, "validation": ds, "test": ds}).save_to_disk(str(tmp_path / "saved"))
+        spec = tmp_path / "saved"
+    s = load_data(DataConfig(spec=str(spec))).split("train")
+    assert s.words and all(len(w) == len(t) for w, t in zip(s.texts, s.labels))
+    every = {(tuple(r["tokens"]), tuple(r["ner_tags"])) for r in rows}
+    got = {(tuple(w), tuple(t)) for w, t in zip(s.texts, s.labels)}
+    assert got <= every and len(s) == (20 if form == "saved" else 16)  # a file without splits: seeded 80/10/10
