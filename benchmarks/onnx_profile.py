@@ -41,7 +41,7 @@ from eebert_cli.cost import full_cost  # noqa: E402
 from eebert_cli.data import load_data  # noqa: E402
 from inference import flops_speedup  # noqa: E402 - one definition of the FLOPs figure
 from eebert_cli.features import encode  # noqa: E402
-from eebert_cli.onnx_export import MANIFEST, export  # noqa: E402
+from eebert_cli.onnx_export import MANIFEST, exit_nodes, export  # noqa: E402
 from eebert_cli.onnx_runtime import OnnxEarlyExit, session  # noqa: E402
 from eebert_cli.outputs import data_config_of  # noqa: E402
 from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
@@ -49,38 +49,22 @@ from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
 GROUPS = ("embeddings", "encoder layers", "exit head", "exit score", "mask state, deployed head")
 
 
-def ancestors(graph, outputs: list[str]) -> set[str]:
-    """Names of the nodes ``outputs`` depend on."""
-    made = {o: n for n in graph.node for o in n.output}
-    seen, todo = set(), list(outputs)
-    while todo:
-        n = made.get(todo.pop())
-        if n is not None and n.name not in seen:
-            seen.add(n.name)
-            todo += list(n.input)
-    return seen
-
-
 def node_groups(path: Path) -> dict[str, str]:
     """Exported node name -> part of the model: by module scope, and for the exit by the graph itself
-    (the exit head: what logits need and the next segment's hidden state does not; the score: what
-    only the score needs)."""
+    (``onnx_export.exit_nodes``)."""
     import onnx
 
     g = onnx.load(str(path), load_external_data=False).graph
-    outs = [o.name for o in g.output]
-    hidden = ancestors(g, ["hidden"]) if "hidden" in outs else set()
-    logits = ancestors(g, ["logits"]) if "hidden" in outs else set()
-    score = ancestors(g, ["score"]) if "score" in outs else set()
+    head, score = exit_nodes(g)
     groups = {}
     for n in g.node:
         if "/embeddings/" in n.name:
             groups[n.name] = GROUPS[0]
         elif re.match(r"/(\w+\.)*layers?\.\d+/", n.name):
             groups[n.name] = GROUPS[1]
-        elif n.name in score - logits - hidden:
+        elif n.name in score:
             groups[n.name] = GROUPS[3]
-        elif n.name in logits - hidden:
+        elif n.name in head:
             groups[n.name] = GROUPS[2]
         else:
             groups[n.name] = GROUPS[4]
