@@ -38,13 +38,12 @@ from torch import nn
 
 from .artifact import (CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256,
                        load_artifact, write_json)
-from .calibration import INF
+from .calibration import INF, thresholds_from_json, thresholds_to_json
 from .errors import EebertError
 from .exits import reduce
+from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
 from .quantize import check_scheme
-from .calibration import thresholds_from_json, thresholds_to_json
 
-MANIFEST = "manifest.json"
 ONNX_FORMAT = 1
 OPSET = 17
 
@@ -92,14 +91,44 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                           dynamo=False, do_constant_folding=True)
 
 
+def ancestors(graph, outputs: list[str]) -> set[str]:
+    """Names of the nodes of an ONNX ``graph`` that ``outputs`` depend on."""
+    made = {o: n for n in graph.node for o in n.output}
+    seen, todo = set(), list(outputs)
+    while todo:
+        n = made.get(todo.pop())
+        if n is not None and n.name not in seen:
+            seen.add(n.name)
+            todo += list(n.input)
+    return seen
+
+
+def exit_nodes(graph) -> tuple[set[str], set[str]]:
+    """A segment's exit, as node names: (head: what its logits need and its hidden state does not,
+    score: what only the score needs). Empty for the last segment and the deployed graph."""
+    outs = {o.name for o in graph.output}
+    if "hidden" not in outs:
+        return set(), set()
+    hidden, logits = ancestors(graph, ["hidden"]), ancestors(graph, ["logits"])
+    score = ancestors(graph, ["score"]) - logits - hidden if "score" in outs else set()
+    return logits - hidden, score
+
+
 def quantize_graph(path: Path) -> None:
-    """Dynamic int8 (weights int8, activations quantized on the fly) with onnxruntime's quantizer."""
+    """Dynamic int8 (weights int8, activations quantized on the fly) with onnxruntime's quantizer.
+
+    Exit heads and scores stay fp32, as in PyTorch's int8 (quantize.py): quantizing them saves no
+    time worth having and adds a dozen small kernels to every segment call."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    head, score = exit_nodes(onnx.load(str(path), load_external_data=False).graph)
     tmp = path.with_suffix(".int8.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+        # the quantizer first splits each Gemm into NAME_MatMul + NAME_Add, and matches the new names
+        keep = sorted(head | score | {f"{n}_{part}" for n in head | score for part in ("MatMul", "Add")})
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     tmp.replace(path)
 
 

@@ -23,7 +23,16 @@ from .runtime import BATCH_MODES, thresholds_from_json
 MANIFEST = "manifest.json"
 
 
-def session(path: Path, threads: int = 0):
+def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
+    """An InferenceSession with the one configuration every graph gets, deployed and segments alike
+    (so their comparison is fair); ``profile_prefix``: write ORT's profile there (benchmarks/onnx_profile.py).
+
+    All graph optimisations; ``threads`` intra-op threads (0: ORT's default), one inter-op thread
+    (the graphs are sequential); the CPU arena and memory patterns on (ORT's defaults: a pattern
+    per input shape is planned once, then reused). Spinning off: one session per segment means
+    several intra-op pools, and idle threads of one pool spinning would steal the cores another
+    pool computes on; measured under load, spinning made every call ~10x slower (docs/inference.md).
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -33,9 +42,9 @@ def session(path: Path, threads: int = 0):
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    # One session per segment means several intra-op pools; spinning idle threads of
-    # one pool would steal the cores another pool is computing on.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -68,19 +77,22 @@ class OnnxEarlyExit:
         #: segments that output the exit score themselves (stateless criteria)
         self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
         self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
+        # looked up once: asking a session for its inputs builds Python objects on every call
+        self._inputs = [i.name for i in self.sessions[0].get_inputs()]
+        self._deployed_inputs = [i.name for i in self.deployed.get_inputs()] if deployed else []
 
     @staticmethod
-    def _run_tokens(sess, ids, mask, types):
+    def _run_tokens(sess, names, ids, mask, types):
         """Run a graph that starts from tokens; families without token types (DistilBERT, MPNet,
         ModernBERT) export no token_type_ids input (the tracer drops an unused input), so it is not fed."""
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})
+        return sess.run(None, {n: feed[n] for n in names})
 
     def _first(self, ids, mask, types):
-        return self._run_tokens(self.sessions[0], ids, mask, types)
+        return self._run_tokens(self.sessions[0], self._inputs, ids, mask, types)
 
     def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
-        return self._run_tokens(self.deployed, ids, mask, types)[0]
+        return self._run_tokens(self.deployed, self._deployed_inputs, ids, mask, types)[0]
 
     def forward_one(self, ids: np.ndarray, types: np.ndarray):
         """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""
@@ -143,9 +155,9 @@ class OnnxEarlyExit:
             keep = np.flatnonzero(~leave)
             if keep.size == 0:
                 return out, where
-            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+            rows, mask = rows[keep], mask[keep]
             cstate = self.criterion.select(cstate, torch.from_numpy(keep))
-            width = int(mask.sum(1).max())
-            if trim and width < mask.shape[1]:
-                hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
+            width = int(mask.sum(1).max()) if trim else mask.shape[1]
+            # one copy of the remaining rows, already trimmed (take on a view makes it contiguous)
+            hidden, mask = np.take(hidden[:, :width], keep, axis=0), np.ascontiguousarray(mask[:, :width])
         raise AssertionError("unreachable: the last segment always answers")

@@ -105,6 +105,15 @@ RUNS = [
          "| tiny-bert | bfloat16 | 4 | ", "| BERT 4x32 (random) | bfloat16 | 1 | ", "meaningless (random weights)",
          "(graphed)", "`eebert serve --device cpu --dtype float32`", "| 2 | "],
         absent=["Skipped:", "error"], needs=("fastapi", "uvicorn")),
+    Run("onnx_profile.py",
+        lambda f, tmp: ["--artifact", f("smoke_artifacts")["fp32"], "--artifact-int8", f("smoke_artifacts")["int8"],
+                        "--threads", 1, "--limit", 24, "--samples", "4,12", "--repeats", 1, "--after-pytorch",
+                        "--out", tmp / "profile.json"],
+        [f"onnxrt {q}, each call after a PyTorch forward, batch {b}" for q in ("fp32", "int8") for b in (1, 32)]
+        + ["in calls: encoder layers", "in calls: exit head", "in calls: exit score",
+           "in calls: ORT outside kernels", "in calls: Python binding", "host: decision, regroup, outputs",
+           "segment-0.onnx", "deployed.onnx", "measured/FLOPs"],
+        needs=("onnxruntime", "onnx")),
     # skipping gates: the runtime does not report skipped layers, so no FLOPs figure rather than a wrong one
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "gated"),
         ["FLOPs n/a (gates)", "batch size 32: 12 examples"] + VARIANTS, id="inference.py-gated"),

@@ -1,5 +1,7 @@
 """The ONNX export drives the same exits as the PyTorch runtime (needs onnx + onnxruntime)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,31 @@ def test_int8_export_runs_and_mostly_agrees(exported, tmp_path):
     assert (dep_q == ref.argmax(-1).numpy()).mean() >= 0.8
     logits, where = onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())
     assert logits.shape == (len(enc), 2) and np.isfinite(logits).all()
+
+
+def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp_path):
+    """One call per segment yields hidden state, logits and score; in int8 only the layers are quantized
+    (exit heads and scores stay fp32, as in PyTorch's int8)."""
+    import json
+
+    import onnx
+
+    from eebert_cli.onnx_export import exit_nodes
+
+    out, _, _ = exported
+    folder = Path(export(out, tmp_path / "q", quantize="int8")["out"])
+    segments = json.loads((folder / "manifest.json").read_text())["segments"]
+    assert len(segments) > 1
+    for seg in segments[:-1]:
+        g = onnx.load(str(folder / seg["file"])).graph
+        assert [o.name for o in g.output] == ["hidden", "logits", "score"]  # entropy: the score is traced in
+        head, score = exit_nodes(g)
+        assert head and score
+        assert not [n.name for n in g.node if n.name in head | score
+                    and ("quant" in (n.op_type + n.name).lower() or n.op_type == "MatMulInteger")]
+        assert any(n.op_type == "MatMulInteger" for n in g.node if n.name not in head | score)
+    last = onnx.load(str(folder / segments[-1]["file"])).graph
+    assert [o.name for o in last.output] == ["logits"] and exit_nodes(last) == (set(), set())
 
 
 #: families whose layer state is more than the padding mask (their own ``export_state``; ModernBERT's mean-pooled

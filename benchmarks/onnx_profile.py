@@ -1,0 +1,258 @@
+"""Where the time goes on the ONNX Runtime paths: per segment, batch 1 and 32, fp32 and int8.
+
+    PYTHONPATH=. python benchmarks/onnx_profile.py --artifact A [--artifact-int8 B] [--threads 2] \\
+        [--samples 200,320] [--repeats 3]
+
+A, B as for benchmarks/inference.py (exports made on first use in A/onnx, B/onnx-int8), same
+seeded test examples in serving order. Two passes per export and batch size:
+
+1. Wall clock: deployed and early exit alternate on each batch (median of --repeats). Every
+   session call is timed from Python, so early exit splits into the calls of each segment and
+   "host": everything between calls (the exit decision, dropping the rows that left, trimming
+   the padding, writing the outputs).
+2. ORT's own profiler (sessions with the same options plus profiling): each call's kernels,
+   grouped into embeddings, encoder layers, exit head + score (traced into the segment) and the
+   rest (the layers' mask state, the deployed head); "call outside kernels" is the call's
+   wall clock from pass 1 minus its kernels from pass 2: binding inputs and outputs, allocation,
+   waking the thread pool.
+
+With --after-pytorch every timed call follows an untimed PyTorch forward of the deployed model, as
+when engines are interleaved call by call: what that costs ONNX Runtime shows as the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eebert_cli.cost import full_cost  # noqa: E402
+from eebert_cli.data import load_data  # noqa: E402
+from inference import flops_speedup  # noqa: E402 - one definition of the FLOPs figure
+from eebert_cli.features import encode  # noqa: E402
+from eebert_cli.onnx_export import MANIFEST, exit_nodes, export  # noqa: E402
+from eebert_cli.onnx_runtime import OnnxEarlyExit, session  # noqa: E402
+from eebert_cli.outputs import data_config_of  # noqa: E402
+from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
+
+GROUPS = ("embeddings", "encoder layers", "exit head", "exit score", "mask state, deployed head")
+
+
+def node_groups(path: Path) -> dict[str, str]:
+    """Exported node name -> part of the model: by module scope, and for the exit by the graph itself
+    (``onnx_export.exit_nodes``)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    head, score = exit_nodes(g)
+    groups = {}
+    for n in g.node:
+        if "/embeddings/" in n.name:
+            groups[n.name] = GROUPS[0]
+        elif re.match(r"/(\w+\.)*layers?\.\d+/", n.name):
+            groups[n.name] = GROUPS[1]
+        elif n.name in score:
+            groups[n.name] = GROUPS[3]
+        elif n.name in head:
+            groups[n.name] = GROUPS[2]
+        else:
+            groups[n.name] = GROUPS[4]
+    return groups
+
+
+class Timed:
+    """An InferenceSession whose run calls record their wall clock (seconds) in ``calls``."""
+
+    def __init__(self, sess):
+        self._sess, self.calls = sess, []
+
+    def __getattr__(self, name):
+        f = getattr(self._sess, name)
+        if not name.startswith("run"):
+            return f
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            r = f(*a, **k)
+            self.calls.append(time.perf_counter() - t0)
+            return r
+
+        return timed
+
+
+def instrument(o: OnnxEarlyExit, profile: bool, threads: int) -> OnnxEarlyExit:
+    """Wrap every session of ``o`` in Timed (after reopening it with ORT's profiler when ``profile``)."""
+    def wrap(sess, file):
+        if profile:
+            sess = session(o.folder / file, threads, profile_prefix=f"/tmp/eebert-ort-{file}")
+        return Timed(sess)
+
+    o.sessions = [wrap(s, seg["file"]) for s, seg in zip(o.sessions, o.segments)]
+    o.deployed = wrap(o.deployed, o.manifest["deployed"])
+    return o
+
+
+def kernels(sess: Timed, graph: Path, skip: int) -> dict:
+    """End ORT's profile of ``sess``, its calls after the first ``skip``: microseconds of kernels per
+    group and of ``model_run`` (the whole call inside ORT).
+
+    Nodes ORT made by fusion (``BiasGelu``, ``Gelu_token_3``) lose their scope: they count with the
+    node run before them, which is in the same part of the model."""
+    groups = node_groups(graph)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sorted((e["ts"], e["dur"]) for e in events if e.get("name") == "model_run")
+    start = runs[skip][0] if skip < len(runs) else float("inf")
+    us, last = defaultdict(float), GROUPS[-1]
+    for e in sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                    key=lambda e: e["ts"]):
+        last = groups.get(e["name"][:-len("_kernel_time")], last)
+        if e["ts"] >= start:
+            us[last] += e["dur"]
+    us["model_run"] = sum(d for _, d in runs[skip:])
+    return us
+
+
+def batches(enc, types, order, b, pad_id):
+    out = []
+    for s in range(0, len(order), b):
+        idx = order[s:s + b]
+        ids, mask, t = pad_batch([enc.input_ids[i] for i in idx], [types[i] for i in idx], pad_id)
+        out.append((ids.numpy(), mask.numpy(), t.numpy()))
+    return out
+
+
+def call(o: OnnxEarlyExit, early: bool, b: int, ids, mask, t):
+    if not early:
+        return o.forward_deployed(ids, mask, t)
+    return o.forward_one(ids, t) if b == 1 else o.forward_batch(ids, mask, t)
+
+
+def timed_pass(o: OnnxEarlyExit, bs, b: int, repeats: int, profile: bool, before=None) -> dict:
+    """Deployed and early exit alternate on each batch, ``repeats`` times. Without ``profile``: per
+    variant, the median repeat of each batch (its total and its session calls); with ``profile``: sums
+    over every repeat, and ORT's profile of each session. ``before(batch)``: run, untimed, before each call."""
+    sessions = o.sessions + [o.deployed]
+    for x in bs[:max(2, 20 // b)]:  # warm-up, not counted
+        call(o, True, b, *x), call(o, False, b, *x)
+    skip = [len(s.calls) for s in sessions]
+    tot = {v: {"total": 0.0, "calls": [0.0] * len(sessions), "n": [0] * len(sessions)} for v in (False, True)}
+    for x in bs:
+        runs = defaultdict(list)
+        for r in range(repeats):
+            for early in ((True, False) if r % 2 else (False, True)):
+                if before is not None:
+                    before(x)
+                seen = [(len(s.calls), sum(s.calls)) for s in sessions]
+                t0 = time.perf_counter()
+                call(o, early, b, *x)
+                sec = time.perf_counter() - t0
+                runs[early].append((sec, [sum(s.calls) - w for s, (_, w) in zip(sessions, seen)],
+                                    [len(s.calls) - n for s, (n, _) in zip(sessions, seen)]))
+        for early, rs in runs.items():
+            for sec, calls, n in (rs if profile else [sorted(rs, key=lambda z: z[0])[len(rs) // 2]]):
+                tot[early]["total"] += sec
+                tot[early]["calls"] = [a + c for a, c in zip(tot[early]["calls"], calls)]
+                tot[early]["n"] = [a + c for a, c in zip(tot[early]["n"], n)]
+    if profile:
+        files = [o.folder / seg["file"] for seg in o.segments] + [o.folder / o.manifest["deployed"]]
+        tot["ort"] = [kernels(s, f, k) for s, f, k in zip(sessions, files, skip)]
+    return tot
+
+
+def report(name: str, b: int, n: int, segs: list, wall: dict, prof: dict, flops: float, repeats: int) -> dict:
+    """Print and return: the speedup and per-segment calls from the wall pass, the parts from the profiled one."""
+    dep, ee = wall[False]["total"], wall[True]["total"]
+    print(f"\n{name}, batch {b} ({n} examples): deployed {1000 * dep / n:.3f} ms/example, early exit "
+          f"{1000 * ee / n:.3f} ({dep / ee:.2f}x; FLOPs {flops:.2f}x, measured/FLOPs {dep / ee / flops:.2f})")
+    last = len(segs)  # the deployed session's index
+    per = n * repeats * 1e3  # profiled microseconds -> ms per example
+    parts = {}
+    for early, idx in ((False, [last]), (True, range(last))):
+        ort = [prof["ort"][i] for i in idx]
+        kern = {g: sum(u.get(g, 0.0) for u in ort) / per for g in GROUPS}
+        inside = sum(u["model_run"] for u in ort) / per
+        wall_calls = 1e3 * sum(prof[early]["calls"][i] for i in idx) / (n * repeats)
+        parts[early] = {**{"in calls: " + g: v for g, v in kern.items()},
+                        "in calls: ORT outside kernels (allocation, thread pool)": inside - sum(kern.values()),
+                        "in calls: Python binding (inputs, outputs)": wall_calls - inside,
+                        "host: decision, regroup, outputs": 1e3 * prof[early]["total"] / (n * repeats) - wall_calls}
+    print(f"  {'profiled, ms per example':58s} {'deployed':>9s} {'early exit':>11s}")
+    for k in parts[True]:
+        print(f"  {k:58s} {parts[False][k]:9.3f} {parts[True][k]:11.3f}")
+    print(f"  {'total (profiling on)':58s} {sum(parts[False].values()):9.3f} {sum(parts[True].values()):11.3f}")
+    print(f"  {'session':16s} {'layers':>7s} {'calls':>6s} {'ms/call':>8s} {'ms/example':>11s}")
+    rows = []
+    for i, sname in enumerate([s["file"] for s in segs] + ["deployed.onnx"]):
+        v = True if i < last else False
+        calls, sec = wall[v]["n"][i], wall[v]["calls"][i]
+        lay = "%d-%d" % tuple(segs[i]["layers"]) if i < last else "all"
+        rows.append({"session": sname, "layers": lay, "calls": calls, "ms_per_call": 1000 * sec / max(calls, 1),
+                     "ms_per_example": 1000 * sec / n})
+        print(f"  {sname:16s} {lay:>7s} {calls:6d} {rows[-1]['ms_per_call']:8.3f} {rows[-1]['ms_per_example']:11.3f}")
+    return {"deployed_ms": 1000 * dep / n, "early_exit_ms": 1000 * ee / n, "speedup": dep / ee,
+            "flops_speedup": flops, "profiled_parts_ms": {"deployed": parts[False], "early exit": parts[True]},
+            "sessions": rows}
+
+
+@torch.inference_mode()
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifact", required=True)
+    ap.add_argument("--artifact-int8", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-sizes", default="1,32")
+    ap.add_argument("--samples", default="200,320", help="timed examples per batch size (seeded subset)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N test examples (smoke runs)")
+    ap.add_argument("--after-pytorch", action="store_true",
+                    help="run the PyTorch deployed model (untimed) before every timed call, as a run that "
+                         "interleaves engines call by call does")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    results = {"threads": a.threads, "after_pytorch": a.after_pytorch}
+    for q, art in (("fp32", a.artifact), ("int8", a.artifact_int8)):
+        if art is None:
+            continue
+        folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
+        if not (folder / MANIFEST).is_file():
+            export(art, folder, q if q == "int8" else None)
+        m = EarlyExitModel.from_artifact(art)
+        split = load_data(data_config_of(m.artifact, None)).split("test")
+        enc = encode(m.artifact.deployed.tokenizer, split, m.artifact.config["max_length"])
+        types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
+        n_all = min(len(enc), a.limit) if a.limit else len(enc)
+        order = list(range(n_all))
+        random.Random(0).shuffle(order)  # the serving order of benchmarks/inference.py
+        for b, n in zip([int(x) for x in a.batch_sizes.split(",")], [int(x) for x in a.samples.split(",")]):
+            idx = order[:n]
+            bs = batches(enc, types, idx, b, enc.pad_id)
+            hf = m.artifact.reference.model
+            before = (lambda x: hf(input_ids=torch.from_numpy(x[0]), attention_mask=torch.from_numpy(x[1]),
+                                   token_type_ids=torch.from_numpy(x[2]))) if a.after_pytorch else None
+            o = instrument(OnnxEarlyExit(folder, threads=a.threads), False, a.threads)
+            wall = timed_pass(o, bs, b, a.repeats, profile=False, before=before)
+            exits = np.concatenate([np.atleast_1d(call(o, True, b, *x)[1]) for x in bs])
+            lengths = torch.tensor([len(enc.input_ids[i]) for i in idx])
+            flops = flops_speedup(m, lengths, torch.from_numpy(exits), full_cost(m.adapter.dims, lengths))
+            p = instrument(OnnxEarlyExit(folder, threads=a.threads), True, a.threads)
+            prof = timed_pass(p, bs, b, a.repeats, profile=True, before=before)
+            name = f"onnxrt {q}" + (", each call after a PyTorch forward" if before else "")
+            results[f"onnxrt {q} batch {b}"] = report(name, b, len(idx), o.segments, wall, prof, flops, a.repeats)
+    if a.out:
+        Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
