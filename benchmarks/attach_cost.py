@@ -30,13 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli import attach as attach_step, feature_cache  # noqa: E402
-from eebert_cli.checkpoint import load_deployed  # noqa: E402
-from eebert_cli.device import cpu_threads  # noqa: E402
+from eebert_cli.train import attach as attach_step
+from eebert_cli.model import feature_cache  # noqa: E402
+from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.model.device import cpu_threads  # noqa: E402
 from eebert_cli.exits import ExitSet  # noqa: E402
 from eebert_cli.objectives import build_objective  # noqa: E402
 from eebert_cli.recipe import load_recipe  # noqa: E402
-from eebert_cli.train import train_exits  # noqa: E402
+from eebert_cli.train.loop import train_exits  # noqa: E402
 
 
 def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: bool) -> dict:

@@ -152,16 +152,16 @@ def child(checkpoint: str, data: str, max_length: int, epochs: int, random_featu
     """One attach in this process; prints a JSON line with its memory figures."""
     import time
 
-    from eebert_cli import feature_cache
+    from eebert_cli.model import feature_cache
 
     if random_features:
         feature_cache.compute_chunk = random_chunk
-    from eebert_cli.train import AttachConfig
+    from eebert_cli.train.loop import AttachConfig
     from eebert_cli.data import DataConfig
-    from eebert_cli.attach import attach
-    from eebert_cli.train import TrainConfig
+    from eebert_cli.train.attach import attach
+    from eebert_cli.train.loop import TrainConfig
 
-    from eebert_cli import attach as attach_module
+    from eebert_cli.train import attach as attach_module
 
     marks: dict = {}
     real_pass, real_train = feature_cache.attach_pass, attach_module.train_method

@@ -23,9 +23,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from eebert_cli.data import load_data
-from eebert_cli.features import encode
-from eebert_cli.outputs import data_config_of
-from eebert_cli.runtime import EarlyExitModel
+from eebert_cli.model.features import encode
+from eebert_cli.scoring.outputs import data_config_of
+from eebert_cli.model.runtime import EarlyExitModel
 
 
 @torch.inference_mode()

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli.calibrate import Problem, bootstrap, search  # noqa: E402
+from eebert_cli.scoring.threshold_search import Problem, bootstrap, search  # noqa: E402
 from eebert_cli.criteria import build_criterion  # noqa: E402
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli import steps  # noqa: E402
-from eebert_cli.artifact import load_artifact  # noqa: E402
-from eebert_cli.train import AttachConfig  # noqa: E402
+from eebert_cli.model.artifact import load_artifact  # noqa: E402
+from eebert_cli.train.loop import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
-from eebert_cli.outputs import split_outputs  # noqa: E402
-from eebert_cli.train import TrainConfig  # noqa: E402
+from eebert_cli.scoring.outputs import split_outputs  # noqa: E402
+from eebert_cli.train.loop import TrainConfig  # noqa: E402
 
 HEADS = ("linear", "pooler-mlp", "mean-mlp", "max-mlp", "attn-pool", "attention")
 

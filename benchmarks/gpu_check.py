@@ -47,21 +47,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eebert_cli.artifact import load_artifact, write_json, write_text  # noqa: E402
-from eebert_cli.attach import attach  # noqa: E402
-from eebert_cli.benchmark import run_benchmark  # noqa: E402
-from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
-from eebert_cli.benchmark import BenchmarkConfig  # noqa: E402
-from eebert_cli.train import AttachConfig  # noqa: E402
+from eebert_cli.model.artifact import load_artifact, write_json, write_text  # noqa: E402
+from eebert_cli.train.attach import attach  # noqa: E402
+from eebert_cli.scoring.benchmark import run_benchmark  # noqa: E402
+from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
+from eebert_cli.scoring.benchmark import BenchmarkConfig  # noqa: E402
+from eebert_cli.train.loop import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.device import DeviceConfig, place_artifact, resolve, stopwatch  # noqa: E402
-from eebert_cli.features import encode  # noqa: E402
+from eebert_cli.model.device import DeviceConfig, place_artifact, resolve, stopwatch  # noqa: E402
+from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
-from eebert_cli.outputs import OutputsCache, split_outputs  # noqa: E402
-from eebert_cli.parity import runtime_parity  # noqa: E402
-from eebert_cli.runtime import EarlyExitModel  # noqa: E402
-from eebert_cli.segment_graphs import SegmentGraphs  # noqa: E402
-from eebert_cli.train import TrainConfig  # noqa: E402
+from eebert_cli.scoring.outputs import OutputsCache, split_outputs  # noqa: E402
+from eebert_cli.scoring.parity import runtime_parity  # noqa: E402
+from eebert_cli.model.runtime import EarlyExitModel  # noqa: E402
+from eebert_cli.model.segment_graphs import SegmentGraphs  # noqa: E402
+from eebert_cli.train.loop import TrainConfig  # noqa: E402
 
 BUCKET = 16          #: CUDA-graph length bucket (tokens): inputs are padded up to a multiple
 WALL_GOAL = 0.85     #: wall-clock speedup / FLOPs speedup, 12-layer shape, batch 1 and 64

@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eebert_cli.cost import exit_costs, full_cost
+from eebert_cli.model.cost import exit_costs, full_cost
 from eebert_cli.data import load_data
-from eebert_cli.features import encode
-from eebert_cli.onnx_export import MANIFEST, export
-from eebert_cli.onnx_runtime import OnnxEarlyExit
-from eebert_cli.checkpoint import gold_labels
-from eebert_cli.outputs import data_config_of
-from eebert_cli.quantize import quantize_model
-from eebert_cli.runtime import EarlyExitModel, pad_batch
+from eebert_cli.model.features import encode
+from eebert_cli.deploy.onnx_export import MANIFEST, export
+from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
+from eebert_cli.model.checkpoint import gold_labels
+from eebert_cli.scoring.outputs import data_config_of
+from eebert_cli.model.quantize import quantize_model
+from eebert_cli.model.runtime import EarlyExitModel, pad_batch
 
 
 def percentiles(ms):

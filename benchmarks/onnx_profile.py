@@ -37,14 +37,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eebert_cli.cost import full_cost  # noqa: E402
+from eebert_cli.model.cost import full_cost  # noqa: E402
 from eebert_cli.data import load_data  # noqa: E402
 from inference import flops_speedup  # noqa: E402 - one definition of the FLOPs figure
-from eebert_cli.features import encode  # noqa: E402
-from eebert_cli.onnx_export import MANIFEST, exit_nodes, export  # noqa: E402
-from eebert_cli.onnx_runtime import OnnxEarlyExit, session  # noqa: E402
-from eebert_cli.outputs import data_config_of  # noqa: E402
-from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
+from eebert_cli.model.features import encode  # noqa: E402
+from eebert_cli.deploy.onnx_export import MANIFEST, exit_nodes, export  # noqa: E402
+from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit, session  # noqa: E402
+from eebert_cli.scoring.outputs import data_config_of  # noqa: E402
+from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
 
 GROUPS = ("embeddings", "encoder layers", "exit head", "exit score", "mask state, deployed head")
 

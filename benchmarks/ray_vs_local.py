@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ray  # noqa: E402
 
 from attach_cost import show  # noqa: E402
-from eebert_cli import feature_cache  # noqa: E402
-from eebert_cli.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.model import feature_cache  # noqa: E402
+from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.device import DeviceConfig  # noqa: E402
-from eebert_cli.ray_engine import attach_runner  # noqa: E402
-from eebert_cli.ui import SILENT  # noqa: E402
+from eebert_cli.model.device import DeviceConfig  # noqa: E402
+from eebert_cli.deploy.ray_executor import attach_runner  # noqa: E402
+from eebert_cli.core.ui import SILENT  # noqa: E402
 
 
 def measure(dep, split, args, report: dict) -> None:

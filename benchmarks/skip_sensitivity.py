@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli.checkpoint import load_deployed  # noqa: E402
+from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.features import encode  # noqa: E402
-from eebert_cli.checkpoint import gold_labels  # noqa: E402
+from eebert_cli.model.features import encode  # noqa: E402
+from eebert_cli.model.checkpoint import gold_labels  # noqa: E402
 
 
 @torch.inference_mode()

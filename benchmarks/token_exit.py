@@ -4,7 +4,7 @@
         [--split test] [--limit N] [--thresholds 0.5,0.8,0.9,0.95] [--repeats 3] [--threads 2] [--out r.json]
 
 For each token threshold (a word halts when its top tag probability reaches it; see
-``eebert_cli/tagging/token_halt.py``), this runs the real halting pass sentence by sentence
+``eebert_cli/model/token_halt.py``), this runs the real halting pass sentence by sentence
 (batch size 1) on the split and prints entity F1, the FLOPs speedup the pass counted and the
 measured wall-clock speedup, next to the artifact's calibrated per-sentence exit and the
 deployed tagger, timed in the same rounds (each mode once per round, median of ``repeats``
@@ -25,13 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli.artifact import load_artifact  # noqa: E402
+from eebert_cli.model.artifact import load_artifact  # noqa: E402
 from eebert_cli.data import load_data  # noqa: E402
-from eebert_cli.outputs import data_config_of  # noqa: E402
-from eebert_cli.tagging.entities import entity_scores  # noqa: E402
-from eebert_cli.tagging.runtime import Tagger  # noqa: E402
-from eebert_cli.tagging.scoring import split_tags  # noqa: E402
-from eebert_cli.tagging.token_halt import TokenHaltTagger  # noqa: E402
+from eebert_cli.scoring.outputs import data_config_of  # noqa: E402
+from eebert_cli.tasks.entities import entity_scores  # noqa: E402
+from eebert_cli.model.tagger_runtime import Tagger  # noqa: E402
+from eebert_cli.scoring.tagging import split_tags  # noqa: E402
+from eebert_cli.model.token_halt import TokenHaltTagger  # noqa: E402
 
 
 def names(ids: list[int], n: int, id2label: dict) -> list[str]:

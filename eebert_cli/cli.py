@@ -13,19 +13,19 @@ from typing import Any, Optional
 import typer
 
 from . import __version__
-from .calibrate import CalibrationConfig
-from .checks import validate
-from .train import AttachConfig
-from .benchmark import BenchmarkConfig
-from .configs import from_dict, help_for
+from .scoring.threshold_search import CalibrationConfig
+from .core.checks import validate
+from .train.loop import AttachConfig
+from .scoring.benchmark import BenchmarkConfig
+from .core.configs import from_dict, help_for
 from .recipe import Recipe
 from .data import DataConfig
-from .device import DeviceConfig, resolve
-from .errors import EebertError
+from .model.device import DeviceConfig, resolve
+from .core.errors import EebertError
 from .gates import GateConfig
-from .serve.config import ServeConfig
-from .train import TrainConfig
-from .ui import UI, err, out
+from .deploy.serve.config import ServeConfig
+from .train.loop import TrainConfig
+from .core.ui import UI, err, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a deployed transformer classifier faster by early exiting (backbone frozen).")
@@ -385,7 +385,7 @@ def benchmark(
 
 def _print_report(artifact: Path, report: dict, quiet: bool) -> None:
     if not quiet:
-        from .report import table
+        from .scoring.report import table
 
         out.print(table(report))
         out.print(f"report written to {artifact}/report.json and report.md")
@@ -494,7 +494,7 @@ def serve(
     backbone: Optional[str] = typer.Option(None, help=help_for(ServeConfig, "backbone")),
 ):
     """Serve the early-exit model over HTTP with dynamic batching (POST /v1/predict); see docs/serving.md."""
-    from .serve import serve as run_server
+    from .deploy.serve import serve as run_server
 
     run_server(ServeConfig(artifact=str(artifact), host=host, port=port, runtime=runtime, onnx_dir=onnx_dir or "",
                            device=device, dtype=dtype, threads=threads, deployed=deployed, backbone=backbone or "",
@@ -513,7 +513,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
         device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its [expect] table is not met."""
     from . import steps
-    from .expect import EXPECTATIONS_FAILED, check, table
+    from .recipe.expect import EXPECTATIONS_FAILED, check, table
     from .recipe import load_recipe, recipe_kind
 
     recipe = _need(recipe or config, "recipe", "RECIPE")
@@ -549,7 +549,7 @@ def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) 
     from .recipe import check_components, check_sources, load_recipe, recipe_kind
 
     if recipe_kind(recipe) == "compare":
-        from .compare import load_compare_recipe
+        from .recipe.compare import load_compare_recipe
 
         r, methods = load_compare_recipe(recipe)  # builds each method's components
         notes = check_sources(r.checkpoint, r.data.spec, None)
@@ -587,7 +587,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
             config: Optional[Path] = CONFIG, as_json: bool = JSON,
             device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
-    from .compare import load_compare_recipe, run_compare, table, write
+    from .recipe.compare import load_compare_recipe, run_compare, table, write
 
     r, methods = load_compare_recipe(_need(recipe or config, "recipe", "RECIPE"))
     r.device = given(r.device, device=device, dtype=dtype)
@@ -644,7 +644,7 @@ def main_callback(version: bool = typer.Option(False, "--version", help="Print t
                       False, "--trust-remote-code",
                       help="Allow checkpoints that ship their own modelling code to run it (off by default).")):
     if trust_remote_code:
-        from .checkpoint import TRUST_REMOTE_CODE_ENV
+        from .model.checkpoint import TRUST_REMOTE_CODE_ENV
 
         os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     if version:

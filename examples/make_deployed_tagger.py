@@ -25,8 +25,8 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.tagging.data import IGNORE, encode, tag_ids
-from eebert_cli.tagging.entities import entity_scores
+from eebert_cli.data.tagging import IGNORE, encode, tag_ids
+from eebert_cli.tasks.entities import entity_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_deployed_model import fine_tune, minilm_dir  # noqa: E402

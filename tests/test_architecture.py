@@ -86,7 +86,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_is_read():
     # guards the checks below against reading nothing
-    assert len(MODULES) > 50 and "eebert_cli.tasks" in GRAPH["eebert_cli.outputs"] | GRAPH["eebert_cli.attach"]
+    assert len(MODULES) > 50 and "eebert_cli.tasks" in GRAPH["eebert_cli.scoring.outputs"] | GRAPH["eebert_cli.train.attach"]
 
 
 def test_no_import_cycles():
@@ -118,3 +118,47 @@ def test_only_the_task_registry_compares_task_names():
                                   'if "multi-label" in tasks:', 'if task == "regression"'])
 def test_the_task_name_check_catches(line):
     assert COMPARISON.search(line)
+
+
+#: the layers, lowest first; a module may import its own layer and the ones before it, never a later one.
+#: docs/design.md explains each. Component folders sit in the layer of what they are.
+LAYERS = [
+    ("core", ["eebert_cli", "eebert_cli.core"]),
+    ("data", ["eebert_cli.data"]),
+    ("tasks", ["eebert_cli.tasks"]),
+    ("model", ["eebert_cli.model", "eebert_cli.backbones", "eebert_cli.exits", "eebert_cli.gates",
+               "eebert_cli.criteria"]),
+    ("deploy", ["eebert_cli.deploy"]),
+    ("train", ["eebert_cli.train", "eebert_cli.objectives", "eebert_cli.gates.train"]),
+    ("scoring", ["eebert_cli.scoring"]),
+    ("steps", ["eebert_cli.steps"]),
+    ("recipe", ["eebert_cli.recipe"]),
+    ("cli", ["eebert_cli.cli"]),
+]
+
+
+def layer_of(module: str) -> int:
+    """Index of the layer whose longest listed prefix matches ``module``."""
+    best, index = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, index = len(p), i
+    assert index is not None, f"{module} is in no layer: add its package to LAYERS (and docs/design.md)"
+    return index
+
+
+def test_every_module_has_a_layer():
+    for m in MODULES:
+        layer_of(m)
+
+
+def test_imports_only_go_down():
+    climbs = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+              for m, deps in GRAPH.items() for d in deps if layer_of(d) > layer_of(m)]
+    assert climbs == []
+
+
+def test_a_climb_is_caught():
+    assert layer_of("eebert_cli.scoring.outputs") > layer_of("eebert_cli.model.features")
+    assert layer_of("eebert_cli.gates.train") > layer_of("eebert_cli.gates.smartbert")

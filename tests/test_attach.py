@@ -5,12 +5,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from eebert_cli.artifact import CONFIG, WEIGHTS, load_artifact, read_json
+from eebert_cli.model.artifact import CONFIG, WEIGHTS, load_artifact, read_json
 from eebert_cli.backbones.bert import BertAdapter
-from eebert_cli.train import AttachConfig
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.data import DataConfig
-from eebert_cli.attach import attach
-from eebert_cli.train import TrainConfig
+from eebert_cli.train.attach import attach
+from eebert_cli.train.loop import TrainConfig
 
 
 def test_backbone_is_bit_identical_and_artifact_holds_exit_weights_only(tiny_ckpt, tiny_data, tmp_path):
@@ -52,7 +52,7 @@ def test_training_without_labels_targets_the_deployed_predictions(tiny_ckpt, tin
 def test_exits_learn_the_task(tiny_ckpt, tiny_data, tmp_path):
     """On separable toy data the trained exits beat chance by a wide margin."""
     from eebert_cli.data import load_data
-    from eebert_cli.outputs import split_outputs
+    from eebert_cli.scoring.outputs import split_outputs
 
     out = tmp_path / "a"
     attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)),
@@ -71,7 +71,7 @@ def test_a_failed_attach_leaves_the_old_artifact(tiny_ckpt, tiny_data, tmp_path,
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("eebert_cli.artifact.save_file", boom)
+    monkeypatch.setattr("eebert_cli.model.artifact.save_file", boom)
     try:
         attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(train=TrainConfig(epochs=2, seed=1)), out)
     except RuntimeError:

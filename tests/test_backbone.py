@@ -3,8 +3,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from eebert_cli.backbones import adapter_for
-from eebert_cli.checkpoint import load_deployed
-from eebert_cli.errors import EebertError
+from eebert_cli.model.checkpoint import load_deployed
+from eebert_cli.core.errors import EebertError
 
 
 def _padded_batch(tok):

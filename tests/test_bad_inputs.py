@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
 from eebert_cli.cli import app
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe
 
 from conftest import make_rows, write_csv

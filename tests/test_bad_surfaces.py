@@ -225,7 +225,7 @@ def test_unlabeled_rows_bound_the_drop_by_the_disagreement(art, tiny_data, tmp_p
     the report says how the bound was computed, and the bound it states holds on those rows."""
     import torch
 
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.model.runtime import EarlyExitModel
 
     rows = make_rows(400, seed=21)
     write_csv(tmp_path / "traffic.csv", [{"text": r["text"]} for r in rows])

@@ -136,14 +136,14 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     """The issue's A and B on the tiny model: entropy exits calibrated on fp32, a copy recalibrated on int8."""
     from typer.testing import CliRunner
 
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.calibrate import CalibrationConfig
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.scoring.threshold_search import CalibrationConfig
     from eebert_cli.cli import app
-    from eebert_cli.train import AttachConfig
+    from eebert_cli.train.loop import AttachConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.attach import attach
+    from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train import TrainConfig
+    from eebert_cli.train.loop import TrainConfig
 
     root = tmp_path_factory.mktemp("bench")
     fp32, int8 = root / "A", root / "B"
@@ -159,14 +159,14 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
     """Exits with SmartBERT gates, calibrated with the gates kept on (gate threshold 0.5)."""
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.calibrate import CalibrationConfig
-    from eebert_cli.train import AttachConfig
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.scoring.threshold_search import CalibrationConfig
+    from eebert_cli.train.loop import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.gates import GateConfig
-    from eebert_cli.attach import attach
+    from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train import TrainConfig
+    from eebert_cli.train.loop import TrainConfig
 
     out = tmp_path_factory.mktemp("bench") / "gated"
     dcfg = DataConfig(spec=str(tiny_data))

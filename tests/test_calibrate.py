@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from eebert_cli.calibrate import INF, Problem, decide, search
+from eebert_cli.scoring.threshold_search import INF, Problem, decide, search
 from eebert_cli.criteria import build_criterion
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 
 
 def synthetic(n=2000, k=4, seed=0):

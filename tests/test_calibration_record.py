@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from eebert_cli.artifact import load_artifact
-from eebert_cli.attach import attach
-from eebert_cli.calibration import FORMAT_VERSION, Calibration
-from eebert_cli.train import AttachConfig
+from eebert_cli.model.artifact import load_artifact
+from eebert_cli.train.attach import attach
+from eebert_cli.model.calibration import FORMAT_VERSION, Calibration
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
-from eebert_cli.outputs import OutputsCache, split_outputs
-from eebert_cli.train import TrainConfig
+from eebert_cli.core.errors import EebertError
+from eebert_cli.scoring.outputs import OutputsCache, split_outputs
+from eebert_cli.train.loop import TrainConfig
 
 
 def test_calibration_round_trips_through_its_file(tmp_path):
@@ -41,7 +41,7 @@ def test_split_outputs_cache_is_keyed_by_exits_split_and_backbone(tiny_ckpt, tin
     art, data = load_artifact(tmp_path / "a"), load_data(DataConfig(spec=str(tiny_data)))
     cache = OutputsCache(tmp_path / "cache")
     first = split_outputs(art, data, "test", cache=cache)
-    import eebert_cli.outputs as outputs
+    import eebert_cli.scoring.outputs as outputs
 
     real = outputs.extract
     monkeypatch.setattr(outputs, "extract", lambda *a, **k: pytest.fail("backbone pass ran on a cache hit"))

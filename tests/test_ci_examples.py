@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from eebert_cli.cli import app
-from eebert_cli.expect import EXPECTATIONS_FAILED, Expect, check
+from eebert_cli.recipe.expect import EXPECTATIONS_FAILED, Expect, check
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "recipes").glob("*.toml")) + [ROOT / "examples/ci/recipe.toml"]

@@ -139,7 +139,7 @@ def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
 def test_remote_code_stays_off_unless_asked(monkeypatch):
     import os
 
-    from eebert_cli.checkpoint import TRUST_REMOTE_CODE_ENV
+    from eebert_cli.model.checkpoint import TRUST_REMOTE_CODE_ENV
 
     monkeypatch.delenv(TRUST_REMOTE_CODE_ENV, raising=False)
     assert run("list", "--json").exit_code == 0 and TRUST_REMOTE_CODE_ENV not in os.environ
@@ -148,7 +148,7 @@ def test_remote_code_stays_off_unless_asked(monkeypatch):
 
 
 def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch):
-    import eebert_cli.outputs as outputs
+    import eebert_cli.scoring.outputs as outputs
 
     def no_pass(*a, **k):
         raise AssertionError("the backbone ran before the criterion name was checked")

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eebert_cli.checkpoint import load_deployed
-from eebert_cli.compare import load_compare_recipe, markdown, run_compare
-from eebert_cli.errors import EebertError
+from eebert_cli.model.checkpoint import load_deployed
+from eebert_cli.recipe.compare import load_compare_recipe, markdown, run_compare
+from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
@@ -56,11 +56,11 @@ train = {epochs = 2}
 
 
 def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path):
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.checkpoint import weights_sha256
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.checkpoint import weights_sha256
     from eebert_cli.criteria import build_criterion
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.outputs import split_outputs
+    from eebert_cli.scoring.outputs import split_outputs
 
     before = weights_sha256(tiny_ckpt)
     rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2, 50.0], JOINT + '''
@@ -138,7 +138,7 @@ train = {epochs = 2}
 
 
 def test_the_best_method_is_chosen_on_validation_not_test():
-    from eebert_cli.compare import summarise
+    from eebert_cli.recipe.compare import summarise
 
     def method(name, val, test):
         return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
@@ -165,7 +165,7 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
     assert set(tried) == {"entropy", "maxprob", "patience"}
     assert tried[at["criterion"]]["validation_accuracy"] == max(t["validation_accuracy"] for t in tried.values())
     # the seeds' artifacts differ (exits re-trained), and they share one backbone pass
-    from eebert_cli.artifact import WEIGHTS, file_sha256
+    from eebert_cli.model.artifact import WEIGHTS, file_sha256
 
     base = Path(report["methods"][0]["artifact"])
     assert len({file_sha256(base / f"seed-{s}" / WEIGHTS) for s in (0, 1, 2)}) == 3

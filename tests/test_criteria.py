@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from eebert_cli.calibrate import decide
+from eebert_cli.scoring.threshold_search import decide
 from eebert_cli.criteria import CRITERIA, build_criterion
 from eebert_cli.criteria.dge import DIVERGENCES, REFERENCES
 from eebert_cli.criteria.learned import LearnToExit, fit_learn_to_exit
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 
 SURE, UNSURE = [6.0, 0.0], [0.1, 0.0]   # confident class 0 / nearly uniform
 

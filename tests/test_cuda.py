@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from eebert_cli.cli import app
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.device import DeviceConfig, resolve
-from eebert_cli.errors import EebertError
-from eebert_cli.parity import runtime_parity
-from eebert_cli.runtime import EarlyExitModel
+from eebert_cli.model.device import DeviceConfig, resolve
+from eebert_cli.core.errors import EebertError
+from eebert_cli.scoring.parity import runtime_parity
+from eebert_cli.model.runtime import EarlyExitModel
 
 from conftest import make_rows
 
@@ -108,9 +108,9 @@ def test_serve_on_cuda_answers_like_predict(pipeline):
     pytest.importorskip("fastapi")
     import httpx
 
-    from eebert_cli.serve.app import create_app
-    from eebert_cli.serve.config import ServeConfig
-    from eebert_cli.serve.engine import load_engine
+    from eebert_cli.deploy.serve.app import create_app
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.deploy.serve.engine import load_engine
 
     out, dtype, dev, _ = pipeline
     texts = [r["text"] for r in make_rows(16, seed=9)]
@@ -136,9 +136,9 @@ def test_serve_on_cuda_answers_like_predict(pipeline):
 
 def test_export_of_a_gpu_calibrated_artifact(pipeline, tiny_data):
     pytest.importorskip("onnxruntime")
-    from eebert_cli.features import encode
-    from eebert_cli.onnx_export import export
-    from eebert_cli.onnx_runtime import OnnxEarlyExit
+    from eebert_cli.model.features import encode
+    from eebert_cli.deploy.onnx_export import export
+    from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
 
     out, dtype, dev, _ = pipeline
     info = export(out)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from eebert_cli.data import DataConfig, load_data, map_labels
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 
 from conftest import make_rows, write_csv
 
@@ -100,7 +100,7 @@ def test_split_map_keys_must_be_eebert_splits(tmp_path):
 def test_tokenisation_is_a_batched_map_and_matches_the_tokenizer(tmp_path, tiny_ckpt):
     from transformers import AutoTokenizer
 
-    from eebert_cli.features import encode
+    from eebert_cli.model.features import encode
 
     tok = AutoTokenizer.from_pretrained(tiny_ckpt)
     split = load_data(DataConfig(spec=str(write_csv(tmp_path / "all.csv", make_rows(30))))).split("train")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -5,17 +5,17 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from eebert_cli.artifact import WEIGHTS
+from eebert_cli.model.artifact import WEIGHTS
 from eebert_cli.cli import app
-from eebert_cli.train import AttachConfig
-from eebert_cli.configs import from_dict
+from eebert_cli.train.loop import AttachConfig
+from eebert_cli.core.configs import from_dict
 from eebert_cli.recipe import Recipe
 from eebert_cli.data import DataConfig
-from eebert_cli.device import DeviceConfig, resolve, resolve_device, stopwatch
-from eebert_cli.errors import EebertError
-from eebert_cli.attach import attach
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
+from eebert_cli.model.device import DeviceConfig, resolve, resolve_device, stopwatch
+from eebert_cli.core.errors import EebertError
+from eebert_cli.train.attach import attach
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
 
 NO_CUDA = not torch.cuda.is_available()
 

@@ -56,7 +56,7 @@ def deployed(tmp_path_factory):
 
 
 def test_real_minilm_runner_reproduces_the_deployed_logits(deployed):
-    from eebert_cli.checkpoint import load_deployed
+    from eebert_cli.model.checkpoint import load_deployed
     from eebert_cli.data import DataConfig, load_data
 
     dep = load_deployed(deployed)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from eebert_cli.backbones import Dims
-from eebert_cli.checkpoint import load_deployed
-from eebert_cli.errors import EebertError
+from eebert_cli.model.checkpoint import load_deployed
+from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import EXITS, ExitSet, ExitSpec, reduce
 
 DIMS = Dims(num_layers=4, hidden_size=16, intermediate_size=32, num_heads=2, num_labels=3)

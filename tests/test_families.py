@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import FAMILIES, MODEL_TYPE, make_model, make_rows, write_csv
-from eebert_cli.checkpoint import load_deployed
+from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.cli import app
 
 TEXTS = ["good movie", "the plot was very dull and the acting was poor not great", "nice"]
@@ -98,9 +98,9 @@ def test_attach_calibrate_benchmark_through_the_cli(checkpoints, pair_data, tmp_
 
     # per-sample exits in a batch (rows leave, per-batch state is selected) == one by one
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.model.runtime import EarlyExitModel
 
-    from eebert_cli.outputs import split_outputs
+    from eebert_cli.scoring.outputs import split_outputs
 
     model = EarlyExitModel.from_artifact(art)
     data_ = load_data(DataConfig(spec=str(pair_data), pair_column="text2"))

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import eebert_cli.feature_cache as fc
-from eebert_cli.checkpoint import load_deployed
+import eebert_cli.model.feature_cache as fc
+from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
-from eebert_cli.features import encode, extract
-from eebert_cli.ui import SILENT
+from eebert_cli.core.errors import EebertError
+from eebert_cli.model.features import encode, extract
+from eebert_cli.core.ui import SILENT
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS = {1: {"mean"}, 2: {"mean", "cls"}, 3: {"tokens", "mean"}}
@@ -26,10 +26,10 @@ NEEDS = {1: {"mean"}, 2: {"mean", "cls"}, 3: {"tokens", "mean"}}
 # so that the parent can kill -9 it half-way through.
 CHILD = """
 import sys, time
-import eebert_cli.feature_cache as fc
-from eebert_cli.checkpoint import load_deployed
+import eebert_cli.model.feature_cache as fc
+from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.ui import SILENT
+from eebert_cli.core.ui import SILENT
 fc.CHUNK_ROWS = 16
 write = fc.FeatureCache.write
 def slow_write(self, index, arrays, offsets):

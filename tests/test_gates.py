@@ -5,26 +5,26 @@ import torch
 from conftest import middle_thresholds
 from typer.testing import CliRunner
 
-from eebert_cli.artifact import BACKBONE_WEIGHTS, file_sha256, load_artifact
+from eebert_cli.model.artifact import BACKBONE_WEIGHTS, file_sha256, load_artifact
 from eebert_cli.backbones.bert import BertAdapter
-from eebert_cli.benchmark import flops_rows
-from eebert_cli.calibrate import CalibrationConfig, decide
-from eebert_cli.checkpoint import load_deployed, weights_sha256
+from eebert_cli.scoring.benchmark import flops_rows
+from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
+from eebert_cli.model.checkpoint import load_deployed, weights_sha256
 from eebert_cli.cli import app
-from eebert_cli.train import AttachConfig
-from eebert_cli.cost import exit_costs, layer_flops
+from eebert_cli.train.loop import AttachConfig
+from eebert_cli.model.cost import exit_costs, layer_flops
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import ExitSet, ExitSpec
-from eebert_cli.features import encode, extract
+from eebert_cli.model.features import encode, extract
 from eebert_cli.gates import GateConfig
 from eebert_cli.gates.train import hard_weight
-from eebert_cli.attach import attach
+from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
-from eebert_cli.outputs import problem_for, split_outputs
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
+from eebert_cli.scoring.outputs import problem_for, split_outputs
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
 
 GATED = [2, 3, 4]
 
@@ -204,7 +204,7 @@ def test_cli_gate_params_are_checked_by_name(tiny_ckpt, tiny_data, tmp_path):
 
 
 def test_an_unknown_gate_fails_before_any_backbone_work(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    import eebert_cli.feature_cache as feature_cache
+    import eebert_cli.model.feature_cache as feature_cache
 
     monkeypatch.setattr(feature_cache, "attach_pass", lambda *a, **k: pytest.fail("backbone pass ran"))
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",

@@ -10,11 +10,11 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from eebert_cli.artifact import load_artifact
+from eebert_cli.model.artifact import load_artifact
 from eebert_cli.cli import app
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
-from eebert_cli.hub import is_hub_id
+from eebert_cli.core.errors import EebertError
+from eebert_cli.core.hub import is_hub_id
 
 from conftest import hub_layout, make_bert, make_rows, write_csv
 
@@ -81,7 +81,7 @@ def test_a_hub_id_not_in_the_cache_is_one_line_and_a_hint(hub_cache, tiny_data, 
 
 
 def test_no_download_is_attempted_offline(hub_cache, monkeypatch):
-    import eebert_cli.hub as hub
+    import eebert_cli.core.hub as hub
 
     monkeypatch.setattr(hub, "download", lambda *a, **k: pytest.fail("downloaded while offline"))
     with pytest.raises(EebertError):
@@ -90,7 +90,7 @@ def test_no_download_is_attempted_offline(hub_cache, monkeypatch):
 
 def test_online_a_cache_miss_downloads_safetensors_and_config_only(hub_cache, monkeypatch):
     """The download itself cannot run here (no network): the call it would make is checked."""
-    import eebert_cli.hub as hub
+    import eebert_cli.core.hub as hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     calls = []

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from eebert_cli.artifact import CALIBRATION, load_artifact, read_json
+from eebert_cli.model.artifact import CALIBRATION, load_artifact, read_json
 from eebert_cli.cli import app
-from eebert_cli.errors import EebertError
-from eebert_cli.runtime import EarlyExitModel
+from eebert_cli.core.errors import EebertError
+from eebert_cli.model.runtime import EarlyExitModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["good great movie", "awful dull plot", "the film was not very nice", "poor acting", "love it"]
@@ -39,7 +39,7 @@ import json, os, sys
 import torch, transformers  # noqa: F401
 from transformers.models.bert import modeling_bert  # noqa: F401
 from eebert_cli.cli import main
-import eebert_cli.attach, eebert_cli.operating_point, eebert_cli.runtime  # noqa: F401
+import eebert_cli.train.attach, eebert_cli.scoring.operating_point, eebert_cli.model.runtime  # noqa: F401
 print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()

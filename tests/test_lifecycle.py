@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from eebert_cli.artifact import CALIBRATION, CONFIG, LOCK, WEIGHTS, file_sha256, load_artifact, read_json
+from eebert_cli.model.artifact import CALIBRATION, CONFIG, LOCK, WEIGHTS, file_sha256, load_artifact, read_json
 from eebert_cli.cli import app
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 
 runner = CliRunner()
 
@@ -230,7 +230,7 @@ def test_reattach_is_allowed_and_the_stale_calibration_names_the_command(calibra
 
 
 def test_stale_report_is_flagged_and_refused(calibrated, tmp_path):
-    from eebert_cli.report import STALE, load_report
+    from eebert_cli.scoring.report import STALE, load_report
 
     a = copy_art(calibrated, tmp_path / "a")
     assert cli("benchmark", a, "--timing-samples", 2, "--repeats", 1).exit_code == 0
@@ -250,8 +250,8 @@ def test_relative_data_is_stored_absolute(tiny_ckpt, tiny_data, tmp_path, monkey
 
 
 def test_non_finite_weights_are_refused_at_save_and_nothing_is_written(tiny_ckpt, tmp_path):
-    from eebert_cli.artifact import save_artifact
-    from eebert_cli.checkpoint import load_deployed
+    from eebert_cli.model.artifact import save_artifact
+    from eebert_cli.model.checkpoint import load_deployed
     from eebert_cli.exits import ExitSet, ExitSpec
 
     dep = load_deployed(tiny_ckpt)

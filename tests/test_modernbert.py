@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from conftest import make_model
 from eebert_cli.backbones import adapter_for
-from eebert_cli.checkpoint import load_deployed
+from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.cli import app
-from eebert_cli.cost import attended_pairs, full_cost, layer_costs, layer_flops
+from eebert_cli.model.cost import attended_pairs, full_cost, layer_costs, layer_flops
 
 TEXTS = ["good movie", "the plot was very dull and the acting was poor not great", "nice film",
          "the acting was not very good but the plot is fine"]

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from conftest import make_multilabel_case
 from eebert_cli.cli import app
 from eebert_cli.criteria import build_criterion
-from eebert_cli.errors import EebertError
-from eebert_cli.metrics import accuracy, macro_f1, micro_f1
+from eebert_cli.core.errors import EebertError
+from eebert_cli.tasks.metrics import accuracy, macro_f1, micro_f1
 from eebert_cli.tasks import get, task_of
 from eebert_cli.tasks.multi_label import gold_multi_hot, label_set
 

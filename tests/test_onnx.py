@@ -10,17 +10,17 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from conftest import make_model  # noqa: E402
-from eebert_cli.artifact import load_artifact  # noqa: E402
-from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
-from eebert_cli.train import AttachConfig  # noqa: E402
+from eebert_cli.model.artifact import load_artifact  # noqa: E402
+from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
+from eebert_cli.train.loop import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.features import encode  # noqa: E402
-from eebert_cli.onnx_export import export  # noqa: E402
-from eebert_cli.onnx_runtime import OnnxEarlyExit  # noqa: E402
-from eebert_cli.attach import attach  # noqa: E402
+from eebert_cli.model.features import encode  # noqa: E402
+from eebert_cli.deploy.onnx_export import export  # noqa: E402
+from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit  # noqa: E402
+from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
-from eebert_cli.runtime import EarlyExitModel, pad_batch  # noqa: E402
-from eebert_cli.train import TrainConfig  # noqa: E402
+from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
+from eebert_cli.train.loop import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
 
     import onnx
 
-    from eebert_cli.onnx_export import exit_nodes
+    from eebert_cli.deploy.onnx_export import exit_nodes
 
     out, _, _ = exported
     folder = Path(export(out, tmp_path / "q", quantize="int8")["out"])

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import torch
 
-from eebert_cli.calibrate import CalibrationConfig, Outcome, Problem, bootstrap, search
+from eebert_cli.scoring.threshold_search import CalibrationConfig, Outcome, Problem, bootstrap, search
 from eebert_cli.criteria import build_criterion
-from eebert_cli.operating_point import pick, search_with_margin
+from eebert_cli.scoring.operating_point import pick, search_with_margin
 
 
 def population(n: int, g: torch.Generator, k: int = 4) -> Problem:

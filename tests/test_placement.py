@@ -10,20 +10,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import eebert_cli.feature_cache as fc
-from eebert_cli.artifact import load_artifact
-from eebert_cli.attach import attach
-from eebert_cli.checkpoint import load_deployed
+import eebert_cli.model.feature_cache as fc
+from eebert_cli.model.artifact import load_artifact
+from eebert_cli.train.attach import attach
+from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.cli import app
-from eebert_cli.train import AttachConfig
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.device import DeviceConfig, place_artifact, place_model, resolve
-from eebert_cli.features import encode, extract
-from eebert_cli.outputs import cache_key
-from eebert_cli.parity import runtime_parity
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
-from eebert_cli.ui import SILENT
+from eebert_cli.model.device import DeviceConfig, place_artifact, place_model, resolve
+from eebert_cli.model.features import encode, extract
+from eebert_cli.scoring.outputs import cache_key
+from eebert_cli.scoring.parity import runtime_parity
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
+from eebert_cli.core.ui import SILENT
 
 BF16 = DeviceConfig("cpu", "bfloat16")
 #: largest logit difference allowed where runtime and simulation leave at the same exit. Exits compute
@@ -115,8 +115,8 @@ def test_bf16_token_states_stay_bf16_in_ram_and_in_the_cache(tiny_ckpt, tiny_dat
 @needs_bf16
 def test_serve_places_the_model_and_its_inputs_where_asked(calibrated):
     pytest.importorskip("fastapi")
-    from eebert_cli.serve.config import ServeConfig
-    from eebert_cli.serve.engine import load_engine
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.deploy.serve.engine import load_engine
 
     texts = ["good great movie", "awful dull plot", "the film was not bad"]
     model = EarlyExitModel.from_artifact(calibrated, device=BF16)
@@ -132,8 +132,8 @@ def test_serve_places_the_model_and_its_inputs_where_asked(calibrated):
 
 
 def test_ray_workers_each_get_their_own_gpu_as_cuda():
-    from eebert_cli.errors import EebertError
-    from eebert_cli.ray_engine import _worker_device
+    from eebert_cli.core.errors import EebertError
+    from eebert_cli.deploy.ray_executor import _worker_device
 
     assert _worker_device(DeviceConfig("cuda:3", "bfloat16"), 1.0) == DeviceConfig("cuda", "bfloat16")
     assert _worker_device(DeviceConfig("auto"), 1.0).device == "cuda"
@@ -144,8 +144,8 @@ def test_ray_workers_each_get_their_own_gpu_as_cuda():
 
 def test_segment_graphs_answer_as_forward_one(calibrated, tiny_data):
     """On the CPU the segments run eagerly on the padded bucket: the code path CUDA replays, checked here."""
-    from eebert_cli.features import encode
-    from eebert_cli.segment_graphs import SegmentGraphs
+    from eebert_cli.model.features import encode
+    from eebert_cli.model.segment_graphs import SegmentGraphs
 
     model = EarlyExitModel.from_artifact(calibrated, device=DeviceConfig("cpu"))
     graphed = SegmentGraphs(model, bucket=16)
@@ -161,8 +161,8 @@ def test_segment_graphs_answer_as_forward_one(calibrated, tiny_data):
 
 def test_segment_graphs_refuse_a_stateful_criterion(calibrated):
     from eebert_cli.criteria import build_criterion
-    from eebert_cli.errors import EebertError
-    from eebert_cli.segment_graphs import SegmentGraphs
+    from eebert_cli.core.errors import EebertError
+    from eebert_cli.model.segment_graphs import SegmentGraphs
 
     model = EarlyExitModel.from_artifact(calibrated, device=DeviceConfig("cpu"))
     model.criterion = build_criterion("patience", {}, model.artifact)

@@ -14,17 +14,17 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-import eebert_cli.feature_cache as fc  # noqa: E402
-from eebert_cli.checkpoint import load_deployed  # noqa: E402
+import eebert_cli.model.feature_cache as fc  # noqa: E402
+from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.cli import app  # noqa: E402
-from eebert_cli.train import AttachConfig  # noqa: E402
+from eebert_cli.train.loop import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.device import DeviceConfig  # noqa: E402
-from eebert_cli.attach import attach  # noqa: E402
-from eebert_cli.ray_engine import attach_runner, read_predictions  # noqa: E402
-from eebert_cli.runtime import EarlyExitModel, prediction_row  # noqa: E402
-from eebert_cli.train import TrainConfig  # noqa: E402
-from eebert_cli.ui import SILENT  # noqa: E402
+from eebert_cli.model.device import DeviceConfig  # noqa: E402
+from eebert_cli.train.attach import attach  # noqa: E402
+from eebert_cli.deploy.ray_executor import attach_runner, read_predictions  # noqa: E402
+from eebert_cli.model.runtime import EarlyExitModel, prediction_row  # noqa: E402
+from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.core.ui import SILENT  # noqa: E402
 
 from conftest import make_rows  # noqa: E402
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))

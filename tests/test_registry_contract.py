@@ -14,23 +14,23 @@ import textwrap
 import pytest
 import torch
 
-from eebert_cli.artifact import load_artifact
+from eebert_cli.model.artifact import load_artifact
 from eebert_cli.backbones import BACKBONES, Dims
-from eebert_cli.calibrate import CalibrationConfig, decide
-from eebert_cli.train import AttachConfig
+from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.criteria import CRITERIA
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
+from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import EXITS
 from eebert_cli.gates import GATES, GateConfig
 from eebert_cli.objectives import OBJECTIVES
-from eebert_cli.attach import attach
+from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
-from eebert_cli.outputs import problem_for, split_outputs
-from eebert_cli.registry import Registry, discover
+from eebert_cli.scoring.outputs import problem_for, split_outputs
+from eebert_cli.core.registry import Registry, discover
 from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS, TOKEN_CLASSIFICATION
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
 
 from conftest import make_model, make_multilabel_case, make_rows, make_tagging_case, write_csv
 
@@ -170,8 +170,8 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
 
 def tag_roundtrip(out, data):
     """A tagger: the runtime's per-sentence exits (from disk) equal the scored path's."""
-    from eebert_cli.tagging.runtime import Tagger
-    from eebert_cli.tagging.scoring import split_tags
+    from eebert_cli.model.tagger_runtime import Tagger
+    from eebert_cli.scoring.tagging import split_tags
 
     tagger = Tagger.from_artifact(out)
     st = split_tags(tagger.artifact, data, "test")
@@ -255,7 +255,7 @@ def test_every_task_has_a_contract_case(cases):
 @pytest.mark.parametrize("name", TASKS.names())
 def test_task_contract(name):
     from eebert_cli.criteria import CRITERIA
-    from eebert_cli.metrics import METRICS
+    from eebert_cli.tasks.metrics import METRICS
     from eebert_cli.objectives import OBJECTIVES
     from eebert_cli.tasks import get
 

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from eebert_cli.artifact import load_artifact
-from eebert_cli.benchmark import flops_rows
-from eebert_cli.calibrate import CalibrationConfig
-from eebert_cli.train import AttachConfig
+from eebert_cli.model.artifact import load_artifact
+from eebert_cli.scoring.benchmark import flops_rows
+from eebert_cli.scoring.threshold_search import CalibrationConfig
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.features import encode
-from eebert_cli.attach import attach
+from eebert_cli.model.features import encode
+from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
-from eebert_cli.outputs import split_outputs
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
+from eebert_cli.scoring.outputs import split_outputs
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,10 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     import json
     import xml.etree.ElementTree as ET
 
-    from eebert_cli.benchmark import run_benchmark
-    from eebert_cli.benchmark import BenchmarkConfig
+    from eebert_cli.scoring.benchmark import run_benchmark
+    from eebert_cli.scoring.benchmark import BenchmarkConfig
     from eebert_cli.criteria import CRITERIA
-    from eebert_cli.report import CURVES_SVG, write_report
+    from eebert_cli.scoring.report import CURVES_SVG, write_report
 
     out, data = calibrated
     cal = calibrate(load_artifact(out), data, CalibrationConfig(criterion="dge", target_speedup=1.3, bootstrap=50)).to_dict()
@@ -152,14 +152,14 @@ def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     # the reference stays the shipped fp32 model; the int8 deployed model is a row of its own
     ref_kinds = {type(m).__module__ for m in model.artifact.reference.model.modules()}
     assert not any("quantized" in k for k in ref_kinds)
-    from eebert_cli.benchmark import run_benchmark
-    from eebert_cli.benchmark import BenchmarkConfig
-    from eebert_cli.outputs import split_outputs
+    from eebert_cli.scoring.benchmark import run_benchmark
+    from eebert_cli.scoring.benchmark import BenchmarkConfig
+    from eebert_cli.scoring.outputs import split_outputs
 
     report = run_benchmark(model, data, BenchmarkConfig(repeats=0))
     out_t = split_outputs(model.artifact, data, "test")
     fp32 = EarlyExitModel.from_artifact(out).artifact.deployed.model  # the unquantized checkpoint
-    from eebert_cli.features import encode, extract
+    from eebert_cli.model.features import encode, extract
     from eebert_cli.backbones import adapter_for
 
     enc = encode(model.artifact.deployed.tokenizer, data.split("test"), model.artifact.config["max_length"])

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from eebert_cli.errors import EebertError
-from eebert_cli.executors import EXECUTORS, executor_of
-from eebert_cli.runtimes import RUNTIMES, runtime_for
+from eebert_cli.core.errors import EebertError
+from eebert_cli.deploy.executors import EXECUTORS, executor_of
+from eebert_cli.deploy.runtimes import RUNTIMES, runtime_for
 
 NEEDS = {"onnxruntime": ("onnx", "onnxruntime"), "ray": ("ray",)}
 
@@ -28,9 +28,9 @@ def _needs(name: str) -> None:
 @pytest.fixture(scope="module")
 def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
     from eebert_cli.steps import attach, calibrate, export
-    from eebert_cli.calibrate import CalibrationConfig
+    from eebert_cli.scoring.threshold_search import CalibrationConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.train import AttachConfig, TrainConfig
+    from eebert_cli.train.loop import AttachConfig, TrainConfig
 
     out = tmp_path_factory.mktemp("runtimes") / "art"
     dcfg = DataConfig(spec=str(tiny_data))
@@ -43,8 +43,8 @@ def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
 
 
 def _inputs(model, data, n=12):
-    from eebert_cli.features import encode
-    from eebert_cli.runtime import pad_batch
+    from eebert_cli.model.features import encode
+    from eebert_cli.model.runtime import pad_batch
 
     enc = encode(model.artifact.deployed.tokenizer, data.split("test").subset(list(range(n))), 32)
     ones = [(torch.tensor([ids]), torch.tensor([t])) for ids, t in zip(enc.input_ids, enc.token_type_ids)]
@@ -60,7 +60,7 @@ def test_the_registries_name_what_the_flags_take():
 @pytest.mark.parametrize("name", RUNTIMES.names())
 def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
     _needs(name)
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.model.runtime import EarlyExitModel
 
     out, data = calibrated
     model = EarlyExitModel.from_artifact(out)
@@ -81,7 +81,7 @@ def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
 
 
 def test_an_executor_is_named_by_the_device_config():
-    from eebert_cli.device import DeviceConfig
+    from eebert_cli.model.device import DeviceConfig
 
     assert executor_of(None).in_process and not executor_of(DeviceConfig(executor="ray")).in_process
     with pytest.raises(EebertError, match="unknown executor"):
@@ -90,8 +90,8 @@ def test_an_executor_is_named_by_the_device_config():
 
 def test_the_old_engine_key_still_names_the_executor():
     """Recipes written before the rename (``[device] engine = "ray"``) keep working."""
-    from eebert_cli.configs import from_dict
-    from eebert_cli.device import DeviceConfig
+    from eebert_cli.core.configs import from_dict
+    from eebert_cli.model.device import DeviceConfig
 
     assert from_dict(DeviceConfig, {"engine": "ray"}).executor == "ray"
     with pytest.raises(EebertError, match="both"):

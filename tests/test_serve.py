@@ -17,17 +17,17 @@ from typer.testing import CliRunner
 pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 
-from eebert_cli.artifact import load_artifact  # noqa: E402
-from eebert_cli.calibrate import CalibrationConfig  # noqa: E402
+from eebert_cli.model.artifact import load_artifact  # noqa: E402
+from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
 from eebert_cli.cli import app as cli_app  # noqa: E402
-from eebert_cli.train import AttachConfig  # noqa: E402
+from eebert_cli.train.loop import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.attach import attach  # noqa: E402
+from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
-from eebert_cli.serve.app import create_app  # noqa: E402
-from eebert_cli.serve.config import ServeConfig  # noqa: E402
-from eebert_cli.serve.engine import load_engine  # noqa: E402
-from eebert_cli.train import TrainConfig  # noqa: E402
+from eebert_cli.deploy.serve.app import create_app  # noqa: E402
+from eebert_cli.deploy.serve.config import ServeConfig  # noqa: E402
+from eebert_cli.deploy.serve.engine import load_engine  # noqa: E402
+from eebert_cli.train.loop import TrainConfig  # noqa: E402
 
 from conftest import make_rows  # noqa: E402
 
@@ -99,7 +99,7 @@ def test_concurrent_answers_equal_eebert_predict_and_are_batched(served, texts):
 
 
 def test_pairs_and_single_texts_mixed_in_one_batch(served, texts):
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.model.runtime import EarlyExitModel
 
     model = EarlyExitModel.from_artifact(served)
     bodies = [{"text": t, "pair": texts[-i - 1]} if i % 2 else {"text": t} for i, t in enumerate(texts[:10])]
@@ -306,7 +306,7 @@ def test_benchmark_script_smoke(served, tmp_path):
 
 def test_onnxruntime_engine_answers_like_pytorch(served, texts):
     pytest.importorskip("onnxruntime")
-    from eebert_cli.onnx_export import export
+    from eebert_cli.deploy.onnx_export import export
 
     export(served)
     want = predict_cli(served, texts[:12])

@@ -8,18 +8,18 @@ import torch
 from typer.testing import CliRunner
 
 from eebert_cli import steps
-from eebert_cli.calibrate import CalibrationConfig, decide
+from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
 from eebert_cli.cli import app
-from eebert_cli.benchmark import BenchmarkConfig
-from eebert_cli.train import AttachConfig
+from eebert_cli.scoring.benchmark import BenchmarkConfig
+from eebert_cli.train.loop import AttachConfig
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.errors import EebertError
-from eebert_cli.tagging.data import IGNORE, encode
-from eebert_cli.tagging.entities import entity_scores, spans
-from eebert_cli.tagging.runtime import Tagger
-from eebert_cli.tagging.scoring import split_tags
-from eebert_cli.train import TrainConfig
+from eebert_cli.core.errors import EebertError
+from eebert_cli.data.tagging import IGNORE, encode
+from eebert_cli.tasks.entities import entity_scores, spans
+from eebert_cli.model.tagger_runtime import Tagger
+from eebert_cli.scoring.tagging import split_tags
+from eebert_cli.train.loop import TrainConfig
 
 from conftest import middle_thresholds, make_bert, make_rows, make_tag_rows, make_tagging_case, write_csv, write_jsonl
 
@@ -214,7 +214,7 @@ def test_predict_returns_spans_with_character_offsets(calibrated):
 
 
 def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
-    from eebert_cli.runtime import EarlyExitModel
+    from eebert_cli.model.runtime import EarlyExitModel
 
     with pytest.raises(EebertError, match="ONNX export serves sentence classifiers"):
         steps.export(calibrated)
@@ -235,8 +235,8 @@ def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
 # -- per-token exit (TOKEE-like) --------------------------------------------------------------------------
 
 def test_a_partial_layer_updates_only_the_running_tokens(calibrated):
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.tagging.token_halt import partial_layer
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.token_halt import partial_layer
 
     ad = load_artifact(calibrated).deployed.adapter
     torch.manual_seed(0)
@@ -250,8 +250,8 @@ def test_a_partial_layer_updates_only_the_running_tokens(calibrated):
 
 
 def test_token_halting_spans_the_deployed_tagger_and_the_first_exit(calibrated, case):
-    from eebert_cli.artifact import load_artifact
-    from eebert_cli.tagging.token_halt import TokenHaltTagger
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.token_halt import TokenHaltTagger
 
     art = load_artifact(calibrated)
     sentences = load_data(DataConfig(spec=str(case[1]))).split("test").texts[:6]

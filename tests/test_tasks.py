@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from conftest import make_model, make_rows, write_csv
 from eebert_cli.cli import app
 from eebert_cli.criteria import build_criterion
-from eebert_cli.errors import EebertError
-from eebert_cli.metrics import macro_f1, mse, pearson, spearman
+from eebert_cli.core.errors import EebertError
+from eebert_cli.tasks.metrics import macro_f1, mse, pearson, spearman
 from eebert_cli.tasks import get, task_of
 
 
@@ -143,8 +143,8 @@ def test_macro_f1_is_reported_for_every_row_and_the_chosen_point(tiny_ckpt, tiny
 def test_pairs_reach_the_model_as_segments(tmp_path):
     """With --pair-column the tokenizer's pair encoding (second segment, token type 1) is what runs."""
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.checkpoint import load_deployed
-    from eebert_cli.features import encode
+    from eebert_cli.model.checkpoint import load_deployed
+    from eebert_cli.model.features import encode
 
     ckpt = make_model(tmp_path / "m", "bert")
     write_csv(tmp_path / "d.csv", [{"text": "good", "text2": "bad film", "label": "positive"}] * 30)

@@ -3,23 +3,23 @@
 import torch
 from conftest import middle_thresholds
 
-from eebert_cli.artifact import load_artifact
+from eebert_cli.model.artifact import load_artifact
 from eebert_cli.backbones import Dims
 from eebert_cli.backbones.bert import BertAdapter
-from eebert_cli.calibrate import INF
-from eebert_cli.checkpoint import load_deployed
-from eebert_cli.train import AttachConfig
-from eebert_cli.cost import exit_costs
+from eebert_cli.scoring.threshold_search import INF
+from eebert_cli.model.checkpoint import load_deployed
+from eebert_cli.train.loop import AttachConfig
+from eebert_cli.model.cost import exit_costs
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.exits import EXITS, ExitSet, ExitSpec, Tokens
 from eebert_cli.exits.leco import CANDIDATES
 from eebert_cli.exits.tokens import ClsAttention
-from eebert_cli.features import all_exit_logits, encode, extract
-from eebert_cli.attach import attach
-from eebert_cli.outputs import split_outputs
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.train import TrainConfig
+from eebert_cli.model.features import all_exit_logits, encode, extract
+from eebert_cli.train.attach import attach
+from eebert_cli.scoring.outputs import split_outputs
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.train.loop import TrainConfig
 
 DIMS = Dims(num_layers=4, hidden_size=32, intermediate_size=64, num_heads=4, num_labels=3)
 TOKEN_HEADS = ["attention", "max-mlp", "attn-pool", "conv", "transformer"]

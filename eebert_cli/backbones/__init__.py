@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import EebertError
-from ..registry import Registry
+from ..core.errors import EebertError
+from ..core.registry import Registry
 from .base import BackboneAdapter, Dims, dims_from_config
 
 BACKBONES: Registry[type[BackboneAdapter]] = Registry("backbone")
 
-from ..registry import discover  # noqa: E402
+from ..core.registry import discover  # noqa: E402
 
 discover(__name__)  # every module here registers its adapter; no import list to keep
 

@@ -2,7 +2,7 @@
 
 from .base import CRITERIA, FITTED_KEY, Criterion, build_criterion, feature_reduction, fitted_record
 
-from ..registry import discover
+from ..core.registry import discover
 
 discover(__name__)  # every module here registers its criteria; no import list to keep
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..registry import Range, Registry
+from ..core.registry import Range, Registry
 from ..tasks import CLASSIFICATION
 
 State = dict[str, torch.Tensor]
@@ -37,7 +37,7 @@ class Criterion:
     grid: ClassVar[dict[str, list[Any]]] = {}
     #: tasks whose outputs the criterion reads (class distributions by default)
     tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)
-    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``CRITERIA.build``
+    #: parameter ranges beyond :data:`eebert_cli.core.registry.COMMON_BOUNDS`, checked by ``CRITERIA.build``
     bounds: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, **params: Any):
@@ -55,7 +55,7 @@ class Criterion:
     def fit(cls, exits, features, targets: torch.Tensor, rows: torch.Tensor, reduction: str):
         """Train what this criterion learns at attach, right after the exits (nothing by default).
 
-        ``features`` (a :class:`~eebert_cli.features.Features`) holds ``reduction`` at every exit
+        ``features`` (a :class:`~eebert_cli.model.features.Features`) holds ``reduction`` at every exit
         layer; ``rows`` are the examples the exits did not train on. Returns None, or
         (tensors to save as ``trained_file`` in the artifact, a JSON-able report) that
         :meth:`bind` reads back.

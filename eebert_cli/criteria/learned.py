@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..device import adamw
-from ..errors import EebertError
+from ..model.device import adamw
+from ..core.errors import EebertError
 from .base import CRITERIA, Criterion, fitted_record
 
 LEARNED_FILE = "learned_exit.safetensors"
@@ -73,7 +73,7 @@ class Learned(Criterion):
     @classmethod
     def fit(cls, exits, features, targets, rows, reduction):
         """Fit the scorer on ``rows`` (all rows if none were held out from exit training)."""
-        from ..device import cpu_threads
+        from ..model.device import cpu_threads
 
         if len(rows) == 0:
             rows = torch.arange(len(targets))

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..registry import Range
+from ..core.registry import Range
 from .base import CRITERIA, Criterion
 from .entropy import entropy, tiebreak
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Range
+from ..core.registry import Range
 from ..tasks import TOKEN_CLASSIFICATION
 from .base import CRITERIA, Criterion
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 
 SUFFIXES = (".conll", ".txt")
 

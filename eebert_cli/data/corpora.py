@@ -13,7 +13,7 @@ import importlib.util
 import random
 from pathlib import Path
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 
 SEED = 13
 

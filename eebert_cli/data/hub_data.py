@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EebertError
-from ..hub import offline, resolve
+from ..core.errors import EebertError
+from ..core.hub import offline, resolve
 from . import files
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 
 
 def _column(ds, col: str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 from . import corpora, files
 from .files import is_saved_dataset
 from .spec import SPLITS, DataConfig, Split, TaskData, columns, seeded_split
@@ -32,7 +32,7 @@ def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
         if path.is_dir():
             return from_directory(path, cfg), None
         return from_table(files.load_file(path, cfg.tokens_column, cfg.tags_column), cfg, str(path)), None
-    from ..hub import is_hub_id
+    from ..core.hub import is_hub_id
 
     spec, config = parse_id(cfg)
     if not is_hub_id(spec):

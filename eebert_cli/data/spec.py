@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 
 SPLITS = ("train", "validation", "test")
 
@@ -138,7 +138,7 @@ def columns(ds, cfg: DataConfig, source: str) -> Split:
                           f"name the right column with --{what}-column")
 
     if cfg.text_column not in cols and cfg.tokens_column in cols:  # words and tags: token classification
-        from ..tagging.data import check_words
+        from .tagging import check_words
 
         tags = need(cfg.tags_column, "tags", optional=cfg.tags_column == DataConfig.tags_column)
         check_words(ds, cfg.tokens_column, tags, source)

@@ -2,7 +2,7 @@
 
 from .base import EXITS, ExitHead, ExitSet, ExitSpec, Tokens, reduce
 
-from ..registry import discover
+from ..core.registry import discover
 
 discover(__name__)  # every module here registers its heads; no import list to keep
 

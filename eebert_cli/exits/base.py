@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneAdapter, Dims
-from ..registry import Range, Registry
+from ..core.registry import Range, Registry
 from ..tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION
 
 
@@ -71,7 +71,7 @@ class ExitHead(nn.Module):
     #: tasks the head serves (it outputs ``dims.num_labels`` values: class or per-label logits, or one
     #: regressed value)
     tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION, REGRESSION, MULTI_LABEL)
-    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``EXITS.build``
+    #: parameter ranges beyond :data:`eebert_cli.core.registry.COMMON_BOUNDS`, checked by ``EXITS.build``
     bounds: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, dims: Dims, **params: Any):

@@ -67,7 +67,7 @@ BYPASSES = {"badge": BlockBypasses}
 
 
 def build_bypass(cfg: dict[str, Any], layers: list[int], dims: Dims) -> BlockBypasses:
-    from ..errors import EebertError
+    from ..core.errors import EebertError
 
     params = dict(cfg)
     kind = params.pop("type", "badge")

@@ -1,7 +1,7 @@
 """LECO's searched exits, registered like any other head: one candidate architecture per layer.
 
 ``--exits leco`` (``ExitSpec(type="leco")``) runs the search before training
-(``eebert_cli/leco.py``, registered in ``train.SEARCHES``) and saves
+(``eebert_cli/train/leco.py``, registered in ``train.SEARCHES``) and saves
 ``params = {"choices": {"3": "conv", ...}}``; loading builds, after each layer,
 the registered head the search chose (:meth:`LecoExit.for_layer`).
 ``candidate_params`` (name -> params) passes parameters to candidates. Giving
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EebertError
-from ..registry import Range
+from ..core.errors import EebertError
+from ..core.registry import Range
 from ..tasks import CLASSIFICATION, REGRESSION
 from .base import EXITS, ExitHead, Tokens, reduce
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from ..registry import Range
+from ..core.registry import Range
 from .base import EXITS, ExitHead, Tokens
 
 

@@ -7,7 +7,7 @@ kind of gate is one module here registered in :data:`GATES`.
 
 from .base import GATES, SkipGates, build_gates, gated_layer
 from .config import GateConfig
-from ..registry import discover
+from ..core.registry import discover
 
 discover(__name__)  # every module here registers its gates
 

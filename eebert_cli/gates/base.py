@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..backbones import Dims
-from ..registry import Range, Registry
+from ..core.registry import Range, Registry
 from ..tasks import CLASSIFICATION
 
 
@@ -26,7 +26,7 @@ class SkipGates(nn.Module):
     registry_name: str
     #: gates train against class distributions; regression models get none
     tasks: tuple[str, ...] = (CLASSIFICATION,)
-    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``GATES.build``
+    #: parameter ranges beyond :data:`eebert_cli.core.registry.COMMON_BOUNDS`, checked by ``GATES.build``
     bounds: dict[str, Range] = {}
 
     def __init__(self, layers: list[int], dims: Dims):
@@ -92,7 +92,7 @@ def gated_layer(adapter, gates: SkipGates, index: int, hidden: torch.Tensor, sta
 
 def build_gates(spec: dict[str, Any], dims: Dims) -> SkipGates:
     """Gates from the ``gates`` entry of an exit spec: {"type": ..., "layers": [...], shape params}."""
-    from ..errors import EebertError
+    from ..core.errors import EebertError
 
     params = dict(spec)
     kind = params.pop("type")

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
-from ..device import adamw
+from ..model.device import adamw
 from ..exits import ExitSet, reduce
 from ..objectives import Objective, TrainBatch
 from ..objectives.ce_distil import kd_loss
 from .config import GateConfig
 
 if TYPE_CHECKING:  # features imports gates: the annotation only
-    from ..features import Encoded
+    from ..model.features import Encoded
 
 
 def hard_weight(g: torch.Tensor) -> torch.Tensor:

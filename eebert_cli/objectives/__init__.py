@@ -2,7 +2,7 @@
 
 from .base import OBJECTIVES, Objective, TrainBatch, build_objective
 
-from ..registry import discover
+from ..core.registry import discover
 
 discover(__name__)  # every module here registers its objectives; no import list to keep
 

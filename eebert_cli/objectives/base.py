@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..registry import Range, Registry
+from ..core.registry import Range, Registry
 from ..tasks import CLASSIFICATION
 
 
@@ -27,7 +27,7 @@ class Objective(nn.Module):
     bilevel: ClassVar[bool] = False
     #: tasks the loss is defined for (class targets by default)
     tasks: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)
-    #: parameter ranges beyond :data:`eebert_cli.registry.COMMON_BOUNDS`, checked by ``OBJECTIVES.build``
+    #: parameter ranges beyond :data:`eebert_cli.core.registry.COMMON_BOUNDS`, checked by ``OBJECTIVES.build``
     bounds: ClassVar[dict[str, Range]] = {}
     outer_share: float = 0.2
 

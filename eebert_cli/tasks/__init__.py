@@ -7,7 +7,7 @@ serve by name (``tasks = (CLASSIFICATION, ...)``); only this package compares th
 
 from __future__ import annotations
 
-from ..registry import discover
+from ..core.registry import discover
 from .base import TASKS, Prediction, Task, prediction_row
 
 #: the registered names, for components' ``tasks`` declarations

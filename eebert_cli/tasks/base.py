@@ -19,9 +19,9 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import EebertError
-from ..metrics import METRICS
-from ..registry import Registry
+from ..core.errors import EebertError
+from .metrics import METRICS
+from ..core.registry import Registry
 
 
 @dataclass

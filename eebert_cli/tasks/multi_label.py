@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 from .base import TASKS, Prediction, Task
 
 

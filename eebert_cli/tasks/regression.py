@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import EebertError
+from ..core.errors import EebertError
 from .base import TASKS, Prediction, Task
 
 

@@ -42,7 +42,7 @@ class TokenClassification(Task):
 
     def row(self, pred, labels, deployed_pred) -> dict:
         """Figures for predicted tags (lists of tag names per sentence, or a tensor of ids)."""
-        from ..tagging.entities import entity_scores, token_accuracy
+        from .entities import entity_scores, token_accuracy
 
         pred = _as_sentences(pred)
         deployed = _as_sentences(deployed_pred)

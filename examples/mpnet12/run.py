@@ -1,7 +1,7 @@
 """Run the MPNet-12 case: attach once, then calibrate and benchmark at 1.5x, 2x and 3x.
 
 The backbone passes over validation and test are made once and shared by the
-three operating points through the on-disk outputs cache (`eebert_cli.outputs.
+three operating points through the on-disk outputs cache (`eebert_cli.scoring.outputs.
 OutputsCache`, in ARTIFACT/outputs-cache, keyed by exit weights, split contents
 and backbone hash), so the sweep costs one pass per split on a slow CPU. Each point's report is saved as report-<X>x.json/.md in the
 artifact; a summary table goes to results.md.
@@ -16,17 +16,17 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from eebert_cli.artifact import load_artifact, write_json, write_text
-from eebert_cli.attach import attach
-from eebert_cli.device import place_artifact, resolve
-from eebert_cli.benchmark import run_benchmark
+from eebert_cli.model.artifact import load_artifact, write_json, write_text
+from eebert_cli.train.attach import attach
+from eebert_cli.model.device import place_artifact, resolve
+from eebert_cli.scoring.benchmark import run_benchmark
 from eebert_cli.steps import calibrate
-from eebert_cli.outputs import OutputsCache
+from eebert_cli.scoring.outputs import OutputsCache
 from eebert_cli.data import load_data
 from eebert_cli.recipe import load_recipe
-from eebert_cli.report import markdown
-from eebert_cli.runtime import EarlyExitModel
-from eebert_cli.ui import UI
+from eebert_cli.scoring.report import markdown
+from eebert_cli.model.runtime import EarlyExitModel
+from eebert_cli.core.ui import UI
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Foundations every layer uses: errors, value checks, the registry, UI, atomic writes, the hub, configs."""

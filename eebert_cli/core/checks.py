@@ -1,0 +1,135 @@
+"""Value checks shared by recipes, flags and component parameters: types, ranges, NaN.
+
+One place decides what a well-formed value is, so a recipe key, its flag and a
+component parameter fail with the same one line. Ranges are declared next to
+what they constrain: ``field(metadata={"min": 1})`` on config dataclasses,
+``bounds`` on component classes (see :mod:`eebert_cli.core.registry`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import types
+import typing
+from typing import Any, Iterable
+
+from .errors import EebertError
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """A hint naming the closest known name, else all of them."""
+    known = sorted(known)
+    near = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    return f"did you mean {near[0]!r}? known: {', '.join(known)}" if near else f"known: {', '.join(known) or '(none)'}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_type(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as type ``tp`` (ints widen to floats), or EebertError naming ``where``."""
+    if tp is Any or tp is object or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return check_type(value, typing.get_args(tp)[0], where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # an optional value: the type's own message says what is wrong
+            return check_type(value, real[0], where)
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return check_type(value, opt, where)
+            except EebertError:
+                pass
+        raise EebertError(f"{where}: {value!r} has the wrong type",
+                          f"expected {' or '.join(_type_name(o) for o in options if o is not type(None))}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise EebertError(f"{where}: expected a list, got {value!r}", "write it as [a, b, ...]")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [check_type(v, inner, where) for v in value]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise EebertError(f"{where}: expected a table, got {value!r}", "write it as a TOML table, {k = v}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise EebertError(f"{where}: expected {tp.__name__}, got {value!r}", "fix the value")
+        if tp is float and not math.isfinite(value):
+            raise EebertError(f"{where}: must be a finite number, got {value!r}", "NaN and infinity are not allowed")
+    return value
+
+
+def check_range(value: Any, where: str, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False, hint: str | None = None) -> None:
+    """Numbers (or each number of a list) within [lo, hi] (open ends with ``*_open``); None passes."""
+    if value is None or isinstance(value, bool):
+        return
+    for v in value if isinstance(value, list) else [value]:
+        if not isinstance(v, (int, float)):
+            continue
+        low = lo is not None and (v <= lo if lo_open else v < lo)
+        high = hi is not None and (v >= hi if hi_open else v > hi)
+        if low or high:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            span = (f"{left}{lo}, {hi}{right}" if lo is not None and hi is not None
+                    else f"{'above' if lo_open else '>='} {lo}" if lo is not None else f"{'below' if hi_open else '<='} {hi}")
+            raise EebertError(f"{where} must be {span if ',' not in span else 'within ' + span}, got {v}",
+                              hint or "fix the value")
+
+
+def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
+    """The range and choices a dataclass field declares in its metadata."""
+    check_range(value, where, meta.get("min"), meta.get("max"), meta.get("min_open", False),
+                meta.get("max_open", False), meta.get("range_hint"))
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise EebertError(f"{where}: unknown value {value!r}", closest(value, choices))
+
+
+def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
+    """Check every field of dataclass ``obj`` (recursively): type, NaN, declared range and choices.
+
+    ``where`` prefixes field names in messages: ``recipe.toml: attach.train.epochs``;
+    with ``flag_style`` a field is named as its flag (``--epochs``).
+    """
+    import dataclasses
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"--{f.name.replace('_', '-')}" if flag_style else f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{where}.{f.name}" if where else f.name, flag_style)
+            continue
+        setattr(obj, f.name, check_type(value, hints[f.name], name))
+        check_metadata(getattr(obj, f.name), f.metadata, name)
+    return obj
+
+
+#: validation examples below which calibration refuses: thresholds and intervals from fewer are noise
+MIN_VALIDATION = 10
+#: validation examples below which calibration warns (a 95% interval of accuracy is then wider than ~±10 points)
+WARN_VALIDATION = 100
+
+
+def check_validation_size(n: int) -> str | None:
+    """Refuse fewer than :data:`MIN_VALIDATION` validation examples; a warning below :data:`WARN_VALIDATION`."""
+    if n < MIN_VALIDATION:
+        raise EebertError(f"the validation split has {n} examples; calibration needs at least {MIN_VALIDATION}",
+                          f"use more validation data (at least {WARN_VALIDATION} for figures worth reporting)")
+    if n < WARN_VALIDATION:
+        return (f"the validation split has only {n} examples (fewer than {WARN_VALIDATION}): "
+                "thresholds and intervals are rough")
+    return None

@@ -1,0 +1,69 @@
+"""Executors: where the heavy passes run, registered by name (``--executor``, recipes' ``[device] executor``).
+
+An executor runs the attach step's backbone pass over the training split and
+``predict --input FILE --output OUT`` over a file of any size. ``local`` does both in
+this process (streamed, memory flat); ``ray`` shards them over Ray workers
+(``deploy/ray_executor.py``). The model itself runs through a runtime
+(``runtimes.py``) wherever the executor puts it. A new executor is a class here
+with ``@EXECUTORS.register("name")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ..model.device import DeviceConfig
+from ..core.registry import Registry
+from ..core.ui import SILENT, UI
+
+
+class Executor:
+    """The local behaviour; other executors override what they run elsewhere."""
+
+    #: whether texts given on the command line (and files printed whole) can be answered by it
+    in_process: ClassVar[bool] = True
+
+    def attach_runner(self, device: DeviceConfig):
+        """What computes the attach pass's features (None: this process, see ``feature_cache.attach_pass``)."""
+        return None
+
+    def predict_file(self, artifact: str | Path, input_file: Path | None, output: Path | None,
+                     device: DeviceConfig | None, text_column: str, pair_column: str | None, batch_size: int,
+                     backbone: str | None, overwrite: bool, ui: UI = SILENT) -> dict:
+        """``input_file`` streamed through the early-exit model into ``output``; a summary."""
+        from ..model.device import resolve
+        from .predict_file import check_paths, predict_to_file
+        from ..model.runtime import EarlyExitModel
+
+        resolve(device)  # a device that is not there fails before anything loads
+        check_paths(input_file, output, overwrite)
+        model = EarlyExitModel.from_artifact(artifact, backbone, device)
+        return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+EXECUTORS.register("local")(Executor)
+
+
+@EXECUTORS.register("ray")
+class RayExecutor(Executor):
+    """Ray Data actor pools, on a local Ray or a cluster (``--ray-address``); optional extra ``ray``."""
+
+    in_process = False
+
+    def attach_runner(self, device: DeviceConfig):
+        from .ray_executor import attach_runner
+
+        return attach_runner(device)
+
+    def predict_file(self, artifact, input_file, output, device, text_column, pair_column, batch_size, backbone,
+                     overwrite, ui=SILENT) -> dict:
+        from .ray_executor import predict_ray
+
+        return predict_ray(artifact, input_file, output, device, text_column, pair_column, batch_size, backbone, ui)
+
+
+def executor_of(device: DeviceConfig | None) -> Executor:
+    """The executor a device config names (an unknown name: one line with the closest)."""
+    return EXECUTORS.get((device or DeviceConfig()).executor)()

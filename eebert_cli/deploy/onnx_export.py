@@ -1,0 +1,235 @@
+"""Export an early-exit model as ONNX: one graph per segment between exits.
+
+Why segments (and not one graph with If nodes, nor optimum): the exit decision
+is data dependent and per sample, so the host must look at each exit's logits
+anyway; with one graph per segment the runtime runs a segment, decides, drops
+the rows that left and feeds the remaining hidden states to the next segment,
+which is what the PyTorch runtime does. optimum's exporter (``optimum-onnx``)
+requires transformers < 4.58 and exports whole models only; these graphs come
+from ``torch.onnx.export`` (the TorchScript exporter, no extra dependency) on
+small wrappers around the backbone adapter, so any adapter eebert supports
+exports the same way.
+
+    OUT/
+      manifest.json     criterion, thresholds of the exported exits, segments, labels
+      segment-0.onnx    input_ids, attention_mask, token_type_ids -> hidden, logits (exit 0)
+      segment-k.onnx    hidden, attention_mask -> hidden, logits (next exit; the last: deployed head)
+      deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
+
+With a stateless criterion (entropy, maxprob) each segment also outputs the
+exit score, traced from the criterion's own ``step``, so the host only
+compares it with the threshold; a stateful one (patience) runs ``step`` on the
+host. Only exits that can fire are exported as boundaries: with a stateless criterion
+an exit calibrated "never" is folded into its segment. The graphs follow one
+calibration; re-export after re-calibrating (the manifest records which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
+from ..model.calibration import INF, thresholds_from_json, thresholds_to_json
+from ..core.errors import EebertError
+from ..exits import reduce
+from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
+from ..model.quantize import check_scheme
+
+ONNX_FORMAT = 1
+OPSET = 17
+
+
+class Segment(nn.Module):
+    """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head)."""
+
+    def __init__(self, artifact: Artifact, start: int, end: int, head: nn.Module | None, first: bool,
+                 criterion=None):
+        super().__init__()
+        self.criterion = criterion  # stateless criteria: the score is computed in the graph too
+        self.ad = artifact.deployed.adapter
+        self.start, self.end, self.first = start, end, first
+        self.head = head
+        self.reduction = artifact.exits.reduction
+        self.model = artifact.deployed.model  # registered so parameters are exported
+        self.exits = artifact.exits
+
+    def forward(self, a: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None):
+        ad = self.ad
+        hidden = ad.embed(a, mask, types) if self.first else a
+        state = ad.export_state(hidden, mask)  # built inside the graph
+        for i in range(self.start, self.end):
+            hidden = ad.layer(i, hidden, state)
+        if self.head is None:
+            return ad.head(hidden, mask)
+        logits = self.head(reduce(self.reduction, hidden, mask))
+        if self.criterion is None:
+            return hidden, logits
+        return hidden, logits, self.criterion.step(logits, {})[0]
+
+
+def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
+    return [k for k, t in enumerate(thresholds) if not (criterion_stateless and t == -INF)]
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"}, "hidden_in": {0: "batch", 1: "seq"},
+            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes={n: axes[n] for n in inputs + outputs}, opset_version=OPSET,
+                          dynamo=False, do_constant_folding=True)
+
+
+def ancestors(graph, outputs: list[str]) -> set[str]:
+    """Names of the nodes of an ONNX ``graph`` that ``outputs`` depend on."""
+    made = {o: n for n in graph.node for o in n.output}
+    seen, todo = set(), list(outputs)
+    while todo:
+        n = made.get(todo.pop())
+        if n is not None and n.name not in seen:
+            seen.add(n.name)
+            todo += list(n.input)
+    return seen
+
+
+def exit_nodes(graph) -> tuple[set[str], set[str]]:
+    """A segment's exit, as node names: (head: what its logits need and its hidden state does not,
+    score: what only the score needs). Empty for the last segment and the deployed graph."""
+    outs = {o.name for o in graph.output}
+    if "hidden" not in outs:
+        return set(), set()
+    hidden, logits = ancestors(graph, ["hidden"]), ancestors(graph, ["logits"])
+    score = ancestors(graph, ["score"]) - logits - hidden if "score" in outs else set()
+    return logits - hidden, score
+
+
+def quantize_graph(path: Path) -> None:
+    """Dynamic int8 (weights int8, activations quantized on the fly) with onnxruntime's quantizer.
+
+    Exit heads and scores stay fp32, as in PyTorch's int8 (quantize.py): quantizing them saves no
+    time worth having and adds a dozen small kernels to every segment call."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    head, score = exit_nodes(onnx.load(str(path), load_external_data=False).graph)
+    tmp = path.with_suffix(".int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the quantizer first splits each Gemm into NAME_MatMul + NAME_Add, and matches the new names
+        keep = sorted(head | score | {f"{n}_{part}" for n in head | score for part in ("MatMul", "Add")})
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=keep)
+    tmp.replace(path)
+
+
+def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: str | None = None,
+           backbone: str | Path | None = None) -> dict:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise EebertError("ONNX export needs the onnx package", "pip install 'eebert[onnx]'") from None
+    quantize = check_scheme(quantize)
+    with artifact_lock(artifact_dir, "export"):  # the calibration it follows cannot change meanwhile
+        return _export_locked(artifact_dir, out, quantize, backbone)
+
+
+def check_export_out(out: Path, checkpoint: Path) -> None:
+    """An existing ``out`` must be an earlier export (manifest and graphs only) or empty: it is replaced whole."""
+    from ..model.artifact import check_out
+
+    check_out(out, checkpoint, overwrite=True)
+    if out.is_dir():
+        other = sorted(e.name for e in out.iterdir()
+                       if not (e.name == MANIFEST or e.suffix == ".onnx" or TMP_TAG in e.name))
+        if other:
+            raise EebertError(f"--out {out} holds files that are not an eebert ONNX export (e.g. {other[0]})",
+                              "choose a new folder for the export, or empty this one")
+
+
+def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
+    art = load_artifact(artifact_dir, backbone)
+    cal = art.calibration
+    if cal is None:
+        raise EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
+    from ..criteria import build_criterion
+
+    criterion = build_criterion(cal.criterion, cal.criterion_params, art)
+    if art.exits.gates is not None:
+        raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
+                          "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
+    if art.exits.reduction not in ("cls", "mean") or art.exits.bypass is not None or criterion.needs_features:
+        raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean), without "
+                          "bypasses, and criteria that read only logits",
+                          "export an artifact with linear / pooler-mlp / mean-mlp exits, or serve this one with PyTorch")
+    thresholds = thresholds_from_json(cal.thresholds)
+    stateless = not criterion.init_state(1)
+    live = live_exits(stateless, thresholds)
+    dims = art.deployed.adapter.dims
+    out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
+    check_export_out(out, art.reference.path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{TMP_TAG}"))
+    try:
+        # trace on a padded batch of two so nothing specialises to "no padding" or batch 1
+        ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]]) % \
+            art.deployed.model.config.vocab_size
+        mask = (torch.arange(6)[None] < torch.tensor([[6], [3]])).long()
+        types = torch.zeros_like(ids)
+        segments, start = [], 0
+        bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
+        hidden = None
+        for i, (end, k) in enumerate(bounds):
+            last = i == len(bounds) - 1
+            seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
+                          criterion=criterion if stateless else None).eval()
+            name = f"segment-{i}.onnx"
+            inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else ["hidden_in", "attention_mask"]
+            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if stateless else [])
+            args = (ids, mask, types) if i == 0 else (hidden, mask)
+            _export(seg, args, tmp / name, inputs, outputs)
+            if not last:
+                with torch.no_grad():
+                    hidden = seg(*args)[0]
+            segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
+                             "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
+            start = end
+        whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
+        _export(whole, (ids, mask, types), tmp / "deployed.onnx", ["input_ids", "attention_mask", "token_type_ids"],
+                ["logits"])
+        if quantize:
+            for f in sorted(tmp.glob("*.onnx")):
+                quantize_graph(f)
+        cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
+        manifest = {
+            "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
+            "backbone_quantize_at_calibration": cal.quantize,
+            "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
+            "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
+            "segments": segments, "deployed": "deployed.onnx", "labels": art.config["labels"],
+            "max_length": art.config["max_length"], "num_labels": dims.num_labels,
+            "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
+            **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),
+        }
+        write_json(tmp / MANIFEST, manifest)
+        os.chmod(tmp, file_mode(0o777))  # mkdtemp makes 0700; the user's umask decides
+        if out.exists():  # an earlier export (check_export_out): swap, then drop the old graphs
+            old = out.with_name(f".{out.name}{TMP_TAG}old")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "segments": len(segments), "exported_exits": [s["exit"] for s in segments[:-1]],
+            "quantize": quantize}

@@ -1,0 +1,163 @@
+"""Drive exported segment graphs with onnxruntime and the calibrated criterion.
+
+The exit decision reuses the criterion's own ``step``: traced into the segment
+graphs for stateless criteria, else run in torch on zero-copy views of
+onnxruntime's outputs, so ONNX and PyTorch decide with the same arithmetic.
+Batches use per-sample exits exactly like the PyTorch runtime: rows that leave
+are dropped (hidden states and mask rows), padding is trimmed, input order kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.artifact import CALIBRATION, check_derivation, file_sha256, read_json
+from ..model.calibration import INF
+from ..criteria import build_criterion
+from ..core.errors import EebertError
+from ..model.runtime import BATCH_MODES, thresholds_from_json
+
+MANIFEST = "manifest.json"
+
+
+def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
+    """An InferenceSession with the one configuration every graph gets, deployed and segments alike
+    (so their comparison is fair); ``profile_prefix``: write ORT's profile there (benchmarks/onnx_profile.py).
+
+    All graph optimisations; ``threads`` intra-op threads (0: ORT's default), one inter-op thread
+    (the graphs are sequential); the CPU arena and memory patterns on (ORT's defaults: a pattern
+    per input shape is planned once, then reused). Spinning off: one session per segment means
+    several intra-op pools, and idle threads of one pool spinning would steal the cores another
+    pool computes on; measured under load, spinning made every call ~10x slower (docs/inference.md).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EebertError("the ONNX runtime needs onnxruntime", "pip install 'eebert[onnx]'") from None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_export(folder: str | Path, artifact_path: str | Path) -> None:
+    """Refuse an export made from another calibration than the artifact's current one."""
+    folder, artifact_path = Path(folder), Path(artifact_path)
+    if not (folder / MANIFEST).is_file() or not (artifact_path / CALIBRATION).is_file():
+        return  # nothing to compare; OnnxEarlyExit and the runtime say what is missing
+    m = read_json(folder / MANIFEST)
+    if not m.get("derived_from") and not m.get("calibration_sha256"):
+        return  # exported by an older eebert: it recorded nothing to compare
+    record = m if m.get("derived_from") else {"derived_from": {CALIBRATION: m.get("calibration_sha256")}}
+    check_derivation(record, {CALIBRATION: file_sha256(artifact_path / CALIBRATION)},
+                     f"the ONNX export in {folder} (graphs of an older calibration)", f"eebert export {artifact_path}")
+
+
+class OnnxEarlyExit:
+    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True):
+        self.folder = Path(folder)
+        if not (self.folder / MANIFEST).is_file():
+            raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
+        m = self.manifest = read_json(self.folder / MANIFEST)
+        self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
+        self.segments = m["segments"]
+        self.sessions = [session(self.folder / s["file"], threads) for s in self.segments]
+        self.exit_of = [s["exit"] for s in self.segments]
+        self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
+        self.num_exits = m["num_exits"]
+        self.num_labels = m["num_labels"]
+        #: segments that output the exit score themselves (stateless criteria)
+        self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
+        self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
+        # looked up once: asking a session for its inputs builds Python objects on every call
+        self._inputs = [i.name for i in self.sessions[0].get_inputs()]
+        self._deployed_inputs = [i.name for i in self.deployed.get_inputs()] if deployed else []
+
+    @staticmethod
+    def _run_tokens(sess, names, ids, mask, types):
+        """Run a graph that starts from tokens; families without token types (DistilBERT, MPNet,
+        ModernBERT) export no token_type_ids input (the tracer drops an unused input), so it is not fed."""
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return sess.run(None, {n: feed[n] for n in names})
+
+    def _first(self, ids, mask, types):
+        return self._run_tokens(self.sessions[0], self._inputs, ids, mask, types)
+
+    def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
+        return self._run_tokens(self.deployed, self._deployed_inputs, ids, mask, types)[0]
+
+    def forward_one(self, ids: np.ndarray, types: np.ndarray):
+        """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""
+        mask = np.ones_like(ids)
+        cstate = self.criterion.init_state(1)
+        outs = self._first(ids, mask, types)
+        last = len(self.sessions) - 1
+        for i, sess in enumerate(self.sessions):
+            if i:
+                outs = sess.run(None, {"hidden_in": outs[0], "attention_mask": mask})
+            if i == last:
+                return outs[0], self.exit_of[i]
+            logits = outs[1]
+            t = self.thresholds[i]
+            if t == INF:
+                return logits, self.exit_of[i]
+            if self.scored[i]:
+                score = float(outs[2][0])
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                score = score.item()
+            if score <= t:
+                return logits, self.exit_of[i]
+
+    def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
+                      mode: str = "per-sample"):
+        """A right-padded batch -> (logits [B, C], exit index [B]) in input order (see runtime.forward_batch)."""
+        if mode not in BATCH_MODES:
+            raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
+        n = ids.shape[0]
+        out = np.empty((n, self.num_labels), dtype=np.float32)
+        where = np.full(n, self.num_exits, dtype=np.int64)
+        rows = np.arange(n)
+        cstate = self.criterion.init_state(n)
+        outs = self._first(ids, mask, types)
+        last = len(self.sessions) - 1
+        for i, sess in enumerate(self.sessions):
+            if i:
+                outs = sess.run(None, {"hidden_in": hidden, "attention_mask": mask})
+            if i == last:
+                out[rows] = outs[0]
+                where[rows] = self.exit_of[i]
+                return out, where
+            hidden, logits = outs[0], outs[1]
+            if self.scored[i]:
+                leave = outs[2] <= self.thresholds[i]
+            else:
+                score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
+                leave = (score <= self.thresholds[i]).numpy()
+            if mode == "whole-batch":
+                if leave.all():
+                    out[rows] = logits
+                    where[rows] = self.exit_of[i]
+                    return out, where
+                continue
+            if not leave.any():
+                continue
+            out[rows[leave]] = logits[leave]
+            where[rows[leave]] = self.exit_of[i]
+            keep = np.flatnonzero(~leave)
+            if keep.size == 0:
+                return out, where
+            rows, mask = rows[keep], mask[keep]
+            cstate = self.criterion.select(cstate, torch.from_numpy(keep))
+            width = int(mask.sum(1).max()) if trim else mask.shape[1]
+            # one copy of the remaining rows, already trimmed (take on a view makes it contiguous)
+            hidden, mask = np.take(hidden[:, :width], keep, axis=0), np.ascontiguousarray(mask[:, :width])
+        raise AssertionError("unreachable: the last segment always answers")

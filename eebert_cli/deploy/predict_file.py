@@ -1,0 +1,193 @@
+"""`eebert predict --input FILE [--output OUT]`: a file of any size, streamed in chunks.
+
+Rows are read in chunks through `datasets` streaming (data/files.py), checked
+(data/rows.py), classified and written, so memory stays flat however large the file.
+Output rows keep input order: ``row`` (0-based input row), ``label``, ``exit_layer``,
+``probs``. OUT is written to a temp sibling and renamed into place only when complete:
+an interrupted run leaves no half-written OUT, and an existing OUT is replaced only
+with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..data.files import READERS, builder_of, count_rows, stream_file
+from ..data.rows import check_text
+from ..core.errors import EebertError
+from ..model.runtime import prediction_row
+from ..core.ui import SILENT, UI
+
+#: rows read, classified and written at a time: the memory bound
+CHUNK_ROWS = 4096
+
+
+def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
+    """Every path problem fails here, before the model loads."""
+    if not input_file.is_file():
+        raise EebertError(f"input file not found: {input_file}", f"give a data file ({', '.join(READERS)})")
+    builder_of(input_file)  # an unknown file type fails now
+    check_not_empty(input_file)
+    if output is None:
+        return
+    if output.suffix.lower() not in WRITERS:
+        raise EebertError(f"cannot write {output}: unknown output type {output.suffix!r}",
+                          f"name it with one of {', '.join(WRITERS)}")
+    if output.exists() and output.resolve() == input_file.resolve():
+        raise EebertError(f"--output {output} is the input file", "write the predictions to another file")
+    if output.is_dir():
+        raise EebertError(f"--output {output} is a directory", "name a file, e.g. predictions.jsonl")
+    if output.exists() and not overwrite:
+        raise EebertError(f"--output {output} already exists", "pass --overwrite to replace it, or name a new file")
+    check_writable(output.parent, f"--output {output}")
+
+
+def check_not_empty(input_file: Path) -> None:
+    """`datasets`' JSON stream ends in a bare StopIteration on an empty file, its CSV reader in a pandas error."""
+    if input_file.stat().st_size == 0:
+        raise EebertError(f"input file {input_file} is empty (0 bytes)", "give a file with a header and rows to predict")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and write a probe file there: a read-only place fails before any work."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".eebert-probe-"):
+            pass
+    except OSError as e:
+        raise EebertError(f"cannot write {what}: {folder} is not writable ({e.strerror or e})",
+                          "choose a folder you can write to (read-only mounts and folders without write "
+                          "permission cannot hold the output)") from None
+
+
+def chunks(input_file: Path, text_column: str, pair_column: str | None,
+           chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, list[str], list[str] | None]]:
+    """(first row number, texts, pairs) per chunk of the file, rows checked as they come."""
+    import pyarrow as pa
+
+    start = 0
+    check_not_empty(input_file)
+    for batch in stream_file(input_file, chunk_rows):
+        for col, what in ((text_column, "text"), (pair_column, "pair")):
+            if col is None:
+                continue
+            if col not in batch:
+                raise EebertError(f"{input_file} has no {what} column {col!r} (columns: {', '.join(sorted(batch))})",
+                                  f"name it with --{what}-column")
+            check_text(pa.table({col: _arrow(batch[col])}), col, what, str(input_file), offset=start)
+        texts = batch[text_column]
+        yield start, texts, batch[pair_column] if pair_column else None
+        start += len(texts)
+    if start == 0:
+        raise EebertError(f"input file {input_file} has no rows (a header at most)", "give a file with rows to predict")
+
+
+def _arrow(values: list):
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as Python objects to report
+        return pa.array([json.dumps(v) if v is not None else None for v in values], type=pa.json_())
+
+
+def rows_of(start: int, preds, texts: list[str] | None = None) -> list[dict]:
+    """Output rows; with ``texts``, each row carries its text too (for printing)."""
+    return [{"row": start + i, **({"text": texts[i]} if texts is not None else {}), **prediction_row(p)}
+            for i, p in enumerate(preds)]
+
+
+def predict_rows(model, input_file: Path, text_column: str, pair_column: str | None, batch_size: int,
+                 ui: UI = SILENT, chunk_rows: int = CHUNK_ROWS, keep_text: bool = False) -> Iterator[list[dict]]:
+    """Prediction rows per chunk, in input order, with a progress bar counting rows/s."""
+    with ui.progress(f"predict {input_file.name}", count_rows(input_file), unit="rows") as advance:
+        for start, texts, pairs in chunks(input_file, text_column, pair_column, chunk_rows):
+            rows = rows_of(start, model.predict(texts, pairs, batch_size=batch_size), texts if keep_text else None)
+            advance(len(rows))
+            yield rows
+
+
+def predict_to_file(model, input_file: Path, output: Path, text_column: str = "text", pair_column: str | None = None,
+                    batch_size: int = 32, ui: UI = SILENT, chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Stream ``input_file`` through ``model`` into ``output`` (atomically); a summary dict."""
+    t0, n = time.perf_counter(), 0
+    labels = [model.artifact.deployed.id2label[i] for i in range(len(model.artifact.deployed.id2label))]
+    with atomic_writer(output, labels) as write:
+        for rows in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, chunk_rows):
+            write(rows)
+            n += len(rows)
+    seconds = time.perf_counter() - t0
+    return {"input": str(input_file), "output": str(output), "rows": n, "seconds": round(seconds, 3),
+            "rows_per_second": round(n / seconds, 1) if seconds > 0 else None}
+
+
+@contextlib.contextmanager
+def atomic_writer(output: Path, labels: list[str]) -> Iterator[Callable[[list[dict]], None]]:
+    """Yields write(rows); OUT appears (by rename) only when the block completes."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    writer = WRITERS[output.suffix.lower()](tmp, labels)
+    try:
+        yield writer.write
+        writer.close()
+        os.replace(tmp, output)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class JsonlWriter:
+    def __init__(self, path: Path, labels: list[str]):
+        self.f = path.open("w", encoding="utf-8")
+
+    def write(self, rows: list[dict]) -> None:
+        self.f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+
+
+class CsvWriter(JsonlWriter):
+    """``probs`` as a JSON list in one column: one layout for any number of labels."""
+
+    def __init__(self, path: Path, labels: list[str]):
+        import csv
+
+        super().__init__(path, labels)
+        self.w = csv.writer(self.f)
+        self.w.writerow(["row", "label", "exit_layer", "probs"])
+
+    def write(self, rows: list[dict]) -> None:
+        self.w.writerows([r["row"], r["label"], r["exit_layer"], json.dumps(r["probs"])] for r in rows)
+
+
+class ParquetWriter:
+    def __init__(self, path: Path, labels: list[str]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.schema = pa.schema([("row", pa.int64()), ("label", pa.string()), ("exit_layer", pa.int32()),
+                                 ("probs", pa.list_(pa.float32()))])
+        self.w = pq.ParquetWriter(str(path), self.schema)
+
+    def write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        self.w.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def close(self) -> None:
+        if self.w is not None:
+            self.w.close()
+            self.w = None
+
+
+WRITERS = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}

@@ -1,0 +1,112 @@
+"""Runtimes: what executes a calibrated artifact, registered by name (``--runtime``, ``[benchmark] runtime``).
+
+A runtime answers two calls on token-id tensors (``mask`` None: one unpadded example,
+the batch-1 path): the deployed model's logits, and the early-exit model's logits and
+exit index per row. ``benchmark`` times them, ``serve`` answers requests with them; both
+look the runtime up here, so a new one (TensorRT, a Triton model repository...) is one
+class with ``@RUNTIMES.register("name")``, and ``tests/test_runtimes.py`` checks that it
+takes the PyTorch runtime's exits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..core.errors import EebertError
+from ..core.registry import Registry
+
+
+class Runtime:
+    """Interface over a loaded artifact (its reference model is the deployed one) and, unless only the
+    deployed model is served, its loaded ``EarlyExitModel``."""
+
+    #: inputs are read on the host (numpy) rather than on the model's device
+    host_inputs: ClassVar[bool] = False
+
+    def __init__(self, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0, deployed: bool = True):
+        """``deployed``: also get ready to run the deployed model (a server of the early-exit model does not)."""
+        self.artifact, self.model = artifact, model
+
+    @classmethod
+    def check(cls, artifact_path: Path, onnx_dir: str | Path = "") -> None:
+        """Refuse, in one line and before any backbone work, what this runtime could not run (a stale export)."""
+
+    def deployed(self, ids, mask, types):
+        """Logits [B, C] of the deployed model as shipped."""
+        raise NotImplementedError
+
+    def early_exit(self, ids, mask, types, mode: str = "per-sample"):
+        """(logits [B, C], exit index per row) of the early-exit model; ``mask`` None: one unpadded row."""
+        raise NotImplementedError
+
+
+RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+
+
+@RUNTIMES.register("pytorch")
+class PyTorchRuntime(Runtime):
+    """The layer loop of ``runtime.EarlyExitModel`` on the model's device; the deployed model as transformers runs it."""
+
+    def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
+        super().__init__(artifact, model)
+        self.hf = artifact.reference.model
+
+    @torch.inference_mode()
+    def deployed(self, ids, mask, types):
+        return self.hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+
+    def early_exit(self, ids, mask, types, mode="per-sample"):
+        if mask is None:
+            logits, k = self.model.forward_one(ids, types)
+            return logits, [k]
+        return self.model.forward_batch(ids, mask, types, mode=mode)
+
+
+@RUNTIMES.register("onnxruntime")
+class OnnxRuntime(Runtime):
+    """The ONNX segment graphs `eebert export` writes (``ARTIFACT/onnx`` unless ``onnx_dir``), on the CPU."""
+
+    host_inputs = True
+
+    @classmethod
+    def check(cls, artifact_path, onnx_dir=""):
+        from .onnx_runtime import check_export
+
+        check_export(Path(onnx_dir or Path(artifact_path) / "onnx"), Path(artifact_path))
+
+    def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
+        super().__init__(artifact, model)
+        from .onnx_runtime import OnnxEarlyExit
+
+        folder = Path(onnx_dir or artifact.path / "onnx")
+        self.ox = OnnxEarlyExit(folder, threads=threads or torch.get_num_threads(), deployed=deployed or model is None)
+        if model is not None and self.ox.manifest["exit_layers"] != model.exit_layers:
+            raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
+
+    @staticmethod
+    def _host(ids, mask, types):
+        i = ids.numpy() if isinstance(ids, torch.Tensor) else ids
+        t = np.zeros_like(i) if types is None else (types.numpy() if isinstance(types, torch.Tensor) else types)
+        m = None if mask is None else (mask.numpy() if isinstance(mask, torch.Tensor) else mask)
+        return i, m, t
+
+    def deployed(self, ids, mask, types):
+        i, m, t = self._host(ids, mask, types)
+        return self.ox.forward_deployed(i, np.ones_like(i) if m is None else m, t)
+
+    def early_exit(self, ids, mask, types, mode="per-sample"):
+        i, m, t = self._host(ids, mask, types)
+        if m is None:
+            logits, k = self.ox.forward_one(i, t)
+            return logits, [k]
+        return self.ox.forward_batch(i, m, t, mode=mode)
+
+
+def runtime_for(name: str, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0,
+                deployed: bool = True) -> Runtime:
+    """The runtime called ``name`` over ``artifact`` (and ``model``; an unknown name: one line with the closest)."""
+    return RUNTIMES.get(name)(artifact, model, onnx_dir, threads, deployed)

@@ -1,0 +1,100 @@
+"""`eebert serve` settings: one small dataclass, its help feeding the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+from ...core.errors import EebertError
+#: how a multi-worker server hands its settings to the worker processes uvicorn spawns
+ENV = "EEBERT_SERVE_CONFIG"
+
+
+@dataclass
+class ServeConfig:
+    """How `eebert serve` runs: what it serves, how it batches, what it refuses."""
+
+    artifact: str = field(default="", metadata={"help": "Calibrated artifact directory."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (loopback unless told otherwise)."})
+    port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)."})
+    runtime: str = field(default="pytorch", metadata={"help": "What runs the model: pytorch, or onnxruntime (needs `eebert export` first); see runtimes.py."})
+    onnx_dir: str = field(default="", metadata={"help": "ONNX export for --runtime onnxruntime (default ARTIFACT/onnx)."})
+    device: str = field(default="auto", metadata={"help": "Where the model runs: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
+    dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16."})
+    threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
+    deployed: bool = field(default=False, metadata={"help": "Serve the deployed model (full backbone and head) instead of the early-exit one."})
+    backbone: str = field(default="", metadata={"help": "Backbone checkpoint, if it moved since attach (hash-checked)."})
+    max_batch: int = field(default=32, metadata={"help": "Most texts run through the model in one batch."})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "Longest a text waits for others to join its batch."})
+    max_queue: int = field(default=256, metadata={"help": "Texts that may wait for the model; beyond that requests get 429."})
+    max_request_texts: int = field(default=64, metadata={"help": "Most texts in one request (more: 413)."})
+    max_text_chars: int = field(default=10_000, metadata={"help": "Longest text or pair member in characters (longer: 422)."})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest request body in bytes (larger: 413)."})
+    api_key_env: str = field(default="", metadata={"help": "Environment variable holding a bearer token that requests must send (empty = no auth)."})
+    workers: int = field(default=1, metadata={"help": "Server processes, each loading its own copy of the model (see docs/serving.md)."})
+    shutdown_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/SIGINT, how long in-flight requests get to finish."})
+
+    #: keys from before the rename, read as the new ones
+    RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
+
+    def check(self) -> "ServeConfig":
+        """Reject bad values with one line each, before anything is loaded."""
+        from ..runtimes import RUNTIMES
+
+        if RUNTIMES.get(self.runtime).host_inputs and self.device not in ("auto", "cpu"):  # unknown: one line
+            raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
+                              "drop --device, or serve with --runtime pytorch on the GPU")
+        self.placement()  # a device or dtype that is not there fails before anything loads
+        for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
+            if getattr(self, name) < 1:
+                raise EebertError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
+                                  "see `eebert serve --help`")
+        if self.max_wait_ms < 0 or self.threads < 0 or self.shutdown_timeout_s < 0:
+            raise EebertError("--max-wait-ms, --threads and --shutdown-timeout-s cannot be negative",
+                              "see `eebert serve --help`")
+        if not 0 <= self.port < 65536:
+            raise EebertError(f"--port must be 0-65535, got {self.port}", "for example --port 8000")
+        if self.max_queue < self.max_request_texts:
+            raise EebertError(f"--max-queue ({self.max_queue}) is below --max-request-texts "
+                              f"({self.max_request_texts}): a full-size request could never be queued",
+                              "raise --max-queue or lower --max-request-texts")
+        self.api_key()
+        return self
+
+    def placement(self):
+        """Where the model runs (device.py); a runtime that reads host arrays (onnxruntime) runs on the CPU."""
+        from ...model.device import DeviceConfig, resolve
+        from ..runtimes import RUNTIMES
+
+        return resolve(DeviceConfig("cpu" if RUNTIMES.get(self.runtime).host_inputs else self.device, self.dtype))
+
+    def api_key(self) -> str | None:
+        """The bearer token from ``api_key_env``, or None when auth is off."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise EebertError(f"--api-key-env names {self.api_key_env}, which is unset or empty",
+                              f"export {self.api_key_env}=<token> before starting the server")
+        return key
+
+    def torch_threads(self) -> int:
+        """Threads per worker unless set: its share of the cores, less one for the event loop.
+
+        The loop parses HTTP while the model runs; an intra-op thread it preempts stalls the whole
+        operator at its barrier, which on a small or shared machine costs more than the thread gains.
+        """
+        share = max(1, (os.cpu_count() or 1) // self.workers)
+        return self.threads or max(1, share - 1)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServeConfig":
+        raw = os.environ.get(ENV)
+        if not raw:
+            raise EebertError(f"{ENV} is not set", "start workers through `eebert serve`")
+        return cls(**json.loads(raw))

@@ -1,0 +1,1 @@
+"""What runs: the deployed checkpoint, the artifact and its calibration record, devices, features, the runtime."""

@@ -1,0 +1,416 @@
+"""The attach backbone pass, written to a disk cache instead of RAM, resumable.
+
+The training split is cut into chunks of rows. Each chunk is tokenised, run
+through the backbone (``features.extract``) and written into ``.npy`` arrays
+with plain file writes (a CRC-32 of each array's chunk computed on the bytes
+as they are written); then the manifest records the chunk as done with its
+checksums (atomic rewrite). A run killed half-way and started again with the
+same inputs finds the manifest, skips the chunks that are done and goes on.
+Exit training then reads the arrays through a memory map, so peak RAM holds
+one chunk's features and one tokenised chunk, whatever the number of rows.
+
+Reuse is checked, never trusted: the key covers the backbone's weights and
+config/tokenizer files, precision and device, the texts and the pass plan; a
+file of the wrong size or header starts the cache over, and every done chunk
+is read back and its checksums compared before training reads it. A chunk
+that changed since it was written (zeroed, NaN, another model's array copied
+in) is recomputed with a one-line warning. Non-finite features from the
+backbone itself stop attach with one line.
+
+    CACHE/
+      manifest.json       key (what the features depend on), shapes, chunks done, CRC-32 per chunk and array
+      reduced-<r>.npy     [N, K, H] float32 per pooled reduction ("mean", "cls")
+      teacher.npy         [N, C] float32, the deployed model's logits
+      lengths.npy         [N] int64, tokens per example
+      tokens.npy          [sum of lengths, K, H] float16, only for token-reading exits; from a
+                          bfloat16 backbone its bfloat16 bits as int16 (numpy has no bfloat16)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .artifact import write_json
+from ..data import Split
+from ..core.errors import EebertError
+from .features import Features, TokenStore, encode, extract
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 2  #: 2: CRC-32 per chunk and array, key over the whole backbone fingerprint
+CHUNK_ROWS = 4096  #: rows per chunk: the unit of work, of resumption and of RAM
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one backbone pass over a split computes (the same on every worker)."""
+
+    layers: list[int]                #: layers whose states are kept (sorted)
+    needs: dict[int, list[str]]      #: layer -> reductions kept there
+    max_length: int
+    batch_size: int
+
+    @property
+    def pooled(self) -> list[str]:
+        return sorted({r for rs in self.needs.values() for r in rs} - {"tokens"})
+
+    @property
+    def tokens(self) -> bool:
+        return any("tokens" in rs for rs in self.needs.values())
+
+
+def chunk_bounds(n: int) -> list[tuple[int, int]]:
+    return [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
+
+
+def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], None] | None = None) -> dict:
+    """One chunk of rows through the backbone -> numpy arrays (what workers send back)."""
+    enc = encode(deployed.tokenizer, split, plan.max_length)
+    needs = {layer: set(rs) for layer, rs in plan.needs.items()}
+    f = extract(deployed.adapter, enc, plan.layers, set(), plan.batch_size, advance, needs)
+    out = {f"reduced-{r}": f.reduced[r].numpy() for r in plan.pooled}
+    out["teacher"], out["lengths"] = f.teacher.numpy(), f.lengths.numpy()
+    if f.tokens is not None:
+        states = f.tokens.states
+        out["tokens"] = (states.view(torch.int16) if states.dtype is torch.bfloat16 else states).numpy()
+    return out
+
+
+def _digest_texts(split: Split) -> str:
+    h = hashlib.sha256()
+    for column in (split.text_column, split.pair_column):
+        for batch in split.iter_values(column) if column else ():  # a batch at a time: RAM stays flat
+            for t in batch:
+                h.update(str(t).encode())
+                h.update(b"\x00")
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def cache_key(deployed, split: Split, plan: Plan, dtype: str) -> str:
+    """What the features depend on: backbone weights, config and tokenizer files, precision and device
+    (``dtype`` is the resolved device's description, e.g. "cpu float32"), texts and the pass plan."""
+    from .checkpoint import fingerprint_files
+
+    blob = json.dumps({"format": CACHE_FORMAT, "backbone": deployed.sha256,
+                       "backbone_files": fingerprint_files(deployed.path), "dtype": dtype,
+                       "texts": _digest_texts(split), "rows": len(split), "layers": plan.layers,
+                       "needs": {str(k): v for k, v in sorted(plan.needs.items())},
+                       "max_length": plan.max_length, "chunk_rows": CHUNK_ROWS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FeatureCache:
+    """One split's features on disk. ``open`` creates it or picks up an interrupted one."""
+
+    def __init__(self, folder: Path, manifest: dict, token_offsets: np.ndarray | None = None):
+        self.folder, self.manifest, self._token_offsets = folder, manifest, token_offsets
+
+    @property
+    def done(self) -> set[int]:
+        return set(self.manifest["done"])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.manifest["chunks"])
+
+    @classmethod
+    def open(cls, folder: str | Path, key: str, shapes: dict[str, list[int]], dtypes: dict[str, str],
+             chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None,
+             token_offsets: np.ndarray | None = None) -> "FeatureCache":
+        """``token_offsets``: where each row's token states start (when the cache holds ``tokens``)."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise EebertError(f"--feature-cache {folder} is a file, not a folder",
+                              "name a new or empty folder for the feature cache (eebert never replaces a file)")
+        m = folder / MANIFEST
+        if m.is_file():
+            try:
+                manifest = json.loads(m.read_text())
+                ok = isinstance(manifest["key"], str) and (manifest["format"] != CACHE_FORMAT or (
+                    isinstance(manifest["done"], list) and isinstance(manifest["sums"], dict)))
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                ok = False
+            if not ok:
+                raise EebertError(f"feature cache {folder} is damaged (its manifest cannot be read)",
+                                  f"delete {folder} (eebert made it) or pass another --feature-cache")
+            if manifest["format"] == CACHE_FORMAT and manifest["key"] == key and manifest["shapes"] == shapes:
+                bad = next((n for n in shapes if _layout_problem(folder / f"{n}.npy", shapes[n], dtypes[n])), None)
+                if bad is None:
+                    cache = cls(folder, manifest, token_offsets)
+                    cache.verify(log)
+                    if cache.done:
+                        log(f"feature cache {folder}: resuming, {len(cache.done)} of {len(chunks)} chunks done")
+                    return cache
+                log(f"warning: feature cache {folder}: {bad}.npy "
+                    f"{_layout_problem(folder / f'{bad}.npy', shapes[bad], dtypes[bad])}: starting over")
+            else:
+                log(f"feature cache {folder} holds other features (different model, data or settings): starting over")
+        elif folder.exists() and any(folder.iterdir()):
+            raise EebertError(f"{folder} exists and is not an eebert feature cache",
+                              "pass an empty or new folder to --feature-cache")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, shape in shapes.items():  # sparse files: disk fills as chunks are written
+            np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))
+        manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
+                    "done": [], "sums": {}}
+        write_json(m, manifest)
+        return cls(folder, manifest, token_offsets)
+
+    def verify(self, log: Callable[[str], None]) -> None:
+        """Read every done chunk back and compare its checksums; a chunk that changed is to be recomputed."""
+        changed = []
+        for index in sorted(self.done):
+            sums = self.manifest["sums"].get(str(index))
+            if not isinstance(sums, dict) or any(sums.get(n) != self._crc(n, index) for n in self.manifest["shapes"]):
+                changed.append(index)
+        if changed:
+            log(f"warning: feature cache {self.folder}: {len(changed)} of {len(self.done)} done chunks changed "
+                f"since they were written (checksum mismatch, first: chunk {changed[0]}): recomputing them")
+            self.manifest["done"] = sorted(self.done - set(changed))
+            for index in changed:
+                self.manifest["sums"].pop(str(index), None)
+            write_json(self.folder / MANIFEST, self.manifest)
+
+    def _span(self, name: str, index: int) -> tuple[int, int]:
+        """(byte offset, byte count) of chunk ``index`` in array ``name``."""
+        a, b = self.manifest["chunks"][index]
+        if name == "tokens":
+            a, b = int(self._token_offsets[a]), int(self._token_offsets[b])
+        path = self.folder / f"{name}.npy"
+        header, row = _data_start(path)
+        return header + a * row, (b - a) * row
+
+    def _crc(self, name: str, index: int) -> int:
+        start, count = self._span(name, index)
+        crc = 0
+        with open(self.folder / f"{name}.npy", "rb") as f:  # explicit reads: nothing stays mapped
+            f.seek(start)
+            while count > 0:
+                block = f.read(min(count, 1 << 22))
+                if not block:
+                    return -1  # shorter than its header says: cannot match
+                crc, count = zlib.crc32(block, crc), count - len(block)
+        return crc
+
+    def array(self, name: str, mode: str = "r+") -> np.memmap:
+        return np.load(self.folder / f"{name}.npy", mmap_mode=mode)
+
+    def write(self, index: int, arrays: dict, token_offsets: np.ndarray | None) -> None:
+        """Write chunk ``index`` with file writes, fsync it, then record it as done with its checksums.
+
+        Plain writes, not a writable map: dirty mapped pages would count in this
+        process's RSS for the whole pass (what a container limit sees).
+        """
+        if token_offsets is not None:
+            self._token_offsets = token_offsets
+        a, b = self.manifest["chunks"][index]
+        for name, values in arrays.items():
+            values = np.ascontiguousarray(values)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise EebertError(f"the backbone produced NaN or infinite {name} features for training rows "
+                                  f"{a + 1}..{b}; nothing was trained on them",
+                                  "check the checkpoint's weights, or run with --dtype float32")
+        sums = {}
+        for name, values in arrays.items():
+            data = memoryview(np.ascontiguousarray(values)).cast("B")
+            start, count = self._span(name, index)
+            if len(data) != count:
+                raise RuntimeError(f"chunk {index} of {name}: {len(data)} bytes for a {count}-byte slot")
+            fd = os.open(self.folder / f"{name}.npy", os.O_WRONLY)
+            try:
+                written = 0
+                while written < count:
+                    written += os.pwrite(fd, data[written:], start + written)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            sums[name] = zlib.crc32(data)
+        self.manifest["sums"][str(index)] = sums
+        self.manifest["done"] = sorted(self.done | {index})
+        write_json(self.folder / MANIFEST, self.manifest)
+
+    def features(self, plan: Plan, token_offsets: np.ndarray | None) -> Features:
+        """Tensors over the memory maps (copy-on-write: training never changes the files), and a
+        reader of rows that training's batches go through (``Features.getter``).
+
+        Pages read through a map count in the process's RSS until unmapped or
+        released, and a fault maps a whole folio of neighbouring pages (up to 2 MB
+        on current kernels), so random rows through the map made the whole array
+        resident within a few steps. The batches therefore read their rows with
+        ``pread`` (:class:`RowReader`): nothing mapped, RSS holds one batch. The maps
+        remain for whole-array uses; ``Features.release`` drops what they read.
+        The data stay in the page cache, where the kernel may keep or evict them.
+        """
+        maps = {name: self.array(name, "c") for name in self.manifest["shapes"]}
+        view = lambda name: torch.from_numpy(maps[name])  # noqa: E731
+        tokens = None
+        if plan.tokens:
+            states = view("tokens")
+            tokens = TokenStore(states.view(torch.bfloat16) if states.dtype is torch.int16 else states,
+                                torch.from_numpy(token_offsets))
+
+        def release() -> None:
+            for m in maps.values():
+                if getattr(m, "_mmap", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    m._mmap.madvise(mmap.MADV_DONTNEED)
+
+        return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
+                        view("lengths"), tokens, release=release,
+                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]))
+
+
+class RowReader:
+    """``read(reduction, rows, column)``: one layer's vectors of some rows of a pooled cache array, by ``pread``."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        import weakref
+
+        self.files = {}
+        for name in names:
+            path = folder / f"{name}.npy"
+            with open(path, "rb") as f:
+                shape, _, dtype = _header(f)
+                start = f.tell()
+            fd = os.open(path, os.O_RDONLY)
+            weakref.finalize(self, os.close, fd)
+            self.files[name.removeprefix("reduced-")] = (fd, start, tuple(shape), dtype, path)
+
+    def __call__(self, reduction: str, rows: torch.Tensor, col: int) -> torch.Tensor:
+        fd, start, shape, dtype, path = self.files[reduction]
+        width = int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize  # one layer's vector
+        stride = shape[1] * width                                         # one row: every kept layer
+        idx = rows.tolist()
+        buf = bytearray(len(idx) * width)
+        view = memoryview(buf)
+        base = start + col * width
+        for i, r in enumerate(idx):
+            if os.preadv(fd, [view[i * width:(i + 1) * width]], base + r * stride) != width:
+                raise EebertError(f"feature cache file {path} ended early (row {r})",
+                                  "it was truncated while attach ran; run attach again (the cache is checked)")
+        return torch.from_numpy(np.frombuffer(buf, dtype=dtype).reshape(len(idx), *shape[2:]))
+
+
+def _header(f) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran order, dtype) from an open ``.npy`` file, which is left at the data's start."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
+def _data_start(path: Path) -> tuple[int, int]:
+    """(byte offset of the data, bytes per row) of a ``.npy`` file, from its header."""
+    with open(path, "rb") as f:
+        shape, _, dtype = _header(f)
+        return f.tell(), int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+
+def _layout_problem(path: Path, shape: list[int], dtype: str) -> str | None:
+    """Why ``path`` is not the array the manifest describes (missing, bad header, wrong size), or None."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        with open(path, "rb") as f:
+            got, fortran, got_dtype = _header(f)
+            start = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        return f"has no readable array header ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if list(got) != list(shape) or got_dtype != np.dtype(dtype) or fortran:
+        return f"holds a {got_dtype} array of shape {list(got)}, not {dtype} {shape}"
+    size = start + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    actual = path.stat().st_size
+    if actual != size:
+        return f"is {actual} bytes, not {size} (truncated or extended)"
+    return None
+
+
+def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
+    """Start of each example's token states (a tokenising pass that keeps only lengths)."""
+    lengths = np.zeros(len(split) + 1, dtype=np.int64)
+    for a, b in chunk_bounds(len(split)):
+        lengths[a + 1:b + 1] = [len(x) for x in encode(tokenizer, slice_split(split, a, b), max_length).input_ids]
+    return np.cumsum(lengths)
+
+
+#: (deployed, split, plan, chunk bounds, chunk indices to do) -> (index, arrays) as they finish
+Runner = Callable[..., Iterable[tuple[int, dict]]]
+
+
+def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: str,
+                progress, log: Callable[[str], None] = lambda m: None, runner: Runner | None = None) -> Features:
+    """The backbone pass over ``split`` into the cache at ``folder``, resuming if it was interrupted.
+
+    ``runner`` yields (index, arrays) in any order; by default the chunks run
+    here, one after the other (``ray_engine.attach_runner`` runs them on Ray workers).
+    """
+    n, dims = len(split), deployed.adapter.dims
+    chunks = chunk_bounds(n)
+    offsets = token_offsets(deployed.tokenizer, split, plan.max_length) if plan.tokens else None
+    k, h = len(plan.layers), dims.hidden_size
+    shapes = {f"reduced-{r}": [n, k, h] for r in plan.pooled}
+    shapes.update({"teacher": [n, dims.num_labels], "lengths": [n]})
+    dtypes = {**{name: "float32" for name in shapes}, "lengths": "int64"}
+    if plan.tokens:
+        # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
+        shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
+    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log,
+                              offsets)
+    todo = [i for i in range(len(chunks)) if i not in cache.done]
+    size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731
+    with progress(n) as advance:
+        advance(sum(size(i) for i in cache.done))
+        if runner is None:  # here, advancing the bar batch by batch
+            results: Iterable = ((i, compute_chunk(deployed, slice_split(split, *chunks[i]), plan, advance))
+                                 for i in todo)
+        else:  # elsewhere, advancing it chunk by chunk
+            results = runner(deployed, split, plan, chunks, todo)
+        for i, arrays in results:
+            cache.write(i, arrays, offsets)
+            if runner is not None:
+                advance(size(i))
+    return cache.features(plan, offsets)
+
+
+def slice_split(split: Split, a: int, b: int) -> Split:
+    return split.subset(list(range(a, b)))  # a view of the Arrow rows, not a copy of the texts
+
+
+def default_folder(out: str | Path) -> Path:
+    """Where attach caches its features unless told: beside the artifact, removed once it is written."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.features")
+
+
+def attach_pass(deployed, split: Split, layers: list[int], needs: dict[int, set[str]], max_length: int,
+                batch_size: int, folder: Path, dtype: str, ui, runner: Runner | None = None) -> Features:
+    """The attach backbone pass over the training split, through the cache at ``folder``."""
+    keep = sorted(set(layers) | set(needs))
+    plan = Plan(keep, {layer: sorted(needs.get(layer, set())) for layer in keep}, max_length, batch_size)
+    return cached_pass(deployed, split, plan, folder, dtype,
+                       lambda total: ui.progress(f"backbone pass (train, {len(split)} examples)", total),
+                       ui.log, runner)
+
+
+def remove(folder: Path) -> None:
+    """Delete a cache folder eebert made: only its own files, then the folder if that empties it."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return
+    names = json.loads(manifest.read_text()).get("shapes", {})
+    for name in names:
+        (folder / f"{name}.npy").unlink(missing_ok=True)
+    manifest.unlink()
+    try:
+        folder.rmdir()
+    except OSError:  # someone else's files are in there: leave them
+        pass

@@ -1,0 +1,64 @@
+"""Load-time int8 quantization of the deployed model (dynamic, Linear layers).
+
+The artifact's backbone hash names the fp32 checkpoint; quantization is applied
+when the model is loaded, recorded in calibration.json (``"quantize": "int8"``)
+so that calibration, benchmark and predict all run the same quantized backbone.
+Exits stay fp32: they are tiny and their thresholds are calibrated on the
+quantized backbone's outputs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from ..core.errors import EebertError
+
+SCHEMES = ("int8",)
+
+
+def check_scheme(scheme: str | None) -> str | None:
+    if scheme in (None, "", "none", "fp32"):
+        return None
+    if scheme not in SCHEMES:
+        raise EebertError(f"unknown quantization {scheme!r}", f"choose one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
+    """Dynamic int8 quantization of every nn.Linear in ``model`` (the deployed HF model), in place.
+
+    This is the standard recipe users apply to a BERT classifier in PyTorch; the
+    adapter shares these modules, so the layer-by-layer path runs them too.
+    """
+    if check_scheme(scheme) is None:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantize_artifact(artifact, scheme: str | None):
+    """Quantize the backbone the exits run on, keeping the shipped fp32 model as the reference.
+
+    Every report compares with the checkpoint as shipped (fp32); the quantized
+    deployed head is a row of its own (see `benchmark.flops_rows`).
+    """
+    import copy
+
+    from ..backbones import adapter_for
+
+    scheme = check_scheme(scheme)
+    if scheme is None:
+        return artifact
+    if artifact.original is None:
+        model = copy.deepcopy(artifact.deployed.model)
+        artifact.original = replace(artifact.deployed, model=model, adapter=adapter_for(model))
+    quantize_model(artifact.deployed.model, scheme)
+    artifact.quantize = scheme
+    return artifact

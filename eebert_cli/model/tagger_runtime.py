@@ -1,0 +1,129 @@
+"""Per-sentence early exit at inference for taggers, and what ``predict`` returns for them.
+
+The backbone runs layer by layer; at each exit every sentence still in the batch is
+tagged and scored by the calibrated criterion (the same arithmetic calibration used on
+cached states); sentences that are confident enough leave with those tags and the rest
+run on, as sentence exits do. Raw text is split into words the way the checkpoint's
+tokenizer pre-splits it (whitespace and punctuation for BERT's), keeping each word's
+character offsets, so entity spans point into the input text.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .artifact import Artifact, load_artifact
+from .calibration import thresholds_from_json
+from ..criteria import build_criterion
+from .device import module_device
+from ..core.errors import EebertError
+from ..data.tagging import encode
+from ..tasks.entities import spans
+from .token_features import tag_logits
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
+    """(word, start, end) as the tokenizer's pre-tokenizer splits ``text`` (a regex where it has none)."""
+    pre = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+    if pre is not None:
+        return [(w, a, b) for w, (a, b) in pre.pre_tokenize_str(text)]
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+class Tagger:
+    """A calibrated tagging artifact, ready to tag."""
+
+    def __init__(self, artifact: Artifact):
+        cal = artifact.calibration
+        if cal is None:
+            raise EebertError(f"{artifact.path} is not calibrated yet",
+                              f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
+        self.artifact, self.deployed, self.exits = artifact, artifact.deployed, artifact.exits
+        self.adapter = self.deployed.adapter
+        self.criterion = build_criterion(cal.criterion, cal.criterion_params, artifact)
+        self.thresholds = thresholds_from_json(cal.thresholds)
+        self.max_length = artifact.config["max_length"]
+        self.num_layers = self.adapter.dims.num_layers
+
+    @classmethod
+    def from_artifact(cls, path: str | Path, backbone: str | None = None) -> "Tagger":
+        return cls(load_artifact(path, backbone))
+
+    @torch.inference_mode()
+    def tag_words(self, words: list[list[str]], batch_size: int = 32, exit_at: int | None = None):
+        """Per sentence: (tag ids per tagged word, top probability per tagged word, exit layer).
+
+        ``exit_at``: force every sentence out at exit index ``exit_at`` (static truncation; the
+        deployed tagger is the last index), for the benchmark and tests.
+        """
+        out: list = [None] * len(words)
+        device = module_device(self.adapter.model)
+        for b in range(0, len(words), batch_size):
+            chunk = words[b:b + batch_size]
+            enc = encode(self.deployed.tokenizer, chunk, self.max_length)
+            width = max(map(len, enc["input_ids"]))
+            ids = torch.tensor([x + [self.deployed.tokenizer.pad_token_id or 0] * (width - len(x))
+                                for x in enc["input_ids"]], device=device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in enc["input_ids"]], device=device)
+            first = torch.full((len(chunk), width), -1, dtype=torch.long)
+            for r, wi in enumerate(enc["word_index"]):
+                first[r, :len(wi)] = torch.tensor(wi)
+            self._run(ids, mask, first, list(range(b, b + len(chunk))), out, exit_at)
+        return out
+
+    def _answer(self, logits: torch.Tensor, first: torch.Tensor, rows: list[int], layer: int, out: list,
+                which: torch.Tensor) -> None:
+        probs = torch.softmax(logits.float(), -1)
+        for j in which.tolist():
+            pos = (first[j] >= 0).nonzero().squeeze(1)
+            p = probs[j, pos.to(probs.device)]
+            out[rows[j]] = (p.argmax(-1).tolist(), p.amax(-1).tolist(), layer)
+
+    def _run(self, ids, mask, first, rows, out, exit_at) -> None:
+        hidden = self.adapter.embed(ids, mask, None)
+        state = self.adapter.prepare(hidden, mask)
+        k = 0
+        for i in range(self.num_layers):
+            hidden = self.adapter.layer(i, hidden, state)
+            if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
+                logits = self.exits.heads[k](hidden.float()).float()
+                if exit_at is None:
+                    scored = logits.masked_fill((first < 0).to(logits.device)[..., None], float("nan"))
+                    score, _ = self.criterion.step(scored, {})
+                    leave = (score <= self.thresholds[k]).cpu()
+                else:
+                    leave = torch.full((len(rows),), exit_at == k)
+                if leave.any():
+                    self._answer(logits, first, rows, i + 1, out, leave.nonzero().squeeze(1))
+                    keep = (~leave).nonzero().squeeze(1)
+                    if not len(keep):
+                        return
+                    on = keep.to(hidden.device)
+                    hidden, mask, first = hidden.index_select(0, on), mask.index_select(0, on), first[keep]
+                    state = self.adapter.select(state, on)
+                    rows = [rows[j] for j in keep.tolist()]
+                k += 1
+        self._answer(tag_logits(self.deployed.model, hidden), first, rows, self.num_layers, out,
+                     torch.arange(len(rows)))
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+        """One row per text: its words' tags, the entity spans (character offsets into the text), the exit layer."""
+        split = [split_words(self.deployed.tokenizer, t) for t in texts]
+        tagged = self.tag_words([[w for w, _, _ in s] or [""] for s in split], batch_size)
+        id2label = self.deployed.id2label
+        rows = []
+        for text, words, (ids, conf, layer) in zip(texts, split, tagged):
+            tags = [id2label[i] for i in ids] + ["O"] * (len(words) - len(ids))
+            conf = conf + [1.0] * (len(words) - len(ids))
+            entities = [{"text": text[words[a][1]:words[b - 1][2]], "entity": kind, "start": words[a][1],
+                         "end": words[b - 1][2], "score": round(sum(conf[a:b]) / (b - a), 6)}
+                        for kind, a, b in spans(tags)]
+            rows.append({"text": text, "entities": entities, "exit_layer": layer,
+                         "tokens": [{"word": w, "tag": t, "start": a, "end": e, "score": round(c, 6)}
+                                    for (w, a, e), t, c in zip(words, tags, conf)]})
+        return rows

@@ -1,0 +1,377 @@
+"""Side by side: several method combinations on one checkpoint and one data set, one table.
+
+A loop over (attach config, calibrate config): each method is attached with the
+code `eebert attach` runs (into ``out/artifacts/<method>``), then, for each target
+speedup, calibrated on validation with `eebert calibrate`'s code (criterion grid,
+gate thresholds, trained criteria included) and scored on the report split with
+`eebert benchmark`'s (FLOPs only, no wall clock). A cell therefore equals those
+three commands run by hand, figure for figure. Split outputs are cached per
+artifact (`outputs.OutputsCache`), so the targets share one backbone pass per split.
+The report split may not be the calibration split (validation).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import steps
+from ..model.artifact import load_artifact
+from ..scoring.threshold_search import CalibrationConfig
+from ..train.loop import AttachConfig
+from ..scoring.benchmark import BenchmarkConfig
+from ..core.configs import from_dict, to_dict
+from ..data import DataConfig, load_data
+from ..model.device import DeviceConfig, place_artifact, resolve
+from ..core.errors import EebertError
+from . import check_components
+from ..core.ui import SILENT, UI
+
+CACHE = "outputs-cache"
+
+
+@dataclass
+class Method:
+    """One combination: exits (+ bypass) x objective (+ contrastive) x criterion."""
+
+    name: str = field(default="", metadata={"help": "Row name in the table."})
+    attach: AttachConfig = field(default_factory=AttachConfig)
+    criterion: str = field(default="entropy", metadata={"help": "Exit criterion."})
+    criterion_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Criterion parameters."})
+
+
+@dataclass
+class CompareRecipe:
+    version: int = field(default=1, metadata={"help": "Recipe format version."})
+    kind: str = field(default="compare", metadata={"help": "Must be 'compare'."})
+    checkpoint: str = field(default="", metadata={"help": "Deployed checkpoint directory."})
+    out: str = field(default="", metadata={"help": "Folder for compare.json and compare.md."})
+    data: DataConfig = field(default_factory=DataConfig)
+    speedups: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0], metadata={"help": "Calibrated FLOPs targets."})
+    split: str = field(default="test", metadata={"help": "Split the table reports on (never validation: thresholds are chosen there)."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per example, for every method."})
+    baseline: str = field(default="", metadata={"help": "Method the others are compared against (name)."})
+    methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation."})
+    criteria: list[str] = field(default_factory=list, metadata={"help": "Criteria also calibrated per method and target; the one with the best validation accuracy is kept (never chosen on the report split)."})
+    device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
+
+
+def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
+    p = Path(path)
+    if not p.is_file():
+        raise EebertError(f"recipe not found: {path}", "see recipes/compare-*.toml")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise EebertError(f"{path} is not valid TOML ({e})", "fix the syntax") from None
+    r = from_dict(CompareRecipe, raw, where=p.name)
+    if r.kind != "compare" or r.version != 1:
+        raise EebertError(f"{path}: not a version-1 compare recipe", "set kind = \"compare\" and version = 1")
+    if not r.checkpoint or not r.out or not r.data.spec:
+        raise EebertError(f"{path}: checkpoint, out and data.spec are required", "see recipes/compare-*.toml")
+    methods = [from_dict(Method, m, where=f"{p.name}.methods[{i}]") for i, m in enumerate(r.methods)]
+    if not methods:
+        raise EebertError(f"{path}: no [[methods]]", "add at least one [[methods]] table")
+    names = [m.name for m in methods]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise EebertError(f"{path}: every method needs a distinct name", "set name = \"...\" in each [[methods]]")
+    if r.baseline and r.baseline not in names:
+        raise EebertError(f"{path}: baseline {r.baseline!r} is not a method", f"methods: {', '.join(names)}")
+    for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
+        m.attach.max_length = r.max_length
+        check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
+    from ..criteria import CRITERIA
+
+    for name in r.criteria:
+        CRITERIA.get(name)  # an unknown name fails now, with the closest known one
+    if not r.seeds or len(set(r.seeds)) != len(r.seeds):
+        raise EebertError(f"{path}: seeds must be distinct and at least one", "for example seeds = [0, 1, 2]")
+    if r.split == "validation":
+        raise EebertError(f"{path}: split = \"validation\" is the split thresholds are calibrated on",
+                          "report on another split, e.g. split = \"test\"")
+    if any(s <= 1.0 for s in r.speedups):
+        raise EebertError(f"{path}: speedups must be above 1.0", "for example speedups = [1.5, 2.0, 3.0]")
+    return r, methods
+
+
+def method_folder(recipe: CompareRecipe, name: str) -> Path:
+    """Where a method's artifact goes: out/artifacts/<name as a file name>."""
+    return Path(recipe.out) / "artifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", cache, ui: UI) -> dict:
+    """One calibrated target on one artifact: calibrate on validation, benchmark on the report split."""
+    # thresholds are chosen on the device and dtype the benchmark then runs in
+    cal = steps.calibrate(folder, data, cfg, ui, device=recipe.device, cache=cache)
+    rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, device=recipe.device,
+                          cache=cache, write=False)
+    metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
+    return {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
+            "validation_accuracy": cal.validation[cal.metric], "validation_speedup": cal.validation["speedup_flops"],
+            "criterion": cal.criterion, "criterion_params": cal.criterion_params, "thresholds": cal.thresholds,
+            **({"gate_threshold": cal.gate_threshold, "gates": ee["gates"]} if cal.gate_threshold is not None else {}),
+            "static": {"layer": st["layer"], "accuracy": st[metric], "speedup_flops": st["speedup_flops"]},
+            "oracle": {"accuracy": rep["oracle"][metric], "speedup_flops": rep["oracle"]["speedup_flops"]}}
+
+
+def _best_point(folder: Path, data, m: "Method", target: float, recipe: "CompareRecipe", cache, ui: UI) -> dict | None:
+    """The method's criterion, and each of the recipe's extra criteria, calibrated at ``target``; the one with
+    the best validation accuracy is kept (and re-calibrated last, so the artifact holds it). None: unreachable."""
+    names = list(dict.fromkeys([m.criterion, *recipe.criteria]))
+    tried = {}
+    for name in names:
+        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == m.criterion
+                                else {}, target_speedup=target)
+        try:
+            tried[name] = (cfg, _point(folder, data, cfg, recipe, cache, ui))
+        except EebertError as e:  # an unreachable target is a result, not a failure
+            ui.log(f"  {m.name} @{target}x, {name}: {e.message}")
+    if not tried:
+        return None
+    best = max(tried, key=lambda n: tried[n][1]["validation_accuracy"])
+    point = tried[best][1] if best == names[-1] or len(tried) == 1 else _point(folder, data, tried[best][0], recipe,
+                                                                                cache, ui)
+    if len(names) > 1:
+        point["criteria_tried"] = {n: {k: v[1][k] for k in ("validation_accuracy", "accuracy", "speedup_flops")}
+                                   for n, v in tried.items()}
+    return point
+
+
+def _mean(points: list[dict], key: str) -> tuple[float, float]:
+    vals = [p[key] for p in points]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _over_seeds(points: list[dict]) -> dict:
+    """Mean (and sample standard deviation) over seeds; the first seed's details are kept alongside."""
+    out = dict(points[0])
+    for key in ("accuracy", "speedup_flops", "validation_accuracy", "validation_speedup"):
+        out[key], out[f"{key}_sd"] = _mean(points, key)
+    for part in ("static", "oracle"):
+        out[part] = {**points[0][part], **{k: _mean([p[part] for p in points], k)[0] for k in ("accuracy", "speedup_flops")}}
+    out["seeds"] = len(points)
+    out["per_seed"] = [{k: p[k] for k in ("accuracy", "speedup_flops", "validation_accuracy", "criterion")} for p in points]
+    return out
+
+
+def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple[dict, dict]:
+    """attach + (calibrate + benchmark) per target and seed, with the commands' own steps; (row, split info).
+
+    Seeds re-train the exits on the same backbone pass (a feature cache per method); figures are the
+    mean over seeds with their standard deviation."""
+    from dataclasses import replace
+
+    from ..scoring.outputs import OutputsCache, split_outputs
+
+    base = method_folder(recipe, m.name)
+    points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
+    attached_all, folder, cache = [], base, None
+    for seed in recipe.seeds:
+        folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
+        cfg = m.attach if len(recipe.seeds) == 1 else replace(
+            m.attach, train=replace(m.attach.train, seed=seed),
+            feature_cache=m.attach.feature_cache or str(base / "feature-cache"))
+        attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
+        cache = OutputsCache(folder / CACHE)
+        for target in recipe.speedups:
+            point = _best_point(folder, data, m, target, recipe, cache, ui)
+            if point is not None:
+                points[str(target)].append(point)
+    # a target counts only when every seed reached it
+    at = {t: (_over_seeds(ps) if len(ps) == len(recipe.seeds) else None) for t, ps in points.items()}
+    attached = attached_all[0]
+    where = resolve(recipe.device)
+    art = load_artifact(folder)
+    place_artifact(art, where)
+    out = split_outputs(art, data, recipe.split, cache=cache)
+    per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
+                for k, l in enumerate(art.exits.layers)}
+    reached = [a for a in at.values() if a]
+    oracle = reached[-1]["oracle"] if reached else None
+    deployed = out.task.same(out.deployed_pred, out.reference).double().mean().item()
+    row = {"name": m.name, "artifact": str(base), "exits": attached["exits"], "heads": art.exits.describe(),
+           "objective": m.attach.objective, "objective_params": m.attach.objective_params,
+           "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
+           "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
+           "feature_seconds": attached["feature_seconds"],
+           "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
+           "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
+           "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
+    return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
+                 "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
+
+
+def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
+                on_method: Callable[[dict], None] | None = None) -> dict:
+    """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
+    from ..model.checkpoint import load_deployed
+    from ..tasks import task_of
+
+    deployed = load_deployed(recipe.checkpoint)
+    task = task_of(deployed.model.config)
+    if task.metrics[0] != "accuracy":  # its tables rank by accuracy
+        raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is {task.name}",
+                          "run attach, calibrate and benchmark on it instead")
+    data = load_data(recipe.data)
+    rows, info = [], None
+    for m in methods:
+        ui.log(f"[bold]method[/] {m.name}")
+        row, info = run_method(recipe, m, data, ui)
+        rows.append(row)
+        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
+                        for t, v in row["at"].items())
+        ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
+        if on_method is not None:
+            on_method(_report(recipe, info, rows))
+    return _report(recipe, info, rows)
+
+
+def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
+    report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
+              "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
+              "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
+              "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
+              "placement": info["placement"], "methods": list(rows)}
+    report["summary"] = summarise(report)
+    return report
+
+
+def summarise(report: dict) -> dict:
+    """Best method per target, chosen by validation accuracy (test figures are reported, never used to
+    choose); its test accuracy, gap to the deployed model and to the baseline."""
+    out = {}
+    dep = report["deployed_accuracy"]
+    base = next((r for r in report["methods"] if r["name"] == report["baseline"]), None)
+    for s in report["speedups"]:
+        key = str(s)
+        done = [r for r in report["methods"] if r["at"].get(key)]
+        if not done:
+            out[key] = None
+            continue
+        best = max(done, key=lambda r: r["at"][key]["validation_accuracy"])
+        b = base["at"].get(key) if base else None
+        out[key] = {"best": best["name"], "chosen_by": "validation accuracy",
+                    "validation_accuracy": best["at"][key]["validation_accuracy"],
+                    "accuracy": best["at"][key]["accuracy"],
+                    "speedup_flops": best["at"][key]["speedup_flops"],
+                    "gap_to_deployed_points": 100 * (best["at"][key]["accuracy"] - dep),
+                    "baseline_accuracy": b["accuracy"] if b else None}
+    return out
+
+
+def _cell(r: dict, key: str) -> str:
+    a = r["at"].get(key)
+    if not a:
+        return "-"
+    gate = (f", gates {a['gate_threshold']} skip {100 * a['gates']['skip_rate']:.0f}%"
+            if a.get("gate_threshold") is not None else "")
+    sd = f" ± {100 * a['accuracy_sd']:.2f}" if a.get("seeds", 1) > 1 else ""
+    crit = f", {a['criterion']}" if a.get("criteria_tried") else ""
+    return f"{100 * a['accuracy']:.2f}{sd} ({a['speedup_flops']:.2f}x{crit}{gate})"
+
+
+def _static_cell(r: dict, key: str) -> str:
+    a = r["at"].get(key)
+    st = a and a.get("static")
+    return "-" if not st else f"{100 * st['accuracy']:.2f} (L{st['layer']}, {st['speedup_flops']:.2f}x)"
+
+
+def header(report: dict) -> list[str]:
+    h = ["method", "exits", "objective", "criterion", "train s"]
+    for s in report["speedups"]:
+        h += [f"acc @{s}x", f"static @{s}x"]
+    return h + ["oracle"]
+
+
+def cells(report: dict, r: dict) -> list[str]:
+    ex = r["exits"]["type"] + ("" if r["exits"]["type"] != "leco" else f" [{','.join(r['heads'])}]")
+    if r["exits"].get("bypass"):
+        ex += f" + badge/{r['exits']['bypass'].get('block_size')}"
+    if r["exits"].get("gates"):
+        ex += " + gates" + (" (backbone trained)" if r["gates"]["config"]["train_backbone"] else "")
+    obj = r["objective"] + (f" + contrastive {r['contrastive']}" if r["contrastive"] else "")
+    c = [r["name"], ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
+    for s in report["speedups"]:
+        c += [_cell(r, str(s)), _static_cell(r, str(s))]
+    o = r["oracle"]
+    return c + ["-" if not o else f"{100 * o['accuracy']:.2f} ({o['speedup_flops']:.2f}x)"]
+
+
+def table(report: dict):
+    from rich.table import Table
+
+    t = Table(title=f"eebert compare on {report['split']} ({report['examples']} examples): deployed "
+                    f"{100 * report['deployed_accuracy']:.2f}%, accuracy % (test FLOPs speedup) at calibrated targets")
+    for h in header(report):
+        t.add_column(h, justify="left" if h in ("method", "exits", "objective", "criterion") else "right")
+    for r in report["methods"]:
+        t.add_row(*cells(report, r))
+    return t
+
+
+def markdown(report: dict) -> str:
+    h = header(report)
+    lines = ["# eebert compare", "",
+             f"Checkpoint `{report['checkpoint']}`, data `{report['data']['spec']}`, split `{report['split']}` "
+             f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
+             f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
+             "table gives test accuracy and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
+             "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
+             "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
+             "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup (the cell "
+             "gives it). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
+             "cell names the one chosen on validation. "
+             f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s."
+             + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
+                "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
+             + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; the cell names "
+                "the one with the best validation accuracy." if report.get("criteria") else ""), "",
+             "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
+    lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
+    lines += ["", "## Best per target (chosen on validation; test figures shown)", ""]
+    for s, v in report["summary"].items():
+        if v is None:
+            lines.append(f"- {s}x: unreachable for every method")
+            continue
+        b = v["baseline_accuracy"]
+        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%) test "
+                     f"{100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
+                     f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
+                     + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
+    extra = [r for r in report["methods"]
+             if r["leco_search"] or r["objective"] == "leebert" or r.get("bypass") or r.get("gates")]
+    for r in extra:
+        if r.get("gates"):
+            last = r["gates"]["history"][-1]
+            lines += ["", f"SmartBERT gates ({r['name']}): layers {r['exits']['gates']['layers']}, skip target "
+                          f"{r['gates']['config']['skip_target']}, held-out skip rate "
+                          f"{100 * last.get('skip_rate', last['train_skip_rate']):.1f}%, deployed head on the gated "
+                          f"path agrees with the deployed model on "
+                          f"{100 * last.get('final_agreement_with_deployed', float('nan')):.1f}% of held-out examples."]
+        if r.get("bypass"):
+            b = r["bypass"]
+            lines += ["", f"BADGE bypasses ({r['name']}): {b['blocks']} blocks of {b['block_size']} layers, width "
+                          f"{b['width']}, {100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit (128 tokens)."]
+        if r["leco_search"]:
+            lines += ["", f"LECO search ({r['name']}): " + ", ".join(
+                f"layer {l}: {c}" for l, c in r["leco_search"]["choices"].items())]
+        if r["objective"] == "leebert" and r["objective_report"].get("weights"):
+            w, sm = r["objective_report"]["weights"], r["objective_report"].get("summary")
+            spread = (f"; effective terms {sm['effective_terms']:.1f} of {sm['terms']} (initially "
+                      f"{sm['effective_terms_initial']:.1f}), max/min vs initial {sm['max_min_vs_initial']:.2f}") if sm else ""
+            lines += ["", f"LeeBERT learned weights ({r['name']}{spread}): "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in w.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, folder: Path) -> None:
+    from ..model.artifact import write_json, write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "compare.json", report)
+    write_text(folder / "compare.md", markdown(report))

@@ -1,0 +1,110 @@
+"""Every exit's tags for a split, scored per sentence: what calibration searches and the benchmark reports.
+
+A sentence leaves at one exit (per-sentence exit), so every figure is a sum over
+sentences of per-(sentence, exit) counts computed once here: entity spans correct /
+predicted / gold (``entities.py``), words right and words agreeing with the deployed
+tagger, and FLOPs. Entity F1 at any exit assignment is then exact (F1 of the summed
+counts), however many thresholds the search tries.
+
+Words cut off at ``max_length`` get no subword and no tag: they count as ``O`` for
+every exit and for the deployed tagger alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.cost import encoder_flops, exit_costs, full_cost, head_flops
+from ..model.features import all_exit_logits
+from ..tasks.entities import spans
+from ..model.token_features import by_sentence, extract_words, words_of
+
+
+@dataclass
+class SplitTags:
+    logits: torch.Tensor        #: [S, K, T, C] every exit's tag logits per word, NaN past a sentence's end
+    tags: torch.Tensor          #: [S, K, T] tag ids per exit (-1 past a sentence's end)
+    counts: torch.Tensor        #: [S, K, 3] entity spans correct, predicted, gold (vs the reference)
+    right: torch.Tensor         #: [S, K] words tagged as the reference tags them
+    agree: torch.Tensor         #: [S, K] words tagged as the deployed tagger tags them
+    words: torch.Tensor         #: [S] words per sentence (tagged or cut off)
+    cost: torch.Tensor          #: [S, K] FLOPs of leaving at each exit (every earlier exit evaluated)
+    static: torch.Tensor        #: [S, K] FLOPs of a model cut at each exit (only that exit evaluated)
+    full: torch.Tensor          #: [S] FLOPs of the deployed tagger
+    labelled: bool              #: reference = gold tags (else the deployed tagger's)
+    gold: list | None           #: gold tag names per sentence
+    names: list                 #: tag names per sentence and exit: names[k][s]
+
+    def figures(self, e: torch.Tensor, static: bool = False) -> dict:
+        """Figures when sentence s leaves at exit ``e[s]`` (``static``: a model cut there, no earlier exits run)."""
+        rows = torch.arange(len(e))
+        cost = (self.static if static else self.cost)[rows, e].sum().item()
+        c = self.counts[rows, e].sum(0).double()
+        p = (c[0] / c[1]).item() if c[1] else 0.0
+        r = (c[0] / c[2]).item() if c[2] else 0.0
+        n = self.words.sum().item()
+        out = {"entity_precision": p, "entity_recall": r, "entity_f1": 2 * p * r / (p + r) if p + r else 0.0,
+               "token_accuracy": self.right[rows, e].sum().item() / n, "agreement": self.agree[rows, e].sum().item() / n,
+               "sentence_agreement": (self.agree[rows, e] == self.words).double().mean().item(),
+               "speedup_flops": self.full.sum().item() / cost}
+        if not self.labelled:  # without gold tags, entity figures are against the deployed tagger's
+            out.update(entity_precision=None, entity_recall=None, entity_f1=None, token_accuracy=None,
+                       entity_f1_vs_deployed=2 * p * r / (p + r) if p + r else 0.0)
+        return out
+
+    def reference_f1(self, e: torch.Tensor) -> float:
+        """The calibration search's figure: entity F1 against the reference (gold, else the deployed tags)."""
+        c = self.counts[torch.arange(len(e)), e].sum(0).double()
+        return (2 * c[0] / (c[1] + c[2])).item() if c[1] + c[2] else 1.0
+
+
+def tag_costs(dims, lengths: torch.Tensor, exits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[S, K] FLOPs of leaving at each exit, [S, K] of a model cut at each exit, and [S] of the deployed
+    tagger (its head is per token, with no pooler)."""
+    seq = lengths.double()
+    own = 2 * seq * dims.hidden_size * dims.num_labels - head_flops(dims)
+    cost = exit_costs(dims, lengths, exits.layers, exits.flops)
+    cost[:, -1] += own
+    full = full_cost(dims, lengths) + own
+    reach = encoder_flops(dims, seq)
+    static = torch.stack([reach[:, l] + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)
+                          for k, l in enumerate(exits.layers)] + [full], 1)
+    return cost, static, full
+
+
+def _names(ids: torch.Tensor, n_words: list[int], id2label: dict) -> list[list[str]]:
+    return [[id2label[int(t)] for t in row[:k]] + ["O"] * (n - k)
+            for row, k, n in zip(ids, (ids >= 0).sum(1).tolist(), n_words)]
+
+
+def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
+    deployed, exits = artifact.deployed, artifact.exits
+    s = data.split(split)
+    words = words_of(deployed.tokenizer, s, artifact.config["max_length"], deployed.label2id,
+                     len(deployed.id2label), f"{data.name} ({split} split)")
+    wf = extract_words(deployed.adapter, deployed.model, words, exits.layers, batch_size)
+    per_word = all_exit_logits(exits, wf.features)                         # [W, K, C]
+    logits = by_sentence(per_word, wf.offsets).transpose(1, 2)             # [S, K, T, C]
+    valid = ~logits[..., 0].isnan()
+    tags = torch.where(valid, logits.nan_to_num(0).argmax(-1), torch.full_like(valid, -1, dtype=torch.long))
+    n_words = [len(w) for w in words.words]
+    K = logits.shape[1]
+    names = [_names(tags[:, k], n_words, deployed.id2label) for k in range(K)]
+    gold = None if words.tags is None else [[deployed.id2label[t] for t in sent] for sent in words.tags]
+    ref = gold if gold is not None else names[-1]
+    counts = torch.zeros(len(n_words), K, 3, dtype=torch.long)
+    right = torch.zeros(len(n_words), K, dtype=torch.long)
+    agree = torch.zeros(len(n_words), K, dtype=torch.long)
+    for i, r in enumerate(ref):
+        rs = set(spans(r))
+        for k in range(K):
+            p = names[k][i]
+            ps = set(spans(p))
+            counts[i, k] = torch.tensor([len(rs & ps), len(ps), len(rs)])
+            right[i, k] = sum(a == b for a, b in zip(p, r))
+            agree[i, k] = sum(a == b for a, b in zip(p, names[-1][i]))
+    cost, static, full = tag_costs(deployed.adapter.dims, wf.lengths, exits)
+    return SplitTags(logits, tags, counts, right, agree, torch.tensor(n_words), cost, static, full, gold is not None,
+                     gold, names)

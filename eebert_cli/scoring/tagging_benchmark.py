@@ -1,0 +1,116 @@
+"""`eebert benchmark` for taggers: entity P/R/F1, token accuracy and agreement, FLOPs and the clock.
+
+Rows as for sentence exits (report.py renders them by the task's columns): the deployed
+tagger, the early-exit tagger at the calibrated threshold, static truncation at the exit
+whose FLOPs speedup is nearest the early-exit one on a log scale (every exit's in
+``static_all``), and the oracle (each sentence at the first exit whose tags all equal the
+reference's, else at the first exit), as docs/design.md defines them for sentences. The wall clock times both taggers sentence by sentence (batch size 1,
+median of ``repeats`` runs), and the run's exits are checked against the scored ones.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+
+import torch
+
+from .threshold_search import decide
+from ..model.calibration import thresholds_from_json
+from .benchmark import BenchmarkConfig
+from ..criteria import build_criterion
+from ..model.device import module_device
+from ..core.errors import EebertError
+from ..core.ui import SILENT, UI
+from ..model.tagger_runtime import Tagger
+from .tagging import split_tags
+
+
+def _time(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000 / n
+
+
+def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, expected: list[int], ui: UI) -> dict:
+    """Median ms per sentence of the early-exit and the deployed tagger, one sentence at a time."""
+    from ..data.tagging import encode
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = random.Random(0)
+    idx = list(range(len(words)))
+    if cfg.timing_samples and len(idx) > cfg.timing_samples:
+        idx = sorted(rng.sample(idx, cfg.timing_samples))
+    sample = [words[i] for i in idx]
+    tok, model = tagger.deployed.tokenizer, tagger.deployed.model
+    device = module_device(model)
+    inputs = [torch.tensor([x], device=device) for x in encode(tok, sample, tagger.max_length)["input_ids"]]
+
+    def deployed() -> None:
+        with torch.inference_mode():
+            for x in inputs:
+                model(input_ids=x)
+
+    def early() -> None:
+        tagger.tag_words(sample, batch_size=1)
+
+    for _ in range(min(cfg.warmup, 3)):
+        early(), deployed()
+    ee, dep = [], []
+    with ui.progress("timing (batch size 1)", cfg.repeats) as advance:
+        for _ in range(cfg.repeats):  # alternate, so drifting load hits both alike
+            ee.append(_time(early, len(sample)))
+            dep.append(_time(deployed, len(sample)))
+            advance(1)
+    got = [layer for _, _, layer in tagger.tag_words(sample, batch_size=1)]
+    mismatches = sum(g != expected[i] for g, i in zip(got, idx))
+    return {"examples": len(sample), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "batch_size": 1,
+            "engine": "pytorch", "early_exit_ms_per_sentence": statistics.median(ee),
+            "deployed_ms_per_sentence": statistics.median(dep),
+            "speedup_measured": statistics.median(dep) / statistics.median(ee), "exit_mismatches": mismatches}
+
+
+def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILENT) -> dict:
+    cal = artifact.calibration
+    if cal is None:
+        raise EebertError(f"{artifact.path} is not calibrated yet",
+                          f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
+    st = split_tags(artifact, data, cfg.split, cfg.batch_size)
+    crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
+    scores = crit.scores(st.logits)[:, :-1]
+    e = decide(scores.double(), torch.tensor(thresholds_from_json(cal.thresholds), dtype=torch.float64))
+    s, k = st.counts.shape[:2]
+    layers = torch.tensor(cal.exit_layers, dtype=torch.float64)
+    num_layers = int(layers[-1])
+    early = st.figures(e)
+    avg = layers[e].mean().item()
+    early.update(average_exit_layer=avg, layers_saved=1 - avg / num_layers, speedup_layers=num_layers / avg,
+                 exit_histogram={str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()})
+    static_all = [{"layer": int(layers[j]), **st.figures(torch.full((s,), j, dtype=torch.long), static=True)}
+                  for j in range(k)]
+    static = min(static_all[:-1], key=lambda r: abs(math.log(r["speedup_flops"] / early["speedup_flops"])))
+    ref = st.gold if st.labelled else st.names[-1]
+    same = torch.tensor([[st.names[j][i] == ref[i] for j in range(k)] for i in range(s)])
+    oe = same.to(torch.uint8).argmax(1)  # the first exit that is right, else the first (wrong either way)
+    oracle = {**st.figures(oe), "average_exit_layer": layers[oe].mean().item()}
+    report = {
+        "split": cfg.split, "examples": s, "words": int(st.words.sum()), "task": task.name,
+        "metric": task.report_metric(st.labelled), "headline_metric": "entity_f1" if st.labelled else None,
+        "criterion": cal.criterion, "criterion_params": cal.criterion_params,
+        "target_speedup": cal.target_speedup, "max_drop": cal.max_drop, "thresholds": cal.thresholds,
+        "exit_layers": cal.exit_layers, "exits": artifact.config["exits"],
+        "validation_estimate": None, "tagging_validation": cal.validation, "max_drop_margin": cal.margin,
+        "calibration_warnings": cal.warnings, "exit_mode": "per-sentence",
+        "deployed": static_all[-1],
+        "early_exit": early, "static_truncation": static, "oracle": oracle, "static_all": static_all,
+    }
+    if cfg.repeats > 0:
+        tagger = Tagger(artifact)
+        timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
+        report["timing"] = timing
+        report["early_exit"]["speedup_measured"] = timing["speedup_measured"]
+        report["deployed"]["speedup_measured"] = 1.0
+    return report

@@ -1,0 +1,229 @@
+"""Choose per-exit thresholds on cached validation outputs (the backbone is never re-run).
+
+Two modes: ``target_speedup`` (best accuracy with expected FLOPs speedup >= X) and
+``max_drop`` (highest speedup with accuracy at most D below the deployed model's;
+`operating_point` adds a confidence margin to D).
+Search: a sweep of one global threshold (the papers' setting) gives a feasible
+start; coordinate ascent then moves one exit's threshold at a time, evaluating
+all candidates for that exit in one vectorised step. A bootstrap over the
+validation examples gives confidence intervals at the chosen thresholds (held
+fixed: the search is not re-run per resample, so the intervals leave out the
+optimism of choosing them on the same data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model.calibration import INF  # noqa: F401 (re-exported: the search's never/always)
+from ..criteria import Criterion
+from ..core.errors import EebertError
+
+
+
+@dataclass
+class CalibrationConfig:
+    """What the thresholds must achieve."""
+
+    criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
+    criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
+    target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0.", "min": 1.0, "min_open": True, "range_hint": "for example 2.0"})
+    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model; kept on a lower confidence bound (see drop_confidence).", "min": 0.0, "max": 100.0})
+    drop_confidence: float = field(default=0.9, metadata={"help": "With max_drop: probability that the drop on an unseen split of the validation's size stays within it (z*SE margin).", "min": 0.5, "max": 1.0, "max_open": True})
+    unlabeled: str | None = field(default=None, metadata={"help": "With max_drop: a data file of unlabeled rows (production traffic; not the texts the exits were trained on) scored by the deployed model; the drop is then bounded by the disagreement with the deployed model over validation + these rows, which needs no labels (see docs/criteria.md)."})
+    per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
+    bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals.", "min": 1})
+    precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points.", "min": 0.0, "min_open": True})
+    gate_thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9, 1.0], metadata={"help": "Skip-probability thresholds tried for artifacts with skipping gates (0.5 as trained; 1.0 = never skip); the best at the target is kept.", "min": 0.0, "max": 1.0, "min_open": True})
+    tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
+
+
+@dataclass
+class Outcome:
+    exits: torch.Tensor      #: chosen exit index per example [N]
+    speedup: float
+    accuracy: float
+
+
+def decide(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Exit index per example: first exit whose score <= its threshold, else the last."""
+    hit = scores <= thresholds
+    hit = torch.cat([hit, torch.ones(hit.shape[0], 1, dtype=torch.bool)], 1)
+    return hit.to(torch.uint8).argmax(1)
+
+
+class Problem:
+    """Scores, correctness and costs of one split; evaluates threshold vectors fast."""
+
+    def __init__(self, scores: torch.Tensor, correct: torch.Tensor, cost: torch.Tensor, full: torch.Tensor):
+        self.scores = scores.double()      # [N, K-1]
+        self.correct = correct.double()    # [N, K]
+        self.cost = cost.double()          # [N, K]
+        self.full = full.double()          # [N] cost of the deployed model
+        self.full_total = self.full.sum().item()
+        self.scale = 1.0                   # what the task divided ``correct`` by (see Task.correctness)
+
+    def outcome(self, thresholds: torch.Tensor) -> Outcome:
+        e = decide(self.scores, thresholds)
+        spent = self.cost.gather(1, e[:, None]).sum().item()
+        return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
+
+    def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
+        """Accuracy and speedup for every candidate threshold of exit k, others fixed.
+
+        Sorting exit k's scores once turns "which samples fire at threshold c" into
+        a prefix, so all candidates cost one cumulative sum and a binary search.
+        """
+        n = self.correct.shape[0]
+        others = thresholds.clone()
+        others[k] = -INF
+        first = decide(self.scores, others)                # exit taken if exit k never fires
+        base_acc = self.correct.gather(1, first[:, None]).squeeze(1)
+        base_cost = self.cost.gather(1, first[:, None]).squeeze(1)
+        live = (first >= k) & ~self.scores[:, k].isnan()   # still here at exit k (NaN never fires)
+        sk, order = torch.sort(self.scores[live, k])
+        zero = torch.zeros(1, dtype=torch.float64)
+        gain = torch.cat([zero, torch.cumsum((self.correct[live, k] - base_acc[live])[order], 0)])
+        save = torch.cat([zero, torch.cumsum((self.cost[live, k] - base_cost[live])[order], 0)])
+        fired = torch.searchsorted(sk, cands, right=True)  # how many live samples score <= c
+        return (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
+
+    def sweep_global(self, cands: torch.Tensor):
+        """Accuracy and speedup of one threshold shared by all exits, for every candidate at once.
+
+        A sample leaves at the first exit whose running minimum score is <= t, so
+        cost(t) = cost(last exit) + sum over (sample, exit) pairs with running
+        minimum <= t of cost[k] - cost[k+1] (a telescoping sum); same for accuracy.
+        NaN scores are treated as +inf, which is exact for every finite t;
+        +inf candidates are evaluated directly.
+        """
+        n, k1 = self.scores.shape
+        m = torch.cummin(torch.nan_to_num(self.scores, nan=INF), 1).values.reshape(-1)
+        srt, order = torch.sort(m)
+        zero = torch.zeros(1, dtype=torch.float64)
+        dc = (self.cost[:, :-1] - self.cost[:, 1:]).reshape(-1)[order]
+        da = (self.correct[:, :-1] - self.correct[:, 1:]).reshape(-1)[order]
+        idx = torch.searchsorted(srt, cands, right=True)
+        cost = self.cost[:, -1].sum() + torch.cat([zero, torch.cumsum(dc, 0)])[idx]
+        acc = (self.correct[:, -1].sum() + torch.cat([zero, torch.cumsum(da, 0)])[idx]) / n
+        spd = self.full_total / cost
+        for j in (cands == INF).nonzero().flatten().tolist():
+            o = self.outcome(torch.full((k1,), INF, dtype=torch.float64))
+            acc[j], spd[j] = o.accuracy, o.speedup
+        return acc, spd
+
+
+@dataclass(frozen=True)
+class Goal:
+    """Constraints on (accuracy, speedup) and what to optimise among the points that meet them."""
+
+    min_speedup: float = 0.0
+    min_accuracy: float = -1.0
+    maximise: str = "accuracy"   #: "accuracy", "speedup", or "-speedup" (closest to the target)
+
+    def feasible(self, acc: float, spd: float) -> bool:
+        return spd >= self.min_speedup - 1e-12 and acc >= self.min_accuracy - 1e-12
+
+    def better(self, a: tuple[float, float], b: tuple[float, float] | None) -> bool:
+        """Is (accuracy, speedup) ``a`` feasible and better than ``b``?"""
+        if not self.feasible(*a):
+            return False
+        if b is None:
+            return True
+        key = {"accuracy": lambda p: (p[0], p[1]), "speedup": lambda p: (p[1], p[0]),
+               "-speedup": lambda p: (-p[1], p[0])}[self.maximise]
+        ka, kb = key(a), key(b)
+        return ka[0] > kb[0] + 1e-12 or (abs(ka[0] - kb[0]) <= 1e-12 and ka[1] > kb[1] + 1e-12)
+
+
+def _ascend(problem: Problem, per_exit: list[torch.Tensor], goal: Goal, start: torch.Tensor,
+            rounds: int = 10) -> tuple[tuple[float, float], torch.Tensor]:
+    """Coordinate ascent: move one exit's threshold at a time while the goal improves."""
+    o = problem.outcome(start)
+    best, best_t = (o.accuracy, o.speedup), start.clone()
+    for _ in range(rounds):
+        changed = False
+        for k in range(len(per_exit)):
+            acc, spd = problem.sweep_exit(best_t, k, per_exit[k])
+            for j, cand in enumerate(zip(acc.tolist(), spd.tolist())):
+                if goal.better(cand, best):
+                    best, best_t = cand, best_t.clone()
+                    best_t[k] = per_exit[k][j]
+                    changed = True
+        if not changed:
+            break
+    return best, best_t
+
+
+def noise_tolerance(accuracy: float, n: int) -> float:
+    """Half a standard error of an accuracy measured on n examples: smaller gaps are noise."""
+    return 0.5 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / max(n, 1))
+
+
+def near_equal(best_accuracy: float, tolerance: float, min_speedup: float = 0.0) -> Goal:
+    """The near-equal rule: accuracies within ``tolerance`` of the best count as equal, and among
+    them the slowest point still reaching ``min_speedup`` wins (it is likelier to hold on unseen data)."""
+    return Goal(min_speedup=min_speedup, min_accuracy=best_accuracy - tolerance, maximise="-speedup")
+
+
+def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_layer: bool = True,
+           tolerance: float | None = None):
+    """Best threshold vector under the mode's constraint; raises when none is feasible.
+
+    ``target`` mode first finds the best accuracy reachable at the target, then
+    takes the slowest thresholds (closest to the target, never under it) whose
+    accuracy is within ``tolerance`` of that best: validation gaps smaller than
+    noise are not worth extra aggressiveness that may not hold on unseen data.
+    """
+    k1 = problem.scores.shape[1]
+    per_exit = [torch.cat([criterion.candidates(problem.scores[:, k]), torch.tensor([INF], dtype=torch.float64)])
+                for k in range(k1)]
+    pooled = torch.unique(torch.cat(per_exit))
+    first = Goal(min_speedup=goal) if mode == "target" else Goal(min_accuracy=goal, maximise="speedup")
+    points, curve = [], []
+    accs, spds = problem.sweep_global(pooled)
+    for t, a, sp in zip(pooled.tolist(), accs.tolist(), spds.tolist()):
+        curve.append({"threshold": t, "speedup": sp, "accuracy": a})
+        points.append(((a, sp), torch.full((k1,), t, dtype=torch.float64)))
+    best, best_t = None, None
+    for p, thr in points:
+        if first.better(p, best):
+            best, best_t = p, thr
+    if best is None:
+        fastest = problem.outcome(torch.full((k1,), INF, dtype=torch.float64))
+        if mode == "target":
+            raise EebertError(f"target speedup {goal:.2f}x is unreachable: the highest reachable on this "
+                              f"validation data is {fastest.speedup:.2f}x",
+                              "ask for a lower --target-speedup or attach exits at earlier layers")
+        raise EebertError("no thresholds keep accuracy within the allowed drop", "allow a larger --max-drop")
+    if per_layer and k1 > 1:
+        best, best_t = _ascend(problem, per_exit, first, best_t)
+    if mode == "target":
+        tol = noise_tolerance(best[0], problem.scores.shape[0]) if tolerance is None else tolerance
+        second = near_equal(best[0], tol, goal)
+        near, near_t = None, None
+        for p, thr in points + [(best, best_t)]:
+            if second.better(p, near):
+                near, near_t = p, thr
+        if per_layer and k1 > 1:
+            near, near_t = _ascend(problem, per_exit, second, near_t)
+        best_t = near_t
+    curve.sort(key=lambda p: p["speedup"])
+    return best_t, curve
+
+
+def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
+    """95% percentile intervals of speedup and accuracy over resampled validation sets, at these thresholds."""
+    n = problem.scores.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    e = decide(problem.scores, thresholds)[:, None]
+    spent = problem.cost.gather(1, e).squeeze(1)
+    right = problem.correct.gather(1, e).squeeze(1)
+    rows = torch.randint(0, n, (resamples, n), generator=gen)
+    spd = problem.full[rows].sum(1) / spent[rows].sum(1)
+    acc = right[rows].mean(1)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return {"speedup_ci95": torch.quantile(spd, q).tolist(), "accuracy_ci95": torch.quantile(acc, q).tolist()}

@@ -1,0 +1,291 @@
+"""The pipeline's steps, one function each: attach, calibrate, benchmark, export, predict.
+
+Each takes its typed config and returns its result; the CLI commands, ``eebert run`` and
+``eebert compare`` call these and nothing else, so a recipe run equals the same commands
+run by hand, figure for figure. Each step checks what it can before long work (bad
+settings, a missing device), takes the artifact's writer lock where it writes, and
+loads what it is given by path; a caller that already holds a loaded artifact, model or
+data set may pass that instead (the tests and benchmarks do, to share one pass).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from ..model.artifact import WEIGHTS, Artifact, artifact_lock, derivation, load_artifact
+from ..scoring.threshold_search import CalibrationConfig
+from ..model.calibration import Calibration
+from ..train.loop import AttachConfig
+from ..scoring.benchmark import BenchmarkConfig
+from ..data import DataConfig, TaskData, load_data
+from ..model.device import DeviceConfig, place_artifact, placement_of, resolve
+from ..core.errors import EebertError
+from ..scoring.outputs import OutputsCache, SplitOutputs, data_config_of, split_outputs
+from ..model.runtime import EarlyExitModel
+from ..core.ui import SILENT, UI
+
+
+def _tagger(artifact: str | Path | Artifact):
+    """The artifact's task when it tags tokens (its steps live in tagging/), else None."""
+    from ..model.artifact import CONFIG
+    from ..core.atomic import read_json
+    from ..tasks import get as get_task
+
+    config = artifact.config if isinstance(artifact, Artifact) else (
+        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    task = get_task(config.get("task"))
+    return task if task.level == "token" else None
+
+
+def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
+    """Loaded data: as given, else the data the artifact was attached with, with the data ``flags`` given
+    without --data (--max-samples, --split-map, columns) on top of it."""
+    return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data, flags))
+
+
+# -- attach ----------------------------------------------------------------------------------------------
+
+def attach(checkpoint: str, data: DataConfig, cfg: AttachConfig, out: str | Path, ui: UI = SILENT, *,
+           device: DeviceConfig | None = None, overwrite: bool = False) -> dict:
+    """`eebert attach`: exits (and gates, trained criteria) trained on the frozen checkpoint -> an artifact."""
+    from ..train.attach import attach as attach_exits
+
+    return attach_exits(checkpoint, data, cfg, out, ui, overwrite=overwrite, device=device)
+
+
+# -- calibrate -------------------------------------------------------------------------------------------
+
+def check_calibration(cfg: CalibrationConfig) -> None:
+    """Bad settings fail before any backbone work."""
+    from ..criteria import CRITERIA
+    from ..scoring.operating_point import check_config
+
+    check_config(cfg)
+    CRITERIA.check(cfg.criterion, cfg.criterion_params)
+
+
+def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | None, cfg: CalibrationConfig,
+              ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
+              quantize: str | None = None, metric: str | None = None, criterion_params: dict | None = None,
+              cache: OutputsCache | None = None, data_flags: dict | None = None) -> Calibration:
+    """`eebert calibrate`: choose the operating point on validation and write calibration.json.
+
+    Holds the artifact's writer lock from loading the exits to writing their thresholds (re-entrant),
+    so the thresholds written belong to the exits that were scored. A loaded ``artifact`` is used as
+    it is placed; a path is loaded, quantized if asked and placed on ``device``.
+    """
+    from ..model.quantize import check_scheme, quantize_artifact
+
+    check_calibration(cfg)
+    quantize = check_scheme(quantize)
+    where = resolve(device)  # a device that is not there fails before anything loads
+    path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
+    with artifact_lock(path, "calibrate"):
+        if not isinstance(artifact, Artifact):
+            artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
+            place_artifact(artifact, where, bool(quantize))
+        return _calibrate(artifact, _data(artifact, data, data_flags), cfg, ui, criterion_params, cache, metric)
+
+
+def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
+               criterion_params: dict | None, cache: OutputsCache | None, metric: str | None) -> Calibration:
+    from ..core.checks import check_validation_size
+    from ..scoring.curves import criteria_for_curves, split_curves
+    from ..scoring.operating_point import budget_note, choose_operating_point
+    from ..scoring.report import mark_stale
+
+    size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
+    if cfg.unlabeled and cfg.max_drop is None:
+        raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
+                          "add --max-drop POINTS, or drop --unlabeled")
+    tagger = _tagger(artifact)
+    if tagger is not None:  # per-sentence exit on a token classifier
+        from ..scoring.tagging_calibrate import calibrate_tagger
+
+        if artifact.quantize:
+            raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
+        cal = calibrate_tagger(artifact, data, cfg, tagger)
+        if size_warning:
+            cal.warnings.append(size_warning)
+            cal.save(artifact.path)
+        mark_stale(artifact.path)
+        return cal
+    gates = artifact.exits.gates
+    if gates is not None and not cfg.gate_thresholds:
+        raise EebertError("no gate thresholds to try", "set calibrate.gate_thresholds, e.g. [0.5, 0.75, 0.9, 1.0]")
+    shipped = None
+
+    def outputs_at(gt: float | None) -> SplitOutputs:
+        nonlocal shipped
+        if gt is not None:
+            try:
+                gates.threshold = gt
+            except ValueError as e:
+                raise EebertError(str(e), "gate thresholds are skip probabilities, e.g. [0.5, 0.75, 0.9, 1.0]") from None
+        o = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=shipped, cache=cache)
+        shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
+        return o
+
+    unlabeled_at, note = None, None
+    if cfg.max_drop is not None and cfg.unlabeled:
+        extra = unlabeled_data(cfg.unlabeled, data)
+        scored: dict = {}
+
+        def unlabeled_at(gt: float | None) -> SplitOutputs:  # one pass per gate threshold, not per grid point
+            if gt not in scored:
+                scored[gt] = split_outputs(artifact, extra, "unlabeled", ui=ui, cache=cache)
+            return scored[gt]
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")),
+                           len(extra.split("unlabeled")))
+    elif cfg.max_drop is not None:
+        note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")))
+    if note:
+        ui.log(note)
+    outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
+                                          cfg, criterion_params, artifact, unlabeled_at)
+    if gates is not None:
+        gates.threshold = cal.gate_threshold
+    if cal.margin is not None and note:
+        cal.margin["certifiable"] = note
+    if unlabeled_at is not None:
+        seen = training_overlap(data, extra)
+        if seen >= 0.1 * len(extra.split("unlabeled")):
+            cal.warnings.append(f"{seen:,} of the {len(extra.split('unlabeled')):,} --unlabeled rows are texts of the "
+                                "training split: the exits agree with the deployed model more often on texts they "
+                                "were trained on, so the bound is optimistic; give traffic the exits have not seen")
+    cal.quantize = artifact.quantize
+    cal.placement = placement_of(artifact.deployed.model).record()
+    if size_warning:
+        cal.warnings.append(size_warning)
+    cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")
+    if outputs.task.curves:
+        try:
+            crits = criteria_for_curves(cal.criterion, cal.criterion_params, artifact)
+            cal.curves = {"validation": split_curves(outputs, artifact, crits)}
+            cal.curves["validation"]["chosen"] = {"speedup": cal.validation["speedup_flops"],
+                                                  "accuracy": cal.validation[cal.metric]}
+        except EebertError:  # curves are a picture; never fail a calibration over them
+            pass
+    # the exits these thresholds belong to: loading refuses them once the artifact is re-attached
+    cal.derived_from = derivation(artifact.path, WEIGHTS, known={WEIGHTS: artifact.exits_sha256})["derived_from"]
+    cal.save(artifact.path)
+    artifact.calibration = cal  # this loaded artifact now answers with the record just written
+    mark_stale(artifact.path)  # a report of the previous calibration says it is stale
+    return cal
+
+
+def unlabeled_data(spec: str, data: TaskData) -> TaskData:
+    """Every row of the file ``spec`` as one split "unlabeled", read with the validation split's text columns."""
+    from ..data import files
+    from ..data.spec import columns
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise EebertError(f"--unlabeled {spec}: file not found", f"give a data file ({', '.join(files.READERS)}) "
+                          "with a text column")
+    val = data.split("validation")
+    ds = files.load_file(path)
+    if len(ds) == 0:
+        raise EebertError(f"--unlabeled {spec} is empty", "give a file with a header and rows")
+    split = columns(ds, DataConfig(text_column=val.text_column, pair_column=val.pair_column, label_column=None),
+                    str(path))
+    return TaskData(str(path), {"unlabeled": split})
+
+
+def training_overlap(data: TaskData, extra: TaskData) -> int:
+    """How many unlabeled rows are texts of the training split (hashes, a batch at a time)."""
+    train = data.splits.get("train")
+    if train is None or not len(train):
+        return 0
+    seen = {hash(t) for batch in train.iter_values(train.text_column) for t in batch}
+    rows = extra.split("unlabeled")
+    return sum(hash(t) in seen for batch in rows.iter_values(rows.text_column) for t in batch)
+
+
+# -- benchmark -------------------------------------------------------------------------------------------
+
+def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData | None, cfg: BenchmarkConfig,
+              ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
+              cache: OutputsCache | None = None, write: bool = True, data_flags: dict | None = None) -> dict:
+    """`eebert benchmark`: the early-exit model against the deployed model, static truncation and the
+    oracle on ``cfg.split``; report.json / report.md written into the artifact unless ``write`` is off."""
+    from ..scoring.benchmark import run_benchmark
+    from ..scoring.report import write_report
+
+    resolve(device)  # a device that is not there fails before anything loads
+    path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
+    with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
+        tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
+        if tagger is not None:
+            from ..scoring.tagging_benchmark import run_tag_benchmark
+
+            art = load_artifact(path, backbone)
+            place_artifact(art, resolve(device), False)
+            report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
+            if write:
+                write_report(path, report)
+            return report
+        model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
+        report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache)
+        if write:
+            write_report(path, report)
+    return report
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+def export(artifact: str | Path, out: str | Path | None = None, quantize: str | None = None,
+           backbone: str | None = None) -> dict:
+    """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime."""
+    from ..deploy.onnx_export import export as export_onnx
+
+    if _tagger(artifact) is not None:
+        raise EebertError("ONNX export serves sentence classifiers so far, not taggers",
+                          f"tag texts with `eebert predict {artifact} TEXT ...`")
+
+    return export_onnx(artifact, out, quantize, backbone)
+
+
+# -- predict ---------------------------------------------------------------------------------------------
+
+def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file: Path | None = None,
+            output: Path | None = None, overwrite: bool = False, text_column: str = "text",
+            pair_column: str | None = None, batch_size: int = 1, backbone: str | None = None,
+            device: DeviceConfig | None = None, ui: UI = SILENT) -> dict:
+    """`eebert predict`: texts, a file printed whole, or a file streamed to ``output``.
+
+    Returns ``{"rows": [...]}`` (texts, or an input file without output) or the streaming summary
+    (``output``; with the ray executor, a folder of parquet parts).
+    """
+    from ..deploy.executors import executor_of
+    from ..deploy.predict_file import check_paths, predict_rows, rows_of
+
+    if batch_size < 1:
+        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
+    executor = executor_of(device)
+    texts = list(texts or [])
+    if output is not None and (input_file is None or texts):
+        raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
+    if output is not None or not executor.in_process:  # streamed through the executor (ray: parquet parts)
+        return executor.predict_file(artifact, input_file, output, device, text_column, pair_column, batch_size,
+                                     backbone, overwrite, ui)
+    resolve(device)  # a device that is not there fails before anything loads
+    if input_file is not None:
+        check_paths(input_file, None, overwrite)
+    elif not texts:
+        raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
+    if _tagger(artifact) is not None:
+        from ..model.tagger_runtime import Tagger
+
+        if input_file is not None:
+            raise EebertError("predict --input serves sentence classifiers so far",
+                              "pass the texts to tag as arguments")
+        tagger = Tagger.from_artifact(artifact, backbone)
+        place_artifact(tagger.artifact, resolve(device), False)
+        return {"rows": tagger.predict(texts, batch_size), "num_layers": tagger.num_layers}
+    model = EarlyExitModel.from_artifact(artifact, backbone, device)
+    rows = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
+    if input_file is not None:
+        for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
+            rows += chunk
+    return {"rows": rows, "num_layers": model.num_layers}
+

@@ -1,0 +1,1 @@
+"""Training exits on the frozen backbone: the attach step's work, the training loop, LECO's search."""

@@ -1,0 +1,158 @@
+"""Train the exits on cached features, backbone frozen (it is never even touched here)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..model.device import adamw, cpu_threads, module_device
+from ..gates.config import GateConfig
+from ..core.registry import Registry
+from ..exits import ExitSet
+from ..model.features import Features
+from ..objectives import Objective, TrainBatch
+from ..objectives.contrastive import cross_layer_infonce
+
+
+@dataclass
+class TrainConfig:
+    """How the exits are fitted."""
+
+    epochs: int = field(default=30, metadata={"help": "Passes over the cached training features.", "min": 1})
+    lr: float = field(default=4e-3, metadata={"help": "AdamW learning rate for the exits.", "min": 0.0, "min_open": True})
+    batch_size: int = field(default=256, metadata={"help": "Examples per optimisation step.", "min": 1})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay.", "min": 0.0})
+    holdout: float = field(default=0.1, metadata={"help": "Share of training data held out to pick the best epoch.", "min": 0.0, "max": 1.0, "max_open": True})
+    patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
+    contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
+    threads: int = field(default=1, metadata={"help": "torch threads for exit training on the CPU (0 = torch's default): steps are small matrix products, where more threads mostly wait on each other.", "min": 0})
+    contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
+
+
+@dataclass
+class AttachConfig:
+    """Which exits to attach and how to train them."""
+
+    exits: str = field(default="mean-mlp", metadata={"help": "Exit head type (see `eebert list`), or 'leco' to search one per layer."})
+    layers: list[int] = field(default_factory=list, metadata={"help": "1-based layers to put exits after; empty = every layer but the last."})
+    exit_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the exit head."})
+    bypass: dict[str, Any] = field(default_factory=dict, metadata={"help": "Block-wise bypasses (BADGE), e.g. {type = \"badge\", block_size = 2}; empty = none."})
+    gates: GateConfig = field(default_factory=GateConfig)
+    objective: str = field(default="ce-distil", metadata={"help": "Training objective (see `eebert list`)."})
+    objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra parameters of the objective."})
+    max_length: int | None = field(default=None, metadata={"help": "Tokens kept per example (longer ones are truncated), 2 up to the checkpoint's positions; default 128, or the checkpoint's limit if smaller.", "min": 2})
+    use_labels: bool = field(default=True, metadata={"help": "Train on gold labels when the data has them; else on the deployed model's predictions."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of the one backbone pass that caches features.", "min": 1})
+    feature_cache: str = field(default="", metadata={"help": "Folder for the backbone pass's features (memory-mapped, resumable), kept after the run; empty = beside the artifact, removed once it is written."})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: exit heads decided by a search before training (LECO, ``leco.py``): head name ->
+#: ``prepare(params, features, targets, layers, dims, seed, ui) -> (params to save, report)``
+SEARCHES: Registry[Callable] = Registry("exit search")
+
+
+def prepare_heads(name: str, params: dict, features: Features, targets: torch.Tensor, layers: list[int], dims,
+                  seed: int, ui) -> tuple[dict, dict | None]:
+    """Run the head's search if it has one; heads without one keep their params."""
+    if name not in SEARCHES:
+        return params, None
+    return SEARCHES.get(name)(params, features, targets, layers, dims, seed, ui)
+
+
+HELDOUT_CHUNK = 4096  #: held-out rows scored at a time
+#: rows read between handing memory-mapped feature pages back (feature_cache): counted in rows, not
+#: steps, so that the pages a process holds do not grow with the batch size
+RELEASE_ROWS = 4096
+
+
+def train_exits(exits: ExitSet, objective: Objective, features: Features, targets: torch.Tensor,
+                cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> dict:
+    """Fit exits (and any learned part of the objective) on the exits' device; keep the best held-out epoch.
+
+    On the CPU the steps run on ``cfg.threads`` threads (default one): each is a
+    handful of small matrix products (batch x hidden), where handing work between
+    threads costs more than it saves (benchmarks/attach_cost.py measures both).
+    """
+    device = module_device(exits)
+    with cpu_threads(cfg.threads, device):
+        return _train(exits, objective, features, targets, cfg, on_epoch, device)
+
+
+def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(targets)
+    order = torch.randperm(n, generator=gen)
+    n_hold = int(n * cfg.holdout) if n >= 20 else 0
+    hold, fit = order[:n_hold], order[n_hold:]
+    objective.bind(exits)
+    objective.to(device)
+    gold, teacher = targets.to(device), features.teacher.to(device)  # small: [N] and [N, C]
+    outer = fit[:0]
+    if objective.bilevel and len(fit) >= 20:  # loss weights are fitted on their own held-out part
+        n_outer = max(1, int(len(fit) * objective.outer_share))
+        outer, fit = fit[:n_outer], fit[n_outer:]
+    params = list(exits.parameters()) + ([] if objective.bilevel else list(objective.parameters()))
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def batch_of(rows: torch.Tensor) -> TrainBatch:
+        on = rows.to(device)
+        return TrainBatch(gold[on], teacher[on])
+
+    def loss_on(rows: torch.Tensor) -> torch.Tensor:
+        get = features.getter(rows, device)
+        if not cfg.contrastive:
+            return objective(exits(get), batch_of(rows))
+        logits, reps = exits(get, hidden=True)
+        return objective(logits, batch_of(rows)) + cfg.contrastive * cross_layer_infonce(
+            reps, cfg.contrastive_temperature)
+
+    def heldout_on(rows: torch.Tensor) -> float:
+        """Mean held-out loss, a chunk at a time (features may be memory-mapped; RAM stays flat)."""
+        total = 0.0
+        for a in range(0, len(rows), HELDOUT_CHUNK):
+            part = rows[a:a + HELDOUT_CHUNK]
+            total += objective.heldout(exits(features.getter(part, device)), batch_of(part)).item() * len(part)
+        return total / len(rows)
+
+    best = (float("inf"), -1, None)
+    history = []
+    for epoch in range(cfg.epochs):
+        exits.train()
+        perm = fit[torch.randperm(len(fit), generator=gen)]
+        total = 0.0
+        read = 0
+        for b in range(0, len(perm), cfg.batch_size):
+            rows = perm[b:b + cfg.batch_size]
+            read += len(rows)
+            if features.release is not None and read >= RELEASE_ROWS:
+                features.release()
+                read = 0
+            loss = loss_on(rows)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(rows)  # summed on the device: no host sync per step
+            if len(outer):
+                o = outer[torch.randint(len(outer), (min(cfg.batch_size, len(outer)),), generator=gen)]
+                objective.outer_step(exits, (features.getter(rows, device), batch_of(rows)),
+                                     (features.getter(o, device), batch_of(o)))
+        exits.eval()
+        train_loss = float(total) / len(perm)
+        with torch.no_grad():
+            held = heldout_on(hold) if n_hold else train_loss
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "heldout_loss": held})
+        if on_epoch:
+            on_epoch(epoch + 1, held)
+        if held < best[0]:
+            best = (held, epoch + 1, copy.deepcopy(exits.state_dict()))
+        elif epoch + 1 - best[1] >= cfg.patience:
+            break
+    exits.load_state_dict(best[2])
+    exits.eval()
+    return {"best_epoch": best[1], "heldout_loss": best[0], "history": history,
+            "objective": objective.report(), "holdout_rows": hold}
