@@ -14,6 +14,7 @@ from torch import nn
 
 from ..tasks import TOKEN_CLASSIFICATION
 from .base import EXITS, ExitHead
+from .mean_mlp import MeanMlpExit
 
 
 @EXITS.register("token-linear")
@@ -42,21 +43,11 @@ class TokenLinearExit(ExitHead):
 
 
 @EXITS.register("token-mlp")
-class TokenMlpExit(ExitHead):
+class TokenMlpExit(MeanMlpExit):
+    """``mean-mlp``'s small MLP, applied to every token's state instead of their mean."""
+
     reduction = "word"
     tasks = (TOKEN_CLASSIFICATION,)
-
-    def __init__(self, dims, width: int | None = None, dropout: float = 0.1):
-        super().__init__(dims)
-        self.width = width or dims.hidden_size
-        self.net = nn.Sequential(nn.Linear(dims.hidden_size, self.width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(self.width, dims.num_labels))
-
-    def encode(self, features):
-        return self.net[:3](features)
-
-    def decode(self, hidden):
-        return self.net[3](hidden)
 
     def flops(self, seq_len):
         return 2 * seq_len * (self.dims.hidden_size * self.width + self.width * self.dims.num_labels)
