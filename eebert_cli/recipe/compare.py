@@ -134,8 +134,8 @@ def _best_point(folder: Path, data, m: "Method", target: float, recipe: "Compare
     if not tried:
         return None
     best = max(tried, key=lambda n: tried[n][1]["validation_accuracy"])
-    point = tried[best][1] if best == names[-1] or len(tried) == 1 else _point(folder, data, tried[best][0], recipe,
-                                                                                cache, ui)
+    last = list(tried)[-1]  # the calibration the artifact holds (a failed one writes nothing)
+    point = tried[best][1] if best == last else _point(folder, data, tried[best][0], recipe, cache, ui)
     if len(names) > 1:
         point["criteria_tried"] = {n: {k: v[1][k] for k in ("validation_accuracy", "accuracy", "speedup_flops")}
                                    for n, v in tried.items()}

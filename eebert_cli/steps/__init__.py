@@ -25,7 +25,7 @@ from ..core.ui import SILENT, UI
 
 
 def _tagger(artifact: str | Path | Artifact):
-    """The artifact's task when it tags tokens (its steps live in tagging/), else None."""
+    """The artifact's task when it tags tokens (its steps: train/tagging_attach.py, scoring/tagging_*.py), else None."""
     from ..model.artifact import CONFIG
     from ..core.atomic import read_json
     from ..tasks import get as get_task

@@ -36,7 +36,7 @@ class Prediction:
 
 
 def prediction_row(p: Prediction) -> dict:
-    """One prediction as every output writes it: ``predict --json``, ``--output`` files, the Ray engine."""
+    """One prediction as every output writes it: ``predict --json``, ``--output`` files, the Ray executor."""
     return {"label": p.label, "exit_layer": p.exit_layer, "probs": p.probs,
             **({"labels": p.labels} if p.labels is not None else {})}
 

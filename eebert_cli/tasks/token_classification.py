@@ -4,9 +4,9 @@ Exit heads see one row per tagged word (its first subword's state, the transform
 convention), so the per-example arithmetic of the base class (answers, agreement,
 cross-entropy) applies per word; what differs is scored per sentence: a sentence
 leaves at one exit (``criteria/sentence.py``), and the headline figure is entity-level
-F1 with conlleval's exact-span semantics (``tagging/entities.py``), which is not a sum
+F1 with conlleval's exact-span semantics (``tasks/entities.py``), which is not a sum
 over words, so calibration evaluates it exactly at every candidate point
-(``tagging/calibrate.py``).
+(``scoring/tagging_calibrate.py``).
 """
 
 from __future__ import annotations
