@@ -169,5 +169,37 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
 
     base = Path(report["methods"][0]["artifact"])
     assert len({file_sha256(base / f"seed-{s}" / WEIGHTS) for s in (0, 1, 2)}) == 3
-    assert (base / "feature-cache").is_dir()
+    # one training pass for all seeds (and for any method reading the same features)
+    assert len(list((tmp_path / "out" / "feature-cache").iterdir())) == 1
     assert "mean ± standard deviation" in markdown(report)
+
+
+def test_shared_backbone_passes_give_each_artifact_its_own_fresh_pass_outputs(tiny_ckpt, tiny_data, tmp_path):
+    """compare's artifacts share validation/test passes (widened when a head reads more); every
+    artifact's outputs equal those of its own fresh pass, and passes are made only when needed."""
+    from eebert_cli import steps
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.scoring import outputs as outs
+    from eebert_cli.train.loop import AttachConfig, TrainConfig
+
+    data_cfg = DataConfig(spec=str(tiny_data))
+    data = load_data(data_cfg)
+    arts = []
+    for name, exits in (("a", "mean-mlp"), ("b", "attention"), ("c", "mean-mlp")):
+        steps.attach(tiny_ckpt, data_cfg, AttachConfig(exits=exits, max_length=32, train=TrainConfig(epochs=1)),
+                     tmp_path / name)
+        arts.append(load_artifact(tmp_path / name))
+    passes, calls = outs.BackbonePasses(), []
+    real = outs.extract
+    outs.extract = lambda *a, **k: calls.append(a[3]) or real(*a, **k)  # counts passes (a[3]: layers)
+    try:
+        shared = [outs.split_outputs(a, data, "test", cache=outs.OutputsCache(tmp_path / f"cache-{i}", passes))
+                  for i, a in enumerate(arts)]
+    finally:
+        outs.extract = real
+    assert len(calls) == 2  # mean-mlp's pass, then one widened for the attention head's tokens; c reuses it
+    for a, got in zip(arts, shared):
+        fresh = outs.split_outputs(a, data, "test")
+        assert torch.equal(got.logits, fresh.logits) and torch.equal(got.cost, fresh.cost)
+        assert torch.equal(got.features, fresh.features)

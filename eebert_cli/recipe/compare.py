@@ -159,11 +159,25 @@ def _over_seeds(points: list[dict]) -> dict:
     return out
 
 
-def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple[dict, dict]:
+def feature_folder(recipe: CompareRecipe, attach: AttachConfig) -> Path:
+    """The training features' cache for this attach config: out/feature-cache/<exits>-<hash of what decides
+    the backbone pass>. Methods that differ only in objective, criterion or training share one pass."""
+    import hashlib
+    import json
+
+    decides = {k: v for k, v in to_dict(attach).items() if k not in ("objective", "objective_params", "train",
+                                                                     "use_labels", "feature_cache")}
+    digest = hashlib.sha256(json.dumps(decides, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(recipe.out) / "feature-cache" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', attach.exits)}-{digest}"
+
+
+def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=None) -> tuple[dict, dict]:
     """attach + (calibrate + benchmark) per target and seed, with the commands' own steps; (row, split info).
 
-    Seeds re-train the exits on the same backbone pass (a feature cache per method); figures are the
-    mean over seeds with their standard deviation."""
+    Seeds re-train the exits on the same backbone pass over train (one feature cache per pass plan,
+    shared with other methods that read the same features); validation and test passes are shared
+    through ``passes`` (:class:`~eebert_cli.scoring.outputs.BackbonePasses`). Figures are the mean over
+    seeds with their standard deviation."""
     from dataclasses import replace
 
     from ..scoring.outputs import OutputsCache, split_outputs
@@ -173,11 +187,10 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT) -> tuple
     attached_all, folder, cache = [], base, None
     for seed in recipe.seeds:
         folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
-        cfg = m.attach if len(recipe.seeds) == 1 else replace(
-            m.attach, train=replace(m.attach.train, seed=seed),
-            feature_cache=m.attach.feature_cache or str(base / "feature-cache"))
+        cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1 else m.attach.train,
+                      feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
         attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
-        cache = OutputsCache(folder / CACHE)
+        cache = OutputsCache(folder / CACHE, passes)
         for target in recipe.speedups:
             point = _best_point(folder, data, m, target, recipe, cache, ui)
             if point is not None:
@@ -217,11 +230,13 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     if task.metrics[0] != "accuracy":  # its tables rank by accuracy
         raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is {task.name}",
                           "run attach, calibrate and benchmark on it instead")
+    from ..scoring.outputs import BackbonePasses
+
     data = load_data(recipe.data)
-    rows, info = [], None
+    rows, info, passes = [], None, BackbonePasses()
     for m in methods:
         ui.log(f"[bold]method[/] {m.name}")
-        row, info = run_method(recipe, m, data, ui)
+        row, info = run_method(recipe, m, data, ui, passes)
         rows.append(row)
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
                         for t, v in row["at"].items())

@@ -114,11 +114,46 @@ def cache_key(artifact: art.Artifact, data: TaskData, split: str) -> dict:
             "split": split, "split_sha256": split_fingerprint(data, split)}
 
 
-class OutputsCache:
-    """Split outputs on disk, one safetensors + one JSON file per key (see the module docstring)."""
+class BackbonePasses:
+    """Frozen-backbone passes over a split, kept in RAM and shared by every artifact on that backbone.
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    Several artifacts on one deployed model (compare's methods and seeds) differ only in their
+    exits, so the states the backbone produces for a split are the same for all of them: one pass
+    serves them all. An entry keeps the union of what the artifacts so far read (layers and
+    reductions); an artifact that needs more triggers one pass for the widened union. Batches are
+    formed by length alone, so a wider pass computes the same states. Paths the exits change
+    (gates, a trained or quantized backbone) are never shared.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple[dict[int, set[str]], object]] = {}
+
+    def get(self, artifact: art.Artifact, data: TaskData, split: str, enc, needs: dict[int, set[str]],
+            batch_size: int, ui: UI = SILENT):
+        key = json.dumps({"backbone": artifact.deployed.sha256, "placement": placement_of(artifact.deployed.model).record(),
+                          "max_length": artifact.config["max_length"], "batch_size": batch_size, "split": split,
+                          "split_sha256": split_fingerprint(data, split)}, sort_keys=True)
+        held = self._entries.get(key)
+        if held is not None and all(kinds <= held[0].get(layer, set()) for layer, kinds in needs.items()):
+            return held[1]
+        union = {layer: set(kinds) for layer, kinds in (held[0] if held else {}).items()}
+        for layer, kinds in needs.items():
+            union.setdefault(layer, set()).update(kinds)
+        self._entries.pop(key, None)  # the narrower pass goes before the wider one is made
+        n = len(data.split(split))
+        with ui.progress(f"backbone pass ({split}, {n} examples, shared by every artifact on this backbone)", n) as advance:
+            feats = extract(artifact.deployed.adapter, enc, sorted(union), set(), batch_size, advance, union)
+        self._entries[key] = (union, feats)
+        return feats
+
+
+class OutputsCache:
+    """Split outputs on disk, one safetensors + one JSON file per key (see the module docstring).
+
+    ``passes``: backbone passes shared with other artifacts' caches (see :class:`BackbonePasses`)."""
+
+    def __init__(self, folder: str | Path, passes: BackbonePasses | None = None):
+        self.folder, self.passes = Path(folder), passes
 
     def _name(self, key: dict) -> str:
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -172,9 +207,15 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     s = data.split(split)
     enc = encode(dep.tokenizer, s, artifact.config["max_length"])
     gated = " with skipping gates" if exits.gates is not None else ""
-    with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
-        feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(), batch_size,
-                        advance, needs, exits.gates)
+    shared = cache.passes if cache is not None and not artifact.changes_path else None
+    if shared is not None:
+        want = {layer: set(needs.get(layer, {exits.reduction} if exits.reduction else set()))
+                for layer in sorted(set(exits.layers) | set(needs))}
+        feats = shared.get(artifact, data, split, enc, want, batch_size, ui)
+    else:
+        with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
+            feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(),
+                            batch_size, advance, needs, exits.gates)
     if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
         with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
             deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher
