@@ -164,6 +164,9 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
     tried = at["criteria_tried"]
     assert set(tried) == {"entropy", "maxprob", "patience"}
     assert tried[at["criterion"]]["validation_accuracy"] == max(t["validation_accuracy"] for t in tried.values())
+    # each criterion tried is reported over the seeds, so the method's own criterion has its mean ± sd too
+    assert tried["entropy"]["seeds"] == 3 and tried["entropy"]["accuracy_sd"] >= 0
+    assert "own criterion @1.2x" in markdown(report)
     # the seeds' artifacts differ (exits re-trained), and they share one backbone pass
     from eebert_cli.model.artifact import WEIGHTS, file_sha256
 

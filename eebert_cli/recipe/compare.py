@@ -154,6 +154,14 @@ def _over_seeds(points: list[dict]) -> dict:
         out[key], out[f"{key}_sd"] = _mean(points, key)
     for part in ("static", "oracle"):
         out[part] = {**points[0][part], **{k: _mean([p[part] for p in points], k)[0] for k in ("accuracy", "speedup_flops")}}
+    if "criteria_tried" in out:  # each criterion's figures over the seeds that reached the target with it
+        tried = {}
+        for name in out["criteria_tried"]:
+            got = [p["criteria_tried"][name] for p in points if name in p.get("criteria_tried", {})]
+            tried[name] = {"seeds": len(got)}
+            for key in ("validation_accuracy", "accuracy", "speedup_flops"):
+                tried[name][key], tried[name][f"{key}_sd"] = _mean(got, key)
+        out["criteria_tried"] = tried
     out["seeds"] = len(points)
     out["per_seed"] = [{k: p[k] for k in ("accuracy", "speedup_flops", "validation_accuracy", "criterion")} for p in points]
     return out
@@ -290,6 +298,16 @@ def _cell(r: dict, key: str) -> str:
     return f"{100 * a['accuracy']:.2f}{sd} ({a['speedup_flops']:.2f}x{crit}{gate})"
 
 
+def _own_cell(r: dict, key: str) -> str:
+    """The method's own criterion at this target (mean ± sd over seeds), when other criteria were tried."""
+    a = r["at"].get(key)
+    own = a and (a.get("criteria_tried") or {}).get(r["criterion"])
+    if not own:
+        return "-"
+    sd = f" ± {100 * own['accuracy_sd']:.2f}" if own["seeds"] > 1 else ""
+    return f"{100 * own['accuracy']:.2f}{sd} ({own['speedup_flops']:.2f}x)"
+
+
 def _static_cell(r: dict, key: str) -> str:
     a = r["at"].get(key)
     st = a and a.get("static")
@@ -298,8 +316,9 @@ def _static_cell(r: dict, key: str) -> str:
 
 def header(report: dict) -> list[str]:
     h = ["method", "exits", "objective", "criterion", "train s"]
+    own = bool(report.get("criteria"))
     for s in report["speedups"]:
-        h += [f"acc @{s}x", f"static @{s}x"]
+        h += ([f"own criterion @{s}x"] if own else []) + [f"acc @{s}x", f"static @{s}x"]
     return h + ["oracle"]
 
 
@@ -312,7 +331,7 @@ def cells(report: dict, r: dict) -> list[str]:
     obj = r["objective"] + (f" + contrastive {r['contrastive']}" if r["contrastive"] else "")
     c = [r["name"], ex, obj, r["criterion"], f"{r['train_seconds']:.0f}"]
     for s in report["speedups"]:
-        c += [_cell(r, str(s)), _static_cell(r, str(s))]
+        c += ([_own_cell(r, str(s))] if report.get("criteria") else []) + [_cell(r, str(s)), _static_cell(r, str(s))]
     o = r["oracle"]
     return c + ["-" if not o else f"{100 * o['accuracy']:.2f} ({o['speedup_flops']:.2f}x)"]
 
@@ -345,7 +364,8 @@ def markdown(report: dict) -> str:
              + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
                 "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
              + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; the cell names "
-                "the one with the best validation accuracy." if report.get("criteria") else ""), "",
+                "the one with the best validation accuracy (`acc`); `own criterion` is the method's own criterion "
+                "at the same target." if report.get("criteria") else ""), "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
     lines += ["", "## Best per target (chosen on validation; test figures shown)", ""]
