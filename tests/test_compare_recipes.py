@@ -206,3 +206,41 @@ def test_shared_backbone_passes_give_each_artifact_its_own_fresh_pass_outputs(ti
         fresh = outs.split_outputs(a, data, "test")
         assert torch.equal(got.logits, fresh.logits) and torch.equal(got.cost, fresh.cost)
         assert torch.equal(got.features, fresh.features)
+
+
+STUDIES = sorted((Path(__file__).parent.parent / "recipes").glob("study-*.toml"))
+
+
+def test_every_study_method_runs_on_a_tiny_slice(tiny_ckpt, tiny_data, tmp_path):
+    """The study recipes' figures come from `eebert compare`: every method they list (each distinct one
+    once) runs end to end on a tiny model, with one seed, one target and one extra criterion."""
+    import tomllib
+
+    tables = {}
+    for path in STUDIES:
+        for m in tomllib.loads(path.read_text())["methods"]:
+            tables.setdefault(m["name"], m)
+    assert len(tables) >= 17  # every head family, objective, LECO, BADGE x2, SmartBERT gates
+    methods = ""
+    for m in tables.values():
+        attach = {**m.get("attach", {}), "train": {**m.get("attach", {}).get("train", {}), "epochs": 1}}
+        if "gates" in attach:
+            attach["gates"] = {**attach["gates"], "epochs": 1, "max_examples": 60}
+        body = ", ".join(f"{k} = {_toml(v)}" for k, v in attach.items())
+        methods += f'[[methods]]\nname = "{m["name"]}"\ncriterion = "{m.get("criterion", "entropy")}"\nattach = {{{body}}}\n'
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], methods)
+    rec.write_text(rec.read_text().replace('baseline = "joint"', 'baseline = "joint"\ncriteria = ["maxprob"]'))
+    r, loaded = load_compare_recipe(rec)
+    report = run_compare(r, loaded)
+    assert [row["name"] for row in report["methods"]] == list(tables)
+    assert report["summary"]["1.2"] is not None
+
+
+def _toml(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
