@@ -172,7 +172,7 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
 
     base = Path(report["methods"][0]["artifact"])
     assert len({file_sha256(base / f"seed-{s}" / WEIGHTS) for s in (0, 1, 2)}) == 3
-    # one training pass for all seeds (and for any method reading the same features)
+    # one training pass for all seeds (and for every method tokenizing and batching alike)
     assert len(list((tmp_path / "out" / "feature-cache").iterdir())) == 1
     assert "mean ± standard deviation" in markdown(report)
 
@@ -231,8 +231,17 @@ def test_every_study_method_runs_on_a_tiny_slice(tiny_ckpt, tiny_data, tmp_path)
     rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], methods)
     rec.write_text(rec.read_text().replace('baseline = "joint"', 'baseline = "joint"\ncriteria = ["maxprob"]'))
     r, loaded = load_compare_recipe(rec)
-    report = run_compare(r, loaded)
+    from eebert_cli.model import feature_cache as fc
+
+    passes, real = [], fc.compute_chunk
+    fc.compute_chunk = lambda *a, **k: passes.append(a[2]) or real(*a, **k)  # a[2]: the pass plan
+    try:
+        report = run_compare(r, loaded)
+    finally:
+        fc.compute_chunk = real
     assert [row["name"] for row in report["methods"]] == list(tables)
+    # one training pass, holding what every method reads (tokens for the token-reading heads)
+    assert len(passes) == 1 and passes[0].tokens
     assert report["summary"]["1.2"] is not None
 
 

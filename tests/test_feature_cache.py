@@ -105,8 +105,14 @@ def test_other_settings_start_over_and_damage_is_one_line(tiny_ckpt, tiny_data, 
     folder = tmp_path / "cache"
     _pass(dep, split, folder)
     logs = []
-    fc.attach_pass(dep, split, [1, 2], {1: {"mean"}, 2: {"mean"}}, 64, 8, folder, "cpu float32",
-                   type("L", (), {"progress": SILENT.progress, "log": lambda self, m: logs.append(m)})())
+    ui = type("L", (), {"progress": SILENT.progress, "log": lambda self, m: logs.append(m)})()
+    # a pass reading less than the cache holds is served by it, unchanged (compare's methods share one)
+    narrow = fc.attach_pass(dep, split, [1, 2], {1: {"mean"}, 2: {"mean"}}, 64, 8, folder, "cpu float32", ui)
+    assert any("holds more than this method reads" in m for m in logs)
+    full = _pass(dep, split, tmp_path / "again")
+    assert torch.equal(narrow.for_layer("mean", 2), full.for_layer("mean", 2))
+    # other settings (here the length) are other features: the cache starts over
+    fc.attach_pass(dep, split, [1, 2], {1: {"mean"}, 2: {"mean"}}, 32, 8, folder, "cpu float32", ui)
     assert any("starting over" in m for m in logs)
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(EebertError, match="damaged"):

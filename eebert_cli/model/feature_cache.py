@@ -67,6 +67,16 @@ class Plan:
     def tokens(self) -> bool:
         return any("tokens" in rs for rs in self.needs.values())
 
+    def covers(self, other: "Plan") -> bool:
+        """Whether this pass keeps everything ``other`` keeps (same length and batching, at least its
+        layers and reductions): its features then serve ``other``'s readers unchanged."""
+        return (self.max_length, self.batch_size) == (other.max_length, other.batch_size) and all(
+            layer in self.needs and set(kinds) <= set(self.needs[layer]) for layer, kinds in other.needs.items())
+
+    def record(self) -> dict:
+        return {"layers": self.layers, "needs": {str(k): v for k, v in sorted(self.needs.items())},
+                "max_length": self.max_length, "batch_size": self.batch_size}
+
 
 def chunk_bounds(n: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
@@ -126,8 +136,9 @@ class FeatureCache:
     @classmethod
     def open(cls, folder: str | Path, key: str, shapes: dict[str, list[int]], dtypes: dict[str, str],
              chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None,
-             token_offsets: np.ndarray | None = None) -> "FeatureCache":
-        """``token_offsets``: where each row's token states start (when the cache holds ``tokens``)."""
+             token_offsets: np.ndarray | None = None, about: dict | None = None) -> "FeatureCache":
+        """``token_offsets``: where each row's token states start (when the cache holds ``tokens``);
+        ``about``: recorded in a new manifest (the pass plan and the key without it, see ``covering_plan``)."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise EebertError(f"--feature-cache {folder} is a file, not a folder",
@@ -162,7 +173,7 @@ class FeatureCache:
         for name, shape in shapes.items():  # sparse files: disk fills as chunks are written
             np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))
         manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
-                    "done": [], "sums": {}}
+                    "done": [], "sums": {}, **(about or {})}
         write_json(m, manifest)
         return cls(folder, manifest, token_offsets)
 
@@ -345,13 +356,34 @@ def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
 Runner = Callable[..., Iterable[tuple[int, dict]]]
 
 
+def covering_plan(folder: str | Path, base: str, plan: Plan) -> Plan | None:
+    """The plan of a finished cache at ``folder`` that holds more than ``plan`` asks (same backbone, texts,
+    precision, length and batching: ``base``), or None. Its features serve ``plan``'s readers as they are
+    (they read by layer and reduction), so methods reading different features share one pass
+    (``eebert compare`` makes it with the union of what its methods read)."""
+    try:
+        m = json.loads((Path(folder) / MANIFEST).read_text())
+        held = Plan(m["plan"]["layers"], {int(k): v for k, v in m["plan"]["needs"].items()},
+                    m["plan"]["max_length"], m["plan"]["batch_size"])
+        done = len(m["done"]) == len(m["chunks"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent, older or damaged: not shareable
+        return None
+    return held if m.get("format") == CACHE_FORMAT and m.get("base") == base and done and held.covers(plan) else None
+
+
 def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: str,
                 progress, log: Callable[[str], None] = lambda m: None, runner: Runner | None = None) -> Features:
     """The backbone pass over ``split`` into the cache at ``folder``, resuming if it was interrupted.
 
+    A finished cache there that holds more than ``plan`` asks is used as it is (``covering_plan``).
     ``runner`` yields (index, arrays) in any order; by default the chunks run
     here, one after the other (``ray_engine.attach_runner`` runs them on Ray workers).
     """
+    base = cache_key(deployed, split, Plan([], {}, plan.max_length, plan.batch_size), dtype)
+    wider = covering_plan(folder, base, plan)
+    if wider is not None and wider != plan:
+        log(f"feature cache {folder} holds more than this method reads: using it")
+        plan = wider
     n, dims = len(split), deployed.adapter.dims
     chunks = chunk_bounds(n)
     offsets = token_offsets(deployed.tokenizer, split, plan.max_length) if plan.tokens else None
@@ -363,7 +395,7 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
         # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
         shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
     cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log,
-                              offsets)
+                              offsets, {"plan": plan.record(), "base": base})
     todo = [i for i in range(len(chunks)) if i not in cache.done]
     size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731
     with progress(n) as advance:

@@ -168,15 +168,42 @@ def _over_seeds(points: list[dict]) -> dict:
 
 
 def feature_folder(recipe: CompareRecipe, attach: AttachConfig) -> Path:
-    """The training features' cache for this attach config: out/feature-cache/<exits>-<hash of what decides
-    the backbone pass>. Methods that differ only in objective, criterion or training share one pass."""
-    import hashlib
-    import json
+    """The training features' cache shared by the methods that tokenize and batch alike (see ``shared_pass``)."""
+    return Path(recipe.out) / "feature-cache" / f"len{attach.max_length}-batch{attach.batch_size}"
 
-    decides = {k: v for k, v in to_dict(attach).items() if k not in ("objective", "objective_params", "train",
-                                                                     "use_labels", "feature_cache")}
-    digest = hashlib.sha256(json.dumps(decides, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return Path(recipe.out) / "feature-cache" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', attach.exits)}-{digest}"
+
+def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -> None:
+    """One backbone pass over train per feature cache, keeping the union of what its methods read; each
+    method's attach then finds a cache that covers it (``feature_cache.covering_plan``) instead of making
+    its own pass. Methods naming their own ``feature_cache`` keep it."""
+    from ..deploy.executors import executor_of
+    from ..model import feature_cache
+    from ..model.checkpoint import load_deployed
+    from ..model.device import place_model
+    from ..backbones import check_max_length
+    from ..train.attach import exit_layers, training_needs
+
+    deployed = load_deployed(recipe.checkpoint)
+    dims = deployed.adapter.dims
+    groups: dict[Path, dict[int, set[str]]] = {}
+    for m in methods:
+        if m.attach.feature_cache:
+            continue
+        union = groups.setdefault(feature_folder(recipe, m.attach), {})
+        for layer, kinds in training_needs(m.attach, exit_layers(m.attach, dims.num_layers), dims).items():
+            union.setdefault(layer, set()).update(kinds)
+    if not groups:
+        return
+    where = resolve(recipe.device)
+    place_model(deployed.model, where)
+    runner = executor_of(recipe.device).attach_runner(recipe.device)
+    split = load_data(recipe.data).split("train")
+    for folder, needs in groups.items():
+        like = next(m.attach for m in methods if feature_folder(recipe, m.attach) == folder)
+        length = check_max_length(like.max_length, deployed.model.config, "max_length")  # as attach clamps it
+        ui.log(f"one training pass for every method ({folder})")
+        feature_cache.attach_pass(deployed, split, sorted(needs), needs, length, like.batch_size, folder,
+                                  runner.placement if runner else where.describe(), ui, runner)
 
 
 def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=None) -> tuple[dict, dict]:
@@ -241,6 +268,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     from ..scoring.outputs import BackbonePasses
 
     data = load_data(recipe.data)
+    shared_pass(recipe, methods, ui)
     rows, info, passes = [], None, BackbonePasses()
     for m in methods:
         ui.log(f"[bold]method[/] {m.name}")

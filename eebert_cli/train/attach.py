@@ -46,6 +46,15 @@ def features_needed(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set
     return ExitSet(ExitSpec(cfg.exits, layers, dict(cfg.exit_params), dict(cfg.bypass)), dims).needs()
 
 
+def training_needs(cfg: AttachConfig, layers: list[int], dims) -> dict[int, set[str]]:
+    """Layer -> reductions attach's training pass keeps: what the exits (and bypasses, and a search) read,
+    plus what feature-reading criteria read (see Criterion.fit)."""
+    needs = features_needed(cfg, layers, dims)
+    for layer in layers:
+        needs.setdefault(layer, set()).add(feature_reduction(cfg.exits))
+    return needs
+
+
 def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg: AttachConfig,
                  layers: list[int], ui: UI = SILENT, objective_name: str | None = None):
     """Search (LECO) if asked, build the exits and train them on cached features."""
@@ -150,9 +159,7 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     task.check_methods(OBJECTIVES.get(objective_name), cfg.exits, cfg.gates.type)
     if cfg.gates.type:
         check_gates(cfg)
-    needs = features_needed(cfg, layers, dims)
-    for layer in layers:  # what feature-reading criteria read (see Criterion.fit)
-        needs.setdefault(layer, set()).add(feature_reduction(cfg.exits))
+    needs = training_needs(cfg, layers, dims)
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
 
     t0 = time.perf_counter()
