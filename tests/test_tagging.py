@@ -216,10 +216,93 @@ def test_predict_returns_spans_with_character_offsets(calibrated):
 def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
     from eebert_cli.model.runtime import EarlyExitModel
 
-    with pytest.raises(EebertError, match="ONNX export serves sentence classifiers"):
-        steps.export(calibrated)
-    with pytest.raises(EebertError, match="tagger's artifact"):  # serve, compare and Ray load through it
+    with pytest.raises(EebertError, match="tagger's artifact"):  # compare and Ray load through it
         EarlyExitModel.from_artifact(calibrated)
+
+
+# -- ONNX: the per-sentence exit from segment graphs -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tag_onnx(calibrated, tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path_factory.mktemp("tag-onnx") / "onnx"
+    info = steps.export(calibrated, out)
+    return out, info
+
+
+def test_onnx_tagger_takes_the_pytorch_taggers_exits_and_tags(calibrated, case, tag_onnx):
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    out, info = tag_onnx
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "token-classification" and manifest["logits"] == "per-token"
+    assert all("score" not in s["outputs"] for s in manifest["segments"])  # the host scores sentences
+    torch_tagger = Tagger.from_artifact(calibrated)
+    onnx_tagger = OnnxTagger(torch_tagger.artifact, out)
+    data = load_data(DataConfig(spec=str(case[1])))
+    words = data.split("test").texts
+    st = split_tags(torch_tagger.artifact, data, "test")
+    crit = build_criterion(torch_tagger.artifact.calibration.criterion)
+    # thresholds that send sentences to different exits, in both runtimes (each exit is a segment here)
+    torch_tagger.thresholds = middle_thresholds(crit.scores(st.logits)[:, :-1].double())
+    assert onnx_tagger.ox.exit_of == [0, 1, 2, 3]
+    onnx_tagger.ox.thresholds = torch_tagger.thresholds + [float("inf")]
+    for bs in (1, 5):
+        want = torch_tagger.tag_words(words, batch_size=bs)
+        got = onnx_tagger.tag_words(words, batch_size=bs)
+        assert [g[2] for g in got] == [w[2] for w in want]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g[1], w[1])) < 1e-4
+    assert len({w[2] for w in want}) > 2
+    texts = ["the movie was very good , the plot awful", "a  film"]
+    rows, ref = onnx_tagger.predict(texts, 2), torch_tagger.predict(texts, 2)
+    strip = lambda rs: [{**r, "tokens": [{**t, "score": round(t["score"], 3)} for t in r["tokens"]],
+                         "entities": [{**e, "score": round(e["score"], 3)} for e in r["entities"]]} for r in rows]
+    assert strip(rows) == strip(ref)
+
+
+def test_onnx_tagger_deployed_graph_is_the_deployed_tagger(calibrated, case, tag_onnx):
+    import numpy as np
+
+    from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
+
+    out, _ = tag_onnx
+    art = Tagger.from_artifact(calibrated).artifact
+    enc = encode(art.deployed.tokenizer, [["good", "film"], ["the", "plot", "was", "awful", "!"]], 32)
+    width = max(map(len, enc["input_ids"]))
+    ids = torch.tensor([x + [0] * (width - len(x)) for x in enc["input_ids"]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        ref = art.deployed.model(input_ids=ids, attention_mask=mask).logits.numpy()
+    got = OnnxEarlyExit(out).forward_deployed(ids.numpy(), mask.numpy(), np.zeros_like(ids.numpy()))
+    assert got.shape == ref.shape and np.abs((got - ref) * mask.numpy()[..., None]).max() < 1e-4
+
+
+def test_int8_tagger_export_runs_and_mostly_agrees(calibrated, case, tag_onnx, tmp_path):
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    info = steps.export(calibrated, tmp_path / "int8", quantize="int8")
+    assert info["quantize"] == "int8"
+    words = load_data(DataConfig(spec=str(case[1]))).split("test").texts
+    got = OnnxTagger.from_artifact(calibrated, folder=tmp_path / "int8").tag_words(words, 8)
+    want = Tagger.from_artifact(calibrated).tag_words(words, 8)
+    assert sum(g[0] == w[0] for g, w in zip(got, want)) >= 0.8 * len(words)
+
+
+def test_a_stale_tagger_export_is_refused(calibrated, tag_onnx, tmp_path):
+    import shutil
+
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    out, _ = tag_onnx
+    stale = tmp_path / "onnx"
+    shutil.copytree(out, stale)
+    m = json.loads((stale / "manifest.json").read_text())
+    m["derived_from"] = {"calibration.json": "0" * 64}
+    (stale / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(EebertError, match="older calibration"):
+        OnnxTagger.from_artifact(calibrated, folder=stale)
 
 
 def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):

@@ -35,6 +35,16 @@ def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
+def sentences_leaving(criterion, logits: torch.Tensor, first: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[B] bool (on the CPU): which sentences leave at an exit with per-token ``logits`` [B, T, C].
+
+    Positions without a tag (``first`` < 0: special tokens, later subwords, padding) are NaN,
+    which the sentence criteria do not read; every runtime decides with this one function."""
+    scored = logits.masked_fill((first < 0).to(logits.device)[..., None], float("nan"))
+    score, _ = criterion.step(scored, {})
+    return (score <= threshold).cpu()
+
+
 class Tagger:
     """A calibrated tagging artifact, ready to tag."""
 
@@ -93,9 +103,7 @@ class Tagger:
             if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
                 logits = self.exits.heads[k](hidden.float()).float()
                 if exit_at is None:
-                    scored = logits.masked_fill((first < 0).to(logits.device)[..., None], float("nan"))
-                    score, _ = self.criterion.step(scored, {})
-                    leave = (score <= self.thresholds[k]).cpu()
+                    leave = sentences_leaving(self.criterion, logits, first, self.thresholds[k])
                 else:
                     leave = torch.full((len(rows),), exit_at == k)
                 if leave.any():

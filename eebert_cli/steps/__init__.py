@@ -235,12 +235,9 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
 def export(artifact: str | Path, out: str | Path | None = None, quantize: str | None = None,
            backbone: str | None = None) -> dict:
-    """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime."""
+    """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime (a tagger's too:
+    per-token logits, the per-sentence exit)."""
     from ..deploy.onnx_export import export as export_onnx
-
-    if _tagger(artifact) is not None:
-        raise EebertError("ONNX export serves sentence classifiers so far, not taggers",
-                          f"tag texts with `eebert predict {artifact} TEXT ...`")
 
     return export_onnx(artifact, out, quantize, backbone)
 
