@@ -209,8 +209,50 @@ def test_predict_returns_spans_with_character_offsets(calibrated):
         for e in row["entities"]:
             assert row["text"][e["start"]:e["end"]] == e["text"] and 0 <= e["score"] <= 1
     assert any(e["entity"] == "POS" and e["text"] == "good" for e in rows[0]["entities"])
-    with pytest.raises(EebertError, match="serves sentence classifiers"):
-        steps.predict(calibrated, input_file=write_jsonl(calibrated.parent / "in.jsonl", [{"text": "x"}]))
+
+
+TEXTS = ["the movie was very good , the plot awful", "a  film", "bad acting but a great cast", "ok", "good good bad"]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_predict_input_streams_spans_and_tags_row_for_row(calibrated, tmp_path, suffix):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from eebert_cli.deploy.predict_file import predict_to_file
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / f"out.{suffix}"
+    tagger = Tagger.from_artifact(calibrated)
+    assert predict_to_file(tagger, src, out, batch_size=2, chunk_rows=2)["rows"] == len(TEXTS)  # 3 chunks
+    if suffix == "jsonl":
+        got = [json.loads(l) for l in out.read_text().splitlines()]
+    elif suffix == "csv":
+        got = [{"row": int(r["row"]), "exit_layer": int(r["exit_layer"]), "entities": json.loads(r["entities"]),
+                "tokens": json.loads(r["tokens"])} for r in csv.DictReader(out.open())]
+    else:
+        got = pq.read_table(out).to_pylist()
+    want = tagger.predict(TEXTS, batch_size=2)
+    assert [g["row"] for g in got] == list(range(len(TEXTS)))
+    for g, w in zip(got, want):
+        assert g["exit_layer"] == w["exit_layer"] and g["tokens"] == w["tokens"] and g["entities"] == w["entities"]
+    # printed whole through the step (and the CLI): the same rows, with their texts
+    rows = steps.predict(calibrated, input_file=src, batch_size=2)["rows"]
+    assert [r["entities"] for r in rows] == [w["entities"] for w in want] and rows[1]["text"] == TEXTS[1]
+
+
+def test_cli_predict_input_output_on_a_tagger(calibrated, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / "o.jsonl"
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(l)["row"] for l in out.read_text().splitlines()] == list(range(len(TEXTS)))
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--pair-column", "text"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --pair-column" in r.output, r.output
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--output", str(tmp_path / "d"),
+                                 "--executor", "ray"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "not taggers" in r.output, r.output
 
 
 def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
@@ -218,6 +260,14 @@ def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
 
     with pytest.raises(EebertError, match="tagger's artifact"):  # compare and Ray load through it
         EarlyExitModel.from_artifact(calibrated)
+
+
+def test_attach_with_the_ray_executor_refuses_a_tagger_in_one_line(case, tmp_path):
+    ckpt, data = case
+    r = CliRunner().invoke(app, ["attach", str(ckpt), "--data", str(data), "--out", str(tmp_path / "art"),
+                                 "--executor", "ray"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --executor ray" in r.output, r.output
+    assert not (tmp_path / "art" / "exits.safetensors").exists()
 
 
 # -- ONNX: the per-sentence exit from segment graphs -------------------------------------------------------

@@ -35,6 +35,18 @@ def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
+def tagger_task(artifact: "str | Path | Artifact"):
+    """The artifact's task when it tags tokens, else None (read from its config; nothing else loads)."""
+    from .artifact import CONFIG
+    from ..core.atomic import read_json
+    from ..tasks import get as get_task
+
+    config = artifact.config if isinstance(artifact, Artifact) else (
+        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    task = get_task(config.get("task"))
+    return task if task.level == "token" else None
+
+
 def sentences_leaving(criterion, logits: torch.Tensor, first: torch.Tensor, threshold: float) -> torch.Tensor:
     """[B] bool (on the CPU): which sentences leave at an exit with per-token ``logits`` [B, T, C].
 
@@ -119,10 +131,10 @@ class Tagger:
         self._answer(tag_logits(self.deployed.model, hidden), first, rows, self.num_layers, out,
                      torch.arange(len(rows)))
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+    def predict(self, texts: list[str], batch_size: int = 32, exit_at: int | None = None) -> list[dict]:
         """One row per text: its words' tags, the entity spans (character offsets into the text), the exit layer."""
         split = [split_words(self.deployed.tokenizer, t) for t in texts]
-        tagged = self.tag_words([[w for w, _, _ in s] or [""] for s in split], batch_size)
+        tagged = self.tag_words([[w for w, _, _ in s] or [""] for s in split], batch_size, exit_at)
         id2label = self.deployed.id2label
         rows = []
         for text, words, (ids, conf, layer) in zip(texts, split, tagged):

@@ -26,14 +26,9 @@ from ..core.ui import SILENT, UI
 
 def _tagger(artifact: str | Path | Artifact):
     """The artifact's task when it tags tokens (its steps: train/tagging_attach.py, scoring/tagging_*.py), else None."""
-    from ..model.artifact import CONFIG
-    from ..core.atomic import read_json
-    from ..tasks import get as get_task
+    from ..model.tagger_runtime import tagger_task
 
-    config = artifact.config if isinstance(artifact, Artifact) else (
-        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
-    task = get_task(config.get("task"))
-    return task if task.level == "token" else None
+    return tagger_task(artifact)
 
 
 def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
@@ -254,7 +249,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     (``output``; with the ray executor, a folder of parquet parts).
     """
     from ..deploy.executors import executor_of
-    from ..deploy.predict_file import check_paths, predict_rows, rows_of
+    from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
 
     if batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
@@ -270,19 +265,9 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    if _tagger(artifact) is not None:
-        from ..model.tagger_runtime import Tagger
-
-        if input_file is not None:
-            raise EebertError("predict --input serves sentence classifiers so far",
-                              "pass the texts to tag as arguments")
-        tagger = Tagger.from_artifact(artifact, backbone)
-        place_artifact(tagger.artifact, resolve(device), False)
-        return {"rows": tagger.predict(texts, batch_size), "num_layers": tagger.num_layers}
-    model = EarlyExitModel.from_artifact(artifact, backbone, device)
-    rows = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
+    model = load_predictor(artifact, backbone, device, pair_column)  # a tagger's artifact: its tagger
+    rows = answer_rows(model, 0, texts, None, batch_size, keep_text=True) if texts else []
     if input_file is not None:
         for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
             rows += chunk
     return {"rows": rows, "num_layers": model.num_layers}
-
