@@ -433,3 +433,43 @@ def test_words_and_tags_from_parquet_and_saved_datasets(form, tmp_path):
     every = {(tuple(r["tokens"]), tuple(r["ner_tags"])) for r in rows}
     got = {(tuple(w), tuple(t)) for w, t in zip(s.texts, s.labels)}
     assert got <= every and len(s) == (20 if form == "saved" else 16)  # a file without splits: seeded 80/10/10
+
+
+# -- serve ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime"])
+def test_serve_answers_a_tagger_with_the_rows_predict_gives(calibrated, tag_onnx, runtime):
+    import asyncio
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from eebert_cli.deploy.serve.app import create_app
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.deploy.serve.engine import load_engine
+
+    want = steps.predict(calibrated, TEXTS)["rows"]
+    for deployed in (False, True):
+        cfg = ServeConfig(artifact=str(calibrated), runtime=runtime, onnx_dir=str(tag_onnx[0]), deployed=deployed,
+                          max_wait_ms=30)
+        app = create_app(cfg, load_engine(cfg))
+
+        async def go():
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                one = await asyncio.gather(*(c.post("/v1/predict", json={"text": t}) for t in TEXTS))
+                many = await c.post("/v1/predict", json={"texts": TEXTS})
+                pair = await c.post("/v1/predict", json={"text": "a", "pair": "b"})
+                return one, many, pair
+
+        one, many, pair = asyncio.run(go())
+        assert pair.status_code == 422 and "tags one text" in pair.json()["error"]
+        assert all(r.status_code == 200 for r in one) and many.status_code == 200
+        got = [r.json()["predictions"][0] for r in one]
+        assert [g["tokens"] for g in got] == [g["tokens"] for g in many.json()["predictions"]]
+        if deployed:
+            assert {g["exit_layer"] for g in got} == {4}
+            continue
+        for g, w in zip(got, want):
+            assert g["exit_layer"] == w["exit_layer"] and [t["tag"] for t in g["tokens"]] == \
+                [t["tag"] for t in w["tokens"]] and [(e["start"], e["end"]) for e in g["entities"]] == \
+                [(e["start"], e["end"]) for e in w["entities"]]

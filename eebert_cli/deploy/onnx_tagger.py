@@ -39,9 +39,11 @@ class OnnxTagger(Tagger):
         return cls(load_artifact(path, backbone), folder, threads)
 
     def _run(self, ids, mask, first, rows, out, exit_at) -> None:
-        if exit_at is not None:
-            raise EebertError("the ONNX tagger runs the calibrated exits only", "force an exit with the PyTorch tagger")
+        """``exit_at``: every sentence out at that exit (the deployed tagger: the last), if it was exported."""
         ox = self.ox
+        if exit_at is not None and exit_at not in ox.exit_of:
+            raise EebertError(f"exit {exit_at} is not in the ONNX export (exported: {ox.exit_of})",
+                              "force that exit with the PyTorch tagger")
         ids, mask = ids.cpu().numpy(), mask.cpu().numpy()
         outs = ox._first(ids, mask, np.zeros_like(ids))
         last = len(ox.sessions) - 1
@@ -53,7 +55,8 @@ class OnnxTagger(Tagger):
                 self._answer(logits, first, rows, self.segment_layers[i], out, torch.arange(len(rows)))
                 return
             hidden = outs[0]
-            leave = sentences_leaving(self.criterion, logits, first, ox.thresholds[i])
+            leave = torch.full((len(rows),), ox.exit_of[i] == exit_at) if exit_at is not None else \
+                sentences_leaving(self.criterion, logits, first, ox.thresholds[i])
             if leave.any():
                 self._answer(logits, first, rows, self.segment_layers[i], out, leave.nonzero().squeeze(1))
                 keep = (~leave).nonzero().squeeze(1)
