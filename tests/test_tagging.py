@@ -473,3 +473,20 @@ def test_serve_answers_a_tagger_with_the_rows_predict_gives(calibrated, tag_onnx
             assert g["exit_layer"] == w["exit_layer"] and [t["tag"] for t in g["tokens"]] == \
                 [t["tag"] for t in w["tokens"]] and [(e["start"], e["end"]) for e in g["entities"]] == \
                 [(e["start"], e["end"]) for e in w["entities"]]
+
+
+# -- what taggers do not run yet: one line each ----------------------------------------------------------
+
+def test_compare_and_quantized_calibration_refuse_a_tagger_in_one_line(case, calibrated, tmp_path):
+    ckpt, data = case
+    recipe = tmp_path / "c.toml"
+    recipe.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{tmp_path / "out"}"\n'
+                      f'speedups = [1.5]\nmax_length = 32\n[data]\nspec = "{data}"\n[[methods]]\nname = "a"\n'
+                      '[methods.attach]\ntrain = {epochs = 1}\n')
+    for args, needle in ((["compare", str(recipe)], "compare supports single-label classifiers"),
+                         (["calibrate", str(calibrated), "--target-speedup", "1.5", "--quantize", "int8"],
+                          "quantized calibration serves sentence exits only")):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "out" / "artifacts").exists()

@@ -27,7 +27,7 @@ def check_layers(adapter) -> None:
     sa = getattr(getattr(layer, "attention", None), "self", None)
     if sa is None or not all(hasattr(sa, n) for n in ("query", "key", "value")) or not hasattr(layer, "intermediate"):
         raise EebertError(f"per-token exit runs BERT-style layers; this checkpoint is {adapter.model.config.model_type}",
-                          "use the per-sentence exit (eebert calibrate without --token-exit)")
+                          "use the per-sentence exit (`eebert calibrate`, `predict` and `serve` run it)")
 
 
 def partial_layer(layer, hidden: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

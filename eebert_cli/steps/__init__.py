@@ -72,6 +72,8 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
 
     check_calibration(cfg)
     quantize = check_scheme(quantize)
+    if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
+        raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
     where = resolve(device)  # a device that is not there fails before anything loads
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
@@ -96,8 +98,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if tagger is not None:  # per-sentence exit on a token classifier
         from ..scoring.tagging_calibrate import calibrate_tagger
 
-        if artifact.quantize:
-            raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
         cal = calibrate_tagger(artifact, data, cfg, tagger)
         if size_warning:
             cal.warnings.append(size_warning)
