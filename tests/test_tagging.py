@@ -490,3 +490,28 @@ def test_compare_and_quantized_calibration_refuse_a_tagger_in_one_line(case, cal
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
         assert "Traceback" not in r.output
     assert not (tmp_path / "out" / "artifacts").exists()
+
+
+def test_predict_with_the_per_token_exit(calibrated, tmp_path):
+    tagger = Tagger.from_artifact(calibrated)
+    for threshold, exit_at, layer in ((0.0, 0, 1), (1.0, 3, 4)):  # every word at the first exit / none halts
+        rows = steps.predict(calibrated, TEXTS, token_threshold=threshold)["rows"]
+        want = tagger.predict(TEXTS, exit_at=exit_at)
+        for r, w in zip(rows, want):
+            assert [t["tag"] for t in r["tokens"]] == [t["tag"] for t in w["tokens"]]
+            assert r["entities"] == w["entities"] and r["exit_layer"] == layer
+            assert {t["exit_layer"] for t in r["tokens"]} == {layer}
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--token-threshold", "0.9", "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(TEXTS), r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--token-threshold", "1.5"], "within [0, 1]"),
+    (["--token-threshold", "0.9", "--input", "IN", "--output", "OUT"], "per-token exit prints its rows"),
+])
+def test_per_token_settings_are_refused_in_one_line(calibrated, tmp_path, args, needle):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    args = [str(src) if a == "IN" else str(tmp_path / "o.jsonl") if a == "OUT" else a for a in args]
+    r = CliRunner().invoke(app, ["predict", str(calibrated), *([] if "--input" in args else ["good film"]), *args])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output

@@ -100,19 +100,43 @@ def _arrow(values: list):
         return pa.array([json.dumps(v) if v is not None else None for v in values], type=pa.json_())
 
 
-def load_predictor(artifact: str | Path, backbone: str | None, device, pair_column: str | None = None):
-    """What answers an artifact's rows: its tagger for a tagger's artifact, else its early-exit model."""
+def load_predictor(artifact: str | Path, backbone: str | None, device, pair_column: str | None = None,
+                   token_threshold: float | None = None):
+    """What answers an artifact's rows: its tagger for a tagger's artifact (``token_threshold``: the
+    per-token exit, ``model/token_halt.py``), else its early-exit model."""
+    from ..model.artifact import load_artifact
     from ..model.device import place_artifact, resolve
     from ..model.runtime import EarlyExitModel
 
+    if token_threshold is not None:
+        check_token_threshold(artifact, token_threshold, device)
     if tagger_task(artifact) is None:
         return EarlyExitModel.from_artifact(artifact, backbone, device)
     if pair_column:
         raise EebertError(f"a tagger tags one text per row; --pair-column {pair_column} is for sentence-pair "
                           "classifiers", "drop --pair-column")
-    tagger = Tagger.from_artifact(artifact, backbone)
+    if token_threshold is not None:
+        from ..model.token_halt import TokenHaltTagger
+
+        tagger = TokenHaltTagger(load_artifact(artifact, backbone), token_threshold)
+    else:
+        tagger = Tagger.from_artifact(artifact, backbone)
     place_artifact(tagger.artifact, resolve(device), False)
     return tagger
+
+
+def check_token_threshold(artifact: str | Path, threshold: float, device) -> None:
+    """The per-token exit's settings, before anything loads: a tagger, a probability, the CPU."""
+    from ..model.device import resolve
+
+    if tagger_task(artifact) is None:
+        raise EebertError("--token-threshold is the per-token exit of taggers; this artifact classifies sentences",
+                          "drop --token-threshold")
+    if not 0.0 <= threshold <= 1.0:
+        raise EebertError(f"--token-threshold is a tag probability within [0, 1], got {threshold}",
+                          "for example --token-threshold 0.95")
+    if resolve(device).device.type != "cpu":
+        raise EebertError("the per-token exit runs on the CPU (one sentence at a time)", "pass --device cpu")
 
 
 def answer_rows(model, start: int, texts: list[str], pairs: list[str] | None, batch_size: int,

@@ -143,7 +143,11 @@ class Tagger:
             entities = [{"text": text[words[a][1]:words[b - 1][2]], "entity": kind, "start": words[a][1],
                          "end": words[b - 1][2], "score": round(sum(conf[a:b]) / (b - a), 6)}
                         for kind, a, b in spans(tags)]
-            rows.append({"text": text, "entities": entities, "exit_layer": layer,
-                         "tokens": [{"word": w, "tag": t, "start": a, "end": e, "score": round(c, 6)}
-                                    for (w, a, e), t, c in zip(words, tags, conf)]})
+            tokens = [{"word": w, "tag": t, "start": a, "end": e, "score": round(c, 6)}
+                      for (w, a, e), t, c in zip(words, tags, conf)]
+            if isinstance(layer, list):  # per-token exit (model/token_halt.py): each word's own layer
+                for t, word_layer in zip(tokens, layer):
+                    t["exit_layer"] = word_layer
+                layer = max(layer, default=self.num_layers)  # the layers the sentence ran
+            rows.append({"text": text, "entities": entities, "exit_layer": layer, "tokens": tokens})
         return rows

@@ -242,11 +242,12 @@ def export(artifact: str | Path, out: str | Path | None = None, quantize: str | 
 def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file: Path | None = None,
             output: Path | None = None, overwrite: bool = False, text_column: str = "text",
             pair_column: str | None = None, batch_size: int = 1, backbone: str | None = None,
-            device: DeviceConfig | None = None, ui: UI = SILENT) -> dict:
+            device: DeviceConfig | None = None, ui: UI = SILENT, token_threshold: float | None = None) -> dict:
     """`eebert predict`: texts, a file printed whole, or a file streamed to ``output``.
 
     Returns ``{"rows": [...]}`` (texts, or an input file without output) or the streaming summary
-    (``output``; with the ray executor, a folder of parquet parts).
+    (``output``; with the ray executor, a folder of parquet parts). ``token_threshold``: a tagger's
+    per-token exit instead of its calibrated per-sentence one (rows printed, not streamed).
     """
     from ..deploy.executors import executor_of
     from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
@@ -257,6 +258,9 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
+    if token_threshold is not None and (output is not None or not executor.in_process):
+        raise EebertError("the per-token exit prints its rows; --output and --executor ray stream the "
+                          "per-sentence exit", "drop --output / --executor, or drop --token-threshold")
     if output is not None or not executor.in_process:  # streamed through the executor (ray: parquet parts)
         return executor.predict_file(artifact, input_file, output, device, text_column, pair_column, batch_size,
                                      backbone, overwrite, ui)
@@ -265,7 +269,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    model = load_predictor(artifact, backbone, device, pair_column)  # a tagger's artifact: its tagger
+    model = load_predictor(artifact, backbone, device, pair_column, token_threshold)  # a tagger's: its tagger
     rows = answer_rows(model, 0, texts, None, batch_size, keep_text=True) if texts else []
     if input_file is not None:
         for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
