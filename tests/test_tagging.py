@@ -490,6 +490,8 @@ def test_compare_and_quantized_calibration_refuse_a_tagger_in_one_line(case, cal
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
         assert "Traceback" not in r.output
     assert not (tmp_path / "out" / "artifacts").exists()
+    r = CliRunner().invoke(app, ["benchmark", str(calibrated), "--runtime", "onnxruntime", "--repeats", "1"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "not timed yet" in r.output, r.output
 
 
 def test_predict_with_the_per_token_exit(calibrated, tmp_path):

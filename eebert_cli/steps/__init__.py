@@ -213,6 +213,9 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
         if tagger is not None:
             from ..scoring.tagging_benchmark import run_tag_benchmark
 
+            if cfg.repeats > 0 and cfg.runtime != BenchmarkConfig.runtime:
+                raise EebertError(f"a tagger's benchmark times the PyTorch tagger; --runtime {cfg.runtime} runs it in "
+                                  "`eebert serve` but is not timed yet", "drop --runtime, or pass --repeats 0")
             art = load_artifact(path, backbone)
             place_artifact(art, resolve(device), False)
             report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
