@@ -517,3 +517,83 @@ def test_per_token_settings_are_refused_in_one_line(calibrated, tmp_path, args, 
     args = [str(src) if a == "IN" else str(tmp_path / "o.jsonl") if a == "OUT" else a for a in args]
     r = CliRunner().invoke(app, ["predict", str(calibrated), *([] if "--input" in args else ["good film"]), *args])
     assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
+
+
+# -- per-exit thresholds -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget", [{"target_speedup": 1.5}, {"max_drop": 2.0, "bootstrap": 30}])
+def test_moving_one_exits_threshold_is_scored_exactly(calibrated, case, budget):
+    from eebert_cli.scoring.tagging_calibrate import TagProblem, candidates
+
+    art = Tagger.from_artifact(calibrated).artifact
+    st = split_tags(art, load_data(DataConfig(spec=str(case[1]))), "validation")
+    scores = build_criterion("sentence-min").scores(st.logits)[:, :-1].double()
+    ref_f1 = st.reference_f1(torch.full((len(st.words),), 3, dtype=torch.long))
+    problem = TagProblem(st, scores, CalibrationConfig(**budget), ref_f1)
+    cands = candidates(scores)[::7].contiguous()
+    start = torch.tensor(middle_thresholds(scores), dtype=torch.float64)
+    for k in range(3):
+        fig, spd = problem.sweep_exit(start, k, cands)
+        for j, c in enumerate(cands.tolist()):  # each candidate against a full evaluation
+            t = start.clone()
+            t[k] = c
+            o = problem.outcome(t)
+            assert fig[j].item() == pytest.approx(o.accuracy, abs=1e-9) and spd[j].item() == pytest.approx(o.speedup)
+            if "target_speedup" in budget:
+                assert o.accuracy == pytest.approx(st.reference_f1(o.exits))
+
+
+def _synthetic_split(s=120, k=4, seed=0):
+    """Span counts, costs and scores of a made-up validation split, where exits differ by sentence."""
+    from eebert_cli.scoring.tagging import SplitTags
+
+    g = torch.Generator().manual_seed(seed)
+    gold = torch.randint(0, 4, (s, 1, 1), generator=g).expand(s, k, 1)
+    pred = torch.randint(0, 4, (s, k, 1), generator=g)
+    good = torch.tensor([0.6, 0.1, 0.9, 1.0])[None, :, None]  # exit 1 is poor: the others should keep it idle
+    correct = torch.minimum(pred, gold) * (torch.rand(s, k, 1, generator=g) < good)
+    counts = torch.cat([correct, pred, gold], -1).long()
+    cost = torch.linspace(1, 4, k)[None].expand(s, k).clone()
+    z = torch.zeros(s, k)
+    st = SplitTags(logits=None, tags=None, counts=counts, right=z, agree=z, words=torch.ones(s), cost=cost, static=cost,
+                   full=torch.full((s,), 4.0), labelled=True, gold=None, names=[])
+    return st, torch.rand(s, k - 1, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("budget", [{"target_speedup": 1.6}, {"max_drop": 15.0, "bootstrap": 40}])
+def test_refined_thresholds_beat_the_global_one_and_no_single_move_beats_them(budget):
+    from eebert_cli.scoring.tagging_calibrate import TagProblem, candidates, choose, refine, sweep
+    from eebert_cli.scoring.threshold_search import Goal
+
+    st, scores = _synthetic_split()
+    cfg = CalibrationConfig(**budget)
+    ref_f1 = st.reference_f1(torch.full((len(st.words),), 3, dtype=torch.long))
+    glob, warnings = choose(sweep(st, scores, cfg), cfg, ref_f1)
+    assert not warnings
+    point = refine(st, scores, cfg, ref_f1, glob, candidates(scores))
+    assert "thresholds" in point and len(set(point["thresholds"])) > 1  # a different threshold per exit
+    problem = TagProblem(st, scores, cfg, ref_f1)
+    goal = Goal(min_speedup=1.6) if "target_speedup" in budget else Goal(min_accuracy=-0.15, maximise="speedup")
+    best = problem.outcome(torch.tensor(point["thresholds"], dtype=torch.float64))
+    assert goal.feasible(best.accuracy, best.speedup)
+    assert goal.better((best.accuracy, best.speedup), (glob["f1"] if "target_speedup" in budget else
+                                                       -max(glob["drop_bound"], ref_f1 - glob["f1"]), glob["speedup"]))
+    cands = torch.cat([candidates(scores), torch.tensor([float("inf")], dtype=torch.float64)])
+    for k in range(3):  # a local optimum: no one exit's move improves it
+        fig, spd = problem.sweep_exit(torch.tensor(point["thresholds"], dtype=torch.float64), k, cands)
+        assert not any(goal.better((f, v), (best.accuracy, best.speedup)) for f, v in zip(fig.tolist(), spd.tolist()))
+    if "max_drop" in budget:
+        assert 100 * max(point["drop_bound"], ref_f1 - point["f1"]) <= 15.0
+
+
+def test_per_exit_calibration_refines_the_global_threshold(calibrated):
+    glob = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, per_layer=False))
+    per = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))
+    assert glob.per_layer is False and len(set(glob.thresholds)) == 1
+    assert per.validation["speedup_flops"] >= 1.5
+    assert per.validation["entity_f1"] >= glob.validation["entity_f1"] - 1e-12  # the ascent starts at the global point
+    assert per.per_layer == (per.thresholds != glob.thresholds)
+    drop = steps.calibrate(calibrated, None, CalibrationConfig(max_drop=2.0, bootstrap=30))
+    v = drop.validation
+    assert 100 * (v["reference_entity_f1"] - v["entity_f1"]) <= 2.0 and drop.margin["points"] >= 0
+    steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))  # as the others expect
