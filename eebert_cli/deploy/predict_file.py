@@ -4,9 +4,9 @@ Rows are read in chunks through `datasets` streaming (data/files.py), checked
 (data/rows.py), classified and written, so memory stays flat however large the file.
 Output rows keep input order: ``row`` (0-based input row), ``label``, ``exit_layer``,
 ``probs``; a tagger's rows (``model/tagger_runtime.py``): ``row``, ``exit_layer``, ``entities``
-(spans with character offsets into the row's text) and ``tokens`` (each word's tag). OUT is written to a temp sibling and renamed into place only when complete:
-an interrupted run leaves no half-written OUT, and an existing OUT is replaced only
-with ``--overwrite``.
+(spans with character offsets into the row's text) and ``tokens`` (each word's tag). OUT is
+written to a temp sibling and renamed into place only when complete: an interrupted run
+leaves no half-written OUT, and an existing OUT is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
