@@ -426,6 +426,9 @@ def predict(
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE, executor: Optional[str] = EXECUTOR,
     ray_address: Optional[str] = RAY_ADDRESS,
+    token_threshold: Optional[float] = typer.Option(
+        None, help="Taggers: the per-token exit instead of the calibrated per-sentence one; a word halts at the "
+                   "first exit whose top tag probability reaches this (not calibrated; CPU, one sentence at a time)."),
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
@@ -436,7 +439,7 @@ def predict(
     dev = device_opts(r, device, dtype, executor, ray_address)
     result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
                            text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,
-                           backbone=backbone, device=dev, ui=UI(quiet=as_json))
+                           backbone=backbone, device=dev, ui=UI(quiet=as_json), token_threshold=token_threshold)
     if "workers" in result:  # an executor's actor pool (ray): a folder of parquet parts
         emit(result, as_json)
         if not as_json:

@@ -209,17 +209,150 @@ def test_predict_returns_spans_with_character_offsets(calibrated):
         for e in row["entities"]:
             assert row["text"][e["start"]:e["end"]] == e["text"] and 0 <= e["score"] <= 1
     assert any(e["entity"] == "POS" and e["text"] == "good" for e in rows[0]["entities"])
-    with pytest.raises(EebertError, match="serves sentence classifiers"):
-        steps.predict(calibrated, input_file=write_jsonl(calibrated.parent / "in.jsonl", [{"text": "x"}]))
+
+
+TEXTS = ["the movie was very good , the plot awful", "a  film", "bad acting but a great cast", "ok", "good good bad"]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_predict_input_streams_spans_and_tags_row_for_row(calibrated, tmp_path, suffix):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from eebert_cli.deploy.predict_file import predict_to_file
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / f"out.{suffix}"
+    tagger = Tagger.from_artifact(calibrated)
+    assert predict_to_file(tagger, src, out, batch_size=2, chunk_rows=2)["rows"] == len(TEXTS)  # 3 chunks
+    if suffix == "jsonl":
+        got = [json.loads(l) for l in out.read_text().splitlines()]
+    elif suffix == "csv":
+        got = [{"row": int(r["row"]), "exit_layer": int(r["exit_layer"]), "entities": json.loads(r["entities"]),
+                "tokens": json.loads(r["tokens"])} for r in csv.DictReader(out.open())]
+    else:
+        got = pq.read_table(out).to_pylist()
+    want = tagger.predict(TEXTS, batch_size=2)
+    assert [g["row"] for g in got] == list(range(len(TEXTS)))
+    for g, w in zip(got, want):
+        assert g["exit_layer"] == w["exit_layer"] and g["tokens"] == w["tokens"] and g["entities"] == w["entities"]
+    # printed whole through the step (and the CLI): the same rows, with their texts
+    rows = steps.predict(calibrated, input_file=src, batch_size=2)["rows"]
+    assert [r["entities"] for r in rows] == [w["entities"] for w in want] and rows[1]["text"] == TEXTS[1]
+
+
+def test_cli_predict_input_output_on_a_tagger(calibrated, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / "o.jsonl"
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(l)["row"] for l in out.read_text().splitlines()] == list(range(len(TEXTS)))
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--pair-column", "text"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --pair-column" in r.output, r.output
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--output", str(tmp_path / "d"),
+                                 "--executor", "ray"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "not taggers" in r.output, r.output
 
 
 def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
     from eebert_cli.model.runtime import EarlyExitModel
 
-    with pytest.raises(EebertError, match="ONNX export serves sentence classifiers"):
-        steps.export(calibrated)
-    with pytest.raises(EebertError, match="tagger's artifact"):  # serve, compare and Ray load through it
+    with pytest.raises(EebertError, match="tagger's artifact"):  # compare and Ray load through it
         EarlyExitModel.from_artifact(calibrated)
+
+
+def test_attach_with_the_ray_executor_refuses_a_tagger_in_one_line(case, tmp_path):
+    ckpt, data = case
+    r = CliRunner().invoke(app, ["attach", str(ckpt), "--data", str(data), "--out", str(tmp_path / "art"),
+                                 "--executor", "ray"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --executor ray" in r.output, r.output
+    assert not (tmp_path / "art" / "exits.safetensors").exists()
+
+
+# -- ONNX: the per-sentence exit from segment graphs -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tag_onnx(calibrated, tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path_factory.mktemp("tag-onnx") / "onnx"
+    info = steps.export(calibrated, out)
+    return out, info
+
+
+def test_onnx_tagger_takes_the_pytorch_taggers_exits_and_tags(calibrated, case, tag_onnx):
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    out, info = tag_onnx
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "token-classification" and manifest["logits"] == "per-token"
+    assert all("score" not in s["outputs"] for s in manifest["segments"])  # the host scores sentences
+    torch_tagger = Tagger.from_artifact(calibrated)
+    onnx_tagger = OnnxTagger(torch_tagger.artifact, out)
+    data = load_data(DataConfig(spec=str(case[1])))
+    words = data.split("test").texts
+    st = split_tags(torch_tagger.artifact, data, "test")
+    crit = build_criterion(torch_tagger.artifact.calibration.criterion)
+    # thresholds that send sentences to different exits, in both runtimes (each exit is a segment here)
+    torch_tagger.thresholds = middle_thresholds(crit.scores(st.logits)[:, :-1].double())
+    assert onnx_tagger.ox.exit_of == [0, 1, 2, 3]
+    onnx_tagger.ox.thresholds = torch_tagger.thresholds + [float("inf")]
+    for bs in (1, 5):
+        want = torch_tagger.tag_words(words, batch_size=bs)
+        got = onnx_tagger.tag_words(words, batch_size=bs)
+        assert [g[2] for g in got] == [w[2] for w in want]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g[1], w[1])) < 1e-4
+    assert len({w[2] for w in want}) > 2
+    texts = ["the movie was very good , the plot awful", "a  film"]
+    rows, ref = onnx_tagger.predict(texts, 2), torch_tagger.predict(texts, 2)
+    strip = lambda rs: [{**r, "tokens": [{**t, "score": round(t["score"], 3)} for t in r["tokens"]],
+                         "entities": [{**e, "score": round(e["score"], 3)} for e in r["entities"]]} for r in rows]
+    assert strip(rows) == strip(ref)
+
+
+def test_onnx_tagger_deployed_graph_is_the_deployed_tagger(calibrated, case, tag_onnx):
+    import numpy as np
+
+    from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
+
+    out, _ = tag_onnx
+    art = Tagger.from_artifact(calibrated).artifact
+    enc = encode(art.deployed.tokenizer, [["good", "film"], ["the", "plot", "was", "awful", "!"]], 32)
+    width = max(map(len, enc["input_ids"]))
+    ids = torch.tensor([x + [0] * (width - len(x)) for x in enc["input_ids"]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        ref = art.deployed.model(input_ids=ids, attention_mask=mask).logits.numpy()
+    got = OnnxEarlyExit(out).forward_deployed(ids.numpy(), mask.numpy(), np.zeros_like(ids.numpy()))
+    assert got.shape == ref.shape and np.abs((got - ref) * mask.numpy()[..., None]).max() < 1e-4
+
+
+def test_int8_tagger_export_runs_and_mostly_agrees(calibrated, case, tag_onnx, tmp_path):
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    info = steps.export(calibrated, tmp_path / "int8", quantize="int8")
+    assert info["quantize"] == "int8"
+    words = load_data(DataConfig(spec=str(case[1]))).split("test").texts
+    got = OnnxTagger.from_artifact(calibrated, folder=tmp_path / "int8").tag_words(words, 8)
+    want = Tagger.from_artifact(calibrated).tag_words(words, 8)
+    assert sum(g[0] == w[0] for g, w in zip(got, want)) >= 0.8 * len(words)
+
+
+def test_a_stale_tagger_export_is_refused(calibrated, tag_onnx, tmp_path):
+    import shutil
+
+    from eebert_cli.deploy.onnx_tagger import OnnxTagger
+
+    out, _ = tag_onnx
+    stale = tmp_path / "onnx"
+    shutil.copytree(out, stale)
+    m = json.loads((stale / "manifest.json").read_text())
+    m["derived_from"] = {"calibration.json": "0" * 64}
+    (stale / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(EebertError, match="older calibration"):
+        OnnxTagger.from_artifact(calibrated, folder=stale)
 
 
 def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
@@ -300,3 +433,167 @@ def test_words_and_tags_from_parquet_and_saved_datasets(form, tmp_path):
     every = {(tuple(r["tokens"]), tuple(r["ner_tags"])) for r in rows}
     got = {(tuple(w), tuple(t)) for w, t in zip(s.texts, s.labels)}
     assert got <= every and len(s) == (20 if form == "saved" else 16)  # a file without splits: seeded 80/10/10
+
+
+# -- serve ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime"])
+def test_serve_answers_a_tagger_with_the_rows_predict_gives(calibrated, tag_onnx, runtime):
+    import asyncio
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from eebert_cli.deploy.serve.app import create_app
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.deploy.serve.engine import load_engine
+
+    want = steps.predict(calibrated, TEXTS)["rows"]
+    for deployed in (False, True):
+        cfg = ServeConfig(artifact=str(calibrated), runtime=runtime, onnx_dir=str(tag_onnx[0]), deployed=deployed,
+                          max_wait_ms=30)
+        app = create_app(cfg, load_engine(cfg))
+
+        async def go():
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                one = await asyncio.gather(*(c.post("/v1/predict", json={"text": t}) for t in TEXTS))
+                many = await c.post("/v1/predict", json={"texts": TEXTS})
+                pair = await c.post("/v1/predict", json={"text": "a", "pair": "b"})
+                return one, many, pair
+
+        one, many, pair = asyncio.run(go())
+        assert pair.status_code == 422 and "tags one text" in pair.json()["error"]
+        assert all(r.status_code == 200 for r in one) and many.status_code == 200
+        got = [r.json()["predictions"][0] for r in one]
+        assert [g["tokens"] for g in got] == [g["tokens"] for g in many.json()["predictions"]]
+        if deployed:
+            assert {g["exit_layer"] for g in got} == {4}
+            continue
+        for g, w in zip(got, want):
+            assert g["exit_layer"] == w["exit_layer"] and [t["tag"] for t in g["tokens"]] == \
+                [t["tag"] for t in w["tokens"]] and [(e["start"], e["end"]) for e in g["entities"]] == \
+                [(e["start"], e["end"]) for e in w["entities"]]
+
+
+# -- what taggers do not run yet: one line each ----------------------------------------------------------
+
+def test_compare_and_quantized_calibration_refuse_a_tagger_in_one_line(case, calibrated, tmp_path):
+    ckpt, data = case
+    recipe = tmp_path / "c.toml"
+    recipe.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{tmp_path / "out"}"\n'
+                      f'speedups = [1.5]\nmax_length = 32\n[data]\nspec = "{data}"\n[[methods]]\nname = "a"\n'
+                      '[methods.attach]\ntrain = {epochs = 1}\n')
+    for args, needle in ((["compare", str(recipe)], "compare supports single-label classifiers"),
+                         (["calibrate", str(calibrated), "--target-speedup", "1.5", "--quantize", "int8"],
+                          "quantized calibration serves sentence exits only")):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "out" / "artifacts").exists()
+    r = CliRunner().invoke(app, ["benchmark", str(calibrated), "--runtime", "onnxruntime", "--repeats", "1"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "not timed yet" in r.output, r.output
+
+
+def test_predict_with_the_per_token_exit(calibrated, tmp_path):
+    tagger = Tagger.from_artifact(calibrated)
+    for threshold, exit_at, layer in ((0.0, 0, 1), (1.0, 3, 4)):  # every word at the first exit / none halts
+        rows = steps.predict(calibrated, TEXTS, token_threshold=threshold)["rows"]
+        want = tagger.predict(TEXTS, exit_at=exit_at)
+        for r, w in zip(rows, want):
+            assert [t["tag"] for t in r["tokens"]] == [t["tag"] for t in w["tokens"]]
+            assert r["entities"] == w["entities"] and r["exit_layer"] == layer
+            assert {t["exit_layer"] for t in r["tokens"]} == {layer}
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "--input", str(src), "--token-threshold", "0.9", "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(TEXTS), r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--token-threshold", "1.5"], "within [0, 1]"),
+    (["--token-threshold", "0.9", "--input", "IN", "--output", "OUT"], "per-token exit prints its rows"),
+])
+def test_per_token_settings_are_refused_in_one_line(calibrated, tmp_path, args, needle):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    args = [str(src) if a == "IN" else str(tmp_path / "o.jsonl") if a == "OUT" else a for a in args]
+    r = CliRunner().invoke(app, ["predict", str(calibrated), *([] if "--input" in args else ["good film"]), *args])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
+
+
+# -- per-exit thresholds -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget", [{"target_speedup": 1.5}, {"max_drop": 2.0, "bootstrap": 30}])
+def test_moving_one_exits_threshold_is_scored_exactly(calibrated, case, budget):
+    from eebert_cli.scoring.tagging_calibrate import TagProblem, candidates
+
+    art = Tagger.from_artifact(calibrated).artifact
+    st = split_tags(art, load_data(DataConfig(spec=str(case[1]))), "validation")
+    scores = build_criterion("sentence-min").scores(st.logits)[:, :-1].double()
+    ref_f1 = st.reference_f1(torch.full((len(st.words),), 3, dtype=torch.long))
+    problem = TagProblem(st, scores, CalibrationConfig(**budget), ref_f1)
+    cands = candidates(scores)[::7].contiguous()
+    start = torch.tensor(middle_thresholds(scores), dtype=torch.float64)
+    for k in range(3):
+        fig, spd = problem.sweep_exit(start, k, cands)
+        for j, c in enumerate(cands.tolist()):  # each candidate against a full evaluation
+            t = start.clone()
+            t[k] = c
+            o = problem.outcome(t)
+            assert fig[j].item() == pytest.approx(o.accuracy, abs=1e-9) and spd[j].item() == pytest.approx(o.speedup)
+            if "target_speedup" in budget:
+                assert o.accuracy == pytest.approx(st.reference_f1(o.exits))
+
+
+def _synthetic_split(s=120, k=4, seed=0):
+    """Span counts, costs and scores of a made-up validation split, where exits differ by sentence."""
+    from eebert_cli.scoring.tagging import SplitTags
+
+    g = torch.Generator().manual_seed(seed)
+    gold = torch.randint(0, 4, (s, 1, 1), generator=g).expand(s, k, 1)
+    pred = torch.randint(0, 4, (s, k, 1), generator=g)
+    good = torch.tensor([0.6, 0.1, 0.9, 1.0])[None, :, None]  # exit 1 is poor: the others should keep it idle
+    correct = torch.minimum(pred, gold) * (torch.rand(s, k, 1, generator=g) < good)
+    counts = torch.cat([correct, pred, gold], -1).long()
+    cost = torch.linspace(1, 4, k)[None].expand(s, k).clone()
+    z = torch.zeros(s, k)
+    st = SplitTags(logits=None, tags=None, counts=counts, right=z, agree=z, words=torch.ones(s), cost=cost, static=cost,
+                   full=torch.full((s,), 4.0), labelled=True, gold=None, names=[])
+    return st, torch.rand(s, k - 1, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("budget", [{"target_speedup": 1.6}, {"max_drop": 15.0, "bootstrap": 40}])
+def test_refined_thresholds_beat_the_global_one_and_no_single_move_beats_them(budget):
+    from eebert_cli.scoring.tagging_calibrate import TagProblem, candidates, choose, refine, sweep
+    from eebert_cli.scoring.threshold_search import Goal
+
+    st, scores = _synthetic_split()
+    cfg = CalibrationConfig(**budget)
+    ref_f1 = st.reference_f1(torch.full((len(st.words),), 3, dtype=torch.long))
+    glob, warnings = choose(sweep(st, scores, cfg), cfg, ref_f1)
+    assert not warnings
+    point = refine(st, scores, cfg, ref_f1, glob, candidates(scores))
+    assert "thresholds" in point and len(set(point["thresholds"])) > 1  # a different threshold per exit
+    problem = TagProblem(st, scores, cfg, ref_f1)
+    goal = Goal(min_speedup=1.6) if "target_speedup" in budget else Goal(min_accuracy=-0.15, maximise="speedup")
+    best = problem.outcome(torch.tensor(point["thresholds"], dtype=torch.float64))
+    assert goal.feasible(best.accuracy, best.speedup)
+    assert goal.better((best.accuracy, best.speedup), (glob["f1"] if "target_speedup" in budget else
+                                                       -max(glob["drop_bound"], ref_f1 - glob["f1"]), glob["speedup"]))
+    cands = torch.cat([candidates(scores), torch.tensor([float("inf")], dtype=torch.float64)])
+    for k in range(3):  # a local optimum: no one exit's move improves it
+        fig, spd = problem.sweep_exit(torch.tensor(point["thresholds"], dtype=torch.float64), k, cands)
+        assert not any(goal.better((f, v), (best.accuracy, best.speedup)) for f, v in zip(fig.tolist(), spd.tolist()))
+    if "max_drop" in budget:
+        assert 100 * max(point["drop_bound"], ref_f1 - point["f1"]) <= 15.0
+
+
+def test_per_exit_calibration_refines_the_global_threshold(calibrated):
+    glob = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, per_layer=False))
+    per = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))
+    assert glob.per_layer is False and len(set(glob.thresholds)) == 1
+    assert per.validation["speedup_flops"] >= 1.5
+    assert per.validation["entity_f1"] >= glob.validation["entity_f1"] - 1e-12  # the ascent starts at the global point
+    assert per.per_layer == (per.thresholds != glob.thresholds)
+    drop = steps.calibrate(calibrated, None, CalibrationConfig(max_drop=2.0, bootstrap=30))
+    v = drop.validation
+    assert 100 * (v["reference_entity_f1"] - v["entity_f1"]) <= 2.0 and drop.margin["points"] >= 0
+    steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))  # as the others expect

@@ -33,12 +33,11 @@ class Executor:
                      backbone: str | None, overwrite: bool, ui: UI = SILENT) -> dict:
         """``input_file`` streamed through the early-exit model into ``output``; a summary."""
         from ..model.device import resolve
-        from .predict_file import check_paths, predict_to_file
-        from ..model.runtime import EarlyExitModel
+        from .predict_file import check_paths, load_predictor, predict_to_file
 
         resolve(device)  # a device that is not there fails before anything loads
         check_paths(input_file, output, overwrite)
-        model = EarlyExitModel.from_artifact(artifact, backbone, device)
+        model = load_predictor(artifact, backbone, device, pair_column)  # a tagger's artifact: its tagger
         return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
 
 
@@ -59,8 +58,14 @@ class RayExecutor(Executor):
 
     def predict_file(self, artifact, input_file, output, device, text_column, pair_column, batch_size, backbone,
                      overwrite, ui=SILENT) -> dict:
+        from ..core.errors import EebertError
+        from ..model.tagger_runtime import tagger_task
         from .ray_executor import predict_ray
 
+        if tagger_task(artifact) is not None:
+            raise EebertError("the Ray executor predicts with sentence classifiers so far, not taggers",
+                              "drop --executor ray: `eebert predict ART --input FILE --output OUT` streams a "
+                              "tagger's file in this process")
         return predict_ray(artifact, input_file, output, device, text_column, pair_column, batch_size, backbone, ui)
 
 

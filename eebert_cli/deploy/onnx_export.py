@@ -16,6 +16,12 @@ exports the same way.
       segment-k.onnx    hidden, attention_mask -> hidden, logits (next exit; the last: deployed head)
       deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
 
+A tagger's artifact (reduction "word") exports the same way, per token: each segment
+outputs its hidden states and the exit head's tag logits for every position [B, T, C], the
+last segment and ``deployed.onnx`` the deployed tagger's own classifier. Its sentence score
+is computed on the host (``model/tagger_runtime.sentences_leaving``), since it reads which
+positions carry a word's tag, which only the host's word alignment knows.
+
 With a stateless criterion (entropy, maxprob) each segment also outputs the
 exit score, traced from the criterion's own ``step``, so the host only
 compares it with the threshold; a stateful one (patience) runs ``step`` on the
@@ -42,6 +48,7 @@ from ..core.errors import EebertError
 from ..exits import reduce
 from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
 from ..model.quantize import check_scheme
+from ..model.token_features import tag_logits
 
 ONNX_FORMAT = 1
 OPSET = 17
@@ -60,6 +67,7 @@ class Segment(nn.Module):
         self.reduction = artifact.exits.reduction
         self.model = artifact.deployed.model  # registered so parameters are exported
         self.exits = artifact.exits
+        self.tags = self.reduction == "word"  # a tagger: tag logits per token, its own classifier last
 
     def forward(self, a: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None):
         ad = self.ad
@@ -68,7 +76,7 @@ class Segment(nn.Module):
         for i in range(self.start, self.end):
             hidden = ad.layer(i, hidden, state)
         if self.head is None:
-            return ad.head(hidden, mask)
+            return tag_logits(self.model, hidden) if self.tags else ad.head(hidden, mask)
         logits = self.head(reduce(self.reduction, hidden, mask))
         if self.criterion is None:
             return hidden, logits
@@ -79,12 +87,16 @@ def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
     return [k for k, t in enumerate(thresholds) if not (criterion_stateless and t == -INF)]
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            per_token: bool = False) -> None:
+    """``per_token``: the logits are per position [B, T, C] (a tagger's), not per example."""
     axes = {"input_ids": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
             "attention_mask": {0: "batch", 1: "seq"}, "hidden_in": {0: "batch", 1: "seq"},
             "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
+        if per_token:
+            axes["logits"] = {0: "batch", 1: "seq"}
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes={n: axes[n] for n in inputs + outputs}, opset_version=OPSET,
                           dynamo=False, do_constant_folding=True)
@@ -166,12 +178,14 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
     if art.exits.gates is not None:
         raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
                           "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
-    if art.exits.reduction not in ("cls", "mean") or art.exits.bypass is not None or criterion.needs_features:
-        raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean), without "
-                          "bypasses, and criteria that read only logits",
+    tags = art.exits.reduction == "word"  # a tagger's per-token exits
+    if art.exits.reduction not in ("cls", "mean", "word") or art.exits.bypass is not None or criterion.needs_features:
+        raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean) or every "
+                          "token (taggers), without bypasses, and criteria that read only logits",
                           "export an artifact with linear / pooler-mlp / mean-mlp exits, or serve this one with PyTorch")
     thresholds = thresholds_from_json(cal.thresholds)
     stateless = not criterion.init_state(1)
+    traced = stateless and not tags  # a tagger's score needs the word alignment: the host computes it
     live = live_exits(stateless, thresholds)
     dims = art.deployed.adapter.dims
     out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
@@ -190,12 +204,12 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         for i, (end, k) in enumerate(bounds):
             last = i == len(bounds) - 1
             seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
-                          criterion=criterion if stateless else None).eval()
+                          criterion=criterion if traced else None).eval()
             name = f"segment-{i}.onnx"
             inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else ["hidden_in", "attention_mask"]
-            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if stateless else [])
+            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if traced else [])
             args = (ids, mask, types) if i == 0 else (hidden, mask)
-            _export(seg, args, tmp / name, inputs, outputs)
+            _export(seg, args, tmp / name, inputs, outputs, tags)
             if not last:
                 with torch.no_grad():
                     hidden = seg(*args)[0]
@@ -204,13 +218,14 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             start = end
         whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
         _export(whole, (ids, mask, types), tmp / "deployed.onnx", ["input_ids", "attention_mask", "token_type_ids"],
-                ["logits"])
+                ["logits"], tags)
         if quantize:
             for f in sorted(tmp.glob("*.onnx")):
                 quantize_graph(f)
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
+            "task": art.config.get("task"), "logits": "per-token" if tags else "per-example",
             "backbone_quantize_at_calibration": cal.quantize,
             "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],

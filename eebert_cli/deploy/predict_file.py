@@ -3,9 +3,10 @@
 Rows are read in chunks through `datasets` streaming (data/files.py), checked
 (data/rows.py), classified and written, so memory stays flat however large the file.
 Output rows keep input order: ``row`` (0-based input row), ``label``, ``exit_layer``,
-``probs``. OUT is written to a temp sibling and renamed into place only when complete:
-an interrupted run leaves no half-written OUT, and an existing OUT is replaced only
-with ``--overwrite``.
+``probs``; a tagger's rows (``model/tagger_runtime.py``): ``row``, ``exit_layer``, ``entities``
+(spans with character offsets into the row's text) and ``tokens`` (each word's tag). OUT is
+written to a temp sibling and renamed into place only when complete: an interrupted run
+leaves no half-written OUT, and an existing OUT is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..data.files import READERS, builder_of, count_rows, stream_file
 from ..data.rows import check_text
 from ..core.errors import EebertError
 from ..model.runtime import prediction_row
+from ..model.tagger_runtime import Tagger, tagger_task
 from ..core.ui import SILENT, UI
 
 #: rows read, classified and written at a time: the memory bound
@@ -98,6 +100,54 @@ def _arrow(values: list):
         return pa.array([json.dumps(v) if v is not None else None for v in values], type=pa.json_())
 
 
+def load_predictor(artifact: str | Path, backbone: str | None, device, pair_column: str | None = None,
+                   token_threshold: float | None = None):
+    """What answers an artifact's rows: its tagger for a tagger's artifact (``token_threshold``: the
+    per-token exit, ``model/token_halt.py``), else its early-exit model."""
+    from ..model.artifact import load_artifact
+    from ..model.device import place_artifact, resolve
+    from ..model.runtime import EarlyExitModel
+
+    if token_threshold is not None:
+        check_token_threshold(artifact, token_threshold, device)
+    if tagger_task(artifact) is None:
+        return EarlyExitModel.from_artifact(artifact, backbone, device)
+    if pair_column:
+        raise EebertError(f"a tagger tags one text per row; --pair-column {pair_column} is for sentence-pair "
+                          "classifiers", "drop --pair-column")
+    if token_threshold is not None:
+        from ..model.token_halt import TokenHaltTagger
+
+        tagger = TokenHaltTagger(load_artifact(artifact, backbone), token_threshold)
+    else:
+        tagger = Tagger.from_artifact(artifact, backbone)
+    place_artifact(tagger.artifact, resolve(device), False)
+    return tagger
+
+
+def check_token_threshold(artifact: str | Path, threshold: float, device) -> None:
+    """The per-token exit's settings, before anything loads: a tagger, a probability, the CPU."""
+    from ..model.device import resolve
+
+    if tagger_task(artifact) is None:
+        raise EebertError("--token-threshold is the per-token exit of taggers; this artifact classifies sentences",
+                          "drop --token-threshold")
+    if not 0.0 <= threshold <= 1.0:
+        raise EebertError(f"--token-threshold is a tag probability within [0, 1], got {threshold}",
+                          "for example --token-threshold 0.95")
+    if resolve(device).device.type != "cpu":
+        raise EebertError("the per-token exit runs on the CPU (one sentence at a time)", "pass --device cpu")
+
+
+def answer_rows(model, start: int, texts: list[str], pairs: list[str] | None, batch_size: int,
+                keep_text: bool = False) -> list[dict]:
+    """Output rows for ``texts`` (rows ``start``...): a tagger's spans and tags, or a classifier's answers."""
+    if isinstance(model, Tagger):
+        return [{"row": start + i, **{k: v for k, v in r.items() if keep_text or k != "text"}}
+                for i, r in enumerate(model.predict(texts, batch_size))]
+    return rows_of(start, model.predict(texts, pairs, batch_size=batch_size), texts if keep_text else None)
+
+
 def rows_of(start: int, preds, texts: list[str] | None = None) -> list[dict]:
     """Output rows; with ``texts``, each row carries its text too (for printing)."""
     return [{"row": start + i, **({"text": texts[i]} if texts is not None else {}), **prediction_row(p)}
@@ -109,7 +159,7 @@ def predict_rows(model, input_file: Path, text_column: str, pair_column: str | N
     """Prediction rows per chunk, in input order, with a progress bar counting rows/s."""
     with ui.progress(f"predict {input_file.name}", count_rows(input_file), unit="rows") as advance:
         for start, texts, pairs in chunks(input_file, text_column, pair_column, chunk_rows):
-            rows = rows_of(start, model.predict(texts, pairs, batch_size=batch_size), texts if keep_text else None)
+            rows = answer_rows(model, start, texts, pairs, batch_size, keep_text)
             advance(len(rows))
             yield rows
 
@@ -119,7 +169,7 @@ def predict_to_file(model, input_file: Path, output: Path, text_column: str = "t
     """Stream ``input_file`` through ``model`` into ``output`` (atomically); a summary dict."""
     t0, n = time.perf_counter(), 0
     labels = [model.artifact.deployed.id2label[i] for i in range(len(model.artifact.deployed.id2label))]
-    with atomic_writer(output, labels) as write:
+    with atomic_writer(output, labels, isinstance(model, Tagger)) as write:
         for rows in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, chunk_rows):
             write(rows)
             n += len(rows)
@@ -129,11 +179,11 @@ def predict_to_file(model, input_file: Path, output: Path, text_column: str = "t
 
 
 @contextlib.contextmanager
-def atomic_writer(output: Path, labels: list[str]) -> Iterator[Callable[[list[dict]], None]]:
-    """Yields write(rows); OUT appears (by rename) only when the block completes."""
+def atomic_writer(output: Path, labels: list[str], tags: bool = False) -> Iterator[Callable[[list[dict]], None]]:
+    """Yields write(rows); OUT appears (by rename) only when the block completes. ``tags``: a tagger's rows."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    writer = WRITERS[output.suffix.lower()](tmp, labels)
+    writer = WRITERS[output.suffix.lower()](tmp, labels, tags)
     try:
         yield writer.write
         writer.close()
@@ -145,7 +195,7 @@ def atomic_writer(output: Path, labels: list[str]) -> Iterator[Callable[[list[di
 
 
 class JsonlWriter:
-    def __init__(self, path: Path, labels: list[str]):
+    def __init__(self, path: Path, labels: list[str], tags: bool = False):
         self.f = path.open("w", encoding="utf-8")
 
     def write(self, rows: list[dict]) -> None:
@@ -156,27 +206,41 @@ class JsonlWriter:
             self.f.close()
 
 
-class CsvWriter(JsonlWriter):
-    """``probs`` as a JSON list in one column: one layout for any number of labels."""
+#: a tagger's output columns (``predict_file.answer_rows``)
+TAG_COLUMNS = ("row", "exit_layer", "entities", "tokens")
 
-    def __init__(self, path: Path, labels: list[str]):
+
+class CsvWriter(JsonlWriter):
+    """``probs`` (a tagger's ``entities`` and ``tokens``) as JSON in one column: one layout for any number of labels."""
+
+    def __init__(self, path: Path, labels: list[str], tags: bool = False):
         import csv
 
         super().__init__(path, labels)
         self.w = csv.writer(self.f)
-        self.w.writerow(["row", "label", "exit_layer", "probs"])
+        self.columns = TAG_COLUMNS if tags else ("row", "label", "exit_layer", "probs")
+        self.w.writerow(self.columns)
 
     def write(self, rows: list[dict]) -> None:
-        self.w.writerows([r["row"], r["label"], r["exit_layer"], json.dumps(r["probs"])] for r in rows)
+        self.w.writerows([json.dumps(v) if isinstance(v, (list, dict)) else v for v in map(r.get, self.columns)]
+                         for r in rows)
 
 
 class ParquetWriter:
-    def __init__(self, path: Path, labels: list[str]):
+    def __init__(self, path: Path, labels: list[str], tags: bool = False):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.schema = pa.schema([("row", pa.int64()), ("label", pa.string()), ("exit_layer", pa.int32()),
-                                 ("probs", pa.list_(pa.float32()))])
+        if tags:  # spans and words as lists of structs
+            span = pa.struct([("text", pa.string()), ("entity", pa.string()), ("start", pa.int64()),
+                              ("end", pa.int64()), ("score", pa.float64())])
+            word = pa.struct([("word", pa.string()), ("tag", pa.string()), ("start", pa.int64()),
+                              ("end", pa.int64()), ("score", pa.float64())])
+            self.schema = pa.schema([("row", pa.int64()), ("exit_layer", pa.int32()),
+                                     ("entities", pa.list_(span)), ("tokens", pa.list_(word))])
+        else:
+            self.schema = pa.schema([("row", pa.int64()), ("label", pa.string()), ("exit_layer", pa.int32()),
+                                     ("probs", pa.list_(pa.float32()))])
         self.w = pq.ParquetWriter(str(path), self.schema)
 
     def write(self, rows: list[dict]) -> None:

@@ -35,6 +35,12 @@ class Runtime:
     def check(cls, artifact_path: Path, onnx_dir: str | Path = "") -> None:
         """Refuse, in one line and before any backbone work, what this runtime could not run (a stale export)."""
 
+    @classmethod
+    def tagger(cls, artifact, onnx_dir: str | Path = "", threads: int = 0):
+        """What tags texts for a tagger's loaded ``artifact`` on this runtime (``model/tagger_runtime.Tagger``'s rows)."""
+        raise EebertError(f"the {cls.registry_name} runtime runs sentence classifiers, not taggers",
+                          "serve a tagger with --runtime pytorch or onnxruntime")
+
     def deployed(self, ids, mask, types):
         """Logits [B, C] of the deployed model as shipped."""
         raise NotImplementedError
@@ -54,6 +60,12 @@ class PyTorchRuntime(Runtime):
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
         super().__init__(artifact, model)
         self.hf = artifact.reference.model
+
+    @classmethod
+    def tagger(cls, artifact, onnx_dir="", threads=0):
+        from ..model.tagger_runtime import Tagger
+
+        return Tagger(artifact)
 
     @torch.inference_mode()
     def deployed(self, ids, mask, types):
@@ -77,6 +89,12 @@ class OnnxRuntime(Runtime):
         from .onnx_runtime import check_export
 
         check_export(Path(onnx_dir or Path(artifact_path) / "onnx"), Path(artifact_path))
+
+    @classmethod
+    def tagger(cls, artifact, onnx_dir="", threads=0):
+        from .onnx_tagger import OnnxTagger
+
+        return OnnxTagger(artifact, onnx_dir or None, threads)
 
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
         super().__init__(artifact, model)

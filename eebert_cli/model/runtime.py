@@ -66,7 +66,7 @@ class EarlyExitModel:
         where = resolve(device)  # a bad device fails before anything loads
         art = load_artifact(path, backbone)
         if get_task(art.config.get("task")).level == "token":  # taggers run in model/tagger_runtime.py
-            raise EebertError(f"{path} is a tagger's artifact: serve, export, compare and the Ray executor run "
+            raise EebertError(f"{path} is a tagger's artifact: compare and the Ray executor run "
                               "sentence classifiers so far", f"tag texts with `eebert predict {path} TEXT ...`")
         cal = art.calibration
         if cal is None:

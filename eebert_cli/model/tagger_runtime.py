@@ -35,6 +35,28 @@ def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
+def tagger_task(artifact: "str | Path | Artifact"):
+    """The artifact's task when it tags tokens, else None (read from its config; nothing else loads)."""
+    from .artifact import CONFIG
+    from ..core.atomic import read_json
+    from ..tasks import get as get_task
+
+    config = artifact.config if isinstance(artifact, Artifact) else (
+        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    task = get_task(config.get("task"))
+    return task if task.level == "token" else None
+
+
+def sentences_leaving(criterion, logits: torch.Tensor, first: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[B] bool (on the CPU): which sentences leave at an exit with per-token ``logits`` [B, T, C].
+
+    Positions without a tag (``first`` < 0: special tokens, later subwords, padding) are NaN,
+    which the sentence criteria do not read; every runtime decides with this one function."""
+    scored = logits.masked_fill((first < 0).to(logits.device)[..., None], float("nan"))
+    score, _ = criterion.step(scored, {})
+    return (score <= threshold).cpu()
+
+
 class Tagger:
     """A calibrated tagging artifact, ready to tag."""
 
@@ -93,9 +115,7 @@ class Tagger:
             if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
                 logits = self.exits.heads[k](hidden.float()).float()
                 if exit_at is None:
-                    scored = logits.masked_fill((first < 0).to(logits.device)[..., None], float("nan"))
-                    score, _ = self.criterion.step(scored, {})
-                    leave = (score <= self.thresholds[k]).cpu()
+                    leave = sentences_leaving(self.criterion, logits, first, self.thresholds[k])
                 else:
                     leave = torch.full((len(rows),), exit_at == k)
                 if leave.any():
@@ -111,10 +131,10 @@ class Tagger:
         self._answer(tag_logits(self.deployed.model, hidden), first, rows, self.num_layers, out,
                      torch.arange(len(rows)))
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+    def predict(self, texts: list[str], batch_size: int = 32, exit_at: int | None = None) -> list[dict]:
         """One row per text: its words' tags, the entity spans (character offsets into the text), the exit layer."""
         split = [split_words(self.deployed.tokenizer, t) for t in texts]
-        tagged = self.tag_words([[w for w, _, _ in s] or [""] for s in split], batch_size)
+        tagged = self.tag_words([[w for w, _, _ in s] or [""] for s in split], batch_size, exit_at)
         id2label = self.deployed.id2label
         rows = []
         for text, words, (ids, conf, layer) in zip(texts, split, tagged):
@@ -123,7 +143,11 @@ class Tagger:
             entities = [{"text": text[words[a][1]:words[b - 1][2]], "entity": kind, "start": words[a][1],
                          "end": words[b - 1][2], "score": round(sum(conf[a:b]) / (b - a), 6)}
                         for kind, a, b in spans(tags)]
-            rows.append({"text": text, "entities": entities, "exit_layer": layer,
-                         "tokens": [{"word": w, "tag": t, "start": a, "end": e, "score": round(c, 6)}
-                                    for (w, a, e), t, c in zip(words, tags, conf)]})
+            tokens = [{"word": w, "tag": t, "start": a, "end": e, "score": round(c, 6)}
+                      for (w, a, e), t, c in zip(words, tags, conf)]
+            if isinstance(layer, list):  # per-token exit (model/token_halt.py): each word's own layer
+                for t, word_layer in zip(tokens, layer):
+                    t["exit_layer"] = word_layer
+                layer = max(layer, default=self.num_layers)  # the layers the sentence ran
+            rows.append({"text": text, "entities": entities, "exit_layer": layer, "tokens": tokens})
         return rows

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import EebertError
+from .tagger_runtime import Tagger
 from .token_features import tag_logits
 
 
@@ -27,7 +28,7 @@ def check_layers(adapter) -> None:
     sa = getattr(getattr(layer, "attention", None), "self", None)
     if sa is None or not all(hasattr(sa, n) for n in ("query", "key", "value")) or not hasattr(layer, "intermediate"):
         raise EebertError(f"per-token exit runs BERT-style layers; this checkpoint is {adapter.model.config.model_type}",
-                          "use the per-sentence exit (eebert calibrate without --token-exit)")
+                          "use the per-sentence exit (`eebert calibrate`, `predict` and `serve` run it)")
 
 
 def partial_layer(layer, hidden: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -51,13 +52,26 @@ def layer_flops(dims, t: int, a: int) -> float:
     return 2 * t * 2 * h * h + 2 * a * (2 * h * h + dims.ffn_matrices * h * f) + 4 * h * a * t
 
 
-class TokenHaltTagger:
+class TokenHaltTagger(Tagger):
+    """``Tagger``'s rows (``predict``) from the per-token pass; each word carries its own exit layer.
+
+    ``threshold`` is given, not calibrated (``benchmarks/token_exit.py`` sweeps it), so an
+    uncalibrated artifact runs too."""
+
     def __init__(self, artifact, threshold: float):
         self.artifact, self.deployed, self.exits = artifact, artifact.deployed, artifact.exits
         self.adapter = self.deployed.adapter
         check_layers(self.adapter)
         self.threshold = threshold
         self.max_length = artifact.config["max_length"]
+        self.num_layers = self.adapter.dims.num_layers
+
+    def tag_words(self, words: list[list[str]], batch_size: int = 1, exit_at: int | None = None):
+        """Per sentence: (tag ids, top probabilities, exit layer of each word), one sentence at a time."""
+        if exit_at is not None:
+            raise EebertError("the per-token exit halts words by their own confidence; it forces no exit",
+                              "force an exit with the per-sentence tagger")
+        return [self.tag_one(w)[:3] for w in words]
 
     @torch.inference_mode()
     def tag_one(self, words: list[str]) -> tuple[list[int], list[float], list[int], float]:
@@ -86,7 +100,7 @@ class TokenHaltTagger:
                 hidden = partial_layer(self.adapter._layers[i], hidden, running.nonzero().squeeze(1))
             flops += layer_flops(d, t, a)
             if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
-                pos = torch.tensor([word_pos[j] for j in open_words])
+                pos = torch.tensor([word_pos[j] for j in open_words], dtype=torch.long)
                 p = torch.softmax(self.exits.heads[k](hidden.index_select(0, pos).float()), -1)
                 flops += self.exits.heads[k].flops(len(open_words))
                 top, arg = p.max(-1)
@@ -101,7 +115,7 @@ class TokenHaltTagger:
                 k += 1
                 if not open_words:
                     return tags, conf, layer_of, flops
-        pos = torch.tensor([word_pos[j] for j in open_words])
+        pos = torch.tensor([word_pos[j] for j in open_words], dtype=torch.long)
         p = torch.softmax(tag_logits(self.deployed.model, hidden.index_select(0, pos)).float(), -1)
         flops += 2 * len(open_words) * d.hidden_size * d.num_labels
         for j, c, g in zip(open_words, *[x.tolist() for x in p.max(-1)]):

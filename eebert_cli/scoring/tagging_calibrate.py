@@ -1,4 +1,4 @@
-"""`eebert calibrate` for taggers: one threshold on a per-sentence criterion, chosen on validation.
+"""`eebert calibrate` for taggers: thresholds on a per-sentence criterion, chosen on validation.
 
 Each candidate threshold sends every sentence out at its first exit whose score is
 within it (``calibrate.decide``); entity F1 at that assignment is exact (summed span
@@ -6,7 +6,8 @@ counts, ``scoring.py``). ``--target-speedup``: the most accurate candidate that 
 the speedup. ``--max-drop`` (entity-F1 points): the fastest candidate whose drop against
 the deployed tagger stays within the budget on a bootstrap bound over sentences (the
 ``drop_confidence`` quantile of the drop across resamples), the confidence-margin idea
-the sentence calibration uses for accuracy.
+the sentence calibration uses for accuracy. Unless ``per_layer`` is off (``--global-threshold``),
+the chosen threshold is then refined one exit at a time by the same rule (``TagProblem``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import time
 import torch
 
 from ..model.artifact import WEIGHTS, derivation
-from .threshold_search import CalibrationConfig, decide
-from ..model.calibration import CI_METHOD, Calibration, thresholds_to_json
+from .threshold_search import CalibrationConfig, Goal, Outcome, _ascend, decide
+from ..model.calibration import CI_METHOD, INF, Calibration, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError
 from ..tasks import criterion_for
@@ -40,12 +41,17 @@ def _f1(c: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, 2 * c[..., 0] / den.clamp_min(1), torch.ones_like(den))
 
 
-def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int = 0) -> list[dict]:
-    """Every candidate threshold's validation point (with the bootstrap drop bound under --max-drop)."""
+def candidates(scores: torch.Tensor) -> torch.Tensor:
+    """Thresholds to try: "never" and ``CANDIDATES`` quantiles of the finite scores."""
     finite = scores[torch.isfinite(scores)].double()
     q = torch.linspace(0, 1, CANDIDATES, dtype=torch.float64)
-    cands = torch.cat([torch.tensor([-float("inf")], dtype=torch.float64),
-                       torch.unique(torch.quantile(finite, q)) if finite.numel() else torch.empty(0)])
+    return torch.cat([torch.tensor([-float("inf")], dtype=torch.float64),
+                      torch.unique(torch.quantile(finite, q)) if finite.numel() else torch.empty(0, dtype=torch.float64)])
+
+
+def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int = 0) -> list[dict]:
+    """Every candidate threshold's validation point (with the bootstrap drop bound under --max-drop)."""
+    cands = candidates(scores)
     s, k = st.counts.shape[:2]
     rows = torch.arange(s)
     ref_counts = st.counts[:, -1].double()
@@ -64,6 +70,90 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
             point["drop_bound"] = torch.quantile(drop, cfg.drop_confidence).item()
         out.append(point)
     return out
+
+
+class TagProblem:
+    """Entity F1 and FLOPs of per-exit thresholds, for ``threshold_search._ascend`` (its per-exit
+    coordinate ascent, as the sentence path refines a global threshold).
+
+    F1 is not a mean over sentences, but the span counts it is made of are sums, so moving one
+    exit's threshold is exact with one sort and cumulative sums of the count changes, as
+    ``threshold_search.Problem.sweep_exit`` does for accuracy; under ``--max-drop`` the same sums
+    per bootstrap resample give every candidate's drop bound. The figure ``_ascend`` maximises is
+    entity F1 (``--target-speedup``) or minus the bounded drop (``--max-drop``, as ``choose``)."""
+
+    def __init__(self, st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, seed: int = 0):
+        self.scores, self.cfg, self.ref_f1 = scores.double(), cfg, ref_f1
+        self.counts, self.cost = st.counts.double(), st.cost.double()
+        self.full_total = st.full.sum().item()
+        s = self.counts.shape[0]
+        self.weights = None  # [B, S] how often each sentence is drawn in each resample
+        if cfg.max_drop is not None:
+            boot = torch.randint(s, (cfg.bootstrap, s), generator=torch.Generator().manual_seed(seed))
+            self.weights = torch.zeros(cfg.bootstrap, s, dtype=torch.float64).scatter_add_(
+                1, boot, torch.ones(cfg.bootstrap, s, dtype=torch.float64))
+            self.ref_b = _f1(self.weights @ self.counts[:, -1])
+
+    def _figure(self, counts: torch.Tensor, boot: torch.Tensor | None) -> torch.Tensor:
+        f1 = _f1(counts)
+        if boot is None:
+            return f1
+        bound = torch.quantile(self.ref_b[:, None] - _f1(boot), self.cfg.drop_confidence, dim=0)
+        return -torch.maximum(bound, self.ref_f1 - f1)
+
+    def drop_bound(self, e: torch.Tensor) -> float:
+        """The ``drop_confidence`` quantile of the entity-F1 drop over the resamples, sentences leaving at ``e``."""
+        boot = self.weights @ self.counts[torch.arange(len(e)), e]
+        return torch.quantile(self.ref_b - _f1(boot), self.cfg.drop_confidence).item()
+
+    def outcome(self, thresholds: torch.Tensor) -> Outcome:
+        e = decide(self.scores, thresholds)
+        rows = torch.arange(len(e))
+        c = self.counts[rows, e]
+        boot = None if self.weights is None else (self.weights @ c)[:, None]
+        return Outcome(e, self.full_total / self.cost[rows, e].sum().item(), self._figure(c.sum(0)[None], boot).item())
+
+    def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
+        """(figure, speedup) for every candidate threshold of exit ``k``, the others fixed."""
+        others = thresholds.clone()
+        others[k] = -INF
+        first = decide(self.scores, others)  # where each sentence leaves if exit k never fires
+        rows = torch.arange(len(first))
+        base_c, base_cost = self.counts[rows, first], self.cost[rows, first]
+        live = ((first >= k) & ~self.scores[:, k].isnan()).nonzero().squeeze(1)
+        sk, order = torch.sort(self.scores[live, k])
+        idx = live[order]
+        fired = torch.searchsorted(sk, cands, right=True)  # how many live sentences leave at k for each candidate
+        dc = self.counts[idx, k] - base_c[idx]                                      # [n, 3]
+        counts = base_c.sum(0) + torch.cat([torch.zeros(1, 3, dtype=torch.float64), dc.cumsum(0)])[fired]
+        cost = base_cost.sum() + torch.cat([torch.zeros(1, dtype=torch.float64),
+                                            (self.cost[idx, k] - base_cost[idx]).cumsum(0)])[fired]
+        boot = None
+        if self.weights is not None:  # the same sums, once per resample: [B, candidates, 3]
+            w = self.weights[:, idx]
+            steps = torch.cat([torch.zeros(len(w), 1, 3, dtype=torch.float64), (w[..., None] * dc).cumsum(1)], 1)
+            boot = (self.weights @ base_c)[:, None] + steps[:, fired]
+        return self._figure(counts, boot), self.full_total / cost
+
+
+def refine(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, point: dict,
+           cands: torch.Tensor) -> dict:
+    """``point`` (one threshold for all exits) refined exit by exit, as ``choose`` ranks points."""
+    problem = TagProblem(st, scores, cfg, ref_f1)
+    k1 = scores.shape[1]
+    goal = Goal(min_speedup=cfg.target_speedup) if cfg.target_speedup is not None else \
+        Goal(min_accuracy=-cfg.max_drop / 100, maximise="speedup")
+    start = torch.full((k1,), point["threshold"], dtype=torch.float64)
+    per_exit = [torch.cat([cands, torch.tensor([INF], dtype=torch.float64)])] * k1
+    _, best = _ascend(problem, per_exit, goal, start)
+    if torch.equal(best, start):
+        return point
+    o = problem.outcome(best)
+    refined = {"threshold": point["threshold"], "thresholds": best.tolist(), "speedup": o.speedup,
+               "f1": st.reference_f1(o.exits), "exits": o.exits}
+    if cfg.max_drop is not None:
+        refined["drop_bound"] = problem.drop_bound(o.exits)
+    return refined
 
 
 def choose(points: list[dict], cfg: CalibrationConfig, ref_f1: float) -> tuple[dict, list[str]]:
@@ -94,8 +184,11 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
         (lambda p: (p["speedup"], p["f1"]))
     for params in settings(name, dict(cfg.criterion_params)):
         crit = build_criterion(name, params, task=task.name)
-        points = sweep(st, crit.scores(st.logits)[:, :-1], cfg)
+        scores = crit.scores(st.logits)[:, :-1]
+        points = sweep(st, scores, cfg)
         point, warnings = choose(points, cfg, ref_f1)
+        if cfg.per_layer and scores.shape[1] > 1 and not warnings:  # then one threshold per exit
+            point = refine(st, scores, cfg, ref_f1, point, candidates(scores))
         grid.append({"criterion_params": params, "speedup_flops": point["speedup"], "entity_f1": point["f1"]})
         if best is None or key(point) > key(best[1]):
             best = (params, point, warnings, points)
@@ -106,9 +199,9 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
                   "average_exit_layer": torch.tensor(layers, dtype=torch.float64)[point["exits"]].mean().item(),
                   "examples": len(st.words)}
     cal = Calibration(
-        criterion=name, thresholds=thresholds_to_json([point["threshold"]] * (len(layers) - 1)),
+        criterion=name, thresholds=thresholds_to_json(point.get("thresholds", [point["threshold"]] * (len(layers) - 1))),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
-        target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer=False, metric="entity_f1",
+        target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer="thresholds" in point, metric="entity_f1",
         headline_metric="entity_f1", task=task.name, exit_layers=layers, validation=validation,
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {

@@ -26,14 +26,9 @@ from ..core.ui import SILENT, UI
 
 def _tagger(artifact: str | Path | Artifact):
     """The artifact's task when it tags tokens (its steps: train/tagging_attach.py, scoring/tagging_*.py), else None."""
-    from ..model.artifact import CONFIG
-    from ..core.atomic import read_json
-    from ..tasks import get as get_task
+    from ..model.tagger_runtime import tagger_task
 
-    config = artifact.config if isinstance(artifact, Artifact) else (
-        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
-    task = get_task(config.get("task"))
-    return task if task.level == "token" else None
+    return tagger_task(artifact)
 
 
 def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
@@ -77,6 +72,8 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
 
     check_calibration(cfg)
     quantize = check_scheme(quantize)
+    if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
+        raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
     where = resolve(device)  # a device that is not there fails before anything loads
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
@@ -101,8 +98,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if tagger is not None:  # per-sentence exit on a token classifier
         from ..scoring.tagging_calibrate import calibrate_tagger
 
-        if artifact.quantize:
-            raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
         cal = calibrate_tagger(artifact, data, cfg, tagger)
         if size_warning:
             cal.warnings.append(size_warning)
@@ -218,6 +213,9 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
         if tagger is not None:
             from ..scoring.tagging_benchmark import run_tag_benchmark
 
+            if cfg.repeats > 0 and cfg.runtime != BenchmarkConfig.runtime:
+                raise EebertError(f"a tagger's benchmark times the PyTorch tagger; --runtime {cfg.runtime} runs it in "
+                                  "`eebert serve` but is not timed yet", "drop --runtime, or pass --repeats 0")
             art = load_artifact(path, backbone)
             place_artifact(art, resolve(device), False)
             report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
@@ -235,12 +233,9 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
 def export(artifact: str | Path, out: str | Path | None = None, quantize: str | None = None,
            backbone: str | None = None) -> dict:
-    """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime."""
+    """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime (a tagger's too:
+    per-token logits, the per-sentence exit)."""
     from ..deploy.onnx_export import export as export_onnx
-
-    if _tagger(artifact) is not None:
-        raise EebertError("ONNX export serves sentence classifiers so far, not taggers",
-                          f"tag texts with `eebert predict {artifact} TEXT ...`")
 
     return export_onnx(artifact, out, quantize, backbone)
 
@@ -250,14 +245,15 @@ def export(artifact: str | Path, out: str | Path | None = None, quantize: str | 
 def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file: Path | None = None,
             output: Path | None = None, overwrite: bool = False, text_column: str = "text",
             pair_column: str | None = None, batch_size: int = 1, backbone: str | None = None,
-            device: DeviceConfig | None = None, ui: UI = SILENT) -> dict:
+            device: DeviceConfig | None = None, ui: UI = SILENT, token_threshold: float | None = None) -> dict:
     """`eebert predict`: texts, a file printed whole, or a file streamed to ``output``.
 
     Returns ``{"rows": [...]}`` (texts, or an input file without output) or the streaming summary
-    (``output``; with the ray executor, a folder of parquet parts).
+    (``output``; with the ray executor, a folder of parquet parts). ``token_threshold``: a tagger's
+    per-token exit instead of its calibrated per-sentence one (rows printed, not streamed).
     """
     from ..deploy.executors import executor_of
-    from ..deploy.predict_file import check_paths, predict_rows, rows_of
+    from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
 
     if batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
@@ -265,6 +261,9 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
+    if token_threshold is not None and (output is not None or not executor.in_process):
+        raise EebertError("the per-token exit prints its rows; --output and --executor ray stream the "
+                          "per-sentence exit", "drop --output / --executor, or drop --token-threshold")
     if output is not None or not executor.in_process:  # streamed through the executor (ray: parquet parts)
         return executor.predict_file(artifact, input_file, output, device, text_column, pair_column, batch_size,
                                      backbone, overwrite, ui)
@@ -273,19 +272,9 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    if _tagger(artifact) is not None:
-        from ..model.tagger_runtime import Tagger
-
-        if input_file is not None:
-            raise EebertError("predict --input serves sentence classifiers so far",
-                              "pass the texts to tag as arguments")
-        tagger = Tagger.from_artifact(artifact, backbone)
-        place_artifact(tagger.artifact, resolve(device), False)
-        return {"rows": tagger.predict(texts, batch_size), "num_layers": tagger.num_layers}
-    model = EarlyExitModel.from_artifact(artifact, backbone, device)
-    rows = rows_of(0, model.predict(texts, None, batch_size), texts) if texts else []
+    model = load_predictor(artifact, backbone, device, pair_column, token_threshold)  # a tagger's: its tagger
+    rows = answer_rows(model, 0, texts, None, batch_size, keep_text=True) if texts else []
     if input_file is not None:
         for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):
             rows += chunk
     return {"rows": rows, "num_layers": model.num_layers}
-

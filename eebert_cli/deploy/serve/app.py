@@ -112,16 +112,17 @@ class Server:
         t0 = time.perf_counter()
         self.check_auth(request)
         rows = parse_rows(await read_body(request, self.cfg.max_body_bytes), self.cfg)
+        if not self.engine.pairs and any(pair is not None for _, pair in rows):
+            raise ApiError(422, "invalid", 'this model tags one text per row: drop "pair" / "pairs"')
         try:
             preds = await self.batcher.submit(rows)
         except QueueFull as e:
             raise ApiError(429, "queue_full", f"server busy: {e}", {"Retry-After": "1"}) from None
         e = self.engine
-        self.metrics.answered(time.perf_counter() - t0, [p.exit_layer for p in preds])
+        self.metrics.answered(time.perf_counter() - t0, [e.exit_layer(p) for p in preds])
         body = {"model_id": e.model_id, "calibration_id": e.calibration_id, "model": e.kind,
                 "labels": [e.id2label[i] for i in sorted(e.id2label)],
-                "predictions": [{"label": p.label, "label_id": p.label_id, "probs": p.probs,
-                                 "exit_layer": p.exit_layer} for p in preds]}
+                "predictions": [e.answer(p) for p in preds]}
         return Response(json.dumps(body), media_type="application/json")
 
     def status_page(self) -> str:

@@ -5,6 +5,10 @@ per-sample exits: rows leave at their own exit, the rest run on), and batch
 size 1 its ``forward_one``, so every row gets the answer `eebert predict`
 gives it alone. ``--deployed`` runs the model as shipped (backbone and head)
 on the same batches, for a like-for-like comparison under load.
+
+A tagger's artifact gets a ``TaggerEngine``: the runtime's tagger (``Runtime.tagger``: the
+PyTorch one or the ONNX segment graphs) answers each batch with the rows ``eebert predict``
+gives (entity spans with character offsets, per-word tags, the exit layer).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from ...model.artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
 from ...model.device import DeviceConfig, place_artifact
 from ...model.runtime import EarlyExitModel, pad_batch
+from ...model.tagger_runtime import tagger_task
 from ...tasks import Prediction, Task, get as get_task
 from ..runtimes import runtime_for
 from .config import ServeConfig
@@ -89,6 +94,62 @@ class Engine:
         where = where.tolist() if isinstance(where, torch.Tensor) else where
         return self.task.predictions(logits, [self.exit_layers[int(k)] for k in where], self.id2label)
 
+    #: whether a row may carry a second text (sentence-pair classifiers)
+    pairs = True
+
+    @staticmethod
+    def exit_layer(p) -> int:
+        return p.exit_layer
+
+    @staticmethod
+    def answer(p) -> dict:
+        """One prediction as the response writes it."""
+        return {"label": p.label, "label_id": p.label_id, "probs": p.probs, "exit_layer": p.exit_layer}
+
+
+@dataclass
+class TaggerEngine(Engine):
+    """A tagger's rows per text; ``exit_at``: every sentence out at that exit (--deployed: the last)."""
+
+    tagger: object = None
+    exit_at: int | None = None
+    pairs = False
+
+    def run(self, rows: list[Row]) -> list[dict]:
+        return self.tagger.predict([t for t, _ in rows], batch_size=len(rows), exit_at=self.exit_at)
+
+    @staticmethod
+    def exit_layer(p) -> int:
+        return p["exit_layer"]
+
+    @staticmethod
+    def answer(p) -> dict:
+        return {k: v for k, v in p.items() if k != "text"}  # the request holds the text
+
+
+def load_tagger_engine(cfg: ServeConfig, where) -> TaggerEngine:
+    """The engine for a tagger's artifact: its runtime's tagger, on ``where`` (PyTorch) or the CPU (ONNX)."""
+    from ..runtimes import RUNTIMES
+
+    path = Path(cfg.artifact)
+    art = load_artifact(path, cfg.backbone or None)
+    tagger = RUNTIMES.get(cfg.runtime).tagger(art, cfg.onnx_dir, cfg.torch_threads())
+    place_artifact(art, where)
+    layers = art.calibration.exit_layers
+    if cfg.deployed:
+        exit_layers, exit_at = [layers[-1]], len(layers) - 1
+        info = {"model_id": "deployed-" + art.deployed.sha256[:12], "calibration_id": None}
+    else:
+        exit_layers, exit_at = layers, None
+        info = {"model_id": files_id(path, (CONFIG, WEIGHTS)), "calibration_id": files_id(path, (CALIBRATION,)),
+                "thresholds": [round(t, 6) if abs(t) != float("inf") else str(t) for t in tagger.thresholds]}
+    info.update(artifact=str(path.resolve()), backbone=str(art.deployed.path),
+                backbone_sha256=art.config["backbone"]["sha256"], hash_checked=True, exit_layers=exit_layers,
+                threads=cfg.torch_threads(), **where.record())
+    return TaggerEngine("deployed" if cfg.deployed else "early-exit", cfg.runtime, art.deployed.tokenizer,
+                        art.config["max_length"], exit_layers, art.deployed.id2label, None, info,
+                        get_task(art.config.get("task")), where.device, tagger=tagger, exit_at=exit_at)
+
 
 def load_engine(cfg: ServeConfig) -> Engine:
     """Load and hash-check the artifact (and its ONNX export) and build the engine the config asks for."""
@@ -96,6 +157,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     torch.set_num_threads(cfg.torch_threads())
     backbone = cfg.backbone or None
     path = Path(cfg.artifact)
+    if tagger_task(path) is not None:
+        return load_tagger_engine(cfg, where)
     if cfg.deployed:
         art = load_artifact(path, backbone)
         place_artifact(art, where)  # the deployed model on the same device and dtype as the early-exit one
