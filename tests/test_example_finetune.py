@@ -1,0 +1,36 @@
+"""examples/mpnet12/finetune.py (the 12-layer deployed models): killed part-way, it resumes and ends
+with the very weights of an uninterrupted run; the record holds the best epoch and test accuracy."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "mpnet12" / "finetune.py"
+
+
+def _run(tiny_ckpt, tiny_data, out, *extra):
+    cmd = [sys.executable, str(SCRIPT), "--base", str(tiny_ckpt), "--corpus", str(tiny_data), "--out", str(out),
+           "--epochs", "2", "--batch-size", "32", "--max-length", "16", "--save-every", "3", "--threads", "1", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=SCRIPT.parents[2], timeout=600)
+
+
+def test_finetune_resumes_after_a_kill_to_the_same_weights(tiny_ckpt, tiny_data, tmp_path):
+    whole = _run(tiny_ckpt, tiny_data, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    # 200 rows / 32 = 7 steps an epoch: saved at steps 3, 6 and 7 (epoch end); killed after step 8
+    cut = _run(tiny_ckpt, tiny_data, tmp_path / "cut", "--stop-after-step", "8")
+    assert cut.returncode != 0 and "stopped after step 8" in cut.stderr
+    assert (tmp_path / "cut.work" / "state.pt").is_file() and not (tmp_path / "cut").exists()
+    resumed = _run(tiny_ckpt, tiny_data, tmp_path / "cut")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at step 7/14" in resumed.stdout
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((tmp_path / "cut" / "eebert_demo.json").read_text())
+    assert record["full_fine_tune"] and len(record["validation_accuracy_per_epoch"]) == 2
+    assert record["validation_accuracy"] == max(record["validation_accuracy_per_epoch"])
+    assert 0 <= record["test_accuracy"] <= 1 and not (tmp_path / "cut.work").exists()
