@@ -102,11 +102,16 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
 
     out, _, _ = exported
     folder = Path(export(out, tmp_path / "q", quantize="int8")["out"])
-    segments = json.loads((folder / "manifest.json").read_text())["segments"]
-    assert len(segments) > 1
-    for seg in segments[:-1]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    segments = manifest["segments"]
+    assert len(segments) > 1 and manifest["carry"] == ["mask_state", "pool"]  # BERT's layer state is its mask
+    for i, seg in enumerate(segments[:-1]):
         g = onnx.load(str(folder / seg["file"])).graph
-        assert [o.name for o in g.output] == ["hidden", "logits", "score"]  # entropy: the score is traced in
+        # entropy: the score is traced in; segment 0 builds the state the others are handed
+        assert [o.name for o in g.output] == ["hidden", "logits", "score"] + (manifest["carry"] if i == 0 else [])
+        if i:  # nothing reads the 0/1 mask: neither the layers' state nor the mean is rebuilt
+            assert {"mask_state", "pool"} <= {x.name for x in g.input}
+            assert not [n.name for n in g.node if "attention_mask" in n.input]
         head, score = exit_nodes(g)
         assert head and score
         assert not [n.name for n in g.node if n.name in head | score
