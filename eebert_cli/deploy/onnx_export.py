@@ -100,8 +100,9 @@ class Segment(nn.Module):
         if self.head is None:
             out = (ad.head(hidden, mask),)
         else:
-            x = torch.matmul(got["pool"], hidden.float()).squeeze(1) if "pool" in got else \
-                reduce(self.reduction, hidden, mask)
+            # exits read float32 (as reduce does); no cast of fp32 states: it would copy them in the graph
+            h32 = hidden if hidden.dtype == torch.float32 else hidden.float()
+            x = torch.matmul(got["pool"], h32).squeeze(1) if "pool" in got else reduce(self.reduction, hidden, mask)
             logits = self.head(x)
             out = (hidden, logits) + ((self.criterion.step(logits, {})[0],) if self.criterion is not None else ())
         return out + tuple(got.values()) if self.first else out
