@@ -114,6 +114,8 @@ def main():
     ap.add_argument("--block", type=int, default=16,
                     help="examples a variant runs at a time (whole batches, at least one), after one untimed call")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--ort-shared-pool", action="store_true",
+                    help="every ONNX Runtime session on one process-wide thread pool (spinning; see docs/inference.md)")
     ap.add_argument("--timing-only", action="store_true", help="skip the whole-split accuracy pass (repeat runs)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (smoke runs)")
     ap.add_argument("--out", default=None)
@@ -135,7 +137,7 @@ def main():
             folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
             if not (folder / MANIFEST).is_file():
                 export(art, folder, "int8" if q == "int8" else None)
-            ox[q] = OnnxEarlyExit(folder, threads=a.threads)
+            ox[q] = OnnxEarlyExit(folder, threads=a.threads, shared_pool=a.ort_shared_pool)
 
     base = pt["fp32"]
     data = load_data(data_config_of(base.artifact, None))
@@ -175,7 +177,8 @@ def main():
         checks[f"{q}: onnxrt vs pytorch early-exit predictions equal"] = float((preds_of[a_] == preds_of[b_]).mean())
         checks[f"{q}: onnxrt vs pytorch exits equal"] = float((exits_of[a_] == exits_of[b_]).mean())
 
-    results = {"machine": {"threads": a.threads, "torch": torch.__version__}, "split": a.split, "examples": n,
+    results = {"machine": {"threads": a.threads, "torch": torch.__version__, "ort_shared_pool": a.ort_shared_pool},
+               "split": a.split, "examples": n,
                "quality": quality, "checks": checks, "timing": {}}
     rng = random.Random(0)
     order_all = list(range(n))
@@ -238,7 +241,8 @@ def main():
                                      "rows": rows, "gain_per_repeat": gains, "speedup_flops_timed": timed_flops}
 
     # print
-    print(f"split {a.split} ({n} examples), {a.threads} threads, torch {torch.__version__}")
+    pool = ", ONNX Runtime on one shared pool" if a.ort_shared_pool else ""
+    print(f"split {a.split} ({n} examples), {a.threads} threads{pool}, torch {torch.__version__}")
     for name, r in quality.items():
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         extra = ""

@@ -222,7 +222,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         carry = tuple(k for k, fits in (("mask_state", default_state), ("pool", art.exits.reduction == "mean")) if fits)
         segments, start = [], 0
         bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
-        hidden = None
+        hidden, carried = None, {}
         for i, (end, k) in enumerate(bounds):
             last = i == len(bounds) - 1
             seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
@@ -234,14 +234,12 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             outputs += list(seg.carry) if i == 0 else []
             args = (ids, mask, types) if i == 0 else (hidden, mask, *(carried[c] for c in seg.carry))
             _export(seg, args, tmp / name, inputs, outputs)
-            if i == 0 and not last:
+            if not last:
                 with torch.no_grad():
-                    first = seg(*args)
-                carried = dict(zip(seg.carry, first[len(first) - len(seg.carry):]))
-                hidden = first[0]
-            elif not last:
-                with torch.no_grad():
-                    hidden = seg(*args)[0]
+                    got = seg(*args)
+                hidden = got[0]
+                if i == 0:  # what segment 0 hands on (its last outputs)
+                    carried = dict(zip(seg.carry, got[len(got) - len(seg.carry):]))
             segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
                              "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
             start = end

@@ -23,7 +23,11 @@ from ..model.runtime import BATCH_MODES, thresholds_from_json
 MANIFEST = "manifest.json"
 
 
-def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
+#: intra-op threads of this process's shared ONNX Runtime pool, once made (ORT cannot replace it)
+_SHARED_POOL: list[int] = []
+
+
+def session(path: Path, threads: int = 0, profile_prefix: str | None = None, shared_pool: bool = False):
     """An InferenceSession with the one configuration every graph gets, deployed and segments alike
     (so their comparison is fair); ``profile_prefix``: write ORT's profile there (benchmarks/onnx_profile.py).
 
@@ -32,6 +36,13 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
     per input shape is planned once, then reused). Spinning off: one session per segment means
     several intra-op pools, and idle threads of one pool spinning would steal the cores another
     pool computes on; measured under load, spinning made every call ~10x slower (docs/inference.md).
+
+    ``shared_pool``: every such session runs on one process-wide pool of ``threads`` threads
+    instead (``use_per_session_threads = False``), so a segment call finds the threads the
+    previous one used. ORT's Python binding sets only its size: the shared pool spins, which
+    pays on an idle machine and costs under load (docs/inference.md). Opt-in, and process-wide:
+    once ORT has the shared pool it refuses sessions with their own, so every later session runs
+    on it too, and its size is fixed.
     """
     try:
         import onnxruntime as ort
@@ -39,10 +50,20 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
         raise EebertError("the ONNX runtime needs onnxruntime", "pip install 'eebert[onnx]'") from None
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if shared_pool or _SHARED_POOL:
+        if not _SHARED_POOL:
+            ort.set_global_thread_pool_sizes(threads, 1)
+            _SHARED_POOL.append(threads)
+        elif _SHARED_POOL[0] != threads:
+            raise EebertError(f"this process's shared ONNX Runtime thread pool has {_SHARED_POOL[0]} threads, "
+                              f"not {threads} (ONNX Runtime makes it once)",
+                              f"use --threads {_SHARED_POOL[0]}, or per-session pools, in this process")
+        opts.use_per_session_threads = False
+    else:
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -62,14 +83,14 @@ def check_export(folder: str | Path, artifact_path: str | Path) -> None:
 
 
 class OnnxEarlyExit:
-    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True):
+    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False):
         self.folder = Path(folder)
         if not (self.folder / MANIFEST).is_file():
             raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
         m = self.manifest = read_json(self.folder / MANIFEST)
         self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
         self.segments = m["segments"]
-        self.sessions = [session(self.folder / s["file"], threads) for s in self.segments]
+        self.sessions = [session(self.folder / s["file"], threads, shared_pool=shared_pool) for s in self.segments]
         self.exit_of = [s["exit"] for s in self.segments]
         self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
         self.num_exits = m["num_exits"]
@@ -80,7 +101,7 @@ class OnnxEarlyExit:
         self.score_at = [seg["outputs"].index("score") if "score" in seg["outputs"] else None for seg in self.segments]
         first = self.segments[0]["outputs"]
         self._carry_at = [first.index(c) for c in self.carry]
-        self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
+        self.deployed = session(self.folder / m["deployed"], threads, shared_pool=shared_pool) if deployed else None
         # looked up once: asking a session for its inputs builds Python objects on every call; an input the
         # tracer dropped (unused token types, a mask only the carried state needed) is not fed
         self._inputs = [[i.name for i in sess.get_inputs()] for sess in self.sessions]
