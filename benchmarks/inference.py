@@ -16,8 +16,9 @@ model's weights evict the caches (ONNX Runtime's deployed graph and segments are
 separate copies; the fp32 ones do not fit in L3 together), and PyTorch's OpenMP
 threads keep spinning after its forward: a cost on the next call that falls on the
 faster variant (docs/inference.md, "Where the time goes on ONNX Runtime"). Besides
-each variant's figures, the early-exit gain is given per repeat (min-max): its
-spread says how far the run's noise moves the gain. Model forward only: tokenisation
+each variant's figures (sums of per-batch medians), the early-exit gain is given
+per repeat from each repeat's total time, outliers included (min-max): how far
+the run's noise moves the gain. Model forward only: tokenisation
 and padding happen before the clock starts. Accuracy and exits come from the
 whole split (batch 32; per-sample exits give batch-1 answers), FLOPs from the
 cost model on each example's own length, for the split and for the timed examples
@@ -270,7 +271,7 @@ def main():
                     wb = t["rows"].get(f"{eng} {q} whole-batch exit")
                     wbs = f", whole-batch {wb['throughput'] / dep['throughput']:.2f}x" if wb else ""
                     g = t["gain_per_repeat"][f"{eng} {q}"]
-                    print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed (repeats {min(g):.2f}-{max(g):.2f}x)"
+                    print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed (repeat totals {min(g):.2f}-{max(g):.2f}x)"
                           f"{wbs}; FLOPs of the timed examples {fl:.2f}x{split_fl}; measured/FLOPs {sp / fl:.2f}")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
