@@ -90,8 +90,7 @@ class Segment(nn.Module):
         ad = self.ad
         if self.first:
             hidden = ad.embed(a, mask, extra[0] if extra else None)
-            made = {"mask_state": ad.export_state(hidden, mask), "pool": mean_weights(mask)}
-            got = {k: made[k] for k in self.carry}
+            got = {k: ad.export_state(hidden, mask) if k == "mask_state" else mean_weights(mask) for k in self.carry}
         else:
             hidden, got = a, dict(zip(self.carry, extra))
         state = got["mask_state"] if "mask_state" in got else ad.export_state(hidden, mask)
@@ -255,7 +254,8 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             "backbone_quantize_at_calibration": cal.quantize,
             "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
-            "segments": segments, "carry": list(carry) if len(bounds) > 1 else [], "deployed": "deployed.onnx", "labels": art.config["labels"],
+            "segments": segments, "carry": list(carry) if len(bounds) > 1 else [],
+            "deployed": "deployed.onnx", "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,
             "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
             **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),
