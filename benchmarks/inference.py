@@ -4,7 +4,8 @@
 
 A: an artifact calibrated on the fp32 backbone; B: the same exits calibrated with
 ``eebert calibrate --quantize int8`` (thresholds fit to the int8 backbone). ONNX
-exports are made on first use (A/onnx, B/onnx-int8). Every variant runs in one
+exports are made on first use (A/onnx, B/onnx-int8), and remade when an older eebert
+wrote them (export format). Every variant runs in one
 process with the same thread count on the same inputs. The timed examples go in
 blocks of ``--block`` examples; on each block, engine by engine (PyTorch fp32,
 PyTorch int8, ORT fp32, ORT int8), that engine's variants run the block
@@ -42,7 +43,7 @@ import torch
 from eebert_cli.model.cost import exit_costs, full_cost
 from eebert_cli.data import load_data
 from eebert_cli.model.features import encode
-from eebert_cli.deploy.onnx_export import MANIFEST, export
+from eebert_cli.deploy.onnx_export import MANIFEST, ONNX_FORMAT, export
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
 from eebert_cli.model.checkpoint import gold_labels
 from eebert_cli.scoring.outputs import data_config_of
@@ -136,7 +137,11 @@ def main():
             if art is None:
                 continue
             folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
-            if not (folder / MANIFEST).is_file():
+            made = json.loads((folder / MANIFEST).read_text()).get("format_version", 1) \
+                if (folder / MANIFEST).is_file() else None
+            if made is None or made < ONNX_FORMAT:  # none yet, or graphs an older eebert exported
+                if made is not None:
+                    print(f"re-exporting {folder}: export format {made}, this eebert writes {ONNX_FORMAT}")
                 export(art, folder, "int8" if q == "int8" else None)
             ox[q] = OnnxEarlyExit(folder, threads=a.threads, shared_pool=a.ort_shared_pool)
 
