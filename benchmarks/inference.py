@@ -4,20 +4,28 @@
 
 A: an artifact calibrated on the fp32 backbone; B: the same exits calibrated with
 ``eebert calibrate --quantize int8`` (thresholds fit to the int8 backbone). ONNX
-exports are made on first use (A/onnx, B/onnx-int8). Every variant runs in one
-process with the same thread count on the same inputs. At each batch, engine by
-engine (PyTorch fp32, PyTorch int8, ORT fp32, ORT int8), that engine's variants
-run ``--repeats`` times in rotating order and the median counts, so load from
-other processes hits an engine's deployed model and its early exit alike. An
-engine's calls are never timed right after another engine's: PyTorch's OpenMP
-threads keep spinning after its forward and its weights evict the caches, a
-fixed cost on the next call that took most of ONNX Runtime's early-exit gain
-(docs/inference.md, "Where the time goes on ONNX Runtime"); one untimed call
-absorbs each switch, as in serving, where one engine runs. Model forward only: tokenisation
+exports are made on first use (A/onnx, B/onnx-int8), and remade when an older eebert
+wrote them (export format). Every variant runs in one
+process with the same thread count on the same inputs. The timed examples go in
+blocks of ``--block`` examples; on each block, engine by engine (PyTorch fp32,
+PyTorch int8, ORT fp32, ORT int8), that engine's variants run the block
+``--repeats`` times in rotating order, and each batch's median counts, so load
+from other processes hits an engine's deployed model and its early exit alike.
+A variant runs the whole block at a time, after one untimed call, as in serving,
+where one model runs: a call is never timed right after another model's. Another
+model's weights evict the caches (ONNX Runtime's deployed graph and segments are
+separate copies; the fp32 ones do not fit in L3 together), and PyTorch's OpenMP
+threads keep spinning after its forward: a cost on the next call that falls on the
+faster variant (docs/inference.md, "Where the time goes on ONNX Runtime"). Besides
+each variant's figures (sums of per-batch medians), the early-exit gain is given
+per repeat from each repeat's total time, outliers included (min-max): how far
+the run's noise moves the gain. Model forward only: tokenisation
 and padding happen before the clock starts. Accuracy and exits come from the
 whole split (batch 32; per-sample exits give batch-1 answers), FLOPs from the
-cost model on each example's own length. Ratios are against deployed PyTorch
-fp32 at the same batch size. Prints a table and writes JSON (--out).
+cost model on each example's own length, for the split and for the timed examples
+(a seeded subset, whose FLOPs speedup differs: measured/FLOPs compares the gain
+with the timed examples' own). Ratios are against deployed PyTorch fp32 at the
+same batch size. Prints a table and writes JSON (--out).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import torch
 from eebert_cli.model.cost import exit_costs, full_cost
 from eebert_cli.data import load_data
 from eebert_cli.model.features import encode
-from eebert_cli.deploy.onnx_export import MANIFEST, export
+from eebert_cli.deploy.onnx_export import MANIFEST, ONNX_FORMAT, export
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
 from eebert_cli.model.checkpoint import gold_labels
 from eebert_cli.scoring.outputs import data_config_of
@@ -105,7 +113,11 @@ def main():
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--samples", default="300,640", help="timed examples per batch size (seeded subset)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--block", type=int, default=16,
+                    help="examples a variant runs at a time (whole batches, at least one), after one untimed call")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--ort-shared-pool", action="store_true",
+                    help="every ONNX Runtime session on one process-wide thread pool (spinning; see docs/inference.md)")
     ap.add_argument("--timing-only", action="store_true", help="skip the whole-split accuracy pass (repeat runs)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N examples (smoke runs)")
     ap.add_argument("--out", default=None)
@@ -125,9 +137,13 @@ def main():
             if art is None:
                 continue
             folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
-            if not (folder / MANIFEST).is_file():
+            made = json.loads((folder / MANIFEST).read_text()).get("format_version", 1) \
+                if (folder / MANIFEST).is_file() else None
+            if made is None or made < ONNX_FORMAT:  # none yet, or graphs an older eebert exported
+                if made is not None:
+                    print(f"re-exporting {folder}: export format {made}, this eebert writes {ONNX_FORMAT}")
                 export(art, folder, "int8" if q == "int8" else None)
-            ox[q] = OnnxEarlyExit(folder, threads=a.threads)
+            ox[q] = OnnxEarlyExit(folder, threads=a.threads, shared_pool=a.ort_shared_pool)
 
     base = pt["fp32"]
     data = load_data(data_config_of(base.artifact, None))
@@ -167,7 +183,8 @@ def main():
         checks[f"{q}: onnxrt vs pytorch early-exit predictions equal"] = float((preds_of[a_] == preds_of[b_]).mean())
         checks[f"{q}: onnxrt vs pytorch exits equal"] = float((exits_of[a_] == exits_of[b_]).mean())
 
-    results = {"machine": {"threads": a.threads, "torch": torch.__version__}, "split": a.split, "examples": n,
+    results = {"machine": {"threads": a.threads, "torch": torch.__version__, "ort_shared_pool": a.ort_shared_pool},
+               "split": a.split, "examples": n,
                "quality": quality, "checks": checks, "timing": {}}
     rng = random.Random(0)
     order_all = list(range(n))
@@ -181,23 +198,33 @@ def main():
                 fn(i, k, t)
         ms = {x: [] for x in names}
         spread = {x: [] for x in names}
+        repeat_s = {x: [0.0] * a.repeats for x in names}  # each repeat's total: the gain per repeat
         engines = {}  # "pytorch fp32" -> its variants: timed among themselves, never between another engine's calls
         for x in names:
             engines.setdefault(" ".join(x.split()[:2]), []).append(x)
-        for _, i, k, t in bs:
-            runs = {x: [] for x in names}
+        per_block = max(1, a.block // b)
+        timed_exits = {x: {} for x in names if x.endswith("early exit")}  # batch start -> its exits
+        for s0 in range(0, len(bs), per_block):
+            block = bs[s0:s0 + per_block]
+            runs = {x: [[] for _ in block] for x in names}
             for group in engines.values():
-                vs[group[0]](i, k, t)  # untimed: the switch from the previous engine (its threads, caches) costs here
                 for r in range(a.repeats):
                     for j in range(len(group)):
                         x = group[(j + r) % len(group)]
-                        t0 = time.perf_counter()
-                        vs[x](i, k, t)
-                        runs[x].append(time.perf_counter() - t0)
+                        vs[x](*block[0][1:])  # untimed: the switch from the previous model (caches, threads) costs here
+                        for q, (_, i, k, t) in enumerate(block):
+                            t0 = time.perf_counter()
+                            answer = vs[x](i, k, t)
+                            sec = time.perf_counter() - t0
+                            if x in timed_exits:
+                                timed_exits[x][s0 + q] = np.asarray(answer[1])
+                            runs[x][q].append(sec)
+                            repeat_s[x][r] += sec
             for x in names:
-                med = statistics.median(runs[x])
-                ms[x].append(1000 * med)
-                spread[x].append((max(runs[x]) - min(runs[x])) / med)
+                for one in runs[x]:
+                    med = statistics.median(one)
+                    ms[x].append(1000 * med)
+                    spread[x].append((max(one) - min(one)) / med)
         ref = sum(ms["pytorch fp32 deployed"])
         rows = {}
         for x in names:
@@ -205,10 +232,23 @@ def main():
             rows[x] = {"throughput": 1000 * m_ / sum(ms[x]), "p50_ms": p50, "p99_ms": p99,
                        "speedup_vs_pytorch_fp32_deployed": ref / sum(ms[x]),
                        "repeat_spread_median": statistics.median(spread[x])}
-        results["timing"][str(b)] = {"examples": m_, "batches": len(bs), "repeats": a.repeats, "rows": rows}
+        gains = {}  # early exit over the same engine's deployed model, repeat by repeat
+        for eng in engines:
+            dep, ee = repeat_s.get(f"{eng} deployed"), repeat_s.get(f"{eng} early exit")
+            if dep and ee:
+                gains[eng] = [d / e for d, e in zip(dep, ee)]
+        # the FLOPs speedup of the timed examples themselves (a subset: its figure differs from the split's)
+        timed_len = torch.tensor([len(enc.input_ids[j]) for idx, *_ in bs for j in idx])
+        timed_flops = {}
+        for x, got in timed_exits.items():
+            exits = torch.from_numpy(np.concatenate([got[q] for q in range(len(bs))]))
+            timed_flops[x] = flops_speedup(pt[x.split()[1]], timed_len, exits, full_cost(base.adapter.dims, timed_len))
+        results["timing"][str(b)] = {"examples": m_, "batches": len(bs), "repeats": a.repeats, "block": a.block,
+                                     "rows": rows, "gain_per_repeat": gains, "speedup_flops_timed": timed_flops}
 
     # print
-    print(f"split {a.split} ({n} examples), {a.threads} threads, torch {torch.__version__}")
+    pool = ", ONNX Runtime on one shared pool" if a.ort_shared_pool else ""
+    print(f"split {a.split} ({n} examples), {a.threads} threads{pool}, torch {torch.__version__}")
     for name, r in quality.items():
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         extra = ""
@@ -219,7 +259,8 @@ def main():
     for k, v in checks.items():
         print(f"  check {k}: {100 * v:.2f}%")
     for b, t in results["timing"].items():
-        print(f"\nbatch size {b}: {t['examples']} examples, {t['batches']} batches x {t['repeats']} repeats (median)")
+        print(f"\nbatch size {b}: {t['examples']} examples, {t['batches']} batches x {t['repeats']} repeats (median), "
+              f"blocks of {t['block']} examples")
         print(f"  {'':32s} {'ex/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs PT fp32 dep':>14s} {'spread':>7s}")
         for x, r in t["rows"].items():
             print(f"  {x:32s} {r['throughput']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
@@ -229,11 +270,14 @@ def main():
                 dep, ee = t["rows"].get(f"{eng} {q} deployed"), t["rows"].get(f"{eng} {q} early exit")
                 if dep and ee:
                     sp = dep["p50_ms"] and ee["throughput"] / dep["throughput"]
-                    fl = quality.get(f"{eng} {q} early exit", {}).get("speedup_flops") or float("nan")
+                    whole = quality.get(f"{eng} {q} early exit", {}).get("speedup_flops")
+                    fl = t["speedup_flops_timed"].get(f"{eng} {q} early exit") or float("nan")
+                    split_fl = f" (split {whole:.2f}x)" if whole else ""
                     wb = t["rows"].get(f"{eng} {q} whole-batch exit")
                     wbs = f", whole-batch {wb['throughput'] / dep['throughput']:.2f}x" if wb else ""
-                    print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed{wbs}; FLOPs {fl:.2f}x; "
-                          f"measured/FLOPs {sp / fl:.2f}")
+                    g = t["gain_per_repeat"][f"{eng} {q}"]
+                    print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed (repeat totals {min(g):.2f}-{max(g):.2f}x)"
+                          f"{wbs}; FLOPs of the timed examples {fl:.2f}x{split_fl}; measured/FLOPs {sp / fl:.2f}")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 

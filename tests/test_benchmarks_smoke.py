@@ -89,7 +89,8 @@ RUNS = [
          "| 1 | ", "| 4 | ", "| 2,3 | ", "| 3,4 | "]),
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "pytorch"),
         ["split test (24 examples), 1 threads", "batch size 1: 6 examples", "batch size 32: 12 examples",
-         "ex/s", "p50 ms", "vs PT fp32 dep", "FLOPs", "measured/FLOPs"] + VARIANTS,
+         "ex/s", "p50 ms", "vs PT fp32 dep", "FLOPs", "measured/FLOPs", "blocks of 16 examples",
+         "early exit", "vs its deployed (repeat totals ", "FLOPs of the timed examples"] + VARIANTS,
         absent=["onnxrt", "int8"], id="inference.py-pytorch"),
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "onnx"),
         ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal"] + VARIANTS

@@ -102,11 +102,16 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
 
     out, _, _ = exported
     folder = Path(export(out, tmp_path / "q", quantize="int8")["out"])
-    segments = json.loads((folder / "manifest.json").read_text())["segments"]
-    assert len(segments) > 1
-    for seg in segments[:-1]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    segments = manifest["segments"]
+    assert len(segments) > 1 and manifest["carry"] == ["mask_state", "pool"]  # BERT's layer state is its mask
+    for i, seg in enumerate(segments[:-1]):
         g = onnx.load(str(folder / seg["file"])).graph
-        assert [o.name for o in g.output] == ["hidden", "logits", "score"]  # entropy: the score is traced in
+        # entropy: the score is traced in; segment 0 builds the state the others are handed
+        assert [o.name for o in g.output] == ["hidden", "logits", "score"] + (manifest["carry"] if i == 0 else [])
+        if i:  # nothing reads the 0/1 mask: neither the layers' state nor the mean is rebuilt
+            assert {"mask_state", "pool"} <= {x.name for x in g.input}
+            assert not [n.name for n in g.node if "attention_mask" in n.input]
         head, score = exit_nodes(g)
         assert head and score
         assert not [n.name for n in g.node if n.name in head | score
@@ -150,3 +155,39 @@ def test_each_family_exports_and_the_graphs_decide_as_pytorch(family, tiny_data,
         ref = model.artifact.deployed.model(input_ids=ids, attention_mask=mask,
                                             **({} if t is None else {"token_type_ids": t})).logits
     assert np.abs(onnx.forward_deployed(ids.numpy(), mask.numpy(), np_t) - ref.numpy()).max() < 1e-4
+
+
+
+SHARED_POOL_RUN = """
+import sys, numpy as np
+from eebert_cli.core.errors import EebertError
+from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
+a = np.load(sys.argv[2])
+o = OnnxEarlyExit(sys.argv[1], threads=1, shared_pool=True)
+logits, where = o.forward_batch(a["ids"], a["mask"], a["types"])
+try:  # ORT makes the shared pool once: another size is refused, in one line
+    OnnxEarlyExit(sys.argv[1], threads=2)
+except EebertError as e:
+    refused = str(e)
+np.savez(sys.argv[3], logits=logits, where=where, refused=refused)
+"""
+
+
+def test_a_shared_thread_pool_decides_the_same_and_keeps_its_size(exported, tmp_path):
+    """--ort-shared-pool: every session on one process-wide pool (in a child process: ORT then refuses
+    sessions with their own pools, so it would leak into the other tests)."""
+    import os
+    import subprocess
+    import sys
+
+    out, data, info = exported
+    enc = _encoded(EarlyExitModel.from_artifact(out), data)
+    ids, mask, types = (x.numpy() for x in pad_batch(enc.input_ids[:16], enc.token_type_ids[:16], 0))
+    np.savez(tmp_path / "in.npz", ids=ids, mask=mask, types=types)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", SHARED_POOL_RUN, info["out"], tmp_path / "in.npz", tmp_path / "out.npz"],
+                   check=True, env=env)
+    got = np.load(tmp_path / "out.npz")
+    lo, wo = OnnxEarlyExit(info["out"], threads=1).forward_batch(ids, mask, types)
+    assert got["where"].tolist() == wo.tolist() and np.abs(got["logits"] - lo).max() < 1e-5
+    assert "shared ONNX Runtime thread pool has 1 threads" in str(got["refused"])

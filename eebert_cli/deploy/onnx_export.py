@@ -12,8 +12,8 @@ exports the same way.
 
     OUT/
       manifest.json     criterion, thresholds of the exported exits, segments, labels
-      segment-0.onnx    input_ids, attention_mask, token_type_ids -> hidden, logits (exit 0)
-      segment-k.onnx    hidden, attention_mask -> hidden, logits (next exit; the last: deployed head)
+      segment-0.onnx    input_ids, attention_mask, token_type_ids -> hidden, logits (exit 0), carried state
+      segment-k.onnx    hidden_in, attention_mask, carried state -> hidden, logits (next exit; the last: deployed head)
       deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
 
 A tagger's artifact (reduction "word") exports the same way, per token: each segment
@@ -21,6 +21,14 @@ outputs its hidden states and the exit head's tag logits for every position [B, 
 last segment and ``deployed.onnx`` the deployed tagger's own classifier. Its sentence score
 is computed on the host (``model/tagger_runtime.sentences_leaving``), since it reads which
 positions carry a word's tag, which only the host's word alignment knows.
+
+The state the layers and exits read besides the hidden states is built once, by segment 0, and
+carried from segment to segment by the host (``CARRY``): the additive padding mask when the
+adapter's layer state is that one tensor, and the mean-pooling weights when the exits read a mean.
+Later segments then run no kernels to rebuild them (at batch size 1 those kernels and the
+masked mean were ~10% of an int8 one-layer call). Families whose layer state holds more (relative
+positions, rotary tables) rebuild it in each segment from ``attention_mask``, as before. A
+tagger's segments carry nothing (its host loop feeds each segment its hidden states and mask).
 
 With a stateless criterion (entropy, maxprob) each segment also outputs the
 exit score, traced from the criterion's own ``step``, so the host only
@@ -44,21 +52,37 @@ from torch import nn
 
 from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
 from ..model.calibration import INF, thresholds_from_json, thresholds_to_json
+from ..backbones.base import BackboneAdapter
 from ..core.errors import EebertError
 from ..exits import reduce
 from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
 from ..model.quantize import check_scheme
 from ..model.token_features import tag_logits
 
-ONNX_FORMAT = 1
+ONNX_FORMAT = 2  # 2: carried state (mask_state, pool) between segments
 OPSET = 17
 
 
+#: what segment 0 outputs and later segments read, besides the hidden states; each has the batch on
+#: axis 0 and the sequence on its last axis (the runtime drops rows and trims padding by that rule)
+CARRY = {"mask_state": {0: "batch", 3: "seq"}, "pool": {0: "batch", 2: "seq"}}
+
+
+def mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] 0/1 mask -> [B, 1, T] weights whose product with the hidden states is ``reduce("mean")``
+    (one MatMul in the graph instead of masking, two sums and a division at every exit)."""
+    m = mask[:, None, :].float()
+    return m / m.sum(-1, keepdim=True).clamp_min(1.0)
+
+
 class Segment(nn.Module):
-    """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head)."""
+    """Layers ``start..end-1`` (0-based) of the backbone, then exit ``head`` (None: the deployed head).
+
+    ``carry``: names from CARRY this export passes between segments; the first segment outputs them,
+    the others take them as inputs after ``attention_mask``."""
 
     def __init__(self, artifact: Artifact, start: int, end: int, head: nn.Module | None, first: bool,
-                 criterion=None):
+                 criterion=None, carry: tuple[str, ...] = ()):
         super().__init__()
         self.criterion = criterion  # stateless criteria: the score is computed in the graph too
         self.ad = artifact.deployed.adapter
@@ -68,19 +92,28 @@ class Segment(nn.Module):
         self.model = artifact.deployed.model  # registered so parameters are exported
         self.exits = artifact.exits
         self.tags = self.reduction == "word"  # a tagger: tag logits per token, its own classifier last
+        self.carry = carry
 
-    def forward(self, a: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None):
+    def forward(self, a: torch.Tensor, mask: torch.Tensor, *extra: torch.Tensor):
+        """First segment: (input_ids, attention_mask[, token_type_ids]); others: (hidden, attention_mask, *carried)."""
         ad = self.ad
-        hidden = ad.embed(a, mask, types) if self.first else a
-        state = ad.export_state(hidden, mask)  # built inside the graph
+        if self.first:
+            hidden = ad.embed(a, mask, extra[0] if extra else None)
+            got = {k: ad.export_state(hidden, mask) if k == "mask_state" else mean_weights(mask) for k in self.carry}
+        else:
+            hidden, got = a, dict(zip(self.carry, extra))
+        state = got["mask_state"] if "mask_state" in got else ad.export_state(hidden, mask)
         for i in range(self.start, self.end):
             hidden = ad.layer(i, hidden, state)
         if self.head is None:
-            return tag_logits(self.model, hidden) if self.tags else ad.head(hidden, mask)
-        logits = self.head(reduce(self.reduction, hidden, mask))
-        if self.criterion is None:
-            return hidden, logits
-        return hidden, logits, self.criterion.step(logits, {})[0]
+            out = (tag_logits(self.model, hidden) if self.tags else ad.head(hidden, mask),)
+        else:
+            # exits read float32 (as reduce does); no cast of fp32 states: it would copy them in the graph
+            h32 = hidden if hidden.dtype == torch.float32 else hidden.float()
+            x = torch.matmul(got["pool"], h32).squeeze(1) if "pool" in got else reduce(self.reduction, hidden, mask)
+            logits = self.head(x)
+            out = (hidden, logits) + ((self.criterion.step(logits, {})[0],) if self.criterion is not None else ())
+        return out + tuple(got.values()) if self.first else out
 
 
 def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
@@ -92,7 +125,7 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     """``per_token``: the logits are per position [B, T, C] (a tagger's), not per example."""
     axes = {"input_ids": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
             "attention_mask": {0: "batch", 1: "seq"}, "hidden_in": {0: "batch", 1: "seq"},
-            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}}
+            "hidden": {0: "batch", 1: "seq"}, "logits": {0: "batch"}, "score": {0: "batch"}, **CARRY}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if per_token:
@@ -198,21 +231,30 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             art.deployed.model.config.vocab_size
         mask = (torch.arange(6)[None] < torch.tensor([[6], [3]])).long()
         types = torch.zeros_like(ids)
+        # carried between segments: the padding mask when it is the layers' whole state, the mean weights
+        default_state = type(art.deployed.adapter).export_state is BackboneAdapter.export_state
+        carry = () if tags else tuple(k for k, fits in (("mask_state", default_state),
+                                                        ("pool", art.exits.reduction == "mean")) if fits)
         segments, start = [], 0
         bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
-        hidden = None
+        hidden, carried = None, {}
         for i, (end, k) in enumerate(bounds):
             last = i == len(bounds) - 1
             seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
-                          criterion=criterion if traced else None).eval()
+                          criterion=criterion if traced else None, carry=carry if len(bounds) > 1 else ()).eval()
             name = f"segment-{i}.onnx"
-            inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else ["hidden_in", "attention_mask"]
+            inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else \
+                ["hidden_in", "attention_mask", *seg.carry]
             outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if traced else [])
-            args = (ids, mask, types) if i == 0 else (hidden, mask)
+            outputs += list(seg.carry) if i == 0 else []
+            args = (ids, mask, types) if i == 0 else (hidden, mask, *(carried[c] for c in seg.carry))
             _export(seg, args, tmp / name, inputs, outputs, tags)
             if not last:
                 with torch.no_grad():
-                    hidden = seg(*args)[0]
+                    got = seg(*args)
+                hidden = got[0]
+                if i == 0:  # what segment 0 hands on (its last outputs)
+                    carried = dict(zip(seg.carry, got[len(got) - len(seg.carry):]))
             segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
                              "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
             start = end
@@ -229,7 +271,8 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             "backbone_quantize_at_calibration": cal.quantize,
             "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
-            "segments": segments, "deployed": "deployed.onnx", "labels": art.config["labels"],
+            "segments": segments, "carry": list(carry) if len(bounds) > 1 else [],
+            "deployed": "deployed.onnx", "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,
             "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
             **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),

@@ -23,7 +23,11 @@ from ..model.runtime import BATCH_MODES, thresholds_from_json
 MANIFEST = "manifest.json"
 
 
-def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
+#: intra-op threads of this process's shared ONNX Runtime pool, once made (ORT cannot replace it)
+_SHARED_POOL: list[int] = []
+
+
+def session(path: Path, threads: int = 0, profile_prefix: str | None = None, shared_pool: bool = False):
     """An InferenceSession with the one configuration every graph gets, deployed and segments alike
     (so their comparison is fair); ``profile_prefix``: write ORT's profile there (benchmarks/onnx_profile.py).
 
@@ -32,6 +36,13 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
     per input shape is planned once, then reused). Spinning off: one session per segment means
     several intra-op pools, and idle threads of one pool spinning would steal the cores another
     pool computes on; measured under load, spinning made every call ~10x slower (docs/inference.md).
+
+    ``shared_pool``: every such session runs on one process-wide pool of ``threads`` threads
+    instead (``use_per_session_threads = False``), so a segment call finds the threads the
+    previous one used. ORT's Python binding sets only its size: the shared pool spins, which
+    pays on an idle machine and costs under load (docs/inference.md). Opt-in, and process-wide:
+    once ORT has the shared pool it refuses sessions with their own, so every later session runs
+    on it too, and its size is fixed.
     """
     try:
         import onnxruntime as ort
@@ -39,10 +50,20 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None):
         raise EebertError("the ONNX runtime needs onnxruntime", "pip install 'eebert[onnx]'") from None
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if shared_pool or _SHARED_POOL:
+        if not _SHARED_POOL:
+            ort.set_global_thread_pool_sizes(threads, 1)
+            _SHARED_POOL.append(threads)
+        elif _SHARED_POOL[0] != threads:
+            raise EebertError(f"this process's shared ONNX Runtime thread pool has {_SHARED_POOL[0]} threads, "
+                              f"not {threads} (ONNX Runtime makes it once)",
+                              f"use --threads {_SHARED_POOL[0]}, or per-session pools, in this process")
+        opts.use_per_session_threads = False
+    else:
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -62,60 +83,61 @@ def check_export(folder: str | Path, artifact_path: str | Path) -> None:
 
 
 class OnnxEarlyExit:
-    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True):
+    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False):
         self.folder = Path(folder)
         if not (self.folder / MANIFEST).is_file():
             raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
         m = self.manifest = read_json(self.folder / MANIFEST)
         self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
         self.segments = m["segments"]
-        self.sessions = [session(self.folder / s["file"], threads) for s in self.segments]
+        self.sessions = [session(self.folder / s["file"], threads, shared_pool=shared_pool) for s in self.segments]
         self.exit_of = [s["exit"] for s in self.segments]
         self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
         self.num_exits = m["num_exits"]
         self.num_labels = m["num_labels"]
-        #: segments that output the exit score themselves (stateless criteria)
-        self.scored = [len(seg["outputs"]) == 3 for seg in self.segments]
-        self.deployed = session(self.folder / m["deployed"], threads) if deployed else None
-        # looked up once: asking a session for its inputs builds Python objects on every call
-        self._inputs = [i.name for i in self.sessions[0].get_inputs()]
+        #: what segment 0 outputs for the later segments (older exports: nothing, each rebuilt its state)
+        self.carry = m.get("carry", [])
+        #: position of the exit score in each segment's outputs (stateless criteria), else None
+        self.score_at = [seg["outputs"].index("score") if "score" in seg["outputs"] else None for seg in self.segments]
+        first = self.segments[0]["outputs"]
+        self._carry_at = [first.index(c) for c in self.carry]
+        self.deployed = session(self.folder / m["deployed"], threads, shared_pool=shared_pool) if deployed else None
+        # looked up once: asking a session for its inputs builds Python objects on every call; an input the
+        # tracer dropped (unused token types, a mask only the carried state needed) is not fed
+        self._inputs = [[i.name for i in sess.get_inputs()] for sess in self.sessions]
         self._deployed_inputs = [i.name for i in self.deployed.get_inputs()] if deployed else []
 
     @staticmethod
-    def _run_tokens(sess, names, ids, mask, types):
-        """Run a graph that starts from tokens; families without token types (DistilBERT, MPNet,
-        ModernBERT) export no token_type_ids input (the tracer drops an unused input), so it is not fed."""
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    def _run(sess, names, feed):
         return sess.run(None, {n: feed[n] for n in names})
 
-    def _first(self, ids, mask, types):
-        return self._run_tokens(self.sessions[0], self._inputs, ids, mask, types)
-
     def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
-        return self._run_tokens(self.deployed, self._deployed_inputs, ids, mask, types)[0]
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return self._run(self.deployed, self._deployed_inputs, feed)[0]
 
     def forward_one(self, ids: np.ndarray, types: np.ndarray):
         """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""
-        mask = np.ones_like(ids)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
         cstate = self.criterion.init_state(1)
-        outs = self._first(ids, mask, types)
         last = len(self.sessions) - 1
         for i, sess in enumerate(self.sessions):
-            if i:
-                outs = sess.run(None, {"hidden_in": outs[0], "attention_mask": mask})
+            outs = self._run(sess, self._inputs[i], feed)
             if i == last:
                 return outs[0], self.exit_of[i]
-            logits = outs[1]
-            t = self.thresholds[i]
+            if i == 0:  # the carried state, zero-copy views of segment 0's outputs
+                feed.update(zip(self.carry, (outs[j] for j in self._carry_at)))
+            feed["hidden_in"] = outs[0]
+            logits, t = outs[1], self.thresholds[i]
             if t == INF:
                 return logits, self.exit_of[i]
-            if self.scored[i]:
-                score = float(outs[2][0])
+            if self.score_at[i] is not None:
+                score = float(outs[self.score_at[i]][0])
             else:
                 score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
                 score = score.item()
             if score <= t:
                 return logits, self.exit_of[i]
+        raise AssertionError("unreachable: the last segment always answers")
 
     def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
                       mode: str = "per-sample"):
@@ -127,18 +149,19 @@ class OnnxEarlyExit:
         where = np.full(n, self.num_exits, dtype=np.int64)
         rows = np.arange(n)
         cstate = self.criterion.init_state(n)
-        outs = self._first(ids, mask, types)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         last = len(self.sessions) - 1
         for i, sess in enumerate(self.sessions):
-            if i:
-                outs = sess.run(None, {"hidden_in": hidden, "attention_mask": mask})
+            outs = self._run(sess, self._inputs[i], feed)
             if i == last:
                 out[rows] = outs[0]
                 where[rows] = self.exit_of[i]
                 return out, where
-            hidden, logits = outs[0], outs[1]
-            if self.scored[i]:
-                leave = outs[2] <= self.thresholds[i]
+            if i == 0:
+                feed.update(zip(self.carry, (outs[j] for j in self._carry_at)))
+            feed["hidden_in"], logits = outs[0], outs[1]
+            if self.score_at[i] is not None:
+                leave = outs[self.score_at[i]] <= self.thresholds[i]
             else:
                 score, cstate = self.criterion.step(torch.from_numpy(logits), cstate)
                 leave = (score <= self.thresholds[i]).numpy()
@@ -155,9 +178,13 @@ class OnnxEarlyExit:
             keep = np.flatnonzero(~leave)
             if keep.size == 0:
                 return out, where
-            rows, mask = rows[keep], mask[keep]
+            rows, mask = rows[keep], feed["attention_mask"][keep]
             cstate = self.criterion.select(cstate, torch.from_numpy(keep))
             width = int(mask.sum(1).max()) if trim else mask.shape[1]
-            # one copy of the remaining rows, already trimmed (take on a view makes it contiguous)
-            hidden, mask = np.take(hidden[:, :width], keep, axis=0), np.ascontiguousarray(mask[:, :width])
+            # one copy of each remaining row, already trimmed (take on a view makes it contiguous); the
+            # hidden states have the sequence on axis 1, the carried state on its last axis
+            feed["attention_mask"] = np.ascontiguousarray(mask[:, :width])
+            feed["hidden_in"] = np.take(feed["hidden_in"][:, :width], keep, axis=0)
+            for c in self.carry:
+                feed[c] = np.take(feed[c][..., :width], keep, axis=0)
         raise AssertionError("unreachable: the last segment always answers")
