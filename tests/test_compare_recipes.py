@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.recipe.compare import load_compare_recipe, markdown, run_compare
 from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe

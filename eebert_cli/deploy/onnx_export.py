@@ -40,7 +40,6 @@ calibration; re-export after re-calibrating (the manifest records which).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

@@ -45,12 +45,10 @@ class OnnxTagger(Tagger):
             raise EebertError(f"exit {exit_at} is not in the ONNX export (exported: {ox.exit_of})",
                               "force that exit with the PyTorch tagger")
         ids, mask = ids.cpu().numpy(), mask.cpu().numpy()
-        outs = ox._run(ox.sessions[0], ox._inputs[0],
-                       {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         last = len(ox.sessions) - 1
         for i, sess in enumerate(ox.sessions):
-            if i:
-                outs = ox._run(sess, ox._inputs[i], {"hidden_in": hidden, "attention_mask": mask})
+            outs = ox._run(sess, ox._inputs[i], feed)  # each graph takes the inputs it declares
             logits = torch.from_numpy(outs[-1] if i == last else outs[1])
             if i == last:
                 self._answer(logits, first, rows, self.segment_layers[i], out, torch.arange(len(rows)))
@@ -66,3 +64,4 @@ class OnnxTagger(Tagger):
                 k = keep.numpy()
                 hidden, mask, first = np.take(hidden, k, axis=0), np.ascontiguousarray(mask[k]), first[keep]
                 rows = [rows[j] for j in keep.tolist()]
+            feed = {"hidden_in": hidden, "attention_mask": mask}
