@@ -8,8 +8,8 @@ For each token threshold (a word halts when its top tag probability reaches it; 
 (batch size 1) on the split and prints entity F1, the FLOPs speedup the pass counted and the
 measured wall-clock speedup, next to the artifact's calibrated per-sentence exit and the
 deployed tagger, timed in the same rounds (each mode once per round, median of ``repeats``
-rounds). Thresholds here are a sweep, not a calibration: the per-token mode is not an eebert
-command yet.
+rounds). Thresholds here are a sweep; `eebert calibrate ART --token-exit` chooses one on validation
+with the same scoring (``scoring/token_calibrate.py``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ from eebert_cli.tasks.entities import entity_scores  # noqa: E402
 from eebert_cli.model.tagger_runtime import Tagger  # noqa: E402
 from eebert_cli.scoring.tagging import split_tags  # noqa: E402
 from eebert_cli.model.token_halt import TokenHaltTagger  # noqa: E402
-
-
-def names(ids: list[int], n: int, id2label: dict) -> list[str]:
-    return [id2label[i] for i in ids] + ["O"] * (n - len(ids))
+from eebert_cli.scoring.token_calibrate import tag_names as names, token_scores  # noqa: E402
 
 
 def timed(fn, repeats: int):
@@ -102,12 +99,8 @@ def main() -> None:
                  "flops_x": full / st.cost[torch.arange(len(words)), e].sum().item(), "wall_x": base / sec["sentence"],
                  "ms": 1000 * sec["sentence"] / len(words)})
     for thr in halts:
-        out = outs[thr]
-        layers = [l for o in out for l in o[2]]
-        rows.append({"mode": f"per-token (p >= {thr})",
-                     "entity_f1": entity_scores(gold, [names(o[0], len(w), id2label) for o, w in zip(out, words)])["f1"],
-                     "flops_x": full / sum(o[3] for o in out), "wall_x": base / sec[thr], "ms": 1000 * sec[thr] / len(words),
-                     "mean_word_layer": sum(layers) / max(len(layers), 1)})
+        rows.append({"mode": f"per-token (p >= {thr})", **token_scores(outs[thr], words, gold, id2label, full),
+                     "wall_x": base / sec[thr], "ms": 1000 * sec[thr] / len(words)})
     print(f"{len(words)} sentences of {args.split}, batch size 1, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} runs")
     print(f"{'mode':<28} {'entity F1 %':>11} {'FLOPs x':>8} {'wall x':>7} {'ms/sent':>8}")

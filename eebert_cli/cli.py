@@ -295,6 +295,8 @@ def calibrate(
     quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
                                            "benchmark and predict then load it quantized too."),
     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    token_exit: bool = typer.Option(False, "--token-exit", help="Taggers: choose the per-token exit's threshold by "
+                                    "running that pass on validation (CPU); the per-sentence thresholds stay."),
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
@@ -314,7 +316,16 @@ def calibrate(
     result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
                              backbone=backbone, quantize=quantize, metric=metric,
                              data_flags=data_flags(text_column, pair_column, label_column, max_samples,
-                                                   data_config, split_map)).to_dict()
+                                                   data_config, split_map), token_exit=token_exit).to_dict()
+    if token_exit:
+        te = result["token_exit"]
+        emit({k: v for k, v in te.items() if k != "curve"}, as_json)
+        if not as_json:
+            v = te["validation"]
+            out.print(f"per-token exit: a word halts at p >= {te['threshold']}; validation {v['speedup_flops']:.2f}x "
+                      f"FLOPs speedup, entity F1 {100 * v['entity_f1']:.2f} vs deployed "
+                      f"{100 * v['reference_entity_f1']:.2f}; written to {artifact}/calibration.json")
+        return
     head = result["headline_metric"]
     emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
     if not as_json:
@@ -428,7 +439,9 @@ def predict(
     ray_address: Optional[str] = RAY_ADDRESS,
     token_threshold: Optional[float] = typer.Option(
         None, help="Taggers: the per-token exit instead of the calibrated per-sentence one; a word halts at the "
-                   "first exit whose top tag probability reaches this (not calibrated; CPU, one sentence at a time)."),
+                   "first exit whose top tag probability reaches this (CPU, one sentence at a time)."),
+    token_exit: bool = typer.Option(False, "--token-exit", help="Taggers: the per-token exit at the threshold "
+                                    "`calibrate --token-exit` chose (--token-threshold overrides it)."),
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
@@ -439,7 +452,8 @@ def predict(
     dev = device_opts(r, device, dtype, executor, ray_address)
     result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
                            text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,
-                           backbone=backbone, device=dev, ui=UI(quiet=as_json), token_threshold=token_threshold)
+                           backbone=backbone, device=dev, ui=UI(quiet=as_json), token_threshold=token_threshold,
+                           token_exit=token_exit)
     if "workers" in result:  # an executor's actor pool (ray): a folder of parquet parts
         emit(result, as_json)
         if not as_json:

@@ -519,6 +519,72 @@ def test_per_token_settings_are_refused_in_one_line(calibrated, tmp_path, args, 
     assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
 
 
+# -- per-token calibration: the threshold chosen by running the per-token pass on validation ---------------
+
+@pytest.fixture(scope="module")
+def token_calibrated(calibrated, tmp_path_factory):
+    import shutil
+
+    art = tmp_path_factory.mktemp("token-cal") / "art"
+    shutil.copytree(calibrated, art)
+    r = CliRunner().invoke(app, ["calibrate", str(art), "--token-exit", "--max-drop", "100", "--json"])
+    assert r.exit_code == 0, r.output
+    return art, json.loads(r.stdout)
+
+
+def test_token_calibration_matches_a_direct_per_token_pass(token_calibrated, case):
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.token_halt import TokenHaltTagger
+    from eebert_cli.scoring.token_calibrate import TOKEN_GRID, token_scores
+
+    art_path, shown = token_calibrated
+    record = json.loads((art_path / "calibration.json").read_text())
+    te = record["token_exit"]
+    assert te["mode"] == "per-token" and shown["threshold"] == te["threshold"] and record["criterion"] == "sentence-min"
+    assert [p["threshold"] for p in te["curve"]] == list(TOKEN_GRID)
+    # --max-drop 100 allows any loss: the fastest candidate
+    assert te["validation"]["speedup_flops"] == max(p["flops_x"] for p in te["curve"])
+    art = load_artifact(art_path)
+    data = load_data(DataConfig(spec=str(case[1])))
+    st = split_tags(art, data, "validation")
+    words = data.split("validation").texts
+    halt = TokenHaltTagger(art, te["threshold"])
+    direct = token_scores([halt.tag_one(w) for w in words], words, st.gold, art.deployed.id2label, st.full.sum().item())
+    assert direct["entity_f1"] == pytest.approx(te["validation"]["entity_f1"])
+    assert direct["flops_x"] == pytest.approx(te["validation"]["speedup_flops"])
+    # a target several candidates reach: the most accurate of them
+    target = min(p["flops_x"] for p in te["curve"] if p["flops_x"] > 1.0)
+    steps.calibrate(art_path, None, CalibrationConfig(target_speedup=target), token_exit=True)
+    te = json.loads((art_path / "calibration.json").read_text())["token_exit"]
+    assert te["budget"] == "target_speedup" and te["validation"]["speedup_flops"] >= target
+    assert te["validation"]["entity_f1"] == max(p["entity_f1"] for p in te["curve"] if p["flops_x"] >= target)
+
+
+def test_predict_uses_the_calibrated_token_threshold(token_calibrated, calibrated):
+    art, _ = token_calibrated
+    thr = json.loads((art / "calibration.json").read_text())["token_exit"]["threshold"]
+    assert steps.predict(art, TEXTS, token_exit=True)["rows"] == steps.predict(art, TEXTS, token_threshold=thr)["rows"]
+    r = CliRunner().invoke(app, ["predict", str(art), "good film", "--token-exit", "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1, r.output
+    r = CliRunner().invoke(app, ["predict", str(calibrated), "good film", "--token-exit"])  # never token-calibrated
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "no per-token calibration" in r.output, r.output
+
+
+def test_a_per_token_budget_no_threshold_meets_is_refused_in_one_line(token_calibrated):
+    from eebert_cli.scoring.token_calibrate import choose_token
+
+    art, _ = token_calibrated
+    before = (art / "calibration.json").read_bytes()
+    r = CliRunner().invoke(app, ["calibrate", str(art), "--token-exit", "--target-speedup", "1000"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "no per-token threshold reaches 1000" in r.output
+    assert "Traceback" not in r.output and (art / "calibration.json").read_bytes() == before
+    points = [{"threshold": 0.5, "entity_f1": 0.40, "flops_x": 3.0}, {"threshold": 0.9, "entity_f1": 0.45, "flops_x": 2.0}]
+    assert choose_token(points, CalibrationConfig(max_drop=6.0), 0.50)["threshold"] == 0.9
+    assert choose_token(points, CalibrationConfig(max_drop=10.0), 0.50)["threshold"] == 0.5
+    with pytest.raises(EebertError, match="the least: 5.00"):
+        choose_token(points, CalibrationConfig(max_drop=4.0), 0.50)
+
+
 # -- per-exit thresholds -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("budget", [{"target_speedup": 1.5}, {"max_drop": 2.0, "bootstrap": 30}])

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from ..data.files import READERS, builder_of, count_rows, stream_file
 from ..data.rows import check_text
 from ..core.errors import EebertError
+from ..model.calibration import calibrated_token_threshold
 from ..model.runtime import prediction_row
 from ..model.tagger_runtime import Tagger, tagger_task
 from ..core.ui import SILENT, UI
@@ -101,13 +102,17 @@ def _arrow(values: list):
 
 
 def load_predictor(artifact: str | Path, backbone: str | None, device, pair_column: str | None = None,
-                   token_threshold: float | None = None):
+                   token_threshold: float | None = None, token_exit: bool = False):
     """What answers an artifact's rows: its tagger for a tagger's artifact (``token_threshold``: the
-    per-token exit, ``model/token_halt.py``), else its early-exit model."""
+    per-token exit, ``model/token_halt.py``; ``token_exit`` alone: at the threshold
+    ``calibrate --token-exit`` chose), else its early-exit model."""
     from ..model.artifact import load_artifact
     from ..model.device import place_artifact, resolve
     from ..model.runtime import EarlyExitModel
 
+    if token_exit and token_threshold is None:
+        check_token_exit(artifact, device, "--token-exit")
+        token_threshold = calibrated_token_threshold(artifact)
     if token_threshold is not None:
         check_token_threshold(artifact, token_threshold, device)
     if tagger_task(artifact) is None:
@@ -125,18 +130,23 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
     return tagger
 
 
-def check_token_threshold(artifact: str | Path, threshold: float, device) -> None:
-    """The per-token exit's settings, before anything loads: a tagger, a probability, the CPU."""
+def check_token_exit(artifact: str | Path, device, flag: str) -> None:
+    """The per-token exit's settings, before anything loads: a tagger's artifact, the CPU."""
     from ..model.device import resolve
 
     if tagger_task(artifact) is None:
-        raise EebertError("--token-threshold is the per-token exit of taggers; this artifact classifies sentences",
-                          "drop --token-threshold")
+        raise EebertError(f"{flag} is the per-token exit of taggers; this artifact classifies sentences",
+                          f"drop {flag}")
+    if resolve(device).device.type != "cpu":
+        raise EebertError("the per-token exit runs on the CPU (one sentence at a time)", "pass --device cpu")
+
+
+def check_token_threshold(artifact: str | Path, threshold: float, device) -> None:
+    """``--token-threshold``: the per-token exit's settings and a probability."""
+    check_token_exit(artifact, device, "--token-threshold")
     if not 0.0 <= threshold <= 1.0:
         raise EebertError(f"--token-threshold is a tag probability within [0, 1], got {threshold}",
                           "for example --token-threshold 0.95")
-    if resolve(device).device.type != "cpu":
-        raise EebertError("the per-token exit runs on the CPU (one sentence at a time)", "pass --device cpu")
 
 
 def answer_rows(model, start: int, texts: list[str], pairs: list[str] | None, batch_size: int,

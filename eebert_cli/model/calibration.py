@@ -55,6 +55,7 @@ class Calibration:
     margin: dict[str, Any] | None = field(default=None, metadata={"help": "--max-drop: the safety margin the constraint used (method, confidence, points)."})
     grid: list[dict] | None = field(default=None, metadata={"help": "Every (criterion params, gate threshold) tried and its validation point."})
     gate_grid: list[dict] | None = field(default=None, metadata={"help": "Best point per gate threshold tried."})
+    token_exit: dict[str, Any] | None = field(default=None, metadata={"help": "Taggers: the per-token exit's threshold (mode 'per-token'), chosen by `calibrate --token-exit`."})
     curve: list[dict] = field(default_factory=list, metadata={"help": "Global-threshold sweep of the chosen criterion on validation."})
     curves: dict[str, Any] | None = field(default=None, metadata={"help": "Validation curves of every criterion, static truncation and the oracle."})
     warnings: list[str] = field(default_factory=list, metadata={"help": "Things the reader should know (small validation split, ...)."})
@@ -91,3 +92,12 @@ class Calibration:
     def summary(self) -> dict:
         """The record without its curves (what `--json` prints)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("curve", "curves")}
+
+
+def calibrated_token_threshold(folder: str | Path) -> float:
+    """The per-token threshold ``calibrate --token-exit`` recorded, read from calibration.json alone."""
+    cal = Calibration.load(folder)
+    if cal is None or not cal.token_exit:
+        raise EebertError(f"{folder} has no per-token calibration",
+                          f"run `eebert calibrate {folder} --token-exit --target-speedup X`, or give --token-threshold P")
+    return float(cal.token_exit["threshold"])

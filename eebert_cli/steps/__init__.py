@@ -61,8 +61,12 @@ def check_calibration(cfg: CalibrationConfig) -> None:
 def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | None, cfg: CalibrationConfig,
               ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
               quantize: str | None = None, metric: str | None = None, criterion_params: dict | None = None,
-              cache: OutputsCache | None = None, data_flags: dict | None = None) -> Calibration:
+              cache: OutputsCache | None = None, data_flags: dict | None = None,
+              token_exit: bool = False) -> Calibration:
     """`eebert calibrate`: choose the operating point on validation and write calibration.json.
+
+    ``token_exit``: a tagger's per-token threshold instead (``scoring/token_calibrate.py``), recorded
+    as the calibration's ``token_exit`` beside the per-sentence thresholds it leaves alone.
 
     Holds the artifact's writer lock from loading the exits to writing their thresholds (re-entrant),
     so the thresholds written belong to the exits that were scored. A loaded ``artifact`` is used as
@@ -74,13 +78,23 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
     quantize = check_scheme(quantize)
     if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
         raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
+    if token_exit:
+        from ..deploy.predict_file import check_token_exit
+
+        check_token_exit(artifact, device, "--token-exit")
     where = resolve(device)  # a device that is not there fails before anything loads
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
         if not isinstance(artifact, Artifact):
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
             place_artifact(artifact, where, bool(quantize))
+        if token_exit:
+            from ..scoring.token_calibrate import calibrate_token_exit
+
+            calibrate_token_exit(artifact, _data(artifact, data, data_flags), cfg)
+            return artifact.calibration
         return _calibrate(artifact, _data(artifact, data, data_flags), cfg, ui, criterion_params, cache, metric)
+
 
 
 def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
@@ -245,12 +259,14 @@ def export(artifact: str | Path, out: str | Path | None = None, quantize: str | 
 def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file: Path | None = None,
             output: Path | None = None, overwrite: bool = False, text_column: str = "text",
             pair_column: str | None = None, batch_size: int = 1, backbone: str | None = None,
-            device: DeviceConfig | None = None, ui: UI = SILENT, token_threshold: float | None = None) -> dict:
+            device: DeviceConfig | None = None, ui: UI = SILENT, token_threshold: float | None = None,
+            token_exit: bool = False) -> dict:
     """`eebert predict`: texts, a file printed whole, or a file streamed to ``output``.
 
     Returns ``{"rows": [...]}`` (texts, or an input file without output) or the streaming summary
     (``output``; with the ray executor, a folder of parquet parts). ``token_threshold``: a tagger's
-    per-token exit instead of its calibrated per-sentence one (rows printed, not streamed).
+    per-token exit instead of its calibrated per-sentence one (rows printed, not streamed);
+    ``token_exit`` alone: the per-token exit at its calibrated threshold.
     """
     from ..deploy.executors import executor_of
     from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
@@ -261,7 +277,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")
-    if token_threshold is not None and (output is not None or not executor.in_process):
+    if (token_threshold is not None or token_exit) and (output is not None or not executor.in_process):
         raise EebertError("the per-token exit prints its rows; --output and --executor ray stream the "
                           "per-sentence exit", "drop --output / --executor, or drop --token-threshold")
     if output is not None or not executor.in_process:  # streamed through the executor (ray: parquet parts)
@@ -272,7 +288,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
         check_paths(input_file, None, overwrite)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
-    model = load_predictor(artifact, backbone, device, pair_column, token_threshold)  # a tagger's: its tagger
+    model = load_predictor(artifact, backbone, device, pair_column, token_threshold, token_exit)  # a tagger's: its tagger
     rows = answer_rows(model, 0, texts, None, batch_size, keep_text=True) if texts else []
     if input_file is not None:
         for chunk in predict_rows(model, input_file, text_column, pair_column, batch_size, ui, keep_text=True):

@@ -1,0 +1,98 @@
+"""`eebert calibrate --token-exit`: the per-token exit's threshold, chosen by running that very pass.
+
+Halted words keep serving as keys and values (``model/token_halt.py``), so the tokens still
+running compute something no cached-state simulation reproduces: every candidate threshold in
+``TOKEN_GRID`` is scored by running the per-token pass over the validation split, sentence by
+sentence. Entity F1 is against the same reference as the per-sentence calibration (gold tags,
+else the deployed tagger's; ``scoring/tagging.split_tags``), FLOPs are those the pass counted.
+``--target-speedup``: the most accurate threshold reaching the FLOPs speedup; ``--max-drop``:
+the fastest within the entity-F1 budget, a point estimate (no bootstrap bound: each resample
+would need the pass's per-sentence counts, which ``token_scores`` could keep, but that is not
+done yet). The choice goes into the artifact's calibration record as ``token_exit``, which
+``predict --token-exit`` reads.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..core.errors import EebertError
+from ..model.token_halt import TokenHaltTagger, check_layers
+from ..tasks.entities import entity_scores
+from .tagging import split_tags
+
+#: candidate tag probabilities a word needs to halt, each scored by a full per-token pass
+TOKEN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995)
+
+
+def tag_names(ids: list[int], n: int, id2label: dict) -> list[str]:
+    """A sentence's tag names; words cut off at ``max_length`` (no tag id) count as ``O``."""
+    return [id2label[i] for i in ids] + ["O"] * (n - len(ids))
+
+
+def token_scores(outs: list, words: list[list[str]], reference: list[list[str]], id2label: dict,
+                 full_flops: float) -> dict:
+    """Entity F1, FLOPs speedup and mean halting layer of per-token outputs (``TokenHaltTagger.tag_one``'s)."""
+    layers = [l for o in outs for l in o[2]]
+    return {"entity_f1": entity_scores(reference, [tag_names(o[0], len(w), id2label) for o, w in zip(outs, words)])["f1"],
+            "flops_x": full_flops / sum(o[3] for o in outs), "mean_word_layer": sum(layers) / max(len(layers), 1)}
+
+
+def token_sweep(artifact, words: list[list[str]], reference: list[list[str]], full_flops: float,
+                thresholds) -> list[dict]:
+    """One per-token pass per threshold over ``words``: its scores (``token_scores``)."""
+    id2label = artifact.deployed.id2label
+    points = []
+    for thr in thresholds:
+        halt = TokenHaltTagger(artifact, thr)
+        points.append({"threshold": thr, **token_scores([halt.tag_one(w) for w in words], words, reference, id2label,
+                                                        full_flops)})
+    return points
+
+
+def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
+    """The point the budget picks; a budget no threshold meets is refused in one line."""
+    if cfg.target_speedup is not None:
+        ok = [p for p in points if p["flops_x"] >= cfg.target_speedup]
+        if not ok:
+            best = max(p["flops_x"] for p in points)
+            raise EebertError(f"no per-token threshold reaches {cfg.target_speedup}x FLOPs on validation "
+                              f"(the fastest, p >= {min(p['threshold'] for p in points)}, gives {best:.2f}x)",
+                              f"ask for at most --target-speedup {best:.2f}")
+        return max(ok, key=lambda p: (p["entity_f1"], p["flops_x"]))
+    ok = [p for p in points if 100 * (ref_f1 - p["entity_f1"]) <= cfg.max_drop]
+    if not ok:
+        least = min(100 * (ref_f1 - p["entity_f1"]) for p in points)
+        raise EebertError(f"every per-token threshold loses more than {cfg.max_drop} entity-F1 points on validation "
+                          f"(the least: {least:.2f})", f"allow at least --max-drop {least:.2f}, or use the "
+                          "per-sentence exit (`eebert calibrate` without --token-exit)")
+    return max(ok, key=lambda p: (p["flops_x"], p["entity_f1"]))
+
+
+def calibrate_token_exit(artifact, data, cfg, batch_size: int = 64) -> dict:
+    """Choose the per-token threshold on validation and record it in the artifact's calibration."""
+    if (cfg.target_speedup is None) == (cfg.max_drop is None):
+        raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2")
+    cal = artifact.calibration
+    if cal is None:  # the record lives beside the per-sentence thresholds, which predict falls back to
+        raise EebertError(f"{artifact.path} has no calibration.json yet",
+                          f"run `eebert calibrate {artifact.path} --target-speedup X` first, then --token-exit")
+    check_layers(artifact.deployed.adapter)
+    t0 = time.perf_counter()
+    st = split_tags(artifact, data, "validation", batch_size)  # the reference tags and the deployed FLOPs
+    words = data.split("validation").texts
+    reference = st.gold if st.labelled else st.names[-1]
+    ref_f1 = entity_scores(reference, st.names[-1])["f1"]
+    points = token_sweep(artifact, words, reference, st.full.sum().item(), TOKEN_GRID)
+    best = choose_token(points, cfg, ref_f1)
+    record = {"mode": "per-token", "threshold": best["threshold"],
+              "budget": "target_speedup" if cfg.target_speedup is not None else "max_drop",
+              "target_speedup": cfg.target_speedup, "max_drop": cfg.max_drop,
+              "validation": {"entity_f1": best["entity_f1"], "speedup_flops": best["flops_x"],
+                             "mean_word_layer": best["mean_word_layer"], "reference_entity_f1": ref_f1,
+                             "reference": "gold" if st.labelled else "deployed", "examples": len(words)},
+              "margin": "none: a point estimate on validation (no bootstrap bound)",
+              "curve": points, "search_seconds": round(time.perf_counter() - t0, 2)}
+    cal.token_exit = record
+    cal.save(artifact.path)
+    return record
