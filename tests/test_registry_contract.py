@@ -156,6 +156,8 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
     if attach_it:
         attach(str(ckpt), dcfg, cfg, out)
     data = load_data(dcfg)
+    if CRITERIA.get(criterion).per_token:
+        return token_roundtrip(out, data, criterion)
     calibrate(load_artifact(out), data, CalibrationConfig(criterion=criterion, criterion_params=params or {},
                                                           target_speedup=1.3, bootstrap=5))
     if load_artifact(out).config["task"] == TOKEN_CLASSIFICATION:
@@ -166,6 +168,24 @@ def roundtrip(ckpt, data_dir, cfg: AttachConfig, out, criterion="entropy", param
     got = [p.exit_layer for p in model.predict(data.split("test").texts, batch_size=1)]
     assert got == [model.exit_layers[k] for k in scored.tolist()]
     return model
+
+
+def token_roundtrip(out, data, criterion):
+    """A per-token criterion: calibrated by its name, predict then halts each word at the recorded threshold
+    exactly as the per-token pass with that criterion does."""
+    from eebert_cli.deploy.predict_file import load_predictor
+    from eebert_cli.model.token_halt import TokenHaltTagger
+
+    calibrate(load_artifact(out), data, CalibrationConfig(target_speedup=1.01))  # the per-sentence record first
+    calibrate(load_artifact(out), data, CalibrationConfig(criterion=criterion, max_drop=100.0))
+    record = load_artifact(out).calibration.token_exit
+    assert record["criterion"] == criterion and record["mode"] == "per-token"
+    texts = [" ".join(w) for w in data.split("test").texts[:5]]
+    predictor = load_predictor(out, None, None, token_exit=True)
+    got = predictor.predict(texts, batch_size=1)
+    direct = TokenHaltTagger(load_artifact(out), record["threshold"], criterion).predict(texts, batch_size=1)
+    assert got == direct and all("exit_layer" in w for r in got for w in r["tokens"])
+    return predictor
 
 
 def tag_roundtrip(out, data):

@@ -33,6 +33,9 @@ class Criterion:
     integer: ClassVar[bool] = False
     #: True when :meth:`step` also reads the exit's reduced hidden states [B, H]
     needs_features: ClassVar[bool] = False
+    #: True when words halt one by one (a tagger's per-token exit, ``criteria/token.py``): such a
+    #: criterion is calibrated by running the per-token pass, not by the per-example search
+    per_token: ClassVar[bool] = False
     #: hyper-parameter values calibration may try when the user sets none (keep it small)
     grid: ClassVar[dict[str, list[Any]]] = {}
     #: tasks whose outputs the criterion reads (class distributions by default)

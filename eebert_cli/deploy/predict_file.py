@@ -110,9 +110,10 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
     from ..model.device import place_artifact, resolve
     from ..model.runtime import EarlyExitModel
 
+    rule = "token-maxprob"  # what decides when a word halts (criteria/token.py)
     if token_exit and token_threshold is None:
         check_token_exit(artifact, device, "--token-exit")
-        token_threshold = calibrated_token_threshold(artifact)
+        token_threshold, rule = calibrated_token_threshold(artifact)
     if token_threshold is not None:
         check_token_threshold(artifact, token_threshold, device)
     if tagger_task(artifact) is None:
@@ -123,7 +124,7 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
     if token_threshold is not None:
         from ..model.token_halt import TokenHaltTagger
 
-        tagger = TokenHaltTagger(load_artifact(artifact, backbone), token_threshold)
+        tagger = TokenHaltTagger(load_artifact(artifact, backbone), token_threshold, rule)
     else:
         tagger = Tagger.from_artifact(artifact, backbone)
     place_artifact(tagger.artifact, resolve(device), False)

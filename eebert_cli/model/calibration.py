@@ -94,10 +94,11 @@ class Calibration:
         return {k: v for k, v in self.to_dict().items() if k not in ("curve", "curves")}
 
 
-def calibrated_token_threshold(folder: str | Path) -> float:
-    """The per-token threshold ``calibrate --token-exit`` recorded, read from calibration.json alone."""
+def calibrated_token_threshold(folder: str | Path) -> tuple[float, str]:
+    """The per-token threshold ``calibrate --token-exit`` recorded and its criterion, read from
+    calibration.json alone."""
     cal = Calibration.load(folder)
     if cal is None or not cal.token_exit:
         raise EebertError(f"{folder} has no per-token calibration",
                           f"run `eebert calibrate {folder} --token-exit --target-speedup X`, or give --token-threshold P")
-    return float(cal.token_exit["threshold"])
+    return float(cal.token_exit["threshold"]), cal.token_exit.get("criterion", "token-maxprob")

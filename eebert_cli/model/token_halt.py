@@ -58,11 +58,17 @@ class TokenHaltTagger(Tagger):
     ``threshold`` is given, not calibrated (``benchmarks/token_exit.py`` sweeps it), so an
     uncalibrated artifact runs too."""
 
-    def __init__(self, artifact, threshold: float):
+    def __init__(self, artifact, threshold: float, criterion: str = "token-maxprob"):
+        from ..criteria import CRITERIA
+
         self.artifact, self.deployed, self.exits = artifact, artifact.deployed, artifact.exits
         self.adapter = self.deployed.adapter
         check_layers(self.adapter)
         self.threshold = threshold
+        self.criterion = CRITERIA.build(criterion)  # when a word halts (criteria/token.py)
+        if not self.criterion.per_token:
+            raise EebertError(f"criterion {criterion!r} decides per sentence, not per word",
+                              "use a per-token criterion, e.g. token-maxprob")
         self.max_length = artifact.config["max_length"]
         self.num_layers = self.adapter.dims.num_layers
 
@@ -101,12 +107,12 @@ class TokenHaltTagger(Tagger):
             flops += layer_flops(d, t, a)
             if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
                 pos = torch.tensor([word_pos[j] for j in open_words], dtype=torch.long)
-                p = torch.softmax(self.exits.heads[k](hidden.index_select(0, pos).float()), -1)
+                halt, top, arg = self.criterion.halts(self.exits.heads[k](hidden.index_select(0, pos).float()),
+                                                 self.threshold)
                 flops += self.exits.heads[k].flops(len(open_words))
-                top, arg = p.max(-1)
                 keep = []
-                for j, c, g in zip(open_words, top.tolist(), arg.tolist()):
-                    if c >= self.threshold:
+                for j, h, c, g in zip(open_words, halt.tolist(), top.tolist(), arg.tolist()):
+                    if h:
                         tags[j], conf[j], layer_of[j] = g, c, i + 1
                         running[[q for q in range(t) if owner[q] == word_pos[j]]] = False
                     else:

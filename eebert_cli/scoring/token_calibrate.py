@@ -39,12 +39,12 @@ def token_scores(outs: list, words: list[list[str]], reference: list[list[str]],
 
 
 def token_sweep(artifact, words: list[list[str]], reference: list[list[str]], full_flops: float,
-                thresholds) -> list[dict]:
+                thresholds, criterion: str = "token-maxprob") -> list[dict]:
     """One per-token pass per threshold over ``words``: its scores (``token_scores``)."""
     id2label = artifact.deployed.id2label
     points = []
     for thr in thresholds:
-        halt = TokenHaltTagger(artifact, thr)
+        halt = TokenHaltTagger(artifact, thr, criterion)
         points.append({"threshold": thr, **token_scores([halt.tag_one(w) for w in words], words, reference, id2label,
                                                         full_flops)})
     return points
@@ -83,9 +83,12 @@ def calibrate_token_exit(artifact, data, cfg, batch_size: int = 64) -> dict:
     words = data.split("validation").texts
     reference = st.gold if st.labelled else st.names[-1]
     ref_f1 = entity_scores(reference, st.names[-1])["f1"]
-    points = token_sweep(artifact, words, reference, st.full.sum().item(), TOKEN_GRID)
+    from ..criteria import CRITERIA
+
+    rule = cfg.criterion if CRITERIA.get(cfg.criterion).per_token else "token-maxprob"
+    points = token_sweep(artifact, words, reference, st.full.sum().item(), TOKEN_GRID, rule)
     best = choose_token(points, cfg, ref_f1)
-    record = {"mode": "per-token", "threshold": best["threshold"],
+    record = {"mode": "per-token", "criterion": rule, "threshold": best["threshold"],
               "budget": "target_speedup" if cfg.target_speedup is not None else "max_drop",
               "target_speedup": cfg.target_speedup, "max_drop": cfg.max_drop,
               "validation": {"entity_f1": best["entity_f1"], "speedup_flops": best["flops_x"],

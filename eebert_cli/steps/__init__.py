@@ -75,6 +75,9 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
     from ..model.quantize import check_scheme, quantize_artifact
 
     check_calibration(cfg)
+    from ..criteria import CRITERIA
+
+    token_exit = token_exit or CRITERIA.get(cfg.criterion).per_token  # a per-token criterion (criteria/token.py)
     quantize = check_scheme(quantize)
     if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
         raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
