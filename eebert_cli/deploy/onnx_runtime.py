@@ -111,6 +111,10 @@ class OnnxEarlyExit:
     def _run(sess, names, feed):
         return sess.run(None, {n: feed[n] for n in names})
 
+    def run_segment(self, i: int, feed: dict) -> list:
+        """Segment ``i``'s outputs, fed the inputs its graph declares (what other loops, the tagger's, call)."""
+        return self._run(self.sessions[i], self._inputs[i], feed)
+
     def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return self._run(self.deployed, self._deployed_inputs, feed)[0]

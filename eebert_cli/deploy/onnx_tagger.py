@@ -47,8 +47,8 @@ class OnnxTagger(Tagger):
         ids, mask = ids.cpu().numpy(), mask.cpu().numpy()
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         last = len(ox.sessions) - 1
-        for i, sess in enumerate(ox.sessions):
-            outs = ox._run(sess, ox._inputs[i], feed)  # each graph takes the inputs it declares
+        for i in range(len(ox.sessions)):
+            outs = ox.run_segment(i, feed)
             logits = torch.from_numpy(outs[-1] if i == last else outs[1])
             if i == last:
                 self._answer(logits, first, rows, self.segment_layers[i], out, torch.arange(len(rows)))

@@ -106,16 +106,24 @@ def _digest_texts(split: Split) -> str:
     return h.hexdigest()
 
 
-def cache_key(deployed, split: Split, plan: Plan, dtype: str) -> str:
-    """What the features depend on: backbone weights, config and tokenizer files, precision and device
-    (``dtype`` is the resolved device's description, e.g. "cpu float32"), texts and the pass plan."""
+def base_key(deployed, split: Split, max_length: int, dtype: str) -> str:
+    """What any pass over ``split`` depends on besides its plan: backbone weights, config and tokenizer
+    files, precision and device (``dtype`` is the resolved device's description, e.g. "cpu float32"),
+    the texts and their truncation."""
     from .checkpoint import fingerprint_files
 
     blob = json.dumps({"format": CACHE_FORMAT, "backbone": deployed.sha256,
                        "backbone_files": fingerprint_files(deployed.path), "dtype": dtype,
-                       "texts": _digest_texts(split), "rows": len(split), "layers": plan.layers,
-                       "needs": {str(k): v for k, v in sorted(plan.needs.items())},
-                       "max_length": plan.max_length, "chunk_rows": CHUNK_ROWS}, sort_keys=True)
+                       "texts": _digest_texts(split), "rows": len(split), "max_length": max_length,
+                       "chunk_rows": CHUNK_ROWS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(deployed, split: Split, plan: Plan, dtype: str, base: str | None = None) -> str:
+    """What the features depend on: ``base_key`` (given, or computed) and the pass plan."""
+    base = base or base_key(deployed, split, plan.max_length, dtype)
+    blob = json.dumps({"base": base, "layers": plan.layers,
+                       "needs": {str(k): v for k, v in sorted(plan.needs.items())}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -379,7 +387,7 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
     ``runner`` yields (index, arrays) in any order; by default the chunks run
     here, one after the other (``ray_engine.attach_runner`` runs them on Ray workers).
     """
-    base = cache_key(deployed, split, Plan([], {}, plan.max_length, plan.batch_size), dtype)
+    base = base_key(deployed, split, plan.max_length, dtype)  # the texts are read once for both keys
     wider = covering_plan(folder, base, plan)
     if wider is not None and wider != plan:
         log(f"feature cache {folder} holds more than this method reads: using it")
@@ -394,7 +402,7 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
     if plan.tokens:
         # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
         shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
-    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype), shapes, dtypes, chunks, log,
+    cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype, base), shapes, dtypes, chunks, log,
                               offsets, {"plan": plan.record(), "base": base})
     todo = [i for i in range(len(chunks)) if i not in cache.done]
     size = lambda i: chunks[i][1] - chunks[i][0]  # noqa: E731

@@ -128,11 +128,11 @@ class BackbonePasses:
     def __init__(self):
         self._entries: dict[str, tuple[dict[int, set[str]], object]] = {}
 
-    def get(self, artifact: art.Artifact, data: TaskData, split: str, enc, needs: dict[int, set[str]],
+    def get(self, artifact: art.Artifact, outputs_key: dict, enc, needs: dict[int, set[str]],
             batch_size: int, ui: UI = SILENT):
-        key = json.dumps({"backbone": artifact.deployed.sha256, "placement": placement_of(artifact.deployed.model).record(),
-                          "max_length": artifact.config["max_length"], "batch_size": batch_size, "split": split,
-                          "split_sha256": split_fingerprint(data, split)}, sort_keys=True)
+        """``outputs_key``: the split's ``cache_key`` (its backbone, placement, length and split parts)."""
+        key = json.dumps({**{k: outputs_key[k] for k in ("backbone_sha256", "placement", "max_length", "split",
+                                                         "split_sha256")}, "batch_size": batch_size}, sort_keys=True)
         held = self._entries.get(key)
         if held is not None and all(kinds <= held[0].get(layer, set()) for layer, kinds in needs.items()):
             return held[1]
@@ -140,7 +140,7 @@ class BackbonePasses:
         for layer, kinds in needs.items():
             union.setdefault(layer, set()).update(kinds)
         self._entries.pop(key, None)  # the narrower pass goes before the wider one is made
-        n = len(data.split(split))
+        n, split = len(enc), outputs_key["split"]
         with ui.progress(f"backbone pass ({split}, {n} examples, shared by every artifact on this backbone)", n) as advance:
             feats = extract(artifact.deployed.adapter, enc, sorted(union), set(), batch_size, advance, union)
         self._entries[key] = (union, feats)
@@ -211,7 +211,7 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     if shared is not None:
         want = {layer: set(needs.get(layer, {exits.reduction} if exits.reduction else set()))
                 for layer in sorted(set(exits.layers) | set(needs))}
-        feats = shared.get(artifact, data, split, enc, want, batch_size, ui)
+        feats = shared.get(artifact, key, enc, want, batch_size, ui)  # the split fingerprinted once, in key
     else:
         with ui.progress(f"backbone pass{gated} ({split}, {len(s)} examples)", len(s)) as advance:
             feats = extract(dep.adapter, enc, exits.layers, {exits.reduction} if exits.reduction else set(),

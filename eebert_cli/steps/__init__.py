@@ -77,14 +77,15 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
     check_calibration(cfg)
     from ..criteria import CRITERIA
 
-    token_exit = token_exit or CRITERIA.get(cfg.criterion).per_token  # a per-token criterion (criteria/token.py)
+    by_name = not token_exit and CRITERIA.get(cfg.criterion).per_token  # a per-token criterion (criteria/token.py)
+    token_exit = token_exit or by_name
     quantize = check_scheme(quantize)
     if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
         raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
     if token_exit:
         from ..deploy.predict_file import check_token_exit
 
-        check_token_exit(artifact, device, "--token-exit")
+        check_token_exit(artifact, device, f"--criterion {cfg.criterion}" if by_name else "--token-exit")
     where = resolve(device)  # a device that is not there fails before anything loads
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
