@@ -602,14 +602,22 @@ def validate_recipe(recipe: Path = typer.Argument(..., help="Recipe file (TOML) 
 @command
 def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (TOML), see recipes/compare-*.toml."),
             config: Optional[Path] = CONFIG, as_json: bool = JSON,
-            device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
+            device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+            resume: bool = typer.Option(False, "--resume", help="Keep the methods compare.json already holds "
+                                        "for this checkpoint, recipe and eebert version; run the rest."),
+            only: Optional[str] = typer.Option(None, "--methods", help="Run only these methods (comma-separated "
+                                               "names); keep the others' rows from compare.json as --resume does.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from .recipe.compare import load_compare_recipe, run_compare, table, write
 
     r, methods = load_compare_recipe(_need(recipe or config, "recipe", "RECIPE"))
     r.device = given(r.device, device=device, dtype=dtype)
     resolve(r.device)  # a device that is not there fails before anything loads
-    report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)))
+    names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
+    if names is not None and not names:
+        raise EebertError("--methods names no method", "give method names from the recipe, comma-separated")
+    report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)),
+                         resume=resume, only=names)
     write(report, Path(r.out))
     emit(report, as_json)
     if not as_json:

@@ -252,3 +252,49 @@ def _toml(v) -> str:
     if isinstance(v, str):
         return f'"{v}"'
     return repr(v)
+
+
+def test_resume_keeps_finished_methods_and_runs_the_rest(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    import json
+
+    from eebert_cli.recipe import compare as cmp
+    from eebert_cli.recipe.compare import write
+
+    two = JOINT + '''
+[[methods]]
+name = "distil"
+[methods.attach]
+objective = "distil"
+train = {epochs = 2}
+'''
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], two)
+    r, methods = load_compare_recipe(rec)
+    out = tmp_path / "out"
+    ran = []
+    real = cmp.run_method
+    monkeypatch.setattr(cmp, "run_method", lambda recipe, m, *a, **k: (ran.append(m.name), real(recipe, m, *a, **k))[1])
+
+    # --methods joint: runs only joint; the report holds it alone (nothing earlier to keep)
+    first = run_compare(r, methods, only=["joint"], on_method=lambda p: write(p, out))
+    assert ran == ["joint"] and [m["name"] for m in first["methods"]] == ["joint"]
+    write(first, out)
+    # --resume: joint is kept as it was, distil runs; rows in recipe order
+    ran.clear()
+    second = run_compare(r, methods, resume=True, on_method=lambda p: write(p, out))
+    assert ran == ["distil"] and [m["name"] for m in second["methods"]] == ["joint", "distil"]
+    assert second["methods"][0] == first["methods"][0]
+    write(second, out)
+    # a partial report written while running keeps the rows it was handed
+    assert [m["name"] for m in json.loads((out / "compare.json").read_text())["methods"]] == ["joint", "distil"]
+    # nothing left to run: both kept, the report's split figures come from the earlier report
+    ran.clear()
+    third = run_compare(r, methods, resume=True)
+    assert ran == [] and third["methods"] == second["methods"]
+    assert third["deployed_accuracy"] == second["deployed_accuracy"]
+    # any setting that reaches a row changes its key: another target runs everything again
+    r.speedups = [1.3]
+    fourth = run_compare(r, methods, resume=True)
+    assert ran == ["joint", "distil"] and all("1.3" in m["at"] for m in fourth["methods"])
+    # an unknown name fails before anything loads, naming the recipe's methods
+    with pytest.raises(EebertError, match="choose from: joint, distil"):
+        run_compare(r, methods, only=["nope"])

@@ -12,6 +12,8 @@ The report split may not be the calibration split (validation).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import statistics
 import tomllib
@@ -254,12 +256,48 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
                  "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
 
 
+def row_key(recipe: CompareRecipe, m: Method, checkpoint_sha256: str) -> str:
+    """What a method's row depends on: the checkpoint's weights, every recipe setting that reaches the
+    row (data, targets, split, seeds, criteria, length, device), the method itself and eebert's version.
+    A row in compare.json is reused (``resume``) only under the same key."""
+    from .. import __version__
+
+    settings = {k: v for k, v in to_dict(recipe).items() if k not in ("checkpoint", "out", "baseline", "methods")}
+    blob = json.dumps({"eebert": __version__, "checkpoint_sha256": checkpoint_sha256, "recipe": settings,
+                       "method": to_dict(m)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _previous(folder: Path) -> dict:
+    """The report an earlier run left in ``folder`` (partial or whole), or {}; one that cannot be read
+    is ignored (its methods run again), never deleted."""
+    from ..model.artifact import read_json
+
+    if not (folder / "compare.json").is_file():
+        return {}
+    try:
+        report = read_json(folder / "compare.json")
+    except (OSError, ValueError, EebertError):
+        return {}
+    return report if isinstance(report, dict) and isinstance(report.get("methods"), list) else {}
+
+
 def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
-                on_method: Callable[[dict], None] | None = None) -> dict:
-    """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished)."""
+                on_method: Callable[[dict], None] | None = None, resume: bool = False,
+                only: list[str] | None = None) -> dict:
+    """Run every method; ``on_method(partial_report)`` after each (long runs keep what they finished).
+
+    ``resume``: a method whose row in ``out/compare.json`` has this run's key (``row_key``) is kept, not
+    run again. ``only``: run just these methods, keeping the others' rows from compare.json as resume
+    does (a row without a matching key is left out of the report). Rows stay in recipe order."""
     from ..model.checkpoint import load_deployed
     from ..tasks import task_of
 
+    names = [m.name for m in methods]
+    unknown = [n for n in only or () if n not in names]
+    if unknown:
+        raise EebertError(f"no method named {', '.join(map(repr, unknown))} in this recipe",
+                          f"choose from: {', '.join(names)}")
     deployed = load_deployed(recipe.checkpoint)
     task = task_of(deployed.model.config)
     if task.metrics[0] != "accuracy":  # its tables rank by accuracy
@@ -267,19 +305,31 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                           "run attach, calibrate and benchmark on it instead")
     from ..scoring.outputs import BackbonePasses
 
+    keys = {m.name: row_key(recipe, m, deployed.sha256) for m in methods}
+    before = _previous(Path(recipe.out)) if resume or only else {}
+    kept = {r.get("name"): r for r in before.get("methods", []) if r.get("key") == keys.get(r.get("name"))}
+    if only:
+        kept = {n: r for n, r in kept.items() if n not in only}
+    todo = [m for m in methods if m.name not in kept and (not only or m.name in only)]
     data = load_data(recipe.data)
-    shared_pass(recipe, methods, ui)
-    rows, info, passes = [], None, BackbonePasses()
-    for m in methods:
+    # the pass keeps what every method without a row reads, not only this run's: a later --resume or
+    # --methods run then finds a cache that covers it instead of making another pass
+    shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
+    done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
+    info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement")} if kept else None
+    for n in kept:
+        ui.log(f"[bold]method[/] {n}: kept from {Path(recipe.out) / 'compare.json'} (same key)")
+    for m in todo:
         ui.log(f"[bold]method[/] {m.name}")
         row, info = run_method(recipe, m, data, ui, passes)
-        rows.append(row)
+        row["key"] = keys[m.name]
+        done[m.name] = row
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
                         for t, v in row["at"].items())
         ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
-        if on_method is not None:
-            on_method(_report(recipe, info, rows))
-    return _report(recipe, info, rows)
+        if on_method is not None:  # kept rows included: a run stopped now loses nothing it was handed
+            on_method(_report(recipe, info, [done[n] for n in names if n in done]))
+    return _report(recipe, info, [done[n] for n in names if n in done])
 
 
 def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
