@@ -1,7 +1,7 @@
 """Where the time goes on the ONNX Runtime paths: per segment, batch 1 and 32, fp32 and int8.
 
     PYTHONPATH=. python benchmarks/onnx_profile.py --artifact A [--artifact-int8 B] [--threads 2] \\
-        [--samples 200,320] [--repeats 3]
+        [--samples 200,320] [--repeats 3] [--chain]
 
 A, B as for benchmarks/inference.py (exports made on first use in A/onnx, B/onnx-int8), same
 seeded test examples in serving order. Two passes per export and batch size:
@@ -16,6 +16,10 @@ seeded test examples in serving order. Two passes per export and batch size:
    wall clock from pass 1 minus its kernels from pass 2: binding inputs and outputs, allocation,
    waking the thread pool.
 
+With --chain, a third pass runs every segment in sequence on each batch (all layers, every exit
+head, no exit taken) against the deployed graph: what cutting the model into segments costs by
+itself, which early exit pays on the segments each example runs.
+
 With --after-pytorch every timed call follows an untimed PyTorch forward of the deployed model, as
 when engines are interleaved call by call: what that costs ONNX Runtime shows as the difference.
 """
@@ -26,6 +30,7 @@ import argparse
 import json
 import random
 import re
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -170,6 +175,41 @@ def timed_pass(o: OnnxEarlyExit, bs, b: int, repeats: int, profile: bool, before
     return tot
 
 
+def run_chain(o: OnnxEarlyExit, ids, mask, t) -> list[float]:
+    """Every segment in order on one batch, whatever the exits decide; seconds per segment call."""
+    feed, secs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": t}, []
+    for i in range(len(o.sessions)):
+        t0 = time.perf_counter()
+        outs = o.run_segment(i, feed)
+        secs.append(time.perf_counter() - t0)
+        if i == 0:
+            feed.update(zip(o.carry, (outs[j] for j in o._carry_at)))
+        feed["hidden_in"] = outs[0]
+    return secs
+
+
+def chain_pass(o: OnnxEarlyExit, bs, repeats: int) -> dict:
+    """What cutting the model into segments costs by itself: the deployed graph against every segment
+    run in sequence (all layers, each exit head evaluated, no exit taken), alternating on each batch,
+    medians of ``repeats``. Early exit pays this on the segments an example runs."""
+    for x in bs[:10]:
+        run_chain(o, *x), o.forward_deployed(*x)
+    dep, chain, per = 0.0, 0.0, np.zeros(len(o.sessions))
+    for x in bs:
+        d, c = [], []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            o.forward_deployed(*x)
+            d.append(time.perf_counter() - t0)
+            c.append(run_chain(o, *x))
+        dep += statistics.median(d)
+        mid = sorted(c, key=sum)[len(c) // 2]
+        chain += sum(mid)
+        per += np.array(mid)
+    return {"deployed_ms": 1000 * dep / len(bs), "chain_ms": 1000 * chain / len(bs), "ratio": chain / dep,
+            "segment_ms": [1000 * v / len(bs) for v in per]}
+
+
 def report(name: str, b: int, n: int, segs: list, wall: dict, prof: dict, flops: float, repeats: int) -> dict:
     """Print and return: the speedup and per-segment calls from the wall pass, the parts from the profiled one."""
     dep, ee = wall[False]["total"], wall[True]["total"]
@@ -218,6 +258,8 @@ def main():
     ap.add_argument("--after-pytorch", action="store_true",
                     help="run the PyTorch deployed model (untimed) before every timed call, as a run that "
                          "interleaves engines call by call does")
+    ap.add_argument("--chain", action="store_true",
+                    help="also time every segment in sequence against the deployed graph (the segmentation's own cost)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -250,6 +292,12 @@ def main():
             prof = timed_pass(p, bs, b, a.repeats, profile=True, before=before)
             name = f"onnxrt {q}" + (", each call after a PyTorch forward" if before else "")
             results[f"onnxrt {q} batch {b}"] = report(name, b, len(idx), o.segments, wall, prof, flops, a.repeats)
+            if a.chain:
+                c = chain_pass(OnnxEarlyExit(folder, threads=a.threads), bs, a.repeats)
+                results[f"onnxrt {q} batch {b}"]["chain"] = c
+                print(f"  every segment in sequence (no exit taken): {c['chain_ms']:.3f} ms a batch against the "
+                      f"deployed graph's {c['deployed_ms']:.3f}: {c['ratio']:.3f}x; per segment (ms): "
+                      + ", ".join(f"{v:.3f}" for v in c["segment_ms"]))
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -109,11 +109,11 @@ RUNS = [
     Run("onnx_profile.py",
         lambda f, tmp: ["--artifact", f("smoke_artifacts")["fp32"], "--artifact-int8", f("smoke_artifacts")["int8"],
                         "--threads", 1, "--limit", 24, "--samples", "4,12", "--repeats", 1, "--after-pytorch",
-                        "--out", tmp / "profile.json"],
+                        "--chain", "--out", tmp / "profile.json"],
         [f"onnxrt {q}, each call after a PyTorch forward, batch {b}" for q in ("fp32", "int8") for b in (1, 32)]
         + ["in calls: encoder layers", "in calls: exit head", "in calls: exit score",
            "in calls: ORT outside kernels", "in calls: Python binding", "host: decision, regroup, outputs",
-           "segment-0.onnx", "deployed.onnx", "measured/FLOPs"],
+           "segment-0.onnx", "deployed.onnx", "measured/FLOPs", "every segment in sequence (no exit taken)"],
         needs=("onnxruntime", "onnx")),
     # skipping gates: the runtime does not report skipped layers, so no FLOPs figure rather than a wrong one
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "gated"),
