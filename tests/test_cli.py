@@ -156,3 +156,13 @@ def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch)
     monkeypatch.setattr(outputs, "split_outputs", no_pass)
     assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1.5, "--criterion", "nope"),
                           "unknown exit criterion 'nope'", "entropy")
+
+
+def test_compare_methods_flag_refuses_names_the_recipe_lacks(tiny_ckpt, tiny_data, tmp_path):
+    rec = tmp_path / "c.toml"
+    rec.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{tiny_ckpt}"\nout = "{tmp_path / "out"}"\n'
+                   f'speedups = [1.2]\nmax_length = 32\n[data]\nspec = "{tiny_data}"\n'
+                   '[[methods]]\nname = "joint"\n[methods.attach]\nobjective = "joint"\n')
+    assert_one_line_error(run("compare", rec, "--methods", "joint,nope"), "no method named 'nope'", "choose from: joint")
+    assert_one_line_error(run("compare", rec, "--methods", " , "), "--methods names no method")
+    assert not (tmp_path / "out").exists()  # refused before anything ran
