@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from .checkpoint import Deployed, file_sha256, fingerprint_files, load_deployed  # noqa: F401 (file_sha256 re-exported)
+from .checkpoint import Deployed, file_sha256, fingerprint_files, load_deployed, stat_key  # noqa: F401 (file_sha256 re-exported)
 from ..core.atomic import TMP_TAG, _atomic, _stage, file_mode, read_json, write_json, write_text  # noqa: F401 (re-exported)
 from .calibration import Calibration
 from ..core.errors import EebertError
@@ -168,16 +168,24 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str, hint: str) -> Non
             raise EebertError(f"{where}: {k} holds NaN or infinite values", hint)
 
 
+#: stat keys (checkpoint.stat_key) of weight files already checked finite in this process
+_FINITE: set[tuple] = set()
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file, with a damaged or non-finite one refused in one line."""
     if not path.is_file():
         raise EebertError(f"missing {path.name} in {path.parent}", "re-create the artifact with `eebert attach`")
+    key = stat_key([path])  # before reading: a change after it makes another key
     try:
         tensors = load_file(path)
     except Exception as e:  # safetensors raises its own error type for truncated/garbled files
         raise EebertError(f"{path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
                           "the file is truncated or damaged; re-create the artifact with `eebert attach`") from None
-    check_finite(tensors, str(path), "the weights are unusable; re-create the artifact with `eebert attach`")
+    if key is None or key not in _FINITE:  # checked once per file version in a process (compare reloads often)
+        check_finite(tensors, str(path), "the weights are unusable; re-create the artifact with `eebert attach`")
+        if key is not None:
+            _FINITE.add(key)
     return tensors
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import torch
 from dataclasses import dataclass
@@ -30,18 +31,50 @@ def _feed(digest, path: Path) -> None:
             digest.update(chunk)
 
 
+#: hashes by the files' identity and stat: a process that loads one checkpoint or artifact many times
+#: (`compare`: two loads per calibrated cell) reads its hundreds of MB once
+_WEIGHT_HASHES: dict[tuple, str] = {}
+_FILE_HASHES: dict[tuple, str] = {}
+#: a file changed less than this long ago may change again within the clock's granularity unseen by
+#: its stat (git's "racily clean" entries): such hashes are not remembered
+RACY_NS = 2_000_000_000
+
+
+def stat_key(files: list[Path]) -> tuple | None:
+    """The files' identity as the file system reports it, or None when one was modified too recently
+    for its stat to be trusted: a cached result keyed by it stays valid while the key does."""
+    key, now = [], time.time_ns()
+    for f in files:
+        st = f.stat()
+        if now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+            return None
+        key.append((str(f.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(key)
+
+
 def file_sha256(path: Path) -> str:
+    key = stat_key([path])
+    if key is not None and key in _FILE_HASHES:
+        return _FILE_HASHES[key]
     digest = hashlib.sha256()
     _feed(digest, path)
+    if key is not None:
+        _FILE_HASHES[key] = digest.hexdigest()
     return digest.hexdigest()
 
 
 def weights_sha256(path: Path) -> str:
     """sha256 over the checkpoint's safetensors files, in name order."""
+    files = weight_files(path)
+    key = stat_key(files)
+    if key is not None and key in _WEIGHT_HASHES:
+        return _WEIGHT_HASHES[key]
     digest = hashlib.sha256()
-    for f in weight_files(path):
+    for f in files:
         digest.update(f.name.encode())
         _feed(digest, f)
+    if key is not None:
+        _WEIGHT_HASHES[key] = digest.hexdigest()
     return digest.hexdigest()
 
 

@@ -111,7 +111,7 @@ def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", 
     # thresholds are chosen on the device and dtype the benchmark then runs in
     cal = steps.calibrate(folder, data, cfg, ui, device=recipe.device, cache=cache)
     rep = steps.benchmark(folder, data, BenchmarkConfig(split=recipe.split, repeats=0), ui, device=recipe.device,
-                          cache=cache, write=False)
+                          cache=cache, write=False, curves=False)  # a cell reads the figures, not the curves
     metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
     return {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
             "validation_accuracy": cal.validation[cal.metric], "validation_speedup": cal.validation["speedup_flops"],

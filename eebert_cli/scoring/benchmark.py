@@ -227,7 +227,7 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
 
 
 def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT,
-                  cache: OutputsCache | None = None) -> dict:
+                  cache: OutputsCache | None = None, curves: bool = True) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     RUNTIMES.get(cfg.runtime).check(model.artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
@@ -260,8 +260,9 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         **rows,
     }
     metric = report["metric"]
-    report["curves"] = report_curves(model, out, cfg.split, {"speedup": rows["early_exit"]["speedup_flops"],
-                                                             "accuracy": rows["early_exit"][metric]}, cal)
+    if curves:  # every criterion's sweep over the split: the report's picture, the benchmark's slowest part
+        report["curves"] = report_curves(model, out, cfg.split, {"speedup": rows["early_exit"]["speedup_flops"],
+                                                                 "accuracy": rows["early_exit"][metric]}, cal)
     for key in ("bypass", "leco_search", "gates"):  # method details worth seeing next to the figures
         if model.artifact.config.get(key):
             report[key] = model.artifact.config[key]

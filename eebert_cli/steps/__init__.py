@@ -218,9 +218,11 @@ def training_overlap(data: TaskData, extra: TaskData) -> int:
 
 def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData | None, cfg: BenchmarkConfig,
               ui: UI = SILENT, *, device: DeviceConfig | None = None, backbone: str | None = None,
-              cache: OutputsCache | None = None, write: bool = True, data_flags: dict | None = None) -> dict:
+              cache: OutputsCache | None = None, write: bool = True, data_flags: dict | None = None,
+              curves: bool = True) -> dict:
     """`eebert benchmark`: the early-exit model against the deployed model, static truncation and the
-    oracle on ``cfg.split``; report.json / report.md written into the artifact unless ``write`` is off."""
+    oracle on ``cfg.split``; report.json / report.md written into the artifact unless ``write`` is off.
+    ``curves`` off: no accuracy/speedup curves in the report (a caller that reads only its figures)."""
     from ..scoring.benchmark import run_benchmark
     from ..scoring.report import write_report
 
@@ -241,7 +243,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
                 write_report(path, report)
             return report
         model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
-        report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache)
+        report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache, curves=curves)
         if write:
             write_report(path, report)
     return report
