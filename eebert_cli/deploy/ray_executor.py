@@ -5,8 +5,8 @@
   backbone; the driver writes what they send back into the feature cache
   (resumable as ever) and exit training reads it on one device as usual.
 - ``eebert predict ART --input PARQUET --output DIR --executor ray``: Ray Data
-  ``map_batches`` over an actor pool of early-exit models; rows come out in input
-  order as ``DIR/part-NNNNNN-<write id>.parquet``: the prediction columns under the
+  ``map_batches`` over an actor pool of early-exit models; the driver writes the
+  ordered stream as ``DIR/part-NNNNNN.parquet`` (input order): the prediction columns under the
   names the local executor writes (``label``, ``exit_layer``, ``probs``), then the
   input's columns as ``input_<name>`` (an evaluation file's own ``label`` never
   collides with the prediction's).
@@ -247,8 +247,6 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     if Path(output).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
         raise EebertError(f"--executor ray writes a folder of parquet parts, not a {Path(output).suffix} file: {output}",
                           "name a folder, e.g. --output predictions/, or drop --executor ray to write one file")
-    import pyarrow.parquet as pq
-
     from .predict_file import check_writable
 
     if "://" not in str(input_path):
@@ -256,12 +254,9 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     check_writable(Path(output).parent, f"--output {output}")
     ray = connect(cfg)
     from ray.data import DataContext
-    from ray.data.datasource import FilenameProvider
 
-    class InOrder(FilenameProvider):  # with preserve_order, task i writes the i-th piece of the input
-        def get_filename_for_task(self, write_uuid, task_index):
-            return f"part-{task_index:06}-{write_uuid}.parquet"  # Ray requires the write's id in the name
-
+    # Ray keeps block order through the pipeline; which write task gets which block it does not
+    # (a part named by task index came out of order on CI), so the driver writes the ordered stream.
     DataContext.get_current().execution_options.preserve_order = True
     actors, gpus = _pool_shape(ray, cfg)
     ds = ray.data.read_parquet(str(input_path))
@@ -274,8 +269,7 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
     try:
         ui.log(f"predicting {input_path} on {actors} Ray actors ({'GPU' if gpus else 'CPU'})")
-        out.write_parquet(str(tmp), filename_provider=InOrder())
-        rows = sum(pq.read_metadata(f).num_rows for f in tmp.glob("*.parquet"))
+        rows = write_parts(out.iter_batches(batch_size=None, batch_format="pyarrow"), tmp)
         os.replace(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -283,9 +277,43 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     return {"output": str(output), "rows": rows, "workers": actors, "gpus_per_worker": gpus}
 
 
+#: rows per output part file (a part is one parquet file of many row groups)
+ROWS_PER_PART = 1_000_000
+
+
+def write_parts(tables, folder: Path, rows_per_part: int = ROWS_PER_PART) -> int:
+    """Write pyarrow tables, in the order given, as ``folder/part-NNNNNN.parquet``; returns the row count.
+
+    Every part has the first table's schema (a block whose input column is all null casts to it)."""
+    import pyarrow.parquet as pq
+
+    writer, schema, part, in_part, rows = None, None, 0, 0, 0
+    try:
+        for table in tables:
+            if schema is None:
+                schema = table.schema
+            table = table.cast(schema)
+            while table.num_rows:
+                if writer is None:
+                    writer = pq.ParquetWriter(folder / f"part-{part:06}.parquet", schema)
+                piece = table.slice(0, rows_per_part - in_part)
+                writer.write_table(piece)
+                in_part += piece.num_rows
+                rows += piece.num_rows
+                table = table.slice(piece.num_rows)
+                if in_part == rows_per_part:
+                    writer.close()
+                    writer, part, in_part = None, part + 1, 0
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
 def read_predictions(folder: str | Path):
     """The rows ``predict_ray`` wrote, in input order (a pyarrow Table)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pa.concat_tables([pq.read_table(f) for f in sorted(Path(folder).glob("part-*.parquet"))])
+    parts = sorted(Path(folder).glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in parts]) if parts else pa.table({})
