@@ -43,7 +43,9 @@ def replace_output(tmp: Path, out: Path) -> None:
     check_output(out)
     if out.exists():
         old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)  # a swap this script left half-way
+        if old.exists():  # a swap this script left half-way, or someone else's folder: only the first goes
+            check_output(old)
+            shutil.rmtree(old)
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old)

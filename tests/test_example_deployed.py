@@ -53,3 +53,24 @@ def test_deployed_model_script_never_replaces_a_folder_it_did_not_make(tiny_ckpt
     got = _run("make_deployed_model.py", tiny_ckpt, tiny_data, mine, "--force")
     assert got.returncode != 0 and "was not made by this script" in got.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_replace_output_keeps_a_foreign_dot_old_folder(tmp_path):
+    """The swap's leftover name (OUT.old) is removed only when this script made it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from make_deployed_model import replace_output
+
+    out, tmp = tmp_path / "deployed", tmp_path / "new"
+    for d in (out, tmp):
+        d.mkdir()
+        (d / "eebert_demo.json").write_text("{}")
+    old = tmp_path / "deployed.old"
+    old.mkdir()
+    (old / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="was not made by this script"):
+        replace_output(tmp, out)
+    assert (old / "notes.txt").read_text() == "keep me" and out.is_dir() and tmp.is_dir()
+    (old / "notes.txt").unlink()
+    (old / "eebert_demo.json").write_text("{}")  # a swap this script left half-way: replaced
+    replace_output(tmp, out)
+    assert not old.exists() and not tmp.exists() and (out / "eebert_demo.json").is_file()
