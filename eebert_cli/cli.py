@@ -412,14 +412,16 @@ def export(
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     as_json: bool = JSON,
 ):
-    """Export the early-exit model as ONNX segment graphs (+ the deployed model) for onnxruntime."""
+    """Export the early-exit model as ONNX segment graphs, the one-graph early exit where the criterion allows
+    (early-exit.onnx), and the deployed model, for onnxruntime."""
     from . import steps
 
     artifact = Path(_need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
     result = steps.export(artifact, out_dir, quantize, backbone)
     emit(result, as_json)
     if not as_json:
-        out.print(f"exported {result['segments']} segment graphs (exits {result['exported_exits']}) and the "
+        fused = ", the whole forward as one graph (early-exit.onnx)" if result.get("fused") else ""
+        out.print(f"exported {result['segments']} segment graphs (exits {result['exported_exits']}){fused} and the "
                   f"deployed model{' (int8)' if result['quantize'] else ''} -> {result['out']}")
 
 

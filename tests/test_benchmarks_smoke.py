@@ -93,7 +93,9 @@ RUNS = [
          "early exit", "vs its deployed (repeat totals ", "FLOPs of the timed examples"] + VARIANTS,
         absent=["onnxrt", "int8"], id="inference.py-pytorch"),
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "onnx"),
-        ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal"] + VARIANTS
+        ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal",
+         "check int8: onnxrt fused graph vs segment loop exits equal: 100.00%", "onnxrt int8 segment loop",
+         ", segment loop "] + VARIANTS
         + [v.replace(a, b) for v in VARIANTS for a, b in (("fp32", "int8"), ("pytorch", "onnxrt"))]
         + ["onnxrt int8 whole-batch exit"],
         needs=("onnxruntime", "onnx"), id="inference.py-onnx-int8"),

@@ -121,6 +121,54 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
     assert [o.name for o in last.output] == ["logits"] and exit_nodes(last) == (set(), set())
 
 
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exported, tmp_path, quantize):
+    """early-exit.onnx, run by plain onnxruntime (no eebert loop), gives the segment loop's logits and exits
+    exactly, padding and mixed exits included (its segments' nodes and shapes copied unchanged)."""
+    import json
+
+    import onnxruntime as ort
+
+    out, data, _ = exported
+    folder = Path(export(out, tmp_path / "x", quantize=quantize)["out"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fused"] == "early-exit.onnx"
+    model = EarlyExitModel.from_artifact(out)
+    enc = _encoded(model, data)
+    loop = OnnxEarlyExit(folder, fused=False, deployed=False)
+    sess = ort.InferenceSession(str(folder / "early-exit.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    seen = set()
+    for lo in range(0, len(enc), 16):
+        ids, mask, types = (x.numpy() for x in pad_batch(enc.input_ids[lo:lo + 16], enc.token_type_ids[lo:lo + 16], 0))
+        want_logits, want_exits = loop.forward_batch(ids, mask, types)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        logits, exits = sess.run(None, {n: feed[n] for n in names})
+        assert np.array_equal(logits, want_logits) and np.array_equal(exits, want_exits)
+        seen |= set(exits.tolist())
+    assert len(seen) > 1  # rows left at different exits within the batches
+    fused = OnnxEarlyExit(folder, deployed=False)  # the runtime takes it for batches
+    assert fused.fused is not None and "sessions" not in vars(fused)  # segments load on first use only
+    got = fused.forward_batch(ids, mask, types)
+    assert np.array_equal(got[0], want_logits) and np.array_equal(got[1], want_exits)
+    one = fused.forward_one(ids[:1, :int(mask[0].sum())], types[:1, :int(mask[0].sum())])
+    assert one[1] == want_exits[0] and "sessions" in vars(fused)
+
+
+def test_a_stateful_criterion_exports_no_fused_graph(exported, tmp_path):
+    """patience counts across exits: its decision stays in the Python loop."""
+    import json
+    import shutil
+
+    out, data, _ = exported
+    art = tmp_path / "art"
+    shutil.copytree(out, art, ignore=shutil.ignore_patterns("onnx*"))
+    calibrate(load_artifact(art), data, CalibrationConfig(criterion="patience", target_speedup=1.5, bootstrap=10))
+    folder = Path(export(art)["out"])
+    assert "fused" not in json.loads((folder / "manifest.json").read_text())
+    assert not (folder / "early-exit.onnx").exists() and OnnxEarlyExit(folder).fused is None
+
+
 #: families whose layer state is more than the padding mask (their own ``export_state``; ModernBERT's mean-pooled
 #: variant, whose masks are the cls one's); the others trace the default like BERT above (they pass too; left out
 #: for time)

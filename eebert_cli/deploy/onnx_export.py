@@ -58,7 +58,9 @@ from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
 from ..model.quantize import check_scheme
 from ..model.token_features import tag_logits
 
-ONNX_FORMAT = 2  # 2: carried state (mask_state, pool) between segments
+ONNX_FORMAT = 3  # 2: carried state (mask_state, pool) between segments; 3: the fused graph (onnx_fuse.py)
+#: the whole early-exit forward in one graph (stateless criteria): inputs as segment 0's, outputs logits and exit
+FUSED = "early-exit.onnx"
 OPSET = 17
 
 
@@ -263,6 +265,15 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         if quantize:
             for f in sorted(tmp.glob("*.onnx")):
                 quantize_graph(f)
+        fused = traced and len(segments) > 1  # the exit decision fits in the graph: one graph for the whole forward
+        if fused:
+            import onnx
+
+            from .onnx_fuse import fuse
+
+            model = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp / FUSED))
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
@@ -271,7 +282,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
             "segments": segments, "carry": list(carry) if len(bounds) > 1 else [],
-            "deployed": "deployed.onnx", "labels": art.config["labels"],
+            "deployed": "deployed.onnx", **({"fused": FUSED} if fused else {}), "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,
             "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
             **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),
@@ -289,4 +300,4 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": str(out), "segments": len(segments), "exported_exits": [s["exit"] for s in segments[:-1]],
-            "quantize": quantize}
+            "fused": FUSED if fused else None, "quantize": quantize}

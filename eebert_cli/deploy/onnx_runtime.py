@@ -9,6 +9,7 @@ are dropped (hidden states and mask rows), padding is trimmed, input order kept.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,22 @@ def check_export(folder: str | Path, artifact_path: str | Path) -> None:
 
 
 class OnnxEarlyExit:
-    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False):
+    """An export's graphs under onnxruntime. Batches run the fused graph (one call: exits decided in the
+    graph, onnx_fuse.py) where the export has one and ``fused``; one example, whole-batch exits and
+    exports without it run the segments from Python (loaded on first use)."""
+
+    def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False,
+                 fused: bool = True):
         self.folder = Path(folder)
         if not (self.folder / MANIFEST).is_file():
             raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
         m = self.manifest = read_json(self.folder / MANIFEST)
         self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
         self.segments = m["segments"]
-        self.sessions = [session(self.folder / s["file"], threads, shared_pool=shared_pool) for s in self.segments]
+        self._threads, self._shared_pool = threads, shared_pool
+        self.fused = session(self.folder / m["fused"], threads, shared_pool=shared_pool) \
+            if fused and m.get("fused") else None
+        self._fused_inputs = [i.name for i in self.fused.get_inputs()] if self.fused else []
         self.exit_of = [s["exit"] for s in self.segments]
         self.thresholds = thresholds_from_json([s["threshold"] for s in self.segments])
         self.num_exits = m["num_exits"]
@@ -102,10 +111,17 @@ class OnnxEarlyExit:
         first = self.segments[0]["outputs"]
         self._carry_at = [first.index(c) for c in self.carry]
         self.deployed = session(self.folder / m["deployed"], threads, shared_pool=shared_pool) if deployed else None
+        self._deployed_inputs = [i.name for i in self.deployed.get_inputs()] if deployed else []
+
+    @cached_property
+    def sessions(self) -> list:
+        return [session(self.folder / s["file"], self._threads, shared_pool=self._shared_pool) for s in self.segments]
+
+    @cached_property
+    def _inputs(self) -> list[list[str]]:
         # looked up once: asking a session for its inputs builds Python objects on every call; an input the
         # tracer dropped (unused token types, a mask only the carried state needed) is not fed
-        self._inputs = [[i.name for i in sess.get_inputs()] for sess in self.sessions]
-        self._deployed_inputs = [i.name for i in self.deployed.get_inputs()] if deployed else []
+        return [[i.name for i in sess.get_inputs()] for sess in self.sessions]
 
     @staticmethod
     def _run(sess, names, feed):
@@ -144,10 +160,14 @@ class OnnxEarlyExit:
         raise AssertionError("unreachable: the last segment always answers")
 
     def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
-                      mode: str = "per-sample"):
-        """A right-padded batch -> (logits [B, C], exit index [B]) in input order (see runtime.forward_batch)."""
+                      mode: str = "per-sample", loop: bool = False):
+        """A right-padded batch -> (logits [B, C], exit index [B]) in input order (see runtime.forward_batch).
+        ``loop``: run the segments from Python even where the fused graph could (benchmarks compare them)."""
         if mode not in BATCH_MODES:
             raise EebertError(f"unknown batch mode {mode!r}", f"choose one of {', '.join(BATCH_MODES)}")
+        if self.fused is not None and mode == "per-sample" and trim and not loop:  # the same loop, in the graph
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            return tuple(self._run(self.fused, self._fused_inputs, feed))
         n = ids.shape[0]
         out = np.empty((n, self.num_labels), dtype=np.float32)
         where = np.full(n, self.num_exits, dtype=np.int64)
