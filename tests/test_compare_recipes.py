@@ -176,6 +176,27 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
     assert "mean ± standard deviation" in markdown(report)
 
 
+def test_a_rows_description_comes_from_one_seed_and_lists_each_seeds_leco_choices(tiny_ckpt, tiny_data, tmp_path):
+    """heads, search and per-exit accuracy all from seed 0 (a row once took its search from seed 0 and its
+    heads from the last seed); the report names the heads every seed's LECO search chose."""
+    import json
+
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT
+                  + '[[methods]]\nname = "leco"\n[methods.attach]\nexits = "leco"\ntrain = {epochs = 1}\n')
+    rec.write_text(rec.read_text().replace('baseline = "joint"', 'baseline = "joint"\nseeds = [0, 1]'))
+    r, methods = load_compare_recipe(rec)
+    report = run_compare(r, methods)
+    row = report["methods"][1]
+    base = Path(row["artifact"])
+    chosen = [json.loads((base / f"seed-{s}" / "eebert_config.json").read_text())["exits"]["params"]["choices"]
+              for s in (0, 1)]
+    assert row["leco_choices_per_seed"] == chosen and row["leco_search"]["choices"] == chosen[0]
+    assert row["heads"] == [chosen[0][str(layer)] for layer in row["exits"]["layers"]]
+    text = markdown(report)
+    line = next(x for x in text.splitlines() if x.startswith("LECO search (leco)"))
+    assert "seeds 0, 1" in line and all(f"layer {l}: {c}" in line for ch in chosen for l, c in ch.items())
+
+
 def test_shared_backbone_passes_give_each_artifact_its_own_fresh_pass_outputs(tiny_ckpt, tiny_data, tmp_path):
     """compare's artifacts share validation/test passes (widened when a head reads more); every
     artifact's outputs equal those of its own fresh pass, and passes are made only when needed."""

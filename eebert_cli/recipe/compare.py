@@ -221,24 +221,27 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
 
     base = method_folder(recipe, m.name)
     points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
-    attached_all, folder, cache = [], base, None
+    attached_all, folders, caches = [], [], []
     for seed in recipe.seeds:
         folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
+        folders.append(folder)
         cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1 else m.attach.train,
                       feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
         attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
         cache = OutputsCache(folder / CACHE, passes)
+        caches.append(cache)
         for target in recipe.speedups:
             point = _best_point(folder, data, m, target, recipe, cache, ui)
             if point is not None:
                 points[str(target)].append(point)
     # a target counts only when every seed reached it
     at = {t: (_over_seeds(ps) if len(ps) == len(recipe.seeds) else None) for t, ps in points.items()}
+    # what describes the method (heads, search, epochs, per-exit accuracy) comes from its first seed, all of it
     attached = attached_all[0]
     where = resolve(recipe.device)
-    art = load_artifact(folder)
+    art = load_artifact(folders[0])
     place_artifact(art, where)
-    out = split_outputs(art, data, recipe.split, cache=cache)
+    out = split_outputs(art, data, recipe.split, cache=caches[0])
     per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
     reached = [a for a in at.values() if a]
@@ -251,6 +254,8 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
            "feature_seconds": attached["feature_seconds"],
            "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
            "leco_search": attached["leco_search"], "bypass": attached["bypass"], "gates": attached["gates"],
+           "leco_choices_per_seed": [a["leco_search"]["choices"] for a in attached_all] if attached["leco_search"]
+           else None,
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
     return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
                  "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
@@ -471,8 +476,10 @@ def markdown(report: dict) -> str:
             lines += ["", f"BADGE bypasses ({r['name']}): {b['blocks']} blocks of {b['block_size']} layers, width "
                           f"{b['width']}, {100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit (128 tokens)."]
         if r["leco_search"]:
-            lines += ["", f"LECO search ({r['name']}): " + ", ".join(
-                f"layer {l}: {c}" for l, c in r["leco_search"]["choices"].items())]
+            per_seed = r.get("leco_choices_per_seed") or [r["leco_search"]["choices"]]  # older rows: seed 0's
+            lines += ["", f"LECO search ({r['name']}), the head chosen per layer"
+                          + (f", seeds {', '.join(map(str, r['seeds']))}: " if len(per_seed) > 1 else ": ")
+                          + "; ".join(", ".join(f"layer {l}: {c}" for l, c in ch.items()) for ch in per_seed)]
         if r["objective"] == "leebert" and r["objective_report"].get("weights"):
             w, sm = r["objective_report"]["weights"], r["objective_report"].get("summary")
             spread = (f"; effective terms {sm['effective_terms']:.1f} of {sm['terms']} (initially "
