@@ -194,7 +194,8 @@ def test_a_rows_description_comes_from_one_seed_and_lists_each_seeds_leco_choice
     assert row["heads"] == [chosen[0][str(layer)] for layer in row["exits"]["layers"]]
     text = markdown(report)
     line = next(x for x in text.splitlines() if x.startswith("LECO search (leco)"))
-    assert "seeds 0, 1" in line and all(f"layer {l}: {c}" in line for ch in chosen for l, c in ch.items())
+    assert f"at layers {', '.join(chosen[0])}: " in line
+    assert all(f"seed {s} {', '.join(ch.values())}" in line for s, ch in enumerate(chosen))
 
 
 def test_shared_backbone_passes_give_each_artifact_its_own_fresh_pass_outputs(tiny_ckpt, tiny_data, tmp_path):

@@ -477,9 +477,9 @@ def markdown(report: dict) -> str:
                           f"{b['width']}, {100 * b['overhead_per_layer']:.2f}% of one layer's FLOPs per exit (128 tokens)."]
         if r["leco_search"]:
             per_seed = r.get("leco_choices_per_seed") or [r["leco_search"]["choices"]]  # older rows: seed 0's
-            lines += ["", f"LECO search ({r['name']}), the head chosen per layer"
-                          + (f", seeds {', '.join(map(str, r['seeds']))}: " if len(per_seed) > 1 else ": ")
-                          + "; ".join(", ".join(f"layer {l}: {c}" for l, c in ch.items()) for ch in per_seed)]
+            seeds = r["seeds"] if len(per_seed) == len(r["seeds"]) else r["seeds"][:1]
+            lines += ["", f"LECO search ({r['name']}), the head chosen at layers {', '.join(per_seed[0])}: "
+                          + "; ".join(f"seed {s} {', '.join(ch.values())}" for s, ch in zip(seeds, per_seed))]
         if r["objective"] == "leebert" and r["objective_report"].get("weights"):
             w, sm = r["objective_report"]["weights"], r["objective_report"].get("summary")
             spread = (f"; effective terms {sm['effective_terms']:.1f} of {sm['terms']} (initially "
