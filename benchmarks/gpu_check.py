@@ -34,7 +34,6 @@ tests/test_benchmarks_smoke.py); on the CPU there are no CUDA graphs, so the
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import statistics

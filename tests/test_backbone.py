@@ -1,6 +1,5 @@
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from eebert_cli.backbones import adapter_for
 from eebert_cli.model.checkpoint import load_deployed

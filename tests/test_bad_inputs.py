@@ -9,7 +9,6 @@ never a traceback. docs/reliability.md ("Flags, recipes and components") lists t
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

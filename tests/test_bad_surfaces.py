@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import hub_layout, make_bert, make_rows, write_csv
+from conftest import hub_layout, make_rows, write_csv
 from test_bad_inputs import invoke, one_line_error
 
 REV = "0123456789abcdef0123456789abcdef01234567"

@@ -1,7 +1,6 @@
 """The CLI end to end on a tiny model, and one test per known bad input (one line, exit 1, no traceback)."""
 
 import json
-import shutil
 
 import pytest
 from transformers import BertConfig, BertModel

@@ -6,7 +6,6 @@ EebertError carrying a hint (what the CLI prints as one line).
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -4,7 +4,6 @@ micro/macro-F1 in the report and label sets from predict."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch

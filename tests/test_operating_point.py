@@ -5,7 +5,6 @@ population whose truth is known, so they can fail: an interval that is too
 narrow, or a --max-drop search without its margin, misses the stated rate.
 """
 
-import math
 from types import SimpleNamespace
 
 import torch

@@ -22,7 +22,6 @@ from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.model.device import DeviceConfig  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.deploy.ray_executor import attach_runner, read_predictions, write_parts  # noqa: E402
-from eebert_cli.model.runtime import EarlyExitModel, prediction_row  # noqa: E402
 from eebert_cli.train.loop import TrainConfig  # noqa: E402
 from eebert_cli.core.ui import SILENT  # noqa: E402
 

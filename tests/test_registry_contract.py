@@ -89,7 +89,6 @@ def test_backbones_declare_tasks_too():
     (OBJECTIVES, "distil", {"temperature": -1.0}, "above 0.0"),
 ])
 def test_out_of_range_values_are_one_line(registry, name, params, needle):
-    positional = 1 if registry is EXITS else 0
     args = (DIMS,) if registry is EXITS else ()
     with pytest.raises(EebertError) as e:
         registry.build(name, params, *args)

@@ -15,7 +15,7 @@ from eebert_cli.data import DataConfig, load_data
 from eebert_cli.exits import EXITS, ExitSet, ExitSpec, Tokens
 from eebert_cli.exits.leco import CANDIDATES
 from eebert_cli.exits.tokens import ClsAttention
-from eebert_cli.model.features import all_exit_logits, encode, extract
+from eebert_cli.model.features import encode, extract
 from eebert_cli.train.attach import attach
 from eebert_cli.scoring.outputs import split_outputs
 from eebert_cli.model.runtime import EarlyExitModel

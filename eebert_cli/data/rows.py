@@ -63,7 +63,6 @@ def check_columns(ds, text: str, pair: str | None, label: str | None, source: st
 
 def check_text(ds, col: str, what: str, source: str, offset: int = 0) -> None:
     """``offset``: rows before ``ds`` in its source (streamed batches)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = _column(ds, col)

@@ -66,7 +66,7 @@ def table(report: dict) -> Table:
 
 def markdown(report: dict) -> str:
     ee = report["early_exit"]
-    lines = [f"# eebert report", "",
+    lines = ["# eebert report", "",
              f"Split `{report['split']}` ({report['examples']} examples); criterion `{report.get('criterion')}`; "
              f"target speedup {report.get('target_speedup') or '-'}; exits `{report['exits']['type']}` after layers "
              f"{report['exits']['layers']}.", "",
