@@ -585,6 +585,30 @@ def test_a_per_token_budget_no_threshold_meets_is_refused_in_one_line(token_cali
         choose_token(points, CalibrationConfig(max_drop=4.0), 0.50)
 
 
+def test_per_token_max_drop_is_kept_on_a_bootstrap_bound(token_calibrated):
+    """--max-drop for the per-token exit bounds the entity-F1 drop over sentence resamples, as the
+    per-sentence calibration does, and the record says so (the curve holds each bound, not the counts)."""
+    from eebert_cli.scoring.token_calibrate import choose_token, drop_bounds
+
+    art, _ = token_calibrated
+    steps.calibrate(art, None, CalibrationConfig(max_drop=100.0), token_exit=True)  # other tests re-calibrate it
+    te = json.loads((art / "calibration.json").read_text())["token_exit"]
+    assert "bootstrap over sentences (200 resamples), 0.9 quantile" in te["margin"]
+    assert all("drop_bound" in p and "counts" not in p for p in te["curve"])
+    # ten sentences with one entity each; the candidate misses three: F1 0.82, a drop of 17.6 points
+    ref = torch.tensor([[1.0, 1, 1]] * 10, dtype=torch.float64)
+    cand = torch.tensor([[1.0, 1, 1]] * 7 + [[0.0, 0, 1]] * 3, dtype=torch.float64)
+    points = [{"threshold": 0.5, "entity_f1": 14 / 17, "flops_x": 3.0, "counts": cand},
+              {"threshold": 0.9, "entity_f1": 1.0, "flops_x": 2.0, "counts": ref.clone()}]
+    drop_bounds(points, ref, 200, 0.9)
+    assert points[1]["drop_bound"] == 0.0 and points[0]["drop_bound"] > 1 - 14 / 17  # the bound lies above the point
+    # 20 points allow the point estimate (17.6) but not its bound: the slower, exact threshold is chosen
+    assert 100 * points[0]["drop_bound"] > 20
+    assert choose_token(points, CalibrationConfig(max_drop=20.0), 1.0)["threshold"] == 0.9
+    with pytest.raises(EebertError, match="on its bootstrap bound"):
+        choose_token(points[:1], CalibrationConfig(max_drop=20.0), 1.0)
+
+
 # -- per-exit thresholds -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("budget", [{"target_speedup": 1.5}, {"max_drop": 2.0, "bootstrap": 30}])
