@@ -155,6 +155,28 @@ def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exp
     assert one[1] == want_exits[0] and "sessions" in vars(fused)
 
 
+def test_a_model_too_large_for_one_graph_exports_its_segments_alone(exported, tmp_path, monkeypatch):
+    """Past protobuf's 2 GiB one ONNX file cannot hold the whole model: the export keeps the segments,
+    which the runtime then runs for batches too."""
+    import json
+
+    from eebert_cli.deploy import onnx_export
+
+    out, data, _ = exported
+    monkeypatch.setattr(onnx_export, "ONE_GRAPH_LIMIT", 1000)
+    info = export(out, tmp_path / "x")
+    folder = Path(info["out"])
+    assert info["fused"] is None and "fused" not in json.loads((folder / "manifest.json").read_text())
+    assert not (folder / "early-exit.onnx").exists()
+    model = EarlyExitModel.from_artifact(out)
+    enc = _encoded(model, data)
+    ids, mask, types = pad_batch(enc.input_ids[:16], enc.token_type_ids[:16], 0)
+    onnx = OnnxEarlyExit(folder, deployed=False)
+    assert onnx.fused is None
+    assert onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())[1].tolist() == \
+        model.forward_batch(ids, mask, types)[1].tolist()
+
+
 def test_a_stateful_criterion_exports_no_fused_graph(exported, tmp_path):
     """patience counts across exits: its decision stays in the Python loop."""
     import json

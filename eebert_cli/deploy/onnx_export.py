@@ -61,6 +61,8 @@ from ..model.token_features import tag_logits
 ONNX_FORMAT = 3  # 2: carried state (mask_state, pool) between segments; 3: the fused graph (onnx_fuse.py)
 #: the whole early-exit forward in one graph (stateless criteria): inputs as segment 0's, outputs logits and exit
 FUSED = "early-exit.onnx"
+#: bytes one ONNX file holds without external data (protobuf's 2 GiB, less a margin for the graph's own fields)
+ONE_GRAPH_LIMIT = 2**31 - 2**24
 OPSET = 17
 
 
@@ -272,8 +274,10 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             from .onnx_fuse import fuse
 
             model = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
-            onnx.checker.check_model(model)
-            onnx.save(model, str(tmp / FUSED))
+            fused = model.ByteSize() < ONE_GRAPH_LIMIT  # larger: the segments (external data) serve alone
+            if fused:
+                onnx.checker.check_model(model)
+                onnx.save(model, str(tmp / FUSED))
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
