@@ -66,12 +66,18 @@ def _inline(graph, prefix: str, bind: dict[str, str]):
     return nodes, inits, {o.name: name(o.name) for o in graph.output}
 
 
-def _renamed(info, name: str):
+def _renamed(info, name: str, level: int):
+    """``info`` under ``name``, its symbolic dimensions made the level's own: after a gather the rows and
+    the trimmed width differ from the outer level's, so no "batch" or "seq" may be read as the same size."""
     import onnx
 
     v = onnx.ValueInfoProto()
     v.CopyFrom(info)
     v.name = name
+    if level:
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.dim_param = f"{d.dim_param}@{level}"
     return v
 
 
@@ -111,8 +117,8 @@ def fuse(folder: str | Path, manifest: dict):
         nodes, inits, out = _inline(g.graph, f"s{i}/", bind)
         # the gathered rows get the types (symbolic shapes) the segment's inputs declare: without them ORT
         # cannot fold the segment's shape arithmetic or fuse its Add+LayerNorm as it does the segment alone
-        infos = [_renamed(v, bind[v.name]) for v in g.graph.input if i > 0 and v.name in bind]
-        infos += [_renamed(v, f"s{i}/{v.name}") for v in g.graph.value_info]  # the exporter's shapes inside
+        infos = [_renamed(v, bind[v.name], i) for v in g.graph.input if i > 0 and v.name in bind]
+        infos += [_renamed(v, f"s{i}/{v.name}", i) for v in g.graph.value_info]  # the exporter's shapes inside
         seg = segments[i]
         exit_k = np.array(seg["exit"], dtype=np.int64)
         if i == len(segments) - 1:
