@@ -23,9 +23,6 @@ import numpy as np
 
 from ..model.calibration import thresholds_from_json
 
-#: graph outputs: logits [B, C] in input order, and the exit each row took [B] (int64; num_exits = deployed head)
-OUTPUTS = ("logits", "exit")
-
 
 class _Names:
     """Unique value names for the glue nodes."""

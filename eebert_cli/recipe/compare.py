@@ -221,15 +221,14 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
 
     base = method_folder(recipe, m.name)
     points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
-    attached_all, folders, caches = [], [], []
+    attached_all, first = [], None  # first: the first seed's (folder, outputs cache), which describe the method
     for seed in recipe.seeds:
         folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
-        folders.append(folder)
         cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1 else m.attach.train,
                       feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
         attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
         cache = OutputsCache(folder / CACHE, passes)
-        caches.append(cache)
+        first = first or (folder, cache)
         for target in recipe.speedups:
             point = _best_point(folder, data, m, target, recipe, cache, ui)
             if point is not None:
@@ -239,9 +238,9 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     # what describes the method (heads, search, epochs, per-exit accuracy) comes from its first seed, all of it
     attached = attached_all[0]
     where = resolve(recipe.device)
-    art = load_artifact(folders[0])
+    art = load_artifact(first[0])
     place_artifact(art, where)
-    out = split_outputs(art, data, recipe.split, cache=caches[0])
+    out = split_outputs(art, data, recipe.split, cache=first[1])
     per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
     reached = [a for a in at.values() if a]

@@ -35,7 +35,7 @@ def settings(name: str, params: dict) -> list[dict]:
     return [{**params, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def _f1(c: torch.Tensor) -> torch.Tensor:
+def f1_from_counts(c: torch.Tensor) -> torch.Tensor:
     """F1 from summed counts [..., 3] (correct, predicted, gold); 1 when neither side has entities."""
     den = c[..., 1] + c[..., 2]
     return torch.where(den > 0, 2 * c[..., 0] / den.clamp_min(1), torch.ones_like(den))
@@ -59,14 +59,14 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
     if cfg.max_drop is not None:
         gen = torch.Generator().manual_seed(seed)
         boot = torch.randint(s, (cfg.bootstrap, s), generator=gen)
-        ref_b = _f1(ref_counts[boot].sum(1))
+        ref_b = f1_from_counts(ref_counts[boot].sum(1))
     out = []
     for t in cands.tolist():
         e = decide(scores.double(), torch.full((k - 1,), t, dtype=torch.float64))
         point = {"threshold": t, "speedup": st.full.sum().item() / st.cost[rows, e].sum().item(),
                  "f1": st.reference_f1(e), "exits": e}
         if boot is not None:
-            drop = ref_b - _f1(st.counts[rows, e].double()[boot].sum(1))
+            drop = ref_b - f1_from_counts(st.counts[rows, e].double()[boot].sum(1))
             point["drop_bound"] = torch.quantile(drop, cfg.drop_confidence).item()
         out.append(point)
     return out
@@ -92,19 +92,19 @@ class TagProblem:
             boot = torch.randint(s, (cfg.bootstrap, s), generator=torch.Generator().manual_seed(seed))
             self.weights = torch.zeros(cfg.bootstrap, s, dtype=torch.float64).scatter_add_(
                 1, boot, torch.ones(cfg.bootstrap, s, dtype=torch.float64))
-            self.ref_b = _f1(self.weights @ self.counts[:, -1])
+            self.ref_b = f1_from_counts(self.weights @ self.counts[:, -1])
 
     def _figure(self, counts: torch.Tensor, boot: torch.Tensor | None) -> torch.Tensor:
-        f1 = _f1(counts)
+        f1 = f1_from_counts(counts)
         if boot is None:
             return f1
-        bound = torch.quantile(self.ref_b[:, None] - _f1(boot), self.cfg.drop_confidence, dim=0)
+        bound = torch.quantile(self.ref_b[:, None] - f1_from_counts(boot), self.cfg.drop_confidence, dim=0)
         return -torch.maximum(bound, self.ref_f1 - f1)
 
     def drop_bound(self, e: torch.Tensor) -> float:
         """The ``drop_confidence`` quantile of the entity-F1 drop over the resamples, sentences leaving at ``e``."""
         boot = self.weights @ self.counts[torch.arange(len(e)), e]
-        return torch.quantile(self.ref_b - _f1(boot), self.cfg.drop_confidence).item()
+        return torch.quantile(self.ref_b - f1_from_counts(boot), self.cfg.drop_confidence).item()
 
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
         e = decide(self.scores, thresholds)

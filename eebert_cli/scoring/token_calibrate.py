@@ -21,9 +21,9 @@ import torch
 
 from ..core.errors import EebertError
 from ..model.token_halt import TokenHaltTagger, check_layers
-from ..tasks.entities import entity_scores, spans
+from ..tasks.entities import entity_scores, span_counts
 from .tagging import split_tags
-from .tagging_calibrate import _f1
+from .tagging_calibrate import f1_from_counts
 
 #: candidate tag probabilities a word needs to halt, each scored by a full per-token pass
 TOKEN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995)
@@ -42,27 +42,23 @@ def token_scores(outs: list, words: list[list[str]], reference: list[list[str]],
             "flops_x": full_flops / sum(o[3] for o in outs), "mean_word_layer": sum(layers) / max(len(layers), 1)}
 
 
-def span_counts(reference: list[list[str]], predicted: list[list[str]]) -> torch.Tensor:
-    """Per sentence: entity spans correct, predicted, in the reference ([S, 3]; F1 of their sum is exact)."""
-    out = torch.zeros(len(reference), 3, dtype=torch.float64)
-    for i, (r, p) in enumerate(zip(reference, predicted, strict=True)):
-        rs, ps = set(spans(r)), set(spans(p))
-        out[i] = torch.tensor([len(rs & ps), len(ps), len(rs)], dtype=torch.float64)
-    return out
-
-
 def token_sweep(artifact, words: list[list[str]], reference: list[list[str]], full_flops: float,
                 thresholds, criterion: str = "token-maxprob") -> list[dict]:
     """One per-token pass per threshold over ``words``: its scores (``token_scores``) and, under the
-    key ``counts``, its per-sentence span counts (``span_counts``, for the bootstrap; not recorded)."""
+    key ``counts``, its per-sentence span counts ([S, 3], ``entities.span_counts``; for the bootstrap,
+    not recorded)."""
     id2label = artifact.deployed.id2label
     points = []
     for thr in thresholds:
         halt = TokenHaltTagger(artifact, thr, criterion)
         outs = [halt.tag_one(w) for w in words]
         points.append({"threshold": thr, **token_scores(outs, words, reference, id2label, full_flops),
-                       "counts": span_counts(reference, [tag_names(o[0], len(w), id2label) for o, w in zip(outs, words)])})
+                       "counts": _counts(reference, [tag_names(o[0], len(w), id2label) for o, w in zip(outs, words)])})
     return points
+
+
+def _counts(reference: list[list[str]], predicted: list[list[str]]) -> torch.Tensor:
+    return torch.tensor(span_counts(reference, predicted), dtype=torch.float64).view(-1, 3)
 
 
 def drop_bounds(points: list[dict], ref_counts: torch.Tensor, resamples: int, confidence: float,
@@ -73,9 +69,9 @@ def drop_bounds(points: list[dict], ref_counts: torch.Tensor, resamples: int, co
     boot = torch.randint(s, (resamples, s), generator=torch.Generator().manual_seed(seed))
     weights = torch.zeros(resamples, s, dtype=torch.float64).scatter_add_(
         1, boot, torch.ones(resamples, s, dtype=torch.float64))  # how often each sentence is drawn
-    ref = _f1(weights @ ref_counts)
+    ref = f1_from_counts(weights @ ref_counts)
     for p in points:
-        p["drop_bound"] = torch.quantile(ref - _f1(weights @ p["counts"]), confidence).item()
+        p["drop_bound"] = torch.quantile(ref - f1_from_counts(weights @ p["counts"]), confidence).item()
 
 
 def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
@@ -88,10 +84,10 @@ def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
                               f"(the fastest, p >= {min(p['threshold'] for p in points)}, gives {best:.2f}x)",
                               f"ask for at most --target-speedup {best:.2f}")
         return max(ok, key=lambda p: (p["entity_f1"], p["flops_x"]))
-    drop = {id(p): 100 * p.get("drop_bound", ref_f1 - p["entity_f1"]) for p in points}  # bounded where measured
-    ok = [p for p in points if drop[id(p)] <= cfg.max_drop]
+    drops = [100 * p.get("drop_bound", ref_f1 - p["entity_f1"]) for p in points]  # bounded where measured
+    ok = [p for p, d in zip(points, drops) if d <= cfg.max_drop]
     if not ok:
-        least = min(drop.values())
+        least = min(drops)
         what = "on its bootstrap bound" if all("drop_bound" in p for p in points) else "on validation"
         raise EebertError(f"every per-token threshold loses more than {cfg.max_drop} entity-F1 points {what} "
                           f"(the least: {least:.2f})", f"allow at least --max-drop {least:.2f}, or use the "
@@ -118,7 +114,7 @@ def calibrate_token_exit(artifact, data, cfg, batch_size: int = 64) -> dict:
     rule = cfg.criterion if CRITERIA.get(cfg.criterion).per_token else "token-maxprob"
     points = token_sweep(artifact, words, reference, st.full.sum().item(), TOKEN_GRID, rule)
     if cfg.max_drop is not None:
-        drop_bounds(points, span_counts(reference, st.names[-1]), cfg.bootstrap, cfg.drop_confidence)
+        drop_bounds(points, _counts(reference, st.names[-1]), cfg.bootstrap, cfg.drop_confidence)
     best = choose_token(points, cfg, ref_f1)
     for p in points:
         del p["counts"]

@@ -34,14 +34,20 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
-    """Micro precision, recall and F1 over exact entity spans, and the counts they come from."""
-    correct = n_pred = n_gold = 0
+def span_counts(gold: list[list[str]], pred: list[list[str]]) -> list[tuple[int, int, int]]:
+    """Per sentence: entity spans (correct, predicted, gold). The micro scores of any sum of these
+    are exact, which is what calibration's resamples and exit assignments add up."""
+    out = []
     for g, p in zip(gold, pred, strict=True):
         gs, ps = set(spans(g)), set(spans(p))
-        correct += len(gs & ps)
-        n_pred += len(ps)
-        n_gold += len(gs)
+        out.append((len(gs & ps), len(ps), len(gs)))
+    return out
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
+    """Micro precision, recall and F1 over exact entity spans, and the counts they come from."""
+    counts = span_counts(gold, pred)
+    correct, n_pred, n_gold = (sum(c[j] for c in counts) for j in range(3))
     precision = correct / n_pred if n_pred else 0.0
     recall = correct / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
