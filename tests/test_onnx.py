@@ -17,6 +17,7 @@ from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.deploy.onnx_export import export  # noqa: E402
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit  # noqa: E402
+from eebert_cli.core.errors import EebertError  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
@@ -155,26 +156,47 @@ def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exp
     assert one[1] == want_exits[0] and "sessions" in vars(fused)
 
 
-def test_a_model_too_large_for_one_graph_exports_its_segments_alone(exported, tmp_path, monkeypatch):
-    """Past protobuf's 2 GiB one ONNX file cannot hold the whole model: the export keeps the segments,
-    which the runtime then runs for batches too."""
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_the_graphs_keep_one_copy_of_each_weight(exported, tmp_path, quantize):
+    """Segments, deployed graph and fused graph hold their large weights in weights.bin, each distinct
+    tensor once: besides the deployed model's weights, the early-exit graphs add only their exit heads.
+    Exporting again into the same folder replaces it (weights.bin is the export's own file)."""
     import json
 
-    from eebert_cli.deploy import onnx_export
+    import onnx
 
-    out, data, _ = exported
-    monkeypatch.setattr(onnx_export, "ONE_GRAPH_LIMIT", 1000)
-    info = export(out, tmp_path / "x")
-    folder = Path(info["out"])
-    assert info["fused"] is None and "fused" not in json.loads((folder / "manifest.json").read_text())
-    assert not (folder / "early-exit.onnx").exists()
-    model = EarlyExitModel.from_artifact(out)
-    enc = _encoded(model, data)
-    ids, mask, types = pad_batch(enc.input_ids[:16], enc.token_type_ids[:16], 0)
-    onnx = OnnxEarlyExit(folder, deployed=False)
-    assert onnx.fused is None
-    assert onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())[1].tolist() == \
-        model.forward_batch(ids, mask, types)[1].tolist()
+    from eebert_cli.deploy.onnx_weights import MIN_BYTES, WEIGHTS, initializers
+
+    out, _, _ = exported
+    folder = Path(export(out, tmp_path / "x", quantize=quantize)["out"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["weights"] == WEIGHTS and manifest["format_version"] >= 4
+
+    def stored(name):  # (offset, length) of each tensor the graph keeps in weights.bin; none large kept inline
+        spans = set()
+        for t in initializers(onnx.load(str(folder / name), load_external_data=False).graph):
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                assert info["location"] == WEIGHTS
+                spans.add((int(info["offset"]), int(info["length"])))
+            else:
+                assert len(t.raw_data) < MIN_BYTES, (name, t.name)
+        return spans
+
+    segments = set().union(*(stored(s["file"]) for s in manifest["segments"]))
+    deployed, fused = stored(manifest["deployed"]), stored(manifest["fused"])
+    assert fused == segments  # the fused graph is the segments' nodes: their very weights
+    size = lambda spans: sum(n for _, n in spans)  # noqa: E731
+    heads = segments - deployed  # what early exit adds: its exit heads (and the fp32 copies int8 keeps for them)
+    art = load_artifact(out)
+    head_bytes = sum(p.numel() * 4 for h in art.exits.heads for p in h.parameters())
+    assert size(heads) <= head_bytes + MIN_BYTES * len(heads)
+    assert (folder / WEIGHTS).stat().st_size < size(deployed | segments) + 4096 * len(deployed | segments)
+    again = export(out, folder, quantize=quantize)  # the folder is an export: replaced whole
+    assert Path(again["out"]) == folder and (folder / WEIGHTS).is_file()
+    (folder / WEIGHTS).rename(tmp_path / WEIGHTS)  # graphs copied without their weights: one line, not ORT's error
+    with pytest.raises(EebertError, match="copy the export folder whole"):
+        OnnxEarlyExit(folder)
 
 
 def test_a_stateful_criterion_exports_no_fused_graph(exported, tmp_path):
@@ -188,7 +210,12 @@ def test_a_stateful_criterion_exports_no_fused_graph(exported, tmp_path):
     calibrate(load_artifact(art), data, CalibrationConfig(criterion="patience", target_speedup=1.5, bootstrap=10))
     folder = Path(export(art)["out"])
     assert "fused" not in json.loads((folder / "manifest.json").read_text())
-    assert not (folder / "early-exit.onnx").exists() and OnnxEarlyExit(folder).fused is None
+    onnx = OnnxEarlyExit(folder, deployed=False)
+    assert not (folder / "early-exit.onnx").exists() and onnx.fused is None
+    model = EarlyExitModel.from_artifact(art)  # batches then run the segments from Python
+    ids, mask, types = pad_batch(_encoded(model, data).input_ids[:16], _encoded(model, data).token_type_ids[:16], 0)
+    assert onnx.forward_batch(ids.numpy(), mask.numpy(), types.numpy())[1].tolist() == \
+        model.forward_batch(ids, mask, types)[1].tolist()
 
 
 #: families whose layer state is more than the padding mask (their own ``export_state``; ModernBERT's mean-pooled

@@ -15,6 +15,8 @@ exports the same way.
       segment-0.onnx    input_ids, attention_mask, token_type_ids -> hidden, logits (exit 0), carried state
       segment-k.onnx    hidden_in, attention_mask, carried state -> hidden, logits (next exit; the last: deployed head)
       deployed.onnx     the deployed model, whole (the baseline, built by the same exporter)
+      early-exit.onnx   the whole early-exit forward in one graph (stateless criteria; onnx_fuse.py)
+      weights.bin       every graph's large weights, one copy of each (onnx_weights.py)
 
 A tagger's artifact (reduction "word") exports the same way, per token: each segment
 outputs its hidden states and the exit head's tag logits for every position [B, T, C], the
@@ -55,14 +57,16 @@ from ..backbones.base import BackboneAdapter
 from ..core.errors import EebertError
 from ..exits import reduce
 from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
+from .onnx_weights import WEIGHTS, save_sharing_weights
 from ..model.quantize import check_scheme
 from ..model.token_features import tag_logits
 
-ONNX_FORMAT = 3  # 2: carried state (mask_state, pool) between segments; 3: the fused graph (onnx_fuse.py)
+#: 2: carried state (mask_state, pool) between segments; 3: the fused graph (onnx_fuse.py); 4: the graphs'
+#: weights once, in WEIGHTS (onnx_weights.py)
+ONNX_FORMAT = 4
 #: the whole early-exit forward in one graph (stateless criteria): inputs as segment 0's, outputs logits and exit
 FUSED = "early-exit.onnx"
-#: bytes one ONNX file holds without external data (protobuf's 2 GiB, less a margin for the graph's own fields)
-ONE_GRAPH_LIMIT = 2**31 - 2**24
+DEPLOYED = "deployed.onnx"
 OPSET = 17
 
 
@@ -197,7 +201,7 @@ def check_export_out(out: Path, checkpoint: Path) -> None:
     check_out(out, checkpoint, overwrite=True)
     if out.is_dir():
         other = sorted(e.name for e in out.iterdir()
-                       if not (e.name == MANIFEST or e.suffix == ".onnx" or TMP_TAG in e.name))
+                       if not (e.name in (MANIFEST, WEIGHTS) or e.suffix == ".onnx" or TMP_TAG in e.name))
         if other:
             raise EebertError(f"--out {out} holds files that are not an eebert ONNX export (e.g. {other[0]})",
                               "choose a new folder for the export, or empty this one")
@@ -262,22 +266,25 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
                              "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
             start = end
         whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
-        _export(whole, (ids, mask, types), tmp / "deployed.onnx", ["input_ids", "attention_mask", "token_type_ids"],
+        _export(whole, (ids, mask, types), tmp / DEPLOYED, ["input_ids", "attention_mask", "token_type_ids"],
                 ["logits"], tags)
         if quantize:
             for f in sorted(tmp.glob("*.onnx")):
                 quantize_graph(f)
+        import onnx
+
+        graphs = {name: onnx.load(str(tmp / name)) for name in [s["file"] for s in segments] + [DEPLOYED]}
         fused = traced and len(segments) > 1  # the exit decision fits in the graph: one graph for the whole forward
         if fused:
-            import onnx
-
             from .onnx_fuse import fuse
 
-            model = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
-            fused = model.ByteSize() < ONE_GRAPH_LIMIT  # larger: the segments (external data) serve alone
-            if fused:
-                onnx.checker.check_model(model)
-                onnx.save(model, str(tmp / FUSED))
+            graphs[FUSED] = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
+        for e in tmp.iterdir():  # what the exporter wrote beside a large graph (its weights) is in `graphs` now
+            if e.name not in graphs:
+                e.unlink()
+        sharing = save_sharing_weights(tmp, graphs)
+        if fused:
+            onnx.checker.check_model(str(tmp / FUSED))  # by path: its weights are external
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
         manifest = {
             "format_version": ONNX_FORMAT, "opset": OPSET, "quantize": quantize,
@@ -286,7 +293,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
             "criterion": cal.criterion, "criterion_params": cal.criterion_params or {},
             "num_exits": len(art.exits.layers), "exit_layers": art.exits.layers + [dims.num_layers],
             "segments": segments, "carry": list(carry) if len(bounds) > 1 else [],
-            "deployed": "deployed.onnx", **({"fused": FUSED} if fused else {}), "labels": art.config["labels"],
+            "deployed": DEPLOYED, "weights": WEIGHTS, **({"fused": FUSED} if fused else {}), "labels": art.config["labels"],
             "max_length": art.config["max_length"], "num_labels": dims.num_labels,
             "calibration_sha256": cal_sha,  # the graphs follow this calibration; stale ones are refused
             **derivation(Path(artifact_dir), CALIBRATION, known={CALIBRATION: cal_sha}),
@@ -304,4 +311,4 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": str(out), "segments": len(segments), "exported_exits": [s["exit"] for s in segments[:-1]],
-            "fused": FUSED if fused else None, "quantize": quantize}
+            "fused": FUSED if fused else None, "quantize": quantize, "weights_bytes": sharing["bytes"]}

@@ -94,6 +94,9 @@ class OnnxEarlyExit:
         if not (self.folder / MANIFEST).is_file():
             raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
         m = self.manifest = read_json(self.folder / MANIFEST)
+        if m.get("weights") and not (self.folder / m["weights"]).is_file():
+            raise EebertError(f"the ONNX export in {folder} lacks {m['weights']}, which holds its graphs' weights",
+                              "copy the export folder whole, or re-run `eebert export`")
         self.criterion = build_criterion(m["criterion"], m.get("criterion_params"))
         self.segments = m["segments"]
         self._threads, self._shared_pool = threads, shared_pool
