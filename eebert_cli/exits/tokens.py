@@ -128,7 +128,8 @@ class AttnPoolExit(_PooledMlp):
 
     def pool(self, x):
         s = (x.hidden @ self.query) / math.sqrt(self.dims.hidden_size) + _fill(x.mask, x.hidden.dtype)[:, 0]
-        return (torch.softmax(s, -1)[..., None] * x.hidden).sum(1)
+        # the weighted sum as one batched matmul: no [B, T, H] product to build and differentiate through
+        return (torch.softmax(s, -1)[:, None, :] @ x.hidden).squeeze(1)
 
     def pool_flops(self, seq):
         return 4 * seq * self.dims.hidden_size
