@@ -371,6 +371,7 @@ def benchmark(
     batch_size: Optional[int] = _opt(BenchmarkConfig, "timing_batch_size", "--batch-size"),
     runtime: Optional[str] = _opt(BenchmarkConfig, "runtime", "--runtime", "--engine", extra=" (--engine is its old name)"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
+    ort_pool: Optional[str] = _opt(BenchmarkConfig, "ort_pool", "--ort-pool"),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     as_json: bool = JSON,
@@ -381,7 +382,7 @@ def benchmark(
     if batch_size is not None and batch_size < 1:
         raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
     cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
-                timing_batch_size=batch_size, runtime=runtime, onnx_dir=onnx_dir, metric=metric)
+                timing_batch_size=batch_size, runtime=runtime, onnx_dir=onnx_dir, metric=metric, ort_pool=ort_pool)
     from . import steps
 
     report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
@@ -497,6 +498,7 @@ def serve(
     runtime: str = typer.Option(ServeConfig.runtime, "--runtime", "--engine",
                                 help=help_for(ServeConfig, "runtime") + " (--engine is its old name)"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(ServeConfig, "onnx_dir")),
+    ort_pool: str = typer.Option(ServeConfig.ort_pool, "--ort-pool", help=help_for(ServeConfig, "ort_pool")),
     device: str = typer.Option(ServeConfig.device, help=help_for(ServeConfig, "device")),
     dtype: str = typer.Option(ServeConfig.dtype, help=help_for(ServeConfig, "dtype")),
     threads: int = typer.Option(ServeConfig.threads, help=help_for(ServeConfig, "threads")),
@@ -516,6 +518,7 @@ def serve(
     from .deploy.serve import serve as run_server
 
     run_server(ServeConfig(artifact=str(artifact), host=host, port=port, runtime=runtime, onnx_dir=onnx_dir or "",
+                           ort_pool=ort_pool,
                            device=device, dtype=dtype, threads=threads, deployed=deployed, backbone=backbone or "",
                            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                            max_request_texts=max_request_texts, max_text_chars=max_text_chars,

@@ -114,3 +114,42 @@ def test_the_local_executor_streams_what_predict_answers(calibrated, tmp_path):
     direct = predict(out, texts, batch_size=1)["rows"]
     assert [r["label"] for r in streamed] == [r["label"] for r in direct]
     assert [r["exit_layer"] for r in streamed] == [r["exit_layer"] for r in direct]
+
+
+def test_ort_pool_is_checked_in_one_line_before_loading():
+    from eebert_cli.deploy.onnx_runtime import check_pool
+    from eebert_cli.deploy.serve.config import ServeConfig
+
+    check_pool("per-session", "pytorch")
+    check_pool("shared", "onnxruntime")
+    with pytest.raises(EebertError, match="unknown --ort-pool"):
+        check_pool("spinning", "onnxruntime")
+    with pytest.raises(EebertError, match="add --runtime onnxruntime"):
+        check_pool("shared", "pytorch")
+    with pytest.raises(EebertError, match="add --runtime onnxruntime"):
+        ServeConfig(artifact="x", ort_pool="shared").check()
+
+
+def test_benchmark_with_one_shared_ort_pool_times_the_same_decisions(calibrated, tiny_data):
+    """`eebert benchmark --runtime onnxruntime --ort-pool shared` (a child process: the pool is process-wide)
+    times deployed and early exit on one spinning pool, with the exits the default pools give."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _needs("onnxruntime")
+    out, _ = calibrated
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    reports = []
+    for pool in ("per-session", "shared"):
+        p = subprocess.run([sys.executable, "-m", "eebert_cli.cli", "benchmark", str(out), "--data", str(tiny_data),
+                            "--runtime", "onnxruntime", "--ort-pool", pool, "--timing-samples", "6", "--repeats", "1",
+                            "--threads", "1", "--json"], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        reports.append(json.loads(p.stdout))
+    assert [r["timing"]["ort_pool"] for r in reports] == ["per-session", "shared"]
+    clock = {"speedup_measured", "latency_ms"}  # the figures but the clock's do not depend on the threads
+    same = [{k: v for k, v in r["early_exit"].items() if k not in clock} for r in reports]
+    assert same[0] == same[1] and same[0]["speedup_flops"] > 1

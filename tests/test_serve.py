@@ -325,3 +325,25 @@ def test_onnxruntime_engine_answers_like_pytorch(served, texts):
                 same(r.json()["predictions"][0], w)
         else:
             assert {r.json()["predictions"][0]["exit_layer"] for r in rs} == {4}
+
+
+def test_onnxruntime_on_one_shared_pool_answers_the_same(served, texts):
+    """--ort-pool shared (a server process: the pool is process-wide) answers as eebert predict does."""
+    pytest.importorskip("onnxruntime")
+    from eebert_cli.deploy.onnx_export import export
+
+    if not (served / "onnx" / "manifest.json").is_file():
+        export(served)
+    want = predict_cli(served, texts[:4])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(served, port, "--runtime", "onnxruntime", "--ort-pool", "shared", "--threads", "1")
+    try:
+        wait_ready(url, proc)
+        for t, w in zip(texts[:4], want):
+            r = httpx.post(url + "/v1/predict", json={"text": t}, timeout=30)
+            assert r.status_code == 200
+            same(r.json()["predictions"][0], w)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

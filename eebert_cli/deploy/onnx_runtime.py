@@ -26,6 +26,35 @@ MANIFEST = "manifest.json"
 
 #: intra-op threads of this process's shared ONNX Runtime pool, once made (ORT cannot replace it)
 _SHARED_POOL: list[int] = []
+#: how ONNX Runtime sessions get their threads (`--ort-pool`): "per-session", pools that do not spin
+#: (the default: safe where other processes share the cores); "shared", one spinning pool for the
+#: process, ORT's own default behaviour (1.35-1.7x faster at batch 1 on cores nothing else uses;
+#: docs/inference.md, "Fifth pass")
+ORT_POOLS = ("per-session", "shared")
+
+
+def use_shared_pool(threads: int) -> None:
+    """Every ONNX Runtime session this process makes from now on runs on one shared, spinning pool of
+    ``threads`` intra-op threads. Process-wide by ORT's rule: it makes the pool once and then refuses
+    sessions with their own pools; another size later is refused in one line."""
+    import onnxruntime as ort
+
+    if not _SHARED_POOL:
+        ort.set_global_thread_pool_sizes(threads, 1)
+        _SHARED_POOL.append(threads)
+    elif _SHARED_POOL[0] != threads:
+        raise EebertError(f"this process's shared ONNX Runtime thread pool has {_SHARED_POOL[0]} threads, "
+                          f"not {threads} (ONNX Runtime makes it once)",
+                          f"use --threads {_SHARED_POOL[0]}, or per-session pools, in this process")
+
+
+def check_pool(pool: str, runtime: str) -> None:
+    """``--ort-pool``: one of ORT_POOLS, and only with the onnxruntime runtime (one line otherwise)."""
+    if pool not in ORT_POOLS:
+        raise EebertError(f"unknown --ort-pool {pool!r}", f"choose one of {', '.join(ORT_POOLS)}")
+    if pool != ORT_POOLS[0] and runtime != "onnxruntime":
+        raise EebertError(f"--ort-pool {pool} sets ONNX Runtime's threads, not --runtime {runtime}'s",
+                          "add --runtime onnxruntime, or drop --ort-pool")
 
 
 def session(path: Path, threads: int = 0, profile_prefix: str | None = None, shared_pool: bool = False):
@@ -52,13 +81,7 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None, sha
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if shared_pool or _SHARED_POOL:
-        if not _SHARED_POOL:
-            ort.set_global_thread_pool_sizes(threads, 1)
-            _SHARED_POOL.append(threads)
-        elif _SHARED_POOL[0] != threads:
-            raise EebertError(f"this process's shared ONNX Runtime thread pool has {_SHARED_POOL[0]} threads, "
-                              f"not {threads} (ONNX Runtime makes it once)",
-                              f"use --threads {_SHARED_POOL[0]}, or per-session pools, in this process")
+        use_shared_pool(threads)
         opts.use_per_session_threads = False
     else:
         if threads:

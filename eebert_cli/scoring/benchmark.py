@@ -26,6 +26,7 @@ from ..model.features import encode
 from .operating_point import skip_stats
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from ..model.runtime import EarlyExitModel, pad_batch
+from ..deploy.onnx_runtime import ORT_POOLS, use_shared_pool
 from ..deploy.runtimes import RUNTIMES, runtime_for
 from ..core.ui import SILENT, UI
 
@@ -45,6 +46,7 @@ class BenchmarkConfig:
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
     runtime: str = field(default="pytorch", metadata={"help": "Runtime to time: pytorch or onnxruntime (needs `eebert export` first); see runtimes.py.", "choices": tuple(RUNTIMES.names())})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --runtime onnxruntime (default ARTIFACT/onnx)."})
+    ort_pool: str = field(default="per-session", metadata={"help": "ONNX Runtime's threads: per-session (pools that do not spin; safe on shared cores) or shared (one spinning pool, ORT's own default; faster at batch 1 on cores nothing else uses).", "choices": ORT_POOLS})
 
     #: keys from before the rename, read as the new ones (``engine`` meant the runtime here)
     RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
@@ -166,6 +168,8 @@ def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: Bench
 
 def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
     """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode."""
+    if cfg.ort_pool == "shared":  # before any session: deployed and early exit then share it
+        use_shared_pool(torch.get_num_threads())
     rt = runtime_for(cfg.runtime, model.artifact, model, cfg.onnx_dir, torch.get_num_threads())
     fns = {"deployed": rt.deployed}
     if cfg.timing_batch_size > 1:
@@ -211,8 +215,8 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
             advance(1)
     dep = sum(ms["deployed"])
     result = {
-        "runtime": cfg.runtime, "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches),
-        "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(model.device),
+        "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
+        "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(model.device),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,

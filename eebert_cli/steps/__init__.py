@@ -226,7 +226,10 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     from ..scoring.benchmark import run_benchmark
     from ..scoring.report import write_report
 
+    from ..deploy.onnx_runtime import check_pool
+
     resolve(device)  # a device that is not there fails before anything loads
+    check_pool(cfg.ort_pool, cfg.runtime)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)

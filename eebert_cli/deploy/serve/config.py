@@ -21,6 +21,7 @@ class ServeConfig:
     port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)."})
     runtime: str = field(default="pytorch", metadata={"help": "What runs the model: pytorch, or onnxruntime (needs `eebert export` first); see runtimes.py."})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export for --runtime onnxruntime (default ARTIFACT/onnx)."})
+    ort_pool: str = field(default="per-session", metadata={"help": "ONNX Runtime's threads in each worker: per-session (pools that do not spin; safe on shared cores) or shared (one spinning pool, ORT's own default; faster at batch 1 on cores nothing else uses)."})
     device: str = field(default="auto", metadata={"help": "Where the model runs: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
     dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16."})
     threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
@@ -47,6 +48,9 @@ class ServeConfig:
             raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
                               "drop --device, or serve with --runtime pytorch on the GPU")
         self.placement()  # a device or dtype that is not there fails before anything loads
+        from ..onnx_runtime import check_pool
+
+        check_pool(self.ort_pool, self.runtime)
         for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise EebertError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",

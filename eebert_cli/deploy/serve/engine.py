@@ -155,6 +155,10 @@ def load_engine(cfg: ServeConfig) -> Engine:
     """Load and hash-check the artifact (and its ONNX export) and build the engine the config asks for."""
     where = cfg.placement()
     torch.set_num_threads(cfg.torch_threads())
+    if cfg.ort_pool == "shared":  # this worker's ONNX Runtime sessions, deployed or early exit, on one pool
+        from ..onnx_runtime import use_shared_pool
+
+        use_shared_pool(cfg.torch_threads())
     backbone = cfg.backbone or None
     path = Path(cfg.artifact)
     if tagger_task(path) is not None:
