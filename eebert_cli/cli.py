@@ -609,7 +609,8 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
             config: Optional[Path] = CONFIG, as_json: bool = JSON,
             device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
             resume: bool = typer.Option(False, "--resume", help="Keep the methods compare.json already holds "
-                                        "for this checkpoint, recipe and eebert version; run the rest."),
+                                        "for this checkpoint, recipe and eebert version, and the seeds a stopped "
+                                        "method finished; run the rest."),
             only: Optional[str] = typer.Option(None, "--methods", help="Run only these methods (comma-separated "
                                                "names); keep the others' rows from compare.json as --resume does.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""

@@ -320,3 +320,36 @@ train = {epochs = 2}
     # an unknown name fails before anything loads, naming the recipe's methods
     with pytest.raises(EebertError, match="choose from: joint, distil"):
         run_compare(r, methods, only=["nope"])
+
+
+def test_resume_continues_a_method_from_its_next_seed(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    """A run stopped inside a method keeps its finished seeds: --resume reads them back (same key) and
+    trains only the seeds without a record; the row equals an uninterrupted run's."""
+    import json
+
+    from eebert_cli.recipe import compare as cmp
+
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT)
+    rec.write_text(rec.read_text().replace('baseline = "joint"', 'baseline = "joint"\nseeds = [0, 1]'))
+    r, methods = load_compare_recipe(rec)
+    whole = run_compare(r, methods)
+    base = Path(whole["methods"][0]["artifact"])
+    records = [base / f"seed-{s}" / cmp.SEED_RECORD for s in (0, 1)]
+    assert all(json.loads(p.read_text())["key"] == whole["methods"][0]["key"] for p in records)
+    # stopped during seed 1: no row in compare.json, seed 1's record not written yet
+    (tmp_path / "out" / "compare.json").unlink(missing_ok=True)
+    records[1].unlink()
+    trained = []
+    real = cmp.steps.attach
+    monkeypatch.setattr(cmp.steps, "attach", lambda *a, **k: (trained.append(a[3]), real(*a, **k))[1])
+    again = run_compare(r, methods, resume=True)
+    assert trained == [base / "seed-1"]  # seed 0 read back, seed 1 trained again
+    assert again["methods"][0] == whole["methods"][0]  # the same seed, the same figures
+    # without --resume (or under another key) every seed runs again
+    trained.clear()
+    run_compare(r, methods)
+    assert trained == [base / "seed-0", base / "seed-1"]
+    trained.clear()
+    r.speedups = [1.3]
+    run_compare(r, methods, resume=True)
+    assert trained == [base / "seed-0", base / "seed-1"]

@@ -34,6 +34,9 @@ from . import check_components
 from ..core.ui import SILENT, UI
 
 CACHE = "outputs-cache"
+#: one seed's finished work (its attach summary and every target's point), beside its artifact: a run
+#: stopped part-way through a method continues from its next seed (``--resume``)
+SEED_RECORD = "compare-seed.json"
 
 
 @dataclass
@@ -208,15 +211,32 @@ def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -
                                   runner.placement if runner else where.describe(), ui, runner)
 
 
-def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=None) -> tuple[dict, dict]:
+def _seed_record(folder: Path, key: str | None, seed: int) -> dict | None:
+    """A seed's record under this run's key, or None (absent, unreadable or another key: the seed runs)."""
+    from ..model.artifact import CALIBRATION, CONFIG, WEIGHTS, read_json
+
+    if key is None or not (folder / SEED_RECORD).is_file() \
+            or not all((folder / f).is_file() for f in (CONFIG, WEIGHTS, CALIBRATION)):
+        return None
+    try:
+        rec = read_json(folder / SEED_RECORD)
+    except (OSError, ValueError, EebertError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("key") == key and rec.get("seed") == seed else None
+
+
+def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=None, key: str | None = None,
+               resume: bool = False) -> tuple[dict, dict]:
     """attach + (calibrate + benchmark) per target and seed, with the commands' own steps; (row, split info).
 
     Seeds re-train the exits on the same backbone pass over train (one feature cache per pass plan,
     shared with other methods that read the same features); validation and test passes are shared
     through ``passes`` (:class:`~eebert_cli.scoring.outputs.BackbonePasses`). Figures are the mean over
-    seeds with their standard deviation."""
+    seeds with their standard deviation. Each finished seed leaves ``SEED_RECORD`` under the row's
+    ``key``; with ``resume`` a seed whose record has this key is read back, not run again."""
     from dataclasses import replace
 
+    from ..model.artifact import write_json
     from ..scoring.outputs import OutputsCache, split_outputs
 
     base = method_folder(recipe, m.name)
@@ -224,15 +244,25 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     attached_all, first = [], None  # first: the first seed's (folder, outputs cache), which describe the method
     for seed in recipe.seeds:
         folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
-        cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1 else m.attach.train,
-                      feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
-        attached_all.append(steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device))
         cache = OutputsCache(folder / CACHE, passes)
         first = first or (folder, cache)
-        for target in recipe.speedups:
-            point = _best_point(folder, data, m, target, recipe, cache, ui)
+        rec = _seed_record(folder, key, seed) if resume else None
+        if rec is not None:
+            ui.log(f"  {m.name}, seed {seed}: kept from {folder / SEED_RECORD} (same key)")
+        else:
+            (folder / SEED_RECORD).unlink(missing_ok=True)  # its artifact is about to change
+            cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1
+                          else m.attach.train,
+                          feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
+            rec = {"key": key, "seed": seed,
+                   "attached": steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device),
+                   "points": {str(t): _best_point(folder, data, m, t, recipe, cache, ui) for t in recipe.speedups}}
+            if key is not None:
+                write_json(folder / SEED_RECORD, rec)
+        attached_all.append(rec["attached"])
+        for target, point in rec["points"].items():
             if point is not None:
-                points[str(target)].append(point)
+                points[target].append(point)
     # a target counts only when every seed reached it
     at = {t: (_over_seeds(ps) if len(ps) == len(recipe.seeds) else None) for t, ps in points.items()}
     # what describes the method (heads, search, epochs, per-exit accuracy) comes from its first seed, all of it
@@ -325,7 +355,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         ui.log(f"[bold]method[/] {n}: kept from {Path(recipe.out) / 'compare.json'} (same key)")
     for m in todo:
         ui.log(f"[bold]method[/] {m.name}")
-        row, info = run_method(recipe, m, data, ui, passes)
+        row, info = run_method(recipe, m, data, ui, passes, key=keys[m.name], resume=resume)
         row["key"] = keys[m.name]
         done[m.name] = row
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
