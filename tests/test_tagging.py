@@ -475,17 +475,48 @@ def test_serve_answers_a_tagger_with_the_rows_predict_gives(calibrated, tag_onnx
                 [(e["start"], e["end"]) for e in w["entities"]]
 
 
+def test_a_tagger_calibrated_on_an_int8_backbone_runs_int8_against_the_shipped_tagger(calibrated, case, tmp_path):
+    """calibrate --quantize int8 on a tagger: thresholds chosen on the int8 backbone, recorded; the tagger,
+    predict and the benchmark then run int8, and every figure is against the tagger as shipped (fp32),
+    with the int8 deployed tagger a row of its own (as for sentence exits)."""
+    import shutil
+
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    art = tmp_path / "q"
+    shutil.copytree(calibrated, art, ignore=shutil.ignore_patterns("onnx*"))
+    cal = steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, bootstrap=20), quantize="int8")
+    assert cal.quantize == "int8" and json.loads((art / "calibration.json").read_text())["quantize"] == "int8"
+    tagger = Tagger.from_artifact(art)
+    assert any(isinstance(m, QLinear) for m in tagger.deployed.model.modules())
+    data = load_data(DataConfig(spec=str(case[1])))
+    st = split_tags(tagger.artifact, data, "validation")
+    assert st.shipped is not None and st.reference_names == st.gold  # labelled: gold is the reference
+    shipped = st.shipped_figures()
+    fp32 = split_tags(Tagger.from_artifact(calibrated).artifact, data, "validation")
+    last = torch.full((len(fp32.words),), fp32.counts.shape[1] - 1, dtype=torch.long)
+    assert shipped == fp32.figures(last, static=True)  # the shipped tagger's figures, whatever the backbone
+    assert shipped["agreement"] == 1.0
+    r = steps.benchmark(art, None, BenchmarkConfig(repeats=1, timing_samples=4))
+    assert r["quantize"] == "int8" and r["deployed"]["agreement"] == 1.0 and "deployed_int8" in r
+    assert r["deployed_int8"]["speedup_flops"] == 1.0 and r["early_exit"]["speedup_flops"] > 1.0
+    assert r["timing"]["exit_mismatches"] == 0  # the timed int8 tagger leaves where the scored int8 path does
+    assert "deployed int8" in (art / "report.md").read_text()
+    rows = steps.predict(art, ["EU rejects German call"])["rows"]  # predict loads it int8 too
+    assert len(rows) == 1 and "entities" in rows[0]
+
+
 # -- what taggers do not run yet: one line each ----------------------------------------------------------
 
-def test_compare_and_quantized_calibration_refuse_a_tagger_in_one_line(case, calibrated, tmp_path):
+def test_compare_and_a_quantized_per_token_exit_refuse_a_tagger_in_one_line(case, calibrated, tmp_path):
     ckpt, data = case
     recipe = tmp_path / "c.toml"
     recipe.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{tmp_path / "out"}"\n'
                       f'speedups = [1.5]\nmax_length = 32\n[data]\nspec = "{data}"\n[[methods]]\nname = "a"\n'
                       '[methods.attach]\ntrain = {epochs = 1}\n')
     for args, needle in ((["compare", str(recipe)], "compare supports single-label classifiers"),
-                         (["calibrate", str(calibrated), "--target-speedup", "1.5", "--quantize", "int8"],
-                          "quantized calibration serves sentence exits only")):
+                         (["calibrate", str(calibrated), "--token-exit", "--target-speedup", "1.5", "--quantize",
+                           "int8"], "the per-token exit runs on the fp32 backbone")):
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
         assert "Traceback" not in r.output

@@ -43,6 +43,14 @@ def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def as_calibrated(artifact):
+    """``artifact`` with its backbone quantized as its calibration was chosen on (nothing to do without one)."""
+    cal = artifact.calibration
+    if cal is not None and cal.quantize and getattr(artifact, "quantize", None) != cal.quantize:
+        quantize_artifact(artifact, cal.quantize)
+    return artifact
+
+
 def quantize_artifact(artifact, scheme: str | None):
     """Quantize the backbone the exits run on, keeping the shipped fp32 model as the reference.
 

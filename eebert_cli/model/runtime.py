@@ -71,10 +71,9 @@ class EarlyExitModel:
         cal = art.calibration
         if cal is None:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
-        if cal.quantize:  # thresholds were calibrated on the quantized backbone: run the same
-            from .quantize import quantize_artifact
+        from .quantize import as_calibrated
 
-            quantize_artifact(art, cal.quantize)
+        as_calibrated(art)  # thresholds calibrated on a quantized backbone: run the same
         model = cls(art, build_criterion(cal.criterion, cal.criterion_params, art), thresholds_from_json(cal.thresholds))
         model.place(where)
         return model

@@ -65,6 +65,9 @@ class Tagger:
         if cal is None:
             raise EebertError(f"{artifact.path} is not calibrated yet",
                               f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
+        from .quantize import as_calibrated
+
+        as_calibrated(artifact)  # thresholds calibrated on a quantized backbone: run the same
         self.artifact, self.deployed, self.exits = artifact, artifact.deployed, artifact.exits
         self.adapter = self.deployed.adapter
         self.criterion = build_criterion(cal.criterion, cal.criterion_params, artifact)

@@ -36,23 +36,47 @@ class SplitTags:
     labelled: bool              #: reference = gold tags (else the deployed tagger's)
     gold: list | None           #: gold tag names per sentence
     names: list                 #: tag names per sentence and exit: names[k][s]
+    #: the shipped fp32 tagger's figures per sentence when the last exit is not that model (a quantized
+    #: backbone): {"names", "counts": [S, 3], "right": [S], "agree": [S]}; it is then the reference (as for
+    #: sentences)
+    shipped: dict | None = None
 
     def figures(self, e: torch.Tensor, static: bool = False) -> dict:
         """Figures when sentence s leaves at exit ``e[s]`` (``static``: a model cut there, no earlier exits run)."""
         rows = torch.arange(len(e))
-        cost = (self.static if static else self.cost)[rows, e].sum().item()
-        c = self.counts[rows, e].sum(0).double()
+        return self._figures(self.counts[rows, e], self.right[rows, e], self.agree[rows, e],
+                             (self.static if static else self.cost)[rows, e].sum().item())
+
+    def shipped_figures(self) -> dict | None:
+        """The figures of the tagger as shipped (fp32), when the last exit is not that model."""
+        if self.shipped is None:
+            return None
+        return self._figures(self.shipped["counts"], self.shipped["right"], self.shipped["agree"],
+                             self.full.sum().item())
+
+    def _figures(self, counts: torch.Tensor, right: torch.Tensor, agree: torch.Tensor, cost: float) -> dict:
+        c = counts.sum(0).double()
         p = (c[0] / c[1]).item() if c[1] else 0.0
         r = (c[0] / c[2]).item() if c[2] else 0.0
         n = self.words.sum().item()
         out = {"entity_precision": p, "entity_recall": r, "entity_f1": 2 * p * r / (p + r) if p + r else 0.0,
-               "token_accuracy": self.right[rows, e].sum().item() / n, "agreement": self.agree[rows, e].sum().item() / n,
-               "sentence_agreement": (self.agree[rows, e] == self.words).double().mean().item(),
+               "token_accuracy": right.sum().item() / n, "agreement": agree.sum().item() / n,
+               "sentence_agreement": (agree == self.words).double().mean().item(),
                "speedup_flops": self.full.sum().item() / cost}
         if not self.labelled:  # without gold tags, entity figures are against the deployed tagger's
             out.update(entity_precision=None, entity_recall=None, entity_f1=None, token_accuracy=None,
                        entity_f1_vs_deployed=2 * p * r / (p + r) if p + r else 0.0)
         return out
+
+    @property
+    def reference_names(self) -> list:
+        """Tag names per sentence that count as right: gold, else the deployed tagger's as shipped."""
+        return self.gold if self.labelled else (self.names[-1] if self.shipped is None else self.shipped["names"])
+
+    @property
+    def reference_counts(self) -> torch.Tensor:
+        """[S, 3] entity counts of the deployed tagger as shipped: what a drop is measured from."""
+        return self.counts[:, -1] if self.shipped is None else self.shipped["counts"]
 
     def reference_f1(self, e: torch.Tensor) -> float:
         """The calibration search's figure: entity F1 against the reference (gold, else the deployed tags)."""
@@ -93,7 +117,15 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     K = logits.shape[1]
     names = [_names(tags[:, k], n_words, deployed.id2label) for k in range(K)]
     gold = None if words.tags is None else [[deployed.id2label[t] for t in sent] for sent in words.tags]
-    ref = gold if gold is not None else names[-1]
+    shipped = names[-1]  # the deployed tagger as shipped: the last exit, unless the backbone was quantized
+    if getattr(artifact, "original", None) is not None:
+        orig = artifact.original
+        sw = extract_words(orig.adapter, orig.model, words, [], batch_size)
+        sl = by_sentence(sw.features.teacher, sw.offsets)                  # [S, T, C]
+        sv = ~sl[..., 0].isnan()
+        shipped = _names(torch.where(sv, sl.nan_to_num(0).argmax(-1), torch.full_like(sv, -1, dtype=torch.long)),
+                         n_words, deployed.id2label)
+    ref = gold if gold is not None else shipped
     counts = torch.zeros(len(n_words), K, 3, dtype=torch.long)
     right = torch.zeros(len(n_words), K, dtype=torch.long)
     agree = torch.zeros(len(n_words), K, dtype=torch.long)
@@ -103,7 +135,12 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
         for k in range(K):
             p = names[k][i]
             right[i, k] = sum(a == b for a, b in zip(p, r))
-            agree[i, k] = sum(a == b for a, b in zip(p, names[-1][i]))
+            agree[i, k] = sum(a == b for a, b in zip(p, shipped[i]))
     cost, static, full = tag_costs(deployed.adapter.dims, wf.lengths, exits)
+    extra = None
+    if shipped is not names[-1]:
+        extra = {"names": shipped, "counts": torch.tensor(span_counts(ref, shipped), dtype=torch.long).view(-1, 3),
+                 "right": torch.tensor([sum(a == b for a, b in zip(p, r)) for p, r in zip(shipped, ref)]),
+                 "agree": torch.tensor([len(p) for p in shipped])}
     return SplitTags(logits, tags, counts, right, agree, torch.tensor(n_words), cost, static, full, gold is not None,
-                     gold, names)
+                     gold, names, extra)

@@ -92,7 +92,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     static_all = [{"layer": int(layers[j]), **st.figures(torch.full((s,), j, dtype=torch.long), static=True)}
                   for j in range(k)]
     static = min(static_all[:-1], key=lambda r: abs(math.log(r["speedup_flops"] / early["speedup_flops"])))
-    ref = st.gold if st.labelled else st.names[-1]
+    ref = st.reference_names
     same = torch.tensor([[st.names[j][i] == ref[i] for j in range(k)] for i in range(s)])
     oe = same.to(torch.uint8).argmax(1)  # the first exit that is right, else the first (wrong either way)
     oracle = {**st.figures(oe), "average_exit_layer": layers[oe].mean().item()}
@@ -103,8 +103,10 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         "target_speedup": cal.target_speedup, "max_drop": cal.max_drop, "thresholds": cal.thresholds,
         "exit_layers": cal.exit_layers, "exits": artifact.config["exits"],
         "validation_estimate": None, "tagging_validation": cal.validation, "max_drop_margin": cal.margin,
-        "calibration_warnings": cal.warnings, "exit_mode": "per-sentence",
-        "deployed": static_all[-1],
+        "calibration_warnings": cal.warnings, "exit_mode": "per-sentence", "quantize": artifact.quantize,
+        # the tagger as shipped; on a quantized backbone its last exit is a row of its own (as for sentences)
+        "deployed": st.shipped_figures() or static_all[-1],
+        **({f"deployed_{artifact.quantize}": static_all[-1]} if st.shipped is not None else {}),
         "early_exit": early, "static_truncation": static, "oracle": oracle, "static_all": static_all,
     }
     if cfg.repeats > 0:

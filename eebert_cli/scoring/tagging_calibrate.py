@@ -54,7 +54,7 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
     cands = candidates(scores)
     s, k = st.counts.shape[:2]
     rows = torch.arange(s)
-    ref_counts = st.counts[:, -1].double()
+    ref_counts = st.reference_counts.double()
     boot = None
     if cfg.max_drop is not None:
         gen = torch.Generator().manual_seed(seed)
@@ -92,7 +92,7 @@ class TagProblem:
             boot = torch.randint(s, (cfg.bootstrap, s), generator=torch.Generator().manual_seed(seed))
             self.weights = torch.zeros(cfg.bootstrap, s, dtype=torch.float64).scatter_add_(
                 1, boot, torch.ones(cfg.bootstrap, s, dtype=torch.float64))
-            self.ref_b = f1_from_counts(self.weights @ self.counts[:, -1])
+            self.ref_b = f1_from_counts(self.weights @ st.reference_counts.double())
 
     def _figure(self, counts: torch.Tensor, boot: torch.Tensor | None) -> torch.Tensor:
         f1 = f1_from_counts(counts)
@@ -177,8 +177,7 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     CRITERIA.check(name, dict(cfg.criterion_params), 0, task.name)  # a sentence criterion fails in one line
     t0 = time.perf_counter()
     st = split_tags(artifact, data, "validation", batch_size)
-    ref_e = torch.full((len(st.words),), st.counts.shape[1] - 1, dtype=torch.long)
-    ref_f1 = st.reference_f1(ref_e)
+    ref_f1 = f1_from_counts(st.reference_counts.sum(0).double()).item()  # the tagger as shipped
     best, grid = None, []
     key = (lambda p: (p["f1"], p["speedup"])) if cfg.target_speedup is not None else \
         (lambda p: (p["speedup"], p["f1"]))
@@ -203,6 +202,7 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
         target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer="thresholds" in point, metric="entity_f1",
         headline_metric="entity_f1", task=task.name, exit_layers=layers, validation=validation,
+        quantize=getattr(artifact, "quantize", None),
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {
             "method": f"bootstrap over sentences ({cfg.bootstrap} resamples), {cfg.drop_confidence} quantile of "

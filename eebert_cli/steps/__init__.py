@@ -80,8 +80,9 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
     by_name = not token_exit and CRITERIA.get(cfg.criterion).per_token  # a per-token criterion (criteria/token.py)
     token_exit = token_exit or by_name
     quantize = check_scheme(quantize)
-    if (quantize or getattr(artifact, "quantize", None)) and _tagger(artifact) is not None:  # before any loading
-        raise EebertError("quantized calibration serves sentence exits only", "drop --quantize for this tagger")
+    if token_exit and (quantize or getattr(artifact, "quantize", None)):  # before any loading
+        raise EebertError("the per-token exit runs on the fp32 backbone; --quantize serves the per-sentence exit",
+                          "drop --quantize, or calibrate the per-sentence exit with it")
     if token_exit:
         from ..deploy.predict_file import check_token_exit
 
@@ -239,8 +240,10 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
             if cfg.repeats > 0 and cfg.runtime != BenchmarkConfig.runtime:
                 raise EebertError(f"a tagger's benchmark times the PyTorch tagger; --runtime {cfg.runtime} runs it in "
                                   "`eebert serve` but is not timed yet", "drop --runtime, or pass --repeats 0")
-            art = load_artifact(path, backbone)
-            place_artifact(art, resolve(device), False)
+            from ..model.quantize import as_calibrated
+
+            art = as_calibrated(load_artifact(path, backbone))
+            place_artifact(art, resolve(device))
             report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
             if write:
                 write_report(path, report)
