@@ -1,6 +1,7 @@
 """Token classification (issue 22): data as users have it, alignment, entity scoring, and the
 tagger pipeline attach -> calibrate -> benchmark -> predict on a tiny random tagger."""
 
+import importlib.util
 import json
 
 import pytest
@@ -502,8 +503,29 @@ def test_a_tagger_calibrated_on_an_int8_backbone_runs_int8_against_the_shipped_t
     assert r["deployed_int8"]["speedup_flops"] == 1.0 and r["early_exit"]["speedup_flops"] > 1.0
     assert r["timing"]["exit_mismatches"] == 0  # the timed int8 tagger leaves where the scored int8 path does
     assert "deployed int8" in (art / "report.md").read_text()
-    rows = steps.predict(art, ["EU rejects German call"])["rows"]  # predict loads it int8 too
-    assert len(rows) == 1 and "entities" in rows[0]
+    rows = steps.predict(art, TEXTS)["rows"]  # predict loads it int8 too
+    assert len(rows) == len(TEXTS) and "entities" in rows[0]
+    if importlib.util.find_spec("fastapi") and importlib.util.find_spec("httpx"):  # and so does serve
+        import asyncio
+
+        import httpx
+
+        from eebert_cli.deploy.serve.app import create_app
+        from eebert_cli.deploy.serve.config import ServeConfig
+        from eebert_cli.deploy.serve.engine import load_engine
+
+        cfg = ServeConfig(artifact=str(art), max_wait_ms=30)
+        engine = load_engine(cfg)
+        assert any(isinstance(m, QLinear) for m in engine.tagger.deployed.model.modules())
+
+        async def go():
+            transport = httpx.ASGITransport(app=create_app(cfg, engine))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.post("/v1/predict", json={"texts": TEXTS})
+
+        got = asyncio.run(go()).json()["predictions"]
+        assert [(g["exit_layer"], [t["tag"] for t in g["tokens"]]) for g in got] == \
+            [(w["exit_layer"], [t["tag"] for t in w["tokens"]]) for w in rows]
 
 
 # -- what taggers do not run yet: one line each ----------------------------------------------------------
