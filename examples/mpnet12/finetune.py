@@ -7,7 +7,7 @@ steps, atomically). Validation accuracy is taken after every epoch and the best
 epoch is what ends up in ``--out``; test accuracy is measured once, on that model.
 
     nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r8  --out .cache/mpnet12/mpnet-r8-full
-    nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r52 --out .cache/mpnet12/mpnet-r52-full
+    nice -n 19 python examples/mpnet12/finetune.py --corpus reuters-r52 --epochs 6 --out .cache/mpnet12/mpnet-r52-6ep
 
 ``--max-samples`` makes a small seeded slice for a smoke run; ``--base`` fine-tunes another
 checkpoint (the tests use a tiny random one); ``--stop-after-step`` stops as a kill would (tests). The record
