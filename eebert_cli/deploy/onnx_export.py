@@ -282,7 +282,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         for e in tmp.iterdir():  # what the exporter wrote beside a large graph (its weights) is in `graphs` now
             if e.name not in graphs:
                 e.unlink()
-        sharing = save_sharing_weights(tmp, graphs)
+        weights_bytes = save_sharing_weights(tmp, graphs)
         if fused:
             onnx.checker.check_model(str(tmp / FUSED))  # by path: its weights are external
         cal_sha = file_sha256(Path(artifact_dir) / CALIBRATION)
@@ -311,4 +311,4 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": str(out), "segments": len(segments), "exported_exits": [s["exit"] for s in segments[:-1]],
-            "fused": FUSED if fused else None, "quantize": quantize, "weights_bytes": sharing["bytes"]}
+            "fused": FUSED if fused else None, "quantize": quantize, "weights_bytes": weights_bytes}

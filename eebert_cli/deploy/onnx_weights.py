@@ -44,24 +44,21 @@ def _raw(tensor) -> bytes:
     return tensor.raw_data
 
 
-def save_sharing_weights(folder: Path, models: dict) -> dict:
+def save_sharing_weights(folder: Path, models: dict) -> int:
     """Write ``models`` (file name -> ModelProto with its weights loaded) into ``folder``, their large
-    initializers once each in ``folder/WEIGHTS``. Returns {"bytes": size of WEIGHTS, "tensors":
-    initializers moved, "stored": distinct ones written}."""
+    initializers once each in ``folder/WEIGHTS``; returns the size of WEIGHTS in bytes."""
     import onnx
-    from onnx import numpy_helper
     from onnx.external_data_helper import set_external_data
 
     where: dict[bytes, tuple[int, int]] = {}
-    moved = 0
     with open(folder / WEIGHTS, "wb") as f:
         for name, model in models.items():
             for t in initializers(model.graph):
                 if t.data_location == onnx.TensorProto.EXTERNAL:
                     raise ValueError(f"{name}: initializer {t.name} is still external; load the model's weights first")
-                if (len(t.raw_data) if t.HasField("raw_data") else numpy_helper.to_array(t).nbytes) < MIN_BYTES:
-                    continue
                 raw = _raw(t)
+                if len(raw) < MIN_BYTES:
+                    continue
                 key = hashlib.sha256(raw).digest()
                 if key not in where:
                     f.write(b"\0" * (-f.tell() % ALIGN))
@@ -69,10 +66,9 @@ def save_sharing_weights(folder: Path, models: dict) -> dict:
                     f.write(raw)
                 set_external_data(t, WEIGHTS, *where[key])  # marks it external
                 t.ClearField("raw_data")
-                moved += 1
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()
     for name, model in models.items():
         onnx.save(model, str(folder / name))
-    return {"bytes": size, "tensors": moved, "stored": len(where)}
+    return size

@@ -127,7 +127,7 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
         tagger = TokenHaltTagger(load_artifact(artifact, backbone), token_threshold, rule)
     else:
         tagger = Tagger.from_artifact(artifact, backbone)
-    place_artifact(tagger.artifact, resolve(device), False)
+    place_artifact(tagger.artifact, resolve(device))
     return tagger
 
 

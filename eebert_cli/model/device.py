@@ -164,11 +164,11 @@ def stopwatch(device: torch.device) -> Callable[[Callable[[], object]], tuple[ob
     return measure
 
 
-def place_artifact(artifact, where: Placement, quantized: bool = False) -> None:
+def place_artifact(artifact, where: Placement) -> None:
     """An artifact's backbone(s) to the device and precision, its exits to the device (float32). A backbone
-    quantized at load (``artifact.quantize``, or ``quantized``) stays as it is, on the CPU."""
+    quantized at load (``artifact.quantize``) stays as it is, on the CPU."""
     check_gates(where, artifact.exits.gates is not None)
-    quantized = quantized or bool(getattr(artifact, "quantize", None))
+    quantized = bool(getattr(artifact, "quantize", None))
     if quantized and where.device.type != "cpu":
         raise EebertError("this artifact was calibrated on an int8-quantized backbone, which runs on the CPU only",
                           "pass --device cpu, or re-calibrate without --quantize")

@@ -80,7 +80,7 @@ class EarlyExitModel:
 
     def place(self, where: Placement) -> None:
         """Backbone, exits and any learned criterion part onto ``where.device`` (see device.py)."""
-        place_artifact(self.artifact, where, bool(self.artifact.quantize))
+        place_artifact(self.artifact, where)
         for part in vars(self.criterion).values():
             if isinstance(part, torch.nn.Module):
                 part.to(where.device)

@@ -216,7 +216,8 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
     dep = sum(ms["deployed"])
     result = {
         "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
-        "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(model.device),
+        "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches), "repeats": cfg.repeats,
+        "threads": torch.get_num_threads(), "device": str(model.device),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,

@@ -103,6 +103,20 @@ def _names(ids: torch.Tensor, n_words: list[int], id2label: dict) -> list[list[s
             for row, k, n in zip(ids, (ids >= 0).sum(1).tolist(), n_words)]
 
 
+def _tag_ids(logits: torch.Tensor) -> torch.Tensor:
+    """Tag logits [..., T, C] (NaN past a sentence's end) -> tag ids [..., T] (-1 past its end)."""
+    valid = ~logits[..., 0].isnan()
+    return torch.where(valid, logits.nan_to_num(0).argmax(-1), torch.full_like(valid, -1, dtype=torch.long))
+
+
+def _scored(pred: list, ref: list, shipped: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sentence of ``pred`` (tag names): entity counts vs ``ref`` [S, 3], words as ``ref`` tags them [S],
+    words as the shipped tagger tags them [S]."""
+    same = lambda xs, ys: torch.tensor([sum(a == b for a, b in zip(x, y)) for x, y in zip(xs, ys)],  # noqa: E731
+                                       dtype=torch.long)
+    return torch.tensor(span_counts(ref, pred), dtype=torch.long).view(-1, 3), same(pred, ref), same(pred, shipped)
+
+
 def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     deployed, exits = artifact.deployed, artifact.exits
     s = data.split(split)
@@ -111,8 +125,7 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     wf = extract_words(deployed.adapter, deployed.model, words, exits.layers, batch_size)
     per_word = all_exit_logits(exits, wf.features)                         # [W, K, C]
     logits = by_sentence(per_word, wf.offsets).transpose(1, 2)             # [S, K, T, C]
-    valid = ~logits[..., 0].isnan()
-    tags = torch.where(valid, logits.nan_to_num(0).argmax(-1), torch.full_like(valid, -1, dtype=torch.long))
+    tags = _tag_ids(logits)
     n_words = [len(w) for w in words.words]
     K = logits.shape[1]
     names = [_names(tags[:, k], n_words, deployed.id2label) for k in range(K)]
@@ -121,26 +134,12 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     if getattr(artifact, "original", None) is not None:
         orig = artifact.original
         sw = extract_words(orig.adapter, orig.model, words, [], batch_size)
-        sl = by_sentence(sw.features.teacher, sw.offsets)                  # [S, T, C]
-        sv = ~sl[..., 0].isnan()
-        shipped = _names(torch.where(sv, sl.nan_to_num(0).argmax(-1), torch.full_like(sv, -1, dtype=torch.long)),
-                         n_words, deployed.id2label)
+        shipped = _names(_tag_ids(by_sentence(sw.features.teacher, sw.offsets)), n_words, deployed.id2label)
     ref = gold if gold is not None else shipped
-    counts = torch.zeros(len(n_words), K, 3, dtype=torch.long)
-    right = torch.zeros(len(n_words), K, dtype=torch.long)
-    agree = torch.zeros(len(n_words), K, dtype=torch.long)
-    for k in range(K):
-        counts[:, k] = torch.tensor(span_counts(ref, names[k]), dtype=torch.long).view(-1, 3)
-    for i, r in enumerate(ref):
-        for k in range(K):
-            p = names[k][i]
-            right[i, k] = sum(a == b for a, b in zip(p, r))
-            agree[i, k] = sum(a == b for a, b in zip(p, shipped[i]))
+    per_exit = [_scored(names[k], ref, shipped) for k in range(K)]
+    counts, right, agree = (torch.stack([x[j] for x in per_exit], 1) for j in range(3))
     cost, static, full = tag_costs(deployed.adapter.dims, wf.lengths, exits)
-    extra = None
-    if shipped is not names[-1]:
-        extra = {"names": shipped, "counts": torch.tensor(span_counts(ref, shipped), dtype=torch.long).view(-1, 3),
-                 "right": torch.tensor([sum(a == b for a, b in zip(p, r)) for p, r in zip(shipped, ref)]),
-                 "agree": torch.tensor([len(p) for p in shipped])}
+    extra = None if shipped is names[-1] else \
+        {"names": shipped, **dict(zip(("counts", "right", "agree"), _scored(shipped, ref, shipped)))}
     return SplitTags(logits, tags, counts, right, agree, torch.tensor(n_words), cost, static, full, gold is not None,
                      gold, names, extra)

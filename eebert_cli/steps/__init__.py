@@ -92,7 +92,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
     with artifact_lock(path, "calibrate"):
         if not isinstance(artifact, Artifact):
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
-            place_artifact(artifact, where, bool(quantize))
+            place_artifact(artifact, where)
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 
