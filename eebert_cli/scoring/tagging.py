@@ -22,6 +22,12 @@ from ..tasks.entities import span_counts
 from ..model.token_features import by_sentence, extract_words, words_of
 
 
+def f1_from_counts(c: torch.Tensor) -> torch.Tensor:
+    """F1 from summed counts [..., 3] (correct, predicted, gold); 1 when neither side has entities."""
+    den = c[..., 1] + c[..., 2]
+    return torch.where(den > 0, 2 * c[..., 0] / den.clamp_min(1), torch.ones_like(den))
+
+
 @dataclass
 class SplitTags:
     logits: torch.Tensor        #: [S, K, T, C] every exit's tag logits per word, NaN past a sentence's end
@@ -80,8 +86,7 @@ class SplitTags:
 
     def reference_f1(self, e: torch.Tensor) -> float:
         """The calibration search's figure: entity F1 against the reference (gold, else the deployed tags)."""
-        c = self.counts[torch.arange(len(e)), e].sum(0).double()
-        return (2 * c[0] / (c[1] + c[2])).item() if c[1] + c[2] else 1.0
+        return f1_from_counts(self.counts[torch.arange(len(e)), e].sum(0).double()).item()
 
 
 def tag_costs(dims, lengths: torch.Tensor, exits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

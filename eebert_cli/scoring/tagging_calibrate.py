@@ -23,7 +23,7 @@ from ..model.calibration import CI_METHOD, INF, Calibration, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError
 from ..tasks import criterion_for
-from .tagging import SplitTags, split_tags
+from .tagging import SplitTags, f1_from_counts, split_tags
 
 CANDIDATES = 200  #: threshold candidates (score quantiles) per criterion setting
 
@@ -33,12 +33,6 @@ def settings(name: str, params: dict) -> list[dict]:
     grid = {k: v for k, v in CRITERIA.get(name).grid.items() if k not in params}
     keys = sorted(grid)
     return [{**params, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def f1_from_counts(c: torch.Tensor) -> torch.Tensor:
-    """F1 from summed counts [..., 3] (correct, predicted, gold); 1 when neither side has entities."""
-    den = c[..., 1] + c[..., 2]
-    return torch.where(den > 0, 2 * c[..., 0] / den.clamp_min(1), torch.ones_like(den))
 
 
 def candidates(scores: torch.Tensor) -> torch.Tensor:

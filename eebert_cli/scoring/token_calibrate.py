@@ -22,8 +22,7 @@ import torch
 from ..core.errors import EebertError
 from ..model.token_halt import TokenHaltTagger, check_layers
 from ..tasks.entities import entity_scores, span_counts
-from .tagging import split_tags
-from .tagging_calibrate import f1_from_counts
+from .tagging import f1_from_counts, split_tags
 
 #: candidate tag probabilities a word needs to halt, each scored by a full per-token pass
 TOKEN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995)
