@@ -24,8 +24,9 @@ from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.deploy.ray_executor import attach_runner, read_predictions, write_parts  # noqa: E402
 from eebert_cli.train.loop import TrainConfig  # noqa: E402
 from eebert_cli.core.ui import SILENT  # noqa: E402
+from eebert_cli.model.tagger_runtime import Tagger  # noqa: E402
 
-from conftest import make_rows  # noqa: E402
+from conftest import make_rows, make_tag_rows, make_tagging_case, middle_thresholds  # noqa: E402
 
 RAY = DeviceConfig(device="cpu", executor="ray")
 
@@ -100,6 +101,48 @@ def test_ray_predict_on_a_labelled_file_matches_local_row_for_row(local_ray, cal
     torch.testing.assert_close(torch.tensor([g["probs"] for g in got]), torch.tensor([x["probs"] for x in local]),
                                atol=2e-6, rtol=0)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folder left
+
+
+def test_ray_predict_with_a_tagger_matches_local_row_for_row(local_ray, tmp_path):
+    """A tagger's artifact on Ray: its spans and tags per row, as the local executor writes them, in input order."""
+    from eebert_cli import steps
+    from eebert_cli.scoring.threshold_search import CalibrationConfig
+
+    ckpt, data = make_tagging_case(tmp_path / "case")
+    art = tmp_path / "tag-art"
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), AttachConfig(layers=[1, 2, 3],
+                 train=TrainConfig(epochs=15, lr=3e-3)), art)
+    steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))
+    # the tiny tagger's first exit is right on every sentence: thresholds that spread them over the exits
+    from eebert_cli.criteria import build_criterion
+    from eebert_cli.model.calibration import Calibration
+    from eebert_cli.scoring.tagging import split_tags
+
+    tagger = Tagger.from_artifact(art)
+    st = split_tags(tagger.artifact, load_data(DataConfig(spec=str(data))), "test")
+    cal = Calibration.load(art)
+    cal.thresholds = middle_thresholds(build_criterion(cal.criterion, cal.criterion_params).scores(st.logits)[:, :-1])
+    cal.save(art)
+    texts = [" ".join(r["tokens"]) for r in make_tag_rows(300, seed=9)]  # two map tasks of 256 rows
+    pq.write_table(pa.table({"text": texts, "id": list(range(len(texts)))}), tmp_path / "in.parquet")
+    common = ["--input", str(tmp_path / "in.parquet"), "--device", "cpu", "--batch-size", "16", "--json"]
+    r = CliRunner().invoke(app, ["predict", str(art), *common, "--output", str(tmp_path / "out"), "--executor", "ray"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["predict", str(art), *common, "--output", str(tmp_path / "local.parquet")])
+    assert r.exit_code == 0, r.output
+    got, local = read_predictions(tmp_path / "out"), pq.read_table(tmp_path / "local.parquet")
+    assert got.column_names == ["exit_layer", "entities", "tokens", "input_text", "input_id"]
+    assert got.column("input_id").to_pylist() == local.column("row").to_pylist() == list(range(len(texts)))
+    assert got.column("exit_layer").to_pylist() == local.column("exit_layer").to_pylist()
+    assert len(set(got.column("exit_layer").to_pylist())) > 1  # the exits differ by sentence: a real check
+    strip = lambda rows: [[{k: v for k, v in x.items() if k != "score"} for x in row] for row in rows]  # noqa: E731
+    for col in ("entities", "tokens"):
+        assert strip(got.column(col).to_pylist()) == strip(local.column(col).to_pylist())
+        # a one-CPU worker sums on one thread, the local run on two: scores agree to the last digits
+        torch.testing.assert_close(torch.tensor([x["score"] for row in got.column(col).to_pylist() for x in row]),
+                                   torch.tensor([x["score"] for row in local.column(col).to_pylist() for x in row]),
+                                   atol=2e-6, rtol=0)
+    assert sum(map(len, got.column("entities").to_pylist())) > 0
 
 
 def test_write_parts_keeps_order_rolls_parts_and_casts_null_blocks(tmp_path):

@@ -58,14 +58,12 @@ class RayExecutor(Executor):
 
     def predict_file(self, artifact, input_file, output, device, text_column, pair_column, batch_size, backbone,
                      overwrite, ui=SILENT) -> dict:
-        from ..core.errors import EebertError
         from ..model.tagger_runtime import tagger_task
+        from .predict_file import check_tagger_columns
         from .ray_executor import predict_ray
 
         if tagger_task(artifact) is not None:
-            raise EebertError("the Ray executor predicts with sentence classifiers so far, not taggers",
-                              "drop --executor ray: `eebert predict ART --input FILE --output OUT` streams a "
-                              "tagger's file in this process")
+            check_tagger_columns(pair_column)  # on the driver: a worker's error would come back as a traceback
         return predict_ray(artifact, input_file, output, device, text_column, pair_column, batch_size, backbone, ui)
 
 

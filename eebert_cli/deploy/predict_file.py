@@ -118,9 +118,7 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
         check_token_threshold(artifact, token_threshold, device)
     if tagger_task(artifact) is None:
         return EarlyExitModel.from_artifact(artifact, backbone, device)
-    if pair_column:
-        raise EebertError(f"a tagger tags one text per row; --pair-column {pair_column} is for sentence-pair "
-                          "classifiers", "drop --pair-column")
+    check_tagger_columns(pair_column)
     if token_threshold is not None:
         from ..model.token_halt import TokenHaltTagger
 
@@ -129,6 +127,13 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
         tagger = Tagger.from_artifact(artifact, backbone)
     place_artifact(tagger.artifact, resolve(device))
     return tagger
+
+
+def check_tagger_columns(pair_column: str | None) -> None:
+    """A tagger reads one text per row: a pair column is refused before anything loads."""
+    if pair_column:
+        raise EebertError(f"a tagger tags one text per row; --pair-column {pair_column} is for sentence-pair "
+                          "classifiers", "drop --pair-column")
 
 
 def check_token_exit(artifact: str | Path, device, flag: str) -> None:
@@ -237,18 +242,26 @@ class CsvWriter(JsonlWriter):
                          for r in rows)
 
 
+def tag_schema(row: bool = True):
+    """A tagger's rows as parquet columns: spans and words as lists of structs (``row``: the input row's
+    number, which the Ray executor leaves out since its parts keep input order)."""
+    import pyarrow as pa
+
+    span = pa.struct([("text", pa.string()), ("entity", pa.string()), ("start", pa.int64()),
+                      ("end", pa.int64()), ("score", pa.float64())])
+    word = pa.struct([("word", pa.string()), ("tag", pa.string()), ("start", pa.int64()),
+                      ("end", pa.int64()), ("score", pa.float64())])
+    return pa.schema(([("row", pa.int64())] if row else []) + [
+        ("exit_layer", pa.int32()), ("entities", pa.list_(span)), ("tokens", pa.list_(word))])
+
+
 class ParquetWriter:
     def __init__(self, path: Path, labels: list[str], tags: bool = False):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if tags:  # spans and words as lists of structs
-            span = pa.struct([("text", pa.string()), ("entity", pa.string()), ("start", pa.int64()),
-                              ("end", pa.int64()), ("score", pa.float64())])
-            word = pa.struct([("word", pa.string()), ("tag", pa.string()), ("start", pa.int64()),
-                              ("end", pa.int64()), ("score", pa.float64())])
-            self.schema = pa.schema([("row", pa.int64()), ("exit_layer", pa.int32()),
-                                     ("entities", pa.list_(span)), ("tokens", pa.list_(word))])
+        if tags:
+            self.schema = tag_schema()
         else:
             self.schema = pa.schema([("row", pa.int64()), ("label", pa.string()), ("exit_layer", pa.int32()),
                                      ("probs", pa.list_(pa.float32()))])

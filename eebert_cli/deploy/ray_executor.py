@@ -5,11 +5,11 @@
   backbone; the driver writes what they send back into the feature cache
   (resumable as ever) and exit training reads it on one device as usual.
 - ``eebert predict ART --input PARQUET --output DIR --executor ray``: Ray Data
-  ``map_batches`` over an actor pool of early-exit models; the driver writes the
+  ``map_batches`` over an actor pool of early-exit models (or taggers); the driver writes the
   ordered stream as ``DIR/part-NNNNNN.parquet`` (input order): the prediction columns under the
-  names the local executor writes (``label``, ``exit_layer``, ``probs``), then the
-  input's columns as ``input_<name>`` (an evaluation file's own ``label`` never
-  collides with the prediction's).
+  names the local executor writes (``label``, ``exit_layer``, ``probs``; a tagger's
+  ``exit_layer``, ``entities``, ``tokens``), then the input's columns as ``input_<name>``
+  (an evaluation file's own ``label`` never collides with the prediction's).
 
 Workers load the checkpoint from the path the driver uses and check its sha256,
 so on a cluster that path must be on a shared file system (or the same image).
@@ -162,27 +162,36 @@ def attach_runner(cfg: DeviceConfig):
 
 
 class _Predictor:
-    """One actor's early-exit model; a batch of input rows -> the rows plus their predictions."""
+    """One actor's early-exit model (a tagger's artifact: its tagger); a batch of input rows -> the rows
+    plus their predictions."""
 
     def __init__(self, artifact: str, backbone: str | None, dcfg: DeviceConfig, text_column: str,
                  pair_column: str | None, batch_size: int):
-        from ..model.runtime import EarlyExitModel
+        from ..model.tagger_runtime import Tagger
+        from .predict_file import load_predictor
 
-        self.model = EarlyExitModel.from_artifact(artifact, backbone, dcfg)
+        self.model = load_predictor(artifact, backbone, dcfg, pair_column)
+        self.tags = isinstance(self.model, Tagger)
         self.text, self.pair, self.batch_size = text_column, pair_column, batch_size
 
     def __call__(self, batch):
-        """A pyarrow Table in; the ``prediction_row`` columns, then the input's as ``input_<name>``, out."""
+        """A pyarrow Table in; the prediction columns (a classifier's ``prediction_row``, a tagger's
+        ``exit_layer``, ``entities``, ``tokens``), then the input's as ``input_<name>``, out."""
         import pyarrow as pa
 
         from ..model.runtime import prediction_row
+        from .predict_file import answer_rows, tag_schema
 
         texts = batch.column(self.text).to_pylist()  # checked by the driver: every value is a string
-        pairs = batch.column(self.pair).to_pylist() if self.pair else None
-        rows = [prediction_row(p) for p in self.model.predict(texts, pairs, self.batch_size)]
-        keys = list(rows[0]) if rows else []
-        return pa.table({**{k: pa.array([r[k] for r in rows]) for k in keys},
-                         **{INPUT_PREFIX + name: batch.column(name) for name in batch.column_names}})
+        if self.tags:
+            schema = tag_schema(row=False)
+            rows = answer_rows(self.model, 0, texts, None, self.batch_size)
+            cols = {k: pa.array([r[k] for r in rows], type=schema.field(k).type) for k in schema.names}
+        else:
+            pairs = batch.column(self.pair).to_pylist() if self.pair else None
+            rows = [prediction_row(p) for p in self.model.predict(texts, pairs, self.batch_size)]
+            cols = {k: pa.array([r[k] for r in rows]) for k in (list(rows[0]) if rows else [])}
+        return pa.table({**cols, **{INPUT_PREFIX + name: batch.column(name) for name in batch.column_names}})
 
 
 #: what the input's columns are called in Ray's output, so that they never collide with the predictions
