@@ -543,8 +543,20 @@ def test_compare_and_a_quantized_per_token_exit_refuse_a_tagger_in_one_line(case
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
         assert "Traceback" not in r.output
     assert not (tmp_path / "out" / "artifacts").exists()
-    r = CliRunner().invoke(app, ["benchmark", str(calibrated), "--runtime", "onnxruntime", "--repeats", "1"])
-    assert r.exit_code == 1 and r.output.count("error:") == 1 and "not timed yet" in r.output, r.output
+
+
+def test_benchmark_times_the_onnx_tagger_against_the_exported_deployed_graph(calibrated, tag_onnx, tmp_path):
+    out, _ = tag_onnx
+    r = CliRunner().invoke(app, ["benchmark", str(calibrated), "--runtime", "onnxruntime", "--repeats", "2",
+                                 "--onnx", str(tmp_path / "none")])  # no export there: one line, before the pass
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "no ONNX export" in r.output, r.output
+    report = steps.benchmark(calibrated, None, BenchmarkConfig(runtime="onnxruntime", onnx_dir=str(out), repeats=2,
+                                                               timing_samples=20), write=False)
+    tm = report["timing"]
+    assert tm["runtime"] == "onnxruntime" and tm["ort_pool"] == "per-session" and tm["examples"] == 20
+    assert tm["exit_mismatches"] == 0  # fp32 graphs take the scored exits
+    assert tm["deployed_ms_per_sentence"] > 0 and tm["early_exit_ms_per_sentence"] > 0
+    assert report["early_exit"]["speedup_measured"] == tm["speedup_measured"]
 
 
 def test_predict_with_the_per_token_exit(calibrated, tmp_path):

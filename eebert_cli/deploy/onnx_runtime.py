@@ -158,6 +158,10 @@ class OnnxEarlyExit:
         return self._run(self.sessions[i], self._inputs[i], feed)
 
     def forward_deployed(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> np.ndarray:
+        if self.deployed is None:  # not loaded up front (a server of the early exit never asks): now, once
+            self.deployed = session(self.folder / self.manifest["deployed"], self._threads,
+                                    shared_pool=self._shared_pool)
+            self._deployed_inputs = [i.name for i in self.deployed.get_inputs()]
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return self._run(self.deployed, self._deployed_inputs, feed)[0]
 

@@ -38,6 +38,17 @@ class OnnxTagger(Tagger):
                       threads: int = 0) -> "OnnxTagger":
         return cls(load_artifact(path, backbone), folder, threads)
 
+    def deployed_call(self, ids: list[list[int]]):
+        """The export's deployed graph (``deployed.onnx``), loaded on first use, on each sentence in turn."""
+        ox = self.ox
+        inputs = [np.array([x], dtype=np.int64) for x in ids]
+        feeds = [(x, np.ones_like(x), np.zeros_like(x)) for x in inputs]
+
+        def run() -> None:
+            for f in feeds:
+                ox.forward_deployed(*f)
+        return run
+
     def _run(self, ids, mask, first, rows, out, exit_at) -> None:
         """``exit_at``: every sentence out at that exit (the deployed tagger: the last), if it was exported."""
         ox = self.ox

@@ -4,8 +4,10 @@ Rows as for sentence exits (report.py renders them by the task's columns): the d
 tagger, the early-exit tagger at the calibrated threshold, static truncation at the exit
 whose FLOPs speedup is nearest the early-exit one on a log scale (every exit's in
 ``static_all``), and the oracle (each sentence at the first exit whose tags all equal the
-reference's, else at the first exit), as docs/design.md defines them for sentences. The wall clock times both taggers sentence by sentence (batch size 1,
-median of ``repeats`` runs), and the run's exits are checked against the scored ones.
+reference's, else at the first exit), as docs/design.md defines them for sentences. The wall clock
+times both taggers sentence by sentence (batch size 1, median of ``repeats`` runs) on ``--runtime``
+(the PyTorch tagger against the deployed model, or the ONNX tagger against the export's deployed
+graph), and the run's exits are checked against the scored ones.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from .threshold_search import decide
 from ..model.calibration import thresholds_from_json
 from .benchmark import BenchmarkConfig
 from ..criteria import build_criterion
-from ..model.device import module_device
 from ..core.errors import EebertError
 from ..core.ui import SILENT, UI
 from ..model.tagger_runtime import Tagger
@@ -35,24 +36,16 @@ def _time(fn, n: int) -> float:
 
 
 def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, expected: list[int], ui: UI) -> dict:
-    """Median ms per sentence of the early-exit and the deployed tagger, one sentence at a time."""
+    """Median ms per sentence of the early-exit and the deployed tagger on ``tagger``'s runtime (the
+    PyTorch tagger, or ``OnnxTagger`` against the export's deployed graph), one sentence at a time."""
     from ..data.tagging import encode
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     rng = random.Random(0)
     idx = list(range(len(words)))
     if cfg.timing_samples and len(idx) > cfg.timing_samples:
         idx = sorted(rng.sample(idx, cfg.timing_samples))
     sample = [words[i] for i in idx]
-    tok, model = tagger.deployed.tokenizer, tagger.deployed.model
-    device = module_device(model)
-    inputs = [torch.tensor([x], device=device) for x in encode(tok, sample, tagger.max_length)["input_ids"]]
-
-    def deployed() -> None:
-        with torch.inference_mode():
-            for x in inputs:
-                model(input_ids=x)
+    deployed = tagger.deployed_call(encode(tagger.deployed.tokenizer, sample, tagger.max_length)["input_ids"])
 
     def early() -> None:
         tagger.tag_words(sample, batch_size=1)
@@ -68,9 +61,22 @@ def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, e
     got = [layer for _, _, layer in tagger.tag_words(sample, batch_size=1)]
     mismatches = sum(g != expected[i] for g, i in zip(got, idx))
     return {"examples": len(sample), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "batch_size": 1,
-            "engine": "pytorch", "early_exit_ms_per_sentence": statistics.median(ee),
+            "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
+            "early_exit_ms_per_sentence": statistics.median(ee),
             "deployed_ms_per_sentence": statistics.median(dep),
             "speedup_measured": statistics.median(dep) / statistics.median(ee), "exit_mismatches": mismatches}
+
+
+def _timed_tagger(artifact, cfg: BenchmarkConfig) -> Tagger:
+    """The tagger ``cfg.runtime`` runs, its threads and pool set before any session exists."""
+    from ..deploy.onnx_runtime import use_shared_pool
+    from ..deploy.runtimes import RUNTIMES
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.runtime == "onnxruntime" and cfg.ort_pool == "shared":
+        use_shared_pool(torch.get_num_threads())
+    return RUNTIMES.get(cfg.runtime).tagger(artifact, cfg.onnx_dir, torch.get_num_threads())
 
 
 def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILENT) -> dict:
@@ -78,6 +84,10 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     if cal is None:
         raise EebertError(f"{artifact.path} is not calibrated yet",
                           f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
+    if cfg.repeats > 0:
+        from ..deploy.runtimes import RUNTIMES
+
+        RUNTIMES.get(cfg.runtime).check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
     st = split_tags(artifact, data, cfg.split, cfg.batch_size)
     crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
     scores = crit.scores(st.logits)[:, :-1]
@@ -110,7 +120,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         "early_exit": early, "static_truncation": static, "oracle": oracle, "static_all": static_all,
     }
     if cfg.repeats > 0:
-        tagger = Tagger(artifact)
+        tagger = _timed_tagger(artifact, cfg)
         timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
         report["timing"] = timing
         report["early_exit"]["speedup_measured"] = timing["speedup_measured"]

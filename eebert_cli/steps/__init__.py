@@ -237,9 +237,6 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
         if tagger is not None:
             from ..scoring.tagging_benchmark import run_tag_benchmark
 
-            if cfg.repeats > 0 and cfg.runtime != BenchmarkConfig.runtime:
-                raise EebertError(f"a tagger's benchmark times the PyTorch tagger; --runtime {cfg.runtime} runs it in "
-                                  "`eebert serve` but is not timed yet", "drop --runtime, or pass --repeats 0")
             from ..model.quantize import as_calibrated
 
             art = as_calibrated(load_artifact(path, backbone))
