@@ -312,7 +312,11 @@ def test_onnxruntime_engine_answers_like_pytorch(served, texts):
     want = predict_cli(served, texts[:12])
     for deployed in (False, True):
         cfg = ServeConfig(artifact=str(served), runtime="onnxruntime", deployed=deployed, max_wait_ms=30)
-        app = create_app(cfg, load_engine(cfg))
+        engine = load_engine(cfg)
+        app = create_app(cfg, engine)
+        if not deployed:  # the graphs answer: the PyTorch backbone was loaded to hash-check it, then freed
+            backbone = engine.forward.__self__.artifact.deployed.model
+            assert engine.info["hash_checked"] and {p.device.type for p in backbone.parameters()} == {"meta"}
 
         async def go():
             async with client(app) as c:
@@ -325,6 +329,22 @@ def test_onnxruntime_engine_answers_like_pytorch(served, texts):
                 same(r.json()["predictions"][0], w)
         else:
             assert {r.json()["predictions"][0]["exit_layer"] for r in rs} == {4}
+
+
+def test_an_int8_early_exit_server_frees_the_shipped_fp32_copy(served, texts, tmp_path):
+    """The fp32 model kept beside an int8 backbone is the benchmarks' reference; a server never runs it."""
+    import shutil
+
+    art = tmp_path / "int8"
+    shutil.copytree(served, art, ignore=shutil.ignore_patterns("onnx"))
+    r = CliRunner().invoke(cli_app, ["calibrate", str(art), "--target-speedup", "1.5", "--quantize", "int8"])
+    assert r.exit_code == 0, r.output
+    engine = load_engine(ServeConfig(artifact=str(art), runtime="pytorch", device="cpu"))
+    loaded = engine.forward.__self__.artifact
+    assert {p.device.type for p in loaded.original.model.parameters()} == {"meta"}
+    assert loaded.quantize == "int8" and {p.device.type for p in loaded.exits.parameters()} == {"cpu"}
+    for got, want in zip(engine.run([(t, None) for t in texts[:8]]), predict_cli(art, texts[:8])):
+        assert (got.label, got.exit_layer) == (want["label"], want["exit_layer"])
 
 
 def test_onnxruntime_on_one_shared_pool_answers_the_same(served, texts):

@@ -452,7 +452,10 @@ def test_serve_answers_a_tagger_with_the_rows_predict_gives(calibrated, tag_onnx
     for deployed in (False, True):
         cfg = ServeConfig(artifact=str(calibrated), runtime=runtime, onnx_dir=str(tag_onnx[0]), deployed=deployed,
                           max_wait_ms=30)
-        app = create_app(cfg, load_engine(cfg))
+        engine = load_engine(cfg)
+        app = create_app(cfg, engine)
+        weights = {p.device.type for p in engine.tagger.artifact.deployed.model.parameters()}
+        assert weights == ({"meta"} if runtime == "onnxruntime" else {"cpu"})  # ORT: the graphs answer, freed
 
         async def go():
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -21,6 +21,8 @@ from .onnx_runtime import OnnxEarlyExit, check_export
 
 
 class OnnxTagger(Tagger):
+    runs_backbone = False  # the graphs hold the backbone, quantized as exported
+
     def __init__(self, artifact: Artifact, folder: str | Path | None = None, threads: int = 0):
         super().__init__(artifact)
         folder = Path(folder or artifact.path / "onnx")
@@ -32,6 +34,9 @@ class OnnxTagger(Tagger):
             raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
         #: 1-based layer each segment ends at (its exit's, or the last one's)
         self.segment_layers = [s["layers"][1] for s in self.ox.segments]
+
+    #: token ids stay on the host (onnxruntime reads NumPy), wherever the PyTorch backbone is, if anywhere
+    input_device = torch.device("cpu")
 
     @classmethod
     def from_artifact(cls, path: str | Path, backbone: str | None = None, folder: str | Path | None = None,

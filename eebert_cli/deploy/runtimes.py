@@ -26,6 +26,9 @@ class Runtime:
 
     #: inputs are read on the host (numpy) rather than on the model's device
     host_inputs: ClassVar[bool] = False
+    #: whether it runs the artifact's PyTorch backbone; False: its own graphs answer, so a server loads
+    #: the backbone only to hash-check it and then frees its weights (``Artifact.release``)
+    runs_backbone: ClassVar[bool] = True
 
     def __init__(self, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0, deployed: bool = True):
         """``deployed``: also get ready to run the deployed model (a server of the early-exit model does not)."""
@@ -83,6 +86,7 @@ class OnnxRuntime(Runtime):
     """The ONNX segment graphs `eebert export` writes (``ARTIFACT/onnx`` unless ``onnx_dir``), on the CPU."""
 
     host_inputs = True
+    runs_backbone = False
 
     @classmethod
     def check(cls, artifact_path, onnx_dir=""):

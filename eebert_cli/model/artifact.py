@@ -258,6 +258,15 @@ class Artifact:
         """The deployed model as shipped: what benchmarks compare against."""
         return self.original or self.deployed
 
+    def release(self, keep_backbone: bool = True) -> None:
+        """Free PyTorch weights a server of the early exit never runs (moved to the meta device, so a use
+        fails loudly instead of computing): the shipped model kept beside a quantized or trained backbone
+        (``original``, what benchmarks compare with), and with ``keep_backbone`` off the backbone too,
+        where another runtime's graphs answer (the tokenizer, config and hashes stay)."""
+        for d in (self.original, None if keep_backbone else self.deployed):
+            if d is not None:
+                d.model.to("meta")
+
     @property
     def changes_path(self) -> bool:
         """Whether the early-exit model's last exit differs from the deployed model (gates, trained or quantized backbone)."""

@@ -62,7 +62,9 @@ class EarlyExitModel:
 
     @classmethod
     def from_artifact(cls, path: str | Path, backbone: str | Path | None = None,
-                      device: DeviceConfig | None = None) -> "EarlyExitModel":
+                      device: DeviceConfig | None = None, runs_backbone: bool = True) -> "EarlyExitModel":
+        """``runs_backbone`` False: another runtime's graphs answer for it (a server on ONNX Runtime), so the
+        backbone is not quantized as calibrated nor placed: the caller frees it (``Artifact.release``)."""
         where = resolve(device)  # a bad device fails before anything loads
         art = load_artifact(path, backbone)
         if get_task(art.config.get("task")).level == "token":  # taggers run in model/tagger_runtime.py
@@ -73,9 +75,11 @@ class EarlyExitModel:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
         from .quantize import as_calibrated
 
-        as_calibrated(art)  # thresholds calibrated on a quantized backbone: run the same
+        if runs_backbone:
+            as_calibrated(art)  # thresholds calibrated on a quantized backbone: run the same
         model = cls(art, build_criterion(cal.criterion, cal.criterion_params, art), thresholds_from_json(cal.thresholds))
-        model.place(where)
+        if runs_backbone:
+            model.place(where)
         return model
 
     def place(self, where: Placement) -> None:

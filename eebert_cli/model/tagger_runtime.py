@@ -60,6 +60,9 @@ def sentences_leaving(criterion, logits: torch.Tensor, first: torch.Tensor, thre
 class Tagger:
     """A calibrated tagging artifact, ready to tag."""
 
+    #: whether it runs the artifact's PyTorch backbone (the ONNX tagger runs graphs, see ``Runtime.runs_backbone``)
+    runs_backbone = True
+
     def __init__(self, artifact: Artifact):
         cal = artifact.calibration
         if cal is None:
@@ -67,13 +70,19 @@ class Tagger:
                               f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
         from .quantize import as_calibrated
 
-        as_calibrated(artifact)  # thresholds calibrated on a quantized backbone: run the same
+        if self.runs_backbone:
+            as_calibrated(artifact)  # thresholds calibrated on a quantized backbone: run the same
         self.artifact, self.deployed, self.exits = artifact, artifact.deployed, artifact.exits
         self.adapter = self.deployed.adapter
         self.criterion = build_criterion(cal.criterion, cal.criterion_params, artifact)
         self.thresholds = thresholds_from_json(cal.thresholds)
         self.max_length = artifact.config["max_length"]
         self.num_layers = self.adapter.dims.num_layers
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where token ids go: the backbone's device."""
+        return module_device(self.adapter.model)
 
     @classmethod
     def from_artifact(cls, path: str | Path, backbone: str | None = None) -> "Tagger":
@@ -87,7 +96,7 @@ class Tagger:
         deployed tagger is the last index), for the benchmark and tests.
         """
         out: list = [None] * len(words)
-        device = module_device(self.adapter.model)
+        device = self.input_device
         for b in range(0, len(words), batch_size):
             chunk = words[b:b + batch_size]
             enc = encode(self.deployed.tokenizer, chunk, self.max_length)

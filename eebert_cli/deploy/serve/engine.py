@@ -25,7 +25,7 @@ from ...model.device import DeviceConfig, place_artifact
 from ...model.runtime import EarlyExitModel, pad_batch
 from ...model.tagger_runtime import tagger_task
 from ...tasks import Prediction, Task, get as get_task
-from ..runtimes import runtime_for
+from ..runtimes import RUNTIMES, runtime_for
 from .config import ServeConfig
 
 Row = tuple[str, "str | None"]
@@ -129,12 +129,13 @@ class TaggerEngine(Engine):
 
 def load_tagger_engine(cfg: ServeConfig, where) -> TaggerEngine:
     """The engine for a tagger's artifact: its runtime's tagger, on ``where`` (PyTorch) or the CPU (ONNX)."""
-    from ..runtimes import RUNTIMES
-
     path = Path(cfg.artifact)
     art = load_artifact(path, cfg.backbone or None)
-    tagger = RUNTIMES.get(cfg.runtime).tagger(art, cfg.onnx_dir, cfg.torch_threads())
-    place_artifact(art, where)
+    runtime = RUNTIMES.get(cfg.runtime)
+    tagger = runtime.tagger(art, cfg.onnx_dir, cfg.torch_threads())
+    if runtime.runs_backbone:
+        place_artifact(art, where)
+    art.release(keep_backbone=runtime.runs_backbone)  # tags come from the tagger, never the shipped copy
     layers = art.calibration.exit_layers
     if cfg.deployed:
         exit_layers, exit_at = [layers[-1]], len(layers) - 1
@@ -163,15 +164,18 @@ def load_engine(cfg: ServeConfig) -> Engine:
     path = Path(cfg.artifact)
     if tagger_task(path) is not None:
         return load_tagger_engine(cfg, where)
+    runs_backbone = RUNTIMES.get(cfg.runtime).runs_backbone
     if cfg.deployed:
         art = load_artifact(path, backbone)
-        place_artifact(art, where)  # the deployed model on the same device and dtype as the early-exit one
+        if runs_backbone:
+            place_artifact(art, where)  # the deployed model on the same device and dtype as the early-exit one
         model = None
         layers = art.config["backbone"]["num_layers"]
         exit_layers, dep = [layers], art.reference
         info = {"model_id": "deployed-" + dep.sha256[:12], "calibration_id": None}
     else:
-        model = EarlyExitModel.from_artifact(path, backbone, DeviceConfig(str(where.device), where.dtype_name))
+        model = EarlyExitModel.from_artifact(path, backbone, DeviceConfig(str(where.device), where.dtype_name),
+                                             runs_backbone)
         art, exit_layers, dep = model.artifact, model.exit_layers, model.artifact.deployed
         info = {"model_id": files_id(path, (CONFIG, WEIGHTS)), "calibration_id": files_id(path, (CALIBRATION,))}
     info.update(artifact=str(path.resolve()), backbone=str(dep.path), backbone_sha256=art.config["backbone"]["sha256"],
@@ -180,6 +184,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     if model is not None:
         info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
     rt = runtime_for(cfg.runtime, art, model, cfg.onnx_dir, cfg.torch_threads(), deployed=cfg.deployed)
+    if model is not None or not runs_backbone:  # what this server never runs: the shipped copy beside a
+        art.release(keep_backbone=runs_backbone)  # quantized backbone, and the backbone where graphs answer
     if model is None:  # the deployed model as shipped: one exit, its own head
         def fwd(ids, mask, types):
             with torch.inference_mode():
