@@ -43,16 +43,18 @@ def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-def as_calibrated(artifact):
-    """``artifact`` with its backbone quantized as its calibration was chosen on (nothing to do without one)."""
+def as_calibrated(artifact, reference: bool = True):
+    """``artifact`` with its backbone quantized as its calibration was chosen on (nothing to do without one);
+    ``reference`` off: no fp32 copy kept beside it (a server compares with nothing)."""
     cal = artifact.calibration
     if cal is not None and cal.quantize and getattr(artifact, "quantize", None) != cal.quantize:
-        quantize_artifact(artifact, cal.quantize)
+        quantize_artifact(artifact, cal.quantize, reference)
     return artifact
 
 
-def quantize_artifact(artifact, scheme: str | None):
-    """Quantize the backbone the exits run on, keeping the shipped fp32 model as the reference.
+def quantize_artifact(artifact, scheme: str | None, reference: bool = True):
+    """Quantize the backbone the exits run on, keeping the shipped fp32 model as the reference (unless
+    ``reference`` is off: then the artifact's reference is the quantized model).
 
     Every report compares with the checkpoint as shipped (fp32); the quantized
     deployed head is a row of its own (see `benchmark.flops_rows`).
@@ -64,7 +66,7 @@ def quantize_artifact(artifact, scheme: str | None):
     scheme = check_scheme(scheme)
     if scheme is None:
         return artifact
-    if artifact.original is None:
+    if artifact.original is None and reference:
         model = copy.deepcopy(artifact.deployed.model)
         artifact.original = replace(artifact.deployed, model=model, adapter=adapter_for(model))
     quantize_model(artifact.deployed.model, scheme)

@@ -39,6 +39,10 @@ def pad_batch(ids: list[list[int]], types: list[list[int]] | None, pad_id: int):
     return t_ids, t_mask, t_types
 
 
+#: what ``EarlyExitModel.from_artifact`` keeps of the PyTorch weights (see there)
+KEEP = ("all", "backbone", "none")
+
+
 class EarlyExitModel:
     def __init__(self, artifact: Artifact, criterion: Criterion, thresholds: list[float]):
         self.artifact = artifact
@@ -62,9 +66,13 @@ class EarlyExitModel:
 
     @classmethod
     def from_artifact(cls, path: str | Path, backbone: str | Path | None = None,
-                      device: DeviceConfig | None = None, runs_backbone: bool = True) -> "EarlyExitModel":
-        """``runs_backbone`` False: another runtime's graphs answer for it (a server on ONNX Runtime), so the
-        backbone is not quantized as calibrated nor placed: the caller frees it (``Artifact.release``)."""
+                      device: DeviceConfig | None = None, keep: str = "all") -> "EarlyExitModel":
+        """``keep``: which PyTorch weights the caller needs. "all": the backbone and the shipped model beside a
+        quantized one (what benchmarks compare with); "backbone": what the early exit runs (a server);
+        "none": nothing, another runtime's graphs answer (a server on ONNX Runtime: the backbone is loaded to
+        hash-check the checkpoint, then freed, see ``Artifact.release``)."""
+        if keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
         where = resolve(device)  # a bad device fails before anything loads
         art = load_artifact(path, backbone)
         if get_task(art.config.get("task")).level == "token":  # taggers run in model/tagger_runtime.py
@@ -75,10 +83,12 @@ class EarlyExitModel:
             raise EebertError(f"{path} is not calibrated yet", f"run `eebert calibrate {path} --target-speedup 2.0`")
         from .quantize import as_calibrated
 
-        if runs_backbone:
-            as_calibrated(art)  # thresholds calibrated on a quantized backbone: run the same
+        if keep != "none":  # thresholds calibrated on a quantized backbone: run the same
+            as_calibrated(art, reference=keep == "all")
         model = cls(art, build_criterion(cal.criterion, cal.criterion_params, art), thresholds_from_json(cal.thresholds))
-        if runs_backbone:
+        if keep == "none":
+            art.release(keep_backbone=False)
+        else:
             model.place(where)
         return model
 

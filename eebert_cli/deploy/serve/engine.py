@@ -175,7 +175,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
         info = {"model_id": "deployed-" + dep.sha256[:12], "calibration_id": None}
     else:
         model = EarlyExitModel.from_artifact(path, backbone, DeviceConfig(str(where.device), where.dtype_name),
-                                             runs_backbone)
+                                             keep="backbone" if runs_backbone else "none")
         art, exit_layers, dep = model.artifact, model.exit_layers, model.artifact.deployed
         info = {"model_id": files_id(path, (CONFIG, WEIGHTS)), "calibration_id": files_id(path, (CALIBRATION,))}
     info.update(artifact=str(path.resolve()), backbone=str(dep.path), backbone_sha256=art.config["backbone"]["sha256"],
@@ -184,8 +184,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     if model is not None:
         info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
     rt = runtime_for(cfg.runtime, art, model, cfg.onnx_dir, cfg.torch_threads(), deployed=cfg.deployed)
-    if model is not None or not runs_backbone:  # what this server never runs: the shipped copy beside a
-        art.release(keep_backbone=runs_backbone)  # quantized backbone, and the backbone where graphs answer
+    if model is None and not runs_backbone:  # the deployed graph answers: the PyTorch weights only hash-checked
+        art.release(keep_backbone=False)
     if model is None:  # the deployed model as shipped: one exit, its own head
         def fwd(ids, mask, types):
             with torch.inference_mode():
