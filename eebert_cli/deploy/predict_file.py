@@ -116,8 +116,8 @@ def load_predictor(artifact: str | Path, backbone: str | None, device, pair_colu
         token_threshold, rule = calibrated_token_threshold(artifact)
     if token_threshold is not None:
         check_token_threshold(artifact, token_threshold, device)
-    if tagger_task(artifact) is None:
-        return EarlyExitModel.from_artifact(artifact, backbone, device)
+    if tagger_task(artifact) is None:  # predictions compare with nothing: no fp32 copy beside an int8 backbone
+        return EarlyExitModel.from_artifact(artifact, backbone, device, keep="backbone")
     check_tagger_columns(pair_column)
     if token_threshold is not None:
         from ..model.token_halt import TokenHaltTagger

@@ -86,9 +86,9 @@ class EarlyExitModel:
         if keep != "none":  # thresholds calibrated on a quantized backbone: run the same
             as_calibrated(art, reference=keep == "all")
         model = cls(art, build_criterion(cal.criterion, cal.criterion_params, art), thresholds_from_json(cal.thresholds))
-        if keep == "none":
-            art.release(keep_backbone=False)
-        else:
+        if keep != "all":  # a trained backbone's shipped original, and with "none" the backbone itself
+            art.release(keep_backbone=keep == "backbone")
+        if keep != "none":
             model.place(where)
         return model
 
