@@ -1,7 +1,7 @@
 """Memory of a serving process: resident set after `eebert serve`'s engine loads and answers, per runtime.
 
 Each engine loads in a fresh process (``deploy/serve/engine.load_engine``, what `eebert serve`
-builds) and answers one batch of real texts; the process then reports its resident set
+builds) and answers one text alone, then a batch of texts; the process then reports its resident set
 (``VmRSS``) and its peak (``VmHWM``) from /proc/self/status, so no run inherits another's pages.
 Rows: the early-exit and the deployed server on PyTorch, and on ONNX Runtime when the artifact
 has an export (``--onnx``, default ARTIFACT/onnx). An artifact calibrated with ``--quantize int8``
@@ -43,6 +43,7 @@ def _measure(artifact: str, runtime: str, onnx_dir: str, deployed: bool, threads
                           device="cpu")
         engine = load_engine(cfg)
         loaded = _status_mb("VmRSS")
+        engine.run([(TEXTS[0], None)])  # one request alone (the batch-1 path), then a batch: what a server sees
         engine.run([(t, None) for t in TEXTS])
         out.put({"rss_imports_mb": base, "rss_loaded_mb": loaded, "rss_answered_mb": _status_mb("VmRSS"),
                  "peak_mb": _status_mb("VmHWM")})
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         for deployed in (False, True):
             r = measure(a.artifact, runtime, onnx if runtime == "onnxruntime" else "", deployed, a.threads)
             rows.append({"runtime": runtime, "server": "deployed" if deployed else "early exit", **r})
-    print(f"{a.artifact}: one engine per fresh process, {a.threads} threads, one batch of {len(TEXTS)} texts answered")
+    print(f"{a.artifact}: one engine per fresh process, {a.threads} threads, one text then a batch of {len(TEXTS)} answered")
     print(f"{'runtime':12s} {'server':11s} {'imports MB':>11s} {'loaded MB':>10s} {'answered MB':>12s} {'peak MB':>8s}")
     for r in rows:
         if "error" in r:

@@ -118,7 +118,8 @@ RUNS = [
            "segment-0.onnx", "deployed.onnx", "measured/FLOPs", "every segment in sequence (no exit taken)"],
         needs=("onnxruntime", "onnx")),
     Run("serve_memory.py", lambda f, tmp: [f("smoke_artifacts")["int8"], "--threads", 1, "--json", tmp / "m.json"],
-        ["one engine per fresh process, 1 threads", "imports MB", "loaded MB", "answered MB", "peak MB",
+        ["one engine per fresh process, 1 threads, one text then a batch of 4 answered", "imports MB", "loaded MB",
+         "answered MB", "peak MB",
          "\npytorch      early exit ", "\npytorch      deployed "], absent=["error"]),
     # skipping gates: the runtime does not report skipped layers, so no FLOPs figure rather than a wrong one
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "gated"),
