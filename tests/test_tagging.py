@@ -533,19 +533,68 @@ def test_a_tagger_calibrated_on_an_int8_backbone_runs_int8_against_the_shipped_t
 
 # -- what taggers do not run yet: one line each ----------------------------------------------------------
 
-def test_compare_and_a_quantized_per_token_exit_refuse_a_tagger_in_one_line(case, calibrated, tmp_path):
+def test_a_quantized_per_token_exit_is_refused_in_one_line(calibrated):
+    r = CliRunner().invoke(app, ["calibrate", str(calibrated), "--token-exit", "--target-speedup", "1.5", "--quantize",
+                                 "int8"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1, r.output
+    assert "the per-token exit runs on the fp32 backbone" in r.output and "Traceback" not in r.output
+
+
+def _tag_compare_recipe(case, out, extra: str = "") -> str:
     ckpt, data = case
-    recipe = tmp_path / "c.toml"
-    recipe.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{tmp_path / "out"}"\n'
-                      f'speedups = [1.5]\nmax_length = 32\n[data]\nspec = "{data}"\n[[methods]]\nname = "a"\n'
-                      '[methods.attach]\ntrain = {epochs = 1}\n')
-    for args, needle in ((["compare", str(recipe)], "compare supports single-label classifiers"),
-                         (["calibrate", str(calibrated), "--token-exit", "--target-speedup", "1.5", "--quantize",
-                           "int8"], "the per-token exit runs on the fp32 backbone")):
-        r = CliRunner().invoke(app, args)
+    return (f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{out}"\nspeedups = [1.5]\n'
+            f'max_length = 32\nseeds = [0, 1]\ncriteria = ["sentence-mean"]\n{extra}[data]\nspec = "{data}"\n'
+            '[[methods]]\nname = "mlp"\n[methods.attach]\nlayers = [1, 2, 3]\ntrain = {epochs = 15, lr = 3e-3}\n'
+            '[[methods]]\nname = "linear"\n[methods.attach]\nexits = "token-linear"\nlayers = [1, 2, 3]\n'
+            'train = {epochs = 15, lr = 3e-3}\n')
+
+
+def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_path):
+    """Each cell is attach + calibrate + benchmark on the method's artifact, as for sentence classifiers; the
+    figure is entity F1 against gold tags, the best criterion and method chosen on validation."""
+    from eebert_cli.recipe.compare import load_compare_recipe, run_compare
+
+    path = tmp_path / "c.toml"
+    path.write_text(_tag_compare_recipe(case, tmp_path / "out"))
+    report = run_compare(*load_compare_recipe(path))
+    assert report["metric"] == "entity_f1" and [m["name"] for m in report["methods"]] == ["mlp", "linear"]
+    for m in report["methods"]:
+        cell = m["at"]["1.5"]
+        assert m["exits"]["type"] == ("token-mlp" if m["name"] == "mlp" else "token-linear")
+        assert cell["seeds"] == 2 and cell["speedup_flops"] >= 1.5 - 0.3
+        assert m["criterion"] == "sentence-min"  # the recipe's default (entropy) names the task's own
+        assert set(cell["criteria_tried"]) == {"sentence-min", "sentence-mean"}
+        best = max(cell["criteria_tried"], key=lambda n: cell["criteria_tried"][n]["validation_accuracy"])
+        assert cell["criterion"] == best
+        assert set(m["per_exit_accuracy"]) == {"1", "2", "3"} and 0 <= cell["static"]["accuracy"] <= 1
+    # the artifact of the last seed holds the chosen calibration; the same F1 as its own benchmark gives
+    seed1 = tmp_path / "out" / "artifacts" / "linear" / "seed-1"
+    rep = steps.benchmark(seed1, None, BenchmarkConfig(repeats=0), write=False)
+    assert rep["metric"] == "entity_f1" and rep["early_exit"]["entity_f1"] == report["methods"][1]["at"]["1.5"][
+        "per_seed"][1]["accuracy"]
+    assert report["deployed_accuracy"] == rep["deployed"]["entity_f1"]
+    from eebert_cli.recipe.compare import markdown, summarise
+
+    assert summarise(report)["1.5"]["chosen_by"] == "validation entity F1"
+    assert "| F1 @1.5x |" in markdown(report) and "test entity F1" in markdown(report)
+
+
+def test_compare_refuses_a_tagger_without_gold_tags_or_with_a_sentence_criterion(case, tmp_path):
+    ckpt, data = case
+    untagged = tmp_path / "untagged"
+    untagged.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [json.loads(l) for l in (data / f"{split}.jsonl").read_text().splitlines()]
+        write_jsonl(untagged / f"{split}.jsonl", [{"tokens": r["tokens"]} for r in rows])
+    for recipe, needle in ((_tag_compare_recipe((ckpt, untagged), tmp_path / "o1"), "against gold tags"),
+                           (_tag_compare_recipe(case, tmp_path / "o2").replace('"sentence-mean"', '"patience"'),
+                            "patience")):
+        path = tmp_path / "c.toml"
+        path.write_text(recipe)
+        r = CliRunner().invoke(app, ["compare", str(path)])
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
         assert "Traceback" not in r.output
-    assert not (tmp_path / "out" / "artifacts").exists()
+    assert not (tmp_path / "o1" / "artifacts").exists() and not (tmp_path / "o2" / "artifacts").exists()
 
 
 def test_benchmark_times_the_onnx_tagger_against_the_exported_deployed_graph(calibrated, tag_onnx, tmp_path):

@@ -32,6 +32,7 @@ from ..model.device import DeviceConfig, place_artifact, resolve
 from ..core.errors import EebertError
 from . import check_components
 from ..core.ui import SILENT, UI
+from ..tasks import TOKEN_CLASSIFICATION
 
 CACHE = "outputs-cache"
 #: one seed's finished work (its attach summary and every target's point), beside its artifact: a run
@@ -90,10 +91,8 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
     for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
         m.attach.max_length = r.max_length
         check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
-    from ..criteria import CRITERIA
-
-    for name in r.criteria:
-        CRITERIA.get(name)  # an unknown name fails now, with the closest known one
+    for name in r.criteria:  # an unknown name, or one the checkpoint's task cannot use, fails now
+        check_components(methods[0].attach, name, {}, f"{p.name}.criteria", r.checkpoint)
     if not r.seeds or len(set(r.seeds)) != len(r.seeds):
         raise EebertError(f"{path}: seeds must be distinct and at least one", "for example seeds = [0, 1, 2]")
     if r.split == "validation":
@@ -127,10 +126,15 @@ def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", 
 def _best_point(folder: Path, data, m: "Method", target: float, recipe: "CompareRecipe", cache, ui: UI) -> dict | None:
     """The method's criterion, and each of the recipe's extra criteria, calibrated at ``target``; the one with
     the best validation accuracy is kept (and re-calibrated last, so the artifact holds it). None: unreachable."""
-    names = list(dict.fromkeys([m.criterion, *recipe.criteria]))
+    from ..model.artifact import CONFIG, read_json
+    from ..tasks import criterion_for, get as get_task
+
+    task = get_task(read_json(folder / CONFIG).get("task"))  # a tagger names its own default criterion
+    own = criterion_for(task, m.criterion)
+    names = list(dict.fromkeys([own, *(criterion_for(task, n) for n in recipe.criteria)]))
     tried = {}
     for name in names:
-        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == m.criterion
+        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == own
                                 else {}, target_speedup=target)
         try:
             tried[name] = (cfg, _point(folder, data, cfg, recipe, cache, ui))
@@ -237,7 +241,8 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     from dataclasses import replace
 
     from ..model.artifact import write_json
-    from ..scoring.outputs import OutputsCache, split_outputs
+    from ..scoring.outputs import OutputsCache
+    from ..tasks import criterion_for, get as get_task
 
     base = method_folder(recipe, m.name)
     points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
@@ -270,15 +275,13 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     where = resolve(recipe.device)
     art = load_artifact(first[0])
     place_artifact(art, where)
-    out = split_outputs(art, data, recipe.split, cache=first[1])
-    per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
-                for k, l in enumerate(art.exits.layers)}
+    per_exit, deployed, examples, metric = _split_figures(art, data, recipe.split, first[1])
     reached = [a for a in at.values() if a]
     oracle = reached[-1]["oracle"] if reached else None
-    deployed = out.task.same(out.deployed_pred, out.reference).double().mean().item()
     row = {"name": m.name, "artifact": str(base), "exits": attached["exits"], "heads": art.exits.describe(),
            "objective": m.attach.objective, "objective_params": m.attach.objective_params,
-           "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
+           "contrastive": m.attach.train.contrastive, "seeds": list(recipe.seeds),
+           "criterion": criterion_for(get_task(art.config.get("task")), m.criterion),  # a tagger's: its own default
            "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
            "feature_seconds": attached["feature_seconds"],
            "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
@@ -286,8 +289,30 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
            "leco_choices_per_seed": [a["leco_search"]["choices"] for a in attached_all] if attached["leco_search"]
            else None,
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
-    return row, {"examples": len(out.lengths), "deployed_accuracy": deployed,
-                 "metric": "accuracy" if out.labels is not None else "agreement", "placement": where.record()}
+    return row, {"examples": examples, "deployed_accuracy": deployed, "metric": metric, "placement": where.record()}
+
+
+def _split_figures(art, data, split: str, cache) -> tuple[dict, float, int, str]:
+    """(each exit's figure alone {layer: x}, the deployed model's, examples, the figure's name) on ``split``:
+    accuracy (agreement without labels) for sentences, entity F1 against gold tags for a tagger."""
+    from ..scoring.outputs import split_outputs
+
+    if art.config.get("task") == TOKEN_CLASSIFICATION:
+        import torch
+
+        from ..scoring.tagging import split_tags
+
+        st = split_tags(art, data, split)
+        n = len(st.words)
+        f1 = lambda k: st.figures(torch.full((n,), k, dtype=torch.long), static=True)["entity_f1"]  # noqa: E731
+        shipped = st.shipped_figures()
+        deployed = shipped["entity_f1"] if shipped else f1(len(art.exits.layers))
+        return {str(l): f1(k) for k, l in enumerate(art.exits.layers)}, deployed, n, "entity_f1"
+    out = split_outputs(art, data, split, cache=cache)
+    per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
+                for k, l in enumerate(art.exits.layers)}
+    deployed = out.task.same(out.deployed_pred, out.reference).double().mean().item()
+    return per_exit, deployed, len(out.lengths), "accuracy" if out.labels is not None else "agreement"
 
 
 def row_key(recipe: CompareRecipe, m: Method, checkpoint_sha256: str) -> str:
@@ -334,9 +359,10 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                           f"choose from: {', '.join(names)}")
     deployed = load_deployed(recipe.checkpoint)
     task = task_of(deployed.model.config)
-    if task.metrics[0] != "accuracy":  # its tables rank by accuracy
-        raise EebertError(f"compare supports single-label classifiers; {recipe.checkpoint} is {task.name}",
-                          "run attach, calibrate and benchmark on it instead")
+    tagger = task.name == TOKEN_CLASSIFICATION
+    if task.metrics[0] != "accuracy" and not tagger:  # its tables rank by accuracy (a tagger's: entity F1)
+        raise EebertError(f"compare supports single-label classifiers and taggers; {recipe.checkpoint} is "
+                          f"{task.name}", "run attach, calibrate and benchmark on it instead")
     from ..scoring.outputs import BackbonePasses
 
     keys = {m.name: row_key(recipe, m, deployed.sha256) for m in methods}
@@ -346,9 +372,15 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         kept = {n: r for n, r in kept.items() if n not in only}
     todo = [m for m in methods if m.name not in kept and (not only or m.name in only)]
     data = load_data(recipe.data)
-    # the pass keeps what every method without a row reads, not only this run's: a later --resume or
-    # --methods run then finds a cache that covers it instead of making another pass
-    shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
+    if tagger:  # a tagger's cells are entity F1 against gold tags, which both splits must hold
+        unlabelled = [s for s in ("validation", recipe.split) if data.split(s).label_column is None]
+        if unlabelled:
+            raise EebertError(f"compare ranks taggers by entity F1 against gold tags; the {unlabelled[0]} split "
+                              "of this data has none", "give data with a tags column (tags_column in [data])")
+    else:  # the pass keeps what every method without a row reads, not only this run's: a later --resume or
+        # --methods run then finds a cache that covers it instead of making another pass (a tagger's attach
+        # makes its own pass over words)
+        shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
     info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement")} if kept else None
     for n in kept:
@@ -376,6 +408,12 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
     return report
 
 
+def figure_names(report: dict) -> tuple[str, str]:
+    """What a report's cells hold (its rows keep them under ``accuracy`` keys), long and short: accuracy, or a
+    tagger's entity F1."""
+    return ("entity F1", "F1") if report.get("metric") == "entity_f1" else ("accuracy", "acc")
+
+
 def summarise(report: dict) -> dict:
     """Best method per target, chosen by validation accuracy (test figures are reported, never used to
     choose); its test accuracy, gap to the deployed model and to the baseline."""
@@ -390,7 +428,7 @@ def summarise(report: dict) -> dict:
             continue
         best = max(done, key=lambda r: r["at"][key]["validation_accuracy"])
         b = base["at"].get(key) if base else None
-        out[key] = {"best": best["name"], "chosen_by": "validation accuracy",
+        out[key] = {"best": best["name"], "chosen_by": f"validation {figure_names(report)[0]}",
                     "validation_accuracy": best["at"][key]["validation_accuracy"],
                     "accuracy": best["at"][key]["accuracy"],
                     "speedup_flops": best["at"][key]["speedup_flops"],
@@ -430,7 +468,7 @@ def header(report: dict) -> list[str]:
     h = ["method", "exits", "objective", "criterion", "train s"]
     own = bool(report.get("criteria"))
     for s in report["speedups"]:
-        h += ([f"own criterion @{s}x"] if own else []) + [f"acc @{s}x", f"static @{s}x"]
+        h += ([f"own criterion @{s}x"] if own else []) + [f"{figure_names(report)[1]} @{s}x", f"static @{s}x"]
     return h + ["oracle"]
 
 
@@ -452,7 +490,8 @@ def table(report: dict):
     from rich.table import Table
 
     t = Table(title=f"eebert compare on {report['split']} ({report['examples']} examples): deployed "
-                    f"{100 * report['deployed_accuracy']:.2f}%, accuracy % (test FLOPs speedup) at calibrated targets")
+                    f"{100 * report['deployed_accuracy']:.2f}%, {figure_names(report)[0]} % (test FLOPs speedup) at "
+                    "calibrated targets")
     for h in header(report):
         t.add_column(h, justify="left" if h in ("method", "exits", "objective", "criterion") else "right")
     for r in report["methods"]:
@@ -462,11 +501,12 @@ def table(report: dict):
 
 def markdown(report: dict) -> str:
     h = header(report)
+    name, short = figure_names(report)
     lines = ["# eebert compare", "",
              f"Checkpoint `{report['checkpoint']}`, data `{report['data']['spec']}`, split `{report['split']}` "
              f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
              f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
-             "table gives test accuracy and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
+             f"table gives test {name} and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
              "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
              "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
              "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup (the cell "
@@ -476,7 +516,7 @@ def markdown(report: dict) -> str:
              + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
                 "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
              + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; the cell names "
-                "the one with the best validation accuracy (`acc`); `own criterion` is the method's own criterion "
+                f"the one with the best validation {name} (`{short}`); `own criterion` is the method's own criterion "
                 "at the same target." if report.get("criteria") else ""), "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
