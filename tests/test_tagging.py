@@ -573,10 +573,15 @@ def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_pa
     assert rep["metric"] == "entity_f1" and rep["early_exit"]["entity_f1"] == report["methods"][1]["at"]["1.5"][
         "per_seed"][1]["accuracy"]
     assert report["deployed_accuracy"] == rep["deployed"]["entity_f1"]
-    from eebert_cli.recipe.compare import markdown, summarise
+    from rich.console import Console
+
+    from eebert_cli.recipe.compare import markdown, summarise, table
 
     assert summarise(report)["1.5"]["chosen_by"] == "validation entity F1"
     assert "| F1 @1.5x |" in markdown(report) and "test entity F1" in markdown(report)
+    console = Console(record=True, width=300)
+    console.print(table(report))
+    assert "entity F1 % (test FLOPs speedup)" in console.export_text()
 
 
 def test_compare_refuses_a_tagger_without_gold_tags_or_with_a_sentence_criterion(case, tmp_path):
