@@ -8,6 +8,7 @@ import torch
 from eebert_cli.recipe.compare import load_compare_recipe, markdown, run_compare
 from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe
+from eebert_cli.data import load_data
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 
@@ -142,10 +143,21 @@ def test_the_best_method_is_chosen_on_validation_not_test():
     def method(name, val, test):
         return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
 
-    report = {"deployed_accuracy": 0.8, "baseline": "a", "speedups": [2.0],
+    report = {"deployed_accuracy": 0.8, "baseline": "a", "speedups": [2.0], "validation_examples": 400,
               "methods": [method("a", 0.79, 0.70), method("b", 0.75, 0.81)]}  # b wins on test only
     best = summarise(report)["2.0"]
     assert best["best"] == "a" and best["chosen_by"] == "validation accuracy" and best["accuracy"] == 0.70
+    report["methods"][1]["at"]["2.0"]["validation_accuracy"] = 0.8  # b now leads by 0.01 of 400 examples
+    best = summarise(report)["2.0"]
+    assert best["best"] == "b" and best["validation_lead_examples"] == 4.0
+    report["summary"] = {"2.0": best}
+    report.update(checkpoint="c", data={"spec": "d"}, split="test", examples=10, metric="accuracy",
+                  feature_seconds=0.0, seeds=[0], criteria=[])
+    for m in report["methods"]:
+        m.update(exits={"type": "mean-mlp"}, objective="ce-distil", contrastive=0, criterion="entropy",
+                 train_seconds=1.0, oracle=None, leco_search=None)
+        m["at"]["2.0"].update(static=None)
+    assert "(validation 80.00%, 4 of 400 validation examples above the baseline)" in markdown(report)
 
 
 def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_data, tmp_path):
@@ -174,6 +186,8 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
     # one training pass for all seeds (and for every method tokenizing and batching alike)
     assert len(list((tmp_path / "out" / "feature-cache").iterdir())) == 1
     assert "mean ± standard deviation" in markdown(report)
+    # the validation split's size, so that a lead on validation reads in examples
+    assert report["validation_examples"] == len(load_data(r.data).split("validation"))
 
 
 def test_a_rows_description_comes_from_one_seed_and_lists_each_seeds_leco_choices(tiny_ckpt, tiny_data, tmp_path):

@@ -289,7 +289,9 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
            "leco_choices_per_seed": [a["leco_search"]["choices"] for a in attached_all] if attached["leco_search"]
            else None,
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
-    return row, {"examples": examples, "deployed_accuracy": deployed, "metric": metric, "placement": where.record()}
+    cal = art.calibration  # the validation split's size: how many examples a lead on validation is
+    return row, {"examples": examples, "deployed_accuracy": deployed, "metric": metric, "placement": where.record(),
+                 "validation_examples": (cal.validation or {}).get("examples") if cal is not None else None}
 
 
 def _split_figures(art, data, split: str, cache) -> tuple[dict, float, int, str]:
@@ -382,7 +384,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         # makes its own pass over words)
         shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
-    info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement")} if kept else None
+    info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples")} \
+        if kept else None
     for n in kept:
         ui.log(f"[bold]method[/] {n}: kept from {Path(recipe.out) / 'compare.json'} (same key)")
     for m in todo:
@@ -403,7 +406,8 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
-              "placement": info["placement"], "methods": list(rows)}
+              "placement": info["placement"], "validation_examples": info.get("validation_examples"),
+              "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 
@@ -428,8 +432,12 @@ def summarise(report: dict) -> dict:
             continue
         best = max(done, key=lambda r: r["at"][key]["validation_accuracy"])
         b = base["at"].get(key) if base else None
+        n = report.get("validation_examples")
+        lead = best["at"][key]["validation_accuracy"] - b["validation_accuracy"] if b else None
         out[key] = {"best": best["name"], "chosen_by": f"validation {figure_names(report)[0]}",
                     "validation_accuracy": best["at"][key]["validation_accuracy"],
+                    # how thin the choice is: the lead over the baseline in validation examples (mean over seeds)
+                    "validation_lead_examples": round(lead * n, 1) if lead is not None and n else None,
                     "accuracy": best["at"][key]["accuracy"],
                     "speedup_flops": best["at"][key]["speedup_flops"],
                     "gap_to_deployed_points": 100 * (best["at"][key]["accuracy"] - dep),
@@ -525,8 +533,10 @@ def markdown(report: dict) -> str:
         if v is None:
             lines.append(f"- {s}x: unreachable for every method")
             continue
-        b = v["baseline_accuracy"]
-        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%) test "
+        b, lead = v["baseline_accuracy"], v.get("validation_lead_examples")
+        ahead = f", {lead:g} of {report['validation_examples']} validation examples above the baseline" \
+            if lead is not None and v["best"] != report["baseline"] else ""
+        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%{ahead}) test "
                      f"{100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
                      + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
