@@ -126,15 +126,10 @@ def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", 
 def _best_point(folder: Path, data, m: "Method", target: float, recipe: "CompareRecipe", cache, ui: UI) -> dict | None:
     """The method's criterion, and each of the recipe's extra criteria, calibrated at ``target``; the one with
     the best validation accuracy is kept (and re-calibrated last, so the artifact holds it). None: unreachable."""
-    from ..model.artifact import CONFIG, read_json
-    from ..tasks import criterion_for, get as get_task
-
-    task = get_task(read_json(folder / CONFIG).get("task"))  # a tagger names its own default criterion
-    own = criterion_for(task, m.criterion)
-    names = list(dict.fromkeys([own, *(criterion_for(task, n) for n in recipe.criteria)]))
+    names = list(dict.fromkeys([m.criterion, *recipe.criteria]))
     tried = {}
     for name in names:
-        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == own
+        cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == m.criterion
                                 else {}, target_speedup=target)
         try:
             tried[name] = (cfg, _point(folder, data, cfg, recipe, cache, ui))
@@ -242,7 +237,6 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
 
     from ..model.artifact import write_json
     from ..scoring.outputs import OutputsCache
-    from ..tasks import criterion_for, get as get_task
 
     base = method_folder(recipe, m.name)
     points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
@@ -280,8 +274,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     oracle = reached[-1]["oracle"] if reached else None
     row = {"name": m.name, "artifact": str(base), "exits": attached["exits"], "heads": art.exits.describe(),
            "objective": m.attach.objective, "objective_params": m.attach.objective_params,
-           "contrastive": m.attach.train.contrastive, "seeds": list(recipe.seeds),
-           "criterion": criterion_for(get_task(art.config.get("task")), m.criterion),  # a tagger's: its own default
+           "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
            "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
            "feature_seconds": attached["feature_seconds"],
            "best_epoch": attached["best_epoch"], "objective_report": attached["objective_report"],
@@ -351,8 +344,10 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     ``resume``: a method whose row in ``out/compare.json`` has this run's key (``row_key``) is kept, not
     run again. ``only``: run just these methods, keeping the others' rows from compare.json as resume
     does (a row without a matching key is left out of the report). Rows stay in recipe order."""
+    from dataclasses import replace
+
     from ..model.checkpoint import load_deployed
-    from ..tasks import task_of
+    from ..tasks import criterion_for, task_of
 
     names = [m.name for m in methods]
     unknown = [n for n in only or () if n not in names]
@@ -365,6 +360,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     if task.metrics[0] != "accuracy" and not tagger:  # its tables rank by accuracy (a tagger's: entity F1)
         raise EebertError(f"compare supports single-label classifiers and taggers; {recipe.checkpoint} is "
                           f"{task.name}", "run attach, calibrate and benchmark on it instead")
+    # criteria by the names calibrate uses: the classification default names a tagger's own (sentence-min)
+    methods = [replace(m, criterion=criterion_for(task, m.criterion)) for m in methods]
+    recipe = replace(recipe, criteria=list(dict.fromkeys(criterion_for(task, n) for n in recipe.criteria)))
     from ..scoring.outputs import BackbonePasses
 
     keys = {m.name: row_key(recipe, m, deployed.sha256) for m in methods}

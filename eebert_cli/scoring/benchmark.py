@@ -166,11 +166,19 @@ def _timing_inputs(model: EarlyExitModel, data: TaskData, split: str, cfg: Bench
     return batches
 
 
+def timing_threads(cfg: BenchmarkConfig) -> int:
+    """Set the timing's threads (and ONNX Runtime's pool, before any session exists, so that deployed and
+    early exit share it) for sentences and taggers alike; the thread count the runtime gets."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.ort_pool == "shared":
+        use_shared_pool(torch.get_num_threads())
+    return torch.get_num_threads()
+
+
 def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
     """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode."""
-    if cfg.ort_pool == "shared":  # before any session: deployed and early exit then share it
-        use_shared_pool(torch.get_num_threads())
-    rt = runtime_for(cfg.runtime, model.artifact, model, cfg.onnx_dir, torch.get_num_threads())
+    rt = runtime_for(cfg.runtime, model.artifact, model, cfg.onnx_dir, timing_threads(cfg))
     fns = {"deployed": rt.deployed}
     if cfg.timing_batch_size > 1:
         fns["early_exit"] = lambda i, m, t: [int(k) for k in rt.early_exit(i, m, t)[1]]
@@ -233,7 +241,7 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
 
 def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, ui: UI = SILENT,
                   cache: OutputsCache | None = None, curves: bool = True) -> dict:
-    if cfg.threads:
+    if cfg.threads:  # the backbone pass too runs on the timing's threads
         torch.set_num_threads(cfg.threads)
     RUNTIMES.get(cfg.runtime).check(model.artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
     out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)

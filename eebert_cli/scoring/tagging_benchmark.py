@@ -21,7 +21,7 @@ import torch
 
 from .threshold_search import decide
 from ..model.calibration import thresholds_from_json
-from .benchmark import BenchmarkConfig
+from .benchmark import BenchmarkConfig, timing_threads
 from ..criteria import build_criterion
 from ..core.errors import EebertError
 from ..core.ui import SILENT, UI
@@ -69,14 +69,9 @@ def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, e
 
 def _timed_tagger(artifact, cfg: BenchmarkConfig) -> Tagger:
     """The tagger ``cfg.runtime`` runs, its threads and pool set before any session exists."""
-    from ..deploy.onnx_runtime import use_shared_pool
     from ..deploy.runtimes import RUNTIMES
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.runtime == "onnxruntime" and cfg.ort_pool == "shared":
-        use_shared_pool(torch.get_num_threads())
-    return RUNTIMES.get(cfg.runtime).tagger(artifact, cfg.onnx_dir, torch.get_num_threads())
+    return RUNTIMES.get(cfg.runtime).tagger(artifact, cfg.onnx_dir, timing_threads(cfg))
 
 
 def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILENT) -> dict:
