@@ -130,6 +130,22 @@ def test_ort_pool_is_checked_in_one_line_before_loading():
         ServeConfig(artifact="x", ort_pool="shared").check()
 
 
+def test_a_missing_onnx_export_is_one_line_before_the_backbone_pass(calibrated, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import eebert_cli.scoring.benchmark as bench
+    from eebert_cli.cli import app
+
+    def no_pass(*a, **k):
+        raise AssertionError("the backbone pass ran before the export was checked")
+
+    monkeypatch.setattr(bench, "split_outputs", no_pass)
+    r = CliRunner().invoke(app, ["benchmark", str(calibrated[0]), "--runtime", "onnxruntime", "--onnx",
+                                 str(tmp_path / "none")])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "no ONNX export in" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
 def test_benchmark_with_one_shared_ort_pool_times_the_same_decisions(calibrated, tiny_data):
     """`eebert benchmark --runtime onnxruntime --ort-pool shared` (a child process: the pool is process-wide)
     times deployed and early exit on one spinning pool, with the exits the default pools give."""

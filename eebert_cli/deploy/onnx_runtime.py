@@ -93,11 +93,19 @@ def session(path: Path, threads: int = 0, profile_prefix: str | None = None, sha
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def require_export(folder: Path) -> None:
+    """Refuse a folder with no export in it, in one line."""
+    if not (folder / MANIFEST).is_file():
+        raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
+
+
 def check_export(folder: str | Path, artifact_path: str | Path) -> None:
-    """Refuse an export made from another calibration than the artifact's current one."""
+    """Refuse, before any backbone work, a missing export or one made from another calibration than the
+    artifact's current one."""
     folder, artifact_path = Path(folder), Path(artifact_path)
-    if not (folder / MANIFEST).is_file() or not (artifact_path / CALIBRATION).is_file():
-        return  # nothing to compare; OnnxEarlyExit and the runtime say what is missing
+    require_export(folder)
+    if not (artifact_path / CALIBRATION).is_file():
+        return  # nothing to compare; the runtime says the artifact is not calibrated
     m = read_json(folder / MANIFEST)
     if not m.get("derived_from") and not m.get("calibration_sha256"):
         return  # exported by an older eebert: it recorded nothing to compare
@@ -114,8 +122,7 @@ class OnnxEarlyExit:
     def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False,
                  fused: bool = True):
         self.folder = Path(folder)
-        if not (self.folder / MANIFEST).is_file():
-            raise EebertError(f"no ONNX export in {folder} (no {MANIFEST})", "create one with `eebert export ARTIFACT`")
+        require_export(self.folder)
         m = self.manifest = read_json(self.folder / MANIFEST)
         if m.get("weights") and not (self.folder / m["weights"]).is_file():
             raise EebertError(f"the ONNX export in {folder} lacks {m['weights']}, which holds its graphs' weights",
