@@ -75,6 +75,25 @@ def test_list_names_every_registry():
     assert d["gates"]["smartbert"]["params"]["source"] == "cls"
 
 
+def test_every_command_is_registered_and_its_help_survives_rich_markup():
+    """`--help` renders help text as rich markup, which silently drops a "[word]"; one module per command."""
+    import inspect
+
+    import typer.main
+    from rich.text import Text
+
+    from eebert_cli.cli import COMMANDS
+
+    group = typer.main.get_command(app)
+    assert set(group.commands) == set(COMMANDS)
+    for name, cmd in group.commands.items():
+        assert cmd.callback.__module__ == f"eebert_cli.cli.{'components' if name == 'list' else name}", name
+        for text in [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]:
+            text = inspect.cleandoc(text)
+            assert Text.from_markup(text).plain == text, f"{name}: {text}"
+    assert "expectations" in run("run", "--help").output
+
+
 # --- bad input: each one line, non-zero exit, no traceback --------------------------------------
 
 

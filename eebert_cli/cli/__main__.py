@@ -1,0 +1,5 @@
+"""`python -m eebert_cli.cli`."""
+
+from . import main
+
+main()

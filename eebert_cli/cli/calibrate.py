@@ -1,0 +1,97 @@
+"""`eebert calibrate`: thresholds chosen on validation for a target speedup or an accuracy budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..scoring.threshold_search import CalibrationConfig
+from ..scoring.benchmark import BenchmarkConfig
+from ..core.configs import help_for
+from ..core.ui import UI, err, out
+from .shared import (
+    command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
+    LABEL, TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, device_opts, SPLIT_MAP, need, parse_params,
+)
+
+
+@command
+def calibrate(
+    artifact: Optional[Path] = typer.Argument(None, help="Artifact directory from `eebert attach`; default: the recipe's."),
+    config: Optional[Path] = CONFIG,
+    target_speedup: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "target_speedup")),
+    max_drop: Optional[float] = typer.Option(None, help=help_for(CalibrationConfig, "max_drop")),
+    unlabeled: Optional[str] = typer.Option(None, "--unlabeled", help=help_for(CalibrationConfig, "unlabeled")),
+    criterion: Optional[str] = field_option(CalibrationConfig, "criterion"),
+    criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
+    global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
+    gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
+    metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
+    data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
+    label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
+    tokens_column: Optional[str] = TOKENS, tags_column: Optional[str] = TAGS,
+    data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
+    backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
+    quantize: Optional[str] = typer.Option(None, help="Calibrate on a dynamically quantized backbone (int8); "
+                                           "benchmark and predict then load it quantized too."),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    token_exit: bool = typer.Option(False, "--token-exit", help="Taggers: choose the per-token exit's threshold by "
+                                    "running that pass on validation (CPU); the per-sentence thresholds stay."),
+    as_json: bool = JSON,
+):
+    """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
+    from .. import steps
+
+    r = recipe_of(config)
+    artifact = Path(need(artifact or r.artifact, "artifact", "ARTIFACT"))
+    base = r.calibrate
+    if target_speedup is not None or max_drop is not None:  # a budget flag replaces the recipe's budget
+        base = dataclasses.replace(base, target_speedup=None, max_drop=None)
+    cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
+                per_layer=False if global_only else None, gate_thresholds=gate_threshold or None,
+                criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
+    metric = given(r.benchmark, metric=metric).metric or None
+    dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
+                     data_config, split_map, tokens_column, tags_column)
+    result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
+                             backbone=backbone, quantize=quantize, metric=metric,
+                             data_flags=data_flags(text_column, pair_column, label_column, max_samples,
+                                                   data_config, split_map), token_exit=token_exit).to_dict()
+    if token_exit:
+        te = result["token_exit"]
+        emit({k: v for k, v in te.items() if k != "curve"}, as_json)
+        if not as_json:
+            v = te["validation"]
+            out.print(f"per-token exit: a word halts at p >= {te['threshold']}; validation {v['speedup_flops']:.2f}x "
+                      f"FLOPs speedup, entity F1 {100 * v['entity_f1']:.2f} vs deployed "
+                      f"{100 * v['reference_entity_f1']:.2f}; written to {artifact}/calibration.json")
+        return
+    head = result["headline_metric"]
+    emit({k: v for k, v in result.items() if k not in ("curve", "curves")}, as_json)
+    if not as_json:
+        v, m = result["validation"], result["metric"]
+        from ..tasks import get as get_task
+
+        fmt = get_task(result.get("task")).format
+        extra = ""
+        mv = v.get("metrics", {})
+        if head != m and mv.get(head) is not None:
+            extra = f", {head} {fmt(mv[head])} vs deployed {fmt(mv['deployed_' + head])}"
+        margin = result.get("margin")
+        if margin and "bound_points" in margin:
+            extra += (f"; drop bound {margin['bound_points']:.2f} points = disagreement with the deployed model "
+                      f"{margin['disagreement_points']:.2f} + margin {margin['points']:.2f} "
+                      f"({100 * margin['confidence']:.0f}% z*SE over {margin['rows']['validation']:,} validation + "
+                      f"{margin['rows']['unlabeled']:,} unlabeled rows)")
+        elif margin:
+            extra += (f"; --max-drop kept with a {margin['points']:.2f}-point margin "
+                      f"({100 * margin['confidence']:.0f}% z*SE bound on labelled validation rows)")
+        out.print(f"{result['criterion']}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
+                  f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
+                  f"{m} {fmt(v[m])} vs deployed {fmt(v['deployed_' + m])}{extra}; "
+                  f"thresholds written to {artifact}/calibration.json")
+        for w in result["warnings"]:
+            err.print(f"[yellow]warning:[/] {w}")

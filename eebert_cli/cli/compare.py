@@ -1,0 +1,40 @@
+"""`eebert compare`: several methods on one checkpoint and data set, one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..model.device import resolve
+from ..core.errors import EebertError
+from ..core.ui import UI, out
+from .shared import command, emit, JSON, CONFIG, given, DEVICE, DTYPE, need
+
+
+@command
+def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (TOML), see recipes/compare-*.toml."),
+            config: Optional[Path] = CONFIG, as_json: bool = JSON,
+            device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+            resume: bool = typer.Option(False, "--resume", help="Keep the methods compare.json already holds "
+                                        "for this checkpoint, recipe and eebert version, and the seeds a stopped "
+                                        "method finished; run the rest."),
+            only: Optional[str] = typer.Option(None, "--methods", help="Run only these methods (comma-separated "
+                                               "names); keep the others' rows from compare.json as --resume does.")):
+    """Train and calibrate several method combinations on one checkpoint and data set; one table."""
+    from ..recipe.compare import load_compare_recipe, run_compare, table, write
+
+    r, methods = load_compare_recipe(need(recipe or config, "recipe", "RECIPE"))
+    r.device = given(r.device, device=device, dtype=dtype)
+    resolve(r.device)  # a device that is not there fails before anything loads
+    names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
+    if names is not None and not names:
+        raise EebertError("--methods names no method", "give method names from the recipe, comma-separated")
+    report = run_compare(r, methods, UI(quiet=as_json), on_method=lambda partial: write(partial, Path(r.out)),
+                         resume=resume, only=names)
+    write(report, Path(r.out))
+    emit(report, as_json)
+    if not as_json:
+        out.print(table(report))
+        out.print(f"report written to {r.out}/compare.json and compare.md")
