@@ -32,8 +32,8 @@ from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.ui import SILENT
 fc.CHUNK_ROWS = 16
 write = fc.FeatureCache.write
-def slow_write(self, index, arrays, offsets):
-    write(self, index, arrays, offsets)
+def slow_write(self, index, arrays):
+    write(self, index, arrays)
     if len(self.done) >= 3:
         time.sleep(600)
 fc.FeatureCache.write = slow_write
@@ -97,6 +97,40 @@ def test_kill_9_half_way_then_the_rerun_continues(tiny_ckpt, tiny_data, tmp_path
     for r in ("mean", "cls"):
         assert torch.equal(resumed.reduced[r], fresh.reduced[r])
     assert torch.equal(resumed.teacher, fresh.teacher) and torch.equal(resumed.tokens.states, fresh.tokens.states)
+
+
+def test_a_taggers_word_states_go_through_the_cache_in_word_rows(tmp_path, monkeypatch):
+    """A tagger's pass: chunks of sentences, rows of words (each sentence's words at its offset), equal to
+    the in-memory pass; a killed pass resumes chunk by chunk like a sentence pass."""
+    from conftest import make_tagging_case
+    from eebert_cli.model.token_features import extract_words, words_of
+
+    ckpt, data = make_tagging_case(tmp_path / "case")
+    dep = load_deployed(ckpt)
+    split = load_data(DataConfig(spec=str(data))).split("train")
+    monkeypatch.setattr(fc, "CHUNK_ROWS", 64)  # 200 sentences: 4 chunks
+    needs = {1: {fc.WORD}, 3: {fc.WORD}}
+    cached = fc.attach_pass(dep, split, [1, 3], needs, 64, 8, tmp_path / "cache", "cpu float32", SILENT)
+    words = words_of(dep.tokenizer, split, 64)
+    ram = extract_words(dep.adapter, dep.model, words, [1, 3], 8)
+    assert cached.reduced[fc.WORD].shape == (int(words.offsets()[-1]), 2, dep.adapter.dims.hidden_size)
+    torch.testing.assert_close(cached.reduced[fc.WORD], ram.features.reduced[fc.WORD])
+    torch.testing.assert_close(cached.teacher, ram.features.teacher)
+    assert torch.equal(cached.lengths, torch.ones(len(cached.teacher), dtype=torch.long))
+    rows = torch.tensor([5, 0, 17])  # training reads rows with pread, not through the map
+    torch.testing.assert_close(cached.getter(rows)(fc.WORD, 3), ram.features.reduced[fc.WORD][rows, 1])
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["chunks"] == [list(c) for c in fc.chunk_bounds(len(split))] and len(manifest["chunks"]) == 4
+    assert np.load(tmp_path / "cache" / "lengths.npy").tolist() == ram.lengths.tolist()  # subwords per sentence
+    # a pass stopped after two chunks is continued, not restarted
+    manifest["done"] = manifest["done"][:2]
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    computed, real = [], fc.compute_chunk
+    monkeypatch.setattr(fc, "compute_chunk", lambda d, part, plan, adv=None: computed.append(len(part))
+                        or real(d, part, plan, adv))
+    again = fc.attach_pass(dep, split, [1, 3], needs, 64, 8, tmp_path / "cache", "cpu float32", SILENT)
+    assert computed == [64, 200 - 3 * 64]
+    assert torch.equal(again.reduced[fc.WORD], cached.reduced[fc.WORD])
 
 
 def test_other_settings_start_over_and_damage_is_one_line(tiny_ckpt, tiny_data, tmp_path):
@@ -300,8 +334,8 @@ def test_training_batches_read_rows_without_making_the_cache_resident(tmp_path):
                                                                 "lengths": "int64"}, chunks)
     for i, (a, b) in enumerate(chunks):
         cache.write(i, {"reduced-mean": values[a:b], "teacher": np.zeros((b - a, 2), np.float32),
-                        "lengths": np.ones(b - a, np.int64)}, None)
-    feats = cache.features(fc.Plan([1, 2], {1: ["mean"], 2: ["mean"]}, 32, 8), None)
+                        "lengths": np.ones(b - a, np.int64)})
+    feats = cache.features(fc.Plan([1, 2], {1: ["mean"], 2: ["mean"]}, 32, 8))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     for a in range(0, n, 256):
         rows = order[a:a + 256]

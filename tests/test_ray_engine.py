@@ -78,6 +78,22 @@ def test_attach_with_the_ray_engine_trains_from_its_cache(local_ray, tiny_ckpt, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "ray"]  # both default caches removed
 
 
+def test_tagger_attach_on_ray_trains_the_same_exits(local_ray, tmp_path, monkeypatch):
+    """A tagger's word states computed on Ray workers, chunk by chunk, train the exits a local attach trains."""
+    monkeypatch.setattr(fc, "CHUNK_ROWS", 64)  # several chunks over both workers
+    ckpt, data = make_tagging_case(tmp_path / "case")
+    cfg = AttachConfig(layers=[1, 2, 3], train=TrainConfig(epochs=3, lr=3e-3))
+    attach(str(ckpt), DataConfig(spec=str(data)), cfg, tmp_path / "local")
+    attach(str(ckpt), DataConfig(spec=str(data)), cfg, tmp_path / "ray", device=RAY)
+    from safetensors.torch import load_file
+
+    la, lb = load_file(tmp_path / "local" / "exits.safetensors"), load_file(tmp_path / "ray" / "exits.safetensors")
+    assert la.keys() == lb.keys()
+    for k in la:  # workers sum on one thread: the last bits differ
+        torch.testing.assert_close(la[k], lb[k], atol=1e-4, rtol=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "local", "ray"]  # default caches removed
+
+
 def test_ray_predict_on_a_labelled_file_matches_local_row_for_row(local_ray, calibrated, tmp_path):
     """An evaluation file (with its own `label` column): no column collides, and Ray's predictions
     equal the local executor's output file row for row."""

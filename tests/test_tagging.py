@@ -2,6 +2,7 @@
 tagger pipeline attach -> calibrate -> benchmark -> predict on a tiny random tagger."""
 
 import importlib.util
+from dataclasses import replace
 import json
 
 import pytest
@@ -263,12 +264,27 @@ def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
         EarlyExitModel.from_artifact(calibrated)
 
 
-def test_attach_with_the_ray_executor_refuses_a_tagger_in_one_line(case, tmp_path):
+def test_tagger_attach_caches_word_states_on_disk_and_reuses_a_kept_cache(case, tmp_path, monkeypatch):
+    """The default cache beside the artifact is removed once it is written; a --feature-cache folder is kept,
+    and a second attach over it (another seed) runs no backbone pass."""
+    import eebert_cli.model.feature_cache as fc
+
     ckpt, data = case
-    r = CliRunner().invoke(app, ["attach", str(ckpt), "--data", str(data), "--out", str(tmp_path / "art"),
-                                 "--executor", "ray"])
-    assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --executor ray" in r.output, r.output
-    assert not (tmp_path / "art" / "exits.safetensors").exists()
+    cfg = AttachConfig(layers=[1, 2], train=FAST)
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), cfg, tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    kept = tmp_path / "words"
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), replace(cfg, feature_cache=str(kept)), tmp_path / "b")
+    assert json.loads((kept / "manifest.json").read_text())["plan"]["needs"] == {"1": ["word"], "2": ["word"]}
+    computed, real = [], fc.compute_chunk
+    monkeypatch.setattr(fc, "compute_chunk", lambda *a, **k: computed.append(1) or real(*a, **k))
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), replace(cfg, feature_cache=str(kept),
+                 train=replace(FAST, seed=1)), tmp_path / "c")
+    assert computed == []
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "a" / "exits.safetensors"), load_file(tmp_path / "b" / "exits.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same features, in RAM or on disk: the same exits
 
 
 # -- ONNX: the per-sentence exit from segment graphs -------------------------------------------------------
@@ -549,14 +565,19 @@ def _tag_compare_recipe(case, out, extra: str = "") -> str:
             'train = {epochs = 15, lr = 3e-3}\n')
 
 
-def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_path):
+def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_path, monkeypatch):
     """Each cell is attach + calibrate + benchmark on the method's artifact, as for sentence classifiers; the
-    figure is entity F1 against gold tags, the best criterion and method chosen on validation."""
+    figure is entity F1 against gold tags, the best criterion and method chosen on validation. One backbone
+    pass over train serves every method and seed."""
+    import eebert_cli.model.feature_cache as fc
     from eebert_cli.recipe.compare import load_compare_recipe, run_compare
 
     path = tmp_path / "c.toml"
     path.write_text(_tag_compare_recipe(case, tmp_path / "out"))
+    passes, real = [], fc.compute_chunk
+    monkeypatch.setattr(fc, "compute_chunk", lambda *a, **k: passes.append(a[2]) or real(*a, **k))
     report = run_compare(*load_compare_recipe(path))
+    assert len(passes) == 1 and passes[0].words  # 2 methods x 2 seeds, one chunk of 200 sentences
     assert report["metric"] == "entity_f1" and [m["name"] for m in report["methods"]] == ["mlp", "linear"]
     for m in report["methods"]:
         cell = m["at"]["1.5"]

@@ -24,6 +24,10 @@ backbone itself stop attach with one line.
       lengths.npy         [N] int64, tokens per example
       tokens.npy          [sum of lengths, K, H] float16, only for token-reading exits; from a
                           bfloat16 backbone its bfloat16 bits as int16 (numpy has no bfloat16)
+
+A tagger's pass (reduction ``word``) keeps one row per tagged word instead: ``reduced-word.npy``
+[W, K, H] (each word's first subword) and ``teacher.npy`` [W, C]; its chunks are still chunks of
+sentences, and ``lengths.npy`` holds subwords per sentence.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .features import Features, TokenStore, encode, extract
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 2  #: 2: CRC-32 per chunk and array, key over the whole backbone fingerprint
 CHUNK_ROWS = 4096  #: rows per chunk: the unit of work, of resumption and of RAM
+WORD = "word"  #: a tagger's reduction: the state of each tagged word's first subword (model/token_features.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,11 @@ class Plan:
     def tokens(self) -> bool:
         return any("tokens" in rs for rs in self.needs.values())
 
+    @property
+    def words(self) -> bool:
+        """A tagger's pass: one row per tagged word (``reduced-word``, ``teacher``), ``lengths`` per sentence."""
+        return any(WORD in rs for rs in self.needs.values())
+
     def covers(self, other: "Plan") -> bool:
         """Whether this pass keeps everything ``other`` keeps (same length and batching, at least its
         layers and reductions): its features then serve ``other``'s readers unchanged."""
@@ -84,6 +94,13 @@ def chunk_bounds(n: int) -> list[tuple[int, int]]:
 
 def compute_chunk(deployed, split: Split, plan: Plan, advance: Callable[[int], None] | None = None) -> dict:
     """One chunk of rows through the backbone -> numpy arrays (what workers send back)."""
+    if plan.words:
+        from .token_features import extract_words, words_of
+
+        wf = extract_words(deployed.adapter, deployed.model, words_of(deployed.tokenizer, split, plan.max_length),
+                           plan.layers, plan.batch_size, advance)
+        return {f"reduced-{WORD}": wf.features.reduced[WORD].numpy(), "teacher": wf.features.teacher.numpy(),
+                "lengths": wf.lengths.numpy()}
     enc = encode(deployed.tokenizer, split, plan.max_length)
     needs = {layer: set(rs) for layer, rs in plan.needs.items()}
     f = extract(deployed.adapter, enc, plan.layers, set(), plan.batch_size, advance, needs)
@@ -130,8 +147,8 @@ def cache_key(deployed, split: Split, plan: Plan, dtype: str, base: str | None =
 class FeatureCache:
     """One split's features on disk. ``open`` creates it or picks up an interrupted one."""
 
-    def __init__(self, folder: Path, manifest: dict, token_offsets: np.ndarray | None = None):
-        self.folder, self.manifest, self._token_offsets = folder, manifest, token_offsets
+    def __init__(self, folder: Path, manifest: dict, offsets: dict[str, np.ndarray] | None = None):
+        self.folder, self.manifest, self.offsets = folder, manifest, offsets or {}
 
     @property
     def done(self) -> set[int]:
@@ -144,8 +161,9 @@ class FeatureCache:
     @classmethod
     def open(cls, folder: str | Path, key: str, shapes: dict[str, list[int]], dtypes: dict[str, str],
              chunks: list[tuple[int, int]], log: Callable[[str], None] = lambda m: None,
-             token_offsets: np.ndarray | None = None, about: dict | None = None) -> "FeatureCache":
-        """``token_offsets``: where each row's token states start (when the cache holds ``tokens``);
+             offsets: dict[str, np.ndarray] | None = None, about: dict | None = None) -> "FeatureCache":
+        """``chunks`` are in rows of the split; ``offsets``: for an array with rows of its own (``tokens``: one
+        per token, a tagger's ``reduced-word`` and ``teacher``: one per word), where each split row's start;
         ``about``: recorded in a new manifest (the pass plan and the key without it, see ``covering_plan``)."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -165,7 +183,7 @@ class FeatureCache:
             if manifest["format"] == CACHE_FORMAT and manifest["key"] == key and manifest["shapes"] == shapes:
                 bad = next((n for n in shapes if _layout_problem(folder / f"{n}.npy", shapes[n], dtypes[n])), None)
                 if bad is None:
-                    cache = cls(folder, manifest, token_offsets)
+                    cache = cls(folder, manifest, offsets)
                     cache.verify(log)
                     if cache.done:
                         log(f"feature cache {folder}: resuming, {len(cache.done)} of {len(chunks)} chunks done")
@@ -183,7 +201,7 @@ class FeatureCache:
         manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
                     "done": [], "sums": {}, **(about or {})}
         write_json(m, manifest)
-        return cls(folder, manifest, token_offsets)
+        return cls(folder, manifest, offsets)
 
     def verify(self, log: Callable[[str], None]) -> None:
         """Read every done chunk back and compare its checksums; a chunk that changed is to be recomputed."""
@@ -203,8 +221,8 @@ class FeatureCache:
     def _span(self, name: str, index: int) -> tuple[int, int]:
         """(byte offset, byte count) of chunk ``index`` in array ``name``."""
         a, b = self.manifest["chunks"][index]
-        if name == "tokens":
-            a, b = int(self._token_offsets[a]), int(self._token_offsets[b])
+        if name in self.offsets:
+            a, b = int(self.offsets[name][a]), int(self.offsets[name][b])
         path = self.folder / f"{name}.npy"
         header, row = _data_start(path)
         return header + a * row, (b - a) * row
@@ -224,14 +242,12 @@ class FeatureCache:
     def array(self, name: str, mode: str = "r+") -> np.memmap:
         return np.load(self.folder / f"{name}.npy", mmap_mode=mode)
 
-    def write(self, index: int, arrays: dict, token_offsets: np.ndarray | None) -> None:
+    def write(self, index: int, arrays: dict) -> None:
         """Write chunk ``index`` with file writes, fsync it, then record it as done with its checksums.
 
         Plain writes, not a writable map: dirty mapped pages would count in this
         process's RSS for the whole pass (what a container limit sees).
         """
-        if token_offsets is not None:
-            self._token_offsets = token_offsets
         a, b = self.manifest["chunks"][index]
         for name, values in arrays.items():
             values = np.ascontiguousarray(values)
@@ -258,7 +274,7 @@ class FeatureCache:
         self.manifest["done"] = sorted(self.done | {index})
         write_json(self.folder / MANIFEST, self.manifest)
 
-    def features(self, plan: Plan, token_offsets: np.ndarray | None) -> Features:
+    def features(self, plan: Plan) -> Features:
         """Tensors over the memory maps (copy-on-write: training never changes the files), and a
         reader of rows that training's batches go through (``Features.getter``).
 
@@ -276,15 +292,17 @@ class FeatureCache:
         if plan.tokens:
             states = view("tokens")
             tokens = TokenStore(states.view(torch.bfloat16) if states.dtype is torch.int16 else states,
-                                torch.from_numpy(token_offsets))
+                                torch.from_numpy(self.offsets["tokens"]))
 
         def release() -> None:
             for m in maps.values():
                 if getattr(m, "_mmap", None) is not None and hasattr(mmap, "MADV_DONTNEED"):
                     m._mmap.madvise(mmap.MADV_DONTNEED)
 
+        # a tagger's rows are words, each one state: its per-sentence lengths are read by the caller
+        lengths = torch.ones(len(maps["teacher"]), dtype=torch.long) if plan.words else view("lengths")
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
-                        view("lengths"), tokens, release=release,
+                        lengths, tokens, release=release,
                         read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]))
 
 
@@ -352,6 +370,17 @@ def _layout_problem(path: Path, shape: list[int], dtype: str) -> str | None:
     return None
 
 
+def word_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
+    """Start of each sentence's tagged words (those whose first subword fits in ``max_length``)."""
+    from ..data.tagging import encode as encode_words
+
+    counts = np.zeros(len(split) + 1, dtype=np.int64)
+    for a, b in chunk_bounds(len(split)):
+        index = encode_words(tokenizer, slice_split(split, a, b).texts, max_length)["word_index"]
+        counts[a + 1:b + 1] = [sum(1 for w in wi if w >= 0) for wi in index]
+    return np.cumsum(counts)
+
+
 def token_offsets(tokenizer, split: Split, max_length: int) -> np.ndarray:
     """Start of each example's token states (a tokenising pass that keeps only lengths)."""
     lengths = np.zeros(len(split) + 1, dtype=np.int64)
@@ -394,14 +423,20 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
         plan = wider
     n, dims = len(split), deployed.adapter.dims
     chunks = chunk_bounds(n)
-    offsets = token_offsets(deployed.tokenizer, split, plan.max_length) if plan.tokens else None
     k, h = len(plan.layers), dims.hidden_size
-    shapes = {f"reduced-{r}": [n, k, h] for r in plan.pooled}
-    shapes.update({"teacher": [n, dims.num_labels], "lengths": [n]})
+    offsets = {}
+    if plan.words:  # rows of words: where each sentence's start
+        words = word_offsets(deployed.tokenizer, split, plan.max_length)
+        offsets = {f"reduced-{WORD}": words, "teacher": words}
+    rows = int(offsets["teacher"][-1]) if plan.words else n
+    shapes = {f"reduced-{r}": [rows, k, h] for r in plan.pooled}
+    shapes.update({"teacher": [rows, dims.num_labels], "lengths": [n]})
     dtypes = {**{name: "float32" for name in shapes}, "lengths": "int64"}
     if plan.tokens:
         # what features.token_dtype keeps for this backbone precision (``dtype`` ends with it)
-        shapes["tokens"], dtypes["tokens"] = [int(offsets[-1]), k, h], "int16" if dtype.endswith("bfloat16") else "float16"
+        offsets["tokens"] = token_offsets(deployed.tokenizer, split, plan.max_length)
+        shapes["tokens"] = [int(offsets["tokens"][-1]), k, h]
+        dtypes["tokens"] = "int16" if dtype.endswith("bfloat16") else "float16"
     cache = FeatureCache.open(folder, cache_key(deployed, split, plan, dtype, base), shapes, dtypes, chunks, log,
                               offsets, {"plan": plan.record(), "base": base})
     todo = [i for i in range(len(chunks)) if i not in cache.done]
@@ -414,10 +449,10 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
         else:  # elsewhere, advancing it chunk by chunk
             results = runner(deployed, split, plan, chunks, todo)
         for i, arrays in results:
-            cache.write(i, arrays, offsets)
+            cache.write(i, arrays)
             if runner is not None:
                 advance(size(i))
-    return cache.features(plan, offsets)
+    return cache.features(plan)
 
 
 def slice_split(split: Split, a: int, b: int) -> Split:

@@ -10,12 +10,13 @@ number of epochs after one backbone pass, and calibration and the benchmark scor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .device import module_device
-from .features import Encoded, Features
+from .features import Encoded, Features, HostCopies
 from ..data.tagging import encode, tag_ids
 
 
@@ -57,8 +58,11 @@ class Words:
                             dtype=torch.long)
 
 
-def words_of(tokenizer, split, max_length: int, label2id: dict, num_labels: int, source: str) -> Words:
-    tags = tag_ids(split.labels, label2id, num_labels, source) if split.label_column is not None else None
+def words_of(tokenizer, split, max_length: int, label2id: dict | None = None, num_labels: int = 0,
+             source: str = "") -> Words:
+    """The split's sentences as subwords; with ``label2id``, its gold tags too (checked, as ids)."""
+    tags = (tag_ids(split.labels, label2id, num_labels, source)
+            if label2id is not None and split.label_column is not None else None)
     words = split.texts
     e = encode(tokenizer, words, max_length)
     return Words(Encoded(e["input_ids"], None, tokenizer.pad_token_id or 0), e["word_index"], tags, words)
@@ -72,13 +76,16 @@ class WordFeatures:
 
 
 @torch.inference_mode()
-def extract_words(adapter, model: nn.Module, words: Words, layers: list[int], batch_size: int = 64) -> WordFeatures:
-    """States of each tagged word's first subword after ``layers`` and the deployed tag logits there."""
+def extract_words(adapter, model: nn.Module, words: Words, layers: list[int], batch_size: int = 64,
+                  advance: Callable[[int], None] | None = None) -> WordFeatures:
+    """States of each tagged word's first subword after ``layers`` and the deployed tag logits there.
+    ``advance(sentences)`` after each batch (a progress bar)."""
     offsets = words.offsets()
     n, keep, h = int(offsets[-1]), sorted(set(layers)), adapter.dims.hidden_size
     reduced = torch.zeros(n, len(keep), h)
     teacher = torch.zeros(n, adapter.dims.num_labels)
     device = module_device(adapter.model)
+    copies = HostCopies(device)  # on CUDA the GPU goes on while kept layers travel to the host
     for idx, batch in words.enc.batches(batch_size):
         mask = batch["attention_mask"].to(device)
         hidden = adapter.embed(batch["input_ids"].to(device), mask, None)
@@ -92,10 +99,23 @@ def extract_words(adapter, model: nn.Module, words: Words, layers: list[int], ba
         for i in range(adapter.dims.num_layers):
             hidden = adapter.layer(i, hidden, state)
             if i + 1 in keep:
-                reduced[rows, keep.index(i + 1)] = hidden[br, bp].float().cpu()
-        teacher[rows] = tag_logits(model, hidden)[br, bp].float().cpu()
+                copies.add(hidden[br, bp].float(), _into(reduced, rows, keep.index(i + 1)))
+        copies.add(tag_logits(model, hidden)[br, bp].float(), _into(teacher, rows))
+        copies.wait()
+        if advance is not None:
+            advance(len(idx))
     feats = Features(keep, {"word": reduced}, teacher, torch.ones(n, dtype=torch.long))
     return WordFeatures(feats, offsets, words.enc.lengths)
+
+
+def _into(target: torch.Tensor, rows: torch.Tensor, col: int | None = None) -> Callable[[torch.Tensor], None]:
+    """Where a host copy lands: ``target[rows]`` (or ``target[rows, col]``)."""
+    def write(x: torch.Tensor) -> None:
+        if col is None:
+            target[rows] = x
+        else:
+            target[rows, col] = x
+    return write
 
 
 def by_sentence(rows: torch.Tensor, offsets: torch.Tensor, fill: float = float("nan")) -> torch.Tensor:

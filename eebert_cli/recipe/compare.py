@@ -177,24 +177,29 @@ def feature_folder(recipe: CompareRecipe, attach: AttachConfig) -> Path:
 
 
 def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -> None:
-    """One backbone pass over train per feature cache, keeping the union of what its methods read; each
-    method's attach then finds a cache that covers it (``feature_cache.covering_plan``) instead of making
-    its own pass. Methods naming their own ``feature_cache`` keep it."""
+    """One backbone pass over train per feature cache, keeping the union of what its methods read (a tagger's:
+    word states at the union of their exit layers); each method's attach then finds a cache that covers it
+    (``feature_cache.covering_plan``) instead of making its own pass. Methods naming their own
+    ``feature_cache`` keep it."""
     from ..deploy.executors import executor_of
     from ..model import feature_cache
     from ..model.checkpoint import load_deployed
     from ..model.device import place_model
     from ..backbones import check_max_length
+    from ..tasks import task_of
     from ..train.attach import exit_layers, training_needs
 
     deployed = load_deployed(recipe.checkpoint)
     dims = deployed.adapter.dims
+    words = task_of(deployed.model.config).level == "token"  # a tagger's exits read word states
     groups: dict[Path, dict[int, set[str]]] = {}
     for m in methods:
         if m.attach.feature_cache:
             continue
         union = groups.setdefault(feature_folder(recipe, m.attach), {})
-        for layer, kinds in training_needs(m.attach, exit_layers(m.attach, dims.num_layers), dims).items():
+        layers = exit_layers(m.attach, dims.num_layers)
+        needs = {layer: {feature_cache.WORD} for layer in layers} if words else training_needs(m.attach, layers, dims)
+        for layer, kinds in needs.items():
             union.setdefault(layer, set()).update(kinds)
     if not groups:
         return
@@ -377,10 +382,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         if unlabelled:
             raise EebertError(f"compare ranks taggers by entity F1 against gold tags; the {unlabelled[0]} split "
                               "of this data has none", "give data with a tags column (tags_column in [data])")
-    else:  # the pass keeps what every method without a row reads, not only this run's: a later --resume or
-        # --methods run then finds a cache that covers it instead of making another pass (a tagger's attach
-        # makes its own pass over words)
-        shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
+    # the pass keeps what every method without a row reads, not only this run's: a later --resume or
+    # --methods run then finds a cache that covers it instead of making another pass
+    shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
     info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples")} \
         if kept else None

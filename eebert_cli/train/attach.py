@@ -142,14 +142,10 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
     data = load_data(data_cfg)
     task = task_of(deployed.model.config)
     if task.level == "token" or any(s.words for s in data.splits.values()):  # taggers: per-token exits
-        from ..deploy.executors import executor_of
         from .tagging_attach import attach_tagger
 
-        if not executor_of(device).in_process:  # the Ray executor
-            raise EebertError("a tagger's attach pass runs in this process; the Ray executor runs sentence "
-                              "classifiers' so far", "drop --executor ray")
         return attach_tagger(deployed, data, data_cfg, cfg, out, task,
-                             exit_layers(cfg, deployed.adapter.dims.num_layers), ui)
+                             exit_layers(cfg, deployed.adapter.dims.num_layers), ui, device, where)
     labels = gold_labels(deployed, data, "train") if cfg.use_labels else None
     for split in data.splits:  # fail now on labels calibrate or benchmark would reject later
         if split != "train" and data.splits[split].label_column is not None:

@@ -1,7 +1,8 @@
 """`eebert attach` on a ``*ForTokenClassification`` checkpoint: per-token exits, backbone frozen.
 
-One backbone pass caches each tagged word's state at every exit layer (``features.py``);
-the exits then train on one row per word, on gold tags or the deployed tagger's own,
+One backbone pass caches each tagged word's state at every exit layer, through the same
+disk cache as sentence exits (``model/feature_cache.py``: chunked, resumable, run by the
+executor, so on Ray workers too); the exits then train on one row per word, on gold tags or the deployed tagger's own,
 with the same objective and training loop as sentence exits (``train.train_exits``),
 and are saved as any artifact is (``artifact.save_artifact``).
 """
@@ -26,10 +27,16 @@ from ..tasks import Task, exits_for, objective_for
 from .loop import train_exits
 from ..core.ui import SILENT, UI
 from ..data.tagging import check_level, tag_ids
-from ..model.token_features import extract_words, words_of
+from ..deploy.executors import executor_of
+from ..model import feature_cache
+from ..model.device import DeviceConfig, Placement, resolve
+from ..model.token_features import words_of
 
 def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
-                  task: Task, layers: list[int], ui: UI = SILENT) -> dict:
+                  task: Task, layers: list[int], ui: UI = SILENT, device: DeviceConfig | None = None,
+                  where: Placement | None = None) -> dict:
+    """``device``: its executor runs the backbone pass (Ray: on workers), after every check here;
+    ``where``: the resolved placement of this process's model (the cache's key records it)."""
     check_level(task, data)
     exits_name = exits_for(task, cfg.exits)
     objective_name = objective_for(task, cfg.objective)
@@ -45,12 +52,16 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
             tag_ids(split.labels, deployed.label2id, len(deployed.id2label), f"{data.name} ({name} split)")
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
     t0 = time.perf_counter()
-    with ui.progress("backbone pass (word states)", 1) as advance:
-        wf = extract_words(deployed.adapter, deployed.model, words, layers, cfg.batch_size)
-        advance(1)
+    cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else feature_cache.default_folder(out)
+    runner = executor_of(device).attach_runner(device)  # None: this process computes the features
+    placement = runner.placement if runner else (where or resolve(device)).describe()
+    feats = feature_cache.attach_pass(deployed, train, layers, {layer: {feature_cache.WORD} for layer in layers},
+                                      cfg.max_length, cfg.batch_size, cache_dir, placement, ui, runner)
+    if len(feats.teacher) != int(words.offsets()[-1]):  # the pass and this tokenisation must agree word for word
+        raise RuntimeError(f"the backbone pass kept {len(feats.teacher)} words, tokenisation here {int(words.offsets()[-1])}")
     t_features = time.perf_counter() - t0
     gold = words.gold_rows() if cfg.use_labels else None
-    targets = gold if gold is not None else task.targets(wf.features.teacher)
+    targets = gold if gold is not None else task.targets(feats.teacher)
     spec = ExitSpec(exits_name, layers, dict(cfg.exit_params))
     torch.manual_seed(cfg.train.seed)
     exits = ExitSet(spec, deployed.adapter.dims)
@@ -58,7 +69,7 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
     exits.to(module_device(deployed.model))
     objective = build_objective(objective_name, cfg.objective_params)
     with ui.progress(f"training {len(layers)} {exits_name} exits", cfg.train.epochs) as advance:
-        summary = train_exits(exits, objective, wf.features, targets, cfg.train, lambda e, l: advance(1))
+        summary = train_exits(exits, objective, feats, targets, cfg.train, lambda e, l: advance(1))
         advance(cfg.train.epochs - len(summary["history"]))
     exits.cpu()
     t_train = time.perf_counter() - t0 - t_features
@@ -76,6 +87,9 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
                      "objective_report": summary["objective"]},
     }
     art.save_artifact(out, art.make_config(deployed, spec, cfg.max_length, extra), exits)
+    del feats
+    if not cfg.feature_cache:  # the default cache served this run only
+        feature_cache.remove(cache_dir)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "objective_report": summary["objective"], "leco_search": None, "bypass": None, "gates": None,
             "backbone_trained": False, "examples": len(words),
