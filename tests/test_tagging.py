@@ -264,6 +264,28 @@ def test_sentence_only_paths_refuse_a_tagger_in_one_line(calibrated):
         EarlyExitModel.from_artifact(calibrated)
 
 
+def test_gold_rows_chunk_by_chunk_equal_the_whole_split_and_name_a_bad_tags_sentence(case, tmp_path):
+    from eebert_cli.model.checkpoint import load_deployed
+    from eebert_cli.model.token_features import gold_rows, words_of
+
+    ckpt, data = case
+    dep = load_deployed(ckpt)
+    split = load_data(DataConfig(spec=str(data))).split("train")
+    args = (dep.tokenizer, split, 64, dep.label2id, len(dep.id2label), "train")
+    whole = words_of(*args)
+    rows, n = gold_rows(*args, chunk=7)
+    assert torch.equal(rows, whole.gold_rows()) and n == int(whole.offsets()[-1])
+    bad = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()][:12]
+    bad[9]["ner_tags"][0] = "B-NOPE"
+    (tmp_path / "bad").mkdir()
+    write_jsonl(tmp_path / "bad" / "train.jsonl", bad)
+    for name in ("validation", "test"):
+        (tmp_path / "bad" / f"{name}.jsonl").write_text((data / f"{name}.jsonl").read_text())
+    split = load_data(DataConfig(spec=str(tmp_path / "bad"))).split("train")
+    with pytest.raises(EebertError, match=r"'B-NOPE' in train \(sentence 10\)"):
+        gold_rows(dep.tokenizer, split, 64, dep.label2id, len(dep.id2label), "train", chunk=4)
+
+
 def test_tagger_attach_caches_word_states_on_disk_and_reuses_a_kept_cache(case, tmp_path, monkeypatch):
     """The default cache beside the artifact is removed once it is written; a --feature-cache folder is kept,
     and a second attach over it (another seed) runs no backbone pass."""

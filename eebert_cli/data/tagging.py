@@ -38,11 +38,13 @@ def check_words(ds, tokens: str, tags: str | None, source: str) -> None:
                 raise EebertError(f"{source}: row {row} has {len(words)} words but {n} tags", hint_tags)
 
 
-def tag_ids(tags: list[list], label2id: dict[str, int], num_labels: int, source: str) -> list[list[int]]:
-    """Tags (names, or ids of the checkpoint's id2label) -> ids; an unknown tag fails naming it."""
+def tag_ids(tags: list[list], label2id: dict[str, int], num_labels: int, source: str,
+            first_row: int = 1) -> list[list[int]]:
+    """Tags (names, or ids of the checkpoint's id2label) -> ids; an unknown tag fails naming it (and its
+    sentence, numbered from ``first_row``: a chunk of a split says where it is in the split)."""
     lookup = {str(k): v for k, v in label2id.items()}
     out = []
-    for row, sent in enumerate(tags, 1):
+    for row, sent in enumerate(tags, first_row):
         ids = []
         for t in sent:
             if isinstance(t, str) and t in lookup:

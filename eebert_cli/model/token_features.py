@@ -59,13 +59,29 @@ class Words:
 
 
 def words_of(tokenizer, split, max_length: int, label2id: dict | None = None, num_labels: int = 0,
-             source: str = "") -> Words:
+             source: str = "", first_row: int = 1) -> Words:
     """The split's sentences as subwords; with ``label2id``, its gold tags too (checked, as ids)."""
-    tags = (tag_ids(split.labels, label2id, num_labels, source)
+    tags = (tag_ids(split.labels, label2id, num_labels, source, first_row)
             if label2id is not None and split.label_column is not None else None)
     words = split.texts
     e = encode(tokenizer, words, max_length)
     return Words(Encoded(e["input_ids"], None, tokenizer.pad_token_id or 0), e["word_index"], tags, words)
+
+
+def gold_rows(tokenizer, split, max_length: int, label2id: dict, num_labels: int, source: str,
+              chunk: int) -> tuple[torch.Tensor | None, int]:
+    """(gold tag id of every tagged word in row order, or None for untagged data; the number of tagged
+    words), tokenising ``chunk`` sentences at a time: nothing per sentence outlives its chunk, so a
+    training split of any size costs 8 bytes a word here. Unknown tags fail as in ``words_of``."""
+    parts, words = [], 0
+    for a in range(0, len(split), chunk):
+        w = words_of(tokenizer, split.subset(list(range(a, min(len(split), a + chunk)))), max_length, label2id,
+                     num_labels, source, first_row=a + 1)
+        words += int(w.offsets()[-1])
+        rows = w.gold_rows()
+        if rows is not None:
+            parts.append(rows)
+    return (torch.cat(parts) if parts else None), words
 
 
 @dataclass

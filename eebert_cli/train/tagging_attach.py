@@ -30,7 +30,7 @@ from ..data.tagging import check_level, tag_ids
 from ..deploy.executors import executor_of
 from ..model import feature_cache
 from ..model.device import DeviceConfig, Placement, resolve
-from ..model.token_features import words_of
+from ..model.token_features import gold_rows
 
 def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
                   task: Task, layers: list[int], ui: UI = SILENT, device: DeviceConfig | None = None,
@@ -45,8 +45,8 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
         raise EebertError("bypasses (BADGE) serve sentence exits only", "drop bypass for this tagger")
     EXITS.check(exits_name, dict(cfg.exit_params), 1, task.name)
     train = data.split("train")
-    words = words_of(deployed.tokenizer, train, cfg.max_length, deployed.label2id, len(deployed.id2label),
-                     f"{data.name} (train split)")
+    gold, n_words = gold_rows(deployed.tokenizer, train, cfg.max_length, deployed.label2id, len(deployed.id2label),
+                              f"{data.name} (train split)", feature_cache.CHUNK_ROWS)
     for name, split in data.splits.items():  # tags calibrate or benchmark would refuse fail now
         if name != "train" and split.label_column is not None:
             tag_ids(split.labels, deployed.label2id, len(deployed.id2label), f"{data.name} ({name} split)")
@@ -57,10 +57,10 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
     placement = runner.placement if runner else (where or resolve(device)).describe()
     feats = feature_cache.attach_pass(deployed, train, layers, {layer: {feature_cache.WORD} for layer in layers},
                                       cfg.max_length, cfg.batch_size, cache_dir, placement, ui, runner)
-    if len(feats.teacher) != int(words.offsets()[-1]):  # the pass and this tokenisation must agree word for word
-        raise RuntimeError(f"the backbone pass kept {len(feats.teacher)} words, tokenisation here {int(words.offsets()[-1])}")
+    if len(feats.teacher) != n_words:  # the pass and this tokenisation must agree word for word
+        raise RuntimeError(f"the backbone pass kept {len(feats.teacher)} words, tokenisation here {n_words}")
     t_features = time.perf_counter() - t0
-    gold = words.gold_rows() if cfg.use_labels else None
+    gold = gold if cfg.use_labels else None
     targets = gold if gold is not None else task.targets(feats.teacher)
     spec = ExitSpec(exits_name, layers, dict(cfg.exit_params))
     torch.manual_seed(cfg.train.seed)
@@ -81,7 +81,7 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
         "objective": {"name": objective_name, "params": dict(cfg.objective_params)},
         "task": task.name,
         "targets": "labels" if gold is not None else "deployed-predictions",
-        "training": {**to_dict(cfg.train), "examples": len(words), "words": len(targets),
+        "training": {**to_dict(cfg.train), "examples": len(train), "words": len(targets),
                      "best_epoch": summary["best_epoch"], "heldout_loss": summary["heldout_loss"],
                      "feature_seconds": round(t_features, 2), "train_seconds": round(t_train, 2),
                      "objective_report": summary["objective"]},
@@ -92,7 +92,7 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
         feature_cache.remove(cache_dir)
     return {"artifact": str(out), "exits": spec.to_dict(), "targets": extra["targets"],
             "objective_report": summary["objective"], "leco_search": None, "bypass": None, "gates": None,
-            "backbone_trained": False, "examples": len(words),
+            "backbone_trained": False, "examples": len(train),
             **{k: extra["training"][k] for k in ("best_epoch", "heldout_loss", "feature_seconds", "train_seconds")}}
 
 
