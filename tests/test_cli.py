@@ -154,6 +154,20 @@ def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
     assert r.exit_code != 0 and r.exception is not None
 
 
+def test_an_internal_error_is_one_line_unless_debugging(artifact, monkeypatch):
+    from eebert_cli import steps
+
+    def broken(*a, **k):
+        raise KeyError("speedup_ci95")
+
+    monkeypatch.setattr(steps, "calibrate", broken)
+    r = run("calibrate", artifact, "--target-speedup", 1.4)
+    assert_one_line_error(r, "internal error (KeyError", "EEBERT_DEBUG=1")
+    monkeypatch.setenv("EEBERT_DEBUG", "1")
+    r = run("calibrate", artifact, "--target-speedup", 1.4)
+    assert r.exit_code != 0 and isinstance(r.exception, KeyError)
+
+
 def test_remote_code_stays_off_unless_asked(monkeypatch):
     import os
 

@@ -150,3 +150,63 @@ def test_export_of_a_gpu_calibrated_artifact(pipeline, tiny_data):
         lt, kt = cpu.forward_one(torch.tensor([ids]), torch.tensor([t]))
         lo, ko = onnx.forward_one(np.array([ids]), np.array([t]))
         assert ko == kt and np.abs(lo - lt.numpy()).max() < 1e-4
+
+
+# -- a tagger on the device ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["bfloat16", "float16"])
+def tagger_pipeline(request, tmp_path_factory):
+    from conftest import make_tagging_case
+
+    dtype = request.param
+    try:
+        resolve(DeviceConfig(DEVICE, dtype))
+    except EebertError as e:
+        pytest.skip(e.message)
+    root = tmp_path_factory.mktemp(f"cuda-tagger-{dtype}")
+    ckpt, data = make_tagging_case(root)
+    out = root / "art"
+    dev = ["--device", DEVICE, "--dtype", dtype]
+    # the word states go through the feature cache, copied off the device without a sync per layer
+    run("attach", ckpt, "--data", data, "--out", out, "--layers", "1,2,3", "--epochs", 15, "--lr", "3e-3", *dev)
+    run("calibrate", out, "--target-speedup", "1.5", *dev)
+    return out, data, dtype, dev
+
+
+def test_a_tagger_runs_on_the_device_where_its_scored_path_says(tagger_pipeline):
+    """A tagger attached, calibrated and benchmarked on the device: the runtime (batch 1 and batched) leaves
+    at the exit the scored path (one padded pass, as calibration reads it) picks, with its tags."""
+    from eebert_cli.criteria import build_criterion
+    from eebert_cli.model.device import place_artifact
+    from eebert_cli.model.tagger_runtime import Tagger
+    from eebert_cli.scoring.tagging import split_tags
+    from eebert_cli.scoring.threshold_search import decide
+
+    from conftest import middle_thresholds
+
+    out, data, dtype, dev = tagger_pipeline
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["placement"]["device"].startswith(DEVICE) and saved["placement"]["dtype"] == dtype
+    rep = as_json(run("benchmark", out, "--timing-samples", 20, "--repeats", 2, "--json", *dev))
+    assert rep["metric"] == "entity_f1" and rep["placement"]["device"].startswith(DEVICE)
+    assert rep["placement"]["dtype"] == dtype and rep["calibration_placement"] == saved["placement"]
+    assert rep["timing"]["device"].startswith(DEVICE) and rep["early_exit"]["speedup_flops"] > 1.0
+    tagger = Tagger.from_artifact(out)
+    place_artifact(tagger.artifact, resolve(DeviceConfig(DEVICE, dtype)))
+    assert next(tagger.adapter.model.parameters()).dtype is getattr(torch, dtype)
+    texts = load_data(DataConfig(spec=str(data))).split("test").texts
+    st = split_tags(tagger.artifact, load_data(DataConfig(spec=str(data))), "test")
+    cal = tagger.artifact.calibration
+    scores = build_criterion(cal.criterion, cal.criterion_params).scores(st.logits)[:, :-1].double()
+    tagger.thresholds = middle_thresholds(scores)  # thresholds that send sentences to different exits
+    want = decide(scores, torch.tensor(tagger.thresholds, dtype=torch.float64)).tolist()
+    layers = cal.exit_layers
+    assert len(set(want)) > 1
+    for bs in (1, 8):
+        got = tagger.tag_words(texts, batch_size=bs)
+        same = [i for i, g in enumerate(got) if g[2] == layers[want[i]]]
+        assert len(same) >= 0.9 * len(texts), (bs, len(same), len(texts))  # a borderline score may move an exit
+        tags_equal = sum(got[i][0] == st.tags[i, want[i]][st.tags[i, want[i]] >= 0].tolist() for i in same)
+        assert tags_equal >= 0.95 * len(same), (bs, tags_equal, len(same))
+    rows = as_json(run("predict", out, *[" ".join(t) for t in texts[:12]], "--json", *dev))
+    assert len(rows) == 12 and all("entities" in r and r["exit_layer"] in layers for r in rows)

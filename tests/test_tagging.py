@@ -182,6 +182,25 @@ def test_the_runtime_exits_where_the_scored_path_does(calibrated, case):
     assert len(set(e.tolist())) > 1  # sentences leave at different exits
 
 
+def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(case, tmp_path):
+    """`eebert calibrate` without --json on a tagger's artifact printed through a KeyError (its record had no
+    speedup interval, its deployed figure another name); the record now holds the interval and placement."""
+    ckpt, data = case
+    art = tmp_path / "art"
+    steps.attach(str(ckpt), DataConfig(spec=str(data)), AttachConfig(layers=[1, 2, 3], train=FAST), art)
+    for flags, needle in ((["--target-speedup", "1.5"], "95% CI"), (["--max-drop", "5"], "bootstrap over sentences")):
+        r = CliRunner().invoke(app, ["calibrate", str(art), *flags])
+        assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+        assert needle in " ".join(r.output.split()) and "vs deployed" in r.output, r.output
+    v = json.loads((art / "calibration.json").read_text())
+    assert v["placement"] == {"device": "cpu", "dtype": "float32"}
+    val = v["validation"]
+    assert val["speedup_ci95"][0] <= val["speedup_flops"] <= val["speedup_ci95"][1]
+    assert val["entity_f1_ci95"][0] <= val["entity_f1"] <= val["entity_f1_ci95"][1]
+    rep = steps.benchmark(art, None, BenchmarkConfig(repeats=0), write=False)
+    assert rep["placement"]["device"] == "cpu" and rep["calibration_placement"] == v["placement"]
+
+
 def test_calibration_meets_its_target_and_budget(calibrated, case):
     cal = json.loads((calibrated / "calibration.json").read_text())
     assert cal["task"] == "token-classification" and cal["validation"]["speedup_flops"] >= 1.5

@@ -87,11 +87,13 @@ def calibrate(
                       f"({100 * margin['confidence']:.0f}% z*SE over {margin['rows']['validation']:,} validation + "
                       f"{margin['rows']['unlabeled']:,} unlabeled rows)")
         elif margin:
-            extra += (f"; --max-drop kept with a {margin['points']:.2f}-point margin "
-                      f"({100 * margin['confidence']:.0f}% z*SE bound on labelled validation rows)")
+            extra += (f"; --max-drop kept with a {margin['points']:.2f}-point margin ("
+                      + (margin.get("method") or f"{100 * margin['confidence']:.0f}% z*SE bound on labelled "
+                                                 "validation rows") + ")")
+        deployed = v.get(f"deployed_{m}", v.get(f"reference_{m}"))  # a tagger's record: the deployed tagger's F1
         out.print(f"{result['criterion']}: validation {v['speedup_flops']:.2f}x FLOPs speedup "
                   f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
-                  f"{m} {fmt(v[m])} vs deployed {fmt(v['deployed_' + m])}{extra}; "
+                  f"{m} {fmt(v[m])} vs deployed {fmt(deployed)}{extra}; "
                   f"thresholds written to {artifact}/calibration.json")
         for w in result["warnings"]:
             err.print(f"[yellow]warning:[/] {w}")

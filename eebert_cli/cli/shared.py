@@ -57,6 +57,11 @@ def command(fn):
                 raise
             fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                  "set EEBERT_DEBUG=1 for the traceback")
+        except Exception as e:  # a bug of eebert's: still one line (writes are atomic, nothing half-done is left)
+            if debug():
+                raise
+            fail(f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                 "a bug in eebert: rerun with EEBERT_DEBUG=1 and report the traceback")
 
     return wrapper
 

@@ -21,6 +21,7 @@ import torch
 
 from .threshold_search import decide
 from ..model.calibration import thresholds_from_json
+from ..model.device import placement_of
 from .benchmark import BenchmarkConfig, timing_threads
 from ..criteria import build_criterion
 from ..core.errors import EebertError
@@ -61,6 +62,7 @@ def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, e
     got = [layer for _, _, layer in tagger.tag_words(sample, batch_size=1)]
     mismatches = sum(g != expected[i] for g, i in zip(got, idx))
     return {"examples": len(sample), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "batch_size": 1,
+            "device": str(tagger.input_device) if tagger.runs_backbone else "cpu",  # ONNX Runtime: the CPU
             "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
             "early_exit_ms_per_sentence": statistics.median(ee),
             "deployed_ms_per_sentence": statistics.median(dep),
@@ -109,6 +111,8 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         "exit_layers": cal.exit_layers, "exits": artifact.config["exits"],
         "validation_estimate": None, "tagging_validation": cal.validation, "max_drop_margin": cal.margin,
         "calibration_warnings": cal.warnings, "exit_mode": "per-sentence", "quantize": artifact.quantize,
+        # where the figures' pass ran, and where calibration's did (as in the sentence report)
+        "placement": placement_of(artifact.deployed.model).record(), "calibration_placement": cal.placement,
         # the tagger as shipped; on a quantized backbone its last exit is a row of its own (as for sentences)
         "deployed": st.shipped_figures() or static_all[-1],
         **({f"deployed_{artifact.quantize}": static_all[-1]} if st.shipped is not None else {}),

@@ -18,6 +18,7 @@ import time
 import torch
 
 from ..model.artifact import WEIGHTS, derivation
+from ..model.device import placement_of
 from .threshold_search import CalibrationConfig, Goal, Outcome, _ascend, decide
 from ..model.calibration import CI_METHOD, INF, Calibration, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
@@ -164,6 +165,20 @@ def choose(points: list[dict], cfg: CalibrationConfig, ref_f1: float) -> tuple[d
     return max(ok, key=lambda p: (p["speedup"], p["f1"])), warnings  # the "never exit" point is always in ok
 
 
+def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0) -> dict:
+    """95% percentile intervals of the FLOPs speedup and entity F1 over sentences resampled with replacement,
+    sentences leaving at ``exits`` (the thresholds fixed, as the sentence path's ``bootstrap``)."""
+    s = len(exits)
+    rows = torch.arange(s)
+    draws = torch.randint(s, (resamples, s), generator=torch.Generator().manual_seed(seed))
+    weights = torch.zeros(resamples, s, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, s, dtype=torch.float64))  # how often each sentence is drawn
+    speedup = (weights @ st.full.double()) / (weights @ st.cost[rows, exits].double())
+    f1 = f1_from_counts(weights @ st.counts[rows, exits].double())
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return {"speedup_ci95": torch.quantile(speedup, q).tolist(), "entity_f1_ci95": torch.quantile(f1, q).tolist()}
+
+
 def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: int = 64) -> Calibration:
     if (cfg.target_speedup is None) == (cfg.max_drop is None):
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2")
@@ -190,13 +205,13 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     layers = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
     validation = {**figures, "reference_entity_f1": ref_f1, "reference": "gold" if st.labelled else "deployed",
                   "average_exit_layer": torch.tensor(layers, dtype=torch.float64)[point["exits"]].mean().item(),
-                  "examples": len(st.words)}
+                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap)}
     cal = Calibration(
         criterion=name, thresholds=thresholds_to_json(point.get("thresholds", [point["threshold"]] * (len(layers) - 1))),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
         target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer="thresholds" in point, metric="entity_f1",
         headline_metric="entity_f1", task=task.name, exit_layers=layers, validation=validation,
-        quantize=getattr(artifact, "quantize", None),
+        quantize=getattr(artifact, "quantize", None), placement=placement_of(artifact.deployed.model).record(),
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {
             "method": f"bootstrap over sentences ({cfg.bootstrap} resamples), {cfg.drop_confidence} quantile of "
