@@ -84,6 +84,10 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     if cfg.repeats > 0:
         from ..deploy.runtimes import RUNTIMES
 
+        if cfg.timing_batch_size > 1:  # said, not ignored: the clock would not measure what was asked
+            raise EebertError(f"a tagger's benchmark times one sentence at a time; --batch-size "
+                              f"{cfg.timing_batch_size} times batches of sentence classifiers only",
+                              "drop --batch-size (or --repeats 0 for the figures without timing)")
         RUNTIMES.get(cfg.runtime).check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
     st = split_tags(artifact, data, cfg.split, cfg.batch_size)
     crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
