@@ -117,6 +117,15 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if tagger is not None:  # per-sentence exit on a token classifier
         from ..scoring.tagging_calibrate import calibrate_tagger
 
+        # settings the tagger's search has no use for are refused, not ignored
+        if cfg.unlabeled:
+            raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
+                              "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
+                              "sentences", "drop --unlabeled")
+        if metric and tagger.choose_metric(metric) != tagger.metrics[0]:
+            raise EebertError(f"a tagger's thresholds are chosen on {tagger.metrics[0]}; {metric} is reported beside "
+                              "it by calibrate and benchmark", "drop --metric")
+
         cal = calibrate_tagger(artifact, data, cfg, tagger)
         if size_warning:
             cal.warnings.append(size_warning)
