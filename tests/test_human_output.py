@@ -52,11 +52,7 @@ def test_every_command_prints_its_result_on_every_task(task, tmp_path):
         ["predict", art, "--input", texts, "--output", tmp_path / "out.csv"],
         ["export", art], ["benchmark", art, "--runtime", "onnxruntime", "--repeats", 1, "--timing-samples", 5],
     ]
-    batched = commands.pop(4) if task == "token-classification" else None
     for c in commands:
         r = CliRunner().invoke(app, [str(x) for x in c])
         assert r.exit_code == 0 and "Traceback" not in r.output and "error:" not in r.output, (c, r.output)
         assert r.output.strip(), c  # it printed something
-    if batched is not None:  # a tagger times one sentence at a time: --batch-size is refused, not ignored
-        r = CliRunner().invoke(app, [str(x) for x in batched])
-        assert r.exit_code == 1 and r.output.count("error:") == 1 and "drop --batch-size" in r.output, r.output

@@ -684,6 +684,18 @@ def test_benchmark_times_the_onnx_tagger_against_the_exported_deployed_graph(cal
     assert report["early_exit"]["speedup_measured"] == tm["speedup_measured"]
 
 
+@pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime"])
+def test_benchmark_times_a_tagger_in_batches(calibrated, tag_onnx, runtime):
+    """--batch-size times padded batches of sentences, each leaving at its own exit, against the deployed
+    tagger in the same batches (it was ignored: batch 1 was timed)."""
+    out, _ = tag_onnx
+    rep = steps.benchmark(calibrated, None, BenchmarkConfig(runtime=runtime, onnx_dir=str(out), repeats=2,
+                                                            timing_samples=24, timing_batch_size=8), write=False)
+    t = rep["timing"]
+    assert t["batch_size"] == 8 and t["examples"] == 24 and t["exit_mismatches"] == 0 and t["device"] == "cpu"
+    assert t["early_exit_ms_per_sentence"] > 0 and t["deployed_ms_per_sentence"] > 0
+
+
 def test_predict_with_the_per_token_exit(calibrated, tmp_path):
     tagger = Tagger.from_artifact(calibrated)
     for threshold, exit_at, layer in ((0.0, 0, 1), (1.0, 3, 4)):  # every word at the first exit / none halts

@@ -113,16 +113,18 @@ class Tagger:
             first[r, :len(wi)] = torch.tensor(wi)
         return ids, mask, first
 
-    def early_call(self, input_ids: list[list[int]], word_index: list[list[int]]):
-        """A function that runs the early exit once on each encoded sentence, one at a time, from token ids
-        to tags per word: what the benchmark's clock times (tokenising is outside, as for ``deployed_call``)."""
-        prepared = [self._inputs([x], [w]) for x, w in zip(input_ids, word_index)]
-        out: list = [None]
+    def early_call(self, input_ids: list[list[int]], word_index: list[list[int]], batch_size: int = 1):
+        """A function that runs the early exit once over the encoded sentences, ``batch_size`` at a time
+        (right-padded; each sentence leaves at its own exit), from token ids to tags per word: what the
+        benchmark's clock times (tokenising is outside, as for ``deployed_call``)."""
+        prepared = [(self._inputs(input_ids[b:b + batch_size], word_index[b:b + batch_size]),
+                     list(range(len(input_ids[b:b + batch_size])))) for b in range(0, len(input_ids), batch_size)]
+        out: list = [None] * batch_size
 
         @torch.inference_mode()
         def run() -> None:
-            for ids, mask, first in prepared:
-                self._run(ids, mask, first, [0], out, None)
+            for (ids, mask, first), rows in prepared:
+                self._run(ids, mask, first, rows, out, None)
         return run
 
     def _answer(self, logits: torch.Tensor, first: torch.Tensor, rows: list[int], layer: int, out: list,
@@ -158,16 +160,17 @@ class Tagger:
         self._answer(tag_logits(self.deployed.model, hidden), first, rows, self.num_layers, out,
                      torch.arange(len(rows)))
 
-    def deployed_call(self, ids: list[list[int]]):
-        """A function that runs the deployed tagger as this runtime ships it once on each sentence's
-        token ids, one sentence at a time: what the benchmark's clock compares the early exit with."""
-        model, device = self.deployed.model, module_device(self.deployed.model)
-        inputs = [torch.tensor([x], device=device) for x in ids]
+    def deployed_call(self, ids: list[list[int]], batch_size: int = 1):
+        """A function that runs the deployed tagger as this runtime ships it once over the sentences' token
+        ids, ``batch_size`` at a time (right-padded): what the benchmark's clock compares the early exit with."""
+        model = self.deployed.model
+        inputs = [self._inputs(ids[b:b + batch_size], [[]] * len(ids[b:b + batch_size]))[:2]
+                  for b in range(0, len(ids), batch_size)]
 
         @torch.inference_mode()
         def run() -> None:
-            for x in inputs:
-                model(input_ids=x)
+            for x, mask in inputs:
+                model(input_ids=x, attention_mask=mask)
         return run
 
     def predict(self, texts: list[str], batch_size: int = 32, exit_at: int | None = None) -> list[dict]:
