@@ -2,9 +2,9 @@
 
 One backbone pass caches each tagged word's state at every exit layer, through the same
 disk cache as sentence exits (``model/feature_cache.py``: chunked, resumable, run by the
-executor, so on Ray workers too); the exits then train on one row per word, on gold tags or the deployed tagger's own,
-with the same objective and training loop as sentence exits (``train.train_exits``),
-and are saved as any artifact is (``artifact.save_artifact``).
+executor, so on Ray workers too); the exits then train on one row per word, on gold tags
+or the deployed tagger's own, with the same objective and training loop as sentence exits
+(``train.train_exits``), and are saved as any artifact is (``artifact.save_artifact``).
 """
 
 from __future__ import annotations
