@@ -208,6 +208,19 @@ def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(
     assert json.loads((art / "calibration.json").read_text()) == v  # the calibration stays as it was
 
 
+def test_exit_logits_chunk_by_chunk_equal_one_pass(calibrated, case):
+    """calibrate and benchmark hold one chunk of sentences' word states at a time, not the split's."""
+    from eebert_cli.model.token_features import words_of
+    from eebert_cli.scoring.tagging import exit_logits
+
+    art = Tagger.from_artifact(calibrated).artifact
+    s = load_data(DataConfig(spec=str(case[1]))).split("test")
+    words = words_of(art.deployed.tokenizer, s, art.config["max_length"])
+    whole, chunked = exit_logits(art, words, chunk=len(words)), exit_logits(art, words, chunk=7)
+    assert whole.shape == (int(words.offsets()[-1]), 4, len(art.deployed.id2label))
+    torch.testing.assert_close(chunked, whole)
+
+
 def test_calibration_meets_its_target_and_budget(calibrated, case):
     cal = json.loads((calibrated / "calibration.json").read_text())
     assert cal["task"] == "token-classification" and cal["validation"]["speedup_flops"] >= 1.5

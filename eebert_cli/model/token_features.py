@@ -50,6 +50,11 @@ class Words:
         out[1:] = torch.tensor(self.tagged, dtype=torch.long).cumsum(0)
         return out
 
+    def subset(self, a: int, b: int) -> "Words":
+        """Sentences ``a`` to ``b`` (a view of the lists, their token ids shared)."""
+        return Words(self.enc.subset(list(range(a, b))), self.word_index[a:b],
+                     None if self.tags is None else self.tags[a:b], self.words[a:b])
+
     def gold_rows(self) -> torch.Tensor | None:
         """Gold tag id of every tagged word, in row order."""
         if self.tags is None:

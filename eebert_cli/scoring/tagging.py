@@ -122,14 +122,30 @@ def _scored(pred: list, ref: list, shipped: list) -> tuple[torch.Tensor, torch.T
     return torch.tensor(span_counts(ref, pred), dtype=torch.long).view(-1, 3), same(pred, ref), same(pred, shipped)
 
 
+#: sentences whose word states are held at once while a split's exit logits are computed
+SENTENCES_PER_PASS = 1024
+
+
+def exit_logits(artifact, words, batch_size: int = 64, chunk: int = SENTENCES_PER_PASS) -> torch.Tensor:
+    """Every exit's tag logits at each tagged word [W, K, C] (the deployed tagger's last), a chunk of
+    sentences at a time: the word states at every exit layer ([W, K, H], gigabytes for a large split of a
+    12-layer model) live one chunk at a time, the logits ([W, K, C]) for the whole split."""
+    deployed, exits = artifact.deployed, artifact.exits
+    parts = []
+    for a in range(0, len(words), chunk):
+        wf = extract_words(deployed.adapter, deployed.model, words.subset(a, min(len(words), a + chunk)),
+                           exits.layers, batch_size)
+        parts.append(all_exit_logits(exits, wf.features))
+    return torch.cat(parts) if parts else torch.empty(0, len(exits.layers) + 1, deployed.adapter.dims.num_labels)
+
+
 def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     deployed, exits = artifact.deployed, artifact.exits
     s = data.split(split)
     words = words_of(deployed.tokenizer, s, artifact.config["max_length"], deployed.label2id,
                      len(deployed.id2label), f"{data.name} ({split} split)")
-    wf = extract_words(deployed.adapter, deployed.model, words, exits.layers, batch_size)
-    per_word = all_exit_logits(exits, wf.features)                         # [W, K, C]
-    logits = by_sentence(per_word, wf.offsets).transpose(1, 2)             # [S, K, T, C]
+    per_word = exit_logits(artifact, words, batch_size)                    # [W, K, C]
+    logits = by_sentence(per_word, words.offsets()).transpose(1, 2)        # [S, K, T, C]
     tags = _tag_ids(logits)
     n_words = [len(w) for w in words.words]
     K = logits.shape[1]
@@ -143,7 +159,7 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     ref = gold if gold is not None else shipped
     per_exit = [_scored(names[k], ref, shipped) for k in range(K)]
     counts, right, agree = (torch.stack([x[j] for x in per_exit], 1) for j in range(3))
-    cost, static, full = tag_costs(deployed.adapter.dims, wf.lengths, exits)
+    cost, static, full = tag_costs(deployed.adapter.dims, words.enc.lengths, exits)
     extra = None if shipped is names[-1] else \
         {"names": shipped, **dict(zip(("counts", "right", "agree"), _scored(shipped, ref, shipped)))}
     return SplitTags(logits, tags, counts, right, agree, torch.tensor(n_words), cost, static, full, gold is not None,
