@@ -165,10 +165,16 @@ def test_train_backbone_mode_carries_the_new_weights_hash_checked(tiny_ckpt, tin
         load_artifact(tmp_path / "a")
 
 
-def test_cli_train_backbone_needs_gates(tiny_ckpt, tiny_data, tmp_path):
+@pytest.mark.parametrize("flags,needle", [(["--train-backbone"], "needs --gates"),
+                                          (["--skip-target", "0.3"], "without --gates"),
+                                          (["--gate-param", "epochs=2"], "without --gates"),
+                                          (["--block-size", "3"], "without --bypass")])
+def test_cli_gate_and_bypass_settings_need_their_component(flags, needle, tiny_ckpt, tiny_data, tmp_path):
+    """A setting of a component not asked for is refused in one line, not ignored."""
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
-                                 str(tmp_path / "a"), "--train-backbone"])
-    assert r.exit_code == 1 and "needs --gates" in r.output and "Traceback" not in r.output
+                                 str(tmp_path / "a"), *flags])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("ckpt", ["tiny_ckpt", "tiny_modernbert"])

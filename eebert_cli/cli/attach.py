@@ -71,10 +71,16 @@ def attach(
     if g.train_backbone and not g.type:
         raise EebertError("--train-backbone trains the backbone with skipping gates; it needs --gates",
                           "add --gates smartbert, or drop --train-backbone (exits alone never change the backbone)")
+    if not g.type and (skip_target is not None or gate_param):  # said, not ignored
+        raise EebertError("--skip-target and --gate-param set skipping gates; without --gates there are none",
+                          "add --gates smartbert, or drop them")
     bp = dict(base.bypass)
     if bypass:
         bp = {**bp, "type": bypass}
     if block_size is not None:
+        if not bp.get("type"):
+            raise EebertError("--block-size sets the BADGE bypasses' blocks; without --bypass there are none",
+                              "add --bypass badge, or drop --block-size")
         bp = {**bp, "block_size": block_size}
     cfg = given(base, exits=exits, layers=parse_layers(layers) if layers else None,
                 exit_params={**base.exit_params, **parse_params(exit_param, "--exit-param")},
