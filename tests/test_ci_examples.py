@@ -44,7 +44,31 @@ def test_each_expectation_passes_and_fails_on_its_own_figure(key, limit, ok):
     assert verdict["passed"] is ok and [c["name"] for c in verdict["checks"]] == [key]
 
 
-def test_a_figure_the_run_did_not_measure_fails():
+@pytest.mark.parametrize("metric,drop", [("entity_f1", 2.0), ("pearson", 2.0), ("agreement", 2.0),
+                                         ("mse_to_deployed", None)])
+def test_the_drop_reads_each_tasks_report_metric(metric, drop):
+    """A tagger's entity F1, a regressor's Pearson: drops in points; an MSE has none (not measured: fails)."""
+    report = {"metric": metric, "early_exit": {metric: 0.80}, "deployed": {metric: 0.82}}
+    verdict = check(Expect(max_accuracy_drop=2.5), report)
+    assert verdict["checks"][0]["actual"] == (None if drop is None else pytest.approx(drop))
+    assert verdict["passed"] is (drop is not None)
+
+
+def test_a_taggers_run_is_held_to_its_expect_table(tmp_path):
+    """`eebert run` on a tagger's recipe: the entity-F1 drop and the speedup gap are measured, not missing."""
+    from conftest import make_tagging_case
+
+    ckpt, data = make_tagging_case(tmp_path / "case")
+    f = tmp_path / "t.toml"
+    f.write_text(f'version = 1\ncheckpoint = "{ckpt}"\nartifact = "{tmp_path / "art"}"\n[data]\nspec = "{data}"\n'
+                 '[attach]\nlayers = [1, 2, 3]\n[attach.train]\nepochs = 15\nlr = 0.003\n'
+                 '[calibrate]\ntarget_speedup = 1.5\nbootstrap = 10\n[benchmark]\nrepeats = 0\n'
+                 '[expect]\nmax_accuracy_drop = 100.0\nmax_speedup_gap = 1000.0\nmin_flops_speedup = 1.0\n')
+    r = runner.invoke(app, ["run", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    verdict = json.loads(r.stdout)["expectations"]
+    assert verdict["passed"] and all(c["actual"] is not None for c in verdict["checks"]), verdict
+
     report = {**REPORT, "early_exit": {k: v for k, v in REPORT["early_exit"].items() if k != "speedup_measured"}}
     verdict = check(Expect(min_measured_speedup=1.0), report)
     assert not verdict["passed"] and verdict["checks"][0]["actual"] is None

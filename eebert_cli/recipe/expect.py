@@ -19,7 +19,7 @@ class Expect:
 
     min_flops_speedup: float | None = field(default=None, metadata={"help": "Lowest FLOPs speedup on the benchmark split.", "min": 0.0})
     min_measured_speedup: float | None = field(default=None, metadata={"help": "Lowest measured wall-clock speedup (needs timing: benchmark.repeats > 0).", "min": 0.0})
-    max_accuracy_drop: float | None = field(default=None, metadata={"help": "Largest drop of the report's metric (accuracy, or agreement without labels) vs the deployed model, in points.", "min": 0.0, "max": 100.0})
+    max_accuracy_drop: float | None = field(default=None, metadata={"help": "Largest drop of the report's metric vs the deployed model, in points: accuracy (Pearson for regression, entity F1 for a tagger), or agreement without labels.", "min": 0.0, "max": 100.0})
     min_agreement: float | None = field(default=None, metadata={"help": "Lowest agreement with the deployed model's predictions, in percent.", "min": 0.0, "max": 100.0})
     max_speedup_gap: float | None = field(default=None, metadata={"help": "Largest |test / validation - 1| of the FLOPs speedup, in percent (is the calibration holding on unseen data?).", "min": 0.0})
 
@@ -32,8 +32,8 @@ def _measured(report: dict) -> dict[str, float | None]:
     ee, dep, m = report.get("early_exit", {}), report.get("deployed", {}), report.get("metric")
     gap = (report.get("gaps") or {}).get("test_vs_validation_speedup")
     drop = None
-    if m in ("accuracy", "agreement") and ee.get(m) is not None and dep.get(m) is not None:
-        drop = 100.0 * (dep[m] - ee[m])
+    if m and higher_is_better(m) and ee.get(m) is not None and dep.get(m) is not None:
+        drop = 100.0 * (dep[m] - ee[m])  # a lower-is-better figure (an MSE) has no drop in points: not measured
     return {
         "min_flops_speedup": ee.get("speedup_flops"),
         "min_measured_speedup": ee.get("speedup_measured"),
@@ -41,6 +41,14 @@ def _measured(report: dict) -> dict[str, float | None]:
         "min_agreement": None if ee.get("agreement") is None else 100.0 * ee["agreement"],
         "max_speedup_gap": None if gap is None else 100.0 * abs(gap),
     }
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a report's metric (``entity_f1``, ``agreement``, ...) grows with quality."""
+    from ..tasks.metrics import METRICS
+
+    name = metric.replace("_", "-")
+    return metric == "agreement" or (name in METRICS.names() and METRICS.get(name).higher_is_better)
 
 
 def check(expect: Expect, report: dict) -> dict:

@@ -287,11 +287,16 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         report["timing"] = {k: v for k, v in timing.items() if not k.endswith("_ms")}
         if "whole_batch_ms" in timing:
             report["timing"]["whole_batch_ms"] = timing["whole_batch_ms"]
-    val = cal.get("validation") or {}
-    if val.get("speedup_flops"):
-        report["gaps"] = {
-            "test_vs_validation_speedup": rows["early_exit"]["speedup_flops"] / val["speedup_flops"] - 1,
-            **({"test_vs_target_speedup": rows["early_exit"]["speedup_flops"] / cal["target_speedup"] - 1}
-               if cal.get("target_speedup") else {}),
-        }
+    gaps = speedup_gaps(rows["early_exit"]["speedup_flops"], cal.get("validation"), cal.get("target_speedup"))
+    if gaps:
+        report["gaps"] = gaps
     return report
+
+
+def speedup_gaps(test_speedup: float, validation: dict | None, target: float | None) -> dict:
+    """How the test FLOPs speedup differs from validation's and from the target (relative), or {}: does the
+    calibration hold on unseen data (``[expect] max_speedup_gap``)."""
+    if not (validation or {}).get("speedup_flops"):
+        return {}
+    return {"test_vs_validation_speedup": test_speedup / validation["speedup_flops"] - 1,
+            **({"test_vs_target_speedup": test_speedup / target - 1} if target else {})}

@@ -21,7 +21,7 @@ import torch
 from .threshold_search import decide
 from ..model.calibration import thresholds_from_json
 from ..model.device import placement_of, stopwatch
-from .benchmark import BenchmarkConfig, timing_threads
+from .benchmark import BenchmarkConfig, speedup_gaps, timing_threads
 from ..criteria import build_criterion
 from ..core.errors import EebertError
 from ..core.ui import SILENT, UI
@@ -119,6 +119,9 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         **({f"deployed_{artifact.quantize}": static_all[-1]} if st.shipped is not None else {}),
         "early_exit": early, "static_truncation": static, "oracle": oracle, "static_all": static_all,
     }
+    gaps = speedup_gaps(early["speedup_flops"], cal.validation, cal.target_speedup)
+    if gaps:
+        report["gaps"] = gaps
     if cfg.repeats > 0:
         tagger = _timed_tagger(artifact, cfg)
         timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
