@@ -84,6 +84,9 @@ def test_multi_label_end_to_end(ml_case):
     assert rep["early_exit"]["speedup_flops"] > 1.0
     assert rep["timing"]["exit_mismatches"] == 0  # the runtime takes the exits calibration simulated
     assert "micro-F1 %" in (art / "report.md").read_text()
+    for m in ("micro-f1", "macro-f1"):  # every metric the task reports can be named (micro-f1 was refused)
+        r = cli("benchmark", art, "--repeats", 0, "--metric", m, "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["headline_metric"] == m.replace("-", "_"), r.output
     r = cli("predict", art, "good great movie", "awful plot", "the film", "--batch-size", 2, "--json")
     assert r.exit_code == 0, r.output
     preds = json.loads(r.stdout)

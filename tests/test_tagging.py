@@ -202,7 +202,8 @@ def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(
     # what the tagger's search or report has no use for is refused in one line, before the pass, not ignored
     for flags, needle in ((["calibrate", "--max-drop", "5", "--unlabeled", str(data / "test.jsonl")], "drop --unlabeled"),
                           (["calibrate", "--target-speedup", "1.5", "--metric", "macro-f1"], "entity-f1"),
-                          (["benchmark", "--metric", "accuracy"], "drop --metric")):
+                          (["benchmark", "--metric", "accuracy"], "not reported for token-classification"),
+                          (["benchmark", "--metric", "token-accuracy"], "drop --metric")):
         r = CliRunner().invoke(app, [flags[0], str(art), *flags[1:]])
         assert r.exit_code == 1 and r.output.count("error:") == 1 and needle in r.output, r.output
     assert json.loads((art / "calibration.json").read_text()) == v  # the calibration stays as it was

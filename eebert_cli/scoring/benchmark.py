@@ -29,6 +29,7 @@ from ..model.runtime import EarlyExitModel, pad_batch
 from ..deploy.onnx_runtime import ORT_POOLS, use_shared_pool
 from ..deploy.runtimes import RUNTIMES, runtime_for
 from ..core.ui import SILENT, UI
+from ..tasks.metrics import METRICS
 
 
 
@@ -42,7 +43,7 @@ class BenchmarkConfig:
     warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
     threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
-    metric: str = field(default="", metadata={"help": "Headline metric (accuracy, macro-f1, pearson, spearman, mse); default by task: accuracy, or pearson for regression.", "choices": ("", "accuracy", "macro-f1", "pearson", "spearman", "mse")})
+    metric: str = field(default="", metadata={"help": "Headline metric, one the task reports (classification: accuracy, macro-f1; multi-label: micro-f1, accuracy, macro-f1; regression: pearson, spearman, mse; a tagger: entity-f1); default: the task's first.", "choices": ("", *METRICS.names())})
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
     runtime: str = field(default="pytorch", metadata={"help": "Runtime to time: pytorch or onnxruntime (needs `eebert export` first); see runtimes.py.", "choices": tuple(RUNTIMES.names())})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --runtime onnxruntime (default ARTIFACT/onnx)."})

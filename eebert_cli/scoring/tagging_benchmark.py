@@ -79,9 +79,9 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     if cal is None:
         raise EebertError(f"{artifact.path} is not calibrated yet",
                           f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
-    if cfg.metric:  # said, not ignored
-        raise EebertError(f"a tagger's report gives {' and '.join(task.metrics)} (entity F1 when the split has gold "
-                          f"tags); --metric {cfg.metric} picks a sentence classifier's headline", "drop --metric")
+    if cfg.metric and task.choose_metric(cfg.metric) != task.metrics[0]:  # said, not ignored
+        raise EebertError(f"a tagger's report leads with {task.metrics[0]} ({' and '.join(task.metrics)} are both in "
+                          f"it); --metric {cfg.metric} cannot be its headline", "drop --metric")
     if cfg.repeats > 0:
         from ..deploy.runtimes import RUNTIMES
 
