@@ -165,6 +165,17 @@ def test_train_backbone_mode_carries_the_new_weights_hash_checked(tiny_ckpt, tin
         load_artifact(tmp_path / "a")
 
 
+def test_gate_thresholds_on_an_artifact_without_gates_are_refused(tiny_ckpt, tiny_data, tmp_path):
+    """--gate-threshold was ignored on an ungated artifact; the default list (for gated ones) still is not asked."""
+    art = tmp_path / "a"
+    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(train=TrainConfig(epochs=1)), art)
+    r = CliRunner().invoke(app, ["calibrate", str(art), "--target-speedup", "1.2", "--gate-threshold", "0.5"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "has none" in r.output, r.output
+    assert not (art / "calibration.json").exists()
+    r = CliRunner().invoke(app, ["calibrate", str(art), "--target-speedup", "1.2"])
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize("flags,needle", [(["--train-backbone"], "needs --gates"),
                                           (["--skip-target", "0.3"], "without --gates"),
                                           (["--gate-param", "epochs=2"], "without --gates"),

@@ -113,6 +113,9 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if cfg.unlabeled and cfg.max_drop is None:
         raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
                           "add --max-drop POINTS, or drop --unlabeled")
+    if artifact.exits.gates is None and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
+        raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
+                          "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     tagger = _tagger(artifact)
     if tagger is not None:  # per-sentence exit on a token classifier
         from ..scoring.tagging_calibrate import calibrate_tagger
