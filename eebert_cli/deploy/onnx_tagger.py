@@ -48,8 +48,7 @@ class OnnxTagger(Tagger):
         """The export's deployed graph (``deployed.onnx``), loaded on first use, ``batch_size`` sentences at a
         time (right-padded)."""
         ox = self.ox
-        batches = [self._inputs(ids[b:b + batch_size], [[]] * len(ids[b:b + batch_size]))[:2]
-                   for b in range(0, len(ids), batch_size)]
+        batches = [self._padded(ids[b:b + batch_size]) for b in range(0, len(ids), batch_size)]
         feeds = [(x.numpy(), m.numpy(), np.zeros_like(x.numpy())) for x, m in batches]
 
         def run() -> None:

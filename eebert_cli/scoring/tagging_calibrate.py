@@ -67,6 +67,14 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
     return out
 
 
+def resample_weights(s: int, resamples: int, seed: int = 0) -> torch.Tensor:
+    """[resamples, s]: how often each of ``s`` sentences is drawn in each bootstrap resample (sums over a
+    resample are then one matrix product)."""
+    draws = torch.randint(s, (resamples, s), generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(resamples, s, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, s, dtype=torch.float64))
+
+
 class TagProblem:
     """Entity F1 and FLOPs of per-exit thresholds, for ``threshold_search._ascend`` (its per-exit
     coordinate ascent, as the sentence path refines a global threshold).
@@ -84,9 +92,7 @@ class TagProblem:
         s = self.counts.shape[0]
         self.weights = None  # [B, S] how often each sentence is drawn in each resample
         if cfg.max_drop is not None:
-            boot = torch.randint(s, (cfg.bootstrap, s), generator=torch.Generator().manual_seed(seed))
-            self.weights = torch.zeros(cfg.bootstrap, s, dtype=torch.float64).scatter_add_(
-                1, boot, torch.ones(cfg.bootstrap, s, dtype=torch.float64))
+            self.weights = resample_weights(s, cfg.bootstrap, seed)
             self.ref_b = f1_from_counts(self.weights @ st.reference_counts.double())
 
     def _figure(self, counts: torch.Tensor, boot: torch.Tensor | None) -> torch.Tensor:
@@ -168,11 +174,8 @@ def choose(points: list[dict], cfg: CalibrationConfig, ref_f1: float) -> tuple[d
 def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0) -> dict:
     """95% percentile intervals of the FLOPs speedup and entity F1 over sentences resampled with replacement,
     sentences leaving at ``exits`` (the thresholds fixed, as the sentence path's ``bootstrap``)."""
-    s = len(exits)
-    rows = torch.arange(s)
-    draws = torch.randint(s, (resamples, s), generator=torch.Generator().manual_seed(seed))
-    weights = torch.zeros(resamples, s, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, s, dtype=torch.float64))  # how often each sentence is drawn
+    rows = torch.arange(len(exits))
+    weights = resample_weights(len(exits), resamples, seed)
     speedup = (weights @ st.full.double()) / (weights @ st.cost[rows, exits].double())
     f1 = f1_from_counts(weights @ st.counts[rows, exits].double())
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
