@@ -7,6 +7,11 @@ wall-clock time of (a) the deployed model's own forward, (b) the early-exit
 loop, (c) the loop evaluating every exit as before (exits calibrated "never"
 included), plus the top operators of each by self CPU time, and a cProfile
 of the Python side. Variants alternate per example; the median counts.
+
+Then the early-exit loop split by timers around its parts: encoder layers, and exits
+(head, score and decision), per example and per call. An exit costs more inside the
+loop than alone: it runs right after a layer has streamed its weights through the
+caches (docs/inference.md, "Exit heads at batch size 1").
 """
 
 from __future__ import annotations
@@ -26,6 +31,42 @@ from eebert_cli.data import load_data
 from eebert_cli.model.features import encode
 from eebert_cli.scoring.outputs import data_config_of
 from eebert_cli.model.runtime import EarlyExitModel
+
+
+def split_loop(m: EarlyExitModel, inputs, repeats: int) -> dict[str, tuple[float, float]]:
+    """Time ``forward_one``'s encoder layers and its exits (head + score + decision) from inside the
+    loop, by wrapping them on this instance: part -> (us per example, us per call)."""
+    spent, calls = {"layers": 0.0, "exits": 0.0}, {"layers": 0, "exits": 0}
+
+    def timed(part, fn, done=None, count=True):
+        def run(*args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            if done is not None:
+                done(out)
+            spent[part] += time.perf_counter() - t0
+            calls[part] += count
+            return out
+        return run
+
+    ad, ex, crit = m.adapter, m.exits, m.criterion
+    ad.layer = timed("layers", ad.layer)
+    # an exit: its head (one call counted), then its score and the decision (the one host sync)
+    ex.logits = timed("exits", ex.logits)
+    crit.observe = timed("exits", crit.observe, done=lambda out: out[0].item(), count=False)
+    try:
+        total = 0.0
+        for _ in range(repeats):
+            for i, t in inputs:
+                t0 = time.perf_counter()
+                m.forward_one(i, t)
+                total += time.perf_counter() - t0
+    finally:
+        del ad.layer, ex.logits, crit.observe
+    n = len(inputs) * repeats
+    out = {part: (1e6 * spent[part] / n, 1e6 * spent[part] / max(1, calls[part])) for part in spent}
+    out["the rest (embeddings, Python)"] = (1e6 * (total - sum(spent.values())) / n, float("nan"))
+    return out
 
 
 @torch.inference_mode()
@@ -77,6 +118,10 @@ def main():
               f"{n_ops / len(inputs):.0f} aten calls/example (nested included)")
         for e in top:
             print(f"    {e.key:40s} {e.count / len(inputs):6.1f}/ex  self {e.self_cpu_time_total / 1000 / len(inputs):.3f} ms/ex")
+    split = split_loop(m, inputs, a.repeats)
+    print(f"\nearly-exit loop split (timers around its parts; mean of {len(inputs)} examples x {a.repeats}):")
+    for part, (per_ex, per_call) in split.items():
+        print(f"    {part:32s} {per_ex:8.1f} us/example  {per_call:7.1f} us/call")
     pr = cProfile.Profile()
     pr.enable()
     for i, t in inputs:

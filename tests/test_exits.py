@@ -5,6 +5,7 @@ from eebert_cli.backbones import Dims
 from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import EXITS, ExitSet, ExitSpec, reduce
+from eebert_cli.exits.base import Mlp
 
 DIMS = Dims(num_layers=4, hidden_size=16, intermediate_size=32, num_heads=2, num_labels=3)
 
@@ -17,6 +18,24 @@ def test_every_registered_head_maps_its_reduction_to_logits(name):
     logits = head(reduce(head.reduction, hidden, mask))
     assert logits.shape == (5, 3)
     assert head.flops(7) > 0
+
+
+def test_mlp_fast_path_is_the_sequential_it_replaced():
+    """The exits' MLP calls its layers' functions directly (batch-1 speed); artifacts saved with the
+    plain Sequential (keys 0.*, 3.*) load into it, and it computes what that Sequential computed."""
+    torch.manual_seed(0)
+    old = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.GELU(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+    new = Mlp(16, 8, 3, 0.5)
+    assert list(new.state_dict()) == list(old.state_dict())
+    new.load_state_dict(old.state_dict())
+    x = torch.randn(4, 16)
+    old.eval(), new.eval()
+    assert torch.equal(new(x), old(x))
+    assert torch.equal(new.encode(x), old[:3](x))
+    new.train()  # dropout still applies while training
+    torch.manual_seed(1)
+    dropped = new.encode(x)
+    assert (dropped == 0).any() and not torch.equal(dropped, new.eval().encode(x))
 
 
 def test_mean_reduction_ignores_padding():

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneAdapter, Dims
@@ -55,6 +56,31 @@ def reduce(kind: str, hidden: torch.Tensor, mask: torch.Tensor | None):
 def add_to(x, delta: torch.Tensor):
     """Add a per-example vector to an exit input, whatever its reduction."""
     return x.shifted(delta) if isinstance(x, Tokens) else x + delta.to(x.dtype)
+
+
+class Mlp(nn.Sequential):
+    """Linear, GELU, Dropout, Linear: the exit heads' MLP (state-dict keys ``0.*`` and ``3.*``).
+
+    ``encode``/``decode`` call the layers' functions directly: at batch size 1 an exit is a few
+    tiny ops right after a layer has evicted the caches, where a module call costs about what the
+    op does, and slicing the Sequential (``net[:3]``) builds a new module on every call (about 60
+    of 170 us per exit on the demo; docs/inference.md, "Exit heads at batch size 1").
+    """
+
+    def __init__(self, inputs: int, width: int, outputs: int, dropout: float):
+        super().__init__(nn.Linear(inputs, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, outputs))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        first, act, drop, _ = self._modules.values()
+        z = F.gelu(F.linear(x, first.weight, first.bias), approximate=act.approximate)
+        return drop(z) if self.training else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        last = self._modules["3"]
+        return F.linear(z, last.weight, last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
 
 
 class ExitHead(nn.Module):

@@ -5,9 +5,7 @@ MiniLM, MPNet) carry little in early [CLS] vectors, while the token mean is
 informative at every depth; on [CLS]-trained encoders it does no worse.
 """
 
-from torch import nn
-
-from .base import EXITS, ExitHead
+from .base import EXITS, ExitHead, Mlp
 
 
 @EXITS.register("mean-mlp")
@@ -17,14 +15,13 @@ class MeanMlpExit(ExitHead):
     def __init__(self, dims, width: int | None = None, dropout: float = 0.1):
         super().__init__(dims)
         self.width = width or dims.hidden_size
-        self.net = nn.Sequential(nn.Linear(dims.hidden_size, self.width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(self.width, dims.num_labels))
+        self.net = Mlp(dims.hidden_size, self.width, dims.num_labels, dropout)
 
     def encode(self, features):
-        return self.net[:3](features)
+        return self.net.encode(features)
 
     def decode(self, hidden):
-        return self.net[3](hidden)
+        return self.net.decode(hidden)
 
     def flops(self, seq_len):
         h = self.dims.hidden_size

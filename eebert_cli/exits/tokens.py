@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..core.registry import Range
-from .base import EXITS, ExitHead, Tokens
+from .base import EXITS, ExitHead, Mlp, Tokens
 
 
 def default_width(dims) -> int:
@@ -89,17 +89,16 @@ class _PooledMlp(ExitHead):
     def __init__(self, dims, width: int | None = None, dropout: float = 0.1):
         super().__init__(dims)
         self.width = width or dims.hidden_size
-        self.net = nn.Sequential(nn.Linear(dims.hidden_size, self.width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(self.width, dims.num_labels))
+        self.net = Mlp(dims.hidden_size, self.width, dims.num_labels, dropout)
 
     def pool(self, x: Tokens) -> torch.Tensor:
         raise NotImplementedError
 
     def encode(self, x):
-        return self.net[:3](self.pool(x))
+        return self.net.encode(self.pool(x))
 
     def decode(self, z):
-        return self.net[3](z)
+        return self.net.decode(z)
 
     def pool_flops(self, seq):
         return seq * self.dims.hidden_size
