@@ -22,15 +22,21 @@ import io
 import pstats
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from eebert_cli.data import load_data
-from eebert_cli.model.features import encode
-from eebert_cli.scoring.outputs import data_config_of
-from eebert_cli.model.runtime import EarlyExitModel
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from inference import flops_speedup  # noqa: E402 - one definition of the FLOPs figure
+from eebert_cli.model.cost import full_cost  # noqa: E402
+from eebert_cli.data import load_data  # noqa: E402
+from eebert_cli.model.features import encode  # noqa: E402
+from eebert_cli.scoring.outputs import data_config_of  # noqa: E402
+from eebert_cli.model.runtime import EarlyExitModel  # noqa: E402
 
 
 def split_loop(m: EarlyExitModel, inputs, repeats: int) -> dict[str, tuple[float, float]]:
@@ -106,7 +112,11 @@ def main():
         for k in fns:
             ms[k].append(1000 * statistics.median(runs[k]))
     ref = sum(ms["deployed (HF forward)"])
-    print(f"{len(inputs)} test examples, {a.threads} threads, median of {a.repeats}")
+    lengths = torch.tensor([len(x) for x in enc.input_ids])
+    exits = torch.tensor([m.forward_one(i, t)[1] for i, t in inputs])
+    flops = flops_speedup(m, lengths, exits, full_cost(m.adapter.dims, lengths))
+    print(f"{len(inputs)} test examples, {a.threads} threads, median of {a.repeats}; FLOPs speedup of these examples "
+          + (f"{flops:.2f}x" if flops is not None else "not known (skipping gates)"))
     for k, f in fns.items():
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for i, t in inputs:

@@ -70,7 +70,7 @@ RUNS = [
            for m in ("target 2.0x", "max drop 1 pt", "scores", "bootstrap x200")]),
     Run("batch1_profile.py",
         lambda f, tmp: ["--artifact", f("smoke_artifacts")["fp32"], "--samples", 4, "--repeats", 1],
-        ["4 test examples, 1 threads, median of 1", "\ndeployed (HF forward): ", "\nearly exit: ",
+        ["4 test examples, 1 threads, median of 1; FLOPs speedup of these examples ", "\ndeployed (HF forward): ", "\nearly exit: ",
          "\nearly exit, every exit evaluated: ", "aten calls/example", "cProfile of the early-exit loop",
          "early-exit loop split", "\n    layers ", "\n    exits ", "us/call"]),
     Run("criteria.py",
