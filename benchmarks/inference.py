@@ -46,6 +46,7 @@ from eebert_cli.model.features import encode
 from eebert_cli.deploy.onnx_export import MANIFEST, ONNX_FORMAT, export
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit
 from eebert_cli.model.checkpoint import gold_labels
+from eebert_cli.model.device import machine
 from eebert_cli.scoring.outputs import data_config_of
 from eebert_cli.model.quantize import quantize_model
 from eebert_cli.model.runtime import EarlyExitModel, pad_batch
@@ -192,7 +193,7 @@ def main():
             checks[f"{q}: onnxrt fused graph vs segment loop exits equal"] = float(
                 (exits_of[b_] == exits_of[f"onnxrt {q} segment loop"]).mean())
 
-    results = {"machine": {"threads": a.threads, "torch": torch.__version__, "ort_shared_pool": a.ort_shared_pool},
+    results = {"machine": {**machine(), "threads": a.threads, "ort_shared_pool": a.ort_shared_pool},
                "split": a.split, "examples": n,
                "quality": quality, "checks": checks, "timing": {}}
     rng = random.Random(0)
@@ -257,7 +258,11 @@ def main():
 
     # print
     pool = ", ONNX Runtime on one shared pool" if a.ort_shared_pool else ""
-    print(f"split {a.split} ({n} examples), {a.threads} threads{pool}, torch {torch.__version__}")
+    host = results["machine"]
+    print(f"split {a.split} ({n} examples), {a.threads} threads{pool}, torch {torch.__version__}"
+          + (f", onnxruntime {host['onnxruntime']}" if "onnxruntime" in host else ""))
+    print(f"machine: {host['cpu']}, {host['cpus']} CPUs, caches "
+          + (", ".join(f"{k} {v}" for k, v in host["caches"].items()) or "not reported"))
     for name, r in quality.items():
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         extra = ""

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from transformers import BertConfig, BertModel
 from typer.testing import CliRunner
 
@@ -52,6 +53,9 @@ def test_benchmark_writes_the_report_with_the_promised_keys(artifact):
     assert sum(rep["early_exit"]["exit_histogram"].values()) == rep["examples"] == 80
     assert rep["early_exit"]["speedup_flops"] >= 1.4 * 0.8  # calibrated on validation, measured on test
     assert (artifact / "report.md").read_text().startswith("# eebert report")
+    host = rep["timing"]["machine"]  # what the wall clock was measured on, in the report and its markdown
+    assert host["cpu"] and host["cpus"] >= 1 and host["torch"] == torch.__version__
+    assert f"Timed on {host['cpu']}" in (artifact / "report.md").read_text()
 
 
 def test_predict_texts_and_jsonl(artifact, tmp_path):

@@ -708,6 +708,7 @@ def test_benchmark_times_a_tagger_in_batches(calibrated, tag_onnx, runtime):
                                                             timing_samples=24, timing_batch_size=8), write=False)
     t = rep["timing"]
     assert t["batch_size"] == 8 and t["examples"] == 24 and t["exit_mismatches"] == 0 and t["device"] == "cpu"
+    assert t["machine"]["cpu"] and t["machine"]["cpus"] >= 1  # what the clock was read on
     assert t["early_exit_ms_per_sentence"] > 0 and t["deployed_ms_per_sentence"] > 0
 
 

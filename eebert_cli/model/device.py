@@ -8,7 +8,10 @@ moved to the chosen device when loaded. Only the frozen backbone pass runs in
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -134,6 +137,44 @@ def check_gates(where: Placement, has_gates: bool, training: bool = False) -> No
     if training and where.device.type != "cpu":
         raise EebertError(f"skipping gates are trained on the CPU only, not {where.device}",
                           "attach with --device cpu; calibrate, benchmark and predict can then use the GPU")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _caches() -> dict[str, str]:
+    """Cache sizes of CPU 0 by level, as Linux reports them (shared levels once); {} elsewhere."""
+    out = {}
+    for d in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind, level, size = ((d / f).read_text().strip() for f in ("type", "level", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            out[f"L{level}"] = size
+    return out
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """What a wall-clock figure was measured on: the same code keeps a different share of its FLOPs speedup
+    on another CPU (docs/inference.md, "Sixth pass"), so every timing records this beside its numbers."""
+    out = {"cpu": _cpu_name(), "cpus": os.cpu_count(), "caches": _caches(), "torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if device is not None and device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def stopwatch(device: torch.device) -> Callable[[Callable[[], object]], tuple[object, float]]:

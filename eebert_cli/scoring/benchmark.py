@@ -19,7 +19,7 @@ import torch
 
 from .baselines import oracle_exits, static_costs, static_exit
 from .threshold_search import decide
-from ..model.device import placement_of, stopwatch
+from ..model.device import machine, placement_of, stopwatch
 from .curves import report_curves
 from ..data import TaskData
 from ..model.features import encode
@@ -137,7 +137,7 @@ def time_batch1(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchmar
             advance(1)
     return {
         "examples": len(inputs), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "device": str(dev),
-        "deployed_ms": _percentiles(dep_ms), "early_exit_ms": _percentiles(ee_ms),
+        "machine": machine(dev), "deployed_ms": _percentiles(dep_ms), "early_exit_ms": _percentiles(ee_ms),
         "speedup_measured": sum(dep_ms) / sum(ee_ms),
         "deployed_throughput": 1000 * len(dep_ms) / sum(dep_ms),
         "early_exit_throughput": 1000 * len(ee_ms) / sum(ee_ms),
@@ -226,7 +226,7 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
     result = {
         "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
         "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches), "repeats": cfg.repeats,
-        "threads": torch.get_num_threads(), "device": str(model.device),
+        "threads": torch.get_num_threads(), "device": str(model.device), "machine": machine(model.device),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,

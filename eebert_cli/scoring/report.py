@@ -126,6 +126,11 @@ def markdown(report: dict) -> str:
                       f"{tm['examples']} examples x {tm['repeats']} runs (median), "
                       f"{tm['threads']} threads, model forward only; early-exit/simulation exit mismatches: "
                       f"{tm['exit_mismatches']}."]
+        if tm.get("machine"):  # reports written before eebert recorded it have none
+            host = tm["machine"]
+            lines += ["", f"Timed on {host.get('gpu') or host['cpu']} ({host['cpus']} CPUs"
+                          + "".join(f", {k} {v}" for k, v in host.get("caches", {}).items()) + f"), torch {host['torch']}"
+                          + (f", onnxruntime {host['onnxruntime']}" if host.get("onnxruntime") else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .threshold_search import decide
 from ..model.calibration import thresholds_from_json
-from ..model.device import placement_of, stopwatch
+from ..model.device import machine, placement_of, stopwatch
 from .benchmark import BenchmarkConfig, speedup_gaps, timing_threads
 from ..criteria import build_criterion
 from ..core.errors import EebertError
@@ -60,7 +60,7 @@ def time_taggers(tagger: Tagger, words: list[list[str]], cfg: BenchmarkConfig, e
     got = [layer for _, _, layer in tagger.tag_words(sample, batch_size=1)]
     mismatches = sum(g != expected[i] for g, i in zip(got, idx))
     return {"examples": len(sample), "repeats": cfg.repeats, "threads": torch.get_num_threads(), "batch_size": b,
-            "device": str(device), "runtime": cfg.runtime,
+            "device": str(device), "machine": machine(device), "runtime": cfg.runtime,
             **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
             "early_exit_ms_per_sentence": statistics.median(ee),
             "deployed_ms_per_sentence": statistics.median(dep),
