@@ -34,3 +34,16 @@ def test_finetune_resumes_after_a_kill_to_the_same_weights(tiny_ckpt, tiny_data,
     assert record["full_fine_tune"] and len(record["validation_accuracy_per_epoch"]) == 2
     assert record["validation_accuracy"] == max(record["validation_accuracy_per_epoch"])
     assert 0 <= record["test_accuracy"] <= 1 and not (tmp_path / "cut.work").exists()
+
+
+def test_finetune_under_bf16_autocast_records_it_and_resumes_only_the_same_way(tiny_ckpt, tiny_data, tmp_path):
+    cut = _run(tiny_ckpt, tiny_data, tmp_path / "m", "--bf16", "--stop-after-step", "4")
+    assert cut.returncode != 0 and "stopped after step 4" in cut.stderr
+    mixed = _run(tiny_ckpt, tiny_data, tmp_path / "m")  # the same run without --bf16: refused, state kept
+    assert mixed.returncode != 0 and "started with --bf16" in mixed.stderr and (tmp_path / "m.work").is_dir()
+    done = _run(tiny_ckpt, tiny_data, tmp_path / "m", "--bf16")
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "m" / "eebert_demo.json").read_text())
+    assert record["bf16_autocast"] is True and len(record["validation_accuracy_per_epoch"]) == 2
+    plain = load_file(tmp_path / "m" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in plain.values() if t.is_floating_point())  # weights stay fp32
