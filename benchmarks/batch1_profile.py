@@ -11,7 +11,7 @@ of the Python side. Variants alternate per example; the median counts.
 Then the early-exit loop split by timers around its parts: encoder layers, and exits
 (head, score and decision), per example and per call. An exit costs more inside the
 loop than alone: it runs right after a layer has streamed its weights through the
-caches (docs/inference.md, "Exit heads at batch size 1").
+caches (docs/inference.md, "Sixth pass").
 """
 
 from __future__ import annotations

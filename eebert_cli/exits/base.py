@@ -63,8 +63,8 @@ class Mlp(nn.Sequential):
 
     ``encode``/``decode`` call the layers' functions directly: at batch size 1 an exit is a few
     tiny ops right after a layer has evicted the caches, where a module call costs about what the
-    op does, and slicing the Sequential (``net[:3]``) builds a new module on every call (about 60
-    of 170 us per exit on the demo; docs/inference.md, "Exit heads at batch size 1").
+    op does, and slicing the Sequential (``net[:3]``) builds a new module on every call (about 40
+    of the 170 us an exit took in the demo's loop; docs/inference.md, "Sixth pass").
     """
 
     def __init__(self, inputs: int, width: int, outputs: int, dropout: float):

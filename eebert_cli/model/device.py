@@ -11,8 +11,8 @@ import contextlib
 import os
 import platform
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
