@@ -369,3 +369,42 @@ def test_resume_continues_a_method_from_its_next_seed(tiny_ckpt, tiny_data, tmp_
     r.speedups = [1.3]
     run_compare(r, methods, resume=True)
     assert trained == [base / "seed-0", base / "seed-1"]
+
+
+def test_compare_ranks_a_multi_label_model_by_exact_set_accuracy(tmp_path):
+    """A multi-label checkpoint runs (it was refused): cells are the exact-set accuracy its calibration adds up
+    and its benchmark reports, the tables say so; a regressor, which has no such figure, is refused in one line."""
+    from conftest import make_multilabel_case, make_model
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.recipe.compare import figure_names
+    from eebert_cli.scoring.outputs import split_outputs
+
+    ckpt, data = make_multilabel_case(tmp_path / "case")
+    rec = _recipe(tmp_path / "c.toml", ckpt, data, tmp_path / "out", [1.2], '''[[methods]]
+name = "default"
+[methods.attach]
+train = {epochs = 2}
+''').read_text().replace('baseline = "joint"\n', "")
+    (tmp_path / "c.toml").write_text(rec)
+    r, methods = load_compare_recipe(tmp_path / "c.toml")
+    report = run_compare(r, methods)
+    assert report["task"] == "multi-label" and report["metric"] == "accuracy"
+    assert figure_names(report) == ("exact-set accuracy", "acc") and "exact-set accuracy" in markdown(report)
+    row = report["methods"][0]
+    assert row["criterion"] == "label-margin"  # the task's own default, as attach/calibrate would pick
+    assert row["objective"] == "bce-distil"  # what attach trains for the recipe's default (ce-distil)
+    art = load_artifact(row["artifact"])
+    out = split_outputs(art, load_data(DataConfig(spec=str(data))), "test")
+    exact = out.task.same(out.deployed_pred, out.reference).double().mean().item()
+    assert report["deployed_accuracy"] == pytest.approx(exact)
+    for layer, acc in row["per_exit_accuracy"].items():  # each exit alone: whole label sets right
+        k = art.exits.layers.index(int(layer))
+        assert acc == pytest.approx(out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item())
+
+    reg = make_model(tmp_path / "reg", num_labels=1)
+    bad = _recipe(tmp_path / "r.toml", reg, data, tmp_path / "rout", [1.2],
+                  JOINT.replace('objective = "joint"', 'objective = "mse-distil"'))
+    r, methods = load_compare_recipe(bad)
+    with pytest.raises(EebertError, match="compare ranks methods by accuracy .* is a regression model"):
+        run_compare(r, methods)

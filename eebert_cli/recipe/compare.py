@@ -32,7 +32,7 @@ from ..model.device import DeviceConfig, place_artifact, resolve
 from ..core.errors import EebertError
 from . import check_components
 from ..core.ui import SILENT, UI
-from ..tasks import TOKEN_CLASSIFICATION
+from ..tasks import MULTI_LABEL, TOKEN_CLASSIFICATION
 
 CACHE = "outputs-cache"
 #: one seed's finished work (its attach summary and every target's point), beside its artifact: a run
@@ -289,6 +289,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
            "per_exit_accuracy": per_exit, "oracle": oracle, "at": at}
     cal = art.calibration  # the validation split's size: how many examples a lead on validation is
     return row, {"examples": examples, "deployed_accuracy": deployed, "metric": metric, "placement": where.record(),
+                 "task": art.config.get("task"),
                  "validation_examples": (cal.validation or {}).get("examples") if cal is not None else None}
 
 
@@ -352,7 +353,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     from dataclasses import replace
 
     from ..model.checkpoint import load_deployed
-    from ..tasks import criterion_for, task_of
+    from ..tasks import criterion_for, objective_for, task_of
 
     names = [m.name for m in methods]
     unknown = [n for n in only or () if n not in names]
@@ -362,11 +363,15 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     deployed = load_deployed(recipe.checkpoint)
     task = task_of(deployed.model.config)
     tagger = task.name == TOKEN_CLASSIFICATION
-    if task.metrics[0] != "accuracy" and not tagger:  # its tables rank by accuracy (a tagger's: entity F1)
-        raise EebertError(f"compare supports single-label classifiers and taggers; {recipe.checkpoint} is "
-                          f"{task.name}", "run attach, calibrate and benchmark on it instead")
+    # its cells and its choices read one figure that calibration adds up over examples and benchmark reports:
+    # accuracy (a multi-label model's exact-set accuracy), or a tagger's entity F1; a regressor has none
+    if task.report_metric(True) != "accuracy" and not tagger:
+        raise EebertError(f"compare ranks methods by accuracy (or a tagger's entity F1); {recipe.checkpoint} is "
+                          f"a {task.name} model", "run attach, calibrate and benchmark on it instead")
     # criteria by the names calibrate uses: the classification default names a tagger's own (sentence-min)
-    methods = [replace(m, criterion=criterion_for(task, m.criterion)) for m in methods]
+    # and objectives: the rows say what attach trains (a multi-label model's default is bce-distil)
+    methods = [replace(m, criterion=criterion_for(task, m.criterion),
+                       attach=replace(m.attach, objective=objective_for(task, m.attach.objective))) for m in methods]
     recipe = replace(recipe, criteria=list(dict.fromkeys(criterion_for(task, n) for n in recipe.criteria)))
     from ..scoring.outputs import BackbonePasses
 
@@ -386,7 +391,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     # --methods run then finds a cache that covers it instead of making another pass
     shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
-    info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples")} \
+    info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples",
+                                       "task")} \
         if kept else None
     for n in kept:
         ui.log(f"[bold]method[/] {n}: kept from {Path(recipe.out) / 'compare.json'} (same key)")
@@ -409,15 +415,18 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
               "placement": info["placement"], "validation_examples": info.get("validation_examples"),
-              "methods": list(rows)}
+              "task": info.get("task"), "methods": list(rows)}
     report["summary"] = summarise(report)
     return report
 
 
 def figure_names(report: dict) -> tuple[str, str]:
-    """What a report's cells hold (its rows keep them under ``accuracy`` keys), long and short: accuracy, or a
+    """What a report's cells hold (its rows keep them under ``accuracy`` keys), long and short: accuracy (for a
+    multi-label model the exact-set rate), agreement with the deployed model on data without labels, or a
     tagger's entity F1."""
-    return ("entity F1", "F1") if report.get("metric") == "entity_f1" else ("accuracy", "acc")
+    exact = "exact-set " if report.get("task") == MULTI_LABEL else ""
+    return {"entity_f1": ("entity F1", "F1"), "agreement": (f"{exact}agreement", "agree")}.get(
+        report.get("metric"), (f"{exact}accuracy", "acc"))
 
 
 def summarise(report: dict) -> dict:
