@@ -32,7 +32,7 @@ from ..model.device import DeviceConfig, place_artifact, resolve
 from ..core.errors import EebertError
 from . import check_components
 from ..core.ui import SILENT, UI
-from ..tasks import MULTI_LABEL, TOKEN_CLASSIFICATION
+from ..tasks import TOKEN_CLASSIFICATION, get as get_task
 
 CACHE = "outputs-cache"
 #: one seed's finished work (its attach summary and every target's point), beside its artifact: a run
@@ -424,9 +424,9 @@ def figure_names(report: dict) -> tuple[str, str]:
     """What a report's cells hold (its rows keep them under ``accuracy`` keys), long and short: accuracy (for a
     multi-label model the exact-set rate), agreement with the deployed model on data without labels, or a
     tagger's entity F1."""
-    exact = "exact-set " if report.get("task") == MULTI_LABEL else ""
-    return {"entity_f1": ("entity F1", "F1"), "agreement": (f"{exact}agreement", "agree")}.get(
-        report.get("metric"), (f"{exact}accuracy", "acc"))
+    accuracy = get_task(report["task"]).accuracy_name if report.get("task") else "accuracy"  # older reports: none
+    return {"entity_f1": ("entity F1", "F1"), "agreement": ("agreement", "agree")}.get(report.get("metric"),
+                                                                                      (accuracy, "acc"))
 
 
 def summarise(report: dict) -> dict:

@@ -59,6 +59,8 @@ class Task:
     #: --max-drop is kept on a confidence bound of per-example correctness (else a plain budget, see regression)
     certified_drop: ClassVar[bool] = True
     curves: ClassVar[bool] = True              #: validation curves in calibration.json (accuracy-shaped)
+    #: what "accuracy" counts for this task's answers, where a table names it in words (compare)
+    accuracy_name: ClassVar[str] = "accuracy"
     #: a report table's figure columns: (header, row key, "pct" or "num")
     columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("acc %", "accuracy", "pct"), ("macro-F1 %", "macro_f1", "pct"), ("agree %", "agreement", "pct"))

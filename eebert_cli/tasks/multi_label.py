@@ -62,6 +62,7 @@ class MultiLabel(Task):
     gates = False
     fitted_criteria = False
     leco = False
+    accuracy_name = "exact-set accuracy"
     columns = (("acc %", "accuracy", "pct"), ("micro-F1 %", "micro_f1", "pct"), ("macro-F1 %", "macro_f1", "pct"),
                ("agree %", "agreement", "pct"))  # accuracy is the exact-match rate
 
