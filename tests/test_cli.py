@@ -202,3 +202,19 @@ def test_compare_methods_flag_refuses_names_the_recipe_lacks(tiny_ckpt, tiny_dat
     assert_one_line_error(run("compare", rec, "--methods", "joint,nope"), "no method named 'nope'", "choose from: joint")
     assert_one_line_error(run("compare", rec, "--methods", " , "), "--methods names no method")
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_compare_runs_its_recipe_on_another_checkpoint_into_another_folder(tiny_ckpt, tiny_data, tmp_path):
+    import json
+
+    rec = tmp_path / "c.toml"  # the recipe's own checkpoint is not there: the flags replace it before any check
+    rec.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{tmp_path / "gone"}"\nout = "{tmp_path / "out"}"\n'
+                   f'speedups = [1.2]\nmax_length = 32\n[data]\nspec = "{tiny_data}"\n'
+                   '[[methods]]\nname = "joint"\n[methods.attach]\nobjective = "joint"\ntrain = {epochs = 1}\n')
+    assert_one_line_error(run("compare", rec, "--checkpoint", tiny_ckpt), "--checkpoint without --out", "--out DIR")
+    res = run("compare", rec, "--checkpoint", tiny_ckpt, "--out", tmp_path / "other", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "other" / "compare.json").read_text())
+    assert report["checkpoint"] == str(tiny_ckpt) and [m["name"] for m in report["methods"]] == ["joint"]
+    assert report["methods"][0]["artifact"].startswith(str(tmp_path / "other"))
+    assert not (tmp_path / "out").exists()

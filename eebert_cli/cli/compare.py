@@ -21,11 +21,19 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
                                         "for this checkpoint, recipe and eebert version, and the seeds a stopped "
                                         "method finished; run the rest."),
             only: Optional[str] = typer.Option(None, "--methods", help="Run only these methods (comma-separated "
-                                               "names); keep the others' rows from compare.json as --resume does.")):
+                                               "names); keep the others' rows from compare.json as --resume does."),
+            checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Run the recipe on this checkpoint "
+                                                     "instead of its own (give --out too, or rows of two models mix "
+                                                     "in one folder's compare.json)."),
+            out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for compare.json, compare.md and the "
+                                                  "artifacts, instead of the recipe's `out`.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from ..recipe.compare import load_compare_recipe, run_compare, table, write
 
-    r, methods = load_compare_recipe(need(recipe or config, "recipe", "RECIPE"))
+    if checkpoint and not out_dir:  # resume keys on the weights, but the report would mix two models' rows
+        raise EebertError("--checkpoint without --out would write into the recipe's folder for its own checkpoint",
+                          "give --out DIR as well")
+    r, methods = load_compare_recipe(need(recipe or config, "recipe", "RECIPE"), checkpoint=checkpoint, out=out_dir)
     r.device = given(r.device, device=device, dtype=dtype)
     resolve(r.device)  # a device that is not there fails before anything loads
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None

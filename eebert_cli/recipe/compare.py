@@ -67,7 +67,10 @@ class CompareRecipe:
     device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
 
 
-def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
+def load_compare_recipe(path: str | Path, checkpoint: str | None = None,
+                        out: str | None = None) -> tuple[CompareRecipe, list[Method]]:
+    """The recipe and its methods, checked. ``checkpoint`` / ``out`` replace the recipe's own (one
+    recipe, such as a study's, then runs on another model) before anything is checked against them."""
     p = Path(path)
     if not p.is_file():
         raise EebertError(f"recipe not found: {path}", "see recipes/compare-*.toml")
@@ -76,6 +79,7 @@ def load_compare_recipe(path: str | Path) -> tuple[CompareRecipe, list[Method]]:
     except tomllib.TOMLDecodeError as e:
         raise EebertError(f"{path} is not valid TOML ({e})", "fix the syntax") from None
     r = from_dict(CompareRecipe, raw, where=p.name)
+    r.checkpoint, r.out = checkpoint or r.checkpoint, out or r.out
     if r.kind != "compare" or r.version != 1:
         raise EebertError(f"{path}: not a version-1 compare recipe", "set kind = \"compare\" and version = 1")
     if not r.checkpoint or not r.out or not r.data.spec:
