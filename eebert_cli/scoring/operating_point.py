@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 
 from ..model.artifact import Artifact
-from .threshold_search import INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance, search
+from .threshold_search import (COSTS, INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance,
+                               search, search_switching_off)
 from ..model.calibration import Calibration, thresholds_to_json
 from ..criteria import CRITERIA, Criterion, build_criterion
 from ..core.errors import EebertError
@@ -48,6 +49,11 @@ class Candidate:
     outcome: Outcome
     outputs: SplitOutputs
     margin: float = 0.0
+    flops: Problem | None = None  #: the FLOPs problem, when ``problem`` counts another cost (``--cost latency``)
+
+    @property
+    def flops_speedup(self) -> float:
+        return self.outcome.speedup if self.flops is None else self.flops.outcome(self.thresholds).speedup
 
     @property
     def gates_on(self) -> bool:
@@ -173,19 +179,34 @@ def check_config(cfg: CalibrationConfig) -> None:
     if not 0.5 <= cfg.drop_confidence < 1.0:
         raise EebertError(f"drop confidence must be within [0.5, 1), got {cfg.drop_confidence}", "for example 0.9")
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+    if cfg.cost not in COSTS:
+        raise EebertError(f"unknown cost {cfg.cost!r}", f"choose one of {', '.join(COSTS)}")
+
+
+def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: Artifact) -> Problem:
+    """``problem`` with its costs in seconds from the latency ``profile`` (``model/latency.py``)."""
+    from ..model.latency import latency_costs
+
+    cost, full, charges = latency_costs(profile, outputs.lengths, artifact.exits.layers,
+                                        artifact.deployed.adapter.dims.num_layers)
+    p = Problem(problem.scores, problem.correct, cost, full, charges)
+    p.scale = problem.scale
+    return p
 
 
 def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], gate_thresholds: list[float | None],
                            cfg: CalibrationConfig, criterion_params: dict | None = None,
                            artifact: Artifact | None = None,
-                           unlabeled_at: Callable[[float | None], SplitOutputs] | None = None
-                           ) -> tuple[SplitOutputs, Calibration]:
+                           unlabeled_at: Callable[[float | None], SplitOutputs] | None = None,
+                           ui=None) -> tuple[SplitOutputs, Calibration]:
     """The calibration record for ``cfg`` over every gate threshold x criterion grid point (module docstring).
 
     ``unlabeled_at``: outputs of unlabeled rows; with ``max_drop`` the thresholds are then chosen on the
-    agreement with the deployed model over validation + those rows (see :func:`agreement_margin`)."""
+    agreement with the deployed model over validation + those rows (see :func:`agreement_margin`).
+    ``cfg.cost == "latency"``: the artifact's loop is timed once (``model/latency.py``) and every problem
+    counts seconds; the record keeps the FLOPs figures beside the latency model's."""
     t0 = time.perf_counter()
-    cands, failure, ref = [], None, None
+    cands, failure, ref, profile = [], None, None, None
     agreement: dict[int, tuple[float, int]] = {}  # id(thresholds) -> (agreement, rows) on the pooled rows
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small tensor ops: thread hand-offs cost more than they save
@@ -197,7 +218,21 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
             for params in grid_points(name, cfg, criterion_params):
                 criterion = build_criterion(name, params, artifact)
                 task.check_criterion(criterion)
-                problem = problem_for(outputs, criterion)
+                problem = flops = problem_for(outputs, criterion)
+                if cfg.cost == "latency":
+                    if profile is None:  # timed once: the loop's parts do not depend on the thresholds
+                        from ..model.latency import measure
+
+                        if ui is not None:
+                            ui.log("timing the batch-1 loop for the latency cost model (about a minute)")
+                        torch.set_num_threads(threads)  # timed as it will serve
+                        try:
+                            profile = measure(artifact, criterion, outputs.lengths)
+                        finally:
+                            torch.set_num_threads(1)
+                        if ui is not None:
+                            ui.log(profile.describe(int(outputs.lengths.double().median().item())))
+                    problem = latency_problem(flops, profile, outputs, artifact)
                 if ref is None:  # the shipped model's score on validation; the same for every candidate
                     ref_correct = task.reference_correct(problem.correct, outputs.deployed_pred, outputs.reference,
                                                          outputs.deployed_logits is not None)
@@ -206,7 +241,10 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     ref = ref_acc
                 margin = 0.0
                 try:
-                    if cfg.target_speedup is not None:
+                    if cfg.target_speedup is not None and problem.charges is not None:
+                        thr, curve, problem = search_switching_off(problem, criterion, cfg.target_speedup,
+                                                                   cfg.per_layer, tol)
+                    elif cfg.target_speedup is not None:
                         thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
                     elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin
                         thr, curve = search(problem, criterion, "drop", task.budget_goal(ref_acc, cfg.max_drop),
@@ -225,7 +263,8 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                 except EebertError as e:
                     failure = e
                     continue
-                cands.append(Candidate(gt, criterion, problem, thr, curve, problem.outcome(thr), outputs, margin))
+                cands.append(Candidate(gt, criterion, problem, thr, curve, problem.outcome(thr), outputs, margin,
+                                       None if flops is problem else flops))
     finally:
         torch.set_num_threads(threads)
     if not cands:
@@ -235,6 +274,12 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     best = max(c.outcome.accuracy for c in cands)
     c = pick(cands, mode, noise_tolerance(best, n) if tol is None else tol)
     cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0, agreement.get(id(c.thresholds)))
+    if profile is not None:
+        cal.cost = {"model": "latency", "profile": profile.to_dict(),
+                    "switched_off": [artifact.exits.layers[j] for j in sorted(c.problem.off)],
+                    "note": "target_speedup and the curve count the latency model's seconds at batch size 1 on "
+                            "this machine; validation.speedup_flops counts FLOPs (an exit switched off is "
+                            "still charged its head's FLOPs there)"}
     return c.outputs, cal
 
 
@@ -245,6 +290,7 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
     task = outputs.task
     n = outputs.logits.shape[0]
     ci = bootstrap(c.problem, c.thresholds, cfg.bootstrap)
+    flops_ci = ci if c.flops is None else bootstrap(c.flops, c.thresholds, cfg.bootstrap)
     warnings = []
     half = (ci["accuracy_ci95"][1] - ci["accuracy_ci95"][0]) / 2
     if 100 * half > cfg.precision and task.certified_drop:  # an accuracy-like figure
@@ -257,10 +303,13 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
     task_metrics.update({f"deployed_{k}": v for k, v in
                          task.metric_values(outputs.deployed_pred, outputs.labels).items()})
     validation = {
-        "examples": n, "speedup_flops": chosen.speedup, metric: chosen.accuracy, f"deployed_{metric}": ref_acc,
+        "examples": n, "speedup_flops": c.flops_speedup, metric: chosen.accuracy, f"deployed_{metric}": ref_acc,
         "agreement": task.same(chosen_pred, outputs.deployed_pred).double().mean().item(),
-        "speedup_ci95": ci["speedup_ci95"], f"{metric}_ci95": ci["accuracy_ci95"], "metrics": task_metrics,
+        "speedup_ci95": flops_ci["speedup_ci95"], f"{metric}_ci95": ci["accuracy_ci95"], "metrics": task_metrics,
     }
+    if c.flops is not None:  # what the search counted: the latency model's estimate
+        validation["speedup_latency_model"] = chosen.speedup
+        validation["speedup_latency_model_ci95"] = ci["speedup_ci95"]
     exit_layers = (artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]) if artifact else []
     if outputs.skipped is not None and artifact is not None:
         validation["gates"] = skip_stats(outputs.skipped, torch.tensor(exit_layers)[chosen.exits],
@@ -294,7 +343,7 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         curve=[{**p, "threshold": thresholds_to_json([p["threshold"]])[0]} for p in c.curve])
     if len(cands) > 1:
         cal.grid = [{"params": t.criterion.params(), "gate_threshold": t.gate_threshold,
-                     "speedup_flops": t.outcome.speedup, metric: t.outcome.accuracy} for t in cands]
+                     "speedup_flops": t.flops_speedup, metric: t.outcome.accuracy} for t in cands]
     gated = [t for t in cands if t.gate_threshold is not None]
     if gated:
         per_gate = {}

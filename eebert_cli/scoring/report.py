@@ -101,6 +101,9 @@ def markdown(report: dict) -> str:
             lo, hi = val[f"{m}_ci95"]
             lines[-1] = lines[-1][:-1] + (f", {m} {100 * val[m]:.2f}% (95% CI at the chosen thresholds "
                                           f"{100 * lo:.2f}-{100 * hi:.2f}).")
+        if val.get("speedup_latency_model"):
+            lines[-1] += (f" Calibrated on the latency cost model (`--cost latency`): "
+                          f"{val['speedup_latency_model']:.2f}x estimated at batch size 1 on the calibration machine.")
     margin = report.get("max_drop_margin")
     if margin:
         lines += ["", f"--max-drop {report.get('max_drop')} was kept on a lower confidence bound: margin "

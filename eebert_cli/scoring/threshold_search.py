@@ -24,6 +24,11 @@ from ..core.errors import EebertError
 
 
 
+#: what a speedup counts (``CalibrationConfig.cost``): the FLOPs model (model/cost.py) or the latency model
+#: timed on the calibration device (model/latency.py)
+COSTS = ("flops", "latency")
+
+
 @dataclass
 class CalibrationConfig:
     """What the thresholds must achieve."""
@@ -39,6 +44,7 @@ class CalibrationConfig:
     precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points.", "min": 0.0, "min_open": True})
     gate_thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9, 1.0], metadata={"help": "Skip-probability thresholds tried for artifacts with skipping gates (0.5 as trained; 1.0 = never skip); the best at the target is kept.", "min": 0.0, "max": 1.0, "min_open": True})
     tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
+    cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
 
 
 @dataclass
@@ -58,13 +64,27 @@ def decide(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 class Problem:
     """Scores, correctness and costs of one split; evaluates threshold vectors fast."""
 
-    def __init__(self, scores: torch.Tensor, correct: torch.Tensor, cost: torch.Tensor, full: torch.Tensor):
+    def __init__(self, scores: torch.Tensor, correct: torch.Tensor, cost: torch.Tensor, full: torch.Tensor,
+                 charges: torch.Tensor | None = None):
         self.scores = scores.double()      # [N, K-1]
         self.correct = correct.double()    # [N, K]
         self.cost = cost.double()          # [N, K]
         self.full = full.double()          # [N] cost of the deployed model
         self.full_total = self.full.sum().item()
         self.scale = 1.0                   # what the task divided ``correct`` by (see Task.correctness)
+        self.charges = charges             # [N, K-1] what evaluating each exit adds to later paths, if known
+        self.off: frozenset[int] = frozenset()  # exits switched off (see ``without``)
+
+    def without(self, off: set[int] | frozenset[int]) -> "Problem":
+        """The problem with exits ``off`` switched off: never evaluated (a stateless criterion skips an exit
+        whose threshold is "never"), so they neither fire nor cost the examples that pass them."""
+        scores, cost = self.scores.clone(), self.cost.clone()
+        for j in off:
+            scores[:, j] = float("nan")  # NaN never fires
+            cost[:, j + 1:] -= self.charges[:, j:j + 1]
+        p = Problem(scores, self.correct, cost, self.full, self.charges)
+        p.scale, p.off = self.scale, frozenset(off)
+        return p
 
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
         e = decide(self.scores, thresholds)
@@ -179,15 +199,19 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
     noise are not worth extra aggressiveness that may not hold on unseen data.
     """
     k1 = problem.scores.shape[1]
-    per_exit = [torch.cat([criterion.candidates(problem.scores[:, k]), torch.tensor([INF], dtype=torch.float64)])
+    per_exit = [torch.tensor([-INF], dtype=torch.float64) if k in problem.off else
+                torch.cat([criterion.candidates(problem.scores[:, k]), torch.tensor([INF], dtype=torch.float64)])
                 for k in range(k1)]
     pooled = torch.unique(torch.cat(per_exit))
     first = Goal(min_speedup=goal) if mode == "target" else Goal(min_accuracy=goal, maximise="speedup")
     points, curve = [], []
     accs, spds = problem.sweep_global(pooled)
+    off = sorted(problem.off)
     for t, a, sp in zip(pooled.tolist(), accs.tolist(), spds.tolist()):
         curve.append({"threshold": t, "speedup": sp, "accuracy": a})
-        points.append(((a, sp), torch.full((k1,), t, dtype=torch.float64)))
+        shared = torch.full((k1,), t, dtype=torch.float64)
+        shared[off] = -INF  # an exit switched off stays off whatever the shared threshold
+        points.append(((a, sp), shared))
     best, best_t = None, None
     for p, thr in points:
         if first.better(p, best):
@@ -213,6 +237,39 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
         best_t = near_t
     curve.sort(key=lambda p: p["speedup"])
     return best_t, curve
+
+
+def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
+                         tolerance: float | None = None) -> tuple[torch.Tensor, list, Problem]:
+    """``target`` search that may also switch exits off, for a cost model in which evaluating an exit costs
+    something (``Problem.charges``; a stateless criterion, which can skip an exit). Greedy: each round
+    tries every exit still on, keeps the one whose removal gives the highest validation accuracy at the
+    target (equal accuracy: the higher speedup), and stops when none does better than what it has (an exit that seldom fires then costs every
+    example that passes it more than it saves). Returns the thresholds ("never" where off), the curve and
+    the problem they were found on."""
+    thr, curve = search(problem, criterion, "target", goal, per_layer, tolerance)
+    best = problem.outcome(thr)
+    while len(problem.off) < problem.scores.shape[1]:
+        trial = None
+        for j in range(problem.scores.shape[1]):
+            if j in problem.off:
+                continue
+            p = problem.without(problem.off | {j})
+            try:
+                t, c = search(p, criterion, "target", goal, per_layer, tolerance)
+            except EebertError:  # the target needs this exit
+                continue
+            o = p.outcome(t)
+            if Goal().better((o.accuracy, o.speedup), _point(best if trial is None else trial[3])):
+                trial = (p, t, c, o)
+        if trial is None:
+            break
+        problem, thr, curve, best = trial
+    return thr, curve, problem
+
+
+def _point(o: Outcome) -> tuple[float, float]:
+    return o.accuracy, o.speedup
 
 
 def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:

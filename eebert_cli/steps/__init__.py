@@ -93,6 +93,17 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         if not isinstance(artifact, Artifact):
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
             place_artifact(artifact, where)
+        if cfg.cost == "latency":  # what the latency model cannot time, refused before the backbone pass
+            from ..model.latency import check_latency
+
+            if token_exit or _tagger(artifact) is not None:
+                raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
+                                  "calibrated on FLOPs", "drop --cost latency")
+            from ..criteria import build_criterion
+            from ..tasks import criterion_for, task_of
+
+            name = criterion_for(task_of(artifact.deployed.model.config), cfg.criterion)
+            check_latency(artifact, build_criterion(name, dict(cfg.criterion_params), artifact))
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 
@@ -167,7 +178,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if note:
         ui.log(note)
     outputs, cal = choose_operating_point(outputs_at, [None] if gates is None else list(cfg.gate_thresholds),
-                                          cfg, criterion_params, artifact, unlabeled_at)
+                                          cfg, criterion_params, artifact, unlabeled_at, ui)
     if gates is not None:
         gates.threshold = cal.gate_threshold
     if cal.margin is not None and note:

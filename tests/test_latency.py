@@ -1,0 +1,175 @@
+"""The latency cost model (`calibrate --cost latency`): timing the loop's parts, costs along each path,
+and the search that switches off exits that do not pay for themselves."""
+
+import json
+
+import pytest
+import torch
+
+from eebert_cli.criteria import build_criterion
+from eebert_cli.model.latency import LatencyProfile, _paths, latency_costs, lengths_to_time, nonnegative_parts
+from eebert_cli.scoring.threshold_search import INF, Problem, search, search_switching_off
+
+from test_calibrate import synthetic
+from test_cli import assert_one_line_error, run
+
+
+def test_the_parts_come_back_from_the_path_times_they_make():
+    layers = [1, 2, 3, 4, 5]
+    design = torch.tensor([c for _, c in _paths(5, layers, 6)], dtype=torch.float64)
+    truth = torch.tensor([2e-4, 1e-3, 1.5e-4, 3e-4], dtype=torch.float64)  # embed, layer, exit, head
+    assert torch.allclose(nonnegative_parts(design, design @ truth), truth)
+    # noise that would fit a negative part is held at zero, the rest refitted
+    y = design @ torch.tensor([0.0, 1e-3, 1e-4, 0.0], dtype=torch.float64)
+    y[:5] -= 5e-5
+    got = nonnegative_parts(design, y)
+    assert (got >= 0).all() and got[0] == 0 and abs(got[1] - 1e-3) < 5e-5
+
+
+def test_the_profile_interpolates_between_measured_lengths_and_never_extrapolates():
+    prof = LatencyProfile(lengths=[10, 30], measured={"embed": [1.0, 3.0], "layer": [2.0, 2.0], "exit": [0.0, 1.0],
+                                                      "head": [1.0, 1.0]}, repeats=1, machine={})
+    assert prof.at("embed", torch.tensor([5, 10, 20, 30, 100])).tolist() == [1.0, 1.0, 2.0, 3.0, 3.0]
+    assert lengths_to_time(torch.tensor([7] * 50)) == [7, 14]  # one length: a second keeps the line defined
+
+
+def test_costs_charge_each_part_along_the_path():
+    prof = LatencyProfile(lengths=[1], measured={"embed": [1.0], "layer": [10.0], "exit": [2.0], "head": [3.0]},
+                          repeats=1, machine={})
+    cost, full, charges = latency_costs(prof, torch.tensor([5, 9]), [1, 3], num_layers=4)
+    assert cost[0].tolist() == [1 + 10 + 2, 1 + 30 + 4, 1 + 40 + 4 + 3]
+    assert full.tolist() == [44.0, 44.0] and charges.tolist() == [[2.0, 2.0]] * 2
+
+
+def costly_exits(charge: float) -> Problem:
+    """The synthetic problem with every exit evaluated costing ``charge`` of a layer."""
+    p = synthetic()
+    n, k1 = p.scores.shape
+    charges = torch.full((n, k1), charge, dtype=torch.float64)
+    cost = p.cost + torch.cumsum(torch.cat([charges, charges[:, -1:]], 1), 1)
+    return Problem(p.scores, p.correct, cost, p.full, charges)
+
+
+def test_switching_an_exit_off_removes_its_cost_from_the_paths_that_pass_it():
+    p = costly_exits(0.5)
+    q = p.without({1})
+    assert torch.equal(q.cost[:, :2], p.cost[:, :2]) and torch.allclose(q.cost[:, 2:], p.cost[:, 2:] - 0.5)
+    assert q.scores[:, 1].isnan().all() and q.off == {1}
+    thr, _ = search(q, build_criterion("entropy"), "target", 1.2)
+    assert thr[1] == -INF and (q.outcome(thr).exits != 1).all()  # an exit switched off never answers
+
+
+@pytest.mark.parametrize("charge", [0.0, 0.3])
+def test_the_search_switches_exits_off_only_when_that_does_better_at_the_target(charge):
+    p, crit = costly_exits(charge), build_criterion("entropy")
+    plain = p.outcome(search(p, crit, "target", 1.3)[0])
+    thr, _, q = search_switching_off(p, crit, 1.3)
+    got = q.outcome(thr)
+    assert got.speedup >= 1.3 and got.accuracy >= plain.accuracy
+    assert all(thr[j] == -INF for j in q.off)
+    if charge == 0.0:  # an exit that costs nothing is never worth switching off
+        assert not q.off
+    else:  # on this problem the first exit fires too seldom to pay a third of a layer on every example
+        assert q.off and got.accuracy > plain.accuracy
+
+
+@pytest.fixture(scope="module")
+def plain_artifact(tiny_ckpt, tiny_data, tmp_path_factory):
+    art = tmp_path_factory.mktemp("latency") / "art"
+    assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", art, "--epochs", 5, "--json").exit_code == 0
+    return art
+
+
+PARTS = {"embed": 2e-4, "layer": 1e-3, "exit": 3e-4, "head": 1e-4}  # an exit at 30% of a layer
+
+
+def test_measure_recovers_the_parts_from_the_runtimes_own_loop(plain_artifact):
+    """The loop's calls are counted and a clock charges each its part: the fit must give the parts back."""
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.latency import measure
+
+    art = load_artifact(plain_artifact)
+    ad, exits, calls = art.deployed.adapter, art.exits, {p: 0 for p in PARTS}
+
+    def counting(part, fn):
+        def wrapped(*a, **k):
+            calls[part] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    ad.embed, ad.layer, ad.head = (counting("embed", ad.embed), counting("layer", ad.layer),
+                                   counting("head", ad.head))
+    exits.logits = counting("exit", exits.logits)
+
+    def clock(fn):
+        for p in calls:
+            calls[p] = 0
+        out = fn()
+        return out, sum(PARTS[p] * calls[p] for p in PARTS) * (1 + 0.01 * torch.rand(1).item())
+
+    prof = measure(art, build_criterion("entropy", {}, art), torch.tensor([5, 8, 12, 16, 20]), repeats=3, clock=clock)
+    assert prof.lengths == lengths_to_time(torch.tensor([5, 8, 12, 16, 20]))
+    for part, want in PARTS.items():
+        assert all(abs(v - want) < 0.05 * PARTS["layer"] for v in prof.measured[part]), (part, prof.measured)
+    assert prof.machine["cpu"] and prof.repeats == 3
+    with pytest.raises(Exception, match="too noisy"):  # a clock that does not see the layers is refused
+        measure(art, build_criterion("entropy", {}, art), torch.tensor([5, 9]), repeats=2,
+                clock=lambda fn: (fn(), 1e-3))
+
+
+def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figures(plain_artifact, tmp_path,
+                                                                                   monkeypatch):
+    import shutil
+
+    import eebert_cli.model.latency as latency
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.runtime import EarlyExitModel
+
+    art = tmp_path / "art"
+    shutil.copytree(plain_artifact, art)
+    seen = []
+
+    def fixed(artifact, criterion, lengths, **k):  # the loop's parts as a busy test machine cannot time them
+        seen.append(len(lengths))
+        return LatencyProfile(lengths=[8, 16], measured={p: [v, v] for p, v in PARTS.items()}, repeats=1,
+                              machine={"cpu": "test"})
+
+    monkeypatch.setattr(latency, "measure", fixed)
+    r = run("calibrate", art, "--target-speedup", 1.3, "--cost", "latency")
+    assert r.exit_code == 0, r.output
+    assert len(seen) == 1 and "latency model:" in r.output and "(30% of a layer)" in r.output
+    cal = json.loads((art / "calibration.json").read_text())
+    val = cal["validation"]
+    assert cal["cost"]["model"] == "latency" and cal["cost"]["profile"]["measured"]["exit"] == [3e-4, 3e-4]
+    assert val["speedup_latency_model"] >= 1.3 and val["speedup_flops"] > 1.0
+    assert val["speedup_flops"] != val["speedup_latency_model"]  # two cost models, two figures
+    off = cal["cost"]["switched_off"]
+    assert [cal["thresholds"][cal["exit_layers"].index(l)] for l in off] == ["never"] * len(off)
+    model = EarlyExitModel.from_artifact(art)  # the runtime never evaluates a switched-off exit
+    assert all(layer not in off for _, layer, _ in model._plan())
+    b = run("benchmark", art, "--timing-samples", 5, "--repeats", 1, "--json")
+    assert b.exit_code == 0, b.output
+    rep = json.loads((art / "report.json").read_text())
+    assert rep["calibration_cost"] == "latency" and "test_vs_target_speedup" not in rep.get("gaps", {})
+    assert "latency cost model" in (art / "report.md").read_text()
+    assert load_artifact(art).calibration.cost["switched_off"] == off
+
+
+def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    import eebert_cli.scoring.outputs as outputs
+
+    assert_one_line_error(run("calibrate", tmp_path, "--target-speedup", 1.3, "--cost", "seconds"),
+                          "'seconds'", "flops, latency")
+    badge, plain = tmp_path / "badge", tmp_path / "plain"
+    assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", badge, "--epochs", 1, "--bypass", "badge",
+               "--json").exit_code == 0
+    assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", plain, "--epochs", 1, "--json").exit_code == 0
+
+    def no_pass(*a, **k):
+        raise AssertionError("the backbone ran before the latency model's limits were checked")
+
+    monkeypatch.setattr(outputs, "split_outputs", no_pass)
+    assert_one_line_error(run("calibrate", badge, "--target-speedup", 1.3, "--cost", "latency"),
+                          "--cost latency times plain exits", "--cost flops")
+    assert_one_line_error(run("calibrate", plain, "--target-speedup", 1.3, "--cost", "latency", "--criterion",
+                              "patience"), "patience keeps state across exits", "--cost flops")
