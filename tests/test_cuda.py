@@ -78,6 +78,26 @@ def test_calibration_and_report_record_the_gpu_placement(pipeline):
     assert batched["placement"] == rep["placement"]
 
 
+def test_latency_cost_times_the_loop_on_the_device(pipeline, tmp_path):
+    """`--cost latency` on the GPU: the loop is timed there (CUDA events), the record says which GPU."""
+    import shutil
+
+    out, dtype, dev, _ = pipeline
+    art = tmp_path / "art"
+    shutil.copytree(out, art)
+    r = CliRunner().invoke(app, [str(a) for a in ("calibrate", art, "--target-speedup", "1.3", "--cost", "latency",
+                                                   "--json", *dev)])
+    if DEVICE == "cpu" and r.exit_code == 1 and "too noisy" in r.output:
+        pytest.skip("the CPU dry run's tiny layers drown in the machine's noise; a GPU times them")
+    assert r.exit_code == 0, r.output
+    cal = as_json(r.output)
+    prof = cal["cost"]["profile"]
+    assert all(v > 0 for v in prof["measured"]["layer"])
+    if DEVICE == "cuda":
+        assert prof["machine"]["gpu"] == torch.cuda.get_device_name()
+    assert cal["validation"]["speedup_latency_model"] >= 1.3 and cal["placement"]["dtype"] == dtype
+
+
 def test_runtime_equals_simulation_on_the_gpu(pipeline, tiny_data):
     out, dtype, dev, _ = pipeline
     model = EarlyExitModel.from_artifact(out, device=DeviceConfig(DEVICE, dtype))
