@@ -153,6 +153,12 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     assert rep["calibration_cost"] == "latency" and "test_vs_target_speedup" not in rep.get("gaps", {})
     assert "latency cost model" in (art / "report.md").read_text()
     assert load_artifact(art).calibration.cost["switched_off"] == off
+    # an accuracy budget counts the same seconds (no exit switched off: that search is the target's)
+    r = run("calibrate", art, "--max-drop", 5, "--cost", "latency", "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((art / "calibration.json").read_text())
+    assert cal["mode"] == "max_drop" and cal["cost"]["switched_off"] == []
+    assert cal["validation"]["speedup_latency_model"] > 0 and len(seen) == 2
 
 
 def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path, monkeypatch):

@@ -252,6 +252,8 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     elif unlabeled_at is not None:  # agreement over validation + unlabeled rows
                         pool = pooled([outputs, unlabeled_at(gt)])
                         agree = problem_for(pool, criterion)
+                        if profile is not None:  # the budget's search counts what the target would
+                            agree = latency_problem(agree, profile, pool, artifact)
                         ones = torch.ones(agree.correct.shape[0], dtype=torch.float64)
                         thr, curve, margin = search_with_margin(agree, criterion, 1.0, ones, cfg.max_drop, cfg,
                                                                 agreement_margin)
