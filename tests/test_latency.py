@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eebert_cli.criteria import build_criterion
-from eebert_cli.model.latency import LatencyProfile, _paths, latency_costs, lengths_to_time, nonnegative_parts
+from eebert_cli.scoring.latency import LatencyProfile, _paths, latency_costs, lengths_to_time, nonnegative_parts
 from eebert_cli.scoring.threshold_search import INF, Problem, search, search_switching_off
 
 from test_calibrate import synthetic
@@ -86,7 +86,7 @@ PARTS = {"embed": 2e-4, "layer": 1e-3, "exit": 3e-4, "head": 1e-4}  # an exit at
 def test_measure_recovers_the_parts_from_the_runtimes_own_loop(plain_artifact):
     """The loop's calls are counted and a clock charges each its part: the fit must give the parts back."""
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.model.latency import measure
+    from eebert_cli.scoring.latency import measure
 
     art = load_artifact(plain_artifact)
     ad, exits, calls = art.deployed.adapter, art.exits, {p: 0 for p in PARTS}
@@ -117,11 +117,38 @@ def test_measure_recovers_the_parts_from_the_runtimes_own_loop(plain_artifact):
                 clock=lambda fn: (fn(), 1e-3))
 
 
+def test_onnx_runtime_paths_leave_where_they_are_told_and_clean_up(plain_artifact):
+    """`--latency-runtime onnxruntime`: a temporary export with every exit live runs each path as designed."""
+    pytest.importorskip("onnxruntime")
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.runtime import EarlyExitModel
+    from eebert_cli.scoring.latency import _OnnxPaths
+
+    art = load_artifact(plain_artifact)
+    crit = build_criterion("entropy", {}, art)
+    n = len(art.exits.layers)
+    paths = _paths(n, art.exits.layers, art.deployed.adapter.dims.num_layers)
+    target = _OnnxPaths(art, crit, paths)
+    try:
+        vocab = art.deployed.model.config.vocab_size
+        ids = target.inputs(torch.randint(4, vocab, (1, 9), generator=torch.Generator().manual_seed(0)))
+        got = [target.runner(i, ids)() for i in range(len(paths))]
+        assert [k for _, k in got[:n]] == list(range(n))  # leave at each exit in turn
+        assert got[n][1] == n  # every exit scored, none fired: the deployed head of the segments
+        deployed = EarlyExitModel(art, crit, [-INF] * n).forward_one(torch.from_numpy(ids[0]))[0]
+        assert torch.allclose(torch.from_numpy(got[n + 1]), deployed, atol=1e-4)  # the deployed graph
+        assert torch.allclose(torch.from_numpy(got[n][0]), deployed, atol=1e-4)
+    finally:
+        target.close()
+    assert not target.tmp.exists()  # the temporary export is gone; the artifact has no export of its own
+    assert not (plain_artifact / "onnx").exists()
+
+
 def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figures(plain_artifact, tmp_path,
                                                                                    monkeypatch):
     import shutil
 
-    import eebert_cli.model.latency as latency
+    import eebert_cli.scoring.latency as latency
     from eebert_cli.model.artifact import load_artifact
     from eebert_cli.model.runtime import EarlyExitModel
 
@@ -129,15 +156,15 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     shutil.copytree(plain_artifact, art)
     seen = []
 
-    def fixed(artifact, criterion, lengths, **k):  # the loop's parts as a busy test machine cannot time them
-        seen.append(len(lengths))
+    def fixed(artifact, criterion, lengths, runtime="pytorch", **k):  # the parts, as a busy machine cannot time them
+        seen.append(runtime)
         return LatencyProfile(lengths=[8, 16], measured={p: [v, v] for p, v in PARTS.items()}, repeats=1,
-                              machine={"cpu": "test"})
+                              machine={"cpu": "test"}, runtime=runtime)
 
     monkeypatch.setattr(latency, "measure", fixed)
     r = run("calibrate", art, "--target-speedup", 1.3, "--cost", "latency")
     assert r.exit_code == 0, r.output
-    assert len(seen) == 1 and "latency model:" in r.output and "(30% of a layer)" in r.output
+    assert seen == ["pytorch"] and "latency model:" in r.output and "(30% of a layer)" in r.output
     cal = json.loads((art / "calibration.json").read_text())
     val = cal["validation"]
     assert cal["cost"]["model"] == "latency" and cal["cost"]["profile"]["measured"]["exit"] == [3e-4, 3e-4]
@@ -154,11 +181,12 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     assert "latency cost model" in (art / "report.md").read_text()
     assert load_artifact(art).calibration.cost["switched_off"] == off
     # an accuracy budget counts the same seconds (no exit switched off: that search is the target's)
-    r = run("calibrate", art, "--max-drop", 5, "--cost", "latency", "--json")
+    r = run("calibrate", art, "--max-drop", 5, "--cost", "latency", "--latency-runtime", "onnxruntime", "--json")
     assert r.exit_code == 0, r.output
     cal = json.loads((art / "calibration.json").read_text())
     assert cal["mode"] == "max_drop" and cal["cost"]["switched_off"] == []
-    assert cal["validation"]["speedup_latency_model"] > 0 and len(seen) == 2
+    assert cal["validation"]["speedup_latency_model"] > 0 and seen == ["pytorch", "onnxruntime"]
+    assert cal["cost"]["profile"]["runtime"] == "onnxruntime"
 
 
 def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
@@ -166,6 +194,8 @@ def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path
 
     assert_one_line_error(run("calibrate", tmp_path, "--target-speedup", 1.3, "--cost", "seconds"),
                           "'seconds'", "flops, latency")
+    assert_one_line_error(run("calibrate", tmp_path, "--target-speedup", 1.3, "--latency-runtime", "onnxruntime"),
+                          "--latency-runtime names the loop", "--cost latency")
     badge, plain = tmp_path / "badge", tmp_path / "plain"
     assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", badge, "--epochs", 1, "--bypass", "badge",
                "--json").exit_code == 0

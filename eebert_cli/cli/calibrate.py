@@ -30,6 +30,7 @@ def calibrate(
     global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
     gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
     cost: Optional[str] = field_option(CalibrationConfig, "cost", "--cost"),
+    latency_runtime: Optional[str] = field_option(CalibrationConfig, "latency_runtime", "--latency-runtime"),
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
@@ -53,6 +54,7 @@ def calibrate(
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)
     cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
+                latency_runtime=latency_runtime,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,

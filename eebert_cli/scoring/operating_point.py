@@ -181,11 +181,14 @@ def check_config(cfg: CalibrationConfig) -> None:
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
     if cfg.cost not in COSTS:
         raise EebertError(f"unknown cost {cfg.cost!r}", f"choose one of {', '.join(COSTS)}")
+    if cfg.latency_runtime != CalibrationConfig().latency_runtime and cfg.cost != "latency":
+        raise EebertError("--latency-runtime names the loop the latency cost model times",
+                          "add --cost latency, or drop --latency-runtime")
 
 
 def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: Artifact) -> Problem:
-    """``problem`` with its costs in seconds from the latency ``profile`` (``model/latency.py``)."""
-    from ..model.latency import latency_costs
+    """``problem`` with its costs in seconds from the latency ``profile`` (``scoring/latency.py``)."""
+    from .latency import latency_costs
 
     cost, full, charges = latency_costs(profile, outputs.lengths, artifact.exits.layers,
                                         artifact.deployed.adapter.dims.num_layers)
@@ -203,7 +206,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
 
     ``unlabeled_at``: outputs of unlabeled rows; with ``max_drop`` the thresholds are then chosen on the
     agreement with the deployed model over validation + those rows (see :func:`agreement_margin`).
-    ``cfg.cost == "latency"``: the artifact's loop is timed once (``model/latency.py``) and every problem
+    ``cfg.cost == "latency"``: the artifact's loop is timed once (``scoring/latency.py``) and every problem
     counts seconds; the record keeps the FLOPs figures beside the latency model's."""
     t0 = time.perf_counter()
     cands, failure, ref, profile = [], None, None, None
@@ -221,13 +224,13 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                 problem = flops = problem_for(outputs, criterion)
                 if cfg.cost == "latency":
                     if profile is None:  # timed once: the loop's parts do not depend on the thresholds
-                        from ..model.latency import measure
+                        from .latency import measure
 
                         if ui is not None:
                             ui.log("timing the batch-1 loop for the latency cost model (about a minute)")
                         torch.set_num_threads(threads)  # timed as it will serve
                         try:
-                            profile = measure(artifact, criterion, outputs.lengths)
+                            profile = measure(artifact, criterion, outputs.lengths, runtime=cfg.latency_runtime)
                         finally:
                             torch.set_num_threads(1)
                         if ui is not None:

@@ -21,11 +21,12 @@ import torch
 from ..model.calibration import INF  # noqa: F401 (re-exported: the search's never/always)
 from ..criteria import Criterion
 from ..core.errors import EebertError
+from .latency import PATH_RUNNERS
 
 
 
 #: what a speedup counts (``CalibrationConfig.cost``): the FLOPs model (model/cost.py) or the latency model
-#: timed on the calibration device (model/latency.py)
+#: timed on the calibration device (scoring/latency.py)
 COSTS = ("flops", "latency")
 
 
@@ -44,6 +45,7 @@ class CalibrationConfig:
     precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points.", "min": 0.0, "min_open": True})
     gate_thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9, 1.0], metadata={"help": "Skip-probability thresholds tried for artifacts with skipping gates (0.5 as trained; 1.0 = never skip); the best at the target is kept.", "min": 0.0, "max": 1.0, "min_open": True})
     tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
+    latency_runtime: str = field(default="pytorch", metadata={"help": "With cost 'latency': the loop that is timed, 'pytorch' (on the calibration device) or 'onnxruntime' (the artifact exported with every exit live to a temporary folder, int8 graphs with --quantize int8; CPU).", "choices": list(PATH_RUNNERS)})
     cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
 
 

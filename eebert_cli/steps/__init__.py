@@ -94,7 +94,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
             place_artifact(artifact, where)
         if cfg.cost == "latency":  # what the latency model cannot time, refused before the backbone pass
-            from ..model.latency import check_latency
+            from ..scoring.latency import check_latency
 
             if token_exit or _tagger(artifact) is not None:
                 raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
@@ -103,7 +103,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
             from ..tasks import criterion_for, task_of
 
             name = criterion_for(task_of(artifact.deployed.model.config), cfg.criterion)
-            check_latency(artifact, build_criterion(name, dict(cfg.criterion_params), artifact))
+            check_latency(artifact, build_criterion(name, dict(cfg.criterion_params), artifact), cfg.latency_runtime)
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 

@@ -10,8 +10,9 @@ these parts along its path, and may switch off exits that do not pay for themsel
 
 How: for three input lengths (the validation lengths' 10th, 50th and 90th percentiles), the runtime's
 batch-1 loop is timed along K + 1 paths (leave at each exit, every exit evaluated and none firing, no
-exit evaluated), each path a known count of layers, exits and heads; least squares gives the four
-parts at that length (none below zero); between the lengths they are interpolated.
+exit evaluated: the deployed model), each path a known count of layers, exits and heads; least squares
+gives the four parts at that length (none below zero); between the lengths they are interpolated. The
+early-exit paths are timed in turn, the deployed model in a block of its own (see ``measure``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..core.errors import EebertError
-from .calibration import INF
-from .device import machine, stopwatch
+from ..model.calibration import INF
+from ..model.device import machine, stopwatch
 
 PARTS = ("embed", "layer", "exit", "head")
 #: a threshold every finite score passes (the exit fires after scoring), and one none passes (it is
 #: scored and never fires); INF / -INF mean "leave without scoring" / "not evaluated" to the runtime
-FIRES, SCORED = 1e300, -1e300
+FIRES, SCORED = 1e38, -1e38  # within float32, which the ONNX graphs compare in
 
 
 @dataclass
@@ -41,6 +42,7 @@ class LatencyProfile:
     measured: dict[str, list[float]]
     repeats: int
     machine: dict
+    runtime: str = "pytorch"  #: the loop that was timed (``PATH_RUNNERS``)
 
     def at(self, part: str, seq: torch.Tensor) -> torch.Tensor:
         x = torch.tensor(self.lengths, dtype=torch.float64)
@@ -76,8 +78,11 @@ def nonnegative_parts(design: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def check_latency(artifact, criterion) -> None:
+def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
     """What the latency model cannot time, refused before any backbone work."""
+    if runtime == "onnxruntime" and (artifact.exits.reduction not in ("cls", "mean") or criterion.needs_features):
+        raise EebertError("--latency-runtime onnxruntime times an ONNX export, which takes exits that read [CLS] or "
+                          "the mean and criteria that read only logits", "time it with --latency-runtime pytorch")
     if criterion.init_state(1):
         raise EebertError(f"--cost latency times a stateless criterion; {criterion.registry_name} keeps state "
                           "across exits", "calibrate it with --cost flops, or choose a stateless criterion")
@@ -109,42 +114,131 @@ def _paths(num_exits: int, exit_layers: list[int], num_layers: int) -> list[tupl
     return out
 
 
+class _PyTorchPaths:
+    """The PyTorch loop (``runtime.EarlyExitModel``) along each path, on the artifact's device."""
+
+    def __init__(self, artifact, criterion, paths):
+        from ..model.runtime import EarlyExitModel
+
+        self.models = [EarlyExitModel(artifact, criterion, thr) for thr, _ in paths]
+        self.device = self.models[0].device
+
+    def inputs(self, ids: torch.Tensor):
+        return ids.to(self.device)
+
+    def runner(self, i: int, ids):
+        m = self.models[i]
+        return lambda: m.forward_one(ids)
+
+    def close(self) -> None:
+        pass
+
+
+class _OnnxPaths:
+    """ONNX Runtime's segment loop along each path: the artifact exported, every exit live, to a temporary
+    folder (int8 graphs when the artifact is calibrated on an int8 backbone); the path with no exit is
+    its deployed graph, as the benchmark times it."""
+
+    def __init__(self, artifact, criterion, paths):
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from ..deploy.onnx_export import export
+        from ..deploy.onnx_runtime import OnnxEarlyExit
+        from ..model.artifact import CALIBRATION, WEIGHTS, derivation
+        from ..model.calibration import Calibration
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="eebert-latency-"))  # removed in close(): eebert made it
+        art = self.tmp / "artifact"
+        art.mkdir()
+        for f in Path(artifact.path).iterdir():  # the artifact's own records (its backbone is referenced)
+            if f.is_file() and f.name != CALIBRATION and not f.name.startswith("."):
+                shutil.copy2(f, art / f.name)
+        n = len(artifact.exits.layers)
+        Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(), thresholds=[SCORED] * n,
+                    quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
+        export(art, self.tmp / "onnx", quantize=artifact.quantize)
+        self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=torch.get_num_threads())
+        self.thresholds = [thr for thr, _ in paths]
+        self.device = torch.device("cpu")
+
+    def inputs(self, ids: torch.Tensor):
+        import numpy as np
+
+        i = ids.numpy().astype(np.int64)
+        return i, np.zeros_like(i), np.ones_like(i)
+
+    def runner(self, i: int, ids):
+        one, types, mask = ids
+        thr = self.thresholds[i]
+        if all(t == -INF for t in thr):  # no exit evaluated: the deployed graph
+            return lambda: self.ox.forward_deployed(one, mask, types)
+
+        def run():
+            self.ox.thresholds = thr + [INF]
+            return self.ox.forward_one(one, types)
+        return run
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+#: what ``--latency-runtime`` names: how each path is run
+PATH_RUNNERS = {"pytorch": _PyTorchPaths, "onnxruntime": _OnnxPaths}
+
+
 @torch.inference_mode()
 def measure(artifact, criterion, lengths: torch.Tensor, repeats: int = 20, warmup: int = 3,
-            clock=None) -> LatencyProfile:
-    """Time the runtime's batch-1 loop on the artifact's device; see the module docstring.
+            clock=None, runtime: str = "pytorch") -> LatencyProfile:
+    """Time the runtime's batch-1 loop (``runtime``: a key of ``PATH_RUNNERS``); see the module docstring.
 
     ``criterion`` must be stateless (it decides each exit alone): a path with no exit evaluated does not
-    exist for a stateful one. Paths are timed in turns (one repeat of each, then the next) so that a
-    machine slowing down part-way slows every path alike; each path's time is its median."""
-    from .runtime import EarlyExitModel
-
-    check_latency(artifact, criterion)
+    exist for a stateful one. The early-exit paths are timed in turns (one repeat of each, then the next),
+    so that a machine slowing down part-way slows them alike; each path's time is its median."""
+    check_latency(artifact, criterion, runtime)
     layers, num_layers = artifact.exits.layers, artifact.deployed.adapter.dims.num_layers
     paths = _paths(len(layers), layers, num_layers)
-    models = [EarlyExitModel(artifact, criterion, thr) for thr, _ in paths]
-    device = models[0].device
-    clock = clock or stopwatch(device)
-    vocab = int(getattr(artifact.deployed.model.config, "vocab_size", 1000))
-    gen = torch.Generator().manual_seed(0)
-    chosen = lengths_to_time(lengths)
-    fitted: dict[str, list[float]] = {p: [] for p in PARTS}
-    design = torch.tensor([counts for _, counts in paths], dtype=torch.float64)
-    for seq in chosen:
-        ids = torch.randint(min(1000, vocab - 1), vocab, (1, seq), generator=gen).to(device)
-        times: list[list[float]] = [[] for _ in paths]
-        for r in range(warmup + repeats):
-            for i, m in enumerate(models):
-                _, s = clock(lambda: m.forward_one(ids))
-                if r >= warmup:
-                    times[i].append(s)
-        y = torch.tensor([statistics.median(t) for t in times], dtype=torch.float64)
-        for p, v in zip(PARTS, nonnegative_parts(design, y).tolist()):
-            fitted[p].append(v)
-    if min(fitted["layer"]) <= 0:  # the paths' times did not grow with their layers: noise swamped them
+    target = PATH_RUNNERS[runtime](artifact, criterion, paths)
+    try:
+        clock = clock or stopwatch(target.device)
+        vocab = int(getattr(artifact.deployed.model.config, "vocab_size", 1000))
+        gen = torch.Generator().manual_seed(0)
+        chosen = lengths_to_time(lengths)
+        fitted: dict[str, list[float]] = {p: [] for p in PARTS}
+        noisy = False
+        design = torch.tensor([counts for _, counts in paths], dtype=torch.float64)
+        for seq in chosen:
+            ids = target.inputs(torch.randint(min(1000, vocab - 1), vocab, (1, seq), generator=gen))
+            runs = [target.runner(i, ids) for i in range(len(paths))]
+            times: list[list[float]] = [[] for _ in paths]
+            for r in range(warmup + repeats):
+                # the early-exit paths in turn, as a stream of examples mixes them (ONNX Runtime's segments
+                # are sessions whose state goes cold between calls); the deployed model on its own, as it
+                # serves (its graph holds its own copy of the weights: called right after the segments it
+                # would start cold)
+                for i, fn in enumerate(runs[:-1]):
+                    _, s = clock(fn)
+                    if r >= warmup:
+                        times[i].append(s)
+            runs[-1]()
+            for r in range(repeats):
+                times[-1].append(clock(runs[-1])[1])
+            y = torch.tensor([statistics.median(t) for t in times], dtype=torch.float64)
+            parts = nonnegative_parts(design, y)
+            if parts[1] < 0.01 * y[-1]:  # a layer under 1% of the deployed path: noise swamped the layers
+                noisy = True
+            for p, v in zip(PARTS, parts.tolist()):
+                fitted[p].append(v)
+    finally:
+        target.close()
+    if noisy:
         raise EebertError("timing the loop was too noisy to tell a layer's time from the rest (a busy machine?)",
                           "calibrate again on a quiet machine, or with --cost flops")
-    return LatencyProfile(lengths=chosen, measured=fitted, repeats=repeats, machine=machine(device))
+    return LatencyProfile(lengths=chosen, measured=fitted, repeats=repeats, machine=machine(target.device),
+                          runtime=runtime)
 
 
 def latency_costs(profile: LatencyProfile, lengths: torch.Tensor, exit_layers: list[int],
