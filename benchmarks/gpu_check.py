@@ -24,6 +24,10 @@ real Rotten Tomatoes texts split as the demo splits them. For each dtype:
    1, 16 and 64 clients, early exit vs the deployed model behind the same
    server. Goal: >= 1.7x throughput at 16 clients with equal or better p99.
 
+``--latency-cost`` adds to each model a copy calibrated with ``eebert calibrate --cost latency`` (the
+loop timed on the GPU) and times it at batch 1 against eager: does calibrating to the clock keep the
+wall clock at the target where the FLOPs calibration loses it?
+
 Writes ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``. ``--budget-s`` skips
 stages that would start after that many seconds (recorded as skipped), so one
 run ends in time on a lent machine. ``--smoke`` shrinks every size (CPU dry run,
@@ -46,6 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from eebert_cli.core.errors import EebertError  # noqa: E402
 from eebert_cli.model.artifact import load_artifact, write_json, write_text  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.scoring.benchmark import run_benchmark  # noqa: E402
@@ -221,7 +226,44 @@ def pipeline(name: str, ckpt: str, data_cfg: DataConfig, dtype: str, folder: Pat
            "validation_speedup": cal.validation["speedup_flops"], "parity": parity,
            "setup_seconds": round(time.time() - t0, 1)}
     row["timing"] = timing(model, data, args, dtype, started)
+    if args.latency_cost:
+        row["latency_cost"] = latency_calibrated(folder, data, dcfg, args)
     return row
+
+
+def latency_calibrated(folder: Path, data, dcfg: DeviceConfig, args) -> dict:
+    """``--latency-cost``: a copy of the artifact calibrated with ``--cost latency`` (the loop timed on this
+    device), early exit vs eager at batch 1 on the same examples; a failure is a result, not a crash."""
+    copy = folder.with_name(folder.name + "-latency")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("outputs-cache", ".*"))
+    try:
+        art = load_artifact(copy)
+        place_artifact(art, resolve(dcfg))
+        cal = calibrate(art, data, CalibrationConfig(target_speedup=args.target, bootstrap=args.bootstrap,
+                                                     cost="latency"))
+    except EebertError as e:
+        return {"not_measured": e.message}
+    model = EarlyExitModel.from_artifact(copy, device=dcfg)
+    art, dev = model.artifact, model.device
+    enc = encode(art.deployed.tokenizer, data.split("test"), art.config["max_length"])
+    out = split_outputs(art, data, "test")
+    idx = list(range(min(len(enc), args.samples_1)))
+    batches = [inputs(enc, [i], dev) for i in idx]
+    ee_s, ee_out = time_runner(lambda ids, mask, types: model.forward_one(ids, types), batches, dev, args.repeats)
+    hf = art.deployed.model
+
+    def eager(ids, mask, types):
+        with torch.inference_mode():
+            return hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+
+    eager_s, _ = time_runner(eager, batches, dev, args.repeats)
+    exits, rows = torch.tensor([k for _, k in ee_out]), torch.tensor(idx)
+    return {"switched_off": cal.cost["switched_off"], "predicted": cal.validation["speedup_latency_model"],
+            "validation_speedup_flops": cal.validation["speedup_flops"],
+            "speedup_flops": (out.full[rows].sum() / out.cost[rows, exits].sum()).item(),
+            "wall_vs_eager": eager_s / ee_s, "early_exit_ms": 1000 * ee_s / len(idx),
+            "eager_ms": 1000 * eager_s / len(idx)}
 
 
 def bert_shape(folder: Path, source: str, layers: int, hidden: int, heads: int) -> Path:
@@ -291,6 +333,19 @@ def markdown(report: dict) -> str:
                          f"{t['early_exit_ms']:.3f} | {segment(t)} | {ms('eager')} | {ms('graphed')} | "
                          f"{ms('compiled')} | {acc} | "
                          f"{goal} |")
+    lat = [m for m in report["models"] if "latency_cost" in m]
+    if lat:
+        lines += ["", "Latency-calibrated (`eebert calibrate --cost latency`, the loop timed on this device), batch 1, "
+                      "early exit vs eager on the same examples:", ""]
+        for m in lat:
+            c = m["latency_cost"]
+            if "not_measured" in c:
+                lines.append(f"- {m['model']} {m['dtype']}: not measured ({c['not_measured']})")
+                continue
+            off = ", ".join(map(str, c["switched_off"])) or "none"
+            lines.append(f"- {m['model']} {m['dtype']}: {c['wall_vs_eager']:.2f}x wall (predicted "
+                         f"{c['predicted']:.2f}x on validation) at {c['speedup_flops']:.2f}x FLOPs; exits switched "
+                         f"off after layers: {off}")
     s = report.get("serve")
     if s and "levels" in s:
         lines += ["", f"`eebert serve --device {s['device']} --dtype {s['dtype']}` (benchmarks/serve.py), "
@@ -340,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-s", type=float, default=420, help="no stage starts after this many seconds")
     ap.add_argument("--no-segment-graphs", dest="segment_graphs", action="store_false",
                     help="skip the early-exit runner that replays each segment from a CUDA graph (batch 1)")
+    ap.add_argument("--latency-cost", action="store_true",
+                    help="also calibrate a copy of each artifact with --cost latency and time it at batch 1")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU dry run, not a measurement)")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -104,8 +104,10 @@ RUNS = [
     # shape, the served comparison) runs on tiny sizes; CUDA graphs fall back to eager padded buckets
     Run("gpu_check.py",
         lambda f, tmp: ["--smoke", "--device", "cpu", "--dtypes", "float32,bfloat16", "--bert-dtypes", "bfloat16",
-                        "--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--out", tmp / "gc"],
+                        "--checkpoint", f("tiny_ckpt"), "--data", f("tiny_data"), "--out", tmp / "gc",
+                        "--latency-cost"],
         ["# GPU check (SMOKE RUN, tiny sizes: not a measurement)", "| tiny-bert | float32 | 1 | ",
+         "Latency-calibrated (`eebert calibrate --cost latency`", "- tiny-bert float32: ",
          "| tiny-bert | bfloat16 | 4 | ", "| BERT 4x32 (random) | bfloat16 | 1 | ", "meaningless (random weights)",
          "(graphed)", "`eebert serve --device cpu --dtype float32`", "| 2 | "],
         absent=["Skipped:", "error"], needs=("fastapi", "uvicorn")),
