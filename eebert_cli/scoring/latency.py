@@ -1,8 +1,8 @@
 """Latency cost model: what the early-exit loop costs on the clock of one device, at batch size 1.
 
-The FLOPs model (``cost.py``) charges an exit head its arithmetic, a fraction of a percent of a layer.
-On a CPU at batch size 1 an exit costs what it moves and what each of its ops costs to start: 10-15%
-of a layer was measured (docs/inference.md), so an exit that seldom fires can cost more than it
+The FLOPs model (``model/cost.py``) charges an exit head its arithmetic, a fraction of a percent of a
+layer. On a CPU at batch size 1 an exit costs what it moves and what each of its ops costs to start:
+10-30% of a layer was measured (docs/inference.md, sixth and seventh passes), so an exit that seldom fires can cost more than it
 saves. This model times the runtime's own loop on the calibration device and splits it into parts,
 each a function of the input length T (seconds): embeddings, one encoder layer, one exit (head, score and
 decision) and the deployed head. Calibration (``calibrate --cost latency``) then charges every example
@@ -99,7 +99,7 @@ def lengths_to_time(lengths: torch.Tensor) -> list[int]:
     """The 10th, 50th and 90th percentiles of the validation lengths (distinct, at least 2 tokens)."""
     q = torch.quantile(lengths.double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
     picked = sorted({max(2, int(round(v))) for v in q.tolist()})
-    if len(picked) == 1:  # every text about as long: a second length keeps the line defined
+    if len(picked) == 1:  # every text about as long: a second length to interpolate towards
         picked.append(picked[0] * 2)
     return picked
 
