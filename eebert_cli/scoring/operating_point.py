@@ -227,7 +227,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                         from .latency import measure
 
                         if ui is not None:
-                            ui.log("timing the batch-1 loop for the latency cost model (about a minute)")
+                            ui.log("timing the batch-1 loop for the latency cost model (a minute or more)")
                         torch.set_num_threads(threads)  # timed as it will serve
                         try:
                             profile = measure(artifact, criterion, outputs.lengths, runtime=cfg.latency_runtime)
