@@ -246,9 +246,9 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
     """``target`` search that may also switch exits off, for a cost model in which evaluating an exit costs
     something (``Problem.charges``; a stateless criterion, which can skip an exit). Greedy: each round
     tries every exit still on, keeps the one whose removal gives the highest validation accuracy at the
-    target (equal accuracy: the higher speedup), and stops when none does better than what it has (an exit that seldom fires then costs every
-    example that passes it more than it saves). Returns the thresholds ("never" where off), the curve and
-    the problem they were found on."""
+    target (equal accuracy: the higher speedup), and stops when none does better than what it has (an
+    exit that seldom fires costs every example that passes it more than it saves). Returns the
+    thresholds ("never" where off), the curve and the problem they were found on."""
     thr, curve = search(problem, criterion, "target", goal, per_layer, tolerance)
     best = problem.outcome(thr)
     while len(problem.off) < problem.scores.shape[1]:
