@@ -2,11 +2,12 @@
 
 The FLOPs model (``model/cost.py``) charges an exit head its arithmetic, a fraction of a percent of a
 layer. On a CPU at batch size 1 an exit costs what it moves and what each of its ops costs to start:
-10-30% of a layer was measured (docs/inference.md, sixth and seventh passes), so an exit that seldom fires can cost more than it
-saves. This model times the runtime's own loop on the calibration device and splits it into parts,
-each a function of the input length T (seconds): embeddings, one encoder layer, one exit (head, score
-and decision) and the deployed head. Calibration (``calibrate --cost latency``) then charges every example
-these parts along its path, and may switch off exits that do not pay for themselves.
+10-30% of a layer was measured (docs/inference.md, sixth and seventh passes), so an exit that seldom
+fires can cost more than it saves. This model times the runtime's own loop on the calibration device
+and splits it into parts, each a function of the input length T (seconds): embeddings, one encoder
+layer, one exit (head, score and decision) and the deployed head. Calibration (``calibrate --cost
+latency``) then charges every example these parts along its path, and may switch off exits that do
+not pay for themselves.
 
 How: for three input lengths (the validation lengths' 10th, 50th and 90th percentiles), the runtime's
 batch-1 loop is timed along K + 1 paths (leave at each exit, every exit evaluated and none firing, no
