@@ -151,16 +151,20 @@ class _OnnxPaths:
         from ..model.calibration import Calibration
 
         self.tmp = Path(tempfile.mkdtemp(prefix="eebert-latency-"))  # removed in close(): eebert made it
-        art = self.tmp / "artifact"
-        art.mkdir()
-        for f in Path(artifact.path).iterdir():  # the artifact's own records (its backbone is referenced)
-            if f.is_file() and f.name != CALIBRATION and not f.name.startswith("."):
-                shutil.copy2(f, art / f.name)
-        n = len(artifact.exits.layers)
-        Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(), thresholds=[SCORED] * n,
-                    quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
-        export(art, self.tmp / "onnx", quantize=artifact.quantize)
-        self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=torch.get_num_threads())
+        try:
+            art = self.tmp / "artifact"
+            art.mkdir()
+            for f in Path(artifact.path).iterdir():  # the artifact's own records (its backbone is referenced)
+                if f.is_file() and f.name != CALIBRATION and not f.name.startswith("."):
+                    shutil.copy2(f, art / f.name)
+            n = len(artifact.exits.layers)
+            Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(),
+                        thresholds=[SCORED] * n, quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
+            export(art, self.tmp / "onnx", quantize=artifact.quantize)
+            self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=torch.get_num_threads())
+        except BaseException:  # a failed export leaves no temporary folder behind
+            self.close()
+            raise
         self.thresholds = [thr for thr, _ in paths]
         self.device = torch.device("cpu")
 
@@ -168,7 +172,7 @@ class _OnnxPaths:
         import numpy as np
 
         i = ids.numpy().astype(np.int64)
-        return i, np.zeros_like(i), np.ones_like(i)
+        return i, np.zeros_like(i), np.ones_like(i)  # ids, token types, mask
 
     def runner(self, i: int, ids):
         one, types, mask = ids
