@@ -63,7 +63,7 @@ def calibrated(art, val, test, name, params, target):
     res = choose_operating_point(lambda gt: val, [None], cfg, None, art)[1].to_dict()
     secs = time.perf_counter() - t0
     crit = build_criterion(name, res["criterion_params"], art)
-    o = problem_for(test, crit).outcome(torch.tensor(thresholds_from_json(res["thresholds"]), dtype=torch.float64))
+    o = problem_for(test, crit, art.exits).outcome(torch.tensor(thresholds_from_json(res["thresholds"]), dtype=torch.float64))
     return res, o, secs
 
 

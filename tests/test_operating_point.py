@@ -7,6 +7,7 @@ narrow, or a --max-drop search without its margin, misses the stated rate.
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from eebert_cli.scoring.threshold_search import CalibrationConfig, Outcome, Problem, bootstrap, search
@@ -80,3 +81,20 @@ def test_target_mode_takes_the_slowest_within_noise_of_the_best():
     a, b, c = _cand(None, 2.4, 0.850), _cand(None, 2.1, 0.848), _cand(None, 2.0, 0.80)
     assert pick([a, b, c], "target", 0.005) is b
     assert pick([a, b, c], "target", 0.0) is a
+
+
+def test_an_exit_set_to_never_costs_nothing_only_under_a_stateless_criterion():
+    g = torch.Generator().manual_seed(3)
+    base = population(400, g)
+    charges = torch.full((400, 3), 0.25, dtype=torch.float64)  # each exit's head: a quarter of a layer
+    thr = torch.tensor([-float("inf"), 0.3, 0.5], dtype=torch.float64)
+    e = Problem(base.scores, base.correct, base.cost, base.full).outcome(thr).exits
+    spent = base.cost.gather(1, e[:, None]).sum().item()
+    for stateless, saved in ((True, 0.25 * (e > 0).sum().item()), (False, 0.0)):
+        p = Problem(base.scores, base.correct, base.cost, base.full, charges)
+        p.stateless = stateless
+        o = p.outcome(thr)
+        assert torch.equal(o.exits, e)  # where examples leave does not change, only what passing exit 0 cost
+        assert o.speedup == pytest.approx(p.full_total / (spent - saved), rel=1e-12)
+        lo, hi = bootstrap(p, thr, 400)["speedup_ci95"]
+        assert lo <= o.speedup <= hi  # the interval is about the same figure

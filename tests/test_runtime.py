@@ -129,6 +129,33 @@ def test_exits_calibrated_never_are_not_evaluated(calibrated):
     assert k == 1 and not calls  # exit 0 cannot fire with a stateless criterion: skipped
 
 
+def test_flops_figures_do_not_charge_an_exit_the_runtime_skips(calibrated):
+    """The benchmark counts the FLOPs the runtime spends: an exit set to "never" under a stateless criterion
+    is skipped (test above), so its head is not charged; a stateful criterion evaluates it, and is."""
+    from eebert_cli.criteria import build_criterion
+    from eebert_cli.model.cost import exit_costs
+
+    out, data = calibrated
+    model = EarlyExitModel.from_artifact(out)
+    test = split_outputs(model.artifact, data, "test")
+    exits, dims = model.exits, model.adapter.dims
+    model.thresholds = [-float("inf")] + [0.9] * (len(model.thresholds) - 1)  # exit 0 off, the rest fire often
+    rows = flops_rows(model, test)
+    e = rows["exit_index"]
+    assert (e > 0).all()
+    uncharged = exit_costs(dims, test.lengths, exits.layers, lambda k, seq: 0 if k == 0 else exits.flops(k, seq))
+    full = test.full.sum().item()
+    assert rows["early_exit"]["speedup_flops"] == pytest.approx(full / uncharged.gather(1, e[:, None]).sum().item(),
+                                                                rel=1e-12)
+    charged = full / test.cost.gather(1, e[:, None]).sum().item()
+    assert rows["early_exit"]["speedup_flops"] > charged
+    model.criterion = build_criterion("patience", {}, model.artifact)  # stateful: every exit is evaluated
+    rows = flops_rows(model, test)
+    e = rows["exit_index"]
+    assert rows["early_exit"]["speedup_flops"] == pytest.approx(full / test.cost.gather(1, e[:, None]).sum().item(),
+                                                                rel=1e-12)
+
+
 def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     import json
     import shutil

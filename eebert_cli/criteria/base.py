@@ -54,6 +54,11 @@ class Criterion:
     def init_state(self, batch: int, device: torch.device | None = None) -> State:
         return {}
 
+    @property
+    def stateless(self) -> bool:
+        """Whether an exit's score depends on that exit alone (nothing is carried between exits)."""
+        return not self.init_state(1)
+
     @classmethod
     def fit(cls, exits, features, targets: torch.Tensor, rows: torch.Tensor, reduction: str):
         """Train what this criterion learns at attach, right after the exits (nothing by default).

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
-from ..model.calibration import INF, thresholds_from_json, thresholds_to_json
+from ..model.calibration import INF, skipped_exits, thresholds_from_json, thresholds_to_json
 from ..backbones.base import BackboneAdapter
 from ..core.errors import EebertError
 from ..exits import reduce
@@ -121,10 +121,6 @@ class Segment(nn.Module):
             logits = self.head(x)
             out = (hidden, logits) + ((self.criterion.step(logits, {})[0],) if self.criterion is not None else ())
         return out + tuple(got.values()) if self.first else out
-
-
-def live_exits(criterion_stateless: bool, thresholds: list[float]) -> list[int]:
-    return [k for k, t in enumerate(thresholds) if not (criterion_stateless and t == -INF)]
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -224,9 +220,10 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
                           "token (taggers), without bypasses, and criteria that read only logits",
                           "export an artifact with linear / pooler-mlp / mean-mlp exits, or serve this one with PyTorch")
     thresholds = thresholds_from_json(cal.thresholds)
-    stateless = not criterion.init_state(1)
+    stateless = criterion.stateless
     traced = stateless and not tags  # a tagger's score needs the word alignment: the host computes it
-    live = live_exits(stateless, thresholds)
+    skip = skipped_exits(thresholds, stateless)
+    live = [k for k in range(len(thresholds)) if k not in skip]
     dims = art.deployed.adapter.dims
     out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
     check_export_out(out, art.reference.path)

@@ -23,6 +23,13 @@ CI_METHOD = "95% bootstrap percentile interval at the chosen thresholds (the sea
 INF = float("inf")
 
 
+def skipped_exits(thresholds, stateless: bool) -> frozenset[int]:
+    """Exits the runtime never evaluates (and an ONNX export leaves out): those set to "never" under a
+    stateless criterion, which cannot fire and feed nothing later. A stateful criterion (patience) sees
+    every exit. The one rule the runtime, the export and the FLOPs figures share."""
+    return frozenset(k for k, t in enumerate(thresholds) if stateless and float(t) == -INF)
+
+
 def thresholds_from_json(values: list) -> list[float]:
     """calibration.json's thresholds: numbers, or "never" / "always" for -inf / +inf."""
     return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]

@@ -2,7 +2,8 @@
 
 Counts (2 x multiply-adds) the embeddings, every encoder layer run, every exit
 head evaluated on the way (including ones that did not fire) and the deployed
-head when the sample goes all the way. With skipping gates, a layer a sample
+head when the sample goes all the way. An exit the runtime skips (``skip_exits``
+with ``exit_charges``) costs nothing. With skipping gates, a layer a sample
 skipped costs nothing and every gate evaluated on the way costs its own FLOPs. Costs depend on each sample's own
 length: at batch size 1 nothing is padded. Attention scores and the weighted sum
 count the query-key pairs a layer attends: T x T for full attention, and for
@@ -71,12 +72,28 @@ def exit_costs(d: Dims, lengths: torch.Tensor, exit_layers: list[int], exit_flop
     """
     seq = lengths.double()
     reach = encoder_flops(d, seq, skipped, gates)
-    cols, spent = [], torch.zeros_like(seq)
-    for k, layer in enumerate(exit_layers):
-        spent = spent + torch.as_tensor(exit_flops(k, seq), dtype=torch.float64)
-        cols.append(reach[:, layer] + spent)
-    cols.append(reach[:, d.num_layers] + spent + head_flops(d))
+    spent = exit_charges(exit_flops, len(exit_layers), seq).cumsum(1)
+    cols = [reach[:, layer] + spent[:, k] for k, layer in enumerate(exit_layers)]
+    cols.append(reach[:, d.num_layers] + (spent[:, -1] if exit_layers else 0.0) + head_flops(d))
     return torch.stack(cols, 1)
+
+
+def exit_charges(exit_flops, num_exits: int, seq: torch.Tensor) -> torch.Tensor:
+    """[N, K-1]: what evaluating each trainable exit (head and bypass) adds to every path that passes it."""
+    seq = seq.double()
+    if not num_exits:
+        return torch.zeros(len(seq), 0, dtype=torch.float64)
+    return torch.stack([torch.as_tensor(exit_flops(k, seq), dtype=torch.float64).expand(len(seq))
+                        for k in range(num_exits)], 1)
+
+
+def skip_exits(cost: torch.Tensor, charges: torch.Tensor, off) -> torch.Tensor:
+    """``cost`` [N, K] with exits ``off`` never evaluated: each stops charging the paths that pass it
+    (whatever the cost counts, FLOPs or seconds, ``charges`` [N, K-1] in the same unit)."""
+    cost = cost.clone()
+    for j in off:
+        cost[:, j + 1:] -= charges[:, j:j + 1]
+    return cost
 
 
 def full_cost(d: Dims, lengths: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from .artifact import Artifact, load_artifact
 from .calibration import thresholds_from_json, thresholds_to_json  # noqa: F401 (re-exported)
-from .calibration import INF
+from .calibration import INF, skipped_exits
 from ..criteria import Criterion, build_criterion, feature_reduction
 from .device import DeviceConfig, Placement, module_device, place_artifact, resolve
 from ..core.errors import EebertError
@@ -114,9 +114,9 @@ class EarlyExitModel:
         """
         key = tuple(self.thresholds)
         if self._plan_key != key:
-            stateless = not self.criterion.init_state(1)
-            self._plan_cache = [(k, layer, t) for k, (layer, t) in
-                                enumerate(zip(self.layers, self.thresholds)) if not (stateless and t == -INF)]
+            skip = skipped_exits(self.thresholds, self.criterion.stateless)
+            self._plan_cache = [(k, layer, t) for k, (layer, t) in enumerate(zip(self.layers, self.thresholds))
+                                if k not in skip]
             self._plan_key = key
         return self._plan_cache
 

@@ -27,7 +27,7 @@ class SegmentGraphs:
     """``model.forward_one`` replayed from CUDA graphs: ``(input_ids [1, T], token_type_ids) -> (logits, exit)``."""
 
     def __init__(self, model, bucket: int = 16):
-        if model.gates is not None or model.taps or model.criterion.init_state(1):
+        if model.gates is not None or model.taps or not model.criterion.stateless:
             raise EebertError("segment graphs need a stateless criterion, no bypasses and no skipping gates",
                               "run without segment graphs")
         self.model, self.bucket = model, bucket

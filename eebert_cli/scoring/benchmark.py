@@ -18,7 +18,6 @@ from typing import ClassVar
 import torch
 
 from .baselines import oracle_exits, static_costs, static_exit
-from .threshold_search import decide
 from ..model.device import machine, placement_of, stopwatch
 from .curves import report_curves
 from ..data import TaskData
@@ -63,8 +62,9 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     task = out.task
     layers = torch.tensor(model.exit_layers, dtype=torch.float64)
     num_layers = model.num_layers
-    problem = problem_for(out, model.criterion)
-    e = decide(problem.scores, torch.tensor(model.thresholds, dtype=torch.float64))
+    problem = problem_for(out, model.criterion, model.exits)
+    outcome = problem.outcome(torch.tensor(model.thresholds, dtype=torch.float64))  # FLOPs the runtime spends
+    e = outcome.exits
     preds = task.answers(out.logits)  # [N, K] class ids or values, or [N, K, C] label sets
     every = torch.arange(len(e))
     pred = preds[every, e]
@@ -79,7 +79,7 @@ def flops_rows(model: EarlyExitModel, out: SplitOutputs) -> dict:
     def row(p: torch.Tensor, **extra) -> dict:
         return {**task.row(p, out.labels, out.deployed_pred), **extra}
 
-    early = row(pred, speedup_flops=full / out.cost.gather(1, e[:, None]).sum().item(),
+    early = row(pred, speedup_flops=outcome.speedup,
                 speedup_layers=num_layers / run, layers_saved=1 - run / num_layers,
                 average_exit_layer=avg_layer, exit_histogram=hist)
     if out.skipped is not None:

@@ -84,7 +84,7 @@ def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
     if runtime == "onnxruntime" and (artifact.exits.reduction not in ("cls", "mean") or criterion.needs_features):
         raise EebertError("--latency-runtime onnxruntime times an ONNX export, which takes exits that read [CLS] or "
                           "the mean and criteria that read only logits", "time it with --latency-runtime pytorch")
-    if criterion.init_state(1):
+    if not criterion.stateless:
         raise EebertError(f"--cost latency times a stateless criterion; {criterion.registry_name} keeps state "
                           "across exits", "calibrate it with --cost flops, or choose a stateless criterion")
     exits = artifact.exits

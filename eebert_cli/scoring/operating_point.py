@@ -193,7 +193,7 @@ def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: 
     cost, full, charges = latency_costs(profile, outputs.lengths, artifact.exits.layers,
                                         artifact.deployed.adapter.dims.num_layers)
     p = Problem(problem.scores, problem.correct, cost, full, charges)
-    p.scale = problem.scale
+    p.scale, p.stateless = problem.scale, problem.stateless
     return p
 
 
@@ -221,7 +221,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
             for params in grid_points(name, cfg, criterion_params):
                 criterion = build_criterion(name, params, artifact)
                 task.check_criterion(criterion)
-                problem = flops = problem_for(outputs, criterion)
+                problem = flops = problem_for(outputs, criterion, artifact.exits if artifact is not None else None)
                 if cfg.cost == "latency":
                     if profile is None:  # timed once: the loop's parts do not depend on the thresholds
                         from .latency import measure
@@ -283,8 +283,8 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
         cal.cost = {"model": "latency", "profile": profile.to_dict(),
                     "switched_off": [artifact.exits.layers[j] for j in sorted(c.problem.off)],
                     "note": "target_speedup and the curve count the latency model's seconds at batch size 1 on "
-                            "this machine; validation.speedup_flops counts FLOPs (an exit switched off is "
-                            "still charged its head's FLOPs there)"}
+                            "this machine; validation.speedup_flops counts FLOPs (an exit switched off costs "
+                            "none, as in the runtime)"}
     return c.outputs, cal
 
 

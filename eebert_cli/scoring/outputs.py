@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ..model import artifact as art
 from ..model.checkpoint import gold_labels
-from ..model.cost import exit_costs, full_cost
+from ..model.cost import exit_charges, exit_costs, full_cost
 from ..model.device import placement_of
 from ..criteria import feature_reduction
 from ..data import DataConfig, TaskData
@@ -230,13 +230,16 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     return result
 
 
-def problem_for(outputs: SplitOutputs, criterion):
+def problem_for(outputs: SplitOutputs, criterion, exits=None):
     """The calibration :class:`~eebert_cli.scoring.threshold_search.Problem` of these outputs under ``criterion``: the
-    task's per-example figure at every exit (``Problem.scale`` undoes its scaling)."""
+    task's per-example figure at every exit (``Problem.scale`` undoes its scaling). With the artifact's
+    ``exits`` (an ExitSet) its outcomes charge FLOPs as the runtime spends them: an exit the runtime skips
+    ("never" under a stateless criterion) costs nothing."""
     from .threshold_search import Problem
 
     scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
     correct, scale = outputs.task.correctness(outputs.logits, outputs.reference)
-    p = Problem(scores, correct, outputs.cost, outputs.full)
-    p.scale = scale
+    charges = None if exits is None else exit_charges(exits.flops, len(exits.layers), outputs.lengths)
+    p = Problem(scores, correct, outputs.cost, outputs.full, charges)
+    p.scale, p.stateless = scale, criterion.stateless
     return p

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..model.calibration import INF  # noqa: F401 (re-exported: the search's never/always)
+from ..model.calibration import INF, skipped_exits  # INF re-exported: the search's never/always
+from ..model.cost import skip_exits
 from ..criteria import Criterion
 from ..core.errors import EebertError
 from .latency import PATH_RUNNERS
@@ -76,19 +77,35 @@ class Problem:
         self.scale = 1.0                   # what the task divided ``correct`` by (see Task.correctness)
         self.charges = charges             # [N, K-1] what evaluating each exit adds to later paths, if known
         self.off: frozenset[int] = frozenset()  # exits switched off (see ``without``)
+        #: the criterion is stateless: an exit set to "never" is not evaluated (``skipped_exits``), so an
+        #: outcome does not charge it (needs ``charges``; the sweeps still do: a cautious search)
+        self.stateless = False
 
     def without(self, off: set[int] | frozenset[int]) -> "Problem":
         """The problem with exits ``off`` switched off: never evaluated (a stateless criterion skips an exit
         whose threshold is "never"), so they neither fire nor cost the examples that pass them."""
-        scores, cost = self.scores.clone(), self.cost.clone()
+        scores = self.scores.clone()
         for j in off:
             scores[:, j] = float("nan")  # NaN never fires
-            cost[:, j + 1:] -= self.charges[:, j:j + 1]
-        p = Problem(scores, self.correct, cost, self.full, self.charges)
-        p.scale, p.off = self.scale, frozenset(off)
+        p = Problem(scores, self.correct, skip_exits(self.cost, self.charges, off), self.full, self.charges)
+        p.scale, p.off, p.stateless = self.scale, frozenset(off), self.stateless
         return p
 
+    def as_run(self, thresholds: torch.Tensor) -> "Problem":
+        """This problem as the runtime runs these thresholds: an exit it skips ("never" under a stateless
+        criterion) is switched off, so it costs nothing (when ``charges`` are known)."""
+        if self.charges is not None:
+            skip = skipped_exits(thresholds.tolist(), self.stateless) - self.off
+            if skip:
+                return self.without(self.off | skip)
+        return self
+
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
+        """Where each example leaves at these thresholds, and the speedup and accuracy that gives, at the
+        cost the runtime spends (``as_run``)."""
+        run = self.as_run(thresholds)
+        if run is not self:
+            return run.outcome(thresholds)
         e = decide(self.scores, thresholds)
         spent = self.cost.gather(1, e[:, None]).sum().item()
         return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
@@ -276,6 +293,7 @@ def _point(o: Outcome) -> tuple[float, float]:
 
 def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
     """95% percentile intervals of speedup and accuracy over resampled validation sets, at these thresholds."""
+    problem = problem.as_run(thresholds)
     n = problem.scores.shape[0]
     gen = torch.Generator().manual_seed(seed)
     e = decide(problem.scores, thresholds)[:, None]
