@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -81,3 +82,17 @@ def test_a_failed_attach_leaves_the_old_artifact(tiny_ckpt, tiny_data, tmp_path,
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == [".a.features", "a"]
     manifest = read_json(tmp_path / ".a.features" / "manifest.json")
     assert len(manifest["done"]) == len(manifest["chunks"])
+
+
+@pytest.mark.parametrize("head,chosen", [("mean-mlp", 1), ("linear", 1), ("attention", 0), ("attn-pool", 0)])
+def test_exit_training_threads_follow_what_the_heads_read(head, chosen):
+    """One thread for pooled heads (small products), torch's default for token-reading heads; a set
+    value wins."""
+    from eebert_cli.backbones import Dims
+    from eebert_cli.exits import ExitSet, ExitSpec
+    from eebert_cli.train.loop import TrainConfig, training_threads
+
+    exits = ExitSet(ExitSpec(head, [1, 2], {}, {}), Dims(3, 16, 32, 2, 2))
+    assert training_threads(TrainConfig(), exits) == chosen
+    assert training_threads(TrainConfig(threads=3), exits) == 3
+    assert training_threads(TrainConfig(threads=0), exits) == 0

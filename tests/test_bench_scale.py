@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -21,6 +22,9 @@ def test_attach_cost_splits_the_attach_and_compares_thread_counts(tiny_ckpt, tin
     parts = report["before_pass_s"] + report["backbone_pass_s"] + report["exit_training_s"]
     assert parts <= report["whole_attach_s"] and report["whole_over_pass"] >= 1
     assert all(report[f"adamw_step_{k}_ms"] > 0 for k in ("fused", "foreach", "per_tensor"))
+    # mean-MLP exits read a pooled vector: trained on one thread, the baseline on torch's default
+    assert report["training_threads"] == 1 and report["baseline_threads"] == torch.get_num_threads()
+    assert report["baseline_over_chosen_per_epoch"] > 0
     assert (tmp_path / "out.json").is_file() and not (tmp_path / "unused").exists()
 
 

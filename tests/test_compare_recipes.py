@@ -408,3 +408,19 @@ train = {epochs = 2}
     r, methods = load_compare_recipe(bad)
     with pytest.raises(EebertError, match="compare ranks methods by accuracy .* is a regression model"):
         run_compare(r, methods)
+
+
+def test_a_rows_key_covers_what_it_measures_and_not_the_training_threads():
+    import dataclasses
+
+    from eebert_cli.recipe.compare import row_key
+
+    recipe, methods = load_compare_recipe(Path(__file__).resolve().parents[1] / "recipes" / "study-mpnet-r8.toml")
+    m = methods[0]
+    key = row_key(recipe, m, "sha")
+    train = m.attach.train
+    for threads in (0, 1, 4):
+        other = dataclasses.replace(m, attach=dataclasses.replace(m.attach, train=dataclasses.replace(train, threads=threads)))
+        assert row_key(recipe, other, "sha") == key
+    more = dataclasses.replace(m, attach=dataclasses.replace(m.attach, train=dataclasses.replace(train, epochs=3)))
+    assert row_key(recipe, more, "sha") != key and row_key(recipe, m, "other") != key

@@ -327,8 +327,12 @@ def row_key(recipe: CompareRecipe, m: Method, checkpoint_sha256: str) -> str:
     from .. import __version__
 
     settings = {k: v for k, v in to_dict(recipe).items() if k not in ("checkpoint", "out", "baseline", "methods")}
+    method = to_dict(m)
+    # training threads change how fast a row is made, not what it measures: hashed as 1 (the default when
+    # rows were first keyed), so a row stays reusable whatever threads it or its rerun trained on
+    method["attach"]["train"]["threads"] = 1
     blob = json.dumps({"eebert": __version__, "checkpoint_sha256": checkpoint_sha256, "recipe": settings,
-                       "method": to_dict(m)}, sort_keys=True, default=str)
+                       "method": method}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -29,7 +29,7 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
     contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
-    threads: int = field(default=1, metadata={"help": "torch threads for exit training on the CPU (0 = torch's default): steps are small matrix products, where more threads mostly wait on each other.", "min": 0})
+    threads: int = field(default=-1, metadata={"help": "torch threads for exit training on the CPU: -1 = by head (one for heads that read a pooled vector, whose steps are small matrix products where more threads mostly wait on each other; torch's default for heads that read every token, whose steps are large), 0 = torch's default, N = N.", "min": -1})
     contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
 
 
@@ -74,13 +74,21 @@ def train_exits(exits: ExitSet, objective: Objective, features: Features, target
                 cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Fit exits (and any learned part of the objective) on the exits' device; keep the best held-out epoch.
 
-    On the CPU the steps run on ``cfg.threads`` threads (default one): each is a
-    handful of small matrix products (batch x hidden), where handing work between
-    threads costs more than it saves (benchmarks/attach_cost.py measures both).
+    On the CPU the steps run on ``training_threads`` threads.
     """
     device = module_device(exits)
-    with cpu_threads(cfg.threads, device):
+    with cpu_threads(training_threads(cfg, exits), device):
         return _train(exits, objective, features, targets, cfg, on_epoch, device)
+
+
+def training_threads(cfg: TrainConfig, exits: ExitSet) -> int:
+    """``cfg.threads``, or by head when -1: one thread where every exit reads a pooled vector (a step is a
+    handful of small batch x hidden products, where handing work between threads costs more than it
+    saves), torch's default (0) where an exit reads every token (a step runs a sequence model per exit,
+    large enough to share). benchmarks/attach_cost.py measures the choice against the other."""
+    if cfg.threads >= 0:
+        return cfg.threads
+    return 0 if any("tokens" in kinds for kinds in exits.needs().values()) else 1
 
 
 def _train(exits, objective, features, targets, cfg, on_epoch, device) -> dict:
