@@ -209,3 +209,20 @@ def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path
                           "--cost latency times plain exits", "--cost flops")
     assert_one_line_error(run("calibrate", plain, "--target-speedup", 1.3, "--cost", "latency", "--criterion",
                               "patience"), "patience keeps state across exits", "--cost flops")
+
+
+@pytest.mark.parametrize("criterion", ["entropy", "patience"])
+def test_a_flops_calibration_keeps_every_exit_on(plain_artifact, tmp_path, monkeypatch, criterion):
+    """Switching exits off is the latency model's: a FLOPs calibration (whose problem also knows each exit's
+    FLOPs, to charge what the runtime spends) never runs that search, stateless criterion or not."""
+    import shutil
+
+    import eebert_cli.scoring.operating_point as op
+
+    art = tmp_path / "art"
+    shutil.copytree(plain_artifact, art)
+    monkeypatch.setattr(op, "search_switching_off", lambda *a, **k: pytest.fail("switched exits off on FLOPs"))
+    r = run("calibrate", art, "--target-speedup", 1.3, "--criterion", criterion, "--json")
+    assert r.exit_code == 0, r.output
+    assert "cost" not in json.loads((art / "calibration.json").read_text()) or \
+        json.loads((art / "calibration.json").read_text())["cost"] in (None, {})

@@ -244,7 +244,9 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     ref = ref_acc
                 margin = 0.0
                 try:
-                    if cfg.target_speedup is not None and problem.charges is not None:
+                    # the latency model may switch exits off (an exit's time is large enough to matter);
+                    # FLOPs searches keep every exit on (a pooled head is a fraction of a percent of a layer)
+                    if cfg.target_speedup is not None and cfg.cost == "latency":
                         thr, curve, problem = search_switching_off(problem, criterion, cfg.target_speedup,
                                                                    cfg.per_layer, tol)
                     elif cfg.target_speedup is not None:
