@@ -1,7 +1,7 @@
 """Attach cost: the whole `eebert attach` against its own backbone pass, in one run.
 
     PYTHONPATH=$PWD python benchmarks/attach_cost.py [--recipe recipes/quickstart.toml] [--checkpoint DIR]
-        [--max-samples N] [--json OUT.json]
+        [--exits HEAD] [--max-samples N] [--json OUT.json]
 
 With the backbone frozen, attach should cost about one backbone pass over the
 training rows. This runs the recipe's attach once (a fresh feature cache, so
@@ -41,10 +41,13 @@ from eebert_cli.recipe import load_recipe  # noqa: E402
 from eebert_cli.train.loop import train_exits, training_threads  # noqa: E402
 
 
-def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: bool) -> dict:
+def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: bool,
+        exits: str | None = None) -> dict:
     r = load_recipe(Path(recipe))
     if max_samples:
         r.data.max_samples = max_samples
+    if exits:
+        r.attach.exits = exits
     stages: dict[str, float] = {}
     seen: dict = {}
     real_pass, real_train = feature_cache.attach_pass, attach_step.train_exits
@@ -72,7 +75,7 @@ def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: 
             result = attach_step.attach(checkpoint or r.checkpoint, r.data, r.attach, Path(tmp) / "artifact")
             total = time.perf_counter() - t0
             report = {
-                "recipe": recipe, "examples": result["examples"], "threads": torch.get_num_threads(),
+                "recipe": recipe, "exits": r.attach.exits, "examples": result["examples"], "threads": torch.get_num_threads(),
                 "load_average": os.getloadavg(), "whole_attach_s": round(total, 2),
                 **{f"{k}_s": round(v, 2) for k, v in stages.items()},
                 "after_training_s": round(total - sum(stages.values()), 2),
@@ -124,11 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="recipes/quickstart.toml")
     ap.add_argument("--checkpoint", default=None, help="Override the recipe's checkpoint.")
+    ap.add_argument("--exits", default=None, help="Override the recipe's exit head (e.g. attention: a token-reading head).")
     ap.add_argument("--max-samples", type=int, default=None, help="Cap rows per split (a slice, for smoke runs).")
     ap.add_argument("--no-baseline", action="store_true", help="Skip re-training on the other thread choice.")
     ap.add_argument("--json", default=None, help="Also write the figures here.")
     args = ap.parse_args(argv)
-    return show(run(args.recipe, args.checkpoint, args.max_samples, not args.no_baseline), args.json)
+    return show(run(args.recipe, args.checkpoint, args.max_samples, not args.no_baseline, args.exits), args.json)
 
 
 def show(report: dict, json_path: str | None) -> dict:

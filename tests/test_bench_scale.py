@@ -25,6 +25,10 @@ def test_attach_cost_splits_the_attach_and_compares_thread_counts(tiny_ckpt, tin
     # mean-MLP exits read a pooled vector: trained on one thread, the baseline on torch's default
     assert report["training_threads"] == 1 and report["baseline_threads"] == torch.get_num_threads()
     assert report["baseline_over_chosen_per_epoch"] > 0
+    # a token-reading head trains on torch's default threads; the baseline on one
+    report = attach_cost.main(["--recipe", str(recipe), "--exits", "attention"])
+    assert report["exits"] == "attention" and report["training_threads"] == torch.get_num_threads()
+    assert report["baseline_threads"] == 1
     assert (tmp_path / "out.json").is_file() and not (tmp_path / "unused").exists()
 
 
