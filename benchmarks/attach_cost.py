@@ -42,12 +42,12 @@ from eebert_cli.train.loop import train_exits, training_threads  # noqa: E402
 
 
 def run(recipe: str, checkpoint: str | None, max_samples: int | None, baseline: bool,
-        exits: str | None = None) -> dict:
+        head: str | None = None) -> dict:
     r = load_recipe(Path(recipe))
     if max_samples:
         r.data.max_samples = max_samples
-    if exits:
-        r.attach.exits = exits
+    if head:
+        r.attach.exits = head
     stages: dict[str, float] = {}
     seen: dict = {}
     real_pass, real_train = feature_cache.attach_pass, attach_step.train_exits

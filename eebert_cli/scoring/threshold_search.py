@@ -104,10 +104,8 @@ class Problem:
         """Where each example leaves at these thresholds, and the speedup and accuracy that gives, at the
         cost the runtime spends (``as_run``)."""
         run = self.as_run(thresholds)
-        if run is not self:
-            return run.outcome(thresholds)
-        e = decide(self.scores, thresholds)
-        spent = self.cost.gather(1, e[:, None]).sum().item()
+        e = decide(run.scores, thresholds)
+        spent = run.cost.gather(1, e[:, None]).sum().item()
         return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
 
     def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
