@@ -77,6 +77,16 @@ def test_equal_accuracy_prefers_gates_off_over_gates_that_never_fire():
     assert pick([on, off, faster], "target", 0.01) is off
 
 
+def test_a_problem_under_other_costs_keeps_what_it_knows_of_the_task_and_criterion():
+    g = torch.Generator().manual_seed(5)
+    base = population(50, g)
+    charges = torch.full((50, 3), 0.25, dtype=torch.float64)
+    p = Problem(base.scores, base.correct, base.cost, base.full, charges, scale=0.5, stateless=True).without({1})
+    q = p.costed(base.cost * 2, base.full * 2, None)
+    assert (q.scale, q.stateless, q.off) == (0.5, True, frozenset({1}))
+    assert q.scores is p.scores and torch.equal(q.cost, base.cost.double() * 2)
+
+
 def test_target_mode_takes_the_slowest_within_noise_of_the_best():
     a, b, c = _cand(None, 2.4, 0.850), _cand(None, 2.1, 0.848), _cand(None, 2.0, 0.80)
     assert pick([a, b, c], "target", 0.005) is b
@@ -91,8 +101,7 @@ def test_an_exit_set_to_never_costs_nothing_only_under_a_stateless_criterion():
     e = Problem(base.scores, base.correct, base.cost, base.full).outcome(thr).exits
     spent = base.cost.gather(1, e[:, None]).sum().item()
     for stateless, saved in ((True, 0.25 * (e > 0).sum().item()), (False, 0.0)):
-        p = Problem(base.scores, base.correct, base.cost, base.full, charges)
-        p.stateless = stateless
+        p = Problem(base.scores, base.correct, base.cost, base.full, charges, stateless=stateless)
         o = p.outcome(thr)
         assert torch.equal(o.exits, e)  # where examples leave does not change, only what passing exit 0 cost
         assert o.speedup == pytest.approx(p.full_total / (spent - saved), rel=1e-12)

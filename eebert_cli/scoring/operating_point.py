@@ -192,9 +192,7 @@ def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: 
 
     cost, full, charges = latency_costs(profile, outputs.lengths, artifact.exits.layers,
                                         artifact.deployed.adapter.dims.num_layers)
-    p = Problem(problem.scores, problem.correct, cost, full, charges)
-    p.scale, p.stateless = problem.scale, problem.stateless
-    return p
+    return problem.costed(cost, full, charges)
 
 
 def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], gate_thresholds: list[float | None],

@@ -240,6 +240,4 @@ def problem_for(outputs: SplitOutputs, criterion, exits=None):
     scores = criterion.scores(outputs.logits, outputs.features if criterion.needs_features else None)[:, :-1]
     correct, scale = outputs.task.correctness(outputs.logits, outputs.reference)
     charges = None if exits is None else exit_charges(exits.flops, len(exits.layers), outputs.lengths)
-    p = Problem(scores, correct, outputs.cost, outputs.full, charges)
-    p.scale, p.stateless = scale, criterion.stateless
-    return p
+    return Problem(scores, correct, outputs.cost, outputs.full, charges, scale=scale, stateless=criterion.stateless)

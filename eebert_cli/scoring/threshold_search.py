@@ -68,18 +68,24 @@ class Problem:
     """Scores, correctness and costs of one split; evaluates threshold vectors fast."""
 
     def __init__(self, scores: torch.Tensor, correct: torch.Tensor, cost: torch.Tensor, full: torch.Tensor,
-                 charges: torch.Tensor | None = None):
+                 charges: torch.Tensor | None = None, *, scale: float = 1.0, stateless: bool = False,
+                 off: frozenset[int] = frozenset()):
         self.scores = scores.double()      # [N, K-1]
         self.correct = correct.double()    # [N, K]
         self.cost = cost.double()          # [N, K]
         self.full = full.double()          # [N] cost of the deployed model
         self.full_total = self.full.sum().item()
-        self.scale = 1.0                   # what the task divided ``correct`` by (see Task.correctness)
+        self.scale = scale                 # what the task divided ``correct`` by (see Task.correctness)
         self.charges = charges             # [N, K-1] what evaluating each exit adds to later paths, if known
-        self.off: frozenset[int] = frozenset()  # exits switched off (see ``without``)
+        self.off = frozenset(off)          # exits switched off (see ``without``)
         #: the criterion is stateless: an exit set to "never" is not evaluated (``skipped_exits``), so an
         #: outcome does not charge it (needs ``charges``; the sweeps still do: a cautious search)
-        self.stateless = False
+        self.stateless = stateless
+
+    def costed(self, cost: torch.Tensor, full: torch.Tensor, charges: torch.Tensor | None) -> "Problem":
+        """The same scores and correctness under other costs (e.g. seconds from a latency model)."""
+        return Problem(self.scores, self.correct, cost, full, charges, scale=self.scale, stateless=self.stateless,
+                       off=self.off)
 
     def without(self, off: set[int] | frozenset[int]) -> "Problem":
         """The problem with exits ``off`` switched off: never evaluated (a stateless criterion skips an exit
@@ -87,9 +93,8 @@ class Problem:
         scores = self.scores.clone()
         for j in off:
             scores[:, j] = float("nan")  # NaN never fires
-        p = Problem(scores, self.correct, skip_exits(self.cost, self.charges, off), self.full, self.charges)
-        p.scale, p.off, p.stateless = self.scale, frozenset(off), self.stateless
-        return p
+        return Problem(scores, self.correct, skip_exits(self.cost, self.charges, off), self.full, self.charges,
+                       scale=self.scale, stateless=self.stateless, off=frozenset(off))
 
     def as_run(self, thresholds: torch.Tensor) -> "Problem":
         """This problem as the runtime runs these thresholds: an exit it skips ("never" under a stateless
