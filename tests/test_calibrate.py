@@ -54,3 +54,32 @@ def test_unreachable_target_names_the_highest_reachable_speedup():
     with pytest.raises(EebertError) as e:
         search(p, build_criterion("entropy"), "target", 10.0)
     assert "4.00x" in e.value.message  # leaving at exit 0 costs 1 of 4
+
+
+@pytest.mark.parametrize("stateless", [True, False])
+def test_the_sweeps_give_each_candidate_the_outcome_the_runtime_would_get(stateless):
+    # an exit set to "never" under a stateless criterion is skipped and costs nothing: the fast sweeps
+    # must charge every candidate as ``outcome`` does, or the search ranks thresholds on other costs
+    p = synthetic(n=300, k=5, seed=3)
+    n, k1 = p.scores.shape
+    charges = torch.full((n, k1), 0.3, dtype=torch.float64)
+    cost = p.cost + torch.cumsum(torch.cat([charges, charges[:, -1:]], 1), 1)
+    q = Problem(p.scores, p.correct, cost, p.full, charges, stateless=stateless)
+    crit = build_criterion("entropy")
+    thr = torch.tensor([-INF, 0.4, -INF, 0.2], dtype=torch.float64)  # two exits at "never"
+    for k in range(k1):
+        cands = torch.cat([crit.candidates(q.scores[:, k], n=8), torch.tensor([INF], dtype=torch.float64)])
+        acc, spd = q.sweep_exit(thr, k, cands)
+        for j, c in enumerate(cands.tolist()):
+            t = thr.clone()
+            t[k] = c
+            o = q.outcome(t)
+            assert acc[j].item() == pytest.approx(o.accuracy, abs=1e-12)
+            assert spd[j].item() == pytest.approx(o.speedup, rel=1e-12)
+    pooled = torch.unique(torch.cat([crit.candidates(q.scores[:, k], n=8) for k in range(k1)]
+                                    + [torch.tensor([INF], dtype=torch.float64)]))
+    acc, spd = q.sweep_global(pooled)
+    for j, c in enumerate(pooled.tolist()):
+        o = q.outcome(torch.full((k1,), c, dtype=torch.float64))
+        assert acc[j].item() == pytest.approx(o.accuracy, abs=1e-12)
+        assert spd[j].item() == pytest.approx(o.speedup, rel=1e-12)

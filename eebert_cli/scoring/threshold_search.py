@@ -78,8 +78,8 @@ class Problem:
         self.scale = scale                 # what the task divided ``correct`` by (see Task.correctness)
         self.charges = charges             # [N, K-1] what evaluating each exit adds to later paths, if known
         self.off = frozenset(off)          # exits switched off (see ``without``)
-        #: the criterion is stateless: an exit set to "never" is not evaluated (``skipped_exits``), so an
-        #: outcome does not charge it (needs ``charges``; the sweeps still do: a cautious search)
+        #: the criterion is stateless: an exit set to "never" is not evaluated (``skipped_exits``), so
+        #: neither an outcome nor a sweep charges it (needs ``charges``)
         self.stateless = stateless
 
     def costed(self, cost: torch.Tensor, full: torch.Tensor, charges: torch.Tensor | None) -> "Problem":
@@ -121,17 +121,23 @@ class Problem:
         """
         n = self.correct.shape[0]
         others = thresholds.clone()
+        others[k] = 0.0
+        run = self.as_run(others)                          # the other exits as the runtime runs them
         others[k] = -INF
-        first = decide(self.scores, others)                # exit taken if exit k never fires
+        first = decide(run.scores, others)                 # exit taken if exit k never fires
         base_acc = self.correct.gather(1, first[:, None]).squeeze(1)
-        base_cost = self.cost.gather(1, first[:, None]).squeeze(1)
-        live = (first >= k) & ~self.scores[:, k].isnan()   # still here at exit k (NaN never fires)
-        sk, order = torch.sort(self.scores[live, k])
+        base_cost = run.cost.gather(1, first[:, None]).squeeze(1)
+        live = (first >= k) & ~run.scores[:, k].isnan()   # still here at exit k (NaN never fires)
+        sk, order = torch.sort(run.scores[live, k])
         zero = torch.zeros(1, dtype=torch.float64)
         gain = torch.cat([zero, torch.cumsum((self.correct[live, k] - base_acc[live])[order], 0)])
-        save = torch.cat([zero, torch.cumsum((self.cost[live, k] - base_cost[live])[order], 0)])
+        save = torch.cat([zero, torch.cumsum((run.cost[live, k] - base_cost[live])[order], 0)])
         fired = torch.searchsorted(sk, cands, right=True)  # how many live samples score <= c
-        return (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
+        acc, spd = (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
+        never = cands == -INF
+        if never.any() and run.as_run(others) is not run:  # "never" skips exit k too: it costs nothing
+            spd[never] = self.outcome(others).speedup
+        return acc, spd
 
     def sweep_global(self, cands: torch.Tensor):
         """Accuracy and speedup of one threshold shared by all exits, for every candidate at once.
@@ -152,8 +158,8 @@ class Problem:
         cost = self.cost[:, -1].sum() + torch.cat([zero, torch.cumsum(dc, 0)])[idx]
         acc = (self.correct[:, -1].sum() + torch.cat([zero, torch.cumsum(da, 0)])[idx]) / n
         spd = self.full_total / cost
-        for j in (cands == INF).nonzero().flatten().tolist():
-            o = self.outcome(torch.full((k1,), INF, dtype=torch.float64))
+        for j in ((cands == INF) | (cands == -INF)).nonzero().flatten().tolist():  # exact, and as run
+            o = self.outcome(torch.full((k1,), cands[j].item(), dtype=torch.float64))
             acc[j], spd[j] = o.accuracy, o.speedup
         return acc, spd
 
