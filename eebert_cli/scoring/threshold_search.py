@@ -135,8 +135,8 @@ class Problem:
         fired = torch.searchsorted(sk, cands, right=True)  # how many live samples score <= c
         acc, spd = (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
         never = cands == -INF
-        if never.any() and run.as_run(others) is not run:  # "never" skips exit k too: it costs nothing
-            spd[never] = self.outcome(others).speedup
+        if never.any() and self.stateless and self.charges is not None and k not in self.off:
+            spd[never] = self.outcome(others).speedup  # "never" skips exit k too: it costs nothing
         return acc, spd
 
     def sweep_global(self, cands: torch.Tensor):
