@@ -96,14 +96,18 @@ class Problem:
         return Problem(scores, self.correct, skip_exits(self.cost, self.charges, off), self.full, self.charges,
                        scale=self.scale, stateless=self.stateless, off=frozenset(off))
 
+    def skipped(self, thresholds: torch.Tensor) -> frozenset[int]:
+        """Exits the runtime skips at these thresholds ("never" under a stateless criterion) beyond those
+        already off; none when ``charges`` are unknown (nothing to take off the paths)."""
+        if self.charges is None:
+            return frozenset()
+        return skipped_exits(thresholds.tolist(), self.stateless) - self.off
+
     def as_run(self, thresholds: torch.Tensor) -> "Problem":
-        """This problem as the runtime runs these thresholds: an exit it skips ("never" under a stateless
-        criterion) is switched off, so it costs nothing (when ``charges`` are known)."""
-        if self.charges is not None:
-            skip = skipped_exits(thresholds.tolist(), self.stateless) - self.off
-            if skip:
-                return self.without(self.off | skip)
-        return self
+        """This problem as the runtime runs these thresholds: an exit it skips is switched off, so it
+        costs nothing."""
+        skip = self.skipped(thresholds)
+        return self.without(self.off | skip) if skip else self
 
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
         """Where each example leaves at these thresholds, and the speedup and accuracy that gives, at the
@@ -121,9 +125,10 @@ class Problem:
         """
         n = self.correct.shape[0]
         others = thresholds.clone()
-        others[k] = 0.0
-        run = self.as_run(others)                          # the other exits as the runtime runs them
         others[k] = -INF
+        skip = self.skipped(others)
+        rest = skip - {k}                                  # the other exits as the runtime runs them
+        run = self.without(self.off | rest) if rest else self
         first = decide(run.scores, others)                 # exit taken if exit k never fires
         base_acc = self.correct.gather(1, first[:, None]).squeeze(1)
         base_cost = run.cost.gather(1, first[:, None]).squeeze(1)
@@ -135,8 +140,8 @@ class Problem:
         fired = torch.searchsorted(sk, cands, right=True)  # how many live samples score <= c
         acc, spd = (base_acc.sum() + gain[fired]) / n, self.full_total / (base_cost.sum() + save[fired])
         never = cands == -INF
-        if never.any() and self.stateless and self.charges is not None and k not in self.off:
-            spd[never] = self.outcome(others).speedup  # "never" skips exit k too: it costs nothing
+        if k in skip and never.any():  # "never" skips exit k too: it costs nothing
+            spd[never] = self.outcome(others).speedup
         return acc, spd
 
     def sweep_global(self, cands: torch.Tensor):
