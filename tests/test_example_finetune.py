@@ -56,3 +56,13 @@ def test_finetune_refuses_a_folder_it_did_not_make_before_training(tiny_ckpt, ti
     refused = _run(tiny_ckpt, tiny_data, mine)
     assert refused.returncode != 0 and "was not made by this script" in refused.stderr
     assert (mine / "notes.txt").read_text() == "keep me" and not (tmp_path / "mine.work").exists()
+
+
+def test_finetune_refuses_a_resume_folder_it_did_not_make(tiny_ckpt, tiny_data, tmp_path):
+    # the run deletes its resume folder when it ends: a folder of that name that is someone else's is refused
+    theirs = tmp_path / "m.work"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep me")
+    refused = _run(tiny_ckpt, tiny_data, tmp_path / "m")
+    assert refused.returncode != 0 and "m.work exists and was not made by this script" in refused.stderr
+    assert (theirs / "notes.txt").read_text() == "keep me" and not (tmp_path / "m").exists()

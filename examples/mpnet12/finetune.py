@@ -70,6 +70,18 @@ def save_model(model, tok, folder: Path) -> None:
     tmp.rename(folder)
 
 
+WORK_MARK = "eebert_finetune_work"  # names a resume folder as this script's, so deleting it at the end is safe
+
+
+def claim_work(work: Path) -> None:
+    """Make the resume folder, or take back one this script made (it holds WORK_MARK); a folder of that name
+    that is not ours is refused before training, since a finished run deletes its resume folder."""
+    if work.exists() and not (work / WORK_MARK).is_file():
+        raise SystemExit(f"error: {work} exists and was not made by this script; move it or choose another --out")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / WORK_MARK).write_text("resume state of examples/mpnet12/finetune.py; deleted when the run ends\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/mpnet12/mpnet-r8-full")
@@ -97,7 +109,7 @@ def main() -> None:
     make = _make()
     make.check_output(out)  # a folder this script did not make is refused before hours of training
     work = out.with_name(out.name + ".work")  # resumable state and the best epoch so far
-    work.mkdir(parents=True, exist_ok=True)
+    claim_work(work)
     src = Path(args.base) if args.base else make.mpnet_base(out.parent)
 
     data = load_data(DataConfig(spec=args.corpus, max_samples=args.max_samples))
@@ -120,7 +132,7 @@ def main() -> None:
         opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
     state = {"step": 0, "val": [], "best": None, "seconds": 0.0, "bf16": args.bf16}
     if (work / "state.pt").exists():
-        saved = torch.load(work / "state.pt", weights_only=False)  # our own file, written below
+        saved = torch.load(work / "state.pt", weights_only=True)  # tensors and plain values only: runs no code
         if saved["state"].get("bf16", False) != args.bf16:  # one precision per run, or its record would lie
             raise SystemExit(f"{work} was started {'with' if not args.bf16 else 'without'} --bf16: resume it the "
                              f"same way, or delete {work} to start again")
