@@ -304,3 +304,12 @@ def test_task_contract(name):
     # predict / serve rows: one per example, exit layers kept
     preds = task.predictions(logits[:5, -1], [1, 2, 3, 4, 5], {i: f"l{i}" for i in range(c)})
     assert [p.exit_layer for p in preds] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("typed,meant", [("entrpy", "entropy"), ("Entropy", "entropy"), ("onnx", "onnxruntime"),
+                                         ("max-prob", "maxprob"), ("nope", None), ("zzz", None)])
+def test_a_hint_names_what_a_typo_meant_and_nothing_for_a_word_unlike_every_name(typed, meant):
+    from eebert_cli.core.checks import closest
+
+    hint = closest(typed, ["cobee", "dge", "entropy", "learned", "maxprob", "onnxruntime", "patience", "pcee"])
+    assert hint.startswith(f"did you mean {meant!r}?") if meant else hint.startswith("known: ")

@@ -20,8 +20,22 @@ from .errors import EebertError
 def closest(name: str, known: Iterable[str]) -> str:
     """A hint naming the closest known name, else all of them."""
     known = sorted(known)
-    near = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-    return f"did you mean {near[0]!r}? known: {', '.join(known)}" if near else f"known: {', '.join(known) or '(none)'}"
+    near = _nearest(str(name), known)
+    return f"did you mean {near!r}? known: {', '.join(known)}" if near else f"known: {', '.join(known) or '(none)'}"
+
+
+def _nearest(name: str, known: list[str]) -> str | None:
+    """The known name a typo most likely meant, or None: the same name in other case, one it begins (the
+    short form of a long name: 'onnx' for 'onnxruntime'), else a close spelling. The cutoff is difflib's
+    own 0.6: at 0.5 a word unlike every name ('nope') was still "meant" as one of them."""
+    low = {k.lower(): k for k in known}
+    if name.lower() in low:
+        return low[name.lower()]
+    starts = [k for k in known if len(name) >= 3 and k.lower().startswith(name.lower())]
+    if starts:
+        return min(starts, key=len)
+    near = difflib.get_close_matches(name.lower(), list(low), n=1, cutoff=0.6)
+    return low[near[0]] if near else None
 
 
 def _type_name(tp: Any) -> str:
