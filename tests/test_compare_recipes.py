@@ -327,8 +327,14 @@ train = {epochs = 2}
     third = run_compare(r, methods, resume=True)
     assert ran == [] and third["methods"] == second["methods"]
     assert third["deployed_accuracy"] == second["deployed_accuracy"]
-    # any setting that reaches a row changes its key: another target runs everything again
+    # any setting that reaches a row changes its key: a resumed run would drop both rows, so it is refused
+    # before anything runs, compare.json untouched; with that report moved away, everything runs again
     r.speedups = [1.3]
+    kept = (out / "compare.json").read_bytes()
+    with pytest.raises(EebertError, match="cannot keep and would drop: joint, distil made with other settings"):
+        run_compare(r, methods, resume=True)
+    assert ran == [] and (out / "compare.json").read_bytes() == kept
+    (out / "compare.json").rename(out / "compare-at-1.2.json")
     fourth = run_compare(r, methods, resume=True)
     assert ran == ["joint", "distil"] and all("1.3" in m["at"] for m in fourth["methods"])
     # an unknown name fails before anything loads, naming the recipe's methods
@@ -424,3 +430,25 @@ def test_a_rows_key_covers_what_it_measures_and_not_the_training_threads():
         assert row_key(recipe, other, "sha") == key
     more = dataclasses.replace(m, attach=dataclasses.replace(m.attach, train=dataclasses.replace(train, epochs=3)))
     assert row_key(recipe, more, "sha") != key and row_key(recipe, m, "other") != key
+
+
+def test_a_resumed_run_names_why_it_cannot_keep_a_row(tmp_path):
+    """The refusal says what changed where the report can tell: other weights, another eebert, other settings,
+    a method gone from the recipe; rows it can keep pass."""
+    from eebert_cli import __version__
+    from eebert_cli.recipe.compare import _refuse_dropping_rows
+
+    keys = {"joint": "k1", "distil": "k2"}
+    report = lambda sha=None, version=None, **rows: {  # noqa: E731
+        "checkpoint_sha256": sha, "eebert": version, "methods": [{"name": n, "key": k} for n, k in rows.items()]}
+    _refuse_dropping_rows({}, keys, "aa", tmp_path)  # nothing earlier
+    _refuse_dropping_rows(report("aa", __version__, joint="k1"), keys, "aa", tmp_path)  # a row it keeps
+    cases = [(report("bb", __version__, joint="x"), "joint made from other weights"),
+             (report("aa", "0.0.1", joint="x"), "joint made by eebert 0.0.1"),
+             (report("aa", __version__, joint="k1", distil="x"), "distil made with other settings"),
+             (report(None, None, distil="x"), "distil made with other weights, settings or eebert version"),
+             (report("aa", __version__, joint="k1", old="k9"), "old not in this recipe")]
+    for before, why in cases:
+        with pytest.raises(EebertError) as e:
+            _refuse_dropping_rows(before, keys, "aa", tmp_path)
+        assert why in e.value.message and "another --out" in e.value.hint

@@ -357,7 +357,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
 
     ``resume``: a method whose row in ``out/compare.json`` has this run's key (``row_key``) is kept, not
     run again. ``only``: run just these methods, keeping the others' rows from compare.json as resume
-    does (a row without a matching key is left out of the report). Rows stay in recipe order."""
+    does. A row either would have to drop (another key, or a method not in the recipe) is refused before
+    anything runs (``_refuse_dropping_rows``). Rows stay in recipe order."""
     from dataclasses import replace
 
     from ..model.checkpoint import load_deployed
@@ -385,6 +386,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
 
     keys = {m.name: row_key(recipe, m, deployed.sha256) for m in methods}
     before = _previous(Path(recipe.out)) if resume or only else {}
+    _refuse_dropping_rows(before, keys, deployed.sha256, Path(recipe.out))
     kept = {r.get("name"): r for r in before.get("methods", []) if r.get("key") == keys.get(r.get("name"))}
     if only:
         kept = {n: r for n, r in kept.items() if n not in only}
@@ -413,12 +415,41 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                         for t, v in row["at"].items())
         ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
         if on_method is not None:  # kept rows included: a run stopped now loses nothing it was handed
-            on_method(_report(recipe, info, [done[n] for n in names if n in done]))
-    return _report(recipe, info, [done[n] for n in names if n in done])
+            on_method(_report(recipe, info, [done[n] for n in names if n in done], deployed.sha256))
+    return _report(recipe, info, [done[n] for n in names if n in done], deployed.sha256)
 
 
-def _report(recipe: CompareRecipe, info: dict, rows: list[dict]) -> dict:
+def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: Path) -> None:
+    """A resumed run rewrites compare.json with this run's rows only: one it cannot keep (made from other
+    weights, settings or eebert version, or for a method the recipe no longer has) would be lost, hours of
+    training among them. Refused before anything runs; the report names what differs where it can tell."""
+    from .. import __version__
+
+    rows = [r.get("name") for r in before.get("methods", [])]
+    other = [n for n, r in zip(rows, before.get("methods", [])) if n in keys and r.get("key") != keys[n]]
+    gone = [n for n in rows if n not in keys]
+    if not other and not gone:
+        return
+    if before.get("checkpoint_sha256") not in (None, sha256):
+        why = "made from other weights (the checkpoint's sha256 differs)"
+    elif before.get("eebert") not in (None, __version__):
+        why = f"made by eebert {before['eebert']} (this is {__version__})"
+    elif before.get("checkpoint_sha256"):
+        why = "made with other settings (a recipe setting that reaches a row, or the method, changed)"
+    else:
+        why = "made with other weights, settings or eebert version"
+    what = "; ".join(([f"{', '.join(other)} {why}"] if other else []) + ([f"{', '.join(gone)} not in this recipe"]
+                                                                         if gone else []))
+    raise EebertError(f"{out / 'compare.json'} holds rows this run cannot keep and would drop: {what}",
+                      "give another --out, or move that compare.json away to run everything again")
+
+
+def _report(recipe: CompareRecipe, info: dict, rows: list[dict], sha256: str) -> dict:
+    from .. import __version__
+
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
+              # what every row's key hashes besides the recipe: a resumed run says which of them changed
+              "checkpoint_sha256": sha256, "eebert": __version__,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
