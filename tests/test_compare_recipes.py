@@ -81,6 +81,8 @@ train = {epochs = 2}
     r, methods = load_compare_recipe(rec)
     report = run_compare(r, methods)
     assert [m["name"] for m in report["methods"]] == ["joint", "leebert+badge", "gates+backbone"]
+    # the one training pass every method reads is timed and reported (the rows, which reuse it, show ~0)
+    assert report["shared_pass_seconds"] > 0 and report["feature_seconds"] >= report["shared_pass_seconds"]
     gated = report["methods"][2]
     assert gated["exits"]["gates"]["layers"] and gated["gates"]["history"]
     assert "SmartBERT gates (gates+backbone)" in markdown(report)
@@ -326,6 +328,7 @@ train = {epochs = 2}
     ran.clear()
     third = run_compare(r, methods, resume=True)
     assert ran == [] and third["methods"] == second["methods"]
+    assert third["shared_pass_seconds"] == second["shared_pass_seconds"] > 0  # the pass's time is kept, not lost
     assert third["deployed_accuracy"] == second["deployed_accuracy"]
     # any setting that reaches a row changes its key: a resumed run would drop both rows, so it is refused
     # before anything runs, compare.json untouched; with that report moved away, everything runs again

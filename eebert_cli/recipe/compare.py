@@ -180,11 +180,13 @@ def feature_folder(recipe: CompareRecipe, attach: AttachConfig) -> Path:
     return Path(recipe.out) / "feature-cache" / f"len{attach.max_length}-batch{attach.batch_size}"
 
 
-def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -> None:
+def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -> float:
     """One backbone pass over train per feature cache, keeping the union of what its methods read (a tagger's:
     word states at the union of their exit layers); each method's attach then finds a cache that covers it
     (``feature_cache.covering_plan``) instead of making its own pass. Methods naming their own
-    ``feature_cache`` keep it."""
+    ``feature_cache`` keep it. Returns the seconds the passes took (the methods' own rows then show ~0)."""
+    import time
+
     from ..deploy.executors import executor_of
     from ..model import feature_cache
     from ..model.checkpoint import load_deployed
@@ -206,7 +208,8 @@ def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -
         for layer, kinds in needs.items():
             union.setdefault(layer, set()).update(kinds)
     if not groups:
-        return
+        return 0.0
+    start = time.perf_counter()
     where = resolve(recipe.device)
     place_model(deployed.model, where)
     runner = executor_of(recipe.device).attach_runner(recipe.device)
@@ -217,6 +220,7 @@ def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -
         ui.log(f"one training pass for every method ({folder})")
         feature_cache.attach_pass(deployed, split, sorted(needs), needs, length, like.batch_size, folder,
                                   runner.placement if runner else where.describe(), ui, runner)
+    return time.perf_counter() - start
 
 
 def _seed_record(folder: Path, key: str | None, seed: int) -> dict | None:
@@ -399,7 +403,10 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                               "of this data has none", "give data with a tags column (tags_column in [data])")
     # the pass keeps what every method without a row reads, not only this run's: a later --resume or
     # --methods run then finds a cache that covers it instead of making another pass
-    shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
+    # its time is the report's, summed over the runs that made it (a resumed pass adds what it had left)
+    run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": shared_pass(recipe, [m for m in methods
+                                                                                  if m.name not in kept], ui)
+           + (before.get("shared_pass_seconds") or 0.0 if kept else 0.0)}
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
     info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples",
                                        "task")} \
@@ -415,8 +422,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                         for t, v in row["at"].items())
         ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
         if on_method is not None:  # kept rows included: a run stopped now loses nothing it was handed
-            on_method(_report(recipe, info, [done[n] for n in names if n in done], deployed.sha256))
-    return _report(recipe, info, [done[n] for n in names if n in done], deployed.sha256)
+            on_method(_report(recipe, info, [done[n] for n in names if n in done], run))
+    return _report(recipe, info, [done[n] for n in names if n in done], run)
 
 
 def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: Path) -> None:
@@ -444,14 +451,16 @@ def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: 
                       "give another --out, or move that compare.json away to run everything again")
 
 
-def _report(recipe: CompareRecipe, info: dict, rows: list[dict], sha256: str) -> dict:
+def _report(recipe: CompareRecipe, info: dict, rows: list[dict], run: dict) -> dict:
+    """``run``: the checkpoint's sha256 and the seconds of the shared training pass (``shared_pass``)."""
     from .. import __version__
 
     report = {"checkpoint": str(recipe.checkpoint), "data": to_dict(recipe.data), "split": recipe.split,
               # what every row's key hashes besides the recipe: a resumed run says which of them changed
-              "checkpoint_sha256": sha256, "eebert": __version__,
+              "checkpoint_sha256": run["checkpoint_sha256"], "eebert": __version__,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
-              "speedups": recipe.speedups, "feature_seconds": round(sum(r["feature_seconds"] for r in rows), 1),
+              "speedups": recipe.speedups, "shared_pass_seconds": round(run["pass_seconds"], 1),
+              "feature_seconds": round(run["pass_seconds"] + sum(r["feature_seconds"] for r in rows), 1),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
               "placement": info["placement"], "validation_examples": info.get("validation_examples"),
               "task": info.get("task"), "methods": list(rows)}
