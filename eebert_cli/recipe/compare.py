@@ -459,8 +459,8 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict], run: dict) -> d
               # what every row's key hashes besides the recipe: a resumed run says which of them changed
               "checkpoint_sha256": run["checkpoint_sha256"], "eebert": __version__,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
-              "speedups": recipe.speedups, "shared_pass_seconds": round(run["pass_seconds"], 1),
-              "feature_seconds": round(run["pass_seconds"] + sum(r["feature_seconds"] for r in rows), 1),
+              "speedups": recipe.speedups, "shared_pass_seconds": round(run["pass_seconds"], 3),  # ms: a tiny pass is not 0
+              "feature_seconds": round(run["pass_seconds"] + sum(r["feature_seconds"] for r in rows), 3),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
               "placement": info["placement"], "validation_examples": info.get("validation_examples"),
               "task": info.get("task"), "methods": list(rows)}
