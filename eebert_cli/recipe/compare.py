@@ -404,9 +404,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     # the pass keeps what every method without a row reads, not only this run's: a later --resume or
     # --methods run then finds a cache that covers it instead of making another pass
     # its time is the report's, summed over the runs that made it (a resumed pass adds what it had left)
-    run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": shared_pass(recipe, [m for m in methods
-                                                                                  if m.name not in kept], ui)
-           + (before.get("shared_pass_seconds") or 0.0 if kept else 0.0)}
+    seconds = shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
+    run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": seconds + before.get("shared_pass_seconds", 0.0)}
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
     info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples",
                                        "task")} \
