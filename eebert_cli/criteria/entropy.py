@@ -20,7 +20,10 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def tiebreak(logits: torch.Tensor) -> torch.Tensor:
-    """Normalised entropy in (0, 1]: a confidence tie-break for whole-number scores (see ``patience``)."""
+    """Normalised entropy u in (0, 1]: a confidence tie-break for whole-number scores. A count criterion
+    with ``tiebreak=true`` scores -(count) - 1 + u: whole-number thresholds mean exactly what they meant,
+    and a threshold between -(t+1) and -t lets samples whose count is t leave only when confident enough,
+    which turns coarse speedup steps into a continuum. Calibration tries both unless told."""
     return (entropy(logits) / math.log(logits.shape[-1])).clamp(1e-6, 1.0)
 
 

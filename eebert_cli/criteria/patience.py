@@ -1,11 +1,7 @@
 """PABEE: exit once the argmax has stayed the same for `patience` consecutive exits.
 
-Score = -(run length of agreeing consecutive exits), so threshold -t means patience t.
-With ``tiebreak=true`` the score becomes -(count) - 1 + u, u in (0, 1] the
-exit's normalised entropy: whole-number thresholds mean exactly the same, and
-a threshold between -(t+1) and -t lets samples whose count is t leave only when
-confident enough, which turns coarse speedup steps into a continuum.
-Calibration tries both unless you set it.
+Score = -(run length of agreeing consecutive exits), so threshold -t means patience t;
+``tiebreak=true`` adds the exit's confidence (``entropy.tiebreak`` says how).
 """
 
 import torch

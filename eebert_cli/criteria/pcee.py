@@ -5,11 +5,7 @@ divided by log C is below ``confidence``), so threshold -t means patience t, as
 for ``patience``. An unconfident exit resets the run. Thresholds are whole
 numbers; calibration tries a small grid of ``confidence`` values unless you set
 one, and per-exit thresholds give finer speedup steps than one global patience.
-With ``tiebreak=true`` the score becomes -(count) - 1 + u, u in (0, 1] the
-exit's normalised entropy: whole-number thresholds mean exactly the same, and
-a threshold between -(t+1) and -t lets samples whose count is t leave only when
-confident enough, which turns coarse speedup steps into a continuum.
-Calibration tries both unless you set it.
+``tiebreak=true`` adds the exit's confidence (``entropy.tiebreak`` says how).
 """
 
 import math
