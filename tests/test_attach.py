@@ -30,7 +30,8 @@ def test_backbone_is_bit_identical_and_artifact_holds_exit_weights_only(tiny_ckp
     assert len(cfg["backbone"]["sha256"]) == 64
 
 
-def test_k_epochs_cost_one_backbone_pass(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("exits", ["mean-mlp", "attention"])  # pooled features, and token states
+def test_k_epochs_cost_one_backbone_pass(exits, tiny_ckpt, tiny_data, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = BertAdapter.layer
 
@@ -40,7 +41,7 @@ def test_k_epochs_cost_one_backbone_pass(tiny_ckpt, tiny_data, tmp_path, monkeyp
 
     monkeypatch.setattr(BertAdapter, "layer", counting)
     attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)),
-           AttachConfig(train=TrainConfig(epochs=8, patience=100)), tmp_path / "a")
+           AttachConfig(exits=exits, train=TrainConfig(epochs=4, patience=100)), tmp_path / "a")
     assert calls["n"] == 200 * 4  # 200 training examples x 4 layers, once
 
 

@@ -5,7 +5,6 @@ from conftest import middle_thresholds
 
 from eebert_cli.model.artifact import load_artifact
 from eebert_cli.backbones import Dims
-from eebert_cli.backbones.bert import BertAdapter
 from eebert_cli.scoring.threshold_search import INF
 from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.train.loop import AttachConfig
@@ -64,20 +63,6 @@ def test_token_cache_holds_each_layers_states(tiny_ckpt, tiny_data):
     assert tok.mask.sum() == len(enc.input_ids[i])
     assert torch.allclose(tok.hidden[0], hidden[2][0], atol=2e-3)  # fp16 storage
     assert torch.allclose(feats.for_layer("mean", 3)[i], hidden[2][0].mean(0), atol=1e-5)
-
-
-def test_attention_exits_train_with_one_backbone_pass(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    original = BertAdapter.layer
-
-    def counting(self, index, hidden, state):
-        calls["n"] += hidden.shape[0]
-        return original(self, index, hidden, state)
-
-    monkeypatch.setattr(BertAdapter, "layer", counting)
-    attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)),
-           AttachConfig(exits="attention", train=TrainConfig(epochs=4, patience=100)), tmp_path / "a")
-    assert calls["n"] == 200 * 4
 
 
 def _runtime_matches_simulation(path, data_dir, texts):
