@@ -152,6 +152,7 @@ def test_the_best_method_is_chosen_on_validation_not_test():
     report["methods"][1]["at"]["2.0"]["validation_accuracy"] = 0.8  # b now leads by 0.01 of 400 examples
     best = summarise(report)["2.0"]
     assert best["best"] == "b" and best["validation_lead_examples"] == 4.0
+    assert best["lead_can_be_significant"] is False  # 4 texts: McNemar's p >= 2 * 0.5**4 = 0.125
     report["summary"] = {"2.0": best}
     report.update(checkpoint="c", data={"spec": "d"}, split="test", examples=10, metric="accuracy",
                   feature_seconds=0.0, seeds=[0], criteria=[])
@@ -159,7 +160,17 @@ def test_the_best_method_is_chosen_on_validation_not_test():
         m.update(exits={"type": "mean-mlp"}, objective="ce-distil", contrastive=0, criterion="entropy",
                  train_seconds=1.0, oracle=None, leco_search=None)
         m["at"]["2.0"].update(static=None)
-    assert "(validation 80.00%, 4 of 400 validation examples above the baseline)" in markdown(report)
+    assert ("(validation 80.00%, 4 of 400 validation examples above the baseline, too few to be significant "
+            "(a paired test needs 6))") in markdown(report)
+    report["methods"][1]["at"]["2.0"]["validation_accuracy"] = 0.805  # 6 texts: p can reach 2 * 0.5**6 < 0.05
+    assert summarise(report)["2.0"]["lead_can_be_significant"] is True
+
+
+def test_min_significant_lead_is_the_exact_sign_test_bound():
+    from eebert_cli.recipe.compare import min_significant_lead
+
+    assert min_significant_lead() == 6 and 2 * 0.5 ** 5 > 0.05 >= 2 * 0.5 ** 6
+    assert min_significant_lead(0.01) == 8
 
 
 def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_data, tmp_path):

@@ -476,6 +476,17 @@ def figure_names(report: dict) -> tuple[str, str]:
                                                                                       (accuracy, "acc"))
 
 
+def min_significant_lead(alpha: float = 0.05) -> int:
+    """The fewest examples by which one model must lead another on the same split before a paired test
+    can call the lead significant: McNemar's exact test at best sees only the lead's examples disagree,
+    all one way (two-sided p = 2 * 0.5**lead). Below it, a "best" is a pick within noise, whatever the
+    per-example disagreements were, so the report can say so without storing them."""
+    lead = 1
+    while 2 * 0.5 ** lead > alpha:
+        lead += 1
+    return lead
+
+
 def summarise(report: dict) -> dict:
     """Best method per target, chosen by validation accuracy (test figures are reported, never used to
     choose); its test accuracy, gap to the deployed model and to the baseline."""
@@ -496,6 +507,9 @@ def summarise(report: dict) -> dict:
                     "validation_accuracy": best["at"][key]["validation_accuracy"],
                     # how thin the choice is: the lead over the baseline in validation examples (mean over seeds)
                     "validation_lead_examples": round(lead * n, 1) if lead is not None and n else None,
+                    # False: no paired test could separate it from the baseline (min_significant_lead)
+                    "lead_can_be_significant": round(lead * n, 1) >= min_significant_lead()
+                    if lead is not None and n else None,
                     "accuracy": best["at"][key]["accuracy"],
                     "speedup_flops": best["at"][key]["speedup_flops"],
                     "gap_to_deployed_points": 100 * (best["at"][key]["accuracy"] - dep),
@@ -594,6 +608,8 @@ def markdown(report: dict) -> str:
         b, lead = v["baseline_accuracy"], v.get("validation_lead_examples")
         ahead = f", {lead:g} of {report['validation_examples']} validation examples above the baseline" \
             if lead is not None and v["best"] != report["baseline"] else ""
+        if ahead and v.get("lead_can_be_significant") is False:
+            ahead += f", too few to be significant (a paired test needs {min_significant_lead()})"
         lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%{ahead}) test "
                      f"{100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
