@@ -369,7 +369,8 @@ def test_resume_continues_a_method_from_its_next_seed(tiny_ckpt, tiny_data, tmp_
     whole = run_compare(r, methods)
     base = Path(whole["methods"][0]["artifact"])
     records = [base / f"seed-{s}" / cmp.SEED_RECORD for s in (0, 1)]
-    assert all(json.loads(p.read_text())["key"] == whole["methods"][0]["key"] for p in records)
+    keys = {json.loads(p.read_text())["key"] for p in records}  # one seed key, not the row's (it lists the seeds)
+    assert len(keys) == 1 and whole["methods"][0]["key"] not in keys
     # stopped during seed 1: no row in compare.json, seed 1's record not written yet
     (tmp_path / "out" / "compare.json").unlink(missing_ok=True)
     records[1].unlink()
@@ -389,6 +390,42 @@ def test_resume_continues_a_method_from_its_next_seed(tiny_ckpt, tiny_data, tmp_
     r.speedups = [1.3]
     run_compare(r, methods, resume=True)
     assert trained == [base / "seed-0", base / "seed-1"]
+
+
+def test_a_seeds_record_serves_any_run_with_the_same_settings(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    """A seed trains and calibrates alike whatever seeds run beside it, so its record is read back by a run
+    that lists other seeds: seeds split over two folders (or machines) and brought together give the row
+    one run of all of them gives."""
+    import shutil
+
+    from eebert_cli.recipe import compare as cmp
+
+    def run(out, seeds, resume=False):
+        rec = _recipe(tmp_path / f"{out}.toml", tiny_ckpt, tiny_data, tmp_path / out, [1.2], JOINT)
+        rec.write_text(rec.read_text().replace('baseline = "joint"', f'baseline = "joint"\nseeds = {seeds}'))
+        r, methods = load_compare_recipe(rec)
+        return run_compare(r, methods, resume=resume)
+
+    trained = []
+    real = cmp.steps.attach
+    monkeypatch.setattr(cmp.steps, "attach", lambda *a, **k: (trained.append(a[3].name), real(*a, **k))[1])
+    whole = run("all", [0, 1, 2])
+    first = run("a", [0, 1])
+    # the second folder is given seed 1's finished folder: it trains seed 2 only
+    shutil.copytree(tmp_path / "a/artifacts/joint/seed-1", tmp_path / "b/artifacts/joint/seed-1")
+    trained.clear()
+    second = run("b", [1, 2], resume=True)
+    assert trained == ["seed-2"] and second["methods"][0]["seeds"] == [1, 2]
+    # the seeds brought together: nothing trains, and the row is the one-run row
+    for src in ("a/artifacts/joint/seed-0", "a/artifacts/joint/seed-1", "b/artifacts/joint/seed-2"):
+        shutil.copytree(tmp_path / src, tmp_path / "c/artifacts/joint" / Path(src).name)
+    trained.clear()
+    merged = run("c", [0, 1, 2], resume=True)
+    assert trained == []
+    drop = ("train_seconds", "feature_seconds", "artifact")  # timings, and where the row's folder is
+    strip = lambda row: {k: v for k, v in row.items() if k not in drop}  # noqa: E731
+    assert strip(merged["methods"][0]) == strip(whole["methods"][0])
+    assert first["methods"][0]["key"] != whole["methods"][0]["key"]  # rows still name their seeds
 
 
 def test_compare_ranks_a_multi_label_model_by_exact_set_accuracy(tmp_path):

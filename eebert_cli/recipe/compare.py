@@ -223,29 +223,31 @@ def shared_pass(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT) -
     return time.perf_counter() - start
 
 
-def _seed_record(folder: Path, key: str | None, seed: int) -> dict | None:
-    """A seed's record under this run's key, or None (absent, unreadable or another key: the seed runs)."""
+def _seed_record(folder: Path, keys: tuple[str, ...], seed: int) -> dict | None:
+    """A seed's record under one of ``keys`` (its seed key; or this run's row key, which records written
+    before seed keys carry), or None (absent, unreadable or another key: the seed runs)."""
     from ..model.artifact import CALIBRATION, CONFIG, WEIGHTS, read_json
 
-    if key is None or not (folder / SEED_RECORD).is_file() \
+    if not keys or not (folder / SEED_RECORD).is_file() \
             or not all((folder / f).is_file() for f in (CONFIG, WEIGHTS, CALIBRATION)):
         return None
     try:
         rec = read_json(folder / SEED_RECORD)
     except (OSError, ValueError, EebertError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("key") == key and rec.get("seed") == seed else None
+    return rec if isinstance(rec, dict) and rec.get("key") in keys and rec.get("seed") == seed else None
 
 
 def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=None, key: str | None = None,
-               resume: bool = False) -> tuple[dict, dict]:
+               resume: bool = False, seed_key: str | None = None) -> tuple[dict, dict]:
     """attach + (calibrate + benchmark) per target and seed, with the commands' own steps; (row, split info).
 
     Seeds re-train the exits on the same backbone pass over train (one feature cache per pass plan,
     shared with other methods that read the same features); validation and test passes are shared
     through ``passes`` (:class:`~eebert_cli.scoring.outputs.BackbonePasses`). Figures are the mean over
-    seeds with their standard deviation. Each finished seed leaves ``SEED_RECORD`` under the row's
-    ``key``; with ``resume`` a seed whose record has this key is read back, not run again."""
+    seeds with their standard deviation. Each finished seed leaves ``SEED_RECORD`` under ``seed_key``
+    (``row_key(..., per_seed=True)``); with ``resume`` a seed whose record has that key (or the row's
+    ``key``) is read back, not run again."""
     from dataclasses import replace
 
     from ..model.artifact import write_json
@@ -258,7 +260,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
         folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
         cache = OutputsCache(folder / CACHE, passes)
         first = first or (folder, cache)
-        rec = _seed_record(folder, key, seed) if resume else None
+        rec = _seed_record(folder, tuple(k for k in (seed_key, key) if k), seed) if resume else None
         if rec is not None:
             ui.log(f"  {m.name}, seed {seed}: kept from {folder / SEED_RECORD} (same key)")
         else:
@@ -266,10 +268,10 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
             cfg = replace(m.attach, train=replace(m.attach.train, seed=seed) if len(recipe.seeds) > 1
                           else m.attach.train,
                           feature_cache=m.attach.feature_cache or str(feature_folder(recipe, m.attach)))
-            rec = {"key": key, "seed": seed,
+            rec = {"key": seed_key or key, "seed": seed,
                    "attached": steps.attach(recipe.checkpoint, recipe.data, cfg, folder, ui, device=recipe.device),
                    "points": {str(t): _best_point(folder, data, m, t, recipe, cache, ui) for t in recipe.speedups}}
-            if key is not None:
+            if rec["key"] is not None:
                 write_json(folder / SEED_RECORD, rec)
         attached_all.append(rec["attached"])
         for target, point in rec["points"].items():
@@ -324,13 +326,20 @@ def _split_figures(art, data, split: str, cache) -> tuple[dict, float, int, str]
     return per_exit, deployed, len(out.lengths), "accuracy" if out.labels is not None else "agreement"
 
 
-def row_key(recipe: CompareRecipe, m: Method, checkpoint_sha256: str) -> str:
+def row_key(recipe: CompareRecipe, m: Method, checkpoint_sha256: str, per_seed: bool = False) -> str:
     """What a method's row depends on: the checkpoint's weights, every recipe setting that reaches the
     row (data, targets, split, seeds, criteria, length, device), the method itself and eebert's version.
-    A row in compare.json is reused (``resume``) only under the same key."""
+    A row in compare.json is reused (``resume``) only under the same key.
+
+    ``per_seed``: the key of one seed's record, which does not depend on the other seeds listed (a seed
+    trains and calibrates alike whatever runs beside it), so a run with more seeds, or with its seeds
+    split over folders or machines, reuses it. Whether several seeds run still counts: a seed alone trains
+    with the method's own seed, in the method's folder."""
     from .. import __version__
 
     settings = {k: v for k, v in to_dict(recipe).items() if k not in ("checkpoint", "out", "baseline", "methods")}
+    if per_seed:
+        settings["seeds"] = "several" if len(recipe.seeds) > 1 else "one"
     method = to_dict(m)
     # training threads change how fast a row is made, not what it measures: hashed as 1 (the default when
     # rows were first keyed), so a row stays reusable whatever threads it or its rerun trained on
@@ -414,7 +423,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         ui.log(f"[bold]method[/] {n}: kept from {Path(recipe.out) / 'compare.json'} (same key)")
     for m in todo:
         ui.log(f"[bold]method[/] {m.name}")
-        row, info = run_method(recipe, m, data, ui, passes, key=keys[m.name], resume=resume)
+        row, info = run_method(recipe, m, data, ui, passes, key=keys[m.name], resume=resume,
+                               seed_key=row_key(recipe, m, deployed.sha256, per_seed=True))
         row["key"] = keys[m.name]
         done[m.name] = row
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
