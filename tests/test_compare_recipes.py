@@ -400,17 +400,27 @@ def test_a_seeds_record_serves_any_run_with_the_same_settings(tiny_ckpt, tiny_da
 
     from eebert_cli.recipe import compare as cmp
 
-    def run(out, seeds, resume=False):
+    def run(out, seeds, resume=False):  # as the CLI runs it: the report written to out/compare.json
         rec = _recipe(tmp_path / f"{out}.toml", tiny_ckpt, tiny_data, tmp_path / out, [1.2], JOINT)
         rec.write_text(rec.read_text().replace('baseline = "joint"', f'baseline = "joint"\nseeds = {seeds}'))
         r, methods = load_compare_recipe(rec)
-        return run_compare(r, methods, resume=resume)
+        report = run_compare(r, methods, resume=resume)
+        cmp.write(report, tmp_path / out)
+        return report
 
     trained = []
     real = cmp.steps.attach
     monkeypatch.setattr(cmp.steps, "attach", lambda *a, **k: (trained.append(a[3].name), real(*a, **k))[1])
     whole = run("all", [0, 1, 2])
     first = run("a", [0, 1])
+    # a study adds a seed in place: the row's key changes (it lists its seeds), yet --resume rebuilds it
+    # from the records it has and trains the new seed only; one that would lose a seed is still refused
+    trained.clear()
+    grown = run("a", [0, 1, 2], resume=True)
+    assert trained == ["seed-2"]
+    with pytest.raises(EebertError, match="cannot keep and would drop: joint made with other settings"):
+        run("a", [0, 2], resume=True)
+    assert trained == ["seed-2"]
     # the second folder is given seed 1's finished folder: it trains seed 2 only
     shutil.copytree(tmp_path / "a/artifacts/joint/seed-1", tmp_path / "b/artifacts/joint/seed-1")
     trained.clear()
@@ -424,7 +434,7 @@ def test_a_seeds_record_serves_any_run_with_the_same_settings(tiny_ckpt, tiny_da
     assert trained == []
     drop = ("train_seconds", "feature_seconds", "artifact")  # timings, and where the row's folder is
     strip = lambda row: {k: v for k, v in row.items() if k not in drop}  # noqa: E731
-    assert strip(merged["methods"][0]) == strip(whole["methods"][0])
+    assert strip(merged["methods"][0]) == strip(whole["methods"][0]) == strip(grown["methods"][0])
     assert first["methods"][0]["key"] != whole["methods"][0]["key"]  # rows still name their seeds
 
 

@@ -112,6 +112,12 @@ def method_folder(recipe: CompareRecipe, name: str) -> Path:
     return Path(recipe.out) / "artifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def seed_folder(recipe: CompareRecipe, name: str, seed: int) -> Path:
+    """Where one seed's artifact and record go: the method's folder when one seed runs, else seed-N in it."""
+    base = method_folder(recipe, name)
+    return base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
+
+
 def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", cache, ui: UI) -> dict:
     """One calibrated target on one artifact: calibrate on validation, benchmark on the report split."""
     # thresholds are chosen on the device and dtype the benchmark then runs in
@@ -253,11 +259,10 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     from ..model.artifact import write_json
     from ..scoring.outputs import OutputsCache
 
-    base = method_folder(recipe, m.name)
     points: dict[str, list[dict]] = {str(t): [] for t in recipe.speedups}
     attached_all, first = [], None  # first: the first seed's (folder, outputs cache), which describe the method
     for seed in recipe.seeds:
-        folder = base if len(recipe.seeds) == 1 else base / f"seed-{seed}"
+        folder = seed_folder(recipe, m.name, seed)
         cache = OutputsCache(folder / CACHE, passes)
         first = first or (folder, cache)
         rec = _seed_record(folder, tuple(k for k in (seed_key, key) if k), seed) if resume else None
@@ -287,7 +292,7 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     per_exit, deployed, examples, metric = _split_figures(art, data, recipe.split, first[1])
     reached = [a for a in at.values() if a]
     oracle = reached[-1]["oracle"] if reached else None
-    row = {"name": m.name, "artifact": str(base), "exits": attached["exits"], "heads": art.exits.describe(),
+    row = {"name": m.name, "artifact": str(method_folder(recipe, m.name)), "exits": attached["exits"], "heads": art.exits.describe(),
            "objective": m.attach.objective, "objective_params": m.attach.objective_params,
            "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
            "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
@@ -398,8 +403,13 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     from ..scoring.outputs import BackbonePasses
 
     keys = {m.name: row_key(recipe, m, deployed.sha256) for m in methods}
+    seed_keys = {m.name: row_key(recipe, m, deployed.sha256, per_seed=True) for m in methods}
     before = _previous(Path(recipe.out)) if resume or only else {}
-    _refuse_dropping_rows(before, keys, deployed.sha256, Path(recipe.out))
+    # a row under another key whose seeds are all still listed, each with a record this run reads back (a
+    # study that adds a seed), is rebuilt from them by this run: not dropped, so not refused
+    rebuilt = {r.get("name") for r in before.get("methods", []) if resume and (not only or r.get("name") in only)
+               and _seeds_kept(recipe, r, seed_keys.get(r.get("name")))}
+    _refuse_dropping_rows(before, keys, deployed.sha256, Path(recipe.out), rebuilt)
     kept = {r.get("name"): r for r in before.get("methods", []) if r.get("key") == keys.get(r.get("name"))}
     if only:
         kept = {n: r for n, r in kept.items() if n not in only}
@@ -424,7 +434,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     for m in todo:
         ui.log(f"[bold]method[/] {m.name}")
         row, info = run_method(recipe, m, data, ui, passes, key=keys[m.name], resume=resume,
-                               seed_key=row_key(recipe, m, deployed.sha256, per_seed=True))
+                               seed_key=seed_keys[m.name])
         row["key"] = keys[m.name]
         done[m.name] = row
         got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
@@ -435,14 +445,26 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     return _report(recipe, info, [done[n] for n in names if n in done], run)
 
 
-def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: Path) -> None:
+def _seeds_kept(recipe: CompareRecipe, row: dict, seed_key: str | None) -> bool:
+    """Whether every seed of an earlier ``row`` is still listed and has a record under ``seed_key`` where
+    this run looks for it, so a resumed run rebuilds the row (with any new seeds) instead of losing it."""
+    seeds = row.get("seeds") if isinstance(row.get("seeds"), list) else []
+    return bool(seed_key and seeds) and all(
+        s in recipe.seeds and _seed_record(seed_folder(recipe, row["name"], s), (seed_key,), s) is not None
+        for s in seeds)
+
+
+def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: Path,
+                          rebuilt: set[str] = frozenset()) -> None:
     """A resumed run rewrites compare.json with this run's rows only: one it cannot keep (made from other
     weights, settings or eebert version, or for a method the recipe no longer has) would be lost, hours of
-    training among them. Refused before anything runs; the report names what differs where it can tell."""
+    training among them. Refused before anything runs; the report names what differs where it can tell.
+    ``rebuilt``: rows under another key that this run makes again from their seeds' records (not lost)."""
     from .. import __version__
 
     rows = [r.get("name") for r in before.get("methods", [])]
-    other = [n for n, r in zip(rows, before.get("methods", [])) if n in keys and r.get("key") != keys[n]]
+    other = [n for n, r in zip(rows, before.get("methods", []))
+             if n in keys and r.get("key") != keys[n] and n not in rebuilt]
     gone = [n for n in rows if n not in keys]
     if not other and not gone:
         return
