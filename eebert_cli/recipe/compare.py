@@ -292,7 +292,8 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
     per_exit, deployed, examples, metric = _split_figures(art, data, recipe.split, first[1])
     reached = [a for a in at.values() if a]
     oracle = reached[-1]["oracle"] if reached else None
-    row = {"name": m.name, "artifact": str(method_folder(recipe, m.name)), "exits": attached["exits"], "heads": art.exits.describe(),
+    row = {"name": m.name, "artifact": str(method_folder(recipe, m.name)), "exits": attached["exits"],
+           "heads": art.exits.describe(),
            "objective": m.attach.objective, "objective_params": m.attach.objective_params,
            "contrastive": m.attach.train.contrastive, "criterion": m.criterion, "seeds": list(recipe.seeds),
            "train_seconds": round(statistics.fmean(a["train_seconds"] for a in attached_all), 1),
