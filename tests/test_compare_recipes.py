@@ -136,7 +136,8 @@ train = {epochs = 2}
     assert cell["validation_accuracy"] == cal["validation"]["accuracy"]
     assert cell["accuracy"] == rep["early_exit"]["accuracy"]
     assert cell["speedup_flops"] == rep["early_exit"]["speedup_flops"]
-    assert cell["static"] == {k: rep["static_truncation"][k] for k in ("layer", "accuracy", "speedup_flops")}
+    assert cell["static"] == {**{k: rep["static_truncation"][k] for k in ("layer", "accuracy", "speedup_flops")},
+                              "layers": [rep["static_truncation"]["layer"]]}  # one seed: one layer
 
 
 def test_the_best_method_is_chosen_on_validation_not_test():
@@ -164,6 +165,23 @@ def test_the_best_method_is_chosen_on_validation_not_test():
             "(a paired test needs 6))") in markdown(report)
     report["methods"][1]["at"]["2.0"]["validation_accuracy"] = 0.805  # 6 texts: p can reach 2 * 0.5**6 < 0.05
     assert summarise(report)["2.0"]["lead_can_be_significant"] is True
+
+
+def test_a_static_cell_names_every_layer_its_seeds_took():
+    from eebert_cli.recipe.compare import _over_seeds, _static_cell
+
+    def seed(layer, acc, spd):
+        return {"accuracy": 0.95, "speedup_flops": 2.0, "validation_accuracy": 0.96, "validation_speedup": 2.0,
+                "criterion": "entropy", "static": {"layer": layer, "accuracy": acc, "speedup_flops": spd},
+                "oracle": {"accuracy": 0.99, "speedup_flops": 9.0}}
+
+    # each seed takes the static exit nearest its own speedup: the mean spans layers 5 and 6
+    row = {"at": {"2.0": _over_seeds([seed(5, 0.934, 2.4), seed(6, 0.947, 2.0), seed(6, 0.944, 2.0)])}}
+    assert _static_cell(row, "2.0") == "94.17 (L5/6, 2.13x)"
+    row = {"at": {"2.0": _over_seeds([seed(6, 0.94, 2.0), seed(6, 0.95, 2.0)])}}
+    assert _static_cell(row, "2.0") == "94.50 (L6, 2.00x)"
+    del row["at"]["2.0"]["static"]["layers"]  # a row written before the layers were kept: its first seed's
+    assert _static_cell(row, "2.0") == "94.50 (L6, 2.00x)"
 
 
 def test_min_significant_lead_is_the_exact_sign_test_bound():

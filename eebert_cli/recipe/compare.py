@@ -168,6 +168,8 @@ def _over_seeds(points: list[dict]) -> dict:
         out[key], out[f"{key}_sd"] = _mean(points, key)
     for part in ("static", "oracle"):
         out[part] = {**points[0][part], **{k: _mean([p[part] for p in points], k)[0] for k in ("accuracy", "speedup_flops")}}
+    # each seed takes the static exit nearest its own speedup, so the mean can span layers: say which
+    out["static"]["layers"] = sorted({p["static"]["layer"] for p in points})
     if "criteria_tried" in out:  # each criterion's figures over the seeds that reached the target with it
         tried = {}
         for name in out["criteria_tried"]:
@@ -574,7 +576,10 @@ def _own_cell(r: dict, key: str) -> str:
 def _static_cell(r: dict, key: str) -> str:
     a = r["at"].get(key)
     st = a and a.get("static")
-    return "-" if not st else f"{100 * st['accuracy']:.2f} (L{st['layer']}, {st['speedup_flops']:.2f}x)"
+    if not st:
+        return "-"
+    layers = "/".join(map(str, st.get("layers") or [st["layer"]]))  # rows written before "layers": the first seed's
+    return f"{100 * st['accuracy']:.2f} (L{layers}, {st['speedup_flops']:.2f}x)"
 
 
 def header(report: dict) -> list[str]:
@@ -622,8 +627,8 @@ def markdown(report: dict) -> str:
              f"table gives test {name} and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
              "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
              "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
-             "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup (the cell "
-             "gives it). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
+             "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup, per seed "
+             "(the cell gives the mean and each layer the seeds took, `L5/6`). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
              "cell names the one chosen on validation. "
              f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s."
              + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
