@@ -628,8 +628,8 @@ def markdown(report: dict) -> str:
              "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
              "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
              "static FLOPs speedup (exit head included) is nearest the early-exit model's test speedup, per seed "
-             "(the cell gives the mean and each layer the seeds took, `L5/6`). Methods with skipping gates are calibrated over the gate thresholds calibrate tries; a "
-             "cell names the one chosen on validation. "
+             "(the cell gives the mean and each layer the seeds took, `L5/6`). Methods with skipping gates are "
+             "calibrated over the gate thresholds calibrate tries; a cell names the one chosen on validation. "
              f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s."
              + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
                 "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
