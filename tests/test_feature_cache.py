@@ -32,8 +32,8 @@ from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.ui import SILENT
 fc.CHUNK_ROWS = 16
 write = fc.FeatureCache.write
-def slow_write(self, index, arrays):
-    write(self, index, arrays)
+def slow_write(self, index, arrays, seconds=None):
+    write(self, index, arrays, seconds)
     if len(self.done) >= 3:
         time.sleep(600)
 fc.FeatureCache.write = slow_write
@@ -93,6 +93,12 @@ def test_kill_9_half_way_then_the_rerun_continues(tiny_ckpt, tiny_data, tmp_path
     resumed = _pass(dep, split, folder)
     chunks = fc.chunk_bounds(len(split))
     assert len(computed) == len(chunks) - 3  # continued, not restarted
+    # every chunk's seconds are recorded as it is written, the killed run's three included, so the pass's
+    # time is whole; a later pass over the finished cache computes nothing and adds nothing
+    seconds = json.loads((folder / "manifest.json").read_text())["seconds"]
+    assert sorted(int(i) for i in seconds) == list(range(len(chunks))) and all(v > 0 for v in seconds.values())
+    assert resumed.pass_seconds == pytest.approx(sum(seconds.values())) == fc.recorded_seconds(folder)
+    assert _pass(dep, split, folder).pass_seconds == resumed.pass_seconds and len(computed) == len(chunks) - 3
     fresh = _pass(dep, split, tmp_path / "fresh")
     for r in ("mean", "cls"):
         assert torch.equal(resumed.reduced[r], fresh.reduced[r])

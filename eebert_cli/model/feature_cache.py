@@ -36,6 +36,7 @@ import hashlib
 import json
 import mmap
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,7 @@ class FeatureCache:
             self.manifest["done"] = sorted(self.done - set(changed))
             for index in changed:
                 self.manifest["sums"].pop(str(index), None)
+                self.manifest.get("seconds", {}).pop(str(index), None)
             write_json(self.folder / MANIFEST, self.manifest)
 
     def _span(self, name: str, index: int) -> tuple[int, int]:
@@ -242,8 +244,19 @@ class FeatureCache:
     def array(self, name: str, mode: str = "r+") -> np.memmap:
         return np.load(self.folder / f"{name}.npy", mmap_mode=mode)
 
-    def write(self, index: int, arrays: dict) -> None:
-        """Write chunk ``index`` with file writes, fsync it, then record it as done with its checksums.
+    @property
+    def pass_seconds(self) -> float | None:
+        """The seconds the backbone took over every chunk, whichever runs computed them (each chunk's are
+        recorded as it is written); None until the pass is complete, or where a chunk's were not recorded
+        (caches written before eebert recorded them)."""
+        seconds = self.manifest.get("seconds", {})
+        if not self.complete or any(str(i) not in seconds for i in self.done):
+            return None
+        return float(sum(seconds[str(i)] for i in self.done))
+
+    def write(self, index: int, arrays: dict, seconds: float | None = None) -> None:
+        """Write chunk ``index`` with file writes, fsync it, then record it as done with its checksums
+        (and ``seconds``, the time computing it took: see ``pass_seconds``).
 
         Plain writes, not a writable map: dirty mapped pages would count in this
         process's RSS for the whole pass (what a container limit sees).
@@ -271,6 +284,8 @@ class FeatureCache:
                 os.close(fd)
             sums[name] = zlib.crc32(data)
         self.manifest["sums"][str(index)] = sums
+        if seconds is not None:
+            self.manifest.setdefault("seconds", {})[str(index)] = round(seconds, 3)
         self.manifest["done"] = sorted(self.done | {index})
         write_json(self.folder / MANIFEST, self.manifest)
 
@@ -303,7 +318,8 @@ class FeatureCache:
         lengths = torch.ones(len(maps["teacher"]), dtype=torch.long) if plan.words else view("lengths")
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
                         lengths, tokens, release=release,
-                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]))
+                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]),
+                        pass_seconds=self.pass_seconds)
 
 
 class RowReader:
@@ -448,11 +464,26 @@ def cached_pass(deployed, split: Split, plan: Plan, folder: str | Path, dtype: s
                                  for i in todo)
         else:  # elsewhere, advancing it chunk by chunk
             results = runner(deployed, split, plan, chunks, todo)
+        # a chunk's seconds: from the previous chunk's arrival to its own (computed lazily here, or
+        # in parallel elsewhere: then they sum to the pass's wall clock, not its compute)
+        last = time.perf_counter()
         for i, arrays in results:
-            cache.write(i, arrays)
+            now = time.perf_counter()
+            cache.write(i, arrays, now - last)
+            last = time.perf_counter()
             if runner is not None:
                 advance(size(i))
     return cache.features(plan)
+
+
+def recorded_seconds(folder: str | Path) -> float | None:
+    """``FeatureCache.pass_seconds`` of the cache at ``folder`` without opening its arrays; None where there is
+    no readable manifest."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+        return FeatureCache(Path(folder), manifest).pass_seconds
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def slice_split(split: Split, a: int, b: int) -> Split:

@@ -427,7 +427,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     # --methods run then finds a cache that covers it instead of making another pass
     # its time is the report's, summed over the runs that made it (a resumed pass adds what it had left)
     seconds = shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
-    run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": seconds + before.get("shared_pass_seconds", 0.0)}
+    run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": seconds + before.get("shared_pass_seconds", 0.0),
+           # where each method's training features are cached: their manifests record what the pass took
+           "feature_folders": {m.name: feature_folder(recipe, m.attach) for m in methods if not m.attach.feature_cache}}
     done, passes = dict(kept), BackbonePasses()  # the report's rows so far, in recipe order below
     info = {k: before.get(k) for k in ("examples", "deployed_accuracy", "metric", "placement", "validation_examples",
                                        "task")} \
@@ -485,6 +487,21 @@ def _refuse_dropping_rows(before: dict, keys: dict[str, str], sha256: str, out: 
                       "give another --out, or move that compare.json away to run everything again")
 
 
+def _feature_seconds(rows: list[dict], run: dict) -> float:
+    """The backbone passes over train behind these rows: what the shared caches' manifests recorded (every
+    chunk once, whichever run computed it, a stopped one included) plus the passes of methods with caches of
+    their own. Caches made before chunks' seconds were recorded: the shared pass's time summed over the runs
+    that wrote this report, plus each method's own pass (which, on a shared cache, is its check of it)."""
+    from ..model.feature_cache import recorded_seconds
+
+    shared = {run.get("feature_folders", {}).get(r["name"]) for r in rows} - {None}
+    recorded = [recorded_seconds(f) for f in shared]
+    if not shared or None in recorded:
+        return run["pass_seconds"] + sum(r["feature_seconds"] for r in rows)
+    own = [r for r in rows if r["name"] not in run["feature_folders"]]
+    return sum(recorded) + sum(r["feature_seconds"] for r in own)
+
+
 def _report(recipe: CompareRecipe, info: dict, rows: list[dict], run: dict) -> dict:
     """``run``: the checkpoint's sha256 and the seconds of the shared training pass (``shared_pass``)."""
     from .. import __version__
@@ -494,7 +511,7 @@ def _report(recipe: CompareRecipe, info: dict, rows: list[dict], run: dict) -> d
               "checkpoint_sha256": run["checkpoint_sha256"], "eebert": __version__,
               "examples": info["examples"], "metric": info["metric"], "deployed_accuracy": info["deployed_accuracy"],
               "speedups": recipe.speedups, "shared_pass_seconds": round(run["pass_seconds"], 3),  # ms: a tiny pass is not 0
-              "feature_seconds": round(run["pass_seconds"] + sum(r["feature_seconds"] for r in rows), 3),
+              "feature_seconds": round(_feature_seconds(rows, run), 3),
               "baseline": recipe.baseline or None, "seeds": list(recipe.seeds), "criteria": list(recipe.criteria),
               "placement": info["placement"], "validation_examples": info.get("validation_examples"),
               "task": info.get("task"), "methods": list(rows)}
