@@ -97,8 +97,10 @@ def test_kill_9_half_way_then_the_rerun_continues(tiny_ckpt, tiny_data, tmp_path
     # time is whole; a later pass over the finished cache computes nothing and adds nothing
     seconds = json.loads((folder / "manifest.json").read_text())["seconds"]
     assert sorted(int(i) for i in seconds) == list(range(len(chunks))) and all(v > 0 for v in seconds.values())
-    assert resumed.pass_seconds == pytest.approx(sum(seconds.values())) == fc.recorded_seconds(folder)
-    assert _pass(dep, split, folder).pass_seconds == resumed.pass_seconds and len(computed) == len(chunks) - 3
+    assert fc.recorded_seconds(folder) == pytest.approx(sum(seconds.values()))
+    _pass(dep, split, folder)
+    assert len(computed) == len(chunks) - 3
+    assert json.loads((folder / "manifest.json").read_text())["seconds"] == seconds
     fresh = _pass(dep, split, tmp_path / "fresh")
     for r in ("mean", "cls"):
         assert torch.equal(resumed.reduced[r], fresh.reduced[r])

@@ -318,8 +318,7 @@ class FeatureCache:
         lengths = torch.ones(len(maps["teacher"]), dtype=torch.long) if plan.words else view("lengths")
         return Features(plan.layers, {r: view(f"reduced-{r}") for r in plan.pooled}, view("teacher"),
                         lengths, tokens, release=release,
-                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]),
-                        pass_seconds=self.pass_seconds)
+                        read=RowReader(self.folder, [f"reduced-{r}" for r in plan.pooled]))
 
 
 class RowReader:

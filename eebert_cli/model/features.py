@@ -116,8 +116,6 @@ class Features:
     #: (reduction, rows, column) -> [rows, H]: the feature cache's explicit reads, used by ``getter``
     #: instead of indexing the memory map (a page fault there maps a whole folio of neighbours)
     read: Callable[[str, torch.Tensor, int], torch.Tensor] | None = None
-    #: the feature cache's record of the backbone pass that made these (``FeatureCache.pass_seconds``)
-    pass_seconds: float | None = None
 
     def for_layer(self, reduction: str, layer: int) -> torch.Tensor:
         return self.reduced[reduction][:, self.layers.index(layer)]

@@ -425,7 +425,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                               "of this data has none", "give data with a tags column (tags_column in [data])")
     # the pass keeps what every method without a row reads, not only this run's: a later --resume or
     # --methods run then finds a cache that covers it instead of making another pass
-    # its time is the report's, summed over the runs that made it (a resumed pass adds what it had left)
+    # its clock is summed over the runs (shared_pass_seconds); the report's figure is the cache's own record of
+    # the pass where it has one (_feature_seconds)
     seconds = shared_pass(recipe, [m for m in methods if m.name not in kept], ui)
     run = {"checkpoint_sha256": deployed.sha256, "pass_seconds": seconds + before.get("shared_pass_seconds", 0.0),
            # where each method's training features are cached: their manifests record what the pass took
@@ -494,7 +495,7 @@ def _feature_seconds(rows: list[dict], run: dict) -> float:
     that wrote this report, plus each method's own pass (which, on a shared cache, is its check of it)."""
     from ..model.feature_cache import recorded_seconds
 
-    shared = {run.get("feature_folders", {}).get(r["name"]) for r in rows} - {None}
+    shared = {run["feature_folders"].get(r["name"]) for r in rows} - {None}
     recorded = [recorded_seconds(f) for f in shared]
     if not shared or None in recorded:
         return run["pass_seconds"] + sum(r["feature_seconds"] for r in rows)
