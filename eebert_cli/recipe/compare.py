@@ -410,8 +410,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     before = _previous(Path(recipe.out)) if resume or only else {}
     # a row under another key whose seeds are all still listed, each with a record this run reads back (a
     # study that adds a seed), is rebuilt from them by this run: not dropped, so not refused
-    rebuilt = {r.get("name") for r in before.get("methods", []) if resume and (not only or r.get("name") in only)
-               and _seeds_kept(recipe, r, seed_keys.get(r.get("name")))}
+    rebuilt = {r.get("name") for r in before.get("methods", []) if (not only or r.get("name") in only)
+               and _seeds_kept(recipe, r, seed_keys.get(r.get("name")))} if resume else set()
     _refuse_dropping_rows(before, keys, deployed.sha256, Path(recipe.out), rebuilt)
     kept = {r.get("name"): r for r in before.get("methods", []) if r.get("key") == keys.get(r.get("name"))}
     if only:
