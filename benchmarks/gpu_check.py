@@ -259,7 +259,7 @@ def latency_calibrated(folder: Path, data, dcfg: DeviceConfig, args) -> dict:
 
     eager_s, _ = time_runner(eager, batches, dev, args.repeats)
     exits, rows = torch.tensor([k for _, k in ee_out]), torch.tensor(idx)
-    return {"switched_off": cal.cost["switched_off"], "predicted": cal.validation["speedup_latency_model"],
+    return {"switched_off": cal.validation["switched_off"], "predicted": cal.validation["speedup_latency_model"],
             "validation_speedup_flops": cal.validation["speedup_flops"],
             "speedup_flops": (out.full[rows].sum() / out.cost[rows, exits].sum()).item(),
             "wall_vs_eager": eager_s / ee_s, "early_exit_ms": 1000 * ee_s / len(idx),

@@ -26,6 +26,11 @@ cost model on each example's own length, for the split and for the timed example
 (a seeded subset, whose FLOPs speedup differs: measured/FLOPs compares the gain
 with the timed examples' own). Ratios are against deployed PyTorch fp32 at the
 same batch size. Prints a table and writes JSON (--out).
+
+``--compare-artifact A0 [--compare-artifact-int8 B0]``: the same exits calibrated
+otherwise (for example with ``eebert calibrate --keep-exits``); each engine's early
+exit of A0 / B0 joins that engine's rotation as "early exit (compared)", so the two
+calibrations are timed side by side on the same examples in the same window.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eebert_cli.model.cost import exit_costs, full_cost
+from eebert_cli.model.calibration import skipped_exits
+from eebert_cli.model.cost import exit_charges, exit_costs, full_cost, skip_exits
 from eebert_cli.data import load_data
 from eebert_cli.model.features import encode
 from eebert_cli.deploy.onnx_export import MANIFEST, ONNX_FORMAT, export
@@ -64,11 +70,18 @@ def flops_speedup(m: EarlyExitModel, lengths: torch.Tensor, exits: torch.Tensor,
     if m.gates is not None:
         return None
     cost = exit_costs(m.adapter.dims, lengths, m.layers, m.exits.flops)
+    off = skipped_exits(m.thresholds, m.criterion.stateless)  # the runtime never evaluates these
+    if off:
+        cost = skip_exits(cost, exit_charges(m.exits.flops, len(m.layers), lengths), off)
     return full.sum().item() / cost.gather(1, exits[:, None]).sum().item()
 
 
-def variants(pt: dict, ox: dict, batched: bool) -> dict:
-    """name -> fn(ids, mask, types) -> (logits, exits or None). Torch tensors in."""
+COMPARED = " (compared)"
+
+
+def variants(pt: dict, ox: dict, batched: bool, alt_pt: dict | None = None, alt_ox: dict | None = None) -> dict:
+    """name -> fn(ids, mask, types) -> (logits, exits or None). Torch tensors in. ``alt_pt`` / ``alt_ox``: the
+    compared calibration's models, whose early exit joins its engine as "<engine> early exit (compared)"."""
     v = {}
     for q in pt:
         m = pt[q]
@@ -95,6 +108,9 @@ def variants(pt: dict, ox: dict, batched: bool) -> dict:
             if o.fused is not None:  # one example through the fused graph: what answering it there would cost
                 v[f"onnxrt {q} fused graph"] = lambda i, k, t, o=o: o.forward_batch(
                     i.numpy(), np.ones_like(i.numpy()), t.numpy())
+    if alt_pt or alt_ox:
+        other = variants(alt_pt or {}, alt_ox or {}, batched)
+        v.update({f"{x}{COMPARED}": fn for x, fn in other.items() if x.endswith(" early exit")})
     return v
 
 
@@ -110,11 +126,39 @@ def batches_of(enc_ids, types, order, b, pad_id):
     return out
 
 
+def load_models(ap, a, fp32_art: str | None, int8_art: str | None) -> tuple[dict, dict]:
+    """PyTorch and ONNX Runtime early-exit models of an fp32- and an int8-calibrated artifact (either may be None)."""
+    pt = {"fp32": EarlyExitModel.from_artifact(fp32_art)} if fp32_art else {}
+    if int8_art:
+        pt["int8"] = EarlyExitModel.from_artifact(int8_art)
+        if pt["int8"].artifact.calibration.quantize != "int8":
+            ap.error(f"{int8_art} is not calibrated on int8: run `eebert calibrate ... --quantize int8`")
+        if pt["int8"].artifact.original is not None:  # loading quantized the trained backbone, not the shipped one
+            quantize_model(pt["int8"].artifact.original.model, "int8")
+    ox = {}
+    if not a.no_onnx:
+        for q, art in (("fp32", fp32_art), ("int8", int8_art)):
+            if art is None:
+                continue
+            folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
+            made = json.loads((folder / MANIFEST).read_text()).get("format_version", 1) \
+                if (folder / MANIFEST).is_file() else None
+            if made is None or made < ONNX_FORMAT:  # none yet, or graphs an older eebert exported
+                if made is not None:
+                    print(f"re-exporting {folder}: export format {made}, this eebert writes {ONNX_FORMAT}")
+                export(art, folder, "int8" if q == "int8" else None)
+            ox[q] = OnnxEarlyExit(folder, threads=a.threads, shared_pool=a.ort_shared_pool)
+    return pt, ox
+
+
 @torch.inference_mode()
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifact", required=True)
     ap.add_argument("--artifact-int8", default=None)
+    ap.add_argument("--compare-artifact", default=None,
+                    help="the same exits as --artifact calibrated otherwise: its early exit is timed beside")
+    ap.add_argument("--compare-artifact-int8", default=None, help="the same for --artifact-int8")
     ap.add_argument("--split", default="test")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-sizes", default="1,32")
@@ -131,26 +175,13 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    pt = {"fp32": EarlyExitModel.from_artifact(a.artifact)}
-    if a.artifact_int8:
-        pt["int8"] = EarlyExitModel.from_artifact(a.artifact_int8)
-        if pt["int8"].artifact.calibration.quantize != "int8":
-            ap.error(f"{a.artifact_int8} is not calibrated on int8: run `eebert calibrate ... --quantize int8`")
-        if pt["int8"].artifact.original is not None:  # loading quantized the trained backbone, not the shipped one
-            quantize_model(pt["int8"].artifact.original.model, "int8")
-    ox = {}
-    if not a.no_onnx:
-        for q, art in (("fp32", a.artifact), ("int8", a.artifact_int8)):
-            if art is None:
-                continue
-            folder = Path(art) / ("onnx-int8" if q == "int8" else "onnx")
-            made = json.loads((folder / MANIFEST).read_text()).get("format_version", 1) \
-                if (folder / MANIFEST).is_file() else None
-            if made is None or made < ONNX_FORMAT:  # none yet, or graphs an older eebert exported
-                if made is not None:
-                    print(f"re-exporting {folder}: export format {made}, this eebert writes {ONNX_FORMAT}")
-                export(art, folder, "int8" if q == "int8" else None)
-            ox[q] = OnnxEarlyExit(folder, threads=a.threads, shared_pool=a.ort_shared_pool)
+    pt, ox = load_models(ap, a, a.artifact, a.artifact_int8)
+    alt_pt, alt_ox = load_models(ap, a, a.compare_artifact, a.compare_artifact_int8) \
+        if a.compare_artifact or a.compare_artifact_int8 else ({}, {})
+    for q, m in alt_pt.items():
+        if q not in pt or m.layers != pt[q].layers:
+            ap.error(f"the compared {q} artifact must have the same exits as the timed one: calibrate a copy of it")
+    model_of = lambda name: (alt_pt if name.endswith(COMPARED) else pt)[name.split()[1]]  # noqa: E731
 
     base = pt["fp32"]
     data = load_data(data_config_of(base.artifact, None))
@@ -167,7 +198,7 @@ def main():
     # accuracy, exits and FLOPs on the whole split (batch 32, split order)
     every = batches_of(enc.input_ids, types, list(range(n)), 32, enc.pad_id)
     quality, preds_of, exits_of = {}, {}, {}
-    for name, fn in variants(pt, ox, batched=True).items():
+    for name, fn in variants(pt, ox, True, alt_pt, alt_ox).items():
         if "whole-batch" in name or a.timing_only:
             continue
         preds, exits = np.empty(n, dtype=np.int64), np.full(n, -1, dtype=np.int64)
@@ -180,7 +211,7 @@ def main():
         preds_of[name], exits_of[name] = preds, exits
         row = {"accuracy": float((preds == labels.numpy()).mean()) if labels is not None else None}
         if (exits >= 0).all():
-            m = pt[name.split()[1]]
+            m = model_of(name)
             row["speedup_flops"] = flops_speedup(m, lengths, torch.from_numpy(exits), full)
             row["average_exit_layer"] = float(np.asarray(m.exit_layers)[exits].mean())
         quality[name] = row
@@ -189,6 +220,11 @@ def main():
         a_, b_ = f"pytorch {q} early exit", f"onnxrt {q} early exit"
         checks[f"{q}: onnxrt vs pytorch early-exit predictions equal"] = float((preds_of[a_] == preds_of[b_]).mean())
         checks[f"{q}: onnxrt vs pytorch exits equal"] = float((exits_of[a_] == exits_of[b_]).mean())
+        if a_ + COMPARED in preds_of and b_ + COMPARED in preds_of:
+            a2, b2 = a_ + COMPARED, b_ + COMPARED
+            checks[f"{q}: onnxrt vs pytorch early-exit{COMPARED} predictions equal"] = float(
+                (preds_of[a2] == preds_of[b2]).mean())
+            checks[f"{q}: onnxrt vs pytorch exits{COMPARED} equal"] = float((exits_of[a2] == exits_of[b2]).mean())
         if f"onnxrt {q} segment loop" in preds_of:
             checks[f"{q}: onnxrt fused graph vs segment loop exits equal"] = float(
                 (exits_of[b_] == exits_of[f"onnxrt {q} segment loop"]).mean())
@@ -201,7 +237,7 @@ def main():
     rng.shuffle(order_all)  # serving order: no length sorting
     for b, m_ in zip([int(x) for x in a.batch_sizes.split(",")], [int(x) for x in a.samples.split(",")]):
         bs = batches_of(enc.input_ids, types, order_all[:m_], b, enc.pad_id)
-        vs = variants(pt, ox, batched=b > 1)
+        vs = variants(pt, ox, b > 1, alt_pt, alt_ox)
         names = list(vs)
         for _, i, k, t in bs[:max(2, 20 // b)]:
             for fn in vs.values():
@@ -213,7 +249,7 @@ def main():
         for x in names:
             engines.setdefault(" ".join(x.split()[:2]), []).append(x)
         per_block = max(1, a.block // b)
-        timed_exits = {x: {} for x in names if x.endswith("early exit")}  # batch start -> its exits
+        timed_exits = {x: {} for x in names if x.endswith(("early exit", COMPARED))}  # batch start -> its exits
         for s0 in range(0, len(bs), per_block):
             block = bs[s0:s0 + per_block]
             runs = {x: [[] for _ in block] for x in names}
@@ -247,12 +283,15 @@ def main():
             dep, ee = repeat_s.get(f"{eng} deployed"), repeat_s.get(f"{eng} early exit")
             if dep and ee:
                 gains[eng] = [d / e for d, e in zip(dep, ee)]
+            other = repeat_s.get(f"{eng} early exit{COMPARED}")
+            if dep and other:
+                gains[f"{eng}{COMPARED}"] = [d / e for d, e in zip(dep, other)]
         # the FLOPs speedup of the timed examples themselves (a subset: its figure differs from the split's)
         timed_len = torch.tensor([len(enc.input_ids[j]) for idx, *_ in bs for j in idx])
         timed_flops = {}
         for x, got in timed_exits.items():
             exits = torch.from_numpy(np.concatenate([got[q] for q in range(len(bs))]))
-            timed_flops[x] = flops_speedup(pt[x.split()[1]], timed_len, exits, full_cost(base.adapter.dims, timed_len))
+            timed_flops[x] = flops_speedup(model_of(x), timed_len, exits, full_cost(base.adapter.dims, timed_len))
         results["timing"][str(b)] = {"examples": m_, "batches": len(bs), "repeats": a.repeats, "block": a.block,
                                      "rows": rows, "gain_per_repeat": gains, "speedup_flops_timed": timed_flops}
 
@@ -263,21 +302,22 @@ def main():
           + (f", onnxruntime {host['onnxruntime']}" if "onnxruntime" in host else ""))
     print(f"machine: {host['cpu']}, {host['cpus']} CPUs, caches "
           + (", ".join(f"{k} {v}" for k, v in host["caches"].items()) or "not reported"))
+    width = max([32] + [len(x) for t in results["timing"].values() for x in t["rows"]])
     for name, r in quality.items():
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
         extra = ""
         if "average_exit_layer" in r:
             fl = "n/a (gates)" if r["speedup_flops"] is None else f"{r['speedup_flops']:.2f}x"
             extra = f"  FLOPs {fl}, avg exit layer {r['average_exit_layer']:.2f}"
-        print(f"  {name:32s} accuracy {acc}{extra}")
+        print(f"  {name:{width}s} accuracy {acc}{extra}")
     for k, v in checks.items():
         print(f"  check {k}: {100 * v:.2f}%")
     for b, t in results["timing"].items():
         print(f"\nbatch size {b}: {t['examples']} examples, {t['batches']} batches x {t['repeats']} repeats (median), "
               f"blocks of {t['block']} examples")
-        print(f"  {'':32s} {'ex/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs PT fp32 dep':>14s} {'spread':>7s}")
+        print(f"  {'':{width}s} {'ex/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs PT fp32 dep':>14s} {'spread':>7s}")
         for x, r in t["rows"].items():
-            print(f"  {x:32s} {r['throughput']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+            print(f"  {x:{width}s} {r['throughput']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                   f"{r['speedup_vs_pytorch_fp32_deployed']:13.2f}x {100 * r['repeat_spread_median']:6.1f}%")
         for q in ("fp32", "int8"):
             for eng in ("pytorch", "onnxrt"):
@@ -296,6 +336,14 @@ def main():
                     g = t["gain_per_repeat"][f"{eng} {q}"]
                     print(f"  {eng} {q}: early exit {sp:.2f}x vs its deployed (repeat totals {min(g):.2f}-{max(g):.2f}x)"
                           f"{wbs}; FLOPs of the timed examples {fl:.2f}x{split_fl}; measured/FLOPs {sp / fl:.2f}")
+                    alt = t["rows"].get(f"{eng} {q} early exit{COMPARED}")
+                    if alt:
+                        g = t["gain_per_repeat"][f"{eng} {q}{COMPARED}"]
+                        sp2 = alt["throughput"] / dep["throughput"]
+                        fl2 = t["speedup_flops_timed"].get(f"{eng} {q} early exit{COMPARED}") or float("nan")
+                        print(f"  {eng} {q}: early exit{COMPARED} {sp2:.2f}x vs its deployed (repeat totals "
+                              f"{min(g):.2f}-{max(g):.2f}x); FLOPs of the timed examples {fl2:.2f}x; "
+                              f"measured/FLOPs {sp2 / fl2:.2f}; early exit / compared {sp / sp2:.3f}")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -42,6 +42,8 @@ def _inference(f, tmp: Path, variant: str) -> list:
     argv = ["--threads", 1, "--limit", 24, "--samples", "6,12", "--repeats", 1, "--out", tmp / "inference.json"]
     if variant == "gated":
         return argv + ["--artifact", f("smoke_gated"), "--no-onnx"]
+    if variant == "compared":  # a second calibration of the same exits, timed beside
+        return argv + ["--artifact", a["fp32"], "--compare-artifact", a["fp32"], "--no-onnx"]
     return argv + ["--artifact", a["fp32"]] + (["--artifact-int8", a["int8"]] if variant == "onnx" else ["--no-onnx"])
 
 
@@ -93,6 +95,9 @@ RUNS = [
          "ex/s", "p50 ms", "vs PT fp32 dep", "FLOPs", "measured/FLOPs", "blocks of 16 examples",
          "early exit", "vs its deployed (repeat totals ", "FLOPs of the timed examples"] + VARIANTS,
         absent=["onnxrt", "int8"], id="inference.py-pytorch"),
+    Run("inference.py", lambda f, tmp: _inference(f, tmp, "compared"),
+        ["pytorch fp32 early exit (compared)", "pytorch fp32: early exit (compared) ", "early exit / compared "]
+        + VARIANTS, absent=["onnxrt", "int8"], id="inference.py-compared"),
     Run("inference.py", lambda f, tmp: _inference(f, tmp, "onnx"),
         ["check fp32: onnxrt vs pytorch exits equal", "check int8: onnxrt vs pytorch exits equal",
          "check int8: onnxrt fused graph vs segment loop exits equal: 100.00%", "onnxrt int8 segment loop",

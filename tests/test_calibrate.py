@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from eebert_cli.scoring.threshold_search import INF, Problem, decide, search
+from eebert_cli.scoring.threshold_search import INF, Problem, decide, search, search_switching_off
 from eebert_cli.criteria import build_criterion
 from eebert_cli.core.errors import EebertError
 
@@ -83,3 +83,45 @@ def test_the_sweeps_give_each_candidate_the_outcome_the_runtime_would_get(statel
         o = q.outcome(torch.full((k1,), c, dtype=torch.float64))
         assert acc[j].item() == pytest.approx(o.accuracy, abs=1e-12)
         assert spd[j].item() == pytest.approx(o.speedup, rel=1e-12)
+
+
+def flops_like(p: Problem, charge: float = 0.003) -> Problem:
+    """``p`` with each evaluated exit charged a FLOPs-sized share of a layer (a pooled head), stateless."""
+    n, k1 = p.scores.shape
+    charges = torch.full((n, k1), charge, dtype=torch.float64)
+    cost = p.cost + torch.cumsum(torch.cat([charges, charges[:, -1:]], 1), 1)
+    return Problem(p.scores, p.correct, cost, p.full, charges, stateless=True)
+
+
+def test_exits_evaluated_count_the_live_exits_each_example_passes():
+    p = flops_like(synthetic(n=4, k=4))
+    p.scores[:] = torch.tensor([[0.1, 0.9, 0.9], [0.9, 0.1, 0.9], [0.9, 0.9, 0.1], [0.9, 0.9, 0.9]])
+    t = torch.full((3,), 0.5, dtype=torch.float64)
+    assert p.evaluated(t) == pytest.approx((1 + 2 + 3 + 3) / 4)
+    t[0] = -INF  # "never": skipped by the runtime, so not evaluated
+    assert p.evaluated(t) == pytest.approx((2 + 1 + 2 + 2) / 4)
+
+
+@pytest.mark.parametrize("ties", ["evaluations", "speedup"])
+def test_an_exit_that_adds_no_accuracy_at_the_target_is_switched_off(ties):
+    # exit 0 is wrong on every example and no more confident than the others: firing it only loses accuracy
+    p = flops_like(synthetic())
+    p.correct[:, 0] = 0.0
+    p.scores[:, 0] = p.scores[:, 1:].max(1).values + 0.01
+    crit = build_criterion("entropy")
+    plain_t, _ = search(p, crit, "target", 1.5)
+    plain = p.outcome(plain_t)
+    thr, _, q = search_switching_off(p, crit, 1.5, ties=ties)
+    got = q.outcome(thr)
+    assert 0 in q.off and thr[0] == -INF and got.speedup >= 1.5 and got.accuracy >= plain.accuracy
+    assert q.evaluated(thr) < p.evaluated(plain_t) - 0.9  # every example passed exit 0
+
+
+def test_switching_off_never_lowers_validation_accuracy_at_the_target():
+    p, crit = flops_like(synthetic(n=600, k=6, seed=1)), build_criterion("entropy")
+    for target in (1.5, 2.0, 3.0):
+        plain = p.outcome(search(p, crit, "target", target)[0])
+        thr, _, q = search_switching_off(p, crit, target, ties="evaluations")
+        got = q.outcome(thr)
+        assert got.speedup >= target and got.accuracy >= plain.accuracy - 1e-12
+        assert all(thr[j] == -INF for j in q.off)

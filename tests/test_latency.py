@@ -57,6 +57,11 @@ def test_switching_an_exit_off_removes_its_cost_from_the_paths_that_pass_it():
     assert q.scores[:, 1].isnan().all() and q.off == {1}
     thr, _ = search(q, build_criterion("entropy"), "target", 1.2)
     assert thr[1] == -INF and (q.outcome(thr).exits != 1).all()  # an exit switched off never answers
+    # switching off one exit after another charges each once: the same costs as both at once
+    assert torch.equal(q.without({1, 2}).cost, p.without({1, 2}).cost)
+    assert torch.equal(q.without({1, 2}).without({0, 1, 2}).cost, p.without({0, 1, 2}).cost)
+    with pytest.raises(ValueError, match="already off"):
+        q.without({2})
 
 
 @pytest.mark.parametrize("charge", [0.0, 0.3])
@@ -170,7 +175,7 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     assert cal["cost"]["model"] == "latency" and cal["cost"]["profile"]["measured"]["exit"] == [3e-4, 3e-4]
     assert val["speedup_latency_model"] >= 1.3 and val["speedup_flops"] > 1.0
     assert val["speedup_flops"] != val["speedup_latency_model"]  # two cost models, two figures
-    off = cal["cost"]["switched_off"]
+    off = val["switched_off"]
     assert [cal["thresholds"][cal["exit_layers"].index(l)] for l in off] == ["never"] * len(off)
     model = EarlyExitModel.from_artifact(art)  # the runtime never evaluates a switched-off exit
     assert all(layer not in off for _, layer, _ in model._plan())
@@ -179,12 +184,13 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     rep = json.loads((art / "report.json").read_text())
     assert rep["calibration_cost"] == "latency" and "test_vs_target_speedup" not in rep.get("gaps", {})
     assert "latency cost model" in (art / "report.md").read_text()
-    assert load_artifact(art).calibration.cost["switched_off"] == off
+    assert load_artifact(art).calibration.validation["switched_off"] == off
     # an accuracy budget counts the same seconds (no exit switched off: that search is the target's)
     r = run("calibrate", art, "--max-drop", 5, "--cost", "latency", "--latency-runtime", "onnxruntime", "--json")
     assert r.exit_code == 0, r.output
     cal = json.loads((art / "calibration.json").read_text())
-    assert cal["mode"] == "max_drop" and cal["cost"]["switched_off"] == []
+    never = [l for l, t in zip(cal["exit_layers"], cal["thresholds"]) if t == "never"]
+    assert cal["mode"] == "max_drop" and cal["validation"]["switched_off"] == never
     assert cal["validation"]["speedup_latency_model"] > 0 and seen == ["pytorch", "onnxruntime"]
     assert cal["cost"]["profile"]["runtime"] == "onnxruntime"
 
@@ -211,18 +217,25 @@ def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path
                               "patience"), "patience keeps state across exits", "--cost flops")
 
 
-@pytest.mark.parametrize("criterion", ["entropy", "patience"])
-def test_a_flops_calibration_keeps_every_exit_on(plain_artifact, tmp_path, monkeypatch, criterion):
-    """Switching exits off is the latency model's: a FLOPs calibration (whose problem also knows each exit's
-    FLOPs, to charge what the runtime spends) never runs that search, stateless criterion or not."""
+@pytest.mark.parametrize("criterion,flag,prunes", [("entropy", None, True), ("entropy", "--keep-exits", False),
+                                                  ("patience", None, False)])
+def test_a_flops_calibration_switches_exits_off_only_where_the_runtime_skips_them(plain_artifact, tmp_path,
+                                                                                  monkeypatch, criterion, flag, prunes):
+    """On FLOPs, exits that add no accuracy at the target are switched off (ties: fewer exits evaluated), with
+    a stateless criterion only (patience reads every exit) and not under --keep-exits."""
     import shutil
 
     import eebert_cli.scoring.operating_point as op
+    from eebert_cli.scoring.threshold_search import search_switching_off as real
 
     art = tmp_path / "art"
     shutil.copytree(plain_artifact, art)
-    monkeypatch.setattr(op, "search_switching_off", lambda *a, **k: pytest.fail("switched exits off on FLOPs"))
-    r = run("calibrate", art, "--target-speedup", 1.3, "--criterion", criterion, "--json")
+    seen = []
+    monkeypatch.setattr(op, "search_switching_off", lambda *a, **k: seen.append(k["ties"]) or real(*a, **k))
+    r = run("calibrate", art, "--target-speedup", 1.3, "--criterion", criterion, *([flag] if flag else []), "--json")
     assert r.exit_code == 0, r.output
-    assert "cost" not in json.loads((art / "calibration.json").read_text()) or \
-        json.loads((art / "calibration.json").read_text())["cost"] in (None, {})
+    cal = json.loads((art / "calibration.json").read_text())
+    assert cal.get("cost") in (None, {}) and bool(seen) == prunes and set(seen) <= {"evaluations"}
+    never = [l for l, t in zip(cal["exit_layers"], cal["thresholds"]) if t == "never"]
+    assert cal["validation"]["switched_off"] == (never if criterion != "patience" else [])
+    assert 0 < cal["validation"]["exits_evaluated"] <= len(cal["thresholds"])

@@ -31,6 +31,8 @@ def calibrate(
     gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
     cost: Optional[str] = field_option(CalibrationConfig, "cost", "--cost"),
     latency_runtime: Optional[str] = field_option(CalibrationConfig, "latency_runtime", "--latency-runtime"),
+    prune_exits: Optional[bool] = typer.Option(None, "--prune-exits/--keep-exits",
+                                               help=help_for(CalibrationConfig, "prune_exits") + " On by default."),
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
@@ -54,7 +56,7 @@ def calibrate(
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)
     cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
-                latency_runtime=latency_runtime,
+                latency_runtime=latency_runtime, prune_exits=prune_exits,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
@@ -98,10 +100,11 @@ def calibrate(
                   f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
                   f"{m} {fmt(v[m])} vs deployed {fmt(deployed)}{extra}; "
                   f"thresholds written to {artifact}/calibration.json")
+        off = v.get("switched_off")
+        if off is not None:
+            out.print((f"exits switched off at layer{'s' if len(off) > 1 else ''} {', '.join(map(str, off))}"
+                       if off else "every exit kept") + f"; {v['exits_evaluated']:.2f} exits evaluated per example")
         if result.get("cost"):
-            off = result["cost"]["switched_off"]
-            out.print(f"latency model: {v['speedup_latency_model']:.2f}x estimated at batch size 1 on this machine; "
-                      + (f"exits switched off at layer{'s' if len(off) > 1 else ''} {', '.join(map(str, off))}"
-                         if off else "every exit kept"))
+            out.print(f"latency model: {v['speedup_latency_model']:.2f}x estimated at batch size 1 on this machine")
         for w in result["warnings"]:
             err.print(f"[yellow]warning:[/] {w}")

@@ -66,7 +66,7 @@ class Calibration:
     curve: list[dict] = field(default_factory=list, metadata={"help": "Global-threshold sweep of the chosen criterion on validation."})
     curves: dict[str, Any] | None = field(default=None, metadata={"help": "Validation curves of every criterion, static truncation and the oracle."})
     warnings: list[str] = field(default_factory=list, metadata={"help": "Things the reader should know (small validation split, ...)."})
-    cost: dict[str, Any] | None = field(default=None, metadata={"help": "With `--cost latency`: the measured latency profile, the exits switched off and what the figures count; absent: FLOPs."})
+    cost: dict[str, Any] | None = field(default=None, metadata={"help": "With `--cost latency`: the measured latency profile and what the figures count; absent: FLOPs."})
     search_seconds: float = field(default=0.0, metadata={"help": "Time the threshold search took."})
     derived_from: dict[str, Any] = field(default_factory=dict, metadata={"help": "What this calibration was made from (hashes of the inputs)."})
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "calibration.json format version."})

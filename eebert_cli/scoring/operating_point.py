@@ -186,6 +186,12 @@ def check_config(cfg: CalibrationConfig) -> None:
                           "add --cost latency, or drop --latency-runtime")
 
 
+def prunable(problem: Problem, criterion: Criterion) -> bool:
+    """Can the search switch exits off? Only where the runtime then skips them: a criterion that scores each
+    exit alone (a stateful one, such as patience, reads every exit) and costs that know what an exit adds."""
+    return criterion.stateless and problem.charges is not None
+
+
 def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: Artifact) -> Problem:
     """``problem`` with its costs in seconds from the latency ``profile`` (``scoring/latency.py``)."""
     from .latency import latency_costs
@@ -242,11 +248,12 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     ref = ref_acc
                 margin = 0.0
                 try:
-                    # the latency model may switch exits off (an exit's time is large enough to matter);
-                    # FLOPs searches keep every exit on (a pooled head is a fraction of a percent of a layer)
-                    if cfg.target_speedup is not None and cfg.cost == "latency":
-                        thr, curve, problem = search_switching_off(problem, criterion, cfg.target_speedup,
-                                                                   cfg.per_layer, tol)
+                    # exits that add nothing at the target are switched off: FLOPs hardly see an exit (a
+                    # pooled head is a fraction of a percent of a layer), every engine's clock does
+                    if cfg.target_speedup is not None and cfg.prune_exits and prunable(problem, criterion):
+                        thr, curve, problem = search_switching_off(
+                            problem, criterion, cfg.target_speedup, cfg.per_layer, tol,
+                            ties="speedup" if cfg.cost == "latency" else "evaluations")
                     elif cfg.target_speedup is not None:
                         thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
                     elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin
@@ -281,7 +288,6 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
     cal = record(c, cands, cfg, ref, artifact, time.perf_counter() - t0, agreement.get(id(c.thresholds)))
     if profile is not None:
         cal.cost = {"model": "latency", "profile": profile.to_dict(),
-                    "switched_off": [artifact.exits.layers[j] for j in sorted(c.problem.off)],
                     "note": "target_speedup and the curve count the latency model's seconds at batch size 1 on "
                             "this machine; validation.speedup_flops counts FLOPs (an exit switched off costs "
                             "none, as in the runtime)"}
@@ -319,6 +325,10 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
     if outputs.skipped is not None and artifact is not None:
         validation["gates"] = skip_stats(outputs.skipped, torch.tensor(exit_layers)[chosen.exits],
                                          artifact.exits.gates.layers)
+    if artifact is not None:  # what the runtime skips: switched off by the search, or "never" (stateless)
+        validation["switched_off"] = [artifact.exits.layers[j]
+                                      for j in sorted(c.problem.off | c.problem.skipped(c.thresholds))]
+        validation["exits_evaluated"] = c.problem.evaluated(c.thresholds)
     margin = None
     if cfg.max_drop is not None and task.certified_drop and bool((c.thresholds == -INF).all()):
         warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "

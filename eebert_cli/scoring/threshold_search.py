@@ -48,6 +48,7 @@ class CalibrationConfig:
     tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
     latency_runtime: str = field(default="pytorch", metadata={"help": "With cost 'latency': the loop that is timed, 'pytorch' (on the calibration device) or 'onnxruntime' (the artifact exported with every exit live to a temporary folder, int8 graphs with --quantize int8; CPU).", "choices": list(PATH_RUNNERS)})
     cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
+    prune_exits: bool = field(default=True, metadata={"help": "With --target-speedup and a criterion that scores each exit alone: switch off exits that add no validation accuracy at the target (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). Under --cost latency, exits that do not pay for their time."})
 
 
 @dataclass
@@ -72,29 +73,37 @@ class Problem:
                  off: frozenset[int] = frozenset()):
         self.scores = scores.double()      # [N, K-1]
         self.correct = correct.double()    # [N, K]
-        self.cost = cost.double()          # [N, K]
+        self.base = cost.double()          # [N, K] cost of leaving at each exit, every exit evaluated
         self.full = full.double()          # [N] cost of the deployed model
         self.full_total = self.full.sum().item()
         self.scale = scale                 # what the task divided ``correct`` by (see Task.correctness)
         self.charges = charges             # [N, K-1] what evaluating each exit adds to later paths, if known
         self.off = frozenset(off)          # exits switched off (see ``without``)
+        # what the paths cost with ``off`` not evaluated, always from ``base``: an exit's charge comes off once
+        # (none known: the costs as given)
+        self.cost = skip_exits(self.base, charges, self.off) if self.off and charges is not None else self.base
         #: the criterion is stateless: an exit set to "never" is not evaluated (``skipped_exits``), so
         #: neither an outcome nor a sweep charges it (needs ``charges``)
         self.stateless = stateless
 
     def costed(self, cost: torch.Tensor, full: torch.Tensor, charges: torch.Tensor | None) -> "Problem":
-        """The same scores and correctness under other costs (e.g. seconds from a latency model)."""
+        """The same scores and correctness under other costs (e.g. seconds from a latency model; ``cost``
+        with every exit evaluated, as ``base``)."""
         return Problem(self.scores, self.correct, cost, full, charges, scale=self.scale, stateless=self.stateless,
                        off=self.off)
 
     def without(self, off: set[int] | frozenset[int]) -> "Problem":
-        """The problem with exits ``off`` switched off: never evaluated (a stateless criterion skips an exit
-        whose threshold is "never"), so they neither fire nor cost the examples that pass them."""
+        """The problem with exits ``off`` (those already off among them) switched off: never evaluated (a
+        stateless criterion skips an exit whose threshold is "never"), so they neither fire nor cost the
+        examples that pass them."""
+        off = frozenset(off)
+        if not off >= self.off:
+            raise ValueError(f"exits {sorted(self.off - off)} are already off")
         scores = self.scores.clone()
         for j in off:
             scores[:, j] = float("nan")  # NaN never fires
-        return Problem(scores, self.correct, skip_exits(self.cost, self.charges, off), self.full, self.charges,
-                       scale=self.scale, stateless=self.stateless, off=frozenset(off))
+        return Problem(scores, self.correct, self.base, self.full, self.charges, scale=self.scale,
+                       stateless=self.stateless, off=off)
 
     def skipped(self, thresholds: torch.Tensor) -> frozenset[int]:
         """Exits the runtime skips at these thresholds ("never" under a stateless criterion) beyond those
@@ -116,6 +125,15 @@ class Problem:
         e = decide(run.scores, thresholds)
         spent = run.cost.gather(1, e[:, None]).sum().item()
         return Outcome(e, self.full_total / spent, self.correct.gather(1, e[:, None]).mean().item())
+
+    def evaluated(self, thresholds: torch.Tensor) -> float:
+        """Exits evaluated per example at these thresholds, as the runtime runs them (one leaving at exit e
+        evaluated the live exits up to e; a skipped one is not evaluated)."""
+        run = self.as_run(thresholds)
+        e = decide(run.scores, thresholds)
+        k1 = run.scores.shape[1]
+        live = torch.tensor([j not in run.off for j in range(k1)])
+        return ((torch.arange(k1)[None, :] <= e[:, None]) & live).double().sum(1).mean().item()
 
     def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
         """Accuracy and speedup for every candidate threshold of exit k, others fixed.
@@ -272,16 +290,31 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
     return best_t, curve
 
 
+#: how :func:`search_switching_off` ranks exit sets of equal validation accuracy: by speedup (a latency
+#: model, which counts an exit's own time), or by fewer exits evaluated per example (FLOPs, which hardly see
+#: an exit, while every engine's clock does: a head, a host sync, a session call)
+TIES = ("speedup", "evaluations")
+
+
 def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
-                         tolerance: float | None = None) -> tuple[torch.Tensor, list, Problem]:
-    """``target`` search that may also switch exits off, for a cost model in which evaluating an exit costs
-    something (``Problem.charges``; a stateless criterion, which can skip an exit). Greedy: each round
-    tries every exit still on, keeps the one whose removal gives the highest validation accuracy at the
-    target (equal accuracy: the higher speedup), and stops when none does better than what it has (an
-    exit that seldom fires costs every example that passes it more than it saves). Returns the
-    thresholds ("never" where off), the curve and the problem they were found on."""
+                         tolerance: float | None = None, ties: str = "speedup") -> tuple[torch.Tensor, list, Problem]:
+    """``target`` search that may also switch exits off (``Problem.charges`` known, a stateless criterion,
+    which can skip an exit). Greedy: each round tries every exit still on, keeps the removal with the highest
+    validation accuracy at the target (equal accuracy: ranked by ``ties``), and stops when none is at least as
+    accurate as what it has and better ranked. An exit that seldom fires costs every example that passes it;
+    one that adds no accuracy at the target is dropped. Returns the thresholds ("never" where off), the curve
+    and the problem they were found on."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+
+    def rank(p: Problem, t: torch.Tensor, o: Outcome) -> tuple[float, float]:
+        return o.accuracy, (o.speedup if ties == "speedup" else -p.evaluated(t))
+
+    def better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] > b[0] + 1e-12 or (abs(a[0] - b[0]) <= 1e-12 and a[1] > b[1] + 1e-12)
+
     thr, curve = search(problem, criterion, "target", goal, per_layer, tolerance)
-    best = problem.outcome(thr)
+    best = rank(problem, thr, problem.outcome(thr))
     while len(problem.off) < problem.scores.shape[1]:
         trial = None
         for j in range(problem.scores.shape[1]):
@@ -292,17 +325,13 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
                 t, c = search(p, criterion, "target", goal, per_layer, tolerance)
             except EebertError:  # the target needs this exit
                 continue
-            o = p.outcome(t)
-            if Goal().better((o.accuracy, o.speedup), _point(best if trial is None else trial[3])):
-                trial = (p, t, c, o)
+            r = rank(p, t, p.outcome(t))
+            if better(r, best if trial is None else trial[3]):
+                trial = (p, t, c, r)
         if trial is None:
             break
         problem, thr, curve, best = trial
     return thr, curve, problem
-
-
-def _point(o: Outcome) -> tuple[float, float]:
-    return o.accuracy, o.speedup
 
 
 def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
