@@ -516,6 +516,22 @@ def test_a_rows_key_covers_what_it_measures_and_not_the_training_threads():
         assert row_key(recipe, other, "sha") == key
     more = dataclasses.replace(m, attach=dataclasses.replace(m.attach, train=dataclasses.replace(train, epochs=3)))
     assert row_key(recipe, more, "sha") != key and row_key(recipe, m, "other") != key
+    # the calibration search a row was made with: exits switched off or every exit kept
+    assert row_key(dataclasses.replace(recipe, prune_exits=False), m, "sha") != key
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_a_compare_recipe_calibrates_with_its_prune_exits_setting(monkeypatch, prune):
+    import dataclasses
+
+    import eebert_cli.recipe.compare as compare
+
+    recipe, methods = load_compare_recipe(Path(__file__).resolve().parents[1] / "recipes" / "study-mpnet-r8.toml")
+    seen = []
+    monkeypatch.setattr(compare, "_point", lambda folder, data, cfg, *a: seen.append(cfg) or {"validation_accuracy": 0.5, "accuracy": 0.5, "speedup_flops": 2.0})
+    compare._best_point(Path("unused"), None, methods[0], 2.0, dataclasses.replace(recipe, prune_exits=prune), None,
+                        None)
+    assert seen and all(c.prune_exits is prune and c.target_speedup == 2.0 for c in seen)
 
 
 def test_a_resumed_run_names_why_it_cannot_keep_a_row(tmp_path):

@@ -64,6 +64,7 @@ class CompareRecipe:
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation."})
     criteria: list[str] = field(default_factory=list, metadata={"help": "Criteria also calibrated per method and target; the one with the best validation accuracy is kept (never chosen on the report split)."})
+    prune_exits: bool = field(default=True, metadata={"help": "Calibration switches off exits that add no validation accuracy at the target (as `eebert calibrate`; false: `--keep-exits`, the search of rows made before 0425d86)."})
     device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
 
 
@@ -140,7 +141,7 @@ def _best_point(folder: Path, data, m: "Method", target: float, recipe: "Compare
     tried = {}
     for name in names:
         cfg = CalibrationConfig(criterion=name, criterion_params=dict(m.criterion_params) if name == m.criterion
-                                else {}, target_speedup=target)
+                                else {}, target_speedup=target, prune_exits=recipe.prune_exits)
         try:
             tried[name] = (cfg, _point(folder, data, cfg, recipe, cache, ui))
         except EebertError as e:  # an unreachable target is a result, not a failure
