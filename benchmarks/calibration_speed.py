@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli.scoring.threshold_search import Problem, bootstrap, search  # noqa: E402
+from eebert_cli.scoring.threshold_search import Problem, bootstrap, search, search_switching_off  # noqa: E402
 from eebert_cli.criteria import build_criterion  # noqa: E402
 
 
@@ -36,7 +36,18 @@ def synthetic(n: int, k: int, seed: int = 0):
     logits = torch.where(labels[:, None, None] == 1, logits, logits.flip(-1))
     lengths = torch.randint(8, 128, (n,), generator=g).double()
     cost = lengths[:, None] * torch.arange(1, k + 1, dtype=torch.float64)[None, :]
-    return logits, labels, cost, cost[:, -1].clone()
+    charges = 0.003 * lengths[:, None].expand(n, k - 1)  # an exit head: a fraction of a percent of a layer
+    return logits, labels, cost, cost[:, -1].clone(), charges
+
+
+def problem_for(crit, logits, correct, cost, full, charges) -> Problem:
+    """A stateless criterion's problem charges each exit evaluated (so exits can be switched off, as the
+    runtime skips them); a stateful one sees every exit, charged or not, so its costs stay the layers'."""
+    scores = crit.scores(logits)[:, :-1]
+    if not crit.stateless:
+        return Problem(scores, correct, cost, full)
+    charged = cost + torch.cat([charges, charges[:, -1:]], 1).cumsum(1)
+    return Problem(scores, correct, charged, full, charges, stateless=True)
 
 
 def main() -> None:
@@ -49,14 +60,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    logits, labels, cost, full = synthetic(args.n, args.exits)
+    logits, labels, cost, full, charges = synthetic(args.n, args.exits)
     correct = logits.argmax(-1) == labels[:, None]
     print(f"{args.n} examples x {args.exits} exits, torch threads {torch.get_num_threads()}")
     print(f"{'criterion':10s} {'mode':16s} {'seconds':>8s} {'speedup':>8s} {'accuracy':>9s}")
     for name in ("entropy", "patience", "dge", "cobee"):
         crit = build_criterion(name)
         t0 = time.perf_counter()
-        problem = Problem(crit.scores(logits)[:, :-1], correct, cost, full)
+        problem = problem_for(crit, logits, correct, cost, full, charges)
         t_scores = time.perf_counter() - t0
         ref = correct[:, -1].double().mean().item()
         for mode, goal in (("target", 2.0), ("drop", ref - 0.01)):
@@ -66,6 +77,13 @@ def main() -> None:
             o = problem.outcome(thr)
             what = "target 2.0x" if mode == "target" else "max drop 1 pt"
             print(f"{name:10s} {what:16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}")
+        if crit.stateless:  # the default target search: exits that add nothing switched off (docs/criteria.md)
+            t0 = time.perf_counter()
+            thr_off, _, p_off = search_switching_off(problem, crit, 2.0, ties="evaluations")
+            secs = time.perf_counter() - t0
+            o = p_off.outcome(thr_off)
+            print(f"{name:10s} {'target, pruned':16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
+                  f"   ({len(p_off.off)} exits switched off)")
         t0 = time.perf_counter()
         bootstrap(problem, thr, 200)
         print(f"{name:10s} {'scores':16s} {t_scores:8.2f}   (computing all exits' scores)")

@@ -69,7 +69,8 @@ RUNS = [
     Run("calibration_speed.py", lambda f, tmp: ["--n", 300, "--exits", 4],
         ["300 examples x 4 exits", "criterion", "seconds", "speedup", "accuracy"]
         + [f"{c:10s} {m}" for c in ("entropy", "patience", "dge", "cobee")
-           for m in ("target 2.0x", "max drop 1 pt", "scores", "bootstrap x200")]),
+           for m in ("target 2.0x", "max drop 1 pt", "scores", "bootstrap x200")]
+        + ["entropy    target, pruned", "exits switched off)"]),
     Run("batch1_profile.py",
         lambda f, tmp: ["--artifact", f("smoke_artifacts")["fp32"], "--samples", 4, "--repeats", 1],
         ["4 test examples, 1 threads, median of 1; FLOPs speedup of these examples ", "\ndeployed (HF forward): ", "\nearly exit: ",

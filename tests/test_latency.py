@@ -239,3 +239,26 @@ def test_a_flops_calibration_switches_exits_off_only_where_the_runtime_skips_the
     never = [l for l, t in zip(cal["exit_layers"], cal["thresholds"]) if t == "never"]
     assert cal["validation"]["switched_off"] == (never if criterion != "patience" else [])
     assert 0 < cal["validation"]["exits_evaluated"] <= len(cal["thresholds"])
+
+
+def test_a_flops_calibration_with_exits_switched_off_says_flops_everywhere(plain_artifact, tmp_path, monkeypatch):
+    """Exits switched off on FLOPs: the record and the report count FLOPs, with no latency-model estimate."""
+    import shutil
+
+    import eebert_cli.scoring.operating_point as op
+
+    def first_off(problem, criterion, goal, per_layer, tol, ties):
+        p = problem.without({0})
+        thr, curve = search(p, criterion, "target", goal, per_layer, tol)
+        return thr, curve, p
+
+    art = tmp_path / "art"
+    shutil.copytree(plain_artifact, art)
+    monkeypatch.setattr(op, "search_switching_off", first_off)
+    r = run("calibrate", art, "--target-speedup", 1.2, "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((art / "calibration.json").read_text())
+    assert cal["validation"]["switched_off"][:1] == [cal["exit_layers"][0]] and cal["thresholds"][0] == "never"
+    assert "speedup_latency_model" not in cal["validation"] and cal.get("cost") in (None, {})
+    assert run("benchmark", art, "--timing-samples", 5, "--repeats", 1, "--json").exit_code == 0
+    assert "latency cost model" not in (art / "report.md").read_text()

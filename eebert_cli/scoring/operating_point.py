@@ -276,7 +276,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     failure = e
                     continue
                 cands.append(Candidate(gt, criterion, problem, thr, curve, problem.outcome(thr), outputs, margin,
-                                       None if flops is problem else flops))
+                                       None if cfg.cost != "latency" else flops))
     finally:
         torch.set_num_threads(threads)
     if not cands:
