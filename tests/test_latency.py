@@ -262,3 +262,11 @@ def test_a_flops_calibration_with_exits_switched_off_says_flops_everywhere(plain
     assert "speedup_latency_model" not in cal["validation"] and cal.get("cost") in (None, {})
     assert run("benchmark", art, "--timing-samples", 5, "--repeats", 1, "--json").exit_code == 0
     assert "latency cost model" not in (art / "report.md").read_text()
+
+
+def test_prune_exits_with_an_accuracy_budget_is_refused_before_any_work(plain_artifact, monkeypatch):
+    import eebert_cli.scoring.outputs as outputs
+
+    monkeypatch.setattr(outputs, "split_outputs", lambda *a, **k: pytest.fail("the backbone ran"))
+    assert_one_line_error(run("calibrate", plain_artifact, "--max-drop", 1, "--prune-exits"),
+                          "--prune-exits switches exits off in a --target-speedup search", "--target-speedup")

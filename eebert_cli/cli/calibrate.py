@@ -58,6 +58,11 @@ def calibrate(
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
                 latency_runtime=latency_runtime, prune_exits=prune_exits,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
+    if prune_exits and cfg.target_speedup is None:  # said, not silently ignored: only a target's search prunes
+        from ..core.errors import EebertError
+
+        raise EebertError("--prune-exits switches exits off in a --target-speedup search; an accuracy budget "
+                          "(--max-drop) keeps every exit", "drop --prune-exits, or ask for --target-speedup")
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
                      data_config, split_map, tokens_column, tags_column)
