@@ -56,8 +56,8 @@ def test_unreachable_target_names_the_highest_reachable_speedup():
     assert "4.00x" in e.value.message  # leaving at exit 0 costs 1 of 4
 
 
-@pytest.mark.parametrize("stateless", [True, False])
-def test_the_sweeps_give_each_candidate_the_outcome_the_runtime_would_get(stateless):
+@pytest.mark.parametrize("stateless,off", [(True, ()), (False, ()), (True, (1,))])
+def test_the_sweeps_give_each_candidate_the_outcome_the_runtime_would_get(stateless, off):
     # an exit set to "never" under a stateless criterion is skipped and costs nothing: the fast sweeps
     # must charge every candidate as ``outcome`` does, or the search ranks thresholds on other costs
     p = synthetic(n=300, k=5, seed=3)
@@ -65,6 +65,8 @@ def test_the_sweeps_give_each_candidate_the_outcome_the_runtime_would_get(statel
     charges = torch.full((n, k1), 0.3, dtype=torch.float64)
     cost = p.cost + torch.cumsum(torch.cat([charges, charges[:, -1:]], 1), 1)
     q = Problem(p.scores, p.correct, cost, p.full, charges, stateless=stateless)
+    if off:  # an exit already switched off: every sweep and outcome charges it nothing, once
+        q = q.without(set(off))
     crit = build_criterion("entropy")
     thr = torch.tensor([-INF, 0.4, -INF, 0.2], dtype=torch.float64)  # two exits at "never"
     for k in range(k1):
