@@ -40,7 +40,7 @@ def synthetic(n: int, k: int, seed: int = 0):
     return logits, labels, cost, cost[:, -1].clone(), charges
 
 
-def problem_for(crit, logits, correct, cost, full, charges) -> Problem:
+def synthetic_problem(crit, logits, correct, cost, full, charges) -> Problem:
     """A stateless criterion's problem charges each exit evaluated (so exits can be switched off, as the
     runtime skips them); a stateful one sees every exit, charged or not, so its costs stay the layers'."""
     scores = crit.scores(logits)[:, :-1]
@@ -67,7 +67,7 @@ def main() -> None:
     for name in ("entropy", "patience", "dge", "cobee"):
         crit = build_criterion(name)
         t0 = time.perf_counter()
-        problem = problem_for(crit, logits, correct, cost, full, charges)
+        problem = synthetic_problem(crit, logits, correct, cost, full, charges)
         t_scores = time.perf_counter() - t0
         ref = correct[:, -1].double().mean().item()
         for mode, goal in (("target", 2.0), ("drop", ref - 0.01)):

@@ -11,6 +11,7 @@ import typer
 from ..scoring.threshold_search import CalibrationConfig
 from ..scoring.benchmark import BenchmarkConfig
 from ..core.configs import help_for
+from ..core.errors import EebertError
 from ..core.ui import UI, err, out
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
@@ -59,8 +60,6 @@ def calibrate(
                 latency_runtime=latency_runtime, prune_exits=prune_exits,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     if prune_exits and cfg.target_speedup is None:  # said, not silently ignored: only a target's search prunes
-        from ..core.errors import EebertError
-
         raise EebertError("--prune-exits switches exits off in a --target-speedup search; an accuracy budget "
                           "(--max-drop) keeps every exit", "drop --prune-exits, or ask for --target-speedup")
     metric = given(r.benchmark, metric=metric).metric or None

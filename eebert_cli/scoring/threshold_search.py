@@ -310,8 +310,7 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
     def rank(p: Problem, t: torch.Tensor, o: Outcome) -> tuple[float, float]:
         return o.accuracy, (o.speedup if ties == "speedup" else -p.evaluated(t))
 
-    def better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-        return a[0] > b[0] + 1e-12 or (abs(a[0] - b[0]) <= 1e-12 and a[1] > b[1] + 1e-12)
+    better = Goal(min_speedup=-INF).better  # accuracy first, then the rank's second figure (may be negative)
 
     thr, curve = search(problem, criterion, "target", goal, per_layer, tolerance)
     best = rank(problem, thr, problem.outcome(thr))
