@@ -104,6 +104,12 @@ def markdown(report: dict) -> str:
         if val.get("speedup_latency_model"):
             lines[-1] += (f" Calibrated on the latency cost model (`--cost latency`): "
                           f"{val['speedup_latency_model']:.2f}x estimated at batch size 1 on the calibration machine.")
+        if val.get("switched_off"):  # never evaluated: a histogram's empty layers are not an accident
+            off = val["switched_off"]
+            lines[-1] += (f" Exit{'s' if len(off) > 1 else ''} after layer{'s' if len(off) > 1 else ''} "
+                          f"{', '.join(map(str, off))} switched off (the runtime never evaluates "
+                          f"{'them' if len(off) > 1 else 'it'}); {val['exits_evaluated']:.2f} exits evaluated "
+                          "per example.")
     margin = report.get("max_drop_margin")
     if margin:
         lines += ["", f"--max-drop {report.get('max_drop')} was kept on a lower confidence bound: margin "
