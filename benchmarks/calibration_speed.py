@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eebert_cli.scoring.threshold_search import Problem, bootstrap, search, search_switching_off  # noqa: E402
+from eebert_cli.scoring.threshold_search import (Problem, bootstrap, rank_within_budget, search,  # noqa: E402
+                                                 search_switching_off, switching_off)
 from eebert_cli.criteria import build_criterion  # noqa: E402
 
 
@@ -83,7 +84,14 @@ def main() -> None:
             secs = time.perf_counter() - t0
             o = p_off.outcome(thr_off)
             print(f"{name:10s} {'target, pruned':16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
-                  f"   ({len(p_off.off)} exits switched off)")
+                  f"   ({len(p_off.off)} exit{'s' if len(p_off.off) != 1 else ''} switched off)")
+            t0 = time.perf_counter()  # the same under an accuracy budget
+            (thr_off, _), p_off = switching_off(problem, lambda p: search(p, crit, "drop", ref - 0.01),
+                                                rank_within_budget)
+            secs = time.perf_counter() - t0
+            o = p_off.outcome(thr_off)
+            print(f"{name:10s} {'drop, pruned':16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
+                  f"   ({len(p_off.off)} exit{'s' if len(p_off.off) != 1 else ''} switched off)")
         t0 = time.perf_counter()
         bootstrap(problem, thr, 200)
         print(f"{name:10s} {'scores':16s} {t_scores:8.2f}   (computing all exits' scores)")

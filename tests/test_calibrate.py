@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from eebert_cli.scoring.threshold_search import INF, Problem, decide, search, search_switching_off
+from eebert_cli.scoring.threshold_search import (INF, Problem, decide, rank_within_budget, search,
+                                                 search_switching_off, switching_off)
 from eebert_cli.criteria import build_criterion
 from eebert_cli.core.errors import EebertError
 
@@ -127,3 +128,33 @@ def test_switching_off_never_lowers_validation_accuracy_at_the_target():
         got = q.outcome(thr)
         assert got.speedup >= target and got.accuracy >= plain.accuracy - 1e-12
         assert all(thr[j] == -INF for j in q.off)
+
+
+def budget_search(p: Problem, goal: float):
+    crit = build_criterion("entropy")
+    plain_t = search(p, crit, "drop", goal)[0]
+    (thr, _), q = switching_off(p, lambda x: search(x, crit, "drop", goal), rank_within_budget)
+    return plain_t, thr, q
+
+
+@pytest.mark.parametrize("charge", [0.003, 0.3])  # a pooled head's FLOPs; an exit on a CPU's clock
+def test_switching_off_within_a_budget_never_lowers_the_speedup_and_keeps_the_budget(charge):
+    for seed in range(3):
+        p = flops_like(synthetic(n=600, k=6, seed=seed), charge)
+        goal = p.correct[:, -1].mean().item() - 0.02
+        plain_t, thr, q = budget_search(p, goal)
+        got = q.outcome(thr)
+        assert got.accuracy >= goal - 1e-12 and got.speedup >= p.outcome(plain_t).speedup - 1e-12
+        assert all(thr[j] == -INF for j in q.off)
+
+
+def test_within_a_budget_an_exit_the_search_kept_firing_is_switched_off_for_more_speedup():
+    # on this problem the global sweep and one-exit moves keep the first exit firing; searched again without
+    # it, the same budget buys more speedup, and every example skips a head
+    p = flops_like(synthetic(n=600, k=6, seed=0))
+    goal = p.correct[:, -1].mean().item() - 0.02
+    plain_t, thr, q = budget_search(p, goal)
+    plain, got = p.outcome(plain_t), q.outcome(thr)
+    assert plain_t[0] != -INF and q.off == {0} and thr[0] == -INF
+    assert got.speedup > plain.speedup + 0.01 and got.accuracy >= goal - 1e-12
+    assert q.evaluated(thr) < p.evaluated(plain_t) - 0.5

@@ -265,9 +265,24 @@ def test_a_flops_calibration_with_exits_switched_off_says_flops_everywhere(plain
     assert "latency cost model" not in text and "switched off (the runtime never evaluates" in text
 
 
-def test_prune_exits_with_an_accuracy_budget_is_refused_before_any_work(plain_artifact, monkeypatch):
-    import eebert_cli.scoring.outputs as outputs
+@pytest.mark.parametrize("flag,prunes", [(None, True), ("--keep-exits", False)])
+def test_an_accuracy_budget_switches_exits_off_unless_told_to_keep_them(plain_artifact, tmp_path, monkeypatch,
+                                                                        flag, prunes):
+    """--max-drop: exits whose removal keeps the speedup found within the budget are switched off (on by
+    default, as for a target); the record names them, and they are the exits at "never"."""
+    import shutil
 
-    monkeypatch.setattr(outputs, "split_outputs", lambda *a, **k: pytest.fail("the backbone ran"))
-    assert_one_line_error(run("calibrate", plain_artifact, "--max-drop", 1, "--prune-exits"),
-                          "--prune-exits switches exits off in a --target-speedup search", "--target-speedup")
+    import eebert_cli.scoring.operating_point as op
+    from eebert_cli.scoring.threshold_search import switching_off as real
+
+    art = tmp_path / "art"
+    shutil.copytree(plain_artifact, art)
+    seen = []
+    monkeypatch.setattr(op, "switching_off", lambda p, solve, rank: seen.append(rank) or real(p, solve, rank))
+    r = run("calibrate", art, "--max-drop", 20, *([flag] if flag else []), "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((art / "calibration.json").read_text())
+    assert bool(seen) == prunes and all(rank is op.rank_within_budget for rank in seen)
+    never = [l for l, t in zip(cal["exit_layers"], cal["thresholds"]) if t == "never"]
+    assert cal["validation"]["switched_off"] == never
+    assert 0 <= cal["validation"]["exits_evaluated"] <= len(cal["thresholds"])

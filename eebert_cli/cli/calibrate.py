@@ -11,7 +11,6 @@ import typer
 from ..scoring.threshold_search import CalibrationConfig
 from ..scoring.benchmark import BenchmarkConfig
 from ..core.configs import help_for
-from ..core.errors import EebertError
 from ..core.ui import UI, err, out
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
@@ -59,9 +58,6 @@ def calibrate(
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
                 latency_runtime=latency_runtime, prune_exits=prune_exits,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
-    if prune_exits and cfg.target_speedup is None:  # said, not silently ignored: only a target's search prunes
-        raise EebertError("--prune-exits switches exits off in a --target-speedup search; an accuracy budget "
-                          "(--max-drop) keeps every exit", "drop --prune-exits, or ask for --target-speedup")
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
                      data_config, split_map, tokens_column, tags_column)

@@ -29,7 +29,7 @@ import torch
 
 from ..model.artifact import Artifact
 from .threshold_search import (COSTS, INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance,
-                               search, search_switching_off)
+                               rank_within_budget, search, search_switching_off, switching_off)
 from ..model.calibration import Calibration, thresholds_to_json
 from ..criteria import CRITERIA, Criterion, build_criterion
 from ..core.errors import EebertError
@@ -192,6 +192,15 @@ def prunable(problem: Problem, criterion: Criterion) -> bool:
     return criterion.stateless and problem.charges is not None
 
 
+def within_budget(problem: Problem, solve: Callable[[Problem], tuple], prune: bool) -> tuple[tuple, Problem]:
+    """An accuracy budget's search, ``solve(problem)``; with ``prune``, exits whose removal keeps the speedup
+    found within the budget (or raises it) are switched off (``threshold_search.switching_off``, ties: fewer
+    exits evaluated per example)."""
+    if not prune:
+        return solve(problem), problem
+    return switching_off(problem, solve, rank_within_budget)
+
+
 def latency_problem(problem: Problem, profile, outputs: SplitOutputs, artifact: Artifact) -> Problem:
     """``problem`` with its costs in seconds from the latency ``profile`` (``scoring/latency.py``)."""
     from .latency import latency_costs
@@ -247,31 +256,36 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     tol = task.tolerance(problem.correct) if cfg.tolerance is None else cfg.tolerance
                     ref = ref_acc
                 margin = 0.0
+                # exits that add nothing are switched off: FLOPs hardly see an exit (a pooled head is a fraction
+                # of a percent of a layer), every engine's clock does
+                prune = cfg.prune_exits and prunable(problem, criterion)
                 try:
-                    # exits that add nothing at the target are switched off: FLOPs hardly see an exit (a
-                    # pooled head is a fraction of a percent of a layer), every engine's clock does
-                    if cfg.target_speedup is not None and cfg.prune_exits and prunable(problem, criterion):
+                    if cfg.target_speedup is not None and prune:
                         thr, curve, problem = search_switching_off(
                             problem, criterion, cfg.target_speedup, cfg.per_layer, tol,
                             ties="speedup" if cfg.cost == "latency" else "evaluations")
                     elif cfg.target_speedup is not None:
                         thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
                     elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin
-                        thr, curve = search(problem, criterion, "drop", task.budget_goal(ref_acc, cfg.max_drop),
-                                            cfg.per_layer)
+                        goal = task.budget_goal(ref_acc, cfg.max_drop)
+                        (thr, curve), problem = within_budget(
+                            problem, lambda p: search(p, criterion, "drop", goal, cfg.per_layer), prune)
                     elif unlabeled_at is not None:  # agreement over validation + unlabeled rows
                         pool = pooled([outputs, unlabeled_at(gt)])
-                        agree = problem_for(pool, criterion)
+                        agree = problem_for(pool, criterion, artifact.exits if artifact is not None else None)
                         if profile is not None:  # the budget's search counts what the target would
                             agree = latency_problem(agree, profile, pool, artifact)
                         ones = torch.ones(agree.correct.shape[0], dtype=torch.float64)
-                        thr, curve, margin = search_with_margin(agree, criterion, 1.0, ones, cfg.max_drop, cfg,
-                                                                agreement_margin)
+                        (thr, curve, margin), agree = within_budget(
+                            agree, lambda p: search_with_margin(p, criterion, 1.0, ones, cfg.max_drop, cfg,
+                                                                agreement_margin), prune)
+                        problem = problem.without(agree.off) if agree.off else problem
                         agreement[id(thr)] = (agree.correct.gather(1, agree.outcome(thr).exits[:, None]).mean().item(),
                                               agree.correct.shape[0])
                     else:
-                        thr, curve, margin = search_with_margin(problem, criterion, ref_acc, ref_correct,
-                                                                cfg.max_drop, cfg)
+                        (thr, curve, margin), problem = within_budget(
+                            problem, lambda p: search_with_margin(p, criterion, ref_acc, ref_correct, cfg.max_drop,
+                                                                  cfg), prune)
                 except EebertError as e:
                     failure = e
                     continue

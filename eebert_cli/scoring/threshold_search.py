@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -48,7 +49,7 @@ class CalibrationConfig:
     tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
     latency_runtime: str = field(default="pytorch", metadata={"help": "With cost 'latency': the loop that is timed, 'pytorch' (on the calibration device) or 'onnxruntime' (the artifact exported with every exit live to a temporary folder, int8 graphs with --quantize int8; CPU).", "choices": list(PATH_RUNNERS)})
     cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
-    prune_exits: bool = field(default=True, metadata={"help": "With --target-speedup and a criterion that scores each exit alone: switch off exits that add no validation accuracy at the target (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). Under --cost latency, exits that do not pay for their time."})
+    prune_exits: bool = field(default=True, metadata={"help": "With a criterion that scores each exit alone: switch off exits that add nothing (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). With --target-speedup, exits that add no validation accuracy at the target; with --max-drop, exits whose removal keeps the speedup found within the budget. Under --cost latency, exits that do not pay for their time."})
 
 
 @dataclass
@@ -296,24 +297,18 @@ def search(problem: Problem, criterion: Criterion, mode: str, goal: float, per_l
 TIES = ("speedup", "evaluations")
 
 
-def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
-                         tolerance: float | None = None, ties: str = "speedup") -> tuple[torch.Tensor, list, Problem]:
-    """``target`` search that may also switch exits off (``Problem.charges`` known, a stateless criterion,
-    which can skip an exit). Greedy: each round tries every exit still on, keeps the removal with the highest
-    validation accuracy at the target (equal accuracy: ranked by ``ties``), and stops when none is at least as
-    accurate as what it has and better ranked. An exit that seldom fires costs every example that passes it;
-    one that adds no accuracy at the target is dropped. Returns the thresholds ("never" where off), the curve
-    and the problem they were found on."""
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+def switching_off(problem: Problem, solve: Callable[[Problem], tuple], rank: Callable[[Problem, torch.Tensor], tuple]
+                  ) -> tuple[tuple, Problem]:
+    """Greedy switching off of exits (``Problem.charges`` known, a stateless criterion, which can skip an exit).
 
-    def rank(p: Problem, t: torch.Tensor, o: Outcome) -> tuple[float, float]:
-        return o.accuracy, (o.speedup if ties == "speedup" else -p.evaluated(t))
-
-    better = Goal(min_speedup=-INF).better  # accuracy first, then the rank's second figure (may be negative)
-
-    thr, curve = search(problem, criterion, "target", goal, per_layer, tolerance)
-    best = rank(problem, thr, problem.outcome(thr))
+    ``solve(p)`` searches ``p`` and returns a tuple whose first item is the thresholds (raising EebertError where
+    ``p`` cannot meet the goal); ``rank(p, thresholds)`` is a pair, compared first figure first, higher better.
+    Each round tries every exit still on, keeps the removal ranked highest, and stops when none ranks above what
+    it has. An exit that seldom fires costs every example that passes it; one whose removal costs nothing the
+    goal counts is dropped. Returns what ``solve`` returned for the exits kept, and the problem it was found on."""
+    ahead = Goal(min_speedup=-INF).better  # lexicographic: first figure, then the second (either may be negative)
+    found = solve(problem)
+    best = rank(problem, found[0])
     while len(problem.off) < problem.scores.shape[1]:
         trial = None
         for j in range(problem.scores.shape[1]):
@@ -321,16 +316,40 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
                 continue
             p = problem.without(problem.off | {j})
             try:
-                t, c = search(p, criterion, "target", goal, per_layer, tolerance)
-            except EebertError:  # the target needs this exit
+                got = solve(p)
+            except EebertError:  # the goal needs this exit
                 continue
-            r = rank(p, t, p.outcome(t))
-            if better(r, best if trial is None else trial[3]):
-                trial = (p, t, c, r)
+            r = rank(p, got[0])
+            if ahead(r, best if trial is None else trial[2]):
+                trial = (p, got, r)
         if trial is None:
             break
-        problem, thr, curve, best = trial
+        problem, found, best = trial
+    return found, problem
+
+
+def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
+                         tolerance: float | None = None, ties: str = "speedup") -> tuple[torch.Tensor, list, Problem]:
+    """``target`` search that may also switch exits off (:func:`switching_off`): a removal is kept when validation
+    accuracy at the target is higher, or equal and better ranked by ``ties``. Returns the thresholds ("never"
+    where off), the curve and the problem they were found on."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+
+    def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
+        o = p.outcome(t)
+        return o.accuracy, (o.speedup if ties == "speedup" else -p.evaluated(t))
+
+    (thr, curve), problem = switching_off(
+        problem, lambda p: search(p, criterion, "target", goal, per_layer, tolerance), rank)
     return thr, curve, problem
+
+
+def rank_within_budget(problem: Problem, thresholds: torch.Tensor) -> tuple[float, float]:
+    """How :func:`switching_off` ranks exit sets under an accuracy budget (``max_drop``): the speedup the search
+    found within it, then fewer exits evaluated per example. Under FLOPs a removal is kept when what the exit's
+    head costs everyone who passes it outweighs what its exits saved."""
+    return problem.outcome(thresholds).speedup, -problem.evaluated(thresholds)
 
 
 def bootstrap(problem: Problem, thresholds: torch.Tensor, resamples: int, seed: int = 0) -> dict:
