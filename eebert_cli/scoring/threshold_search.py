@@ -347,8 +347,9 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
 
 def rank_within_budget(problem: Problem, thresholds: torch.Tensor) -> tuple[float, float]:
     """How :func:`switching_off` ranks exit sets under an accuracy budget (``max_drop``): the speedup the search
-    found within it, then fewer exits evaluated per example. Under FLOPs a removal is kept when what the exit's
-    head costs everyone who passes it outweighs what its exits saved."""
+    found within it, then fewer exits evaluated per example. An exit's head charges everyone who passes it, so one
+    that saves less than that goes; and the search re-run without an exit can reach points that moving one
+    threshold at a time from the global sweep's start does not."""
     return problem.outcome(thresholds).speedup, -problem.evaluated(thresholds)
 
 
