@@ -182,6 +182,34 @@ def test_the_runtime_exits_where_the_scored_path_does(calibrated, case):
     assert len(set(e.tolist())) > 1  # sentences leave at different exits
 
 
+def test_an_exit_at_never_is_not_evaluated_and_a_forced_exit_evaluates_only_its_own(calibrated, case):
+    """As the sentence runtime and the ONNX export: an exit calibrated "never" runs no head, no score and no
+    host sync, and the sentences leave where they would have; ``exit_at`` (static truncation) runs one head."""
+    tagger = Tagger.from_artifact(calibrated)
+    data = load_data(DataConfig(spec=str(case[1])))
+    words = data.split("test").texts
+    st = split_tags(tagger.artifact, data, "test")
+    crit = build_criterion(tagger.artifact.calibration.criterion, tagger.artifact.calibration.criterion_params)
+    scores = crit.scores(st.logits)[:, :-1].double()
+    thresholds = middle_thresholds(scores)
+    thresholds[1] = float("-inf")  # "never"
+    tagger.thresholds = thresholds
+    called = []
+    hooks = [h.register_forward_hook(lambda *_, k=k: called.append(k)) for k, h in enumerate(tagger.exits.heads)]
+    try:
+        got = tagger.tag_words(words, batch_size=3)
+        e = decide(scores, torch.tensor(thresholds, dtype=torch.float64))
+        layers = tagger.artifact.calibration.exit_layers
+        assert [g[2] for g in got] == [layers[k] for k in e.tolist()] and 1 not in e.tolist()
+        assert 1 not in called and {0, 2} <= set(called)
+        called.clear()
+        forced = tagger.tag_words(words, batch_size=3, exit_at=2)
+        assert set(called) == {2} and {g[2] for g in forced} == {layers[2]}
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(case, tmp_path):
     """`eebert calibrate` without --json on a tagger's artifact printed through a KeyError (its record had no
     speedup interval, its deployed figure another name); the record now holds the interval and placement."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .artifact import Artifact, load_artifact
-from .calibration import thresholds_from_json
+from .calibration import skipped_exits, thresholds_from_json
 from ..criteria import build_criterion
 from .device import module_device
 from ..core.errors import EebertError
@@ -143,25 +143,32 @@ class Tagger:
     def _run(self, ids, mask, first, rows, out, exit_at) -> None:
         hidden = self.adapter.embed(ids, mask, None)
         state = self.adapter.prepare(hidden, mask)
-        k = 0
+        # an exit calibrated "never" cannot fire: not evaluated (no head, no score, no host sync), as the ONNX
+        # export leaves it out; a forced exit (``exit_at``) evaluates only the one it names
+        skip = skipped_exits(self.thresholds, self.criterion.stateless) if exit_at is None else \
+            frozenset(range(len(self.exits.layers))) - {exit_at}
+        k = 0  # the next exit
         for i in range(self.num_layers):
             hidden = self.adapter.layer(i, hidden, state)
-            if k < len(self.exits.layers) and self.exits.layers[k] == i + 1:
-                logits = self.exits.heads[k](hidden.float()).float()
-                if exit_at is None:
-                    leave = sentences_leaving(self.criterion, logits, first, self.thresholds[k])
-                else:
-                    leave = torch.full((len(rows),), exit_at == k)
-                if leave.any():
-                    self._answer(logits, first, rows, i + 1, out, leave.nonzero().squeeze(1))
-                    keep = (~leave).nonzero().squeeze(1)
-                    if not len(keep):
-                        return
-                    on = keep.to(hidden.device)
-                    hidden, mask, first = hidden.index_select(0, on), mask.index_select(0, on), first[keep]
-                    state = self.adapter.select(state, on)
-                    rows = [rows[j] for j in keep.tolist()]
-                k += 1
+            if k == len(self.exits.layers) or self.exits.layers[k] != i + 1:
+                continue
+            at, k = k, k + 1
+            if at in skip:
+                continue
+            logits = self.exits.heads[at](hidden.float()).float()
+            if exit_at is None:
+                leave = sentences_leaving(self.criterion, logits, first, self.thresholds[at])
+            else:
+                leave = torch.full((len(rows),), exit_at == at)
+            if leave.any():
+                self._answer(logits, first, rows, i + 1, out, leave.nonzero().squeeze(1))
+                keep = (~leave).nonzero().squeeze(1)
+                if not len(keep):
+                    return
+                on = keep.to(hidden.device)
+                hidden, mask, first = hidden.index_select(0, on), mask.index_select(0, on), first[keep]
+                state = self.adapter.select(state, on)
+                rows = [rows[j] for j in keep.tolist()]
         self._answer(tag_logits(self.deployed.model, hidden), first, rows, self.num_layers, out,
                      torch.arange(len(rows)))
 
