@@ -78,20 +78,20 @@ def main() -> None:
             o = problem.outcome(thr)
             what = "target 2.0x" if mode == "target" else "max drop 1 pt"
             print(f"{name:10s} {what:16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}")
-        if crit.stateless:  # the default target search: exits that add nothing switched off (docs/criteria.md)
-            t0 = time.perf_counter()
-            thr_off, _, p_off = search_switching_off(problem, crit, 2.0, ties="evaluations")
-            secs = time.perf_counter() - t0
-            o = p_off.outcome(thr_off)
-            print(f"{name:10s} {'target, pruned':16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
-                  f"   ({len(p_off.off)} exit{'s' if len(p_off.off) != 1 else ''} switched off)")
-            t0 = time.perf_counter()  # the same under an accuracy budget
-            (thr_off, _), p_off = switching_off(problem, lambda p: search(p, crit, "drop", ref - 0.01),
-                                                rank_within_budget)
-            secs = time.perf_counter() - t0
-            o = p_off.outcome(thr_off)
-            print(f"{name:10s} {'drop, pruned':16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
-                  f"   ({len(p_off.off)} exit{'s' if len(p_off.off) != 1 else ''} switched off)")
+        if crit.stateless:  # the default searches: exits that add nothing switched off (docs/criteria.md)
+            def drop_pruned():
+                (thr, _), p = switching_off(problem, lambda q: search(q, crit, "drop", ref - 0.01), rank_within_budget)
+                return thr, p
+
+            pruned = {"target, pruned": lambda: search_switching_off(problem, crit, 2.0, ties="evaluations")[::2],
+                      "drop, pruned": drop_pruned}  # each: (thresholds, the problem with the exits switched off)
+            for what, run in pruned.items():
+                t0 = time.perf_counter()
+                thr_off, p_off = run()
+                secs = time.perf_counter() - t0
+                o, n_off = p_off.outcome(thr_off), len(p_off.off)
+                print(f"{name:10s} {what:16s} {secs:8.2f} {o.speedup:7.2f}x {100 * o.accuracy:9.2f}"
+                      f"   ({n_off} exit{'s' if n_off != 1 else ''} switched off)")
         t0 = time.perf_counter()
         bootstrap(problem, thr, 200)
         print(f"{name:10s} {'scores':16s} {t_scores:8.2f}   (computing all exits' scores)")
