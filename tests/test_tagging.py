@@ -259,6 +259,35 @@ def test_calibration_meets_its_target_and_budget(calibrated, case):
     steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))  # as the others expect
 
 
+def test_an_exit_at_never_charges_no_flops_where_one_that_never_fires_does(calibrated, case, tmp_path):
+    """FLOPs as the runtime spends them: "never" (skipped, as the tagger runtime and the export skip it) against a
+    threshold under every score (evaluated, firing for no one): the same exits, fewer FLOPs, in the benchmark's
+    figure and in calibration's sweep, where "never" everywhere costs exactly the deployed tagger."""
+    import shutil
+
+    from eebert_cli.model.calibration import Calibration, thresholds_to_json
+    from eebert_cli.scoring.tagging_calibrate import sweep
+
+    art = tmp_path / "art"
+    shutil.copytree(calibrated, art)
+    cal = Calibration.load(art)
+    reports = {}
+    for first in (float("-inf"), -1e30):
+        cal.thresholds = thresholds_to_json([first] + [float("inf")] * (len(cal.thresholds) - 1))
+        cal.save(art)
+        reports[first] = steps.benchmark(art, None, BenchmarkConfig(repeats=0))["early_exit"]
+    never, idle = reports[float("-inf")], reports[-1e30]
+    assert never["exit_histogram"] == idle["exit_histogram"] and never["entity_f1"] == idle["entity_f1"]
+    assert never["speedup_flops"] > idle["speedup_flops"] > 1.0  # every sentence leaves at exit 1 in both
+
+    st = split_tags(Tagger.from_artifact(calibrated).artifact, load_data(DataConfig(spec=str(case[1]))), "validation")
+    scores = build_criterion("sentence-min").scores(st.logits)[:, :-1].double()
+    cfg = CalibrationConfig(target_speedup=1.5)
+    skipped, charged = sweep(st, scores, cfg, stateless=True)[0], sweep(st, scores, cfg, stateless=False)[0]
+    assert skipped["threshold"] == charged["threshold"] == float("-inf")
+    assert skipped["speedup"] == pytest.approx(1.0) and charged["speedup"] < 1.0
+
+
 def test_benchmark_reports_entities_tokens_flops_truncation_and_oracle(calibrated):
     r = steps.benchmark(calibrated, None, BenchmarkConfig(repeats=0))
     for key in ("deployed", "early_exit", "static_truncation", "oracle"):
@@ -857,17 +886,24 @@ def test_per_token_max_drop_is_kept_on_a_bootstrap_bound(token_calibrated):
 
 # -- per-exit thresholds -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("stateless", [False, True])
 @pytest.mark.parametrize("budget", [{"target_speedup": 1.5}, {"max_drop": 2.0, "bootstrap": 30}])
-def test_moving_one_exits_threshold_is_scored_exactly(calibrated, case, budget):
+def test_moving_one_exits_threshold_is_scored_exactly(calibrated, case, budget, stateless):
+    """The one-exit sweep against a full evaluation of each candidate; ``stateless``: an exit at "never" is not
+    evaluated (exit 1 starts there, and every exit's candidates include it), so it charges nothing."""
     from eebert_cli.scoring.tagging_calibrate import TagProblem, candidates
 
     art = Tagger.from_artifact(calibrated).artifact
     st = split_tags(art, load_data(DataConfig(spec=str(case[1]))), "validation")
     scores = build_criterion("sentence-min").scores(st.logits)[:, :-1].double()
     ref_f1 = st.reference_f1(torch.full((len(st.words),), 3, dtype=torch.long))
-    problem = TagProblem(st, scores, CalibrationConfig(**budget), ref_f1)
+    problem = TagProblem(st, scores, CalibrationConfig(**budget), ref_f1, stateless=stateless)
     cands = candidates(scores)[::7].contiguous()
+    assert cands[0] == float("-inf")
     start = torch.tensor(middle_thresholds(scores), dtype=torch.float64)
+    if stateless:
+        start[1] = float("-inf")
+        assert problem.skipped(start) == {1}
     for k in range(3):
         fig, spd = problem.sweep_exit(start, k, cands)
         for j, c in enumerate(cands.tolist()):  # each candidate against a full evaluation

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.cost import encoder_flops, exit_costs, full_cost, head_flops
+from ..model.cost import encoder_flops, exit_charges, exit_costs, full_cost, head_flops, skip_exits
 from ..model.features import all_exit_logits
 from ..tasks.entities import span_counts
 from ..model.token_features import by_sentence, extract_words, words_of
@@ -46,12 +46,21 @@ class SplitTags:
     #: backbone): {"names", "counts": [S, 3], "right": [S], "agree": [S]}; it is then the reference (as for
     #: sentences)
     shipped: dict | None = None
+    #: [S, K-1] FLOPs evaluating each trainable exit adds to every path that passes it (None: unknown, so an
+    #: exit the runtime skips is charged anyway)
+    charges: torch.Tensor | None = None
 
-    def figures(self, e: torch.Tensor, static: bool = False) -> dict:
-        """Figures when sentence s leaves at exit ``e[s]`` (``static``: a model cut there, no earlier exits run)."""
+    def cost_as_run(self, skip: frozenset[int] = frozenset()) -> torch.Tensor:
+        """[S, K] FLOPs of leaving at each exit when exits ``skip`` are not evaluated (``skipped_exits``: the
+        runtime and the export skip an exit calibrated "never" under a stateless criterion)."""
+        return skip_exits(self.cost, self.charges, skip) if skip and self.charges is not None else self.cost
+
+    def figures(self, e: torch.Tensor, static: bool = False, skip: frozenset[int] = frozenset()) -> dict:
+        """Figures when sentence s leaves at exit ``e[s]`` (``static``: a model cut there, no earlier exits run;
+        ``skip``: exits not evaluated, as ``cost_as_run``)."""
         rows = torch.arange(len(e))
         return self._figures(self.counts[rows, e], self.right[rows, e], self.agree[rows, e],
-                             (self.static if static else self.cost)[rows, e].sum().item())
+                             (self.static if static else self.cost_as_run(skip))[rows, e].sum().item())
 
     def shipped_figures(self) -> dict | None:
         """The figures of the tagger as shipped (fp32), when the last exit is not that model."""
@@ -89,9 +98,10 @@ class SplitTags:
         return f1_from_counts(self.counts[torch.arange(len(e)), e].sum(0).double()).item()
 
 
-def tag_costs(dims, lengths: torch.Tensor, exits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[S, K] FLOPs of leaving at each exit, [S, K] of a model cut at each exit, and [S] of the deployed
-    tagger (its head is per token, with no pooler)."""
+def tag_costs(dims, lengths: torch.Tensor, exits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[S, K] FLOPs of leaving at each exit, [S, K] of a model cut at each exit, [S] of the deployed
+    tagger (its head is per token, with no pooler), and [S, K-1] what each trainable exit adds to the paths
+    that pass it."""
     seq = lengths.double()
     own = 2 * seq * dims.hidden_size * dims.num_labels - head_flops(dims)
     cost = exit_costs(dims, lengths, exits.layers, exits.flops)
@@ -100,7 +110,7 @@ def tag_costs(dims, lengths: torch.Tensor, exits) -> tuple[torch.Tensor, torch.T
     reach = encoder_flops(dims, seq)
     static = torch.stack([reach[:, l] + torch.as_tensor(exits.flops(k, seq), dtype=torch.float64)
                           for k, l in enumerate(exits.layers)] + [full], 1)
-    return cost, static, full
+    return cost, static, full, exit_charges(exits.flops, len(exits.layers), seq)
 
 
 def _names(ids: torch.Tensor, n_words: list[int], id2label: dict) -> list[list[str]]:
@@ -159,8 +169,8 @@ def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
     ref = gold if gold is not None else shipped
     per_exit = [_scored(names[k], ref, shipped) for k in range(K)]
     counts, right, agree = (torch.stack([x[j] for x in per_exit], 1) for j in range(3))
-    cost, static, full = tag_costs(deployed.adapter.dims, words.enc.lengths, exits)
+    cost, static, full, charges = tag_costs(deployed.adapter.dims, words.enc.lengths, exits)
     extra = None if shipped is names[-1] else \
         {"names": shipped, **dict(zip(("counts", "right", "agree"), _scored(shipped, ref, shipped)))}
     return SplitTags(logits, tags, counts, right, agree, torch.tensor(n_words), cost, static, full, gold is not None,
-                     gold, names, extra)
+                     gold, names, extra, charges)

@@ -19,7 +19,7 @@ import statistics
 import torch
 
 from .threshold_search import decide
-from ..model.calibration import thresholds_from_json
+from ..model.calibration import skipped_exits, thresholds_from_json
 from ..model.device import machine, placement_of, stopwatch
 from .benchmark import BenchmarkConfig, speedup_gaps, timing_threads
 from ..criteria import build_criterion
@@ -89,11 +89,12 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     st = split_tags(artifact, data, cfg.split, cfg.batch_size)
     crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
     scores = crit.scores(st.logits)[:, :-1]
-    e = decide(scores.double(), torch.tensor(thresholds_from_json(cal.thresholds), dtype=torch.float64))
+    thresholds = thresholds_from_json(cal.thresholds)
+    e = decide(scores.double(), torch.tensor(thresholds, dtype=torch.float64))
     s, k = st.counts.shape[:2]
     layers = torch.tensor(cal.exit_layers, dtype=torch.float64)
     num_layers = int(layers[-1])
-    early = st.figures(e)
+    early = st.figures(e, skip=skipped_exits(thresholds, crit.stateless))  # FLOPs as the runtime spends them
     avg = layers[e].mean().item()
     early.update(average_exit_layer=avg, layers_saved=1 - avg / num_layers, speedup_layers=num_layers / avg,
                  exit_histogram={str(int(l)): int((layers[e] == l).sum()) for l in layers.tolist()})

@@ -20,7 +20,7 @@ import torch
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
 from .threshold_search import CalibrationConfig, Goal, Outcome, _ascend, decide
-from ..model.calibration import CI_METHOD, INF, Calibration, thresholds_to_json
+from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError
 from ..tasks import criterion_for
@@ -44,8 +44,10 @@ def candidates(scores: torch.Tensor) -> torch.Tensor:
                       torch.unique(torch.quantile(finite, q)) if finite.numel() else torch.empty(0, dtype=torch.float64)])
 
 
-def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int = 0) -> list[dict]:
-    """Every candidate threshold's validation point (with the bootstrap drop bound under --max-drop)."""
+def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int = 0, stateless: bool = False
+          ) -> list[dict]:
+    """Every candidate threshold's validation point (with the bootstrap drop bound under --max-drop); FLOPs as
+    the runtime spends them (``stateless``: "never" skips every exit, so that point costs the deployed tagger)."""
     cands = candidates(scores)
     s, k = st.counts.shape[:2]
     rows = torch.arange(s)
@@ -58,7 +60,8 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
     out = []
     for t in cands.tolist():
         e = decide(scores.double(), torch.full((k - 1,), t, dtype=torch.float64))
-        point = {"threshold": t, "speedup": st.full.sum().item() / st.cost[rows, e].sum().item(),
+        cost = st.cost_as_run(skipped_exits([t] * (k - 1), stateless))
+        point = {"threshold": t, "speedup": st.full.sum().item() / cost[rows, e].sum().item(),
                  "f1": st.reference_f1(e), "exits": e}
         if boot is not None:
             drop = ref_b - f1_from_counts(st.counts[rows, e].double()[boot].sum(1))
@@ -83,11 +86,16 @@ class TagProblem:
     exit's threshold is exact with one sort and cumulative sums of the count changes, as
     ``threshold_search.Problem.sweep_exit`` does for accuracy; under ``--max-drop`` the same sums
     per bootstrap resample give every candidate's drop bound. The figure ``_ascend`` maximises is
-    entity F1 (``--target-speedup``) or minus the bounded drop (``--max-drop``, as ``choose``)."""
+    entity F1 (``--target-speedup``) or minus the bounded drop (``--max-drop``, as ``choose``).
 
-    def __init__(self, st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, seed: int = 0):
+    FLOPs are what the runtime spends: under a ``stateless`` criterion an exit at "never" is not evaluated
+    (``skipped_exits``), so it charges no sentence that passes it."""
+
+    def __init__(self, st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, seed: int = 0,
+                 stateless: bool = False):
         self.scores, self.cfg, self.ref_f1 = scores.double(), cfg, ref_f1
-        self.counts, self.cost = st.counts.double(), st.cost.double()
+        self.st, self.stateless = st, stateless
+        self.counts = st.counts.double()
         self.full_total = st.full.sum().item()
         s = self.counts.shape[0]
         self.weights = None  # [B, S] how often each sentence is drawn in each resample
@@ -107,12 +115,20 @@ class TagProblem:
         boot = self.weights @ self.counts[torch.arange(len(e)), e]
         return torch.quantile(self.ref_b - f1_from_counts(boot), self.cfg.drop_confidence).item()
 
+    def skipped(self, thresholds: torch.Tensor) -> frozenset[int]:
+        """Exits the runtime does not evaluate at these thresholds (none where the charges are unknown)."""
+        return skipped_exits(thresholds.tolist(), self.stateless) if self.st.charges is not None else frozenset()
+
+    def cost_as_run(self, thresholds: torch.Tensor) -> torch.Tensor:
+        return self.st.cost_as_run(self.skipped(thresholds)).double()
+
     def outcome(self, thresholds: torch.Tensor) -> Outcome:
         e = decide(self.scores, thresholds)
         rows = torch.arange(len(e))
         c = self.counts[rows, e]
         boot = None if self.weights is None else (self.weights @ c)[:, None]
-        return Outcome(e, self.full_total / self.cost[rows, e].sum().item(), self._figure(c.sum(0)[None], boot).item())
+        spent = self.cost_as_run(thresholds)[rows, e].sum().item()
+        return Outcome(e, self.full_total / spent, self._figure(c.sum(0)[None], boot).item())
 
     def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
         """(figure, speedup) for every candidate threshold of exit ``k``, the others fixed."""
@@ -120,7 +136,9 @@ class TagProblem:
         others[k] = -INF
         first = decide(self.scores, others)  # where each sentence leaves if exit k never fires
         rows = torch.arange(len(first))
-        base_c, base_cost = self.counts[rows, first], self.cost[rows, first]
+        skip = self.skipped(others)
+        cost_k = self.st.cost_as_run(skip - {k}).double()  # exit k evaluated: every candidate but "never"
+        base_c, base_cost = self.counts[rows, first], cost_k[rows, first]
         live = ((first >= k) & ~self.scores[:, k].isnan()).nonzero().squeeze(1)
         sk, order = torch.sort(self.scores[live, k])
         idx = live[order]
@@ -128,7 +146,9 @@ class TagProblem:
         dc = self.counts[idx, k] - base_c[idx]                                      # [n, 3]
         counts = base_c.sum(0) + torch.cat([torch.zeros(1, 3, dtype=torch.float64), dc.cumsum(0)])[fired]
         cost = base_cost.sum() + torch.cat([torch.zeros(1, dtype=torch.float64),
-                                            (self.cost[idx, k] - base_cost[idx]).cumsum(0)])[fired]
+                                            (cost_k[idx, k] - base_cost[idx]).cumsum(0)])[fired]
+        if k in skip:  # at "never" exit k is not evaluated: the sentences that pass it do not pay its head
+            cost = torch.where(cands == -INF, cost - self.st.charges[first > k, k].double().sum(), cost)
         boot = None
         if self.weights is not None:  # the same sums, once per resample: [B, candidates, 3]
             w = self.weights[:, idx]
@@ -138,9 +158,9 @@ class TagProblem:
 
 
 def refine(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, point: dict,
-           cands: torch.Tensor) -> dict:
+           cands: torch.Tensor, stateless: bool = False) -> dict:
     """``point`` (one threshold for all exits) refined exit by exit, as ``choose`` ranks points."""
-    problem = TagProblem(st, scores, cfg, ref_f1)
+    problem = TagProblem(st, scores, cfg, ref_f1, stateless=stateless)
     k1 = scores.shape[1]
     goal = Goal(min_speedup=cfg.target_speedup) if cfg.target_speedup is not None else \
         Goal(min_accuracy=-cfg.max_drop / 100, maximise="speedup")
@@ -171,12 +191,14 @@ def choose(points: list[dict], cfg: CalibrationConfig, ref_f1: float) -> tuple[d
     return max(ok, key=lambda p: (p["speedup"], p["f1"])), warnings  # the "never exit" point is always in ok
 
 
-def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0) -> dict:
+def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0,
+              skip: frozenset[int] = frozenset()) -> dict:
     """95% percentile intervals of the FLOPs speedup and entity F1 over sentences resampled with replacement,
-    sentences leaving at ``exits`` (the thresholds fixed, as the sentence path's ``bootstrap``)."""
+    sentences leaving at ``exits`` (the thresholds fixed, as the sentence path's ``bootstrap``; ``skip``: exits
+    not evaluated)."""
     rows = torch.arange(len(exits))
     weights = resample_weights(len(exits), resamples, seed)
-    speedup = (weights @ st.full.double()) / (weights @ st.cost[rows, exits].double())
+    speedup = (weights @ st.full.double()) / (weights @ st.cost_as_run(skip)[rows, exits].double())
     f1 = f1_from_counts(weights @ st.counts[rows, exits].double())
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     return {"speedup_ci95": torch.quantile(speedup, q).tolist(), "entity_f1_ci95": torch.quantile(f1, q).tolist()}
@@ -196,21 +218,23 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     for params in settings(name, dict(cfg.criterion_params)):
         crit = build_criterion(name, params, task=task.name)
         scores = crit.scores(st.logits)[:, :-1]
-        points = sweep(st, scores, cfg)
+        points = sweep(st, scores, cfg, stateless=crit.stateless)
         point, warnings = choose(points, cfg, ref_f1)
         if cfg.per_layer and scores.shape[1] > 1 and not warnings:  # then one threshold per exit
-            point = refine(st, scores, cfg, ref_f1, point, candidates(scores))
+            point = refine(st, scores, cfg, ref_f1, point, candidates(scores), crit.stateless)
         grid.append({"criterion_params": params, "speedup_flops": point["speedup"], "entity_f1": point["f1"]})
         if best is None or key(point) > key(best[1]):
-            best = (params, point, warnings, points)
-    params, point, warnings, points = best
-    figures = st.figures(point["exits"])
+            best = (params, point, warnings, points, crit.stateless)
+    params, point, warnings, points, stateless = best
+    thresholds = point.get("thresholds", [point["threshold"]] * (st.counts.shape[1] - 1))
+    skip = skipped_exits(thresholds, stateless)
+    figures = st.figures(point["exits"], skip=skip)
     layers = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
     validation = {**figures, "reference_entity_f1": ref_f1, "reference": "gold" if st.labelled else "deployed",
                   "average_exit_layer": torch.tensor(layers, dtype=torch.float64)[point["exits"]].mean().item(),
-                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap)}
+                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap, skip=skip)}
     cal = Calibration(
-        criterion=name, thresholds=thresholds_to_json(point.get("thresholds", [point["threshold"]] * (len(layers) - 1))),
+        criterion=name, thresholds=thresholds_to_json(thresholds),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
         target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer="thresholds" in point, metric="entity_f1",
         headline_metric="entity_f1", task=task.name, exit_layers=layers, validation=validation,
