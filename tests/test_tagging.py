@@ -704,8 +704,11 @@ def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_pa
         assert cell["seeds"] == 2 and cell["speedup_flops"] >= 1.5 - 0.3
         assert m["criterion"] == "sentence-min"  # the recipe's default (entropy) names the task's own
         assert set(cell["criteria_tried"]) == {"sentence-min", "sentence-mean"}
-        best = max(cell["criteria_tried"], key=lambda n: cell["criteria_tried"][n]["validation_accuracy"])
-        assert cell["criterion"] == best
+        # each seed keeps the criterion best on its own validation split; the cell names the first seed's
+        # (criteria_tried holds the means over seeds, which may favour another; test_compare_recipes.py checks
+        # the choice on validation)
+        assert cell["criterion"] == cell["per_seed"][0]["criterion"]
+        assert {p["criterion"] for p in cell["per_seed"]} <= set(cell["criteria_tried"])
         assert set(m["per_exit_accuracy"]) == {"1", "2", "3"} and 0 <= cell["static"]["accuracy"] <= 1
     # the artifact of the last seed holds the chosen calibration; the same F1 as its own benchmark gives
     seed1 = tmp_path / "out" / "artifacts" / "linear" / "seed-1"
@@ -958,10 +961,44 @@ def test_refined_thresholds_beat_the_global_one_and_no_single_move_beats_them(bu
         assert 100 * max(point["drop_bound"], ref_f1 - point["f1"]) <= 15.0
 
 
+@pytest.mark.parametrize("budget", [{"target_speedup": 1.6}, {"max_drop": 15.0, "bootstrap": 40}])
+def test_switching_exits_off_keeps_what_ranks_higher_at_the_flops_the_runtime_spends(budget):
+    """The sentence path's greedy (``switching_off``) on a tagger's problem, where each exit's head charges the
+    sentences that pass it: the result ranks at least as high as every exit kept (entity F1, or the speedup
+    within the budget, then fewer exits evaluated), its figures are the FLOPs as run, and it switches nothing off
+    for a stateful criterion or with --keep-exits."""
+    from eebert_cli.scoring.tagging_calibrate import TagProblem, solve, solve_switching_off, thresholds_of
+    from eebert_cli.scoring.threshold_search import Problem
+
+    st, scores = _synthetic_split()
+    s, k = st.counts.shape[:2]
+    charges = torch.full((s, k - 1), 0.3, dtype=torch.float64)
+    st.cost = torch.arange(1, k + 1, dtype=torch.float64)[None].expand(s, k) + torch.cat(
+        [charges.cumsum(1), charges.sum(1, keepdim=True)], 1)  # layers 1..4, every earlier head charged
+    st.charges = charges
+    cfg = CalibrationConfig(**budget)
+    ref_f1 = st.reference_f1(torch.full((s,), k - 1, dtype=torch.long))
+    kept, _, _ = solve(st, scores, cfg, ref_f1, True)
+    point, warnings, _ = solve_switching_off(st, scores, cfg, ref_f1, True)
+    assert not warnings
+    p = Problem(scores, torch.zeros(s, k), st.cost, st.full, charges, stateless=True)
+    t_kept, t = (torch.tensor(thresholds_of(x, k - 1), dtype=torch.float64) for x in (kept, point))
+    figure = "f1" if "target_speedup" in budget else "speedup"
+    assert (point[figure], -p.evaluated(t)) >= (kept[figure], -p.evaluated(t_kept))
+    o = TagProblem(st, scores, cfg, ref_f1, stateless=True).outcome(t)  # the point's figures are the FLOPs as run
+    assert point["speedup"] == pytest.approx(o.speedup) and torch.equal(point["exits"], o.exits)
+    if "target_speedup" in budget:
+        assert point["speedup"] >= 1.6
+    for stateless, prune in ((False, True), (True, False)):
+        alone, _, _ = solve(st, scores, replace(cfg, prune_exits=prune), ref_f1, stateless)
+        got, _, _ = solve_switching_off(st, scores, replace(cfg, prune_exits=prune), ref_f1, stateless)
+        assert thresholds_of(got, k - 1) == thresholds_of(alone, k - 1)
+
+
 def test_per_exit_calibration_refines_the_global_threshold(calibrated):
     glob = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, per_layer=False))
     per = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20))
-    assert glob.per_layer is False and len(set(glob.thresholds)) == 1
+    assert glob.per_layer is False and len(set(glob.thresholds) - {"never"}) == 1  # "never": switched off
     assert per.validation["speedup_flops"] >= 1.5
     assert per.validation["entity_f1"] >= glob.validation["entity_f1"] - 1e-12  # the ascent starts at the global point
     assert per.per_layer == (per.thresholds != glob.thresholds)

@@ -19,7 +19,7 @@ import torch
 
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
-from .threshold_search import CalibrationConfig, Goal, Outcome, _ascend, decide
+from .threshold_search import CalibrationConfig, Goal, Outcome, Problem, _ascend, decide, switching_off
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError
@@ -50,6 +50,7 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
     the runtime spends them (``stateless``: "never" skips every exit, so that point costs the deployed tagger)."""
     cands = candidates(scores)
     s, k = st.counts.shape[:2]
+    off = [j for j in range(k - 1) if scores[:, j].isnan().all()]  # switched off: "never", whatever t is
     rows = torch.arange(s)
     ref_counts = st.reference_counts.double()
     boot = None
@@ -59,10 +60,12 @@ def sweep(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, seed: int
         ref_b = f1_from_counts(ref_counts[boot].sum(1))
     out = []
     for t in cands.tolist():
-        e = decide(scores.double(), torch.full((k - 1,), t, dtype=torch.float64))
-        cost = st.cost_as_run(skipped_exits([t] * (k - 1), stateless))
+        thresholds = torch.full((k - 1,), t, dtype=torch.float64)
+        thresholds[off] = -INF
+        e = decide(scores.double(), thresholds)
+        cost = st.cost_as_run(skipped_exits(thresholds.tolist(), stateless))
         point = {"threshold": t, "speedup": st.full.sum().item() / cost[rows, e].sum().item(),
-                 "f1": st.reference_f1(e), "exits": e}
+                 "f1": st.reference_f1(e), "exits": e, **({"thresholds": thresholds.tolist()} if off else {})}
         if boot is not None:
             drop = ref_b - f1_from_counts(st.counts[rows, e].double()[boot].sum(1))
             point["drop_bound"] = torch.quantile(drop, cfg.drop_confidence).item()
@@ -164,8 +167,10 @@ def refine(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: 
     k1 = scores.shape[1]
     goal = Goal(min_speedup=cfg.target_speedup) if cfg.target_speedup is not None else \
         Goal(min_accuracy=-cfg.max_drop / 100, maximise="speedup")
-    start = torch.full((k1,), point["threshold"], dtype=torch.float64)
-    per_exit = [torch.cat([cands, torch.tensor([INF], dtype=torch.float64)])] * k1
+    start = torch.tensor(point.get("thresholds", [point["threshold"]] * k1), dtype=torch.float64)
+    never = torch.tensor([-INF], dtype=torch.float64)
+    per_exit = [never if scores[:, j].isnan().all() else torch.cat([cands, torch.tensor([INF], dtype=torch.float64)])
+                for j in range(k1)]  # an exit switched off (NaN scores) stays at "never"
     _, best = _ascend(problem, per_exit, goal, start)
     if torch.equal(best, start):
         return point
@@ -204,6 +209,53 @@ def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0,
     return {"speedup_ci95": torch.quantile(speedup, q).tolist(), "entity_f1_ci95": torch.quantile(f1, q).tolist()}
 
 
+def solve(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, stateless: bool
+          ) -> tuple[dict, list[str], list[dict]]:
+    """One criterion setting's point: the global sweep, ``choose``, then (``per_layer``) exit by exit. Exits whose
+    scores are all NaN are switched off: "never", never moved."""
+    points = sweep(st, scores, cfg, stateless=stateless)
+    point, warnings = choose(points, cfg, ref_f1)
+    if cfg.per_layer and scores.shape[1] > 1 and not warnings:  # then one threshold per exit
+        point = refine(st, scores, cfg, ref_f1, point, candidates(scores), stateless)
+    return point, warnings, points
+
+
+def thresholds_of(point: dict, k1: int) -> list[float]:
+    return point.get("thresholds", [point["threshold"]] * k1)
+
+
+def solve_switching_off(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float,
+                        stateless: bool) -> tuple[dict, list[str], list[dict]]:
+    """:func:`solve`, then (``prune_exits``, a stateless criterion) exits switched off one at a time by
+    ``threshold_search.switching_off``, as the sentence path does: a removal is kept when entity F1 at the target
+    is higher, or equal with fewer exits evaluated per sentence (``--max-drop``: the speedup found within the
+    budget, then fewer exits evaluated). A token exit's head runs on every token, so one that seldom fires costs
+    every sentence that passes it."""
+    found = solve(st, scores, cfg, ref_f1, stateless)
+    if not (cfg.prune_exits and stateless and st.charges is not None) or found[1] or scores.shape[1] < 2:
+        return found
+    k1 = scores.shape[1]
+    # the sentence path's Problem holds what the greedy reads (exits off, their NaN scores) and counts the exits
+    # evaluated and the FLOPs as run; its per-example correctness is unused here (entity F1 is not a mean)
+    base = Problem(scores, torch.zeros(st.counts.shape[:2], dtype=torch.float64), st.cost, st.full, st.charges,
+                   stateless=stateless)
+    got = {frozenset(): found}
+
+    def run(p: Problem):
+        r = solve(st, p.scores, cfg, ref_f1, stateless)
+        if r[1]:  # the target needs this exit
+            raise EebertError("target not reached without the exit")
+        got[p.off] = r
+        return (torch.tensor(thresholds_of(r[0], k1), dtype=torch.float64),)
+
+    def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
+        point = got[p.off][0]
+        return (point["f1"] if cfg.target_speedup is not None else point["speedup"]), -p.evaluated(t)
+
+    _, problem = switching_off(base, run, rank)
+    return got[problem.off]
+
+
 def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: int = 64) -> Calibration:
     if (cfg.target_speedup is None) == (cfg.max_drop is None):
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2")
@@ -218,15 +270,12 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     for params in settings(name, dict(cfg.criterion_params)):
         crit = build_criterion(name, params, task=task.name)
         scores = crit.scores(st.logits)[:, :-1]
-        points = sweep(st, scores, cfg, stateless=crit.stateless)
-        point, warnings = choose(points, cfg, ref_f1)
-        if cfg.per_layer and scores.shape[1] > 1 and not warnings:  # then one threshold per exit
-            point = refine(st, scores, cfg, ref_f1, point, candidates(scores), crit.stateless)
+        point, warnings, points = solve_switching_off(st, scores, cfg, ref_f1, crit.stateless)
         grid.append({"criterion_params": params, "speedup_flops": point["speedup"], "entity_f1": point["f1"]})
         if best is None or key(point) > key(best[1]):
             best = (params, point, warnings, points, crit.stateless)
     params, point, warnings, points, stateless = best
-    thresholds = point.get("thresholds", [point["threshold"]] * (st.counts.shape[1] - 1))
+    thresholds = thresholds_of(point, st.counts.shape[1] - 1)
     skip = skipped_exits(thresholds, stateless)
     figures = st.figures(point["exits"], skip=skip)
     layers = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
@@ -236,8 +285,9 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     cal = Calibration(
         criterion=name, thresholds=thresholds_to_json(thresholds),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",
-        target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, per_layer="thresholds" in point, metric="entity_f1",
-        headline_metric="entity_f1", task=task.name, exit_layers=layers, validation=validation,
+        target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, metric="entity_f1", headline_metric="entity_f1",
+        per_layer=len({t for t in thresholds if t != -INF}) > 1,  # the exits still on differ (refined per exit)
+        task=task.name, exit_layers=layers, validation=validation,
         quantize=getattr(artifact, "quantize", None), placement=placement_of(artifact.deployed.model).record(),
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {
