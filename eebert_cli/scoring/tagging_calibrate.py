@@ -221,6 +221,7 @@ def solve(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: f
 
 
 def thresholds_of(point: dict, k1: int) -> list[float]:
+    """A point's threshold per exit (a global sweep's point holds one, unless exits are switched off)."""
     return point.get("thresholds", [point["threshold"]] * k1)
 
 
