@@ -130,6 +130,30 @@ def test_switching_off_never_lowers_validation_accuracy_at_the_target():
         assert all(thr[j] == -INF for j in q.off)
 
 
+def test_within_noise_an_exit_worth_less_than_the_tolerance_is_switched_off():
+    """``within_noise``: exits go while accuracy stays within the tolerance of every exit kept (anchored there, so
+    removals cannot each lose a little and add up), fewest exits evaluated first; the default keeps any exit
+    whose removal costs accuracy at all."""
+    p, crit = flops_like(synthetic(n=600, k=6, seed=1)), build_criterion("entropy")
+    plain_t, _, plain = search_switching_off(p, crit, 2.0, ties="evaluations")
+    for tol in (0.0, 0.01, 0.05):
+        kept = p.outcome(search(p, crit, "target", 2.0, tolerance=tol)[0])  # every exit on: the anchor
+        thr, _, q = search_switching_off(p, crit, 2.0, tolerance=tol, ties="evaluations", within_noise=True)
+        got = q.outcome(thr)
+        assert got.speedup >= 2.0 and got.accuracy >= kept.accuracy - tol - 1e-12
+        assert all(thr[j] == -INF for j in q.off)
+        for j in set(range(p.scores.shape[1])) - q.off:  # a local minimum: no further exit goes within the floor
+            r = q.without(q.off | {j})
+            try:
+                t = search(r, crit, "target", 2.0, tolerance=tol)[0]
+            except EebertError:
+                continue
+            assert r.outcome(t).accuracy < kept.accuracy - tol - 1e-12 or r.evaluated(t) >= q.evaluated(thr)
+    loose_t, _, loose = search_switching_off(p, crit, 2.0, tolerance=0.05, ties="evaluations", within_noise=True)
+    assert loose.evaluated(loose_t) < plain.evaluated(plain_t)  # a wider tolerance switches more off here
+    assert len(loose.off) > len(plain.off)
+
+
 def budget_search(p: Problem, goal: float):
     crit = build_criterion("entropy")
     plain_t = search(p, crit, "drop", goal)[0]

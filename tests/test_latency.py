@@ -2,6 +2,7 @@
 and the search that switches off exits that do not pay for themselves."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -195,6 +196,25 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     assert cal["cost"]["profile"]["runtime"] == "onnxruntime"
 
 
+def test_prune_within_noise_keeps_accuracy_within_noise_of_every_exit_kept(plain_artifact, tmp_path):
+    from eebert_cli.scoring.threshold_search import noise_tolerance
+
+    assert_one_line_error(run("calibrate", tmp_path, "--target-speedup", 1.3, "--keep-exits", "--prune-within-noise"),
+                          "--keep-exits keeps them all", "drop one of the two")
+    assert_one_line_error(run("calibrate", tmp_path, "--max-drop", 1, "--prune-within-noise"),
+                          "at a target speedup", "drop --prune-within-noise")
+    got = {}
+    for how in ("--keep-exits", "--prune-within-noise"):
+        art = tmp_path / how.strip("-")
+        shutil.copytree(plain_artifact, art)
+        r = run("calibrate", art, "--target-speedup", 1.2, how, "--json")
+        assert r.exit_code == 0, r.output
+        got[how] = json.loads((art / "calibration.json").read_text())["validation"]
+    kept, pruned = got["--keep-exits"], got["--prune-within-noise"]
+    assert pruned["speedup_flops"] >= 1.2
+    assert pruned["accuracy"] >= kept["accuracy"] - noise_tolerance(kept["accuracy"], kept["examples"]) - 1e-12
+
+
 def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
     import eebert_cli.scoring.outputs as outputs
 
@@ -247,7 +267,7 @@ def test_a_flops_calibration_with_exits_switched_off_says_flops_everywhere(plain
 
     import eebert_cli.scoring.operating_point as op
 
-    def first_off(problem, criterion, goal, per_layer, tol, ties):
+    def first_off(problem, criterion, goal, per_layer, tol, ties, within_noise=False):
         p = problem.without({0})
         thr, curve = search(p, criterion, "target", goal, per_layer, tol)
         return thr, curve, p

@@ -33,6 +33,8 @@ def calibrate(
     latency_runtime: Optional[str] = field_option(CalibrationConfig, "latency_runtime", "--latency-runtime"),
     prune_exits: Optional[bool] = typer.Option(None, "--prune-exits/--keep-exits",
                                                help=help_for(CalibrationConfig, "prune_exits") + " On by default."),
+    within_noise: bool = typer.Option(False, "--prune-within-noise",
+                                      help=help_for(CalibrationConfig, "prune_within_noise")),
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,
@@ -56,7 +58,7 @@ def calibrate(
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)
     cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
-                latency_runtime=latency_runtime, prune_exits=prune_exits,
+                latency_runtime=latency_runtime, prune_exits=prune_exits, prune_within_noise=True if within_noise else None,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,

@@ -184,6 +184,10 @@ def check_config(cfg: CalibrationConfig) -> None:
     if cfg.latency_runtime != CalibrationConfig().latency_runtime and cfg.cost != "latency":
         raise EebertError("--latency-runtime names the loop the latency cost model times",
                           "add --cost latency, or drop --latency-runtime")
+    if cfg.prune_within_noise and (cfg.target_speedup is None or not cfg.prune_exits):
+        raise EebertError("--prune-within-noise switches exits off at a target speedup, with --prune-exits on"
+                          if cfg.prune_exits else "--prune-within-noise switches exits off: --keep-exits keeps them all",
+                          "drop --prune-within-noise" if cfg.prune_exits else "drop one of the two")
 
 
 def prunable(problem: Problem, criterion: Criterion) -> bool:
@@ -263,7 +267,8 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     if cfg.target_speedup is not None and prune:
                         thr, curve, problem = search_switching_off(
                             problem, criterion, cfg.target_speedup, cfg.per_layer, tol,
-                            ties="speedup" if cfg.cost == "latency" else "evaluations")
+                            ties="speedup" if cfg.cost == "latency" else "evaluations",
+                            within_noise=cfg.prune_within_noise)
                     elif cfg.target_speedup is not None:
                         thr, curve = search(problem, criterion, "target", cfg.target_speedup, cfg.per_layer, tol)
                     elif not task.certified_drop:  # the task's own budget (regression: MSE), no margin

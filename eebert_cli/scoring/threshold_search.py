@@ -50,6 +50,7 @@ class CalibrationConfig:
     latency_runtime: str = field(default="pytorch", metadata={"help": "With cost 'latency': the loop that is timed, 'pytorch' (on the calibration device) or 'onnxruntime' (the artifact exported with every exit live to a temporary folder, int8 graphs with --quantize int8; CPU).", "choices": list(PATH_RUNNERS)})
     cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
     prune_exits: bool = field(default=True, metadata={"help": "With a criterion that scores each exit alone: switch off exits that add nothing (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). With --target-speedup, exits that add no validation accuracy at the target; with --max-drop, exits whose removal keeps the speedup found within the budget. Under --cost latency, exits that do not pay for their time."})
+    prune_within_noise: bool = field(default=False, metadata={"help": "With --target-speedup and prune_exits: also switch off exits whose removal costs validation accuracy within noise (the tolerance of the tie rule: half a standard error, or `tolerance`) of the accuracy with every exit on, fewest exits evaluated per example first. A noise-sized accuracy change for fewer exit heads and, on ONNX Runtime, fewer session calls per example, which the FLOPs target does not see and every engine's clock does."})
 
 
 @dataclass
@@ -306,7 +307,9 @@ def switching_off(problem: Problem, solve: Callable[[Problem], tuple], rank: Cal
     Each round tries every exit still on, keeps the removal ranked highest, and stops when none ranks above what
     it has. An exit that seldom fires costs every example that passes it; one whose removal costs nothing the
     goal counts is dropped. Returns what ``solve`` returned for the exits kept, and the problem it was found on."""
-    ahead = Goal(min_speedup=-INF).better  # lexicographic: first figure, then the second (either may be negative)
+    def ahead(a: tuple, b: tuple) -> bool:  # first figure, then the second; any sign; gaps under 1e-12 are ties
+        return a[0] > b[0] + 1e-12 or (abs(a[0] - b[0]) <= 1e-12 and a[1] > b[1] + 1e-12)
+
     found = solve(problem)
     best = rank(problem, found[0])
     while len(problem.off) < problem.scores.shape[1]:
@@ -329,19 +332,29 @@ def switching_off(problem: Problem, solve: Callable[[Problem], tuple], rank: Cal
 
 
 def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
-                         tolerance: float | None = None, ties: str = "speedup") -> tuple[torch.Tensor, list, Problem]:
+                         tolerance: float | None = None, ties: str = "speedup", within_noise: bool = False
+                         ) -> tuple[torch.Tensor, list, Problem]:
     """``target`` search that may also switch exits off (:func:`switching_off`): a removal is kept when validation
-    accuracy at the target is higher, or equal and better ranked by ``ties``. Returns the thresholds ("never"
-    where off), the curve and the problem they were found on."""
+    accuracy at the target is higher, or equal and better ranked by ``ties``. ``within_noise``: a removal is kept
+    while accuracy stays within ``tolerance`` (default: :func:`noise_tolerance`, as the tie rule) of the search with
+    every exit on, the one ranked best by ``ties`` first (higher accuracy breaking ties): an exit whose worth is
+    within noise goes. Returns the thresholds ("never" where off), the curve and the problem they were found on."""
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    solve = lambda p: search(p, criterion, "target", goal, per_layer, tolerance)  # noqa: E731
+    floor = None
+    if within_noise:  # anchored to every exit on, so removals cannot each lose a little and add up
+        kept = problem.outcome(solve(problem)[0]).accuracy
+        floor = kept - (noise_tolerance(kept, problem.scores.shape[0]) if tolerance is None else tolerance)
 
     def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
         o = p.outcome(t)
-        return o.accuracy, (o.speedup if ties == "speedup" else -p.evaluated(t))
+        tie = o.speedup if ties == "speedup" else -p.evaluated(t)
+        if floor is None:
+            return o.accuracy, tie
+        return (tie if o.accuracy >= floor - 1e-12 else -INF), o.accuracy
 
-    (thr, curve), problem = switching_off(
-        problem, lambda p: search(p, criterion, "target", goal, per_layer, tolerance), rank)
+    (thr, curve), problem = switching_off(problem, solve, rank)
     return thr, curve, problem
 
 
