@@ -211,6 +211,7 @@ def test_prune_within_noise_keeps_accuracy_within_noise_of_every_exit_kept(plain
         assert r.exit_code == 0, r.output
         got[how] = json.loads((art / "calibration.json").read_text())["validation"]
     kept, pruned = got["--keep-exits"], got["--prune-within-noise"]
+    assert pruned["switched_off_within_noise"] is True and "switched_off_within_noise" not in kept
     assert pruned["speedup_flops"] >= 1.2
     assert pruned["accuracy"] >= kept["accuracy"] - noise_tolerance(kept["accuracy"], kept["examples"]) - 1e-12
 

@@ -348,6 +348,8 @@ def record(c: Candidate, cands: list[Candidate], cfg: CalibrationConfig, ref_acc
         validation["switched_off"] = [artifact.exits.layers[j]
                                       for j in sorted(c.problem.off | c.problem.skipped(c.thresholds))]
         validation["exits_evaluated"] = c.problem.evaluated(c.thresholds)
+        if cfg.prune_within_noise:  # the rule that switched them off (docs/criteria.md, step 4)
+            validation["switched_off_within_noise"] = True
     margin = None
     if cfg.max_drop is not None and task.certified_drop and bool((c.thresholds == -INF).all()):
         warnings.append(f"no thresholds keep a drop of at most {cfg.max_drop} points at {cfg.drop_confidence:.0%} "
