@@ -162,3 +162,15 @@ def test_imports_only_go_down():
 def test_a_climb_is_caught():
     assert layer_of("eebert_cli.scoring.outputs") > layer_of("eebert_cli.model.features")
     assert layer_of("eebert_cli.gates.train") > layer_of("eebert_cli.gates.smartbert")
+
+
+def test_the_cli_starts_without_torch_dynamo():
+    """`eebert --help` and every refusal of bad input wait for the CLI's imports: transformers' masking helpers
+    pull in torch._dynamo (seconds), so the backbones import them where a mask is built, not at module load."""
+    import subprocess
+    import sys
+
+    code = "import sys, eebert_cli.cli; print(sorted(m for m in ('torch._dynamo', 'transformers.masking_utils') if m in sys.modules))"
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.strip() == "[]"

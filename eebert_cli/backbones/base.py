@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_bidirectional_mask
 
 from ..tasks import NAMES
 
@@ -104,6 +103,8 @@ class BackboneAdapter(ABC):
         """
         if attention_mask is None:
             return None
+        from transformers.masking_utils import create_bidirectional_mask  # here: it imports torch._dynamo (~1 s)
+
         return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
                                          attention_mask=attention_mask)
 

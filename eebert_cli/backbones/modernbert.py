@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, additive_mask, dims_from_config, select_rows
@@ -59,6 +58,9 @@ class ModernBertAdapter(BackboneAdapter):
         return {t: self.encoder.rotary_emb(hidden, positions, t) for t in set(self._types)}
 
     def prepare(self, hidden, attention_mask):
+        # imported here: masking_utils imports torch._dynamo, which `eebert --help` need not wait for
+        from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
+
         kw = dict(config=self.model.config, inputs_embeds=hidden, attention_mask=attention_mask)
         return {"full_attention": create_bidirectional_mask(**kw),
                 "sliding_attention": create_bidirectional_sliding_window_mask(**kw), "rope": self._rope(hidden)}

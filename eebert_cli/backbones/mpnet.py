@@ -9,7 +9,6 @@ out_proj). Position ids come from the ids with padding_idx 1, as in the model.
 
 from __future__ import annotations
 
-from transformers.masking_utils import create_bidirectional_mask
 
 from . import BACKBONES
 from .base import BackboneAdapter, additive_mask, dims_from_config, select_rows
@@ -35,6 +34,8 @@ class MPNetAdapter(BackboneAdapter):
         return self.encoder.embeddings(input_ids=input_ids)
 
     def prepare(self, hidden, attention_mask):
+        from transformers.masking_utils import create_bidirectional_mask  # here: it imports torch._dynamo
+
         mask = None if attention_mask is None else create_bidirectional_mask(
             config=self.model.config, inputs_embeds=hidden, attention_mask=attention_mask)
         return {"mask": mask, "bias": self.encoder.encoder.compute_position_bias(hidden)}
