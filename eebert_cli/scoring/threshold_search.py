@@ -341,10 +341,11 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
     within noise goes. Returns the thresholds ("never" where off), the curve and the problem they were found on."""
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-    solve = lambda p: search(p, criterion, "target", goal, per_layer, tolerance)  # noqa: E731
+    first = search(problem, criterion, "target", goal, per_layer, tolerance)  # every exit on: switching_off's start
+    solve = lambda p: first if p is problem else search(p, criterion, "target", goal, per_layer, tolerance)  # noqa: E731
     floor = None
     if within_noise:  # anchored to every exit on, so removals cannot each lose a little and add up
-        kept = problem.outcome(solve(problem)[0]).accuracy
+        kept = problem.outcome(first[0]).accuracy
         floor = kept - (noise_tolerance(kept, problem.scores.shape[0]) if tolerance is None else tolerance)
 
     def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
