@@ -156,10 +156,10 @@ def child(checkpoint: str, data: str, max_length: int, epochs: int, random_featu
 
     if random_features:
         feature_cache.compute_chunk = random_chunk
-    from eebert_cli.train.loop import AttachConfig
+    from eebert_cli.train.config import AttachConfig
     from eebert_cli.data import DataConfig
     from eebert_cli.train.attach import attach
-    from eebert_cli.train.loop import TrainConfig
+    from eebert_cli.train.config import TrainConfig
 
     from eebert_cli.train import attach as attach_module
 

@@ -30,18 +30,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli.model.artifact import load_artifact  # noqa: E402
-from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.scoring.config import CalibrationConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.criteria import build_criterion  # noqa: E402
 from eebert_cli.scoring.baselines import oracle_exits, static_exit  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.core.errors import EebertError  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
-from eebert_cli.model.device import DeviceConfig, place_artifact, resolve  # noqa: E402
+from eebert_cli.model.device import place_artifact, resolve  # noqa: E402
+from eebert_cli.model.device_config import DeviceConfig  # noqa: E402
 from eebert_cli.scoring.operating_point import choose_operating_point  # noqa: E402
 from eebert_cli.scoring.outputs import OutputsCache, SplitOutputs, problem_for, split_outputs  # noqa: E402
 from eebert_cli.model.runtime import thresholds_from_json  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 SIDE_BY_SIDE = [("entropy", {}), ("entropy", {"normalized": True}), ("maxprob", {}), ("patience", {}),
                 ("patience", {"tiebreak": False}), ("pcee", {}), ("cobee", {"tiebreak": False}), ("dge", {}), ("dge", {"divergence": "kl"}), ("dge", {"reference": "mean"}),

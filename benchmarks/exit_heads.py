@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eebert_cli import steps  # noqa: E402
 from eebert_cli.model.artifact import load_artifact  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, TaskData, load_data  # noqa: E402
 from eebert_cli.scoring.outputs import split_outputs  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 # The six heads the README's table was measured with; --heads takes any registered sentence head
 # (conv, transformer: minutes more per seed on a CPU).

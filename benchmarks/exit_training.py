@@ -32,7 +32,7 @@ from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.data import load_data  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.recipe import load_recipe  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 DEFAULT_SETTINGS = ["64:1e-3", f"{TrainConfig.batch_size}:{TrainConfig.lr:g}"]
 

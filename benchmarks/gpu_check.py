@@ -54,18 +54,19 @@ from eebert_cli.core.errors import EebertError  # noqa: E402
 from eebert_cli.model.artifact import load_artifact, write_json, write_text  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.scoring.benchmark import run_benchmark  # noqa: E402
-from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
-from eebert_cli.scoring.benchmark import BenchmarkConfig  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.scoring.config import CalibrationConfig  # noqa: E402
+from eebert_cli.scoring.config import BenchmarkConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.model.device import DeviceConfig, place_artifact, resolve, stopwatch  # noqa: E402
+from eebert_cli.model.device import place_artifact, resolve, stopwatch  # noqa: E402
+from eebert_cli.model.device_config import DeviceConfig  # noqa: E402
 from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.scoring.outputs import OutputsCache, split_outputs  # noqa: E402
 from eebert_cli.scoring.parity import runtime_parity  # noqa: E402
 from eebert_cli.model.runtime import EarlyExitModel  # noqa: E402
 from eebert_cli.model.segment_graphs import SegmentGraphs  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 BUCKET = 16          #: CUDA-graph length bucket (tokens): inputs are padded up to a multiple
 WALL_GOAL = 0.85     #: wall-clock speedup / FLOPs speedup, 12-layer shape, batch 1 and 64

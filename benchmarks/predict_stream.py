@@ -63,12 +63,12 @@ def make_checkpoint(kind: str, out: Path) -> Path:
 
 def make_artifact(kind: str, root: Path) -> Path:
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.scoring.threshold_search import CalibrationConfig
-    from eebert_cli.train.loop import AttachConfig
+    from eebert_cli.scoring.config import CalibrationConfig
+    from eebert_cli.train.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train.loop import TrainConfig
+    from eebert_cli.train.config import TrainConfig
 
     ckpt = make_checkpoint(kind, root / f"{kind}-ckpt")
     data = DataConfig(spec="rotten-tomatoes", max_samples=300)

@@ -29,7 +29,7 @@ from attach_cost import show  # noqa: E402
 from eebert_cli.model import feature_cache  # noqa: E402
 from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.model.device import DeviceConfig  # noqa: E402
+from eebert_cli.model.device_config import DeviceConfig  # noqa: E402
 from eebert_cli.deploy.ray_executor import attach_runner  # noqa: E402
 from eebert_cli.core.ui import SILENT  # noqa: E402
 

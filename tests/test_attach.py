@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 
 from eebert_cli.model.artifact import CONFIG, WEIGHTS, load_artifact, read_json
 from eebert_cli.backbones.bert import BertAdapter
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.data import DataConfig
 from eebert_cli.train.attach import attach
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 
 def test_backbone_is_bit_identical_and_artifact_holds_exit_weights_only(tiny_ckpt, tiny_data, tmp_path):
@@ -91,7 +91,8 @@ def test_exit_training_threads_follow_what_the_heads_read(head, chosen):
     value wins."""
     from eebert_cli.backbones import Dims
     from eebert_cli.exits import ExitSet, ExitSpec
-    from eebert_cli.train.loop import TrainConfig, training_threads
+    from eebert_cli.train.loop import training_threads
+    from eebert_cli.train.config import TrainConfig
 
     exits = ExitSet(ExitSpec(head, [1, 2], {}, {}), Dims(3, 16, 32, 2, 2))
     assert training_threads(TrainConfig(), exits) == chosen

@@ -153,13 +153,13 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     from typer.testing import CliRunner
 
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.scoring.threshold_search import CalibrationConfig
+    from eebert_cli.scoring.config import CalibrationConfig
     from eebert_cli.cli import app
-    from eebert_cli.train.loop import AttachConfig
+    from eebert_cli.train.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train.loop import TrainConfig
+    from eebert_cli.train.config import TrainConfig
 
     root = tmp_path_factory.mktemp("bench")
     fp32, int8 = root / "A", root / "B"
@@ -176,13 +176,13 @@ def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
 def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
     """Exits with SmartBERT gates, calibrated with the gates kept on (gate threshold 0.5)."""
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.scoring.threshold_search import CalibrationConfig
-    from eebert_cli.train.loop import AttachConfig
+    from eebert_cli.scoring.config import CalibrationConfig
+    from eebert_cli.train.config import AttachConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.gates import GateConfig
+    from eebert_cli.gates.config import GateConfig
     from eebert_cli.train.attach import attach
     from eebert_cli.steps import calibrate
-    from eebert_cli.train.loop import TrainConfig
+    from eebert_cli.train.config import TrainConfig
 
     out = tmp_path_factory.mktemp("bench") / "gated"
     dcfg = DataConfig(spec=str(tiny_data))

@@ -8,11 +8,11 @@ import torch
 from eebert_cli.model.artifact import load_artifact
 from eebert_cli.train.attach import attach
 from eebert_cli.model.calibration import FORMAT_VERSION, Calibration
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.errors import EebertError
 from eebert_cli.scoring.outputs import OutputsCache, split_outputs
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 
 def test_calibration_round_trips_through_its_file(tmp_path):

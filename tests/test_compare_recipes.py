@@ -251,7 +251,7 @@ def test_shared_backbone_passes_give_each_artifact_its_own_fresh_pass_outputs(ti
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.model.artifact import load_artifact
     from eebert_cli.scoring import outputs as outs
-    from eebert_cli.train.loop import AttachConfig, TrainConfig
+    from eebert_cli.train.config import AttachConfig, TrainConfig
 
     data_cfg = DataConfig(spec=str(tiny_data))
     data = load_data(data_cfg)

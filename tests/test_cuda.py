@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from eebert_cli.cli import app
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.model.device import DeviceConfig, resolve
+from eebert_cli.model.device import resolve
+from eebert_cli.model.device_config import DeviceConfig
 from eebert_cli.core.errors import EebertError
 from eebert_cli.scoring.parity import runtime_parity
 from eebert_cli.model.runtime import EarlyExitModel

@@ -7,15 +7,16 @@ from typer.testing import CliRunner
 
 from eebert_cli.model.artifact import WEIGHTS
 from eebert_cli.cli import app
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.core.configs import from_dict
 from eebert_cli.recipe import Recipe
 from eebert_cli.data import DataConfig
-from eebert_cli.model.device import DeviceConfig, resolve, resolve_device, stopwatch
+from eebert_cli.model.device import resolve, resolve_device, stopwatch
+from eebert_cli.model.device_config import DeviceConfig
 from eebert_cli.core.errors import EebertError
 from eebert_cli.train.attach import attach
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 NO_CUDA = not torch.cuda.is_available()
 

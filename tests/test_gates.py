@@ -8,23 +8,24 @@ from typer.testing import CliRunner
 from eebert_cli.model.artifact import BACKBONE_WEIGHTS, file_sha256, load_artifact
 from eebert_cli.backbones.bert import BertAdapter
 from eebert_cli.scoring.benchmark import flops_rows
-from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
+from eebert_cli.scoring.threshold_search import decide
+from eebert_cli.scoring.config import CalibrationConfig
 from eebert_cli.model.checkpoint import load_deployed, weights_sha256
 from eebert_cli.cli import app
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.model.cost import exit_costs, layer_flops
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import ExitSet, ExitSpec
 from eebert_cli.model.features import encode, extract
-from eebert_cli.gates import GateConfig
+from eebert_cli.gates.config import GateConfig
 from eebert_cli.gates.train import hard_weight
 from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
 from eebert_cli.scoring.outputs import problem_for, split_outputs
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 GATED = [2, 3, 4]
 

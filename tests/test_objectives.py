@@ -7,7 +7,8 @@ from eebert_cli.exits import ExitSet, ExitSpec
 from eebert_cli.model.features import Features
 from eebert_cli.objectives import TrainBatch, build_objective
 from eebert_cli.objectives.contrastive import cross_layer_infonce
-from eebert_cli.train.loop import TrainConfig, train_exits
+from eebert_cli.train.loop import train_exits
+from eebert_cli.train.config import TrainConfig
 
 DIMS = Dims(num_layers=4, hidden_size=16, intermediate_size=32, num_heads=2, num_labels=2)
 

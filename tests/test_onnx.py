@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 
 from conftest import make_model  # noqa: E402
 from eebert_cli.model.artifact import load_artifact  # noqa: E402
-from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.scoring.config import CalibrationConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.deploy.onnx_export import export  # noqa: E402
@@ -21,7 +21,7 @@ from eebert_cli.core.errors import EebertError  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")

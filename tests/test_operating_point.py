@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eebert_cli.scoring.threshold_search import CalibrationConfig, Outcome, Problem, bootstrap, search
+from eebert_cli.scoring.threshold_search import Outcome, Problem, bootstrap, search
+
+from eebert_cli.scoring.config import CalibrationConfig
 from eebert_cli.criteria import build_criterion
 from eebert_cli.scoring.operating_point import pick, search_with_margin
 

@@ -15,14 +15,15 @@ from eebert_cli.model.artifact import load_artifact
 from eebert_cli.train.attach import attach
 from eebert_cli.model.checkpoint import load_deployed
 from eebert_cli.cli import app
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
-from eebert_cli.model.device import DeviceConfig, place_artifact, place_model, resolve
+from eebert_cli.model.device import place_artifact, place_model, resolve
+from eebert_cli.model.device_config import DeviceConfig
 from eebert_cli.model.features import encode, extract
 from eebert_cli.scoring.outputs import cache_key
 from eebert_cli.scoring.parity import runtime_parity
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 from eebert_cli.core.ui import SILENT
 
 BF16 = DeviceConfig("cpu", "bfloat16")

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from eebert_cli.scoring.threshold_search import CalibrationConfig
+from eebert_cli.scoring.config import CalibrationConfig
 from eebert_cli.cli import app
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.errors import EebertError
 from eebert_cli.train.attach import attach
@@ -17,7 +17,7 @@ from eebert_cli.steps import calibrate
 from eebert_cli.model.artifact import load_artifact
 from eebert_cli.deploy.predict_file import predict_to_file
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 from conftest import make_rows
 

@@ -17,12 +17,12 @@ ray = pytest.importorskip("ray")
 import eebert_cli.model.feature_cache as fc  # noqa: E402
 from eebert_cli.model.checkpoint import load_deployed  # noqa: E402
 from eebert_cli.cli import app  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
-from eebert_cli.model.device import DeviceConfig  # noqa: E402
+from eebert_cli.model.device_config import DeviceConfig  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.deploy.ray_executor import attach_runner, read_predictions, write_parts  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 from eebert_cli.core.ui import SILENT  # noqa: E402
 from eebert_cli.model.tagger_runtime import Tagger  # noqa: E402
 
@@ -122,7 +122,7 @@ def test_ray_predict_on_a_labelled_file_matches_local_row_for_row(local_ray, cal
 def test_ray_predict_with_a_tagger_matches_local_row_for_row(local_ray, tmp_path):
     """A tagger's artifact on Ray: its spans and tags per row, as the local executor writes them, in input order."""
     from eebert_cli import steps
-    from eebert_cli.scoring.threshold_search import CalibrationConfig
+    from eebert_cli.scoring.config import CalibrationConfig
 
     ckpt, data = make_tagging_case(tmp_path / "case")
     art = tmp_path / "tag-art"

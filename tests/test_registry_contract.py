@@ -16,13 +16,15 @@ import torch
 
 from eebert_cli.model.artifact import load_artifact
 from eebert_cli.backbones import BACKBONES, Dims
-from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.scoring.threshold_search import decide
+from eebert_cli.scoring.config import CalibrationConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.criteria import CRITERIA
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.errors import EebertError
 from eebert_cli.exits import EXITS
-from eebert_cli.gates import GATES, GateConfig
+from eebert_cli.gates import GATES
+from eebert_cli.gates.config import GateConfig
 from eebert_cli.objectives import OBJECTIVES
 from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
@@ -30,7 +32,7 @@ from eebert_cli.scoring.outputs import problem_for, split_outputs
 from eebert_cli.core.registry import Registry, discover
 from eebert_cli.tasks import CLASSIFICATION, MULTI_LABEL, REGRESSION, TASKS, TOKEN_CLASSIFICATION
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 from conftest import make_model, make_multilabel_case, make_rows, make_tagging_case, write_csv
 

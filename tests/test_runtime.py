@@ -5,15 +5,15 @@ import torch
 
 from eebert_cli.model.artifact import load_artifact
 from eebert_cli.scoring.benchmark import flops_rows
-from eebert_cli.scoring.threshold_search import CalibrationConfig
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.scoring.config import CalibrationConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.model.features import encode
 from eebert_cli.train.attach import attach
 from eebert_cli.steps import calibrate
 from eebert_cli.scoring.outputs import split_outputs
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_report_has_curves_for_every_criterion_and_an_svg(calibrated, tmp_path):
     import xml.etree.ElementTree as ET
 
     from eebert_cli.scoring.benchmark import run_benchmark
-    from eebert_cli.scoring.benchmark import BenchmarkConfig
+    from eebert_cli.scoring.config import BenchmarkConfig
     from eebert_cli.criteria import CRITERIA
     from eebert_cli.scoring.report import CURVES_SVG, write_report
 
@@ -180,7 +180,7 @@ def test_int8_calibration_is_recorded_and_applied_on_load(calibrated, tmp_path):
     ref_kinds = {type(m).__module__ for m in model.artifact.reference.model.modules()}
     assert not any("quantized" in k for k in ref_kinds)
     from eebert_cli.scoring.benchmark import run_benchmark
-    from eebert_cli.scoring.benchmark import BenchmarkConfig
+    from eebert_cli.scoring.config import BenchmarkConfig
     from eebert_cli.scoring.outputs import split_outputs
 
     report = run_benchmark(model, data, BenchmarkConfig(repeats=0))

@@ -28,9 +28,9 @@ def _needs(name: str) -> None:
 @pytest.fixture(scope="module")
 def calibrated(tiny_ckpt, tiny_data, tmp_path_factory):
     from eebert_cli.steps import attach, calibrate, export
-    from eebert_cli.scoring.threshold_search import CalibrationConfig
+    from eebert_cli.scoring.config import CalibrationConfig
     from eebert_cli.data import DataConfig, load_data
-    from eebert_cli.train.loop import AttachConfig, TrainConfig
+    from eebert_cli.train.config import AttachConfig, TrainConfig
 
     out = tmp_path_factory.mktemp("runtimes") / "art"
     dcfg = DataConfig(spec=str(tiny_data))
@@ -81,7 +81,7 @@ def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
 
 
 def test_an_executor_is_named_by_the_device_config():
-    from eebert_cli.model.device import DeviceConfig
+    from eebert_cli.model.device_config import DeviceConfig
 
     assert executor_of(None).in_process and not executor_of(DeviceConfig(executor="ray")).in_process
     with pytest.raises(EebertError, match="unknown executor"):
@@ -91,7 +91,7 @@ def test_an_executor_is_named_by_the_device_config():
 def test_the_old_engine_key_still_names_the_executor():
     """Recipes written before the rename (``[device] engine = "ray"``) keep working."""
     from eebert_cli.core.configs import from_dict
-    from eebert_cli.model.device import DeviceConfig
+    from eebert_cli.model.device_config import DeviceConfig
 
     assert from_dict(DeviceConfig, {"engine": "ray"}).executor == "ray"
     with pytest.raises(EebertError, match="both"):

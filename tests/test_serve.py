@@ -18,16 +18,16 @@ pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 
 from eebert_cli.model.artifact import load_artifact  # noqa: E402
-from eebert_cli.scoring.threshold_search import CalibrationConfig  # noqa: E402
+from eebert_cli.scoring.config import CalibrationConfig  # noqa: E402
 from eebert_cli.cli import app as cli_app  # noqa: E402
-from eebert_cli.train.loop import AttachConfig  # noqa: E402
+from eebert_cli.train.config import AttachConfig  # noqa: E402
 from eebert_cli.data import DataConfig, load_data  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.deploy.serve.app import create_app  # noqa: E402
 from eebert_cli.deploy.serve.config import ServeConfig  # noqa: E402
 from eebert_cli.deploy.serve.engine import load_engine  # noqa: E402
-from eebert_cli.train.loop import TrainConfig  # noqa: E402
+from eebert_cli.train.config import TrainConfig  # noqa: E402
 
 from conftest import make_rows  # noqa: E402
 

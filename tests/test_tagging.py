@@ -10,10 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from eebert_cli import steps
-from eebert_cli.scoring.threshold_search import CalibrationConfig, decide
+from eebert_cli.scoring.threshold_search import decide
+from eebert_cli.scoring.config import CalibrationConfig
 from eebert_cli.cli import app
-from eebert_cli.scoring.benchmark import BenchmarkConfig
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.scoring.config import BenchmarkConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
 from eebert_cli.core.errors import EebertError
@@ -21,7 +22,7 @@ from eebert_cli.data.tagging import IGNORE, encode
 from eebert_cli.tasks.entities import entity_scores, spans
 from eebert_cli.model.tagger_runtime import Tagger
 from eebert_cli.scoring.tagging import split_tags
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 from conftest import middle_thresholds, make_bert, make_rows, make_tag_rows, make_tagging_case, write_csv, write_jsonl
 

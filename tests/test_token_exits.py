@@ -7,7 +7,7 @@ from eebert_cli.model.artifact import load_artifact
 from eebert_cli.backbones import Dims
 from eebert_cli.scoring.threshold_search import INF
 from eebert_cli.model.checkpoint import load_deployed
-from eebert_cli.train.loop import AttachConfig
+from eebert_cli.train.config import AttachConfig
 from eebert_cli.model.cost import exit_costs
 from eebert_cli.criteria import build_criterion
 from eebert_cli.data import DataConfig, load_data
@@ -18,7 +18,7 @@ from eebert_cli.model.features import encode, extract
 from eebert_cli.train.attach import attach
 from eebert_cli.scoring.outputs import split_outputs
 from eebert_cli.model.runtime import EarlyExitModel
-from eebert_cli.train.loop import TrainConfig
+from eebert_cli.train.config import TrainConfig
 
 DIMS = Dims(num_layers=4, hidden_size=32, intermediate_size=64, num_heads=4, num_labels=3)
 TOKEN_HEADS = ["attention", "max-mlp", "attn-pool", "conv", "transformer"]

@@ -10,8 +10,8 @@ import typer
 
 from ..core.configs import from_dict, help_for
 from ..core.errors import EebertError
-from ..gates import GateConfig
-from ..train.loop import AttachConfig, TrainConfig
+from ..gates.config import GateConfig
+from ..train.config import AttachConfig, TrainConfig
 from ..core.ui import UI, out
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, DATA, TEXT, PAIR, LABEL,
@@ -54,8 +54,6 @@ def attach(
     as_json: bool = JSON,
 ):
     """Attach exits to a deployed checkpoint and train them, backbone frozen."""
-    from .. import steps
-
     r = recipe_of(config)
     checkpoint = need(checkpoint or r.checkpoint, "checkpoint", "CHECKPOINT")
     out_dir = Path(need(out_dir or r.artifact, "artifact directory", "--out"))
@@ -89,6 +87,7 @@ def attach(
                 feature_cache=feature_cache,
                 train=given(base.train, epochs=epochs, lr=lr, seed=seed, contrastive=contrastive))
     dev = device_opts(r, device, dtype, executor, ray_address)
+    from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     from ..recipe import check_components
 
     check_components(cfg, r.calibrate.criterion, r.calibrate.criterion_params, "attach", checkpoint)

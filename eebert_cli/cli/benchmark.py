@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..scoring.benchmark import BenchmarkConfig
+from ..scoring.config import BenchmarkConfig
 from ..core.configs import help_for
 from ..core.errors import EebertError
 from ..core.ui import UI

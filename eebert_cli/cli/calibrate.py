@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..scoring.threshold_search import CalibrationConfig
-from ..scoring.benchmark import BenchmarkConfig
+from ..scoring.config import BenchmarkConfig, CalibrationConfig
 from ..core.configs import help_for
 from ..core.ui import UI, err, out
 from .shared import (
@@ -49,8 +48,6 @@ def calibrate(
     as_json: bool = JSON,
 ):
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
-    from .. import steps
-
     r = recipe_of(config)
     artifact = Path(need(artifact or r.artifact, "artifact", "ARTIFACT"))
     base = r.calibrate
@@ -63,6 +60,7 @@ def calibrate(
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
                      data_config, split_map, tokens_column, tags_column)
+    from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
                              backbone=backbone, quantize=quantize, metric=metric,
                              data_flags=data_flags(text_column, pair_column, label_column, max_samples,

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from ..model.device import resolve
 from ..core.errors import EebertError
 from ..core.ui import UI, out
 from .shared import command, emit, JSON, CONFIG, given, DEVICE, DTYPE, need
@@ -28,6 +27,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
             out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for compare.json, compare.md and the "
                                                   "artifacts, instead of the recipe's `out`.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
+    from ..model.device import resolve
     from ..recipe.compare import load_compare_recipe, run_compare, table, write
 
     if checkpoint and not out_dir:  # resume keys on the weights, but the report would mix two models' rows

@@ -22,9 +22,8 @@ def export(
 ):
     """Export the early-exit model as ONNX segment graphs, the one-graph early exit where the criterion allows
     (early-exit.onnx), and the deployed model, for onnxruntime."""
-    from .. import steps
-
     artifact = Path(need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
+    from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.export(artifact, out_dir, quantize, backbone)
     emit(result, as_json)
     if not as_json:

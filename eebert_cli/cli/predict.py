@@ -35,11 +35,10 @@ def predict(
     as_json: bool = JSON,
 ):
     """Classify texts with the early-exit model."""
-    from .. import steps
-
     r = recipe_of(config)
     dcfg = given(r.data, text_column=text_column, pair_column=pair_column)
     dev = device_opts(r, device, dtype, executor, ray_address)
+    from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
                            text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,
                            backbone=backbone, device=dev, ui=UI(quiet=as_json), token_threshold=token_threshold,

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from ..model.device import resolve
 from ..core.ui import UI, err, out
 from .shared import command, emit, JSON, CONFIG, DEVICE, DTYPE, device_opts, need, print_report
 from .compare import compare
@@ -21,6 +20,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
         device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its expectations (the expect table) are not met."""
     from .. import steps
+    from ..model.device import resolve
     from ..recipe.expect import EXPECTATIONS_FAILED, check, table
     from ..recipe import load_recipe, recipe_kind
 

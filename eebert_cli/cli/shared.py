@@ -17,7 +17,7 @@ from ..core.checks import validate
 from ..core.configs import help_for
 from ..recipe import Recipe
 from ..data import DataConfig
-from ..model.device import DeviceConfig
+from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
 from ..core.ui import err, out
 

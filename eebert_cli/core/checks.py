@@ -108,6 +108,8 @@ def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
     check_range(value, where, meta.get("min"), meta.get("max"), meta.get("min_open", False),
                 meta.get("max_open", False), meta.get("range_hint"))
     choices = meta.get("choices")
+    if callable(choices):  # a registry's names, looked up now: the config's module loads without the registry
+        choices = choices()
     if choices and value not in choices:
         raise EebertError(f"{where}: unknown value {value!r}", closest(value, choices))
 

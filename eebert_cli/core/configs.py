@@ -1,7 +1,8 @@
 """Config dataclasses, parsed strictly: one definition of how a recipe table or flags become a config.
 
-Each step's config lives beside its handler (``train.AttachConfig``, ``benchmark.BenchmarkConfig``,
-``calibrate.CalibrationConfig``, ``data.DataConfig``, ``device.DeviceConfig``, ...). Field
+Each step's config lives in a light module of its handler's package (``train/config.py``,
+``scoring/config.py``, ``gates/config.py``, ``data/spec.py``, ``model/device_config.py``): no torch, so
+the CLI builds and checks its flags before any model code loads. Field
 ``metadata["help"]`` feeds the CLI help; recipes are parsed into the same dataclasses by
 :func:`from_dict`, which rejects unknown keys by name and checks declared ranges and choices.
 """

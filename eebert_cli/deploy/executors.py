@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ..model.device import DeviceConfig
+from ..model.device_config import DeviceConfig
 from ..core.registry import Registry
 from ..core.ui import SILENT, UI
 

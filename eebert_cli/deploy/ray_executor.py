@@ -24,7 +24,9 @@ import socket
 import tempfile
 from pathlib import Path
 
-from ..model.device import DeviceConfig, resolve
+from ..model.device import resolve
+
+from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
 
 

@@ -19,7 +19,8 @@ from .artifact import Artifact, load_artifact
 from .calibration import thresholds_from_json, thresholds_to_json  # noqa: F401 (re-exported)
 from .calibration import INF, skipped_exits
 from ..criteria import Criterion, build_criterion, feature_reduction
-from .device import DeviceConfig, Placement, module_device, place_artifact, resolve
+from .device import Placement, module_device, place_artifact, resolve
+from .device_config import DeviceConfig
 from ..core.errors import EebertError
 from ..exits import reduce
 from ..gates import gated_layer

@@ -12,13 +12,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backbones import check_max_length
-from ..scoring.threshold_search import CalibrationConfig
-from ..train.loop import AttachConfig
-from ..scoring.benchmark import BenchmarkConfig
+from ..scoring.config import BenchmarkConfig, CalibrationConfig
+from ..train.config import AttachConfig
 from ..core.configs import from_dict
 from ..data import DataConfig
-from ..model.device import DeviceConfig
+from ..model.device_config import DeviceConfig
 from .expect import Expect
 from ..core.errors import EebertError
 
@@ -74,7 +72,7 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
 
     Returns {family: name} of what was built. Nothing is loaded but config.json.
     """
-    from ..backbones import Dims
+    from ..backbones import Dims, check_max_length
     from ..criteria import CRITERIA
     from ..exits import EXITS, ExitSet, ExitSpec
     from ..gates import GATES

@@ -23,12 +23,12 @@ from typing import Any, Callable
 
 from .. import steps
 from ..model.artifact import load_artifact
-from ..scoring.threshold_search import CalibrationConfig
-from ..train.loop import AttachConfig
-from ..scoring.benchmark import BenchmarkConfig
+from ..scoring.config import BenchmarkConfig, CalibrationConfig
+from ..train.config import AttachConfig
 from ..core.configs import from_dict, to_dict
 from ..data import DataConfig, load_data
-from ..model.device import DeviceConfig, place_artifact, resolve
+from ..model.device import place_artifact, resolve
+from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
 from . import check_components
 from ..core.ui import SILENT, UI

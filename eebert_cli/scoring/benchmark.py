@@ -12,11 +12,9 @@ from __future__ import annotations
 import random
 import statistics
 
-from dataclasses import dataclass, field
-from typing import ClassVar
-
 import torch
 
+from .config import BenchmarkConfig
 from .baselines import oracle_exits, static_costs, static_exit
 from ..model.device import machine, placement_of, stopwatch
 from .curves import report_curves
@@ -25,31 +23,9 @@ from ..model.features import encode
 from .operating_point import skip_stats
 from .outputs import OutputsCache, SplitOutputs, problem_for, split_outputs
 from ..model.runtime import EarlyExitModel, pad_batch
-from ..deploy.onnx_runtime import ORT_POOLS, use_shared_pool
+from ..deploy.onnx_runtime import use_shared_pool
 from ..deploy.runtimes import RUNTIMES, runtime_for
 from ..core.ui import SILENT, UI
-from ..tasks.metrics import METRICS
-
-
-
-@dataclass
-class BenchmarkConfig:
-    """How the benchmark measures."""
-
-    split: str = field(default="test", metadata={"help": "Split to benchmark on.", "choices": ("train", "validation", "test")})
-    timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all).", "min": 0})
-    repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts (0 = no timing).", "min": 0})
-    warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
-    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0})
-    batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
-    metric: str = field(default="", metadata={"help": "Headline metric, one the task reports (classification: accuracy, macro-f1; multi-label: micro-f1, accuracy, macro-f1; regression: pearson, spearman, mse; a tagger: entity-f1); default: the task's first.", "choices": ("", *METRICS.names())})
-    timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})
-    runtime: str = field(default="pytorch", metadata={"help": "Runtime to time: pytorch or onnxruntime (needs `eebert export` first); see runtimes.py.", "choices": tuple(RUNTIMES.names())})
-    onnx_dir: str = field(default="", metadata={"help": "ONNX export to time with --runtime onnxruntime (default ARTIFACT/onnx)."})
-    ort_pool: str = field(default="per-session", metadata={"help": "ONNX Runtime's threads: per-session (pools that do not spin; safe on shared cores) or shared (one spinning pool, ORT's own default; faster at batch 1 on cores nothing else uses).", "choices": ORT_POOLS})
-
-    #: keys from before the rename, read as the new ones (``engine`` meant the runtime here)
-    RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
 
 
 def _percentiles(ms: list[float]) -> dict:

@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 
 from ..model.artifact import Artifact
-from .threshold_search import (COSTS, INF, CalibrationConfig, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance,
+from .config import COSTS, CalibrationConfig
+from .threshold_search import (INF, Goal, Outcome, Problem, bootstrap, near_equal, noise_tolerance,
                                rank_within_budget, search, search_switching_off, switching_off)
 from ..model.calibration import Calibration, thresholds_to_json
 from ..criteria import CRITERIA, Criterion, build_criterion

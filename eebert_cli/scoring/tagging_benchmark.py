@@ -21,7 +21,8 @@ import torch
 from .threshold_search import decide
 from ..model.calibration import skipped_exits, thresholds_from_json
 from ..model.device import machine, placement_of, stopwatch
-from .benchmark import BenchmarkConfig, speedup_gaps, timing_threads
+from .benchmark import speedup_gaps, timing_threads
+from .config import BenchmarkConfig
 from ..criteria import build_criterion
 from ..core.errors import EebertError
 from ..core.ui import SILENT, UI

@@ -19,7 +19,8 @@ import torch
 
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
-from .threshold_search import CalibrationConfig, Goal, Outcome, Problem, _ascend, decide, switching_off
+from .threshold_search import Goal, Outcome, Problem, _ascend, decide, switching_off
+from .config import CalibrationConfig
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError

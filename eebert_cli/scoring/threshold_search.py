@@ -14,7 +14,7 @@ optimism of choosing them on the same data).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,34 +23,7 @@ from ..model.calibration import INF, skipped_exits  # INF re-exported: the searc
 from ..model.cost import skip_exits
 from ..criteria import Criterion
 from ..core.errors import EebertError
-from .latency import PATH_RUNNERS
 
-
-
-#: what a speedup counts (``CalibrationConfig.cost``): the FLOPs model (model/cost.py) or the latency model
-#: timed on the calibration device (scoring/latency.py)
-COSTS = ("flops", "latency")
-
-
-@dataclass
-class CalibrationConfig:
-    """What the thresholds must achieve."""
-
-    criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
-    criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
-    target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0.", "min": 1.0, "min_open": True, "range_hint": "for example 2.0"})
-    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model; kept on a lower confidence bound (see drop_confidence).", "min": 0.0, "max": 100.0})
-    drop_confidence: float = field(default=0.9, metadata={"help": "With max_drop: probability that the drop on an unseen split of the validation's size stays within it (z*SE margin).", "min": 0.5, "max": 1.0, "max_open": True})
-    unlabeled: str | None = field(default=None, metadata={"help": "With max_drop: a data file of unlabeled rows (production traffic; not the texts the exits were trained on) scored by the deployed model; the drop is then bounded by the disagreement with the deployed model over validation + these rows, which needs no labels (see docs/criteria.md)."})
-    per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
-    bootstrap: int = field(default=200, metadata={"help": "Bootstrap resamples for confidence intervals.", "min": 1})
-    precision: float = field(default=2.0, metadata={"help": "Warn when the 95% interval of validation accuracy is wider than +/- this many points.", "min": 0.0, "min_open": True})
-    gate_thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9, 1.0], metadata={"help": "Skip-probability thresholds tried for artifacts with skipping gates (0.5 as trained; 1.0 = never skip); the best at the target is kept.", "min": 0.0, "max": 1.0, "min_open": True})
-    tolerance: float | None = field(default=None, metadata={"help": "Accuracy gap (0-1) treated as a tie when choosing the point nearest the target; default half a standard error.", "min": 0.0, "max": 1.0})
-    latency_runtime: str = field(default="pytorch", metadata={"help": "With cost 'latency': the loop that is timed, 'pytorch' (on the calibration device) or 'onnxruntime' (the artifact exported with every exit live to a temporary folder, int8 graphs with --quantize int8; CPU).", "choices": list(PATH_RUNNERS)})
-    cost: str = field(default="flops", metadata={"help": "What a speedup counts: 'flops' (the FLOPs model, the same on every machine) or 'latency' (the batch-1 loop timed on this device, an exit's own cost included; with --target-speedup, exits that do not pay for themselves are switched off).", "choices": list(COSTS)})
-    prune_exits: bool = field(default=True, metadata={"help": "With a criterion that scores each exit alone: switch off exits that add nothing (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). With --target-speedup, exits that add no validation accuracy at the target; with --max-drop, exits whose removal keeps the speedup found within the budget. Under --cost latency, exits that do not pay for their time."})
-    prune_within_noise: bool = field(default=False, metadata={"help": "With --target-speedup and prune_exits: also switch off exits whose removal costs validation accuracy within noise (the tolerance of the tie rule: half a standard error, or `tolerance`) of the accuracy with every exit on, fewest exits evaluated per example first. A noise-sized accuracy change for fewer exit heads and, on ONNX Runtime, fewer session calls per example, which the FLOPs target does not see and every engine's clock does."})
 
 
 @dataclass

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from ..model.artifact import WEIGHTS, Artifact, artifact_lock, derivation, load_artifact
-from ..scoring.threshold_search import CalibrationConfig
+from ..scoring.config import CalibrationConfig
 from ..model.calibration import Calibration
-from ..train.loop import AttachConfig
-from ..scoring.benchmark import BenchmarkConfig
+from ..train.config import AttachConfig
+from ..scoring.config import BenchmarkConfig
 from ..data import DataConfig, TaskData, load_data
-from ..model.device import DeviceConfig, place_artifact, placement_of, resolve
+from ..model.device import place_artifact, placement_of, resolve
+from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
 from ..scoring.outputs import OutputsCache, SplitOutputs, data_config_of, split_outputs
 from ..model.runtime import EarlyExitModel

@@ -10,11 +10,12 @@ import torch
 
 from ..model import artifact as art
 from ..model.checkpoint import Deployed, load_deployed
-from .loop import AttachConfig
+from .config import AttachConfig
 from ..core.configs import to_dict
 from ..criteria import CRITERIA, FITTED_KEY, feature_reduction
 from ..data import DataConfig, TaskData, load_data
-from ..model.device import DeviceConfig, check_gates as check_device_gates, module_device, place_model
+from ..model.device import check_gates as check_device_gates, module_device, place_model
+from ..model.device_config import DeviceConfig
 from ..model.device import resolve as resolve_device_config
 from ..core.errors import EebertError
 from ..exits import EXITS, ExitSet, ExitSpec

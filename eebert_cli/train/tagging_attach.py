@@ -17,7 +17,7 @@ import torch
 from ..model import artifact as art
 from ..model.checkpoint import Deployed
 from ..core.configs import to_dict
-from .loop import AttachConfig
+from .config import AttachConfig
 from ..data import DataConfig, TaskData
 from ..model.device import module_device
 from ..core.errors import EebertError
@@ -29,7 +29,8 @@ from ..core.ui import SILENT, UI
 from ..data.tagging import check_level, tag_ids
 from ..deploy.executors import executor_of
 from ..model import feature_cache
-from ..model.device import DeviceConfig, Placement, resolve
+from ..model.device import Placement, resolve
+from ..model.device_config import DeviceConfig
 from ..model.token_features import gold_rows
 
 def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg: AttachConfig, out: Path,

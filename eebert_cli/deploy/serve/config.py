@@ -69,7 +69,8 @@ class ServeConfig:
 
     def placement(self):
         """Where the model runs (device.py); a runtime that reads host arrays (onnxruntime) runs on the CPU."""
-        from ...model.device import DeviceConfig, resolve
+        from ...model.device import resolve
+        from ...model.device_config import DeviceConfig
         from ..runtimes import RUNTIMES
 
         return resolve(DeviceConfig("cpu" if RUNTIMES.get(self.runtime).host_inputs else self.device, self.dtype))

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 
 from ...model.artifact import CALIBRATION, CONFIG, WEIGHTS, load_artifact
-from ...model.device import DeviceConfig, place_artifact
+from ...model.device import place_artifact
+from ...model.device_config import DeviceConfig
 from ...model.runtime import EarlyExitModel, pad_batch
 from ...model.tagger_runtime import tagger_task
 from ...tasks import Prediction, Task, get as get_task
