@@ -185,6 +185,27 @@ def test_a_static_cell_names_every_layer_its_seeds_took():
     assert _static_cell(row, "2.0") == "94.50 (L6, 2.00x)"
 
 
+def test_a_cell_names_the_criteria_its_seeds_chose():
+    """each seed keeps its own best criterion on validation; the cell says which, and for how many seeds, not
+    the first seed's choice alone"""
+    from eebert_cli.recipe.compare import _cell, _over_seeds
+
+    def seed(crit, acc):
+        tried = {"entropy": {"validation_accuracy": 0.9, "accuracy": acc, "speedup_flops": 2.0},
+                 "maxprob": {"validation_accuracy": 0.9, "accuracy": acc, "speedup_flops": 2.0}}
+        return {"accuracy": acc, "speedup_flops": 2.0, "validation_accuracy": 0.9, "validation_speedup": 2.0,
+                "criterion": crit, "criteria_tried": tried, "static": {"layer": 3, "accuracy": 0.8, "speedup_flops": 2.0},
+                "oracle": {"accuracy": 0.99, "speedup_flops": 9.0}}
+
+    at = _over_seeds([seed("maxprob", 0.90), seed("entropy", 0.92), seed("maxprob", 0.91)])
+    assert at["criteria_chosen"] == {"maxprob": 2, "entropy": 1}
+    assert _cell({"at": {"2.0": at}}, "2.0") == "91.00 ± 1.00 (2.00x, maxprob ×2, entropy ×1)"
+    at = _over_seeds([seed("entropy", 0.90), seed("entropy", 0.92)])
+    assert _cell({"at": {"2.0": at}}, "2.0") == "91.00 ± 1.41 (2.00x, entropy)"
+    del at["criteria_chosen"]  # a row written before the count: its first seed's choice
+    assert _cell({"at": {"2.0": at}}, "2.0") == "91.00 ± 1.41 (2.00x, entropy)"
+
+
 def test_min_significant_lead_is_the_exact_sign_test_bound():
     from eebert_cli.recipe.compare import min_significant_lead
 
@@ -206,7 +227,10 @@ def test_compare_over_seeds_and_criteria_chosen_on_validation(tiny_ckpt, tiny_da
     assert at["accuracy_sd"] >= 0
     tried = at["criteria_tried"]
     assert set(tried) == {"entropy", "maxprob", "patience"}
-    assert tried[at["criterion"]]["validation_accuracy"] == max(t["validation_accuracy"] for t in tried.values())
+    assert sum(at["criteria_chosen"].values()) == 3 and at["criterion"] == per_seed[0]["criterion"]
+    assert list(at["criteria_chosen"]) == list(dict.fromkeys(p["criterion"] for p in per_seed))
+    if len(at["criteria_chosen"]) == 1 and all(t["seeds"] == 3 for t in tried.values()):  # then it leads the means too
+        assert tried[at["criterion"]]["validation_accuracy"] == max(t["validation_accuracy"] for t in tried.values())
     # each criterion tried is reported over the seeds, so the method's own criterion has its mean ± sd too
     assert tried["entropy"]["seeds"] == 3 and tried["entropy"]["accuracy_sd"] >= 0
     assert "own criterion @1.2x" in markdown(report)

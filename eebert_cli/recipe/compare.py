@@ -180,6 +180,9 @@ def _over_seeds(points: list[dict]) -> dict:
                 tried[name][key], tried[name][f"{key}_sd"] = _mean(got, key)
         out["criteria_tried"] = tried
     out["seeds"] = len(points)
+    # each seed keeps the criterion best on its own validation: how many seeds chose which (the first seed's
+    # choice alone is ``criterion``)
+    out["criteria_chosen"] = {n: sum(p["criterion"] == n for p in points) for n in dict.fromkeys(p["criterion"] for p in points)}
     out["per_seed"] = [{k: p[k] for k in ("accuracy", "speedup_flops", "validation_accuracy", "criterion")} for p in points]
     return out
 
@@ -578,7 +581,9 @@ def _cell(r: dict, key: str) -> str:
     gate = (f", gates {a['gate_threshold']} skip {100 * a['gates']['skip_rate']:.0f}%"
             if a.get("gate_threshold") is not None else "")
     sd = f" ± {100 * a['accuracy_sd']:.2f}" if a.get("seeds", 1) > 1 else ""
-    crit = f", {a['criterion']}" if a.get("criteria_tried") else ""
+    chosen = a.get("criteria_chosen") or {a["criterion"]: 1}  # rows written before it: the first seed's choice
+    crit = (", " + ", ".join(n if len(chosen) == 1 else f"{n} ×{c}" for n, c in chosen.items())
+            if a.get("criteria_tried") else "")
     return f"{100 * a['accuracy']:.2f}{sd} ({a['speedup_flops']:.2f}x{crit}{gate})"
 
 
@@ -652,8 +657,9 @@ def markdown(report: dict) -> str:
              f"Backbone passes over train (all methods): {report['feature_seconds']:.0f} s."
              + (f" Each cell: mean ± standard deviation over exit-training seeds {report['seeds']} (one backbone "
                 "pass per method)." if len(report.get("seeds") or [0]) > 1 else "")
-             + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; the cell names "
-                f"the one with the best validation {name} (`{short}`); `own criterion` is the method's own criterion "
+             + (f" Criteria tried per cell: the method's own and {', '.join(report['criteria'])}; each seed keeps "
+                f"the one with the best validation {name} (`{short}`), which the cell names (`×N`: how many seeds "
+                "chose it, where they differ); `own criterion` is the method's own criterion "
                 "at the same target." if report.get("criteria") else ""), "",
              "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     lines += ["| " + " | ".join(cells(report, r)) + " |" for r in report["methods"]]
