@@ -581,9 +581,10 @@ def _cell(r: dict, key: str) -> str:
     gate = (f", gates {a['gate_threshold']} skip {100 * a['gates']['skip_rate']:.0f}%"
             if a.get("gate_threshold") is not None else "")
     sd = f" ± {100 * a['accuracy_sd']:.2f}" if a.get("seeds", 1) > 1 else ""
-    chosen = a.get("criteria_chosen") or {a["criterion"]: 1}  # rows written before it: the first seed's choice
-    crit = (", " + ", ".join(n if len(chosen) == 1 else f"{n} ×{c}" for n, c in chosen.items())
-            if a.get("criteria_tried") else "")
+    crit = ""
+    if a.get("criteria_tried"):  # several criteria tried: name what the seeds chose
+        chosen = a.get("criteria_chosen") or {a["criterion"]: 1}  # rows written before it: the first seed's choice
+        crit = ", " + ", ".join(n if len(chosen) == 1 else f"{n} ×{c}" for n, c in chosen.items())
     return f"{100 * a['accuracy']:.2f}{sd} ({a['speedup_flops']:.2f}x{crit}{gate})"
 
 
