@@ -7,7 +7,10 @@ the speedup. ``--max-drop`` (entity-F1 points): the fastest candidate whose drop
 the deployed tagger stays within the budget on a bootstrap bound over sentences (the
 ``drop_confidence`` quantile of the drop across resamples), the confidence-margin idea
 the sentence calibration uses for accuracy. Unless ``per_layer`` is off (``--global-threshold``),
-the chosen threshold is then refined one exit at a time by the same rule (``TagProblem``).
+the chosen threshold is then refined one exit at a time by the same rule (``TagProblem``). Under
+``--target-speedup`` the sentence path's tie rule follows (``nearest_target``): entity-F1 gaps under half
+a bootstrap standard error are noise, and among the points within it of the best the slowest that reaches
+the target is kept.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
-from .threshold_search import Goal, Outcome, Problem, _ascend, decide, switching_off
+from .threshold_search import Goal, Outcome, Problem, _ascend, decide, near_equal, switching_off
 from .config import CalibrationConfig
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
@@ -162,12 +165,13 @@ class TagProblem:
 
 
 def refine(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, point: dict,
-           cands: torch.Tensor, stateless: bool = False) -> dict:
-    """``point`` (one threshold for all exits) refined exit by exit, as ``choose`` ranks points."""
+           cands: torch.Tensor, stateless: bool = False, goal: Goal | None = None) -> dict:
+    """``point`` refined exit by exit, as ``choose`` ranks points (or toward ``goal``)."""
     problem = TagProblem(st, scores, cfg, ref_f1, stateless=stateless)
     k1 = scores.shape[1]
-    goal = Goal(min_speedup=cfg.target_speedup) if cfg.target_speedup is not None else \
-        Goal(min_accuracy=-cfg.max_drop / 100, maximise="speedup")
+    if goal is None:
+        goal = Goal(min_speedup=cfg.target_speedup) if cfg.target_speedup is not None else \
+            Goal(min_accuracy=-cfg.max_drop / 100, maximise="speedup")
     start = torch.tensor(point.get("thresholds", [point["threshold"]] * k1), dtype=torch.float64)
     never = torch.tensor([-INF], dtype=torch.float64)
     per_exit = [never if scores[:, j].isnan().all() else torch.cat([cands, torch.tensor([INF], dtype=torch.float64)])
@@ -197,6 +201,32 @@ def choose(points: list[dict], cfg: CalibrationConfig, ref_f1: float) -> tuple[d
     return max(ok, key=lambda p: (p["speedup"], p["f1"])), warnings  # the "never exit" point is always in ok
 
 
+def f1_tolerance(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0) -> float:
+    """Half the bootstrap standard error of entity F1 over sentences, sentences leaving at ``exits``: the sentence
+    path's noise (half a standard error of an accuracy) for a figure that is not a mean over sentences."""
+    rows = torch.arange(len(exits))
+    f1 = f1_from_counts(resample_weights(len(exits), resamples, seed) @ st.counts[rows, exits].double())
+    return 0.5 * f1.std().item() if resamples > 1 else 0.0
+
+
+def nearest_target(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, best: dict,
+                   points: list[dict], stateless: bool = False) -> dict:
+    """The tie rule toward the target (``--target-speedup``), as the sentence path's ``search``: entity-F1 gaps
+    smaller than ``cfg.tolerance`` (default :func:`f1_tolerance` at ``best``) are noise, so among the points
+    within it of ``best`` the slowest that still reaches the target is kept (the sweep's points, then exit by
+    exit). Speed that buys no measurable F1 is not taken, which keeps the speedup on unseen text near the
+    validation estimate."""
+    tol = f1_tolerance(st, best["exits"], cfg.bootstrap) if cfg.tolerance is None else cfg.tolerance
+    goal = near_equal(best["f1"], tol, cfg.target_speedup)
+    near = best
+    for p in points:
+        if goal.better((p["f1"], p["speedup"]), (near["f1"], near["speedup"])):
+            near = p
+    if cfg.per_layer and scores.shape[1] > 1:
+        near = refine(st, scores, cfg, ref_f1, near, candidates(scores), stateless, goal)
+    return near
+
+
 def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0,
               skip: frozenset[int] = frozenset()) -> dict:
     """95% percentile intervals of the FLOPs speedup and entity F1 over sentences resampled with replacement,
@@ -212,12 +242,14 @@ def intervals(st: SplitTags, exits: torch.Tensor, resamples: int, seed: int = 0,
 
 def solve(st: SplitTags, scores: torch.Tensor, cfg: CalibrationConfig, ref_f1: float, stateless: bool
           ) -> tuple[dict, list[str], list[dict]]:
-    """One criterion setting's point: the global sweep, ``choose``, then (``per_layer``) exit by exit. Exits whose
-    scores are all NaN are switched off: "never", never moved."""
+    """One criterion setting's point: the global sweep, ``choose``, then (``per_layer``) exit by exit, then (a target)
+    the tie rule, ``nearest_target``. Exits whose scores are all NaN are switched off: "never", never moved."""
     points = sweep(st, scores, cfg, stateless=stateless)
     point, warnings = choose(points, cfg, ref_f1)
     if cfg.per_layer and scores.shape[1] > 1 and not warnings:  # then one threshold per exit
         point = refine(st, scores, cfg, ref_f1, point, candidates(scores), stateless)
+    if cfg.target_speedup is not None and not warnings:
+        point = nearest_target(st, scores, cfg, ref_f1, point, points, stateless)
     return point, warnings, points
 
 
