@@ -1044,3 +1044,21 @@ def test_per_exit_calibration_refines_the_global_threshold(calibrated):
     v = drop.validation
     assert 100 * (v["reference_entity_f1"] - v["entity_f1"]) <= 2.0 and drop.margin["points"] >= 0
     steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, tolerance=0.0))  # as the others expect
+
+
+def test_the_criterion_setting_kept_follows_the_tie_rule_and_prefers_settings_that_reach_the_target():
+    from eebert_cli.scoring.tagging_calibrate import pick_setting
+
+    st, _ = _synthetic_split()
+    exits = torch.full((len(st.words),), 3, dtype=torch.long)
+
+    def setting(q, f1, speedup, missed=False):
+        return ({"q": q}, {"f1": f1, "speedup": speedup, "exits": exits}, ["missed"] if missed else [], [], True)
+
+    cfg = CalibrationConfig(target_speedup=2.0, tolerance=0.01)
+    found = [setting(0.1, 0.500, 2.6), setting(0.25, 0.495, 2.1), setting(0.5, 0.480, 2.0), setting(0.9, 0.9, 1.5, True)]
+    assert pick_setting(st, found, cfg)[0] == {"q": 0.25}  # within 0.01 of the best that reaches 2.0x, and slower
+    assert pick_setting(st, found, replace(cfg, tolerance=0.0))[0] == {"q": 0.1}
+    assert pick_setting(st, [found[3], setting(0.95, 0.2, 1.8, True)], cfg)[0] == {"q": 0.95}  # none: the fastest
+    budget = CalibrationConfig(max_drop=5.0)
+    assert pick_setting(st, found[:3], budget)[0] == {"q": 0.1}

@@ -290,6 +290,25 @@ def solve_switching_off(st: SplitTags, scores: torch.Tensor, cfg: CalibrationCon
     return got[problem.off]
 
 
+def pick_setting(st: SplitTags, found: list[tuple], cfg: CalibrationConfig) -> tuple:
+    """The criterion setting kept, of ``found`` (``(params, point, warnings, points, stateless)`` each): under
+    ``--max-drop`` the fastest (then the most accurate); under ``--target-speedup`` the tie rule across settings as
+    within one (``nearest_target``): of the settings that reach the target, the slowest point within noise of the
+    most accurate (none reaches it: the fastest)."""
+    if cfg.target_speedup is None:
+        return max(found, key=lambda f: (f[1]["speedup"], f[1]["f1"]))
+    reach = [f for f in found if not f[2]]  # a setting with warnings missed the target (its fastest point is kept)
+    if not reach:
+        return max(found, key=lambda f: (f[1]["speedup"], f[1]["f1"]))
+    top = max(reach, key=lambda f: (f[1]["f1"], f[1]["speedup"]))
+    tol = f1_tolerance(st, top[1]["exits"], cfg.bootstrap) if cfg.tolerance is None else cfg.tolerance
+    goal, kept = near_equal(top[1]["f1"], tol, cfg.target_speedup), top
+    for f in reach:
+        if goal.better((f[1]["f1"], f[1]["speedup"]), (kept[1]["f1"], kept[1]["speedup"])):
+            kept = f
+    return kept
+
+
 def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: int = 64) -> Calibration:
     if (cfg.target_speedup is None) == (cfg.max_drop is None):
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2")
@@ -298,17 +317,14 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     t0 = time.perf_counter()
     st = split_tags(artifact, data, "validation", batch_size)
     ref_f1 = f1_from_counts(st.reference_counts.sum(0).double()).item()  # the tagger as shipped
-    best, grid = None, []
-    key = (lambda p: (p["f1"], p["speedup"])) if cfg.target_speedup is not None else \
-        (lambda p: (p["speedup"], p["f1"]))
+    grid, found = [], []
     for params in settings(name, dict(cfg.criterion_params)):
         crit = build_criterion(name, params, task=task.name)
         scores = crit.scores(st.logits)[:, :-1]
         point, warnings, points = solve_switching_off(st, scores, cfg, ref_f1, crit.stateless)
         grid.append({"criterion_params": params, "speedup_flops": point["speedup"], "entity_f1": point["f1"]})
-        if best is None or key(point) > key(best[1]):
-            best = (params, point, warnings, points, crit.stateless)
-    params, point, warnings, points, stateless = best
+        found.append((params, point, warnings, points, crit.stateless))
+    params, point, warnings, points, stateless = pick_setting(st, found, cfg)
     thresholds = thresholds_of(point, st.counts.shape[1] - 1)
     skip = skipped_exits(thresholds, stateless)
     figures = st.figures(point["exits"], skip=skip)
