@@ -185,10 +185,11 @@ def test_the_cli_starts_without_torch():
 @pytest.mark.parametrize("argv", [["calibrate", "ART", "--target-speedup", "0.5"],
                                   ["benchmark", "ART", "--timing-samples", "-1"],
                                   ["attach", "ckpt", "--out", "ART", "--data", "rotten-tomatoes", "--epochs", "0"],
-                                  ["calibrate", "ART", "--max-drop", "101"]])
+                                  ["calibrate", "ART", "--max-drop", "101"],
+                                  ["serve", "ART", "--port", "70000"]])
 def test_bad_flags_are_refused_before_torch_loads(argv):
-    """A flag a config dataclass declares is range-checked before anything heavy loads: the refusal answers in a
-    fraction of a second. (A registry's choices load that registry, and with it torch.)"""
+    """A flag a config dataclass declares is range-checked before anything heavy loads (`serve`: its numbers): the
+    refusal answers in a fraction of a second. (A registry's choices load that registry, and with it torch.)"""
     code = ("import sys; from typer.testing import CliRunner; from eebert_cli.cli import app; "
             f"r = CliRunner().invoke(app, {argv!r}); "
             f"print(r.exit_code, [m for m in {HEAVY} if m in sys.modules], r.output.splitlines()[0])")

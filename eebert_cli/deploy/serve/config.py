@@ -42,15 +42,7 @@ class ServeConfig:
 
     def check(self) -> "ServeConfig":
         """Reject bad values with one line each, before anything is loaded."""
-        from ..runtimes import RUNTIMES
-
-        if RUNTIMES.get(self.runtime).host_inputs and self.device not in ("auto", "cpu"):  # unknown: one line
-            raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
-                              "drop --device, or serve with --runtime pytorch on the GPU")
-        self.placement()  # a device or dtype that is not there fails before anything loads
-        from ..onnx_runtime import check_pool
-
-        check_pool(self.ort_pool, self.runtime)
+        # numbers first: they need no torch, so a bad one is refused at once
         for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise EebertError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
@@ -64,6 +56,15 @@ class ServeConfig:
             raise EebertError(f"--max-queue ({self.max_queue}) is below --max-request-texts "
                               f"({self.max_request_texts}): a full-size request could never be queued",
                               "raise --max-queue or lower --max-request-texts")
+        from ..runtimes import RUNTIMES
+
+        if RUNTIMES.get(self.runtime).host_inputs and self.device not in ("auto", "cpu"):  # unknown: one line
+            raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
+                              "drop --device, or serve with --runtime pytorch on the GPU")
+        self.placement()  # a device or dtype that is not there fails before anything loads
+        from ..onnx_runtime import check_pool
+
+        check_pool(self.ort_pool, self.runtime)
         self.api_key()
         return self
 
