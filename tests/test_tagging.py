@@ -299,6 +299,16 @@ def test_benchmark_reports_entities_tokens_flops_truncation_and_oracle(calibrate
     assert r["deployed"]["speedup_flops"] == 1.0 and r["deployed"]["agreement"] == 1.0
     assert r["early_exit"]["speedup_flops"] > 1.0 and len(r["static_all"]) == 4
     assert (calibrated / "report.md").read_text().count("entity F1 %") == 1
+    # the record says what the runtime skips and how many exits a sentence evaluates, as the sentence path's does
+    v, layers = r["tagging_validation"], [1, 2, 3]
+    thresholds = json.loads((calibrated / "calibration.json").read_text())["thresholds"]
+    assert v["switched_off"] == [layers[j] for j, t in enumerate(thresholds) if t == "never"]
+    assert 0 < v["exits_evaluated"] <= len(layers) - len(v["switched_off"])
+    from eebert_cli.scoring.report import markdown
+
+    r["tagging_validation"] = {**v, "switched_off": [2], "exits_evaluated": 1.25}
+    assert ("Exit after layer 2 switched off (the runtime never evaluates it); 1.25 exits evaluated per sentence "
+            "on validation.") in markdown(r)
 
 
 def test_predict_returns_spans_with_character_offsets(calibrated):

@@ -64,6 +64,13 @@ def table(report: dict) -> Table:
     return t
 
 
+def _switched_off(val: dict, per: str) -> str:
+    off = val["switched_off"]
+    return (f"Exit{'s' if len(off) > 1 else ''} after layer{'s' if len(off) > 1 else ''} {', '.join(map(str, off))} "
+            f"switched off (the runtime never evaluates {'them' if len(off) > 1 else 'it'}); "
+            f"{val['exits_evaluated']:.2f} exits evaluated per {per}.")
+
+
 def markdown(report: dict) -> str:
     ee = report["early_exit"]
     lines = ["# eebert report", "",
@@ -105,11 +112,10 @@ def markdown(report: dict) -> str:
             lines[-1] += (f" Calibrated on the latency cost model (`--cost latency`): "
                           f"{val['speedup_latency_model']:.2f}x estimated at batch size 1 on the calibration machine.")
         if val.get("switched_off"):  # never evaluated: a histogram's empty layers are not an accident
-            off = val["switched_off"]
-            lines[-1] += (f" Exit{'s' if len(off) > 1 else ''} after layer{'s' if len(off) > 1 else ''} "
-                          f"{', '.join(map(str, off))} switched off (the runtime never evaluates "
-                          f"{'them' if len(off) > 1 else 'it'}); {val['exits_evaluated']:.2f} exits evaluated "
-                          "per example.")
+            lines[-1] += " " + _switched_off(val, "example")
+    tagged = report.get("tagging_validation") or {}
+    if not val and tagged.get("switched_off"):
+        lines += ["", _switched_off(tagged, "sentence on validation")]
     margin = report.get("max_drop_margin")
     if margin:
         lines += ["", f"--max-drop {report.get('max_drop')} was kept on a lower confidence bound: margin "

@@ -22,7 +22,8 @@ import torch
 
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
-from .threshold_search import Goal, Outcome, Problem, _ascend, decide, near_equal, switching_off
+from .threshold_search import (Goal, Outcome, Problem, _ascend, decide, exits_evaluated, near_equal,
+                               switching_off)
 from .config import CalibrationConfig
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
@@ -331,7 +332,10 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     layers = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
     validation = {**figures, "reference_entity_f1": ref_f1, "reference": "gold" if st.labelled else "deployed",
                   "average_exit_layer": torch.tensor(layers, dtype=torch.float64)[point["exits"]].mean().item(),
-                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap, skip=skip)}
+                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap, skip=skip),
+                  # what the runtime skips (switched off by the search, or "never"), as the sentence path records
+                  "switched_off": [artifact.exits.layers[j] for j in sorted(skip)],
+                  "exits_evaluated": exits_evaluated(point["exits"], len(thresholds), skip)}
     cal = Calibration(
         criterion=name, thresholds=thresholds_to_json(thresholds),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",

@@ -40,6 +40,13 @@ def decide(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return hit.to(torch.uint8).argmax(1)
 
 
+def exits_evaluated(exits: torch.Tensor, k1: int, off: frozenset[int] | set[int]) -> float:
+    """Exits evaluated per example, examples leaving at ``exits`` (of ``k1`` trainable exits and the deployed head):
+    one leaving at exit e evaluated the exits up to e that are not ``off``."""
+    live = torch.tensor([j not in off for j in range(k1)], dtype=torch.bool)
+    return ((torch.arange(k1)[None, :] <= exits[:, None]) & live).double().sum(1).mean().item()
+
+
 class Problem:
     """Scores, correctness and costs of one split; evaluates threshold vectors fast."""
 
@@ -105,10 +112,7 @@ class Problem:
         """Exits evaluated per example at these thresholds, as the runtime runs them (one leaving at exit e
         evaluated the live exits up to e; a skipped one is not evaluated)."""
         run = self.as_run(thresholds)
-        e = decide(run.scores, thresholds)
-        k1 = run.scores.shape[1]
-        live = torch.tensor([j not in run.off for j in range(k1)])
-        return ((torch.arange(k1)[None, :] <= e[:, None]) & live).double().sum(1).mean().item()
+        return exits_evaluated(decide(run.scores, thresholds), run.scores.shape[1], run.off)
 
     def sweep_exit(self, thresholds: torch.Tensor, k: int, cands: torch.Tensor):
         """Accuracy and speedup for every candidate threshold of exit k, others fixed.
