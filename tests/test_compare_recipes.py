@@ -168,6 +168,32 @@ def test_the_best_method_is_chosen_on_validation_not_test():
     assert summarise(report)["2.0"]["lead_can_be_significant"] is True
 
 
+def test_a_taggers_lead_is_given_in_points_not_as_a_count_of_sentences():
+    """entity F1 is not a rate over sentences: its lead times the sentences is no example count, and McNemar's
+    bound does not apply"""
+    from eebert_cli.recipe.compare import summarise
+
+    def method(name, val, test):
+        return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
+
+    report = {"deployed_accuracy": 0.44, "baseline": "a", "speedups": [2.0], "validation_examples": 239,
+              "metric": "entity_f1", "methods": [method("a", 0.47, 0.45), method("b", 0.50, 0.44)]}
+    best = summarise(report)["2.0"]
+    assert best["best"] == "b" and best["validation_lead_points"] == pytest.approx(3.0)
+    assert best["validation_lead_examples"] is None and best["lead_can_be_significant"] is None
+    report.update(summary={"2.0": best}, checkpoint="c", data={"spec": "d"}, split="test", examples=10,
+                  feature_seconds=0.0, seeds=[0], criteria=[], task="token-classification")
+    for m in report["methods"]:
+        m.update(exits={"type": "token-mlp"}, objective="ce-distil", contrastive=0, criterion="sentence-min",
+                 train_seconds=1.0, oracle=None, leco_search=None)
+        m["at"]["2.0"].update(static=None)
+    text = markdown(report)
+    assert "3.00 points above the baseline (entity F1 is not a count of examples" in text
+    assert "validation examples above the baseline" not in text
+    report["metric"] = "accuracy"  # a rate over examples: the count, and the paired test's bound
+    assert summarise(report)["2.0"]["validation_lead_examples"] == pytest.approx(7.2)
+
+
 def test_a_static_cell_names_every_layer_its_seeds_took():
     from eebert_cli.recipe.compare import _over_seeds, _static_cell
 

@@ -550,6 +550,9 @@ def summarise(report: dict) -> dict:
     out = {}
     dep = report["deployed_accuracy"]
     base = next((r for r in report["methods"] if r["name"] == report["baseline"]), None)
+    # a rate over examples (accuracy, agreement) leads by a count of examples, which a paired test can bound;
+    # entity F1 is no such rate, so a tagger's lead is given in points only
+    per_example = report.get("metric") != "entity_f1"
     for s in report["speedups"]:
         key = str(s)
         done = [r for r in report["methods"] if r["at"].get(key)]
@@ -563,10 +566,11 @@ def summarise(report: dict) -> dict:
         out[key] = {"best": best["name"], "chosen_by": f"validation {figure_names(report)[0]}",
                     "validation_accuracy": best["at"][key]["validation_accuracy"],
                     # how thin the choice is: the lead over the baseline in validation examples (mean over seeds)
-                    "validation_lead_examples": round(lead * n, 1) if lead is not None and n else None,
+                    "validation_lead_examples": round(lead * n, 1) if lead is not None and n and per_example else None,
+                    "validation_lead_points": 100 * lead if lead is not None else None,
                     # False: no paired test could separate it from the baseline (min_significant_lead)
                     "lead_can_be_significant": round(lead * n, 1) >= min_significant_lead()
-                    if lead is not None and n else None,
+                    if lead is not None and n and per_example else None,
                     "accuracy": best["at"][key]["accuracy"],
                     "speedup_flops": best["at"][key]["speedup_flops"],
                     "gap_to_deployed_points": 100 * (best["at"][key]["accuracy"] - dep),
@@ -672,6 +676,9 @@ def markdown(report: dict) -> str:
         b, lead = v["baseline_accuracy"], v.get("validation_lead_examples")
         ahead = f", {lead:g} of {report['validation_examples']} validation examples above the baseline" \
             if lead is not None and v["best"] != report["baseline"] else ""
+        if lead is None and v.get("validation_lead_points") is not None and v["best"] != report["baseline"]:
+            ahead = (f", {v['validation_lead_points']:.2f} points above the baseline (entity F1 is not a count of "
+                     "examples: no paired test bounds it)")
         if ahead and v.get("lead_can_be_significant") is False:
             ahead += f", too few to be significant (a paired test needs {min_significant_lead()})"
         lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%{ahead}) test "
