@@ -1041,6 +1041,36 @@ def test_switching_exits_off_keeps_what_ranks_higher_at_the_flops_the_runtime_sp
         assert thresholds_of(got, k - 1) == thresholds_of(alone, k - 1)
 
 
+def test_within_noise_a_taggers_exits_go_while_f1_stays_within_the_tolerance_of_every_exit_on():
+    """``--prune-within-noise`` on a tagger: anchored to the search with every exit on, exits go while entity F1 stays
+    within the tie rule's tolerance of it, fewest exits evaluated first; here that evaluates fewer exits than every
+    exit on, no more than the default rule (which gives up no F1), and a wider tolerance no more again."""
+    from eebert_cli.scoring.tagging_calibrate import solve, solve_switching_off, thresholds_of
+    from eebert_cli.scoring.threshold_search import Problem
+
+    st, scores = _synthetic_split(good=(0.9, 0.85, 0.95, 1.0))  # every exit fair: what one adds is small
+    s, k = st.counts.shape[:2]
+    charges = torch.full((s, k - 1), 0.3, dtype=torch.float64)
+    st.cost = torch.arange(1, k + 1, dtype=torch.float64)[None].expand(s, k) + torch.cat(
+        [charges.cumsum(1), charges.sum(1, keepdim=True)], 1)
+    st.charges = charges
+    ref_f1 = st.reference_f1(torch.full((s,), k - 1, dtype=torch.long))
+    p = Problem(scores, torch.zeros(s, k), st.cost, st.full, charges, stateless=True)
+
+    def evaluated(point):
+        return p.evaluated(torch.tensor(thresholds_of(point, k - 1), dtype=torch.float64))
+
+    cfg = CalibrationConfig(target_speedup=1.3, bootstrap=50, tolerance=0.03)
+    every, _, _ = solve(st, scores, cfg, ref_f1, True)
+    plain, _, _ = solve_switching_off(st, scores, cfg, ref_f1, True)
+    noisy, warnings, _ = solve_switching_off(st, scores, replace(cfg, prune_within_noise=True), ref_f1, True)
+    assert not warnings and noisy["speedup"] >= 1.3
+    assert noisy["f1"] >= every["f1"] - 0.03 - 1e-12
+    assert evaluated(noisy) <= evaluated(plain) + 1e-12 and evaluated(noisy) < evaluated(every)
+    wide, _, _ = solve_switching_off(st, scores, replace(cfg, prune_within_noise=True, tolerance=0.2), ref_f1, True)
+    assert evaluated(wide) <= evaluated(noisy) + 1e-12
+
+
 def test_per_exit_calibration_refines_the_global_threshold(calibrated):
     # tolerance 0: the tie rule keeps the best F1, so the ascent's start bounds it from below
     glob = steps.calibrate(calibrated, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, per_layer=False,

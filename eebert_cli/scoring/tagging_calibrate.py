@@ -265,7 +265,8 @@ def solve_switching_off(st: SplitTags, scores: torch.Tensor, cfg: CalibrationCon
     ``threshold_search.switching_off``, as the sentence path does: a removal is kept when entity F1 at the target
     is higher, or equal with fewer exits evaluated per sentence (``--max-drop``: the speedup found within the
     budget, then fewer exits evaluated). A token exit's head runs on every token, so one that seldom fires costs
-    every sentence that passes it."""
+    every sentence that passes it. ``prune_within_noise`` (a target): a removal is kept while entity F1 stays within
+    the tie rule's tolerance (``f1_tolerance``) of every exit on, fewest exits evaluated first."""
     found = solve(st, scores, cfg, ref_f1, stateless)
     if not (cfg.prune_exits and stateless and st.charges is not None) or found[1] or scores.shape[1] < 2:
         return found
@@ -283,8 +284,15 @@ def solve_switching_off(st: SplitTags, scores: torch.Tensor, cfg: CalibrationCon
         got[p.off] = r
         return (torch.tensor(thresholds_of(r[0], k1), dtype=torch.float64),)
 
+    floor = None
+    if cfg.prune_within_noise:  # anchored to every exit on, as the sentence path's: removals cannot each lose a little
+        tol = f1_tolerance(st, found[0]["exits"], cfg.bootstrap) if cfg.tolerance is None else cfg.tolerance
+        floor = found[0]["f1"] - tol
+
     def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
         point = got[p.off][0]
+        if floor is not None:  # fewest exits evaluated while F1 stays within noise of every exit on, then F1
+            return (-p.evaluated(t) if point["f1"] >= floor - 1e-12 else -INF), point["f1"]
         return (point["f1"] if cfg.target_speedup is not None else point["speedup"]), -p.evaluated(t)
 
     _, problem = switching_off(base, run, rank)
@@ -335,7 +343,8 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
                   "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap, skip=skip),
                   # what the runtime skips (switched off by the search, or "never"), as the sentence path records
                   "switched_off": [artifact.exits.layers[j] for j in sorted(skip)],
-                  "exits_evaluated": exits_evaluated(point["exits"], len(thresholds), skip)}
+                  "exits_evaluated": exits_evaluated(point["exits"], len(thresholds), skip),
+                  **({"switched_off_within_noise": True} if cfg.prune_within_noise else {})}
     cal = Calibration(
         criterion=name, thresholds=thresholds_to_json(thresholds),
         criterion_params=params, mode="target_speedup" if cfg.target_speedup is not None else "max_drop",

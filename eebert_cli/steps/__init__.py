@@ -133,9 +133,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
         from ..scoring.tagging_calibrate import calibrate_tagger
 
         # settings the tagger's search has no use for are refused, not ignored
-        if cfg.prune_within_noise:
-            raise EebertError("--prune-within-noise reads a sentence classifier's accuracy noise; a tagger's exits are "
-                              "switched off where entity F1 does not fall", "drop --prune-within-noise")
         if cfg.unlabeled:
             raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
                               "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
