@@ -515,7 +515,7 @@ def test_a_seeds_record_serves_any_run_with_the_same_settings(tiny_ckpt, tiny_da
 
 def test_compare_ranks_a_multi_label_model_by_exact_set_accuracy(tmp_path):
     """A multi-label checkpoint runs (it was refused): cells are the exact-set accuracy its calibration adds up
-    and its benchmark reports, the tables say so; a regressor, which has no such figure, is refused in one line."""
+    and its benchmark reports, the tables say so."""
     from conftest import make_multilabel_case, make_model
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.model.artifact import load_artifact
@@ -544,11 +544,56 @@ train = {epochs = 2}
         k = art.exits.layers.index(int(layer))
         assert acc == pytest.approx(out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item())
 
-    reg = make_model(tmp_path / "reg", num_labels=1)
-    bad = _recipe(tmp_path / "r.toml", reg, data, tmp_path / "rout", [1.2],
-                  JOINT.replace('objective = "joint"', 'objective = "mse-distil"'))
-    r, methods = load_compare_recipe(bad)
-    with pytest.raises(EebertError, match="compare ranks methods by accuracy .* is a regression model"):
+
+def test_compare_ranks_a_regressor_by_pearson_against_gold_values(tmp_path):
+    """A regressor runs (it was refused): cells are Pearson's r x 100 (no percent sign), which its benchmark
+    headlines and validation chooses by, though calibration searches on MSE; each exit alone and the deployed model
+    are scored the same way; a lead is given in points, not examples; unlabelled data is refused in one line."""
+    import random
+
+    from conftest import make_model, make_rows, write_csv
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.recipe.compare import figure_names, summarise, table
+    from eebert_cli.scoring.outputs import split_outputs
+
+    ckpt = make_model(tmp_path / "reg", num_labels=1)
+    rng, pos, neg = random.Random(0), {"good", "great", "fine", "love", "nice"}, {"bad", "awful", "poor", "hate", "dull"}
+    rows = [{"text": r["text"], "label": round(sum(w in pos for w in r["text"].split()) - sum(
+        w in neg for w in r["text"].split()) + rng.gauss(0, 0.1), 3)} for r in make_rows(300, seed=5)]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, part in (("train", rows[:180]), ("validation", rows[180:240]), ("test", rows[240:])):
+        write_csv(data / f"{name}.csv", part)
+    rec = _recipe(tmp_path / "r.toml", ckpt, data, tmp_path / "out", [1.2],
+                  JOINT.replace('objective = "joint"', 'objective = "mse-distil"') + JOINT.replace(
+                      'name = "joint"', 'name = "distil"').replace('objective = "joint"', 'objective = "mse-distil"'
+                                                                   ).replace("epochs = 2", "epochs = 4"))
+    r, methods = load_compare_recipe(rec)
+    report = run_compare(r, methods)
+    assert report["task"] == "regression" and report["metric"] == "pearson"
+    assert figure_names(report) == ("Pearson r x 100", "r")
+    row = report["methods"][0]
+    art = load_artifact(row["artifact"])
+    out = split_outputs(art, load_data(DataConfig(spec=str(data))), "test")
+    pearson = lambda pred: out.task.metric_values(pred, out.labels)["pearson"]  # noqa: E731
+    assert report["deployed_accuracy"] == pytest.approx(pearson(out.deployed_pred))
+    for layer, r_exit in row["per_exit_accuracy"].items():
+        assert r_exit == pytest.approx(pearson(out.task.answers(out.logits[:, art.exits.layers.index(int(layer))])))
+    cell = row["at"]["1.2"]
+    assert cell and -1 <= cell["accuracy"] <= 1 and -1 <= cell["validation_accuracy"] <= 1
+    cal = art.calibration
+    assert cal.metric == "mse" and cell["validation_accuracy"] == pytest.approx(cal.validation["metrics"]["pearson"])
+    best = summarise(report)["1.2"]
+    assert best["validation_lead_examples"] is None and best["lead_can_be_significant"] is None
+    text = markdown(report)
+    assert "pearson x 100" in text and f"{100 * cell['accuracy']:.2f} (" in text and "%)" not in text.split("##")[1]
+    assert "deployed " in table(report).title and "%" not in table(report).title
+
+    (data / "validation.csv").write_text("text\n" + "\n".join(r["text"] for r in rows[180:240]) + "\n")
+    r, methods = load_compare_recipe(rec)
+    with pytest.raises(EebertError, match="compare ranks regression models by Pearson's r against gold values; "
+                                          "the validation split"):
         run_compare(r, methods)
 
 

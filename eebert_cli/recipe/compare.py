@@ -127,7 +127,9 @@ def _point(folder: Path, data, cfg: CalibrationConfig, recipe: "CompareRecipe", 
                           cache=cache, write=False, curves=False)  # a cell reads the figures, not the curves
     metric, ee, st = rep["metric"], rep["early_exit"], rep["static_truncation"]
     return {"accuracy": ee[metric], "speedup_flops": ee["speedup_flops"],
-            "validation_accuracy": cal.validation[cal.metric], "validation_speedup": cal.validation["speedup_flops"],
+            # the report's figure on validation (a regressor calibrates on MSE; its figure is Pearson, kept in metrics)
+            "validation_accuracy": cal.validation[metric] if metric in cal.validation else cal.validation["metrics"][metric],
+            "validation_speedup": cal.validation["speedup_flops"],
             "criterion": cal.criterion, "criterion_params": cal.criterion_params, "thresholds": cal.thresholds,
             **({"gate_threshold": cal.gate_threshold, "gates": ee["gates"]} if cal.gate_threshold is not None else {}),
             "static": {"layer": st["layer"], "accuracy": st[metric], "speedup_flops": st["speedup_flops"]},
@@ -317,7 +319,8 @@ def run_method(recipe: CompareRecipe, m: Method, data, ui: UI = SILENT, passes=N
 
 def _split_figures(art, data, split: str, cache) -> tuple[dict, float, int, str]:
     """(each exit's figure alone {layer: x}, the deployed model's, examples, the figure's name) on ``split``:
-    accuracy (agreement without labels) for sentences, entity F1 against gold tags for a tagger."""
+    accuracy (agreement without labels) for sentences, Pearson's r for a regressor, entity F1 against gold tags
+    for a tagger."""
     from ..scoring.outputs import split_outputs
 
     if art.config.get("task") == TOKEN_CLASSIFICATION:
@@ -332,6 +335,11 @@ def _split_figures(art, data, split: str, cache) -> tuple[dict, float, int, str]
         deployed = shipped["entity_f1"] if shipped else f1(len(art.exits.layers))
         return {str(l): f1(k) for k, l in enumerate(art.exits.layers)}, deployed, n, "entity_f1"
     out = split_outputs(art, data, split, cache=cache)
+    if not out.task.figure_is_rate:  # a regressor: its headline statistic against gold values (required above)
+        name = out.task.report_metric(True)
+        figure = lambda pred: out.task.metric_values(pred, out.labels)[name]  # noqa: E731
+        return ({str(l): figure(out.task.answers(out.logits[:, k])) for k, l in enumerate(art.exits.layers)},
+                figure(out.deployed_pred), len(out.lengths), name)
     per_exit = {str(l): out.task.same(out.task.answers(out.logits[:, k]), out.reference).double().mean().item()
                 for k, l in enumerate(art.exits.layers)}
     deployed = out.task.same(out.deployed_pred, out.reference).double().mean().item()
@@ -397,11 +405,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     deployed = load_deployed(recipe.checkpoint)
     task = task_of(deployed.model.config)
     tagger = task.name == TOKEN_CLASSIFICATION
-    # its cells and its choices read one figure that calibration adds up over examples and benchmark reports:
-    # accuracy (a multi-label model's exact-set accuracy), or a tagger's entity F1; a regressor has none
-    if task.report_metric(True) != "accuracy" and not tagger:
-        raise EebertError(f"compare ranks methods by accuracy (or a tagger's entity F1); {recipe.checkpoint} is "
-                          f"a {task.name} model", "run attach, calibrate and benchmark on it instead")
+    # its cells and its choices read the figure benchmark headlines, higher better: accuracy (a multi-label model's
+    # exact-set accuracy), a regressor's Pearson r or a tagger's entity F1; the last two against gold labels only
+    gold_only = tagger or not task.figure_is_rate
     # criteria by the names calibrate uses: the classification default names a tagger's own (sentence-min)
     # and objectives: the rows say what attach trains (a multi-label model's default is bce-distil)
     methods = [replace(m, criterion=criterion_for(task, m.criterion),
@@ -422,11 +428,13 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
         kept = {n: r for n, r in kept.items() if n not in only}
     todo = [m for m in methods if m.name not in kept and (not only or m.name in only)]
     data = load_data(recipe.data)
-    if tagger:  # a tagger's cells are entity F1 against gold tags, which both splits must hold
+    if gold_only:  # entity F1 or Pearson against gold labels, which both splits must hold
         unlabelled = [s for s in ("validation", recipe.split) if data.split(s).label_column is None]
         if unlabelled:
-            raise EebertError(f"compare ranks taggers by entity F1 against gold tags; the {unlabelled[0]} split "
-                              "of this data has none", "give data with a tags column (tags_column in [data])")
+            what = ("taggers by entity F1 against gold tags", "a tags column (tags_column in [data])") if tagger \
+                else (f"{task.name} models by Pearson's r against gold values", "a label column of scores")
+            raise EebertError(f"compare ranks {what[0]}; the {unlabelled[0]} split of this data has none",
+                              f"give data with {what[1]}")
     # the pass keeps what every method without a row reads, not only this run's: a later --resume or
     # --methods run then finds a cache that covers it instead of making another pass
     # its clock is summed over the runs (shared_pass_seconds); the report's figure is the cache's own record of
@@ -447,7 +455,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                                seed_key=seed_keys[m.name])
         row["key"] = keys[m.name]
         done[m.name] = row
-        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}%")
+        unit = "%" if task.figure_is_rate else ""
+        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}{unit}")
                         for t, v in row["at"].items())
         ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
         if on_method is not None:  # kept rows included: a run stopped now loses nothing it was handed
@@ -529,8 +538,17 @@ def figure_names(report: dict) -> tuple[str, str]:
     multi-label model the exact-set rate), agreement with the deployed model on data without labels, or a
     tagger's entity F1."""
     accuracy = get_task(report["task"]).accuracy_name if report.get("task") else "accuracy"  # older reports: none
-    return {"entity_f1": ("entity F1", "F1"), "agreement": ("agreement", "agree")}.get(report.get("metric"),
-                                                                                      (accuracy, "acc"))
+    return {"entity_f1": ("entity F1", "F1"), "agreement": ("agreement", "agree")}.get(
+        report.get("metric"), (accuracy, "acc" if _is_rate(report) else "r"))
+
+
+def _is_rate(report: dict) -> bool:
+    """Is the report's figure a rate over examples (shown as a percentage), not a statistic of the split?"""
+    return get_task(report["task"]).figure_is_rate if report.get("task") else True
+
+
+def _unit(report: dict) -> str:
+    return "%" if _is_rate(report) else ""
 
 
 def min_significant_lead(alpha: float = 0.05) -> int:
@@ -551,8 +569,8 @@ def summarise(report: dict) -> dict:
     dep = report["deployed_accuracy"]
     base = next((r for r in report["methods"] if r["name"] == report["baseline"]), None)
     # a rate over examples (accuracy, agreement) leads by a count of examples, which a paired test can bound;
-    # entity F1 is no such rate, so a tagger's lead is given in points only
-    per_example = report.get("metric") != "entity_f1"
+    # entity F1 and Pearson's r are no such rate, so their lead is given in points only
+    per_example = report.get("metric") != "entity_f1" and _is_rate(report)
     for s in report["speedups"]:
         key = str(s)
         done = [r for r in report["methods"] if r["at"].get(key)]
@@ -636,9 +654,10 @@ def cells(report: dict, r: dict) -> list[str]:
 def table(report: dict):
     from rich.table import Table
 
+    unit = _unit(report)
     t = Table(title=f"eebert compare on {report['split']} ({report['examples']} examples): deployed "
-                    f"{100 * report['deployed_accuracy']:.2f}%, {figure_names(report)[0]} % (test FLOPs speedup) at "
-                    "calibrated targets")
+                    f"{100 * report['deployed_accuracy']:.2f}{unit}, {figure_names(report)[0]}{' ' + unit if unit else ''} "
+                    "(test FLOPs speedup) at calibrated targets")
     for h in header(report):
         t.add_column(h, justify="left" if h in ("method", "exits", "objective", "criterion") else "right")
     for r in report["methods"]:
@@ -651,8 +670,8 @@ def markdown(report: dict) -> str:
     name, short = figure_names(report)
     lines = ["# eebert compare", "",
              f"Checkpoint `{report['checkpoint']}`, data `{report['data']['spec']}`, split `{report['split']}` "
-             f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}% "
-             f"{report['metric']}. Thresholds calibrated on validation for each target FLOPs speedup; the "
+             f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}{_unit(report)} "
+             f"{report['metric']}{'' if _is_rate(report) else ' x 100'}. Thresholds calibrated on validation for each target FLOPs speedup; the "
              f"table gives test {name} and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
              "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
              "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
@@ -677,14 +696,15 @@ def markdown(report: dict) -> str:
         ahead = f", {lead:g} of {report['validation_examples']} validation examples above the baseline" \
             if lead is not None and v["best"] != report["baseline"] else ""
         if lead is None and v.get("validation_lead_points") is not None and v["best"] != report["baseline"]:
-            ahead = (f", {v['validation_lead_points']:.2f} points above the baseline (entity F1 is not a count of "
+            ahead = (f", {v['validation_lead_points']:.2f} points above the baseline ({name} is not a count of "
                      "examples: no paired test bounds it)")
         if ahead and v.get("lead_can_be_significant") is False:
             ahead += f", too few to be significant (a paired test needs {min_significant_lead()})"
-        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}%{ahead}) test "
-                     f"{100 * v['accuracy']:.2f}% ({v['speedup_flops']:.2f}x), "
+        unit = _unit(report)
+        lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}{unit}{ahead}) test "
+                     f"{100 * v['accuracy']:.2f}{unit} ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"
-                     + (f", baseline {report['baseline']} {100 * b:.2f}%" if b is not None else ""))
+                     + (f", baseline {report['baseline']} {100 * b:.2f}{unit}" if b is not None else ""))
     extra = [r for r in report["methods"]
              if r["leco_search"] or r["objective"] == "leebert" or r.get("bypass") or r.get("gates")]
     for r in extra:

@@ -61,6 +61,9 @@ class Task:
     curves: ClassVar[bool] = True              #: validation curves in calibration.json (accuracy-shaped)
     #: what "accuracy" counts for this task's answers, where a table names it in words (compare)
     accuracy_name: ClassVar[str] = "accuracy"
+    #: the headline figure is a rate over examples (shown as a percentage; a lead is a count of examples a paired
+    #: test can bound); else a statistic of the whole split (Pearson's r), shown x 100 as GLUE does
+    figure_is_rate: ClassVar[bool] = True
     #: a report table's figure columns: (header, row key, "pct" or "num")
     columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("acc %", "accuracy", "pct"), ("macro-F1 %", "macro_f1", "pct"), ("agree %", "agreement", "pct"))

@@ -41,6 +41,8 @@ class Regression(Task):
     fitted_criteria = False
     certified_drop = False
     curves = False
+    accuracy_name = "Pearson r x 100"
+    figure_is_rate = False
     columns = (("pearson", "pearson", "num"), ("spearman", "spearman", "num"), ("MSE", "mse", "num"),
                ("MSE to deployed", "mse_to_deployed", "num"))
 
