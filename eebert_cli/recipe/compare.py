@@ -455,8 +455,7 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
                                seed_key=seed_keys[m.name])
         row["key"] = keys[m.name]
         done[m.name] = row
-        unit = "%" if task.figure_is_rate else ""
-        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}{unit}")
+        got = ", ".join(f"{t}x: " + ("unreachable" if v is None else f"{100 * v['accuracy']:.2f}{_unit(task.name)}")
                         for t, v in row["at"].items())
         ui.log(f"  {m.name}: trained in {row['train_seconds']:.0f} s; {got}")
         if on_method is not None:  # kept rows included: a run stopped now loses nothing it was handed
@@ -539,16 +538,17 @@ def figure_names(report: dict) -> tuple[str, str]:
     tagger's entity F1."""
     accuracy = get_task(report["task"]).accuracy_name if report.get("task") else "accuracy"  # older reports: none
     return {"entity_f1": ("entity F1", "F1"), "agreement": ("agreement", "agree")}.get(
-        report.get("metric"), (accuracy, "acc" if _is_rate(report) else "r"))
+        report.get("metric"), (accuracy, "acc" if _is_rate(report.get("task")) else "r"))
 
 
-def _is_rate(report: dict) -> bool:
-    """Is the report's figure a rate over examples (shown as a percentage), not a statistic of the split?"""
-    return get_task(report["task"]).figure_is_rate if report.get("task") else True
+def _is_rate(task: str | None) -> bool:
+    """Is the task's figure a rate over examples (shown as a percentage), not a statistic of the split?"""
+    return get_task(task).figure_is_rate if task else True  # older reports name no task
 
 
-def _unit(report: dict) -> str:
-    return "%" if _is_rate(report) else ""
+def _unit(task: str | None) -> str:
+    """The figure's unit after the x 100 every table applies: a percentage for a rate, none for Pearson's r."""
+    return "%" if _is_rate(task) else ""
 
 
 def min_significant_lead(alpha: float = 0.05) -> int:
@@ -570,7 +570,7 @@ def summarise(report: dict) -> dict:
     base = next((r for r in report["methods"] if r["name"] == report["baseline"]), None)
     # a rate over examples (accuracy, agreement) leads by a count of examples, which a paired test can bound;
     # entity F1 and Pearson's r are no such rate, so their lead is given in points only
-    per_example = report.get("metric") != "entity_f1" and _is_rate(report)
+    per_example = report.get("metric") != "entity_f1" and _is_rate(report.get("task"))
     for s in report["speedups"]:
         key = str(s)
         done = [r for r in report["methods"] if r["at"].get(key)]
@@ -654,7 +654,7 @@ def cells(report: dict, r: dict) -> list[str]:
 def table(report: dict):
     from rich.table import Table
 
-    unit = _unit(report)
+    unit = _unit(report.get("task"))
     t = Table(title=f"eebert compare on {report['split']} ({report['examples']} examples): deployed "
                     f"{100 * report['deployed_accuracy']:.2f}{unit}, {figure_names(report)[0]}{' ' + unit if unit else ''} "
                     "(test FLOPs speedup) at calibrated targets")
@@ -668,10 +668,11 @@ def table(report: dict):
 def markdown(report: dict) -> str:
     h = header(report)
     name, short = figure_names(report)
+    unit = _unit(report.get("task"))
     lines = ["# eebert compare", "",
              f"Checkpoint `{report['checkpoint']}`, data `{report['data']['spec']}`, split `{report['split']}` "
-             f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}{_unit(report)} "
-             f"{report['metric']}{'' if _is_rate(report) else ' x 100'}. Thresholds calibrated on validation for each target FLOPs speedup; the "
+             f"({report['examples']} examples). Deployed model: {100 * report['deployed_accuracy']:.2f}{unit} "
+             f"{report['metric']}{'' if unit else ' x 100'}. Thresholds calibrated on validation for each target FLOPs speedup; the "
              f"table gives test {name} and the test FLOPs speedup reached; each cell is `eebert attach`, `eebert "
              "calibrate --target-speedup X` and `eebert benchmark` (FLOPs only) run on the method's artifact. "
              "Static truncation (baselines.py): every example leaves at the one exit of the same method whose "
@@ -700,7 +701,6 @@ def markdown(report: dict) -> str:
                      "examples: no paired test bounds it)")
         if ahead and v.get("lead_can_be_significant") is False:
             ahead += f", too few to be significant (a paired test needs {min_significant_lead()})"
-        unit = _unit(report)
         lines.append(f"- {s}x: **{v['best']}** (validation {100 * v['validation_accuracy']:.2f}{unit}{ahead}) test "
                      f"{100 * v['accuracy']:.2f}{unit} ({v['speedup_flops']:.2f}x), "
                      f"{v['gap_to_deployed_points']:+.2f} points vs deployed"

@@ -23,7 +23,7 @@ import torch
 from ..model.artifact import WEIGHTS, derivation
 from ..model.device import placement_of
 from .threshold_search import (Goal, Outcome, Problem, _ascend, decide, exits_evaluated, near_equal,
-                               switching_off)
+                               switching_off, within_floor)
 from .config import CalibrationConfig
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
@@ -292,7 +292,7 @@ def solve_switching_off(st: SplitTags, scores: torch.Tensor, cfg: CalibrationCon
     def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
         point = got[p.off][0]
         if floor is not None:  # fewest exits evaluated while F1 stays within noise of every exit on, then F1
-            return (-p.evaluated(t) if point["f1"] >= floor - 1e-12 else -INF), point["f1"]
+            return within_floor(point["f1"], -p.evaluated(t), floor)
         return (point["f1"] if cfg.target_speedup is not None else point["speedup"]), -p.evaluated(t)
 
     _, problem = switching_off(base, run, rank)

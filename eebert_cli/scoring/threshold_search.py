@@ -25,7 +25,6 @@ from ..criteria import Criterion
 from ..core.errors import EebertError
 
 
-
 @dataclass
 class Outcome:
     exits: torch.Tensor      #: chosen exit index per example [N]
@@ -308,6 +307,13 @@ def switching_off(problem: Problem, solve: Callable[[Problem], tuple], rank: Cal
     return found, problem
 
 
+def within_floor(figure: float, tie: float, floor: float) -> tuple[float, float]:
+    """How :func:`switching_off` ranks exit sets within noise (``prune_within_noise``): ``tie`` (fewer exits
+    evaluated, or speed) among those whose figure stays at or above ``floor``, the figure breaking ties; below the
+    floor, last."""
+    return (tie if figure >= floor - 1e-12 else -INF), figure
+
+
 def search_switching_off(problem: Problem, criterion: Criterion, goal: float, per_layer: bool = True,
                          tolerance: float | None = None, ties: str = "speedup", within_noise: bool = False
                          ) -> tuple[torch.Tensor, list, Problem]:
@@ -328,9 +334,7 @@ def search_switching_off(problem: Problem, criterion: Criterion, goal: float, pe
     def rank(p: Problem, t: torch.Tensor) -> tuple[float, float]:
         o = p.outcome(t)
         tie = o.speedup if ties == "speedup" else -p.evaluated(t)
-        if floor is None:
-            return o.accuracy, tie
-        return (tie if o.accuracy >= floor - 1e-12 else -INF), o.accuracy
+        return (o.accuracy, tie) if floor is None else within_floor(o.accuracy, tie, floor)
 
     (thr, curve), problem = switching_off(problem, solve, rank)
     return thr, curve, problem
