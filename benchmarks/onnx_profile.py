@@ -18,7 +18,9 @@ seeded test examples in serving order. Two passes per export and batch size:
 
 With --chain, a third pass runs every segment in sequence on each batch (all layers, every exit
 head, no exit taken) against the deployed graph: what cutting the model into segments costs by
-itself, which early exit pays on the segments each example runs.
+itself, which early exit pays on the segments each example runs. The same chain also runs with its
+segments cut (no exit score; no exit at all), so a boundary's cost splits by the clock into the
+session switch, the exit head and the exit score.
 
 With --after-pytorch every timed call follows an untimed PyTorch forward of the deployed model, as
 when engines are interleaved call by call: what that costs ONNX Runtime shows as the difference.
@@ -175,39 +177,93 @@ def timed_pass(o: OnnxEarlyExit, bs, b: int, repeats: int, profile: bool, before
     return tot
 
 
-def run_chain(o: OnnxEarlyExit, ids, mask, t) -> list[float]:
-    """Every segment in order on one batch, whatever the exits decide; seconds per segment call."""
+def run_chain(o: OnnxEarlyExit, ids, mask, t, cut=None) -> list[float]:
+    """Every segment in order on one batch, whatever the exits decide; seconds per segment call.
+    ``cut``: cut_chain's sessions, in place of ``o``'s."""
     feed, secs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": t}, []
+    sessions, carry_at = cut if cut is not None else (None, o._carry_at)
     for i in range(len(o.sessions)):
         t0 = time.perf_counter()
-        outs = o.run_segment(i, feed)
+        if sessions is None:
+            outs = o.run_segment(i, feed)
+        else:
+            sess, names = sessions[i]
+            outs = sess.run(None, {n: feed[n] for n in names})
         secs.append(time.perf_counter() - t0)
         if i == 0:
-            feed.update(zip(o.carry, (outs[j] for j in o._carry_at)))
+            feed.update(zip(o.carry, (outs[j] for j in carry_at)))
         feed["hidden_in"] = outs[0]
     return secs
 
 
-def chain_pass(o: OnnxEarlyExit, bs, repeats: int) -> dict:
+def cut_chain(o: OnnxEarlyExit, drop: tuple[str, ...], threads: int, tmp: Path) -> tuple[list, list[int]]:
+    """(session, input names) per segment and where segment 0's outputs hold the carried state; each segment but the last cut to the outputs not in ``drop``
+    (``onnx.utils.Extractor``: the nodes only the dropped outputs need go too), under the same session
+    options. Segment 0 keeps its carried state."""
+    import onnx
+    from onnx.utils import Extractor
+
+    out = []
+    for i, seg in enumerate(o.segments):
+        path = o.folder / seg["file"]
+        if i < len(o.segments) - 1 and any(d in seg["outputs"] for d in drop):
+            model = onnx.load(str(path))  # with its weights (weights.bin beside it)
+            keep = [n for n in seg["outputs"] if n not in drop]
+            model = Extractor(model).extract_model([x.name for x in model.graph.input], keep)
+            path = tmp / f"{'-'.join(drop)}-{seg['file']}"
+            onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".bin")
+        sess = session(path, threads)
+        out.append((sess, [x.name for x in sess.get_inputs()]))
+    first = [x.name for x in out[0][0].get_outputs()]
+    return out, [first.index(c) for c in o.carry]
+
+
+#: the chains chain_pass times beside the deployed graph: what each segment outputs besides its hidden state
+CHAINS = {"as exported": (), "no exit score": ("score",), "layers only": ("logits", "score")}
+
+
+def chain_pass(o: OnnxEarlyExit, bs, repeats: int, threads: int) -> dict:
     """What cutting the model into segments costs by itself: the deployed graph against every segment
-    run in sequence (all layers, each exit head evaluated, no exit taken), alternating on each batch,
-    medians of ``repeats``. Early exit pays this on the segments an example runs."""
-    for x in bs[:10]:
-        run_chain(o, *x), o.forward_deployed(*x)
-    dep, chain, per = 0.0, 0.0, np.zeros(len(o.sessions))
-    for x in bs:
-        d, c = [], []
-        for r in range(repeats):
-            t0 = time.perf_counter()
+    run in sequence (all layers, each exit head evaluated, no exit taken), all alternating on each batch,
+    medians of ``repeats``. Early exit pays this on the segments an example runs.
+
+    Timed by the clock, not ORT's profiler (whose per-node cost inflates small kernels), the same chain
+    also runs cut: without the exit score's nodes, and without the exit (head and score). Their
+    differences split what a boundary costs: "switch" (layers only against deployed: session calls,
+    the host between them), "exit head" and "exit score"."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chains = {k: None if not drop else cut_chain(o, drop, threads, Path(tmp)) for k, drop in CHAINS.items()}
+        for x in bs[:10]:
             o.forward_deployed(*x)
-            d.append(time.perf_counter() - t0)
-            c.append(run_chain(o, *x))
-        dep += statistics.median(d)
-        mid = sorted(c, key=sum)[len(c) // 2]
-        chain += sum(mid)
-        per += np.array(mid)
-    return {"deployed_ms": 1000 * dep / len(bs), "chain_ms": 1000 * chain / len(bs), "ratio": chain / dep,
-            "segment_ms": [1000 * v / len(bs) for v in per]}
+            for ss in chains.values():
+                run_chain(o, *x, cut=ss)
+        dep, tot, per = 0.0, dict.fromkeys(chains, 0.0), np.zeros(len(o.sessions))
+        for j, x in enumerate(bs):
+            d, c = [], {k: [] for k in chains}
+            for r in range(repeats):
+                names = list(chains) if (j + r) % 2 else list(chains)[::-1]  # no chain always runs first
+                t0 = time.perf_counter()
+                o.forward_deployed(*x)
+                d.append(time.perf_counter() - t0)
+                for k in names:
+                    c[k].append(run_chain(o, *x, cut=chains[k]))
+            dep += statistics.median(d)
+            for k in chains:
+                mid = sorted(c[k], key=sum)[len(c[k]) // 2]
+                tot[k] += sum(mid)
+                if k == "as exported":
+                    per += np.array(mid)
+    n, bounds = len(bs), max(len(o.sessions) - 1, 1)
+    ms = {k: 1000 * v / n for k, v in tot.items()}
+    dep_ms = 1000 * dep / n
+    boundary = {"switch": (ms["layers only"] - dep_ms) / bounds,
+                "exit head": (ms["no exit score"] - ms["layers only"]) / bounds,
+                "exit score": (ms["as exported"] - ms["no exit score"]) / bounds}
+    return {"deployed_ms": dep_ms, "chain_ms": ms["as exported"], "ratio": tot["as exported"] / dep,
+            "segment_ms": [1000 * v / n for v in per], "chains_ms": ms, "boundaries": bounds,
+            "per_boundary_ms": boundary}
 
 
 def report(name: str, b: int, n: int, segs: list, wall: dict, prof: dict, flops: float, repeats: int) -> dict:
@@ -293,11 +349,14 @@ def main():
             name = f"onnxrt {q}" + (", each call after a PyTorch forward" if before else "")
             results[f"onnxrt {q} batch {b}"] = report(name, b, len(idx), o.segments, wall, prof, flops, a.repeats)
             if a.chain:
-                c = chain_pass(OnnxEarlyExit(folder, threads=a.threads), bs, a.repeats)
+                c = chain_pass(OnnxEarlyExit(folder, threads=a.threads), bs, a.repeats, a.threads)
                 results[f"onnxrt {q} batch {b}"]["chain"] = c
                 print(f"  every segment in sequence (no exit taken): {c['chain_ms']:.3f} ms a batch against the "
                       f"deployed graph's {c['deployed_ms']:.3f}: {c['ratio']:.3f}x; per segment (ms): "
                       + ", ".join(f"{v:.3f}" for v in c["segment_ms"]))
+                print("  the same chain cut (ms a batch): " + ", ".join(f"{k} {v:.3f}" for k, v in c["chains_ms"].items())
+                      + f"; per boundary ({c['boundaries']}): "
+                      + ", ".join(f"{k} {1000 * v:.1f} us" for k, v in c["per_boundary_ms"].items()))
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 

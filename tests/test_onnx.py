@@ -92,9 +92,10 @@ def test_int8_export_runs_and_mostly_agrees(exported, tmp_path):
     assert logits.shape == (len(enc), 2) and np.isfinite(logits).all()
 
 
-def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp_path):
-    """One call per segment yields hidden state, logits and score; in int8 only the layers are quantized
-    (exit heads and scores stay fp32, as in PyTorch's int8)."""
+def test_int8_export_quantizes_layers_and_exit_heads_and_keeps_each_score_fp32(exported, tmp_path):
+    """One call per segment yields hidden state, logits and score; in int8 the layers and the exit heads'
+    Linears are quantized, the exit score's nodes stay fp32, and no Cast is traced into the exit (the
+    criteria take fp32 logits as they are)."""
     import json
 
     import onnx
@@ -105,7 +106,9 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
     folder = Path(export(out, tmp_path / "q", quantize="int8")["out"])
     manifest = json.loads((folder / "manifest.json").read_text())
     segments = manifest["segments"]
+    assert manifest["exit_heads_quantize"] == "int8"
     assert len(segments) > 1 and manifest["carry"] == ["mask_state", "pool"]  # BERT's layer state is its mask
+    quantized = lambda n: "quant" in (n.op_type + n.name).lower() or n.op_type == "MatMulInteger"  # noqa: E731
     for i, seg in enumerate(segments[:-1]):
         g = onnx.load(str(folder / seg["file"])).graph
         # entropy: the score is traced in; segment 0 builds the state the others are handed
@@ -115,11 +118,16 @@ def test_int8_export_quantizes_the_layers_and_keeps_each_exit_fp32(exported, tmp
             assert not [n.name for n in g.node if "attention_mask" in n.input]
         head, score = exit_nodes(g)
         assert head and score
-        assert not [n.name for n in g.node if n.name in head | score
-                    and ("quant" in (n.op_type + n.name).lower() or n.op_type == "MatMulInteger")]
+        assert any(quantized(n) for n in g.node if n.name in head)
+        assert not [n.name for n in g.node if n.name in score and quantized(n)]
         assert any(n.op_type == "MatMulInteger" for n in g.node if n.name not in head | score)
     last = onnx.load(str(folder / segments[-1]["file"])).graph
     assert [o.name for o in last.output] == ["logits"] and exit_nodes(last) == (set(), set())
+    fp32 = Path(export(out, tmp_path / "f")["out"])
+    for seg in segments[:-1]:
+        g = onnx.shape_inference.infer_shapes(onnx.load(str(fp32 / seg["file"]))).graph
+        elem = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+        assert not [n.name for n in g.node if n.op_type == "Cast" and elem.get(n.input[0]) == n.attribute[0].i]
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
@@ -187,7 +195,7 @@ def test_the_graphs_keep_one_copy_of_each_weight(exported, tmp_path, quantize):
     deployed, fused = stored(manifest["deployed"]), stored(manifest["fused"])
     assert fused == segments  # the fused graph is the segments' nodes: their very weights
     size = lambda spans: sum(n for _, n in spans)  # noqa: E731
-    heads = segments - deployed  # what early exit adds: its exit heads (and the fp32 copies int8 keeps for them)
+    heads = segments - deployed  # what early exit adds: its exit heads
     art = load_artifact(out)
     head_bytes = sum(p.numel() * 4 for h in art.exits.heads for p in h.parameters())
     assert size(heads) <= head_bytes + MIN_BYTES * len(heads)

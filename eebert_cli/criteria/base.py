@@ -125,6 +125,12 @@ CRITERIA: Registry[type[Criterion]] = Registry("exit criterion")
 FITTED_KEY = "criteria_fitted"
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 for a score's arithmetic, an fp32 tensor as it is: ``.float()`` on one is free in
+    eager mode but traces into an exported graph as a Cast node, paid at every exit of every call."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
 def feature_reduction(exit_type: str | None) -> str:
     """The pooled reduction feature-reading criteria read: the exits' own when pooled ([CLS] or mean), else mean."""
     from ..exits import EXITS

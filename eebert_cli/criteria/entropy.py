@@ -11,11 +11,11 @@ import math
 
 import torch
 
-from .base import CRITERIA, Criterion
+from .base import CRITERIA, Criterion, as_float
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float(), -1)
+    logp = torch.log_softmax(as_float(logits), -1)
     return -(logp.exp() * logp).sum(-1)
 
 

@@ -8,7 +8,7 @@ settled. Only for multi-label models (problem_type "multi_label_classification")
 import torch
 
 from ..tasks import MULTI_LABEL
-from .base import CRITERIA, Criterion
+from .base import CRITERIA, Criterion, as_float
 
 
 @CRITERIA.register("label-margin")
@@ -16,5 +16,5 @@ class LabelMargin(Criterion):
     tasks = (MULTI_LABEL,)
 
     def step(self, logits, state):
-        margin = (2 * torch.sigmoid(logits.float()) - 1).abs()
+        margin = (2 * torch.sigmoid(as_float(logits)) - 1).abs()
         return 1.0 - margin.amin(-1), state

@@ -2,10 +2,10 @@
 
 import torch
 
-from .base import CRITERIA, Criterion
+from .base import CRITERIA, Criterion, as_float
 
 
 @CRITERIA.register("maxprob")
 class MaxProb(Criterion):
     def step(self, logits, state):
-        return 1.0 - torch.softmax(logits.float(), -1).amax(-1), state
+        return 1.0 - torch.softmax(as_float(logits), -1).amax(-1), state

@@ -3,8 +3,10 @@
 The artifact's backbone hash names the fp32 checkpoint; quantization is applied
 when the model is loaded, recorded in calibration.json (``"quantize": "int8"``)
 so that calibration, benchmark and predict all run the same quantized backbone.
-Exits stay fp32: they are tiny and their thresholds are calibrated on the
-quantized backbone's outputs.
+Exits stay fp32: their thresholds are calibrated on the quantized backbone's
+outputs, and int8 exit heads were no faster here at batch size 1 (PyTorch's
+dynamic int8 Linear has a fixed cost per call; docs/inference.md, "Twelfth pass").
+The ONNX int8 export does quantize them (onnx_export.quantize_graph).
 """
 
 from __future__ import annotations
