@@ -78,10 +78,15 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
         value = float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise EebertError(f"{where}: expected {tp.__name__}, got {value!r}", "fix the value")
+            raise EebertError(f"{where}: expected {tp.__name__}, got {value!r}", TYPE_HINTS[tp])
         if tp is float and not math.isfinite(value):
             raise EebertError(f"{where}: must be a finite number, got {value!r}", "NaN and infinity are not allowed")
     return value
+
+
+#: what a value of each plain type looks like, for a refusal's hint
+TYPE_HINTS = {int: "give a whole number, for example 3", float: "give a number, for example 0.5",
+              str: "give text (in a recipe: in quotes)", bool: "give true or false"}
 
 
 def check_range(value: Any, where: str, lo: float | None = None, hi: float | None = None,
@@ -100,7 +105,16 @@ def check_range(value: Any, where: str, lo: float | None = None, hi: float | Non
             span = (f"{left}{lo}, {hi}{right}" if lo is not None and hi is not None
                     else f"{'above' if lo_open else '>='} {lo}" if lo is not None else f"{'below' if hi_open else '<='} {hi}")
             raise EebertError(f"{where} must be {span if ',' not in span else 'within ' + span}, got {v}",
-                              hint or "fix the value")
+                              hint or f"for example {in_range(v, lo, hi, lo_open, hi_open):g}")
+
+
+def in_range(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:
+    """A value inside the range near ``v``, to suggest: the bound it crossed, or one step (1, or half
+    the span when that is narrower) inside an open bound."""
+    step = 1 if lo is None or hi is None else min(1, (hi - lo) / 2)
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        return lo + step if lo_open else lo
+    return hi - step if hi_open else hi
 
 
 def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
