@@ -186,7 +186,9 @@ def test_the_cli_starts_without_torch():
                                   ["benchmark", "ART", "--timing-samples", "-1"],
                                   ["attach", "ckpt", "--out", "ART", "--data", "rotten-tomatoes", "--epochs", "0"],
                                   ["calibrate", "ART", "--max-drop", "101"],
-                                  ["serve", "ART", "--port", "70000"]])
+                                  ["serve", "ART", "--port", "70000"],
+                                  ["export", "ART", "--quantize", "int4"],
+                                  ["calibrate", "ART", "--quantize", "int4"]])
 def test_bad_flags_are_refused_before_torch_loads(argv):
     """A flag a config dataclass declares is range-checked before anything heavy loads (`serve`: its numbers): the
     refusal answers in a fraction of a second. (A registry's choices load that registry, and with it torch.)"""

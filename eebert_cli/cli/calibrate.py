@@ -11,6 +11,7 @@ import typer
 from ..scoring.config import BenchmarkConfig, CalibrationConfig
 from ..core.configs import help_for
 from ..core.ui import UI, err, out
+from ..model.quantize import check_scheme
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
     LABEL, TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, device_opts, SPLIT_MAP, need, parse_params,
@@ -50,6 +51,7 @@ def calibrate(
     """Choose exit thresholds on the validation split for a target speedup or accuracy budget."""
     r = recipe_of(config)
     artifact = Path(need(artifact or r.artifact, "artifact", "ARTIFACT"))
+    check_scheme(quantize)
     base = r.calibrate
     if target_speedup is not None or max_drop is not None:  # a budget flag replaces the recipe's budget
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..core.ui import out
+from ..model.quantize import check_scheme
 from .shared import command, emit, JSON, CONFIG, recipe_of, need
 
 
@@ -23,6 +24,7 @@ def export(
     """Export the early-exit model as ONNX segment graphs, the one-graph early exit where the criterion allows
     (early-exit.onnx), and the deployed model, for onnxruntime."""
     artifact = Path(need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
+    check_scheme(quantize)
     from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.export(artifact, out_dir, quantize, backbone)
     emit(result, as_json)

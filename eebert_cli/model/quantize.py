@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..core.errors import EebertError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SCHEMES = ("int8",)
 
 
 def check_scheme(scheme: str | None) -> str | None:
+    """``--quantize``'s value: None for fp32 (also "none", "fp32"), else a known scheme; one line otherwise.
+    This module imports torch only where it quantizes, so the CLI checks the flag before torch loads."""
     if scheme in (None, "", "none", "fp32"):
         return None
     if scheme not in SCHEMES:
@@ -38,6 +41,9 @@ def quantize_model(model: nn.Module, scheme: str | None) -> nn.Module:
     """
     if check_scheme(scheme) is None:
         return model
+    import torch
+    from torch import nn
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices
         from torch.ao.quantization import quantize_dynamic
