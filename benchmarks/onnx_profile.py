@@ -197,9 +197,9 @@ def run_chain(o: OnnxEarlyExit, ids, mask, t, cut=None) -> list[float]:
 
 
 def cut_chain(o: OnnxEarlyExit, drop: tuple[str, ...], threads: int, tmp: Path) -> tuple[list, list[int]]:
-    """(session, input names) per segment and where segment 0's outputs hold the carried state; each segment but the last cut to the outputs not in ``drop``
-    (``onnx.utils.Extractor``: the nodes only the dropped outputs need go too), under the same session
-    options. Segment 0 keeps its carried state."""
+    """Each segment but the last cut to its outputs not in ``drop`` (``onnx.utils.Extractor``: the nodes
+    only the dropped outputs need go too), under the same session options: (session, input names) per
+    segment, and where segment 0's outputs now hold the carried state."""
     import onnx
     from onnx.utils import Extractor
 

@@ -105,10 +105,10 @@ def check_range(value: Any, where: str, lo: float | None = None, hi: float | Non
             span = (f"{left}{lo}, {hi}{right}" if lo is not None and hi is not None
                     else f"{'above' if lo_open else '>='} {lo}" if lo is not None else f"{'below' if hi_open else '<='} {hi}")
             raise EebertError(f"{where} must be {span if ',' not in span else 'within ' + span}, got {v}",
-                              hint or f"for example {in_range(v, lo, hi, lo_open, hi_open):g}")
+                              hint or f"for example {value_inside(v, lo, hi, lo_open, hi_open):g}")
 
 
-def in_range(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:
+def value_inside(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:
     """A value inside the range near ``v``, to suggest: the bound it crossed, or one step (1, or half
     the span when that is narrower) inside an open bound."""
     step = 1 if lo is None or hi is None else min(1, (hi - lo) / 2)
