@@ -47,8 +47,9 @@ def test_onnx_exits_and_predictions_equal_pytorch(exported):
     exits = []
     for ids, t in zip(enc.input_ids, enc.token_type_ids):
         lt, kt = model.forward_one(torch.tensor([ids]), torch.tensor([t]))
-        lo, ko = onnx.forward_one(np.array([ids]), np.array([t]))
-        assert ko == kt
+        lo, ko = onnx.forward_one(np.array([ids]), np.array([t]))  # the fused graph
+        ll, kl = onnx.forward_one(np.array([ids]), np.array([t]), loop=True)  # the segments from Python
+        assert ko == kt == kl and np.array_equal(lo, ll)
         assert np.abs(lo - lt.numpy()).max() < 1e-4
         exits.append(kt)
     assert len(set(exits)) > 1  # a real mix of exits
@@ -160,8 +161,11 @@ def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exp
     assert fused.fused is not None and "sessions" not in vars(fused)  # segments load on first use only
     got = fused.forward_batch(ids, mask, types)
     assert np.array_equal(got[0], want_logits) and np.array_equal(got[1], want_exits)
-    one = fused.forward_one(ids[:1, :int(mask[0].sum())], types[:1, :int(mask[0].sum())])
-    assert one[1] == want_exits[0] and "sessions" in vars(fused)
+    first = ids[:1, :int(mask[0].sum())], types[:1, :int(mask[0].sum())]
+    one = fused.forward_one(*first)  # one example through the fused graph too: the segments stay unloaded
+    assert one[1] == want_exits[0] and "sessions" not in vars(fused)
+    by_loop = fused.forward_one(*first, loop=True)
+    assert by_loop[1] == one[1] and np.array_equal(by_loop[0], one[0]) and "sessions" in vars(fused)
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])

@@ -115,9 +115,10 @@ def check_export(folder: str | Path, artifact_path: str | Path) -> None:
 
 
 class OnnxEarlyExit:
-    """An export's graphs under onnxruntime. Batches run the fused graph (one call: exits decided in the
-    graph, onnx_fuse.py) where the export has one and ``fused``; one example, whole-batch exits and
-    exports without it run the segments from Python (loaded on first use)."""
+    """An export's graphs under onnxruntime. One example and batches run the fused graph (one call: exits
+    decided in the graph, onnx_fuse.py) where the export has one and ``fused``; whole-batch exits and
+    exports without it run the segments from Python (loaded on first use, so a server answering per
+    sample holds one copy of the weights)."""
 
     def __init__(self, folder: str | Path, threads: int = 0, deployed: bool = True, shared_pool: bool = False,
                  fused: bool = True):
@@ -172,9 +173,16 @@ class OnnxEarlyExit:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return self._run(self.deployed, self._deployed_inputs, feed)[0]
 
-    def forward_one(self, ids: np.ndarray, types: np.ndarray):
-        """One unpadded example [1, T] (int64) -> (logits [1, C], exit index)."""
+    def forward_one(self, ids: np.ndarray, types: np.ndarray, loop: bool = False):
+        """One unpadded example [1, T] (int64) -> (logits [1, C], exit index). Through the fused graph where
+        the export has one (bit for bit the segment loop's answer; at batch size 1 as fast or faster on
+        fp32 and within noise on int8 in every run so far: docs/inference.md, "Thirteenth pass"), unless
+        ``loop``: the segments from Python, with the thresholds in ``self.thresholds`` (which the latency
+        profile sets per path)."""
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+        if self.fused is not None and not loop:
+            logits, where = self._run(self.fused, self._fused_inputs, feed)
+            return logits, int(where[0])
         cstate = self.criterion.init_state(1)
         last = len(self.sessions) - 1
         for i, sess in enumerate(self.sessions):

@@ -182,7 +182,7 @@ class _OnnxPaths:
 
         def run():
             self.ox.thresholds = thr + [INF]
-            return self.ox.forward_one(one, types)
+            return self.ox.forward_one(one, types, loop=True)  # the fused graph has the export's thresholds
         return run
 
     def close(self) -> None:
