@@ -188,7 +188,8 @@ def test_the_cli_starts_without_torch():
                                   ["calibrate", "ART", "--max-drop", "101"],
                                   ["serve", "ART", "--port", "70000"],
                                   ["export", "ART", "--quantize", "int4"],
-                                  ["calibrate", "ART", "--quantize", "int4"]])
+                                  ["calibrate", "ART", "--quantize", "int4"],
+                                  ["predict", "ART", "good", "--batch-size", "0"]])
 def test_bad_flags_are_refused_before_torch_loads(argv):
     """A flag a config dataclass declares is range-checked before anything heavy loads (`serve`: its numbers): the
     refusal answers in a fraction of a second. (A registry's choices load that registry, and with it torch.)"""

@@ -108,7 +108,7 @@ CASES = [
      "positions for 64 tokens"),
     ("gate knob out of range", ["attach", "{ckpt}", "--data", "{data}", "--out", "{tmp}/o", "--gates", "smartbert",
                                 "--gate-param", "skip_target=1.5"], "skip_target must be within [0.0, 1.0], got 1.5", "for example 1"),
-    ("predict --batch-size 0", ["predict", "{art}", "good", "--batch-size", "0"], "--batch-size must be at least 1", ""),
+    ("predict --batch-size 0", ["predict", "{art}", "good", "--batch-size", "0"], "--batch-size must be >= 1, got 0", "for example --batch-size 32"),
     ("export --quantize int4", ["export", "{art}", "--quantize", "int4"], "unknown quantization 'int4'",
      "choose one of int8"),
     ("benchmark --repeats -1", ["benchmark", "{art}", "--repeats", "-1"], "--repeats must be >= 0, got -1", "for example 0"),

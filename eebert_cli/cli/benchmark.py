@@ -9,7 +9,7 @@ import typer
 
 from ..scoring.config import BenchmarkConfig
 from ..core.configs import help_for
-from ..core.errors import EebertError
+from ..core.checks import check_batch_size
 from ..core.ui import UI
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
@@ -41,8 +41,8 @@ def benchmark(
     """Compare the early-exit model with the deployed model, static truncation and the oracle."""
     r = recipe_of(config)
     artifact = Path(need(artifact or r.artifact, "artifact", "ARTIFACT"))
-    if batch_size is not None and batch_size < 1:
-        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
+    if batch_size is not None:
+        check_batch_size(batch_size)
     cfg = given(r.benchmark, split=split, timing_samples=timing_samples, repeats=repeats, threads=threads,
                 timing_batch_size=batch_size, runtime=runtime, onnx_dir=onnx_dir, metric=metric, ort_pool=ort_pool)
     from .. import steps

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..core.checks import check_batch_size
 from ..core.ui import UI, out
 from .shared import (
     command, emit, JSON, CONFIG, recipe_of, given, TEXT, PAIR, DEVICE, DTYPE, EXECUTOR, RAY_ADDRESS,
@@ -38,6 +39,7 @@ def predict(
     r = recipe_of(config)
     dcfg = given(r.data, text_column=text_column, pair_column=pair_column)
     dev = device_opts(r, device, dtype, executor, ray_address)
+    check_batch_size(batch_size)
     from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.predict(artifact, texts, input_file=input_file, output=output, overwrite=overwrite,
                            text_column=dcfg.text_column, pair_column=dcfg.pair_column, batch_size=batch_size,

@@ -117,6 +117,12 @@ def value_inside(v: float, lo: float | None, hi: float | None, lo_open: bool, hi
     return hi - step if hi_open else hi
 
 
+def check_batch_size(n: int) -> None:
+    """``--batch-size`` of `predict` and `benchmark` (a plain flag): at least 1. The CLI checks it before
+    torch loads; the predict step again, for callers from Python."""
+    check_range(n, "--batch-size", 1, hint="for example --batch-size 32")
+
+
 def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
     """The range and choices a dataclass field declares in its metadata."""
     check_range(value, where, meta.get("min"), meta.get("max"), meta.get("min_open", False),

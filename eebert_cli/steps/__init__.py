@@ -301,11 +301,11 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     per-token exit instead of its calibrated per-sentence one (rows printed, not streamed);
     ``token_exit`` alone: the per-token exit at its calibrated threshold.
     """
+    from ..core.checks import check_batch_size
     from ..deploy.executors import executor_of
     from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
 
-    if batch_size < 1:
-        raise EebertError(f"--batch-size must be at least 1, got {batch_size}", "for example --batch-size 32")
+    check_batch_size(batch_size)
     executor = executor_of(device)
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
