@@ -169,3 +169,24 @@ def test_benchmark_with_one_shared_ort_pool_times_the_same_decisions(calibrated,
     clock = {"speedup_measured", "latency_ms"}  # the figures but the clock's do not depend on the threads
     same = [{k: v for k, v in r["early_exit"].items() if k not in clock} for r in reports]
     assert same[0] == same[1] and same[0]["speedup_flops"] > 1
+
+
+def test_a_benchmark_of_graphs_at_another_precision_than_the_calibration_says_so(calibrated, tiny_data, tmp_path):
+    """An int8 export of an fp32 calibration runs other exits than the figures score: the benchmark's timing
+    records how (``differs``), report.md warns, and an export at the calibration's precision has no warning."""
+    from eebert_cli import steps
+    from eebert_cli.deploy.onnx_export import export
+    from eebert_cli.scoring.config import BenchmarkConfig
+    from eebert_cli.scoring.report import markdown
+
+    _needs("onnxruntime")
+    out, _ = calibrated
+    notes = {}
+    for q in (None, "int8"):
+        folder = export(out, tmp_path / f"onnx-{q}", q)["out"]
+        report = steps.benchmark(out, None, BenchmarkConfig(runtime="onnxruntime", onnx_dir=folder, repeats=1,
+                                                            timing_samples=4, threads=1), curves=False, write=False)
+        notes[q] = report["timing"].get("differs"), markdown(report)
+    assert notes[None][0] is None and "Warning (timing)" not in notes[None][1]
+    assert "is int8 and the calibration was made on the fp32 backbone" in notes["int8"][0]
+    assert "**Warning (timing):** the ONNX export" in notes["int8"][1]

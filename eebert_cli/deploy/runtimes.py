@@ -33,6 +33,9 @@ class Runtime:
     def __init__(self, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0, deployed: bool = True):
         """``deployed``: also get ready to run the deployed model (a server of the early-exit model does not)."""
         self.artifact, self.model = artifact, model
+        #: how what this runtime runs differs from the model the calibration scored (None: it does not), for a
+        #: benchmark to say beside figures that come from that model
+        self.differs: str | None = None
 
     @classmethod
     def check(cls, artifact_path: Path, onnx_dir: str | Path = "") -> None:
@@ -108,6 +111,13 @@ class OnnxRuntime(Runtime):
         self.ox = OnnxEarlyExit(folder, threads=threads or torch.get_num_threads(), deployed=deployed or model is None)
         if model is not None and self.ox.manifest["exit_layers"] != model.exit_layers:
             raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
+        graphs = self.ox.manifest.get("quantize") or "fp32"
+        scored = (artifact.calibration.quantize if artifact.calibration is not None else None) or "fp32"
+        if graphs != scored:
+            self.differs = (f"the ONNX export in {folder} is {graphs} and the calibration was made on the {scored} "
+                            f"backbone: accuracy and FLOPs are the {scored} PyTorch model's, only the timing is "
+                            f"the {graphs} graphs' (calibrate with --quantize {graphs if graphs != 'fp32' else 'none'}, "
+                            f"or export at the calibration's precision)")
 
     @staticmethod
     def _host(ids, mask, types):

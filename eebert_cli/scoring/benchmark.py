@@ -153,8 +153,9 @@ def timing_threads(cfg: BenchmarkConfig) -> int:
     return torch.get_num_threads()
 
 
-def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
-    """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode."""
+def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> tuple[dict, str | None]:
+    """name -> fn(ids, mask, types) -> exit indices, for the deployed model and each early-exit mode; and how
+    the runtime's model differs from the one the figures score (``Runtime.differs``)."""
     rt = runtime_for(cfg.runtime, model.artifact, model, cfg.onnx_dir, timing_threads(cfg))
     fns = {"deployed": rt.deployed}
     if cfg.timing_batch_size > 1:
@@ -162,7 +163,7 @@ def _runtime_fns(model: EarlyExitModel, cfg: BenchmarkConfig) -> dict:
         fns["whole_batch"] = lambda i, m, t: [int(k) for k in rt.early_exit(i, m, t, mode="whole-batch")[1]]
     else:
         fns["early_exit"] = lambda i, m, t: list(rt.early_exit(i, None, t)[1])
-    return fns
+    return fns, rt.differs
 
 
 @torch.inference_mode()
@@ -175,7 +176,9 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
     padding are done before timing, the same for every variant).
     """
     batches = _timing_inputs(model, data, split, cfg)
-    fns = _runtime_fns(model, cfg)
+    fns, differs = _runtime_fns(model, cfg)
+    if differs:
+        ui.log(f"warning: {differs}")
     names = list(fns)
     for _, ids, mask, types in batches[: max(1, cfg.warmup // max(1, cfg.timing_batch_size))]:
         for f in fns.values():
@@ -207,7 +210,7 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,
         "early_exit_throughput": 1000 * n_ex / sum(ms["early_exit"]),
-        "exit_mismatches": mismatches,
+        "exit_mismatches": mismatches, **({"differs": differs} if differs else {}),
     }
     if "whole_batch" in ms:
         result.update({"whole_batch_ms": _percentiles(ms["whole_batch"]),

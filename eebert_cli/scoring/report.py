@@ -125,6 +125,8 @@ def markdown(report: dict) -> str:
                       f"{report['quantize']} backbone the exits run on."]
     for w in report.get("calibration_warnings") or []:
         lines += ["", f"**Warning (calibration):** {w}"]
+    if (report.get("timing") or {}).get("differs"):
+        lines += ["", f"**Warning (timing):** {report['timing']['differs']}."]
     if report.get("gaps"):
         lines += ["Gaps: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:+.1f}%" for k, v in report["gaps"].items())]
     if report.get("curves"):
