@@ -146,7 +146,7 @@ def test_onnx_runtime_paths_leave_where_they_are_told_and_clean_up(plain_artifac
         assert torch.allclose(torch.from_numpy(got[n][0]), deployed, atol=1e-4)
     finally:
         target.close()
-    assert not target.tmp.exists()  # the temporary export is gone; the artifact has no export of its own
+    assert not target.scratch.tmp.exists()  # the temporary export is gone; the artifact has no export of its own
     assert not (plain_artifact / "onnx").exists()
 
 

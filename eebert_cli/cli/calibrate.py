@@ -31,6 +31,7 @@ def calibrate(
     gate_threshold: Optional[list[float]] = typer.Option(None, help=help_for(CalibrationConfig, "gate_thresholds") + " Repeatable."),
     cost: Optional[str] = field_option(CalibrationConfig, "cost", "--cost"),
     latency_runtime: Optional[str] = field_option(CalibrationConfig, "latency_runtime", "--latency-runtime"),
+    runtime: Optional[str] = field_option(CalibrationConfig, "runtime", "--runtime"),
     prune_exits: Optional[bool] = typer.Option(None, "--prune-exits/--keep-exits",
                                                help=help_for(CalibrationConfig, "prune_exits") + " On by default."),
     within_noise: bool = typer.Option(False, "--prune-within-noise",
@@ -57,7 +58,7 @@ def calibrate(
         base = dataclasses.replace(base, target_speedup=None, max_drop=None)
     cfg = given(base, criterion=criterion, target_speedup=target_speedup, max_drop=max_drop, unlabeled=unlabeled,
                 per_layer=False if global_only else None, gate_thresholds=gate_threshold or None, cost=cost,
-                latency_runtime=latency_runtime, prune_exits=prune_exits, prune_within_noise=True if within_noise else None,
+                latency_runtime=latency_runtime, runtime=runtime, prune_exits=prune_exits, prune_within_noise=True if within_noise else None,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
     dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
@@ -102,6 +103,9 @@ def calibrate(
                   f"(95% CI at the chosen thresholds {v['speedup_ci95'][0]:.2f}-{v['speedup_ci95'][1]:.2f}), "
                   f"{m} {fmt(v[m])} vs deployed {fmt(deployed)}{extra}; "
                   f"thresholds written to {artifact}/calibration.json")
+        if result.get("runtime"):
+            out.print(f"scored on {result['runtime']}'s own outputs ({result.get('quantize') or 'fp32'} graphs, one "
+                      "example at a time): export at that precision to serve this operating point")
         off = v.get("switched_off")
         if off is not None:
             out.print((f"exits switched off at layer{'s' if len(off) > 1 else ''} {', '.join(map(str, off))}"

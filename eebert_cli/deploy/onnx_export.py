@@ -42,6 +42,7 @@ calibration; re-export after re-calibrating (the manifest records which).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -175,9 +176,15 @@ def quantize_graph(path: Path) -> None:
 
     _, score = exit_nodes(onnx.load(str(path), load_external_data=False).graph)
     tmp = path.with_suffix(".int8.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=sorted(score))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, logged on the root logger per graph
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=sorted(score))
+    finally:
+        root.setLevel(level)
     tmp.replace(path)
 
 

@@ -204,6 +204,19 @@ class OnnxEarlyExit:
                 return logits, self.exit_of[i]
         raise AssertionError("unreachable: the last segment always answers")
 
+    def every_exit(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """One unpadded example [1, T] -> the logits of every exported exit and of the deployed head,
+        [segments, C], no exit taken (the segment loop's arithmetic: what ``forward_one`` answers at each)."""
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+        got = []
+        for i, sess in enumerate(self.sessions):
+            outs = self._run(sess, self._inputs[i], feed)
+            if i == 0:
+                feed.update(zip(self.carry, (outs[j] for j in self._carry_at)))
+            got.append(outs[0] if i == len(self.sessions) - 1 else outs[1])
+            feed["hidden_in"] = outs[0]
+        return np.concatenate(got)
+
     def forward_batch(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, trim: bool = True,
                       mode: str = "per-sample", loop: bool = False):
         """A right-padded batch -> (logits [B, C], exit index [B]) in input order (see runtime.forward_batch).

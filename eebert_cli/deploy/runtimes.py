@@ -47,6 +47,26 @@ class Runtime:
         raise EebertError(f"the {cls.registry_name} runtime runs sentence classifiers, not taggers",
                           "serve a tagger with --runtime pytorch or onnxruntime")
 
+    @classmethod
+    def exit_logits(cls, artifact, criterion, examples, advance, threads: int = 0) -> torch.Tensor:
+        """[N, K + 1, C]: every exit's logits and the deployed head's for each example (``examples``: token ids
+        and token types per example), one at a time and unpadded, as this runtime computes them: what
+        ``calibrate --runtime`` chooses thresholds on. PyTorch's are the batched simulation's
+        (``scoring/outputs.split_outputs``); a runtime that cannot score says so in one line."""
+        raise EebertError(f"the {cls.registry_name} runtime cannot score validation itself",
+                          "calibrate with --runtime pytorch")
+
+    @classmethod
+    def scored_by(cls, artifact, onnx_dir: str | Path = "") -> str:
+        """Whose outputs a benchmark of this runtime scores (accuracy, agreement, FLOPs): its own where it can
+        compute what it runs (``exit_logits``), else PyTorch's."""
+        return "pytorch"
+
+    @classmethod
+    def version(cls) -> str:
+        """What its outputs depend on besides the artifact (a library's version): part of a cached split's key."""
+        return ""
+
     def deployed(self, ids, mask, types):
         """Logits [B, C] of the deployed model as shipped."""
         raise NotImplementedError
@@ -66,6 +86,10 @@ class PyTorchRuntime(Runtime):
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
         super().__init__(artifact, model)
         self.hf = artifact.reference.model
+        scored = _calibration_runtime(artifact)
+        if scored != "pytorch":
+            self.differs = (f"the thresholds were chosen on {scored}'s outputs and these figures are PyTorch's own, "
+                            "so the operating point may sit off its target (calibrate with --runtime pytorch)")
 
     @classmethod
     def tagger(cls, artifact, onnx_dir="", threads=0):
@@ -103,6 +127,34 @@ class OnnxRuntime(Runtime):
 
         return OnnxTagger(artifact, onnx_dir or None, threads)
 
+    @classmethod
+    def exit_logits(cls, artifact, criterion, examples, advance, threads=0):
+        from .onnx_scratch import ScratchExport
+
+        with ScratchExport(artifact, criterion, threads or torch.get_num_threads()) as scratch:
+            rows = []
+            for ids, types in examples:
+                one = np.array([ids], dtype=np.int64)
+                rows.append(scratch.every_exit(one, np.zeros_like(one) if types is None
+                                               else np.array([types], dtype=np.int64)))
+                advance(1)
+        return torch.from_numpy(np.stack(rows))
+
+    @classmethod
+    def scored_by(cls, artifact, onnx_dir=""):
+        from .onnx_runtime import MANIFEST
+
+        from ..model.artifact import read_json
+        graphs = read_json(Path(onnx_dir or Path(artifact.path) / "onnx") / MANIFEST).get("quantize")
+        # graphs at the artifact's precision: the scratch export is theirs; else PyTorch's (Runtime.differs says so)
+        return "onnxruntime" if graphs == artifact.quantize else "pytorch"
+
+    @classmethod
+    def version(cls):
+        from importlib.metadata import version
+
+        return "onnxruntime " + version("onnxruntime")
+
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
         super().__init__(artifact, model)
         from .onnx_runtime import OnnxEarlyExit
@@ -118,6 +170,10 @@ class OnnxRuntime(Runtime):
                             f"backbone: accuracy and FLOPs are the {scored} PyTorch model's, only the timing is "
                             f"the {graphs} graphs' (calibrate with --quantize {graphs if graphs != 'fp32' else 'none'}, "
                             f"or export at the calibration's precision)")
+        elif graphs != "fp32" and _calibration_runtime(artifact) == "pytorch":
+            self.differs = (f"the thresholds were chosen on PyTorch's {graphs} outputs and these figures are ONNX "
+                            f"Runtime's own, whose {graphs} kernels round differently, so the operating point may "
+                            "sit off its target (calibrate with --runtime onnxruntime)")
 
     @staticmethod
     def _host(ids, mask, types):
@@ -136,6 +192,12 @@ class OnnxRuntime(Runtime):
             logits, k = self.ox.forward_one(i, t)
             return logits, [k]
         return self.ox.forward_batch(i, m, t, mode=mode)
+
+
+def _calibration_runtime(artifact) -> str:
+    """The runtime whose outputs the artifact's thresholds were chosen on."""
+    cal = artifact.calibration
+    return (cal.runtime if cal is not None else None) or "pytorch"
 
 
 def runtime_for(name: str, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0,

@@ -55,6 +55,7 @@ class Calibration:
     task: str = field(default="classification", metadata={"help": "'classification' or 'regression'."})
     exit_layers: list[int] = field(default_factory=list, metadata={"help": "1-based exit layers, the deployed head last."})
     quantize: str | None = field(default=None, metadata={"help": "Backbone quantization the thresholds were chosen on (int8), if any."})
+    runtime: str | None = field(default=None, metadata={"help": "Runtime whose outputs the thresholds were chosen on, if not PyTorch's (onnxruntime: one example at a time through its graphs)."})
     placement: dict[str, str] | None = field(default=None, metadata={"help": "Device and backbone dtype the validation pass ran in."})
     gate_threshold: float | None = field(default=None, metadata={"help": "Chosen skip-probability threshold of the gates, if any."})
     validation: dict[str, Any] = field(default_factory=dict, metadata={"help": "Estimate on validation at the chosen point, with CIs."})

@@ -223,8 +223,10 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
                   cache: OutputsCache | None = None, curves: bool = True) -> dict:
     if cfg.threads:  # the backbone pass too runs on the timing's threads
         torch.set_num_threads(cfg.threads)
-    RUNTIMES.get(cfg.runtime).check(model.artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
-    out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache)
+    runtime = RUNTIMES.get(cfg.runtime)
+    runtime.check(model.artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
+    scored_by = runtime.scored_by(model.artifact, cfg.onnx_dir)  # the figures are the timed runtime's own where it can
+    out = split_outputs(model.artifact, data, cfg.split, cfg.batch_size, ui, cache=cache, runtime=scored_by)
     rows = flops_rows(model, out)
     e = rows.pop("exit_index")
     timed = cfg.repeats > 0  # repeats = 0: accuracy and FLOPs only
@@ -247,6 +249,8 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
         "validation_ci_method": cal.get("ci_method"),
         "max_drop_margin": cal.get("margin"),
         "quantize": model.artifact.quantize,
+        # whose outputs the rows score, and whose outputs the thresholds were chosen on
+        "scored_by": scored_by, "calibration_runtime": cal.get("runtime") or "pytorch",
         # where this report's scores were computed, and where its thresholds were chosen
         "placement": placement_of(model.adapter.model).record(), "calibration_placement": cal.get("placement"),
         "calibration_warnings": cal.get("warnings", []),

@@ -84,6 +84,8 @@ def split_curves(outputs, artifact, criteria: list[tuple[str, Criterion]]) -> di
 
     curves, problem = {}, None
     for label, crit in criteria:
+        if crit.needs_features and outputs.features is None:  # a runtime's own outputs carry logits only
+            continue
         problem = problem_for(outputs, crit)
         curves[label] = sweep(problem, crit)
     return {"criteria": curves, "static_truncation": static_curve(outputs, artifact),

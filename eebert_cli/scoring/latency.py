@@ -24,13 +24,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..core.errors import EebertError
+from ..deploy.onnx_scratch import FIRES, SCORED, check_exportable
 from ..model.calibration import INF
 from ..model.device import machine, stopwatch
 
 PARTS = ("embed", "layer", "exit", "head")
-#: a threshold every finite score passes (the exit fires after scoring), and one none passes (it is
-#: scored and never fires); INF / -INF mean "leave without scoring" / "not evaluated" to the runtime
-FIRES, SCORED = 1e38, -1e38  # within float32, which the ONNX graphs compare in
 
 
 @dataclass
@@ -81,9 +79,8 @@ def nonnegative_parts(design: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
     """What the latency model cannot time, refused before any backbone work."""
-    if runtime == "onnxruntime" and (artifact.exits.reduction not in ("cls", "mean") or criterion.needs_features):
-        raise EebertError("--latency-runtime onnxruntime times an ONNX export, which takes exits that read [CLS] or "
-                          "the mean and criteria that read only logits", "time it with --latency-runtime pytorch")
+    if runtime == "onnxruntime":
+        check_exportable(artifact, criterion, "--latency-runtime onnxruntime", "time it with --latency-runtime pytorch")
     if not criterion.stateless:
         raise EebertError(f"--cost latency times a stateless criterion; {criterion.registry_name} keeps state "
                           "across exits", "calibrate it with --cost flops, or choose a stateless criterion")
@@ -136,35 +133,14 @@ class _PyTorchPaths:
 
 
 class _OnnxPaths:
-    """ONNX Runtime's segment loop along each path: the artifact exported, every exit live, to a temporary
-    folder (int8 graphs when the artifact is calibrated on an int8 backbone); the path with no exit is
-    its deployed graph, as the benchmark times it."""
+    """ONNX Runtime's segment loop along each path, on a scratch export with every exit live
+    (``deploy/onnx_scratch.py``); the path with no exit is its deployed graph, as the benchmark times it."""
 
     def __init__(self, artifact, criterion, paths):
-        import shutil
-        import tempfile
-        from pathlib import Path
+        from ..deploy.onnx_scratch import ScratchExport
 
-        from ..deploy.onnx_export import export
-        from ..deploy.onnx_runtime import OnnxEarlyExit
-        from ..model.artifact import CALIBRATION, WEIGHTS, derivation
-        from ..model.calibration import Calibration
-
-        self.tmp = Path(tempfile.mkdtemp(prefix="eebert-latency-"))  # removed in close(): eebert made it
-        try:
-            art = self.tmp / "artifact"
-            art.mkdir()
-            for f in Path(artifact.path).iterdir():  # the artifact's own records (its backbone is referenced)
-                if f.is_file() and f.name != CALIBRATION and not f.name.startswith("."):
-                    shutil.copy2(f, art / f.name)
-            n = len(artifact.exits.layers)
-            Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(),
-                        thresholds=[SCORED] * n, quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
-            export(art, self.tmp / "onnx", quantize=artifact.quantize)
-            self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=torch.get_num_threads())
-        except BaseException:  # a failed export leaves no temporary folder behind
-            self.close()
-            raise
+        self.scratch = ScratchExport(artifact, criterion, threads=torch.get_num_threads())
+        self.ox = self.scratch.ox
         self.thresholds = [thr for thr, _ in paths]
         self.device = torch.device("cpu")
 
@@ -186,9 +162,7 @@ class _OnnxPaths:
         return run
 
     def close(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.scratch.close()
 
 
 #: what ``--latency-runtime`` names: how each path is run

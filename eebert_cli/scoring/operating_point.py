@@ -33,6 +33,7 @@ from .threshold_search import (INF, Goal, Outcome, Problem, bootstrap, near_equa
                                rank_within_budget, search, search_switching_off, switching_off)
 from ..model.calibration import Calibration, thresholds_to_json
 from ..criteria import CRITERIA, Criterion, build_criterion
+from ..deploy.runtimes import RUNTIMES
 from ..core.errors import EebertError
 from ..tasks import criterion_for
 from .outputs import SplitOutputs, pooled, problem_for
@@ -180,6 +181,7 @@ def check_config(cfg: CalibrationConfig) -> None:
     if not 0.5 <= cfg.drop_confidence < 1.0:
         raise EebertError(f"drop confidence must be within [0.5, 1), got {cfg.drop_confidence}", "for example 0.9")
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+    RUNTIMES.get(cfg.runtime)
     if cfg.cost not in COSTS:
         raise EebertError(f"unknown cost {cfg.cost!r}", f"choose one of {', '.join(COSTS)}")
     if cfg.latency_runtime != CalibrationConfig().latency_runtime and cfg.cost != "latency":

@@ -30,6 +30,7 @@ from ..model.device import placement_of
 from ..criteria import feature_reduction
 from ..data import DataConfig, TaskData
 from ..core.errors import EebertError
+from ..deploy.runtimes import RUNTIMES
 from ..model.features import all_exit_logits, encode, extract
 from ..tasks import Task, get as get_task, task_of
 from ..core.ui import SILENT, UI
@@ -101,10 +102,11 @@ def split_fingerprint(data: TaskData, split: str) -> str:
     return h.hexdigest()
 
 
-def cache_key(artifact: art.Artifact, data: TaskData, split: str) -> dict:
+def cache_key(artifact: art.Artifact, data: TaskData, split: str, runtime: str = "pytorch") -> dict:
     """What a split's outputs depend on; equal keys, equal outputs."""
     gates = artifact.exits.gates
-    return {"format": CACHE_FORMAT, "exits_sha256": art.file_sha256(artifact.path / art.WEIGHTS),
+    scored_by = {} if runtime == "pytorch" else {"runtime": runtime, "runtime_version": RUNTIMES.get(runtime).version()}
+    return {"format": CACHE_FORMAT, **scored_by, "exits_sha256": art.file_sha256(artifact.path / art.WEIGHTS),
             "backbone_sha256": artifact.deployed.sha256,
             "placement": placement_of(artifact.deployed.model).record(),
             "reference_sha256": artifact.reference.sha256,
@@ -188,17 +190,24 @@ class OutputsCache:
 
 def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int = 64,
                   ui: UI = SILENT, deployed_logits: torch.Tensor | None = None,
-                  cache: OutputsCache | None = None) -> SplitOutputs:
+                  cache: OutputsCache | None = None, runtime: str = "pytorch") -> SplitOutputs:
     """One pass of the artifact over ``split`` (or the cached result of one).
 
-    ``deployed_logits``: the shipped model's logits on this split, if already computed.
+    ``deployed_logits``: the shipped model's logits on this split, if already computed. ``runtime``: whose
+    exit logits these are; "pytorch": the batched simulation of the PyTorch loop (the backbone pass below);
+    another runtime scores each example itself (``Runtime.exit_logits``, batch size 1).
     """
-    key = cache_key(artifact, data, split) if cache is not None else None
+    key = cache_key(artifact, data, split, runtime) if cache is not None else None
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
             ui.log(f"cached outputs for {split} ({cache.folder})")
             return hit
+    if runtime != "pytorch":
+        result = _runtime_outputs(artifact, data, split, batch_size, ui, deployed_logits, runtime)
+        if cache is not None:
+            cache.put(key, result)
+        return result
     dep, exits = artifact.deployed, artifact.exits
     fr = feature_reduction(exits.spec.type)
     needs = exits.needs()
@@ -228,6 +237,30 @@ def split_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size
     if cache is not None:
         cache.put(key, result)
     return result
+
+
+def _runtime_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_size: int, ui: UI,
+                     deployed_logits: torch.Tensor | None, runtime: str) -> SplitOutputs:
+    """``split``'s outputs as ``runtime`` computes them, one example at a time; FLOPs as the simulation's (they
+    depend on lengths and exits only). Exits that read features, gates and bypasses are refused up front
+    (``deploy/onnx_scratch.check_exportable``)."""
+    from ..criteria import build_criterion
+
+    dep, exits = artifact.deployed, artifact.exits
+    task = task_of(dep.model.config)
+    s = data.split(split)
+    enc = encode(dep.tokenizer, s, artifact.config["max_length"])
+    types = enc.token_type_ids or [None] * len(enc)
+    crit = build_criterion(task.criterion, {}, artifact)  # the graphs' score is not read: any valid criterion
+    with ui.progress(f"{runtime} pass, one example at a time ({split}, {len(s)} examples)", len(s)) as advance:
+        logits = RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(enc.input_ids, types), advance)
+    if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
+        with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
+            deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher
+    dims, lengths = dep.adapter.dims, enc.lengths
+    return SplitOutputs(logits, lengths, gold_labels(dep, data, split),
+                        exit_costs(dims, lengths, exits.layers, exits.flops, None, None), full_cost(dims, lengths),
+                        task, None, deployed_logits, None)
 
 
 def problem_for(outputs: SplitOutputs, criterion, exits=None):

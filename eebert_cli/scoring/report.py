@@ -123,6 +123,9 @@ def markdown(report: dict) -> str:
     if report.get("quantize"):
         lines += ["", f"The deployed row is the shipped fp32 checkpoint; `deployed {report['quantize']}` is the "
                       f"{report['quantize']} backbone the exits run on."]
+    if report.get("scored_by", "pytorch") != "pytorch" or report.get("calibration_runtime", "pytorch") != "pytorch":
+        lines += ["", f"Rows scored on {report.get('scored_by', 'pytorch')}'s outputs; thresholds chosen on "
+                      f"{report.get('calibration_runtime', 'pytorch')}'s."]
     for w in report.get("calibration_warnings") or []:
         lines += ["", f"**Warning (calibration):** {w}"]
     if (report.get("timing") or {}).get("differs"):

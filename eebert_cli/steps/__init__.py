@@ -94,17 +94,21 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         if not isinstance(artifact, Artifact):
             artifact = quantize_artifact(load_artifact(path, backbone), quantize)  # recorded in calibration.json
             place_artifact(artifact, where)
+        if cfg.runtime != "pytorch":  # what the runtime cannot score, refused before its pass
+            from ..deploy.onnx_scratch import check_exportable
+
+            if token_exit or _tagger(artifact) is not None:
+                raise EebertError(f"--runtime {cfg.runtime} scores a sentence classifier's exits; a tagger's "
+                                  "thresholds are chosen on PyTorch's outputs", "drop --runtime")
+            check_exportable(artifact, _criterion(artifact, cfg), f"--runtime {cfg.runtime}",
+                             "calibrate with --runtime pytorch")
         if cfg.cost == "latency":  # what the latency model cannot time, refused before the backbone pass
             from ..scoring.latency import check_latency
 
             if token_exit or _tagger(artifact) is not None:
                 raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
                                   "calibrated on FLOPs", "drop --cost latency")
-            from ..criteria import build_criterion
-            from ..tasks import criterion_for, task_of
-
-            name = criterion_for(task_of(artifact.deployed.model.config), cfg.criterion)
-            check_latency(artifact, build_criterion(name, dict(cfg.criterion_params), artifact), cfg.latency_runtime)
+            check_latency(artifact, _criterion(artifact, cfg), cfg.latency_runtime)
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 
@@ -112,6 +116,15 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
             return artifact.calibration
         return _calibrate(artifact, _data(artifact, data, data_flags), cfg, ui, criterion_params, cache, metric)
 
+
+
+def _criterion(artifact: Artifact, cfg: CalibrationConfig):
+    """The criterion ``cfg`` names for this artifact's task, built with its given parameters (for checks)."""
+    from ..criteria import build_criterion
+    from ..tasks import criterion_for, task_of
+
+    name = criterion_for(task_of(artifact.deployed.model.config), cfg.criterion)
+    return build_criterion(name, dict(cfg.criterion_params), artifact)
 
 
 def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
@@ -159,7 +172,8 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
                 gates.threshold = gt
             except ValueError as e:
                 raise EebertError(str(e), "gate thresholds are skip probabilities, e.g. [0.5, 0.75, 0.9, 1.0]") from None
-        o = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=shipped, cache=cache)
+        o = split_outputs(artifact, data, "validation", ui=ui, deployed_logits=shipped, cache=cache,
+                          runtime=cfg.runtime)
         shipped = o.deployed_logits  # one pass of the shipped model serves every gate threshold
         return o
 
@@ -170,7 +184,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
 
         def unlabeled_at(gt: float | None) -> SplitOutputs:  # one pass per gate threshold, not per grid point
             if gt not in scored:
-                scored[gt] = split_outputs(artifact, extra, "unlabeled", ui=ui, cache=cache)
+                scored[gt] = split_outputs(artifact, extra, "unlabeled", ui=ui, cache=cache, runtime=cfg.runtime)
             return scored[gt]
         note = budget_note(cfg.max_drop, cfg.drop_confidence, len(data.split("validation")),
                            len(extra.split("unlabeled")))
@@ -191,6 +205,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
                                 "training split: the exits agree with the deployed model more often on texts they "
                                 "were trained on, so the bound is optimistic; give traffic the exits have not seen")
     cal.quantize = artifact.quantize
+    cal.runtime = None if cfg.runtime == "pytorch" else cfg.runtime
     cal.placement = placement_of(artifact.deployed.model).record()
     if size_warning:
         cal.warnings.append(size_warning)

@@ -1,0 +1,78 @@
+"""A temporary ONNX export of an artifact with every exit live: what eebert runs when it needs ONNX Runtime's
+own view of the exits before the user exports (``calibrate --latency-runtime onnxruntime`` times it,
+``calibrate --runtime onnxruntime`` scores validation with it).
+
+The artifact's records are copied to a temporary folder (its backbone is referenced, not copied), given a
+calibration whose thresholds score every exit and let none fire, and exported at the artifact's
+precision (int8 graphs for an artifact quantized to int8), the way ``eebert export`` will export it.
+The folder is eebert's own and is removed on close.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import EebertError
+
+#: a threshold every finite score passes (the exit fires after scoring), and one none passes (it is
+#: scored and never fires); INF / -INF mean "leave without scoring" / "not evaluated" to the runtime
+FIRES, SCORED = 1e38, -1e38  # within float32, which the ONNX graphs compare in
+
+
+def check_exportable(artifact, criterion, flag: str, instead: str) -> None:
+    """Refuse, in one line and before any backbone work, what the ONNX exporter cannot export (``flag``: the
+    option that asked for ONNX Runtime; ``instead``: what to do)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise EebertError(f"{flag} needs the onnx and onnxruntime packages", "pip install 'eebert[onnx]'") from None
+    exits = artifact.exits
+    if exits.reduction not in ("cls", "mean") or exits.bypass is not None or exits.gates is not None \
+            or criterion.needs_features:
+        raise EebertError(f"{flag} runs an ONNX export, which takes a sentence classifier's exits that read [CLS] "
+                          "or the mean, without gates or bypasses, and criteria that read only logits", instead)
+
+
+class ScratchExport:
+    """``artifact`` exported with every exit live to a temporary folder; ``ox`` runs it (``OnnxEarlyExit``).
+    Use as a context manager, or call ``close``."""
+
+    def __init__(self, artifact, criterion, threads: int = 0):
+        from ..model.artifact import CALIBRATION, WEIGHTS, derivation
+        from ..model.calibration import Calibration
+        from .onnx_export import export
+        from .onnx_runtime import OnnxEarlyExit
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="eebert-onnx-"))
+        try:
+            art = self.tmp / "artifact"
+            art.mkdir()
+            for f in Path(artifact.path).iterdir():  # the artifact's own records (its backbone is referenced)
+                if f.is_file() and f.name != CALIBRATION and not f.name.startswith("."):
+                    shutil.copy2(f, art / f.name)
+            n = len(artifact.exits.layers)
+            Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(),
+                        thresholds=[SCORED] * n, quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
+            export(art, self.tmp / "onnx", quantize=artifact.quantize)
+            self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=threads)
+        except BaseException:  # a failed export leaves no temporary folder behind
+            self.close()
+            raise
+
+    def every_exit(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """One unpadded example [1, T] -> every exit's logits and the deployed head's, [K + 1, C] (fp32)."""
+        return self.ox.every_exit(ids, types)
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
