@@ -194,6 +194,11 @@ def test_calibrate_on_the_latency_model_switches_off_exits_and_keeps_flops_figur
     assert cal["mode"] == "max_drop" and cal["validation"]["switched_off"] == never
     assert cal["validation"]["speedup_latency_model"] > 0 and seen == ["pytorch", "onnxruntime"]
     assert cal["cost"]["profile"]["runtime"] == "onnxruntime"
+    # thresholds chosen for ONNX Runtime: its loop is the one timed, unless --latency-runtime says otherwise
+    r = run("calibrate", art, "--target-speedup", 1.3, "--cost", "latency", "--runtime", "onnxruntime", "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads((art / "calibration.json").read_text())
+    assert seen[-1] == "onnxruntime" and cal["runtime"] == "onnxruntime"
 
 
 def test_prune_within_noise_keeps_accuracy_within_noise_of_every_exit_kept(plain_artifact, tmp_path):

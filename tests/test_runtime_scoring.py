@@ -57,6 +57,7 @@ def test_thresholds_chosen_on_onnxruntime_int8_hold_exactly_for_its_answers(scor
     validation speedup is ONNX Runtime's; PyTorch int8's outputs at the same thresholds would not."""
     out, data, cal, info = scored
     assert cal.runtime == "onnxruntime" and cal.quantize == "int8"
+    assert cal.placement == {"device": "cpu", "dtype": "float32"}  # where ONNX Runtime computed them
     art = quantize_artifact(load_artifact(out), "int8")
     ox = OnnxEarlyExit(info["out"])
     enc = encode(art.deployed.tokenizer, data.split("validation"), art.config["max_length"])

@@ -79,6 +79,9 @@ def nonnegative_parts(design: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
     """What the latency model cannot time, refused before any backbone work."""
+    if runtime not in PATH_RUNNERS:
+        raise EebertError(f"--cost latency cannot time the {runtime} runtime's loop",
+                          f"add --latency-runtime, one of {', '.join(PATH_RUNNERS)}")
     if runtime == "onnxruntime":
         check_exportable(artifact, criterion, "--latency-runtime onnxruntime", "time it with --latency-runtime pytorch")
     if not criterion.stateless:

@@ -184,7 +184,7 @@ def check_config(cfg: CalibrationConfig) -> None:
     RUNTIMES.get(cfg.runtime)
     if cfg.cost not in COSTS:
         raise EebertError(f"unknown cost {cfg.cost!r}", f"choose one of {', '.join(COSTS)}")
-    if cfg.latency_runtime != CalibrationConfig().latency_runtime and cfg.cost != "latency":
+    if cfg.latency_runtime is not None and cfg.cost != "latency":
         raise EebertError("--latency-runtime names the loop the latency cost model times",
                           "add --cost latency, or drop --latency-runtime")
     if cfg.prune_within_noise and (cfg.target_speedup is None or not cfg.prune_exits):
@@ -250,7 +250,7 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                             ui.log("timing the batch-1 loop for the latency cost model (a minute or more)")
                         torch.set_num_threads(threads)  # timed as it will serve
                         try:
-                            profile = measure(artifact, criterion, outputs.lengths, runtime=cfg.latency_runtime)
+                            profile = measure(artifact, criterion, outputs.lengths, runtime=cfg.latency_runtime or cfg.runtime)
                         finally:
                             torch.set_num_threads(1)
                         if ui is not None:

@@ -108,7 +108,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
             if token_exit or _tagger(artifact) is not None:
                 raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
                                   "calibrated on FLOPs", "drop --cost latency")
-            check_latency(artifact, _criterion(artifact, cfg), cfg.latency_runtime)
+            check_latency(artifact, _criterion(artifact, cfg), cfg.latency_runtime or cfg.runtime)
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 
@@ -206,7 +206,9 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
                                 "were trained on, so the bound is optimistic; give traffic the exits have not seen")
     cal.quantize = artifact.quantize
     cal.runtime = None if cfg.runtime == "pytorch" else cfg.runtime
-    cal.placement = placement_of(artifact.deployed.model).record()
+    # where the scored outputs were computed: a runtime's graphs run on the CPU from the fp32 weights
+    cal.placement = placement_of(artifact.deployed.model).record() if cal.runtime is None else \
+        {"device": "cpu", "dtype": "float32"}
     if size_warning:
         cal.warnings.append(size_warning)
     cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")
