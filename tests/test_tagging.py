@@ -772,6 +772,49 @@ def test_benchmark_times_the_onnx_tagger_against_the_exported_deployed_graph(cal
     assert report["early_exit"]["speedup_measured"] == tm["speedup_measured"]
 
 
+def test_a_taggers_calibration_warns_when_entity_f1_is_known_only_roughly(calibrated, tmp_path):
+    """As the sentence path does for accuracy: a validation split too small for a +/- precision interval on
+    entity F1 says so in the record (the tiny split's interval is many points wide), and a looser precision
+    does not."""
+    import shutil
+
+    cal = json.loads((calibrated / "calibration.json").read_text())
+    lo, hi = cal["validation"]["entity_f1_ci95"]
+    assert 100 * (hi - lo) / 2 > 2.0
+    assert any("entity F1 is only known to about" in w for w in cal["warnings"])
+    art = tmp_path / "loose"
+    shutil.copytree(calibrated, art, ignore=shutil.ignore_patterns("onnx*"))
+    loose = steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, tolerance=0.0,
+                                                         precision=100.0))
+    assert not any("entity F1" in w for w in loose.warnings)
+
+
+def test_a_tagger_calibrated_on_onnxruntime_int8_leaves_where_its_export_does(calibrated, case, tag_onnx, tmp_path):
+    """calibrate --runtime onnxruntime on a tagger: each word's logits come from ONNX Runtime's scratch export, one
+    sentence at a time (fp32: PyTorch's to rounding); the int8 export of that calibration leaves where its scored
+    path says, and a benchmark of it scores ONNX Runtime's own outputs (PyTorch int8's there say they differ)."""
+    import shutil
+
+    from eebert_cli.model.artifact import load_artifact
+
+    art = tmp_path / "o"
+    shutil.copytree(calibrated, art, ignore=shutil.ignore_patterns("onnx*"))
+    data = load_data(DataConfig(spec=str(case[1])))
+    fp32 = load_artifact(art)
+    ort, pt = split_tags(fp32, data, "validation", runtime="onnxruntime"), split_tags(fp32, data, "validation")
+    assert ort.logits.shape == pt.logits.shape and torch.allclose(ort.logits, pt.logits, atol=1e-4, equal_nan=True)
+    cal = steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, bootstrap=20, runtime="onnxruntime"),
+                          quantize="int8")
+    assert cal.runtime == "onnxruntime" and cal.quantize == "int8" and cal.placement["device"] == "cpu"
+    steps.export(art, art / "onnx-int8", "int8")
+    cfg = BenchmarkConfig(runtime="onnxruntime", onnx_dir=str(art / "onnx-int8"), repeats=1, timing_samples=0)
+    r = steps.benchmark(art, None, cfg, write=False)
+    assert r["scored_by"] == r["calibration_runtime"] == "onnxruntime" and "differs" not in r["timing"]
+    assert r["timing"]["exit_mismatches"] == 0  # every test sentence leaves where it was scored to
+    r = steps.benchmark(art, None, BenchmarkConfig(repeats=1, timing_samples=4), write=False)
+    assert r["scored_by"] == "pytorch" and "chosen on onnxruntime's int8 outputs" in r["timing"]["differs"]
+
+
 @pytest.mark.parametrize("runtime", ["pytorch", "onnxruntime"])
 def test_benchmark_times_a_tagger_in_batches(calibrated, tag_onnx, runtime):
     """--batch-size times padded batches of sentences, each leaving at its own exit, against the deployed

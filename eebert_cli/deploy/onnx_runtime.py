@@ -206,7 +206,7 @@ class OnnxEarlyExit:
 
     def every_exit(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
         """One unpadded example [1, T] -> the logits of every exported exit and of the deployed head,
-        [segments, C], no exit taken (the segment loop's arithmetic: what ``forward_one`` answers at each)."""
+        [segments, C] (a tagger's export: [segments, T, C]), no exit taken (the segment loop's arithmetic)."""
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
         got = []
         for i, sess in enumerate(self.sessions):

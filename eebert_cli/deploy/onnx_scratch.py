@@ -32,10 +32,10 @@ def check_exportable(artifact, criterion, flag: str, instead: str) -> None:
     except ImportError:
         raise EebertError(f"{flag} needs the onnx and onnxruntime packages", "pip install 'eebert[onnx]'") from None
     exits = artifact.exits
-    if exits.reduction not in ("cls", "mean") or exits.bypass is not None or exits.gates is not None \
+    if exits.reduction not in ("cls", "mean", "word") or exits.bypass is not None or exits.gates is not None \
             or criterion.needs_features:
-        raise EebertError(f"{flag} runs an ONNX export, which takes a sentence classifier's exits that read [CLS] "
-                          "or the mean, without gates or bypasses, and criteria that read only logits", instead)
+        raise EebertError(f"{flag} runs an ONNX export, which takes exits that read [CLS], the mean or a tagger's "
+                          "words, without gates or bypasses, and criteria that read only logits", instead)
 
 
 class ScratchExport:
@@ -65,7 +65,8 @@ class ScratchExport:
             raise
 
     def every_exit(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
-        """One unpadded example [1, T] -> every exit's logits and the deployed head's, [K + 1, C] (fp32)."""
+        """One unpadded example [1, T] -> every exit's logits and the deployed head's, [K + 1, C] (a tagger's:
+        [K + 1, T, C])."""
         return self.ox.every_exit(ids, types)
 
     def close(self) -> None:

@@ -48,11 +48,12 @@ class Runtime:
                           "serve a tagger with --runtime pytorch or onnxruntime")
 
     @classmethod
-    def exit_logits(cls, artifact, criterion, examples, advance, threads: int = 0) -> torch.Tensor:
-        """[N, K + 1, C]: every exit's logits and the deployed head's for each example (``examples``: token ids
-        and token types per example), one at a time and unpadded, as this runtime computes them: what
-        ``calibrate --runtime`` chooses thresholds on. PyTorch's are the batched simulation's
-        (``scoring/outputs.split_outputs``); a runtime that cannot score says so in one line."""
+    def exit_logits(cls, artifact, criterion, examples, advance, threads: int = 0) -> list[np.ndarray]:
+        """Every exit's logits and the deployed head's for each example (``examples``: token ids and token types
+        per example), one at a time and unpadded, as this runtime computes them: [K + 1, C] per sentence,
+        [K + 1, T, C] per token of a tagger's sentence. What ``calibrate --runtime`` chooses thresholds on.
+        PyTorch's are the batched simulation's (``scoring/outputs.split_outputs``, ``scoring/tagging.split_tags``);
+        a runtime that cannot score says so in one line."""
         raise EebertError(f"the {cls.registry_name} runtime cannot score validation itself",
                           "calibrate with --runtime pytorch")
 
@@ -86,10 +87,7 @@ class PyTorchRuntime(Runtime):
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
         super().__init__(artifact, model)
         self.hf = artifact.reference.model
-        scored = _calibration_runtime(artifact)
-        if scored != "pytorch":
-            self.differs = (f"the thresholds were chosen on {scored}'s outputs and these figures are PyTorch's own, "
-                            "so the operating point may sit off its target (calibrate with --runtime pytorch)")
+        self.differs = scoring_differs("pytorch", artifact)
 
     @classmethod
     def tagger(cls, artifact, onnx_dir="", threads=0):
@@ -138,7 +136,7 @@ class OnnxRuntime(Runtime):
                 rows.append(scratch.every_exit(one, np.zeros_like(one) if types is None
                                                else np.array([types], dtype=np.int64)))
                 advance(1)
-        return torch.from_numpy(np.stack(rows))
+        return rows
 
     @classmethod
     def scored_by(cls, artifact, onnx_dir=""):
@@ -170,10 +168,8 @@ class OnnxRuntime(Runtime):
                             f"backbone: accuracy and FLOPs are the {scored} PyTorch model's, only the timing is "
                             f"the {graphs} graphs' (calibrate with --quantize {graphs if graphs != 'fp32' else 'none'}, "
                             f"or export at the calibration's precision)")
-        elif graphs != "fp32" and _calibration_runtime(artifact) == "pytorch":
-            self.differs = (f"the thresholds were chosen on PyTorch's {graphs} outputs and these figures are ONNX "
-                            f"Runtime's own, whose {graphs} kernels round differently, so the operating point may "
-                            "sit off its target (calibrate with --runtime onnxruntime)")
+        else:
+            self.differs = scoring_differs("onnxruntime", artifact)
 
     @staticmethod
     def _host(ids, mask, types):
@@ -194,10 +190,17 @@ class OnnxRuntime(Runtime):
         return self.ox.forward_batch(i, m, t, mode=mode)
 
 
-def _calibration_runtime(artifact) -> str:
-    """The runtime whose outputs the artifact's thresholds were chosen on."""
+def scoring_differs(scored_by: str, artifact) -> str | None:
+    """What a benchmark says when its figures score ``scored_by``'s outputs and the thresholds were chosen on
+    another runtime's (None: the same, or fp32 PyTorch and ONNX Runtime, which agree to rounding)."""
     cal = artifact.calibration
-    return (cal.runtime if cal is not None else None) or "pytorch"
+    chosen = (cal.runtime if cal is not None else None) or "pytorch"
+    quantize = cal.quantize if cal is not None else None
+    if chosen == scored_by or (quantize is None and {chosen, scored_by} == {"pytorch", "onnxruntime"}):
+        return None
+    what = f"{quantize} outputs" if quantize else "outputs"
+    return (f"the thresholds were chosen on {chosen}'s {what} and these figures are {scored_by}'s own, which round "
+            f"differently, so the operating point may sit off its target (calibrate with --runtime {scored_by})")
 
 
 def runtime_for(name: str, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0,

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -253,7 +254,8 @@ def _runtime_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_s
     types = enc.token_type_ids or [None] * len(enc)
     crit = build_criterion(task.criterion, {}, artifact)  # the graphs' score is not read: any valid criterion
     with ui.progress(f"{runtime} pass, one example at a time ({split}, {len(s)} examples)", len(s)) as advance:
-        logits = RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(enc.input_ids, types), advance)
+        logits = torch.from_numpy(np.stack(RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(enc.input_ids, types),
+                                                                            advance)))
     if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
         with ui.progress(f"deployed model pass ({split})", len(s)) as advance:
             deployed_logits = extract(artifact.reference.adapter, enc, [], set(), batch_size, advance, {}).teacher

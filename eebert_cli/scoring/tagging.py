@@ -149,12 +149,30 @@ def exit_logits(artifact, words, batch_size: int = 64, chunk: int = SENTENCES_PE
     return torch.cat(parts) if parts else torch.empty(0, len(exits.layers) + 1, deployed.adapter.dims.num_labels)
 
 
-def split_tags(artifact, data, split: str, batch_size: int = 64) -> SplitTags:
+def runtime_exit_logits(artifact, words, runtime: str) -> torch.Tensor:
+    """``exit_logits`` as ``runtime`` computes them, one sentence at a time (``Runtime.exit_logits``): each
+    tagged word's row read at its first subword, in the simulation's order."""
+    from ..criteria import build_criterion
+    from ..deploy.runtimes import RUNTIMES
+    from ..tasks import task_of
+
+    crit = build_criterion(task_of(artifact.deployed.model.config).criterion, {}, artifact)  # not read
+    types = words.enc.token_type_ids or [None] * len(words)
+    per_sentence = RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(words.enc.input_ids, types), lambda n: None)
+    rows = [torch.from_numpy(got[:, [p for p, w in enumerate(wi) if w >= 0]]).transpose(0, 1)  # [words, K, C]
+            for got, wi in zip(per_sentence, words.word_index)]
+    return torch.cat(rows) if rows else torch.empty(0, len(artifact.exits.layers) + 1,
+                                                    artifact.deployed.adapter.dims.num_labels)
+
+
+def split_tags(artifact, data, split: str, batch_size: int = 64, runtime: str = "pytorch") -> SplitTags:
+    """``runtime``: whose exit logits are scored; "pytorch", the batched simulation (``exit_logits``)."""
     deployed, exits = artifact.deployed, artifact.exits
     s = data.split(split)
     words = words_of(deployed.tokenizer, s, artifact.config["max_length"], deployed.label2id,
                      len(deployed.id2label), f"{data.name} ({split} split)")
-    per_word = exit_logits(artifact, words, batch_size)                    # [W, K, C]
+    per_word = exit_logits(artifact, words, batch_size) if runtime == "pytorch" else \
+        runtime_exit_logits(artifact, words, runtime)                       # [W, K, C]
     logits = by_sentence(per_word, words.offsets()).transpose(1, 2)        # [S, K, T, C]
     tags = _tag_ids(logits)
     n_words = [len(w) for w in words.words]

@@ -83,11 +83,14 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     if cfg.metric and task.choose_metric(cfg.metric) != task.metrics[0]:  # said, not ignored
         raise EebertError(f"a tagger's report leads with {task.metrics[0]} ({' and '.join(task.metrics)} are both in "
                           f"it); --metric {cfg.metric} cannot be its headline", "drop --metric")
-    if cfg.repeats > 0:
-        from ..deploy.runtimes import RUNTIMES
+    from ..deploy.runtimes import RUNTIMES, scoring_differs
 
-        RUNTIMES.get(cfg.runtime).check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
-    st = split_tags(artifact, data, cfg.split, cfg.batch_size)
+    scored_by = "pytorch"
+    if cfg.repeats > 0:
+        runtime = RUNTIMES.get(cfg.runtime)
+        runtime.check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
+        scored_by = runtime.scored_by(artifact, cfg.onnx_dir)  # the timed runtime's own figures where it can
+    st = split_tags(artifact, data, cfg.split, cfg.batch_size, runtime=scored_by)
     crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
     scores = crit.scores(st.logits)[:, :-1]
     thresholds = thresholds_from_json(cal.thresholds)
@@ -114,6 +117,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         "exit_layers": cal.exit_layers, "exits": artifact.config["exits"],
         "validation_estimate": None, "tagging_validation": cal.validation, "max_drop_margin": cal.margin,
         "calibration_warnings": cal.warnings, "exit_mode": "per-sentence", "quantize": artifact.quantize,
+        "scored_by": scored_by, "calibration_runtime": cal.runtime or "pytorch",
         # where the figures' pass ran, and where calibration's did (as in the sentence report)
         "placement": placement_of(artifact.deployed.model).record(), "calibration_placement": cal.placement,
         # the tagger as shipped; on a quantized backbone its last exit is a row of its own (as for sentences)
@@ -128,6 +132,10 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         tagger = _timed_tagger(artifact, cfg)
         timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
         report["timing"] = timing
+        differs = scoring_differs(scored_by, artifact)
+        if differs:
+            ui.log(f"warning: {differs}")
+            timing["differs"] = differs
         report["early_exit"]["speedup_measured"] = timing["speedup_measured"]
         report["deployed"]["speedup_measured"] = 1.0
     return report

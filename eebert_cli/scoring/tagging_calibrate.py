@@ -324,7 +324,7 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     name = criterion_for(task, cfg.criterion)
     CRITERIA.check(name, dict(cfg.criterion_params), 0, task.name)  # a sentence criterion fails in one line
     t0 = time.perf_counter()
-    st = split_tags(artifact, data, "validation", batch_size)
+    st = split_tags(artifact, data, "validation", batch_size, runtime=cfg.runtime)
     ref_f1 = f1_from_counts(st.reference_counts.sum(0).double()).item()  # the tagger as shipped
     grid, found = [], []
     for params in settings(name, dict(cfg.criterion_params)):
@@ -337,10 +337,15 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
     thresholds = thresholds_of(point, st.counts.shape[1] - 1)
     skip = skipped_exits(thresholds, stateless)
     figures = st.figures(point["exits"], skip=skip)
+    cis = intervals(st, point["exits"], cfg.bootstrap, skip=skip)
+    half = (cis["entity_f1_ci95"][1] - cis["entity_f1_ci95"][0]) / 2
+    if 100 * half > cfg.precision:  # as the sentence path warns on accuracy
+        warnings = [*warnings, f"validation split has {len(st.words)} sentences: entity F1 is only known to about "
+                               f"±{100 * half:.1f} points; use more validation data for tighter figures"]
     layers = artifact.exits.layers + [artifact.deployed.adapter.dims.num_layers]
     validation = {**figures, "reference_entity_f1": ref_f1, "reference": "gold" if st.labelled else "deployed",
                   "average_exit_layer": torch.tensor(layers, dtype=torch.float64)[point["exits"]].mean().item(),
-                  "examples": len(st.words), **intervals(st, point["exits"], cfg.bootstrap, skip=skip),
+                  "examples": len(st.words), **cis,
                   # what the runtime skips (switched off by the search, or "never"), as the sentence path records
                   "switched_off": [artifact.exits.layers[j] for j in sorted(skip)],
                   "exits_evaluated": exits_evaluated(point["exits"], len(thresholds), skip),
@@ -351,7 +356,10 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
         target_speedup=cfg.target_speedup, max_drop=cfg.max_drop, metric="entity_f1", headline_metric="entity_f1",
         per_layer=len({t for t in thresholds if t != -INF}) > 1,  # the exits still on differ (refined per exit)
         task=task.name, exit_layers=layers, validation=validation,
-        quantize=getattr(artifact, "quantize", None), placement=placement_of(artifact.deployed.model).record(),
+        quantize=getattr(artifact, "quantize", None), runtime=None if cfg.runtime == "pytorch" else cfg.runtime,
+        # where the scored outputs were computed (a runtime's graphs: on the CPU, from the fp32 weights)
+        placement=placement_of(artifact.deployed.model).record() if cfg.runtime == "pytorch" else
+        {"device": "cpu", "dtype": "float32"},
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {
             "method": f"bootstrap over sentences ({cfg.bootstrap} resamples), {cfg.drop_confidence} quantile of "

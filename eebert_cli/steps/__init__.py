@@ -97,9 +97,9 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         if cfg.runtime != "pytorch":  # what the runtime cannot score, refused before its pass
             from ..deploy.onnx_scratch import check_exportable
 
-            if token_exit or _tagger(artifact) is not None:
-                raise EebertError(f"--runtime {cfg.runtime} scores a sentence classifier's exits; a tagger's "
-                                  "thresholds are chosen on PyTorch's outputs", "drop --runtime")
+            if token_exit:
+                raise EebertError(f"--runtime {cfg.runtime} scores the per-sentence exit; the per-token exit is "
+                                  "calibrated on PyTorch's outputs", "drop --runtime")
             check_exportable(artifact, _criterion(artifact, cfg), f"--runtime {cfg.runtime}",
                              "calibrate with --runtime pytorch")
         if cfg.cost == "latency":  # what the latency model cannot time, refused before the backbone pass
