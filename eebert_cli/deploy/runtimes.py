@@ -140,9 +140,9 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def scored_by(cls, artifact, onnx_dir=""):
+        from ..model.artifact import read_json
         from .onnx_runtime import MANIFEST
 
-        from ..model.artifact import read_json
         graphs = read_json(Path(onnx_dir or Path(artifact.path) / "onnx") / MANIFEST).get("quantize")
         # graphs at the artifact's precision: the scratch export is theirs; else PyTorch's (Runtime.differs says so)
         return "onnxruntime" if graphs == artifact.quantize else "pytorch"

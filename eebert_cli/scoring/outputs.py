@@ -253,7 +253,8 @@ def _runtime_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_s
     enc = encode(dep.tokenizer, s, artifact.config["max_length"])
     types = enc.token_type_ids or [None] * len(enc)
     crit = build_criterion(task.criterion, {}, artifact)  # the graphs' score is not read: any valid criterion
-    with ui.progress(f"{runtime} pass, one example at a time ({split}, {len(s)} examples)", len(s)) as advance:
+    with ui.progress(f"{runtime}: a scratch export, then {split} one example at a time ({len(s)} examples)",
+                     len(s)) as advance:
         logits = torch.from_numpy(np.stack(RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(enc.input_ids, types),
                                                                             advance)))
     if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
