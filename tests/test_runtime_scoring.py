@@ -95,3 +95,16 @@ def test_what_onnxruntime_cannot_score_is_refused_in_one_line(scored, tiny_data)
     assert_one_line_error(r, "--runtime onnxruntime runs an ONNX export")
     assert_one_line_error(run("calibrate", out, "--data", tiny_data, "--target-speedup", 1.5, "--runtime", "onnxrt"),
                           "onnxruntime")
+
+
+def test_a_server_says_when_the_thresholds_were_chosen_on_another_runtime(scored):
+    """Served on PyTorch, an artifact calibrated on ONNX Runtime int8 says so at start (``info["warning"]``, the
+    status page); served on its export, it says nothing."""
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.deploy.serve.engine import load_engine
+
+    out, _, _, info = scored
+    warning = load_engine(ServeConfig(artifact=str(out))).info.get("warning") or ""
+    assert "chosen on onnxruntime's int8 outputs" in warning and "--runtime pytorch" in warning
+    ort = load_engine(ServeConfig(artifact=str(out), runtime="onnxruntime", onnx_dir=info["out"]))
+    assert "warning" not in ort.info

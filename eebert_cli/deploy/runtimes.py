@@ -191,16 +191,16 @@ class OnnxRuntime(Runtime):
 
 
 def scoring_differs(scored_by: str, artifact) -> str | None:
-    """What a benchmark says when its figures score ``scored_by``'s outputs and the thresholds were chosen on
-    another runtime's (None: the same, or fp32 PyTorch and ONNX Runtime, which agree to rounding)."""
+    """What a benchmark or server of ``scored_by`` says when the thresholds were chosen on another runtime's
+    outputs (None: the same, or fp32 PyTorch and ONNX Runtime, which agree to rounding)."""
     cal = artifact.calibration
     chosen = (cal.runtime if cal is not None else None) or "pytorch"
     quantize = cal.quantize if cal is not None else None
     if chosen == scored_by or (quantize is None and {chosen, scored_by} == {"pytorch", "onnxruntime"}):
         return None
     what = f"{quantize} outputs" if quantize else "outputs"
-    return (f"the thresholds were chosen on {chosen}'s {what} and these figures are {scored_by}'s own, which round "
-            f"differently, so the operating point may sit off its target (calibrate with --runtime {scored_by})")
+    return (f"the thresholds were chosen on {chosen}'s {what}, and {scored_by}'s round differently: on {scored_by} "
+            f"the operating point may sit off its target (calibrate with --runtime {scored_by})")
 
 
 def runtime_for(name: str, artifact, model=None, onnx_dir: str | Path = "", threads: int = 0,

@@ -30,6 +30,8 @@ def serve(cfg: ServeConfig) -> None:
     engine = load_engine(cfg)  # also the check for --workers N: each worker then loads its own copy
     if not _loopback(cfg.host) and not cfg.api_key_env:
         err.print(f"[yellow]warning:[/] binding {cfg.host} without --api-key-env: anyone who reaches it can use it")
+    if engine.info.get("warning"):
+        err.print(f"[yellow]warning:[/] {engine.info['warning']}", highlight=False)
     err.print(f"serving the {engine.kind} model {engine.model_id} ({cfg.runtime}, exits at layers "
               f"{engine.exit_layers}) on http://{cfg.host}:{cfg.port} with {cfg.workers} worker(s), "
               f"{cfg.torch_threads()} thread(s) each; max batch {cfg.max_batch}, max wait {cfg.max_wait_ms} ms",

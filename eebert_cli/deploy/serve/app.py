@@ -137,7 +137,8 @@ class Server:
                  "uptime": f"{time.time() - self.started:.0f} s", "texts answered": int(rows),
                  "mean batch size": f"{rows / batches:.2f}" if batches else "-",
                  "queued now": self.batcher.depth,
-                 "errors": int(sum(m.value("eebert_errors_total", {"kind": k}) for k in ERROR_KINDS))}
+                 "errors": int(sum(m.value("eebert_errors_total", {"kind": k}) for k in ERROR_KINDS)),
+                 **({"warning": e.info["warning"]} if e.info.get("warning") else {})}
         facts_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
         return ("<!doctype html><html><head><meta charset='utf-8'><title>eebert serve</title>"
                 "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;text-align:left}</style>"

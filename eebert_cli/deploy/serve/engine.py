@@ -185,6 +185,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     if model is not None:
         info["thresholds"] = [round(t, 6) if abs(t) != float("inf") else str(t) for t in model.thresholds]
     rt = runtime_for(cfg.runtime, art, model, cfg.onnx_dir, cfg.torch_threads(), deployed=cfg.deployed)
+    if model is not None and rt.differs:  # said at start and on the status page
+        info["warning"] = rt.differs
     if model is None and not runs_backbone:  # the deployed graph answers: the PyTorch weights only hash-checked
         art.release(keep_backbone=False)
     if model is None:  # the deployed model as shipped: one exit, its own head
