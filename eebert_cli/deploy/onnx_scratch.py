@@ -40,13 +40,19 @@ def check_exportable(artifact, criterion, flag: str, instead: str) -> None:
 
 class ScratchExport:
     """``artifact`` exported with every exit live to a temporary folder; ``ox`` runs it (``OnnxEarlyExit``).
-    Use as a context manager, or call ``close``."""
+    ``criterion``: the one whose score the graphs compute (the latency profile times it); None, where only the
+    logits are read: the task's default. Use as a context manager, or call ``close``."""
 
-    def __init__(self, artifact, criterion, threads: int = 0):
+    def __init__(self, artifact, criterion=None, threads: int = 0):
+        from ..criteria import build_criterion
         from ..model.artifact import CALIBRATION, WEIGHTS, derivation
         from ..model.calibration import Calibration
+        from ..tasks import task_of
         from .onnx_export import export
         from .onnx_runtime import OnnxEarlyExit
+
+        if criterion is None:
+            criterion = build_criterion(task_of(artifact.deployed.model.config).criterion, {}, artifact)
 
         self.tmp = Path(tempfile.mkdtemp(prefix="eebert-onnx-"))
         try:

@@ -48,7 +48,7 @@ class Runtime:
                           "serve a tagger with --runtime pytorch or onnxruntime")
 
     @classmethod
-    def exit_logits(cls, artifact, criterion, examples, advance, threads: int = 0) -> list[np.ndarray]:
+    def exit_logits(cls, artifact, examples, advance, threads: int = 0) -> list[np.ndarray]:
         """Every exit's logits and the deployed head's for each example (``examples``: token ids and token types
         per example), one at a time and unpadded, as this runtime computes them: [K + 1, C] per sentence,
         [K + 1, T, C] per token of a tagger's sentence. What ``calibrate --runtime`` chooses thresholds on.
@@ -126,10 +126,10 @@ class OnnxRuntime(Runtime):
         return OnnxTagger(artifact, onnx_dir or None, threads)
 
     @classmethod
-    def exit_logits(cls, artifact, criterion, examples, advance, threads=0):
+    def exit_logits(cls, artifact, examples, advance, threads=0):
         from .onnx_scratch import ScratchExport
 
-        with ScratchExport(artifact, criterion, threads or torch.get_num_threads()) as scratch:
+        with ScratchExport(artifact, threads=threads or torch.get_num_threads()) as scratch:
             rows = []
             for ids, types in examples:
                 one = np.array([ids], dtype=np.int64)

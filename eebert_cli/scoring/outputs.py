@@ -245,17 +245,14 @@ def _runtime_outputs(artifact: art.Artifact, data: TaskData, split: str, batch_s
     """``split``'s outputs as ``runtime`` computes them, one example at a time; FLOPs as the simulation's (they
     depend on lengths and exits only). Exits that read features, gates and bypasses are refused up front
     (``deploy/onnx_scratch.check_exportable``)."""
-    from ..criteria import build_criterion
-
     dep, exits = artifact.deployed, artifact.exits
     task = task_of(dep.model.config)
     s = data.split(split)
     enc = encode(dep.tokenizer, s, artifact.config["max_length"])
     types = enc.token_type_ids or [None] * len(enc)
-    crit = build_criterion(task.criterion, {}, artifact)  # the graphs' score is not read: any valid criterion
     with ui.progress(f"{runtime}: a scratch export, then {split} one example at a time ({len(s)} examples)",
                      len(s)) as advance:
-        logits = torch.from_numpy(np.stack(RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(enc.input_ids, types),
+        logits = torch.from_numpy(np.stack(RUNTIMES.get(runtime).exit_logits(artifact, zip(enc.input_ids, types),
                                                                             advance)))
     if deployed_logits is None and artifact.changes_path:  # the shipped model, for agreement and reference
         with ui.progress(f"deployed model pass ({split})", len(s)) as advance:

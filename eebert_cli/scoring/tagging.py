@@ -152,13 +152,10 @@ def exit_logits(artifact, words, batch_size: int = 64, chunk: int = SENTENCES_PE
 def runtime_exit_logits(artifact, words, runtime: str) -> torch.Tensor:
     """``exit_logits`` as ``runtime`` computes them, one sentence at a time (``Runtime.exit_logits``): each
     tagged word's row read at its first subword, in the simulation's order."""
-    from ..criteria import build_criterion
     from ..deploy.runtimes import RUNTIMES
-    from ..tasks import task_of
 
-    crit = build_criterion(task_of(artifact.deployed.model.config).criterion, {}, artifact)  # not read
     types = words.enc.token_type_ids or [None] * len(words)
-    per_sentence = RUNTIMES.get(runtime).exit_logits(artifact, crit, zip(words.enc.input_ids, types), lambda n: None)
+    per_sentence = RUNTIMES.get(runtime).exit_logits(artifact, zip(words.enc.input_ids, types), lambda n: None)
     rows = [torch.from_numpy(got[:, [p for p, w in enumerate(wi) if w >= 0]]).transpose(0, 1)  # [words, K, C]
             for got, wi in zip(per_sentence, words.word_index)]
     return torch.cat(rows) if rows else torch.empty(0, len(artifact.exits.layers) + 1,
