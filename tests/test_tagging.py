@@ -487,6 +487,10 @@ def test_int8_tagger_export_runs_and_mostly_agrees(calibrated, case, tag_onnx, t
     got = OnnxTagger.from_artifact(calibrated, folder=tmp_path / "int8").tag_words(words, 8)
     want = Tagger.from_artifact(calibrated).tag_words(words, 8)
     assert sum(g[0] == w[0] for g, w in zip(got, want)) >= 0.8 * len(words)
+    # timed, the int8 graphs of an fp32 calibration: the rows are the fp32 tagger's, and the report says so
+    r = steps.benchmark(calibrated, None, BenchmarkConfig(runtime="onnxruntime", onnx_dir=str(tmp_path / "int8"),
+                                                          repeats=1, timing_samples=4), write=False)
+    assert r["scored_by"] == "pytorch" and "is int8 and the calibration was made on the fp32" in r["timing"]["differs"]
 
 
 def test_a_stale_tagger_export_is_refused(calibrated, tag_onnx, tmp_path):

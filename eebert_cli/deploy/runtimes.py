@@ -34,8 +34,14 @@ class Runtime:
         """``deployed``: also get ready to run the deployed model (a server of the early-exit model does not)."""
         self.artifact, self.model = artifact, model
         #: how what this runtime runs differs from the model the calibration scored (None: it does not), for a
-        #: benchmark to say beside figures that come from that model
-        self.differs: str | None = None
+        #: benchmark or a server to say (``differs_for``)
+        self.differs: str | None = type(self).differs_for(artifact, onnx_dir)
+
+    @classmethod
+    def differs_for(cls, artifact, onnx_dir: str | Path = "") -> str | None:
+        """What to say beside this runtime's figures or answers for ``artifact`` where its thresholds were chosen on
+        another model's outputs (``scoring_differs``); None where they were not."""
+        return scoring_differs(cls.registry_name, artifact)
 
     @classmethod
     def check(cls, artifact_path: Path, onnx_dir: str | Path = "") -> None:
@@ -85,9 +91,8 @@ class PyTorchRuntime(Runtime):
     """The layer loop of ``runtime.EarlyExitModel`` on the model's device; the deployed model as transformers runs it."""
 
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
-        super().__init__(artifact, model)
+        super().__init__(artifact, model, onnx_dir)
         self.hf = artifact.reference.model
-        self.differs = scoring_differs("pytorch", artifact)
 
     @classmethod
     def tagger(cls, artifact, onnx_dir="", threads=0):
@@ -153,23 +158,31 @@ class OnnxRuntime(Runtime):
 
         return "onnxruntime " + version("onnxruntime")
 
+    @classmethod
+    def differs_for(cls, artifact, onnx_dir=""):
+        from ..model.artifact import read_json
+        from .onnx_runtime import MANIFEST
+
+        folder = Path(onnx_dir or Path(artifact.path) / "onnx")
+        if not (folder / MANIFEST).is_file():
+            return None  # no export: the runtime refuses it in its own words
+        graphs = read_json(folder / MANIFEST).get("quantize") or "fp32"
+        scored = (artifact.calibration.quantize if artifact.calibration is not None else None) or "fp32"
+        if graphs != scored:
+            return (f"the ONNX export in {folder} is {graphs} and the calibration was made on the {scored} backbone: "
+                    f"accuracy and FLOPs are the {scored} PyTorch model's, only the timing is the {graphs} graphs' "
+                    f"(calibrate with --quantize {graphs if graphs != 'fp32' else 'none'}, or export at the "
+                    "calibration's precision)")
+        return scoring_differs("onnxruntime", artifact)
+
     def __init__(self, artifact, model=None, onnx_dir="", threads=0, deployed=True):
-        super().__init__(artifact, model)
+        super().__init__(artifact, model, onnx_dir)
         from .onnx_runtime import OnnxEarlyExit
 
         folder = Path(onnx_dir or artifact.path / "onnx")
         self.ox = OnnxEarlyExit(folder, threads=threads or torch.get_num_threads(), deployed=deployed or model is None)
         if model is not None and self.ox.manifest["exit_layers"] != model.exit_layers:
             raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")
-        graphs = self.ox.manifest.get("quantize") or "fp32"
-        scored = (artifact.calibration.quantize if artifact.calibration is not None else None) or "fp32"
-        if graphs != scored:
-            self.differs = (f"the ONNX export in {folder} is {graphs} and the calibration was made on the {scored} "
-                            f"backbone: accuracy and FLOPs are the {scored} PyTorch model's, only the timing is "
-                            f"the {graphs} graphs' (calibrate with --quantize {graphs if graphs != 'fp32' else 'none'}, "
-                            f"or export at the calibration's precision)")
-        else:
-            self.differs = scoring_differs("onnxruntime", artifact)
 
     @staticmethod
     def _host(ids, mask, types):

@@ -83,7 +83,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
     if cfg.metric and task.choose_metric(cfg.metric) != task.metrics[0]:  # said, not ignored
         raise EebertError(f"a tagger's report leads with {task.metrics[0]} ({' and '.join(task.metrics)} are both in "
                           f"it); --metric {cfg.metric} cannot be its headline", "drop --metric")
-    from ..deploy.runtimes import RUNTIMES, scoring_differs
+    from ..deploy.runtimes import RUNTIMES
 
     scored_by = "pytorch"
     if cfg.repeats > 0:
@@ -132,7 +132,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         tagger = _timed_tagger(artifact, cfg)
         timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
         report["timing"] = timing
-        differs = scoring_differs(scored_by, artifact)
+        differs = RUNTIMES.get(cfg.runtime).differs_for(artifact, cfg.onnx_dir)
         if differs:
             ui.log(f"warning: {differs}")
             timing["differs"] = differs
