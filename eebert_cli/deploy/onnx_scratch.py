@@ -65,7 +65,9 @@ class ScratchExport:
             Calibration(criterion=criterion.registry_name, criterion_params=criterion.params(),
                         thresholds=[SCORED] * n, quantize=artifact.quantize, **derivation(art, WEIGHTS)).save(art)
             export(art, self.tmp / "onnx", quantize=artifact.quantize)
-            self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=threads)
+            # the segments only: scoring runs them one by one, the latency profile too (its deployed path loads
+            # the deployed graph on first use); the fused graph would be one more copy of the weights in memory
+            self.ox = OnnxEarlyExit(self.tmp / "onnx", threads=threads, deployed=False, fused=False)
         except BaseException:  # a failed export leaves no temporary folder behind
             self.close()
             raise
