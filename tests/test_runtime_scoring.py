@@ -81,8 +81,7 @@ def test_a_benchmark_scores_the_runtime_it_times(scored):
                                                      warmup=1, timing_samples=20), curves=False)
     assert ort["scored_by"] == "onnxruntime" and ort["calibration_runtime"] == "onnxruntime"
     assert ort["timing"]["exit_mismatches"] == 0 and "differs" not in ort["timing"]
-    pt = run_benchmark(model, data, BenchmarkConfig(repeats=1, warmup=1, timing_samples=20, timing_batch_size=4),
-                       curves=False)
+    pt = run_benchmark(model, data, BenchmarkConfig(repeats=1, warmup=1, timing_samples=20), curves=False)  # batch 1
     assert pt["scored_by"] == "pytorch" and "chosen on onnxruntime's int8 outputs" in pt["timing"]["differs"]
     assert "Rows scored on onnxruntime's outputs; thresholds chosen on onnxruntime's." in markdown(ort)
     assert "Rows scored on pytorch's outputs; thresholds chosen on onnxruntime's." in markdown(pt)

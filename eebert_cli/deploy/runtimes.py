@@ -38,6 +38,13 @@ class Runtime:
         self.differs: str | None = type(self).differs_for(artifact, onnx_dir)
 
     @classmethod
+    def scored_placement(cls, model) -> dict:
+        """Where ``exit_logits`` computes, for a calibration record: by default where ``model`` is placed."""
+        from ..model.device import placement_of
+
+        return placement_of(model).record()
+
+    @classmethod
     def differs_for(cls, artifact, onnx_dir: str | Path = "") -> str | None:
         """What to say beside this runtime's figures or answers for ``artifact`` where its thresholds were chosen on
         another model's outputs (``scoring_differs``); None where they were not."""
@@ -142,6 +149,10 @@ class OnnxRuntime(Runtime):
                                                else np.array([types], dtype=np.int64)))
                 advance(1)
         return rows
+
+    @classmethod
+    def scored_placement(cls, model):
+        return {"device": "cpu", "dtype": "float32"}  # its graphs, exported from the fp32 weights, on the CPU
 
     @classmethod
     def scored_by(cls, artifact, onnx_dir=""):

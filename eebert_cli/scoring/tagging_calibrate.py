@@ -21,7 +21,7 @@ import time
 import torch
 
 from ..model.artifact import WEIGHTS, derivation
-from ..model.device import placement_of
+from ..deploy.runtimes import RUNTIMES
 from .threshold_search import (Goal, Outcome, Problem, _ascend, decide, exits_evaluated, near_equal,
                                switching_off, within_floor)
 from .config import CalibrationConfig
@@ -357,9 +357,7 @@ def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: i
         per_layer=len({t for t in thresholds if t != -INF}) > 1,  # the exits still on differ (refined per exit)
         task=task.name, exit_layers=layers, validation=validation,
         quantize=getattr(artifact, "quantize", None), runtime=None if cfg.runtime == "pytorch" else cfg.runtime,
-        # where the scored outputs were computed (a runtime's graphs: on the CPU, from the fp32 weights)
-        placement=placement_of(artifact.deployed.model).record() if cfg.runtime == "pytorch" else
-        {"device": "cpu", "dtype": "float32"},
+        placement=RUNTIMES.get(cfg.runtime).scored_placement(artifact.deployed.model),  # where it was scored
         ci_method=CI_METHOD,
         margin=None if cfg.max_drop is None else {
             "method": f"bootstrap over sentences ({cfg.bootstrap} resamples), {cfg.drop_confidence} quantile of "

@@ -17,9 +17,10 @@ from ..model.calibration import Calibration
 from ..train.config import AttachConfig
 from ..scoring.config import BenchmarkConfig
 from ..data import DataConfig, TaskData, load_data
-from ..model.device import place_artifact, placement_of, resolve
+from ..model.device import place_artifact, resolve
 from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
+from ..deploy.runtimes import RUNTIMES
 from ..scoring.outputs import OutputsCache, SplitOutputs, data_config_of, split_outputs
 from ..model.runtime import EarlyExitModel
 from ..core.ui import SILENT, UI
@@ -206,9 +207,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
                                 "were trained on, so the bound is optimistic; give traffic the exits have not seen")
     cal.quantize = artifact.quantize
     cal.runtime = None if cfg.runtime == "pytorch" else cfg.runtime
-    # where the scored outputs were computed: a runtime's graphs run on the CPU from the fp32 weights
-    cal.placement = placement_of(artifact.deployed.model).record() if cal.runtime is None else \
-        {"device": "cpu", "dtype": "float32"}
+    cal.placement = RUNTIMES.get(cfg.runtime).scored_placement(artifact.deployed.model)  # where it was scored
     if size_warning:
         cal.warnings.append(size_warning)
     cal.headline_metric = outputs.task.choose_metric(metric).replace("-", "_")
