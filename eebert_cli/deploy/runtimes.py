@@ -155,13 +155,20 @@ class OnnxRuntime(Runtime):
         return {"device": "cpu", "dtype": "float32"}  # its graphs, exported from the fp32 weights, on the CPU
 
     @classmethod
-    def scored_by(cls, artifact, onnx_dir=""):
+    def _precisions(cls, artifact, onnx_dir="") -> tuple[Path, str | None, str]:
+        """The export's folder, its graphs' precision (None: no export there) and the calibration's."""
         from ..model.artifact import read_json
         from .onnx_runtime import MANIFEST
 
-        graphs = read_json(Path(onnx_dir or Path(artifact.path) / "onnx") / MANIFEST).get("quantize")
-        # graphs at the artifact's precision: the scratch export is theirs; else PyTorch's (Runtime.differs says so)
-        return "onnxruntime" if graphs == artifact.quantize else "pytorch"
+        folder = Path(onnx_dir or Path(artifact.path) / "onnx")
+        graphs = (read_json(folder / MANIFEST).get("quantize") or "fp32") if (folder / MANIFEST).is_file() else None
+        return folder, graphs, (artifact.calibration.quantize if artifact.calibration is not None else None) or "fp32"
+
+    @classmethod
+    def scored_by(cls, artifact, onnx_dir=""):
+        _, graphs, calibrated = cls._precisions(artifact, onnx_dir)
+        # graphs at the calibration's precision: the scratch export is theirs; else PyTorch's (differs_for says so)
+        return "onnxruntime" if graphs == calibrated else "pytorch"
 
     @classmethod
     def version(cls):
@@ -171,14 +178,9 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def differs_for(cls, artifact, onnx_dir=""):
-        from ..model.artifact import read_json
-        from .onnx_runtime import MANIFEST
-
-        folder = Path(onnx_dir or Path(artifact.path) / "onnx")
-        if not (folder / MANIFEST).is_file():
+        folder, graphs, scored = cls._precisions(artifact, onnx_dir)
+        if graphs is None:
             return None  # no export: the runtime refuses it in its own words
-        graphs = read_json(folder / MANIFEST).get("quantize") or "fp32"
-        scored = (artifact.calibration.quantize if artifact.calibration is not None else None) or "fp32"
         if graphs != scored:
             return (f"the ONNX export in {folder} is {graphs} and the calibration was made on the {scored} backbone: "
                     f"accuracy and FLOPs are the {scored} PyTorch model's, only the timing is the {graphs} graphs' "
