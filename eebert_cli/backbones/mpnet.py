@@ -34,10 +34,12 @@ class MPNetAdapter(BackboneAdapter):
         return self.encoder.embeddings(input_ids=input_ids)
 
     def prepare(self, hidden, attention_mask):
-        from transformers.masking_utils import create_bidirectional_mask  # here: it imports torch._dynamo
+        mask = None
+        if attention_mask is not None:  # one unpadded example needs none (the batch-1 loop)
+            from transformers.masking_utils import create_bidirectional_mask  # here: it imports torch._dynamo
 
-        mask = None if attention_mask is None else create_bidirectional_mask(
-            config=self.model.config, inputs_embeds=hidden, attention_mask=attention_mask)
+            mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
+                                             attention_mask=attention_mask)
         return {"mask": mask, "bias": self.encoder.encoder.compute_position_bias(hidden)}
 
     def export_state(self, hidden, attention_mask):
