@@ -20,7 +20,8 @@ With --chain, a third pass runs every segment in sequence on each batch (all lay
 head, no exit taken) against the deployed graph: what cutting the model into segments costs by
 itself, which early exit pays on the segments each example runs. The same chain also runs with its
 segments cut (no exit score; no exit at all), so a boundary's cost splits by the clock into the
-session switch, the exit head and the exit score.
+session switch, the exit head and the exit score; and a session holding one node (the hidden state
+passed through) runs beside them, so the switch splits into a session call's own floor and the rest.
 
 With --after-pytorch every timed call follows an untimed PyTorch forward of the deployed model, as
 when engines are interleaved call by call: what that costs ONNX Runtime shows as the difference.
@@ -218,6 +219,19 @@ def cut_chain(o: OnnxEarlyExit, drop: tuple[str, ...], threads: int, tmp: Path) 
     return out, [first.index(c) for c in o.carry]
 
 
+def floor_session(threads: int, tmp: Path):
+    """A session holding one node (``Identity`` of a hidden state of any shape), under the options every graph
+    gets: what a session call costs from Python with next to no work in it (the floor of a switch)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq", "hidden"]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "floor", io[:1], io[1:])
+    path = tmp / "floor.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return session(path, threads)
+
+
 #: the chains chain_pass times beside the deployed graph: what each segment outputs besides its hidden state
 CHAINS = {"as exported": (), "no exit score": ("score",), "layers only": ("logits", "score")}
 
@@ -230,18 +244,23 @@ def chain_pass(o: OnnxEarlyExit, bs, repeats: int, threads: int) -> dict:
     Timed by the clock, not ORT's profiler (whose per-node cost inflates small kernels), the same chain
     also runs cut: without the exit score's nodes, and without the exit (head and score). Their
     differences split what a boundary costs: "switch" (layers only against deployed: session calls,
-    the host between them), "exit head" and "exit score"."""
+    the host between them), "exit head" and "exit score". The "call floor" is one call of ``floor_session``
+    on the batch's hidden state, right after the chains: a session call's own cost, part of the switch."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         chains = {k: None if not drop else cut_chain(o, drop, threads, Path(tmp)) for k, drop in CHAINS.items()}
-        for x in bs[:10]:
+        floor = floor_session(threads, Path(tmp))
+        hidden = [o.run_segment(0, {"input_ids": x[0], "attention_mask": x[1], "token_type_ids": x[2]})[0]
+                  for x in bs]  # each batch's own hidden state: what a switch hands over
+        for x, h in zip(bs[:10], hidden):
             o.forward_deployed(*x)
             for ss in chains.values():
                 run_chain(o, *x, cut=ss)
-        dep, tot, per = 0.0, dict.fromkeys(chains, 0.0), np.zeros(len(o.sessions))
+            floor.run(None, {"x": h})
+        dep, tot, per, fl = 0.0, dict.fromkeys(chains, 0.0), np.zeros(len(o.sessions)), 0.0
         for j, x in enumerate(bs):
-            d, c = [], {k: [] for k in chains}
+            d, c, f = [], {k: [] for k in chains}, []
             for r in range(repeats):
                 names = list(chains) if (j + r) % 2 else list(chains)[::-1]  # no chain always runs first
                 t0 = time.perf_counter()
@@ -249,7 +268,11 @@ def chain_pass(o: OnnxEarlyExit, bs, repeats: int, threads: int) -> dict:
                 d.append(time.perf_counter() - t0)
                 for k in names:
                     c[k].append(run_chain(o, *x, cut=chains[k]))
+                t0 = time.perf_counter()
+                floor.run(None, {"x": hidden[j]})
+                f.append(time.perf_counter() - t0)
             dep += statistics.median(d)
+            fl += statistics.median(f)
             for k in chains:
                 mid = sorted(c[k], key=sum)[len(c[k]) // 2]
                 tot[k] += sum(mid)
@@ -263,7 +286,7 @@ def chain_pass(o: OnnxEarlyExit, bs, repeats: int, threads: int) -> dict:
                 "exit score": (ms["as exported"] - ms["no exit score"]) / bounds}
     return {"deployed_ms": dep_ms, "chain_ms": ms["as exported"], "ratio": tot["as exported"] / dep,
             "segment_ms": [1000 * v / n for v in per], "chains_ms": ms, "boundaries": bounds,
-            "per_boundary_ms": boundary}
+            "per_boundary_ms": boundary, "call_floor_ms": 1000 * fl / n}
 
 
 def report(name: str, b: int, n: int, segs: list, wall: dict, prof: dict, flops: float, repeats: int) -> dict:
@@ -356,7 +379,8 @@ def main():
                       + ", ".join(f"{v:.3f}" for v in c["segment_ms"]))
                 print("  the same chain cut (ms a batch): " + ", ".join(f"{k} {v:.3f}" for k, v in c["chains_ms"].items())
                       + f"; per boundary ({c['boundaries']}): "
-                      + ", ".join(f"{k} {1000 * v:.1f} us" for k, v in c["per_boundary_ms"].items()))
+                      + ", ".join(f"{k} {1000 * v:.1f} us" for k, v in c["per_boundary_ms"].items())
+                      + f"; a session call's floor (one Identity node) {1000 * c['call_floor_ms']:.1f} us")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
 
