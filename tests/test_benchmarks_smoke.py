@@ -126,7 +126,7 @@ RUNS = [
            "in calls: ORT outside kernels", "in calls: Python binding", "host: decision, regroup, outputs",
            "segment-0.onnx", "deployed.onnx", "measured/FLOPs", "every segment in sequence (no exit taken)",
            "the same chain cut (ms a batch): as exported ", "no exit score ", "layers only ",
-           "switch ", "exit head ", "exit score ", "a session call's floor (one Identity node) "],
+           "switch ", "exit head ", "exit score ", "a session call's floor (one Identity node) ", " us back to back"],
         needs=("onnxruntime", "onnx")),
     Run("serve_memory.py", lambda f, tmp: [f("smoke_artifacts")["int8"], "--threads", 1, "--json", tmp / "m.json"],
         ["one engine per fresh process, 1 threads, one text then a batch of 4 answered", "imports MB", "loaded MB",
