@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.ui import SILENT, UI
 from ..model.cost import encoder_flops, exit_charges, exit_costs, full_cost, head_flops, skip_exits
 from ..model.features import all_exit_logits
 from ..tasks.entities import span_counts
@@ -149,27 +150,31 @@ def exit_logits(artifact, words, batch_size: int = 64, chunk: int = SENTENCES_PE
     return torch.cat(parts) if parts else torch.empty(0, len(exits.layers) + 1, deployed.adapter.dims.num_labels)
 
 
-def runtime_exit_logits(artifact, words, runtime: str) -> torch.Tensor:
+def runtime_exit_logits(artifact, words, runtime: str, ui: UI = SILENT) -> torch.Tensor:
     """``exit_logits`` as ``runtime`` computes them, one sentence at a time (``Runtime.exit_logits``): each
     tagged word's row read at its first subword, in the simulation's order."""
     from ..deploy.runtimes import RUNTIMES
 
     types = words.enc.token_type_ids or [None] * len(words)
-    per_sentence = RUNTIMES.get(runtime).exit_logits(artifact, zip(words.enc.input_ids, types), lambda n: None)
+    with ui.progress(f"{runtime}: a scratch export, then one sentence at a time ({len(words)} sentences)",
+                     len(words)) as advance:
+        per_sentence = RUNTIMES.get(runtime).exit_logits(artifact, zip(words.enc.input_ids, types), advance)
     rows = [torch.from_numpy(got[:, [p for p, w in enumerate(wi) if w >= 0]]).transpose(0, 1)  # [words, K, C]
             for got, wi in zip(per_sentence, words.word_index)]
     return torch.cat(rows) if rows else torch.empty(0, len(artifact.exits.layers) + 1,
                                                     artifact.deployed.adapter.dims.num_labels)
 
 
-def split_tags(artifact, data, split: str, batch_size: int = 64, runtime: str = "pytorch") -> SplitTags:
-    """``runtime``: whose exit logits are scored; "pytorch", the batched simulation (``exit_logits``)."""
+def split_tags(artifact, data, split: str, batch_size: int = 64, runtime: str = "pytorch",
+               ui: UI = SILENT) -> SplitTags:
+    """``runtime``: whose exit logits are scored; "pytorch", the batched simulation (``exit_logits``); another
+    runtime's pass, one sentence at a time, shows its progress on ``ui``."""
     deployed, exits = artifact.deployed, artifact.exits
     s = data.split(split)
     words = words_of(deployed.tokenizer, s, artifact.config["max_length"], deployed.label2id,
                      len(deployed.id2label), f"{data.name} ({split} split)")
     per_word = exit_logits(artifact, words, batch_size) if runtime == "pytorch" else \
-        runtime_exit_logits(artifact, words, runtime)                       # [W, K, C]
+        runtime_exit_logits(artifact, words, runtime, ui)                       # [W, K, C]
     logits = by_sentence(per_word, words.offsets()).transpose(1, 2)        # [S, K, T, C]
     tags = _tag_ids(logits)
     n_words = [len(w) for w in words.words]

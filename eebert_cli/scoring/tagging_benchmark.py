@@ -85,12 +85,10 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
                           f"it); --metric {cfg.metric} cannot be its headline", "drop --metric")
     from ..deploy.runtimes import RUNTIMES
 
-    scored_by = "pytorch"
-    if cfg.repeats > 0:
-        runtime = RUNTIMES.get(cfg.runtime)
-        runtime.check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
-        scored_by = runtime.scored_by(artifact, cfg.onnx_dir)  # the timed runtime's own figures where it can
-    st = split_tags(artifact, data, cfg.split, cfg.batch_size, runtime=scored_by)
+    runtime = RUNTIMES.get(cfg.runtime)  # its own figures where it can, timed or not (as for sentences)
+    runtime.check(artifact.path, cfg.onnx_dir)  # a stale export fails now, not after the pass
+    scored_by = runtime.scored_by(artifact, cfg.onnx_dir)
+    st = split_tags(artifact, data, cfg.split, cfg.batch_size, runtime=scored_by, ui=ui)
     crit = build_criterion(cal.criterion, cal.criterion_params, artifact)
     scores = crit.scores(st.logits)[:, :-1]
     thresholds = thresholds_from_json(cal.thresholds)
@@ -132,7 +130,7 @@ def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILEN
         tagger = _timed_tagger(artifact, cfg)
         timing = time_taggers(tagger, data.split(cfg.split).texts, cfg, [int(layers[j]) for j in e.tolist()], ui)
         report["timing"] = timing
-        differs = RUNTIMES.get(cfg.runtime).differs_for(artifact, cfg.onnx_dir)
+        differs = runtime.differs_for(artifact, cfg.onnx_dir)
         if differs:
             ui.log(f"warning: {differs}")
             timing["differs"] = differs

@@ -28,6 +28,7 @@ from .config import CalibrationConfig
 from ..model.calibration import CI_METHOD, INF, Calibration, skipped_exits, thresholds_to_json
 from ..criteria import CRITERIA, build_criterion
 from ..core.errors import EebertError
+from ..core.ui import SILENT, UI
 from ..tasks import criterion_for
 from .tagging import SplitTags, f1_from_counts, split_tags
 
@@ -318,13 +319,14 @@ def pick_setting(st: SplitTags, found: list[tuple], cfg: CalibrationConfig) -> t
     return kept
 
 
-def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: int = 64) -> Calibration:
+def calibrate_tagger(artifact, data, cfg: CalibrationConfig, task, batch_size: int = 64,
+                     ui: UI = SILENT) -> Calibration:
     if (cfg.target_speedup is None) == (cfg.max_drop is None):
         raise EebertError("give exactly one of --target-speedup and --max-drop", "for example --target-speedup 2")
     name = criterion_for(task, cfg.criterion)
     CRITERIA.check(name, dict(cfg.criterion_params), 0, task.name)  # a sentence criterion fails in one line
     t0 = time.perf_counter()
-    st = split_tags(artifact, data, "validation", batch_size, runtime=cfg.runtime)
+    st = split_tags(artifact, data, "validation", batch_size, runtime=cfg.runtime, ui=ui)
     ref_f1 = f1_from_counts(st.reference_counts.sum(0).double()).item()  # the tagger as shipped
     grid, found = [], []
     for params in settings(name, dict(cfg.criterion_params)):

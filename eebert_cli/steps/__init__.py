@@ -155,7 +155,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
             raise EebertError(f"a tagger's thresholds are chosen on {tagger.metrics[0]}; {metric} is reported beside "
                               "it by calibrate and benchmark", "drop --metric")
 
-        cal = calibrate_tagger(artifact, data, cfg, tagger)
+        cal = calibrate_tagger(artifact, data, cfg, tagger, ui=ui)
         if size_warning:
             cal.warnings.append(size_warning)
             cal.save(artifact.path)
