@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ..core.errors import EebertError
 
 #: a threshold every finite score passes (the exit fires after scoring), and one none passes (it is
@@ -71,11 +69,6 @@ class ScratchExport:
         except BaseException:  # a failed export leaves no temporary folder behind
             self.close()
             raise
-
-    def every_exit(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
-        """One unpadded example [1, T] -> every exit's logits and the deployed head's, [K + 1, C] (a tagger's:
-        [K + 1, T, C])."""
-        return self.ox.every_exit(ids, types)
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -145,8 +145,8 @@ class OnnxRuntime(Runtime):
             rows = []
             for ids, types in examples:
                 one = np.array([ids], dtype=np.int64)
-                rows.append(scratch.every_exit(one, np.zeros_like(one) if types is None
-                                               else np.array([types], dtype=np.int64)))
+                rows.append(scratch.ox.every_exit(one, np.zeros_like(one) if types is None
+                                                  else np.array([types], dtype=np.int64)))
                 advance(1)
         return rows
 
