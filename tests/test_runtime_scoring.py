@@ -78,13 +78,19 @@ def test_a_benchmark_scores_the_runtime_it_times(scored):
     out, data, _, info = scored
     model = EarlyExitModel.from_artifact(out)
     ort = run_benchmark(model, data, BenchmarkConfig(runtime="onnxruntime", onnx_dir=info["out"], repeats=1,
-                                                     warmup=1, timing_samples=20), curves=False)
+                                                     warmup=1, timing_samples=20))
     assert ort["scored_by"] == "onnxruntime" and ort["calibration_runtime"] == "onnxruntime"
     assert ort["timing"]["exit_mismatches"] == 0 and "differs" not in ort["timing"]
     pt = run_benchmark(model, data, BenchmarkConfig(repeats=1, warmup=1, timing_samples=20), curves=False)  # batch 1
     assert pt["scored_by"] == "pytorch" and "chosen on onnxruntime's int8 outputs" in pt["timing"]["differs"]
     assert "Rows scored on onnxruntime's outputs; thresholds chosen on onnxruntime's." in markdown(ort)
     assert "Rows scored on pytorch's outputs; thresholds chosen on onnxruntime's." in markdown(pt)
+    # the learned criterion reads the hidden state, which a runtime's own outputs lack: its curve is missing on
+    # both splits (the calibration's validation rows were ONNX Runtime's too), and the report says so
+    assert set(ort["curves"]) == {"validation", "test"}
+    for split, c in ort["curves"].items():
+        assert c["left_out"] == ["learned"] and "learned" not in c["criteria"] and "entropy" in c["criteria"]
+        assert f"No {split} curve for learned: it reads the hidden state" in markdown(ort)
 
 
 def test_what_onnxruntime_cannot_score_is_refused_in_one_line(scored, tiny_data):

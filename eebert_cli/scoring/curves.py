@@ -82,13 +82,14 @@ def split_curves(outputs, artifact, criteria: list[tuple[str, Criterion]]) -> di
     """All curves of one split from its cached outputs."""
     from .outputs import problem_for
 
-    curves, problem = {}, None
+    curves, problem, left_out = {}, None, []
     for label, crit in criteria:
         if crit.needs_features and outputs.features is None:  # a runtime's own outputs carry logits only
+            left_out.append(label)
             continue
         problem = problem_for(outputs, crit)
         curves[label] = sweep(problem, crit)
-    return {"criteria": curves, "static_truncation": static_curve(outputs, artifact),
+    return {"criteria": curves, "left_out": left_out, "static_truncation": static_curve(outputs, artifact),
             "oracle": oracle_curve(problem) if problem is not None else [],
             # the shipped model (fp32, ungated): the reference every curve is read against
             "deployed": _point(1.0, outputs.task.same(outputs.deployed_pred, outputs.reference).double().mean().item())}

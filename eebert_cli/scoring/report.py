@@ -137,6 +137,11 @@ def markdown(report: dict) -> str:
                   f"Speedup-{report['metric']} curves ([{CURVES_SVG}]({CURVES_SVG}); data in report.json `curves`): "
                   "each criterion swept over one global threshold, static truncation at each exit, the oracle "
                   "bound, and the calibrated operating point (star)."]
+        for split, c in report["curves"].items():
+            if (c or {}).get("left_out"):
+                reads = "it reads" if len(c["left_out"]) == 1 else "they read"
+                lines += ["", f"No {split} curve for {', '.join(c['left_out'])}: {reads} the hidden state, and "
+                              "these rows are a runtime's own outputs, which carry logits only."]
     if report.get("timing"):
         tm = report["timing"]
         if tm.get("whole_batch_speedup"):
