@@ -131,6 +131,43 @@ def test_int8_export_quantizes_layers_and_exit_heads_and_keeps_each_score_fp32(e
         assert not [n.name for n in g.node if n.op_type == "Cast" and elem.get(n.input[0]) == n.attribute[0].i]
 
 
+def test_int8_export_silences_the_quantizers_advice_in_its_own_thread_only(caplog):
+    """The quantizer logs its advice on the root logger once per graph; eebert drops it in the exporting thread,
+    leaving other threads' records, other loggers and the root's level as they were, and installs no handler
+    on a root logger that had none (``logging.warning`` would call ``basicConfig`` for good)."""
+    import logging
+    import threading
+
+    from eebert_cli.deploy.onnx_export import _root_quiet_in_this_thread
+
+    root = logging.getLogger()
+    level = root.level
+    caplog.set_level(logging.INFO)
+    with _root_quiet_in_this_thread():
+        logging.warning("advice from the quantizer")
+        logging.error("a real failure")
+        logging.getLogger("eebert.other").info("another logger")
+        t = threading.Thread(target=lambda: logging.warning("another thread"))
+        t.start()
+        t.join()
+    logging.warning("after")
+    said = [r.getMessage() for r in caplog.records]
+    assert "advice from the quantizer" not in said
+    assert {"a real failure", "another logger", "another thread", "after"} <= set(said)
+    assert root.level == logging.INFO and not root.filters
+    caplog.set_level(level)
+    saved = root.handlers[:]
+    for h in saved:
+        root.removeHandler(h)
+    try:
+        with _root_quiet_in_this_thread():
+            logging.warning("advice from the quantizer")
+        assert root.handlers == []
+    finally:
+        for h in saved:
+            root.addHandler(h)
+
+
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exported, tmp_path, quantize):
     """early-exit.onnx, run by plain onnxruntime (no eebert loop), gives the segment loop's logits and exits

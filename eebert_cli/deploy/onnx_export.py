@@ -46,7 +46,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -176,16 +178,32 @@ def quantize_graph(path: Path) -> None:
 
     _, score = exit_nodes(onnx.load(str(path), load_external_data=False).graph)
     tmp = path.with_suffix(".int8.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, logged on the root logger per graph
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=sorted(score))
-    finally:
-        root.setLevel(level)
+    with _root_quiet_in_this_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=sorted(score))
     tmp.replace(path)
+
+
+@contextmanager
+def _root_quiet_in_this_thread():
+    """Drop what this thread logs on the root logger below ERROR: onnxruntime's quantizer logs its advice to
+    pre-process there, once per graph. A filter (not the root's level) leaves other threads' records and
+    other loggers alone; a handler held meanwhile keeps ``logging.warning`` from installing one for good
+    (``basicConfig``) in a process that configured none."""
+    root, me = logging.getLogger(), threading.get_ident()
+    def quiet(r: logging.LogRecord) -> bool:
+        return r.levelno >= logging.ERROR or r.thread != me
+
+    held = logging.NullHandler() if not root.handlers else None
+    root.addFilter(quiet)
+    if held is not None:
+        root.addHandler(held)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+        if held is not None:
+            root.removeHandler(held)
 
 
 def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: str | None = None,
