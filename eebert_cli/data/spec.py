@@ -118,10 +118,6 @@ class TaskData:
                               "files, or a file with a 'split' column")
         return self.splits[name]
 
-    @property
-    def has_labels(self) -> bool:
-        return all(s.label_column is not None for s in self.splits.values())
-
 
 def columns(ds, cfg: DataConfig, source: str) -> Split:
     """Check the named columns and their rows; the checked rows as a Split."""
