@@ -141,7 +141,6 @@ def test_int8_export_silences_the_quantizers_advice_in_its_own_thread_only(caplo
     from eebert_cli.deploy.onnx_export import _root_quiet_in_this_thread
 
     root = logging.getLogger()
-    level = root.level
     caplog.set_level(logging.INFO)
     with _root_quiet_in_this_thread():
         logging.warning("advice from the quantizer")
@@ -155,7 +154,6 @@ def test_int8_export_silences_the_quantizers_advice_in_its_own_thread_only(caplo
     assert "advice from the quantizer" not in said
     assert {"a real failure", "another logger", "another thread", "after"} <= set(said)
     assert root.level == logging.INFO and not root.filters
-    caplog.set_level(level)
     saved = root.handlers[:]
     for h in saved:
         root.removeHandler(h)

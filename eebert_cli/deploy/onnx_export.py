@@ -191,6 +191,7 @@ def _root_quiet_in_this_thread():
     other loggers alone; a handler held meanwhile keeps ``logging.warning`` from installing one for good
     (``basicConfig``) in a process that configured none."""
     root, me = logging.getLogger(), threading.get_ident()
+
     def quiet(r: logging.LogRecord) -> bool:
         return r.levelno >= logging.ERROR or r.thread != me
 
