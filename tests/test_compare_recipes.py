@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from eebert_cli.recipe.compare import load_compare_recipe, markdown, run_compare
+from eebert_cli.recipe.compare import load_compare_recipe, run_compare
+from eebert_cli.recipe.compare_report import markdown
 from eebert_cli.core.errors import EebertError
 from eebert_cli.recipe import load_recipe
 from eebert_cli.data import load_data
@@ -142,7 +143,7 @@ train = {epochs = 2}
 
 
 def test_the_best_method_is_chosen_on_validation_not_test():
-    from eebert_cli.recipe.compare import summarise
+    from eebert_cli.recipe.compare_report import summarise
 
     def method(name, val, test):
         return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
@@ -171,7 +172,7 @@ def test_the_best_method_is_chosen_on_validation_not_test():
 def test_a_taggers_lead_is_given_in_points_not_as_a_count_of_sentences():
     """entity F1 is not a rate over sentences: its lead times the sentences is no example count, and McNemar's
     bound does not apply"""
-    from eebert_cli.recipe.compare import summarise
+    from eebert_cli.recipe.compare_report import summarise
 
     def method(name, val, test):
         return {"name": name, "at": {"2.0": {"accuracy": test, "validation_accuracy": val, "speedup_flops": 2.0}}}
@@ -195,7 +196,8 @@ def test_a_taggers_lead_is_given_in_points_not_as_a_count_of_sentences():
 
 
 def test_a_static_cell_names_every_layer_its_seeds_took():
-    from eebert_cli.recipe.compare import _over_seeds, _static_cell
+    from eebert_cli.recipe.compare import _over_seeds
+    from eebert_cli.recipe.compare_report import _static_cell
 
     def seed(layer, acc, spd):
         return {"accuracy": 0.95, "speedup_flops": 2.0, "validation_accuracy": 0.96, "validation_speedup": 2.0,
@@ -214,7 +216,8 @@ def test_a_static_cell_names_every_layer_its_seeds_took():
 def test_a_cell_names_the_criteria_its_seeds_chose():
     """each seed keeps its own best criterion on validation; the cell says which, and for how many seeds, not
     the first seed's choice alone"""
-    from eebert_cli.recipe.compare import _cell, _over_seeds
+    from eebert_cli.recipe.compare import _over_seeds
+    from eebert_cli.recipe.compare_report import _cell
 
     def seed(crit, acc):
         tried = {"entropy": {"validation_accuracy": 0.9, "accuracy": acc, "speedup_flops": 2.0},
@@ -233,7 +236,7 @@ def test_a_cell_names_the_criteria_its_seeds_chose():
 
 
 def test_min_significant_lead_is_the_exact_sign_test_bound():
-    from eebert_cli.recipe.compare import min_significant_lead
+    from eebert_cli.recipe.compare_report import min_significant_lead
 
     assert min_significant_lead() == 6 and 2 * 0.5 ** 5 > 0.05 >= 2 * 0.5 ** 6
     assert min_significant_lead(0.01) == 8
@@ -377,7 +380,7 @@ def test_resume_keeps_finished_methods_and_runs_the_rest(tiny_ckpt, tiny_data, t
 
     from eebert_cli.model import feature_cache as fc
     from eebert_cli.recipe import compare as cmp
-    from eebert_cli.recipe.compare import write
+    from eebert_cli.recipe.compare_report import write
 
     two = JOINT + '''
 [[methods]]
@@ -474,13 +477,14 @@ def test_a_seeds_record_serves_any_run_with_the_same_settings(tiny_ckpt, tiny_da
     import shutil
 
     from eebert_cli.recipe import compare as cmp
+    from eebert_cli.recipe.compare_report import write
 
     def run(out, seeds, resume=False):  # as the CLI runs it: the report written to out/compare.json
         rec = _recipe(tmp_path / f"{out}.toml", tiny_ckpt, tiny_data, tmp_path / out, [1.2], JOINT)
         rec.write_text(rec.read_text().replace('baseline = "joint"', f'baseline = "joint"\nseeds = {seeds}'))
         r, methods = load_compare_recipe(rec)
         report = run_compare(r, methods, resume=resume)
-        cmp.write(report, tmp_path / out)
+        write(report, tmp_path / out)
         return report
 
     trained = []
@@ -519,7 +523,7 @@ def test_compare_ranks_a_multi_label_model_by_exact_set_accuracy(tmp_path):
     from conftest import make_multilabel_case, make_model
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.recipe.compare import figure_names
+    from eebert_cli.recipe.compare_report import figure_names
     from eebert_cli.scoring.outputs import split_outputs
 
     ckpt, data = make_multilabel_case(tmp_path / "case")
@@ -554,7 +558,7 @@ def test_compare_ranks_a_regressor_by_pearson_against_gold_values(tmp_path):
     from conftest import make_model, make_rows, write_csv
     from eebert_cli.data import DataConfig, load_data
     from eebert_cli.model.artifact import load_artifact
-    from eebert_cli.recipe.compare import figure_names, summarise, table
+    from eebert_cli.recipe.compare_report import figure_names, summarise, table
     from eebert_cli.scoring.outputs import split_outputs
 
     ckpt = make_model(tmp_path / "reg", num_labels=1)

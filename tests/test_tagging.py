@@ -735,7 +735,7 @@ def test_compare_runs_a_taggers_methods_and_ranks_them_by_entity_f1(case, tmp_pa
     assert report["deployed_accuracy"] == rep["deployed"]["entity_f1"]
     from rich.console import Console
 
-    from eebert_cli.recipe.compare import markdown, summarise, table
+    from eebert_cli.recipe.compare_report import markdown, summarise, table
 
     assert summarise(report)["1.5"]["chosen_by"] == "validation entity F1"
     assert "| F1 @1.5x |" in markdown(report) and "test entity F1" in markdown(report)

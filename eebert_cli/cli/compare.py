@@ -28,7 +28,8 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
                                                   "artifacts, instead of the recipe's `out`.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from ..model.device import resolve
-    from ..recipe.compare import load_compare_recipe, run_compare, table, write
+    from ..recipe.compare import load_compare_recipe, run_compare
+    from ..recipe.compare_report import table, write
 
     if checkpoint and not out_dir:  # resume keys on the weights, but the report would mix two models' rows
         raise EebertError("--checkpoint without --out would write into the recipe's folder for its own checkpoint",
