@@ -23,7 +23,7 @@ def assert_one_line_error(result, *needles):
     text = result.output
     assert "Traceback" not in text
     first = [l for l in text.splitlines() if l.startswith("error:")]
-    assert first, text
+    assert len(first) == 1, text
     for n in needles:
         assert n in text, text
 
@@ -153,9 +153,13 @@ def test_not_an_artifact(tmp_path):
 
 
 def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
+    from eebert_cli.core.errors import EebertError
+
+    r = run("predict", tmp_path, "hello")  # one line: the error ends in a plain exit
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
     monkeypatch.setenv("EEBERT_DEBUG", "1")
-    r = run("predict", tmp_path, "hello")
-    assert r.exit_code != 0 and r.exception is not None
+    r = run("predict", tmp_path, "hello")  # the error itself propagates, with its traceback
+    assert r.exit_code != 0 and isinstance(r.exception, EebertError) and "not an eebert artifact" in str(r.exception)
 
 
 def test_an_internal_error_is_one_line_unless_debugging(artifact, monkeypatch):
@@ -184,12 +188,15 @@ def test_remote_code_stays_off_unless_asked(monkeypatch):
 
 
 def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch):
-    import eebert_cli.scoring.outputs as outputs
+    from eebert_cli import steps
 
     def no_pass(*a, **k):
         raise AssertionError("the backbone ran before the criterion name was checked")
 
-    monkeypatch.setattr(outputs, "split_outputs", no_pass)
+    monkeypatch.setattr(steps, "split_outputs", no_pass)
+    # the guard stands on calibrate's path: a known criterion reaches it
+    assert "the backbone ran before" in run("calibrate", artifact, "--target-speedup", 1.5, "--criterion",
+                                            "entropy").output
     assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1.5, "--criterion", "nope"),
                           "unknown exit criterion 'nope'", "entropy")
 

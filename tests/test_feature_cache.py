@@ -57,8 +57,9 @@ def test_cached_features_equal_the_in_memory_pass_and_live_on_disk(tiny_ckpt, ti
     torch.testing.assert_close(cached.teacher, ram.teacher)
     assert torch.equal(cached.lengths, ram.lengths) and torch.equal(cached.tokens.offsets, ram.tokens.offsets)
     torch.testing.assert_close(cached.tokens.states, ram.tokens.states)
-    # backed by the files, not by RAM copies
-    assert isinstance(cached.reduced["mean"].numpy(), np.memmap) or cached.reduced["mean"].numpy().base is not None
+    # backed by the files, not by RAM copies: each tensor's memory lies in a mapping of its .npy file
+    for name, t in (("reduced-mean.npy", cached.reduced["mean"]), ("teacher.npy", cached.teacher)):
+        assert _mapped_from(t.data_ptr()).endswith("/" + name), name
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["done"] == [0] and {"reduced-mean", "teacher", "tokens"} <= set(manifest["shapes"])
 
@@ -316,6 +317,16 @@ def test_nonfinite_backbone_features_stop_attach(tiny_ckpt, tiny_data, tmp_path,
     monkeypatch.setattr(fc, "compute_chunk", poisoned)
     with pytest.raises(EebertError, match="NaN or infinite reduced-mean features"):
         _pass(load_deployed(tiny_ckpt), load_data(DataConfig(spec=str(tiny_data))).split("train"), tmp_path / "c")
+
+
+def _mapped_from(address: int) -> str:
+    """The file whose mapping in this process holds ``address`` ('' for anonymous memory: a RAM copy)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= address < hi:
+            return fields[5] if len(fields) > 5 else ""
+    return ""
 
 
 def _resident_mb(name: str) -> float:
