@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .artifact import Artifact, load_artifact
-from .calibration import thresholds_from_json, thresholds_to_json  # noqa: F401 (re-exported)
+from .calibration import thresholds_from_json
 from .calibration import INF, skipped_exits
 from ..criteria import Criterion, build_criterion, feature_reduction
 from .device import Placement, module_device, place_artifact, resolve
