@@ -43,14 +43,25 @@ def test_split_outputs_cache_is_keyed_by_exits_split_and_backbone(tiny_ckpt, tin
     first = split_outputs(art, data, "test", cache=cache)
     import eebert_cli.scoring.outputs as outputs
 
-    real = outputs.extract
     monkeypatch.setattr(outputs, "extract", lambda *a, **k: pytest.fail("backbone pass ran on a cache hit"))
     again = split_outputs(art, data, "test", cache=cache)
     assert torch.equal(first.logits, again.logits) and torch.equal(first.cost, again.cost)
     assert torch.equal(first.features, again.features) and torch.equal(first.labels, again.labels)
-    monkeypatch.setattr(outputs, "extract", real)
+    # other backbone weights miss the cache (the exits and the split unchanged): the pass runs again
+    class Ran(Exception):
+        pass
+
+    def ran(*a, **k):
+        raise Ran
+
+    monkeypatch.setattr(outputs, "extract", ran)
+    monkeypatch.setattr(art.deployed, "sha256", "0" * 64)
+    with pytest.raises(Ran):
+        split_outputs(art, data, "test", cache=cache)
+    monkeypatch.undo()
     # another split, or other exit weights, miss the cache
-    assert split_outputs(art, data, "validation", cache=cache).logits.shape[0] == 80
+    val = split_outputs(art, data, "validation", cache=cache)
+    assert val.logits.shape == first.logits.shape and not torch.equal(val.logits, first.logits)
     attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(max_length=32, train=TrainConfig(epochs=1, seed=1)),
            tmp_path / "a")
     other = split_outputs(load_artifact(tmp_path / "a"), data, "test", cache=cache)

@@ -10,14 +10,23 @@ from eebert_cli.exits.base import Mlp
 DIMS = Dims(num_layers=4, hidden_size=16, intermediate_size=32, num_heads=2, num_labels=3)
 
 
-@pytest.mark.parametrize("name", ["linear", "pooler-mlp", "mean-mlp"])
+# LECO's heads are its candidates', one per layer, chosen by its search (tests/test_registry_contract.py runs it)
+@pytest.mark.parametrize("name", [n for n in EXITS.names() if n != "leco"])
 def test_every_registered_head_maps_its_reduction_to_logits(name):
+    """Logits of the task's shape from the reduction the head names, whatever lies under padding."""
     head = EXITS.get(name)(DIMS).eval()
+    per_token = head.reduction == "word"
     hidden = torch.randn(5, 7, 16)
     mask = torch.ones(5, 7, dtype=torch.long)
+    mask[1, 4:] = 0
     logits = head(reduce(head.reduction, hidden, mask))
-    assert logits.shape == (5, 3)
-    assert head.flops(7) > 0
+    assert logits.shape == ((5, 7, 3) if per_token else (5, 3))
+    assert torch.isfinite(logits).all() and head.flops(7) > 0
+    noisy = hidden.clone()
+    noisy[1, 4:] = 1e3 * torch.randn(3, 16)
+    again = head(reduce(head.reduction, noisy, mask))
+    mine = (lambda x: x[1, :4]) if per_token else (lambda x: x[1])  # noqa: E731 - the padded row's own answer
+    torch.testing.assert_close(mine(again), mine(logits))
 
 
 def test_mlp_fast_path_is_the_sequential_it_replaced():
