@@ -62,6 +62,8 @@ def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
     _needs(name)
     from eebert_cli.model.runtime import EarlyExitModel
 
+    from eebert_cli.scoring.outputs import problem_for, split_outputs
+
     out, data = calibrated
     model = EarlyExitModel.from_artifact(out)
     ref, rt = runtime_for("pytorch", model.artifact, model), runtime_for(name, model.artifact, model)
@@ -74,10 +76,16 @@ def test_a_runtime_takes_the_pytorch_exits(name, calibrated):
         assert np.abs(np.asarray(lo) - lr.numpy()).max() < 1e-4
         exits += list(kr)
     assert len(set(exits)) > 1  # a real mix of exits, or the comparison says little
+    # and both where the calibration's simulation says (batched exit logits, not the runtimes' loops)
+    sim = problem_for(split_outputs(model.artifact, data, "test"), model.criterion, model.artifact.exits)
+    assert exits == sim.outcome(torch.tensor(model.thresholds, dtype=torch.float64)).exits[:len(ones)].tolist()
     lo, wo = rt.early_exit(ids, mask, types)
     assert [int(k) for k in wo] == exits  # per-sample batches give each row its batch-1 exit
     dep = np.asarray(rt.deployed(ids, mask, types))
     assert np.abs(dep - ref.deployed(ids, mask, types).numpy()).max() < 1e-4
+    with torch.no_grad():  # the deployed model's own forward, as shipped
+        hf = model.artifact.deployed.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert np.abs(dep - hf.numpy()).max() < 1e-4
 
 
 def test_an_executor_is_named_by_the_device_config():
