@@ -45,10 +45,20 @@ def test_k_epochs_cost_one_backbone_pass(exits, tiny_ckpt, tiny_data, tmp_path, 
     assert calls["n"] == 200 * 4  # 200 training examples x 4 layers, once
 
 
-def test_training_without_labels_targets_the_deployed_predictions(tiny_ckpt, tiny_data, tmp_path):
+def test_training_without_labels_targets_the_deployed_predictions(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    import eebert_cli.train.attach as attach_module
+
+    seen, real = {}, attach_module.train_method
+
+    def spy(deployed, feats, targets, *a, **k):
+        seen.update(targets=targets.clone(), teacher=feats.teacher.clone())
+        return real(deployed, feats, targets, *a, **k)
+
+    monkeypatch.setattr(attach_module, "train_method", spy)
     res = attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data), label_column=None),
                  AttachConfig(train=TrainConfig(epochs=2)), tmp_path / "a")
     assert res["targets"] == "deployed-predictions"
+    assert torch.equal(seen["targets"], seen["teacher"].argmax(-1))  # the deployed model's classes
 
 
 def test_exits_learn_the_task(tiny_ckpt, tiny_data, tmp_path):

@@ -95,11 +95,24 @@ def test_multi_label_end_to_end(ml_case):
         assert len(p["probs"]) == 2 and p["labels"] == [n for n, q in zip(["negative", "positive"], p["probs"]) if q > 0.5]
 
 
-def test_multi_label_without_labels_learns_the_deployed_label_sets(ml_case):
+def test_multi_label_without_labels_learns_the_deployed_label_sets(ml_case, monkeypatch):
+    """The exits train on the deployed model's label sets (multi-hot where its sigmoid passes 0.5), not on the
+    file's labels."""
+    import eebert_cli.train.attach as attach_module
+
     ckpt, data, root = ml_case
+    seen, real = {}, attach_module.train_method
+
+    def spy(deployed, feats, targets, *a, **k):
+        seen.update(targets=targets.clone(), teacher=feats.teacher.clone())
+        return real(deployed, feats, targets, *a, **k)
+
+    monkeypatch.setattr(attach_module, "train_method", spy)
     r = cli("attach", ckpt, "--data", data, "--out", root / "nolab", "--epochs", 2, "--no-labels", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["targets"] == "deployed-predictions"
+    assert seen["teacher"].shape == seen["targets"].shape  # one target per label
+    assert torch.equal(seen["targets"], (torch.sigmoid(seen["teacher"].float()) > 0.5).float())
 
 
 @pytest.mark.parametrize("args,line", [
