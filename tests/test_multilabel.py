@@ -81,6 +81,21 @@ def test_multi_label_end_to_end(ml_case):
     assert rep["task"] == "multi-label" and rep["headline_metric"] == "micro_f1"
     for row in ("deployed", "early_exit", "static_truncation", "oracle"):
         assert 0.0 <= rep[row]["micro_f1"] <= 1.0 and 0.0 <= rep[row]["macro_f1"] <= 1.0
+    # the deployed row is the shipped model's label sets (its own forward here) against the test split's
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.features import encode
+    from eebert_cli.model.runtime import pad_batch
+    from eebert_cli.scoring.outputs import split_outputs
+
+    a, d = load_artifact(art), load_data(DataConfig(spec=str(data)))
+    enc = encode(a.deployed.tokenizer, d.split("test"), a.config["max_length"])
+    ids, mask, types = pad_batch(enc.input_ids, enc.token_type_ids, enc.pad_id)
+    with torch.no_grad():
+        sets = torch.sigmoid(a.deployed.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits) > 0.5
+    gold = split_outputs(a, d, "test").labels
+    assert rep["deployed"]["micro_f1"] == pytest.approx(micro_f1(sets, gold), abs=1e-9)
+    assert rep["deployed"]["macro_f1"] == pytest.approx(macro_f1(sets, gold), abs=1e-9)
     assert rep["early_exit"]["speedup_flops"] > 1.0
     assert rep["timing"]["exit_mismatches"] == 0  # the runtime takes the exits calibration simulated
     assert "micro-F1 %" in (art / "report.md").read_text()

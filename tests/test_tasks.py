@@ -138,6 +138,20 @@ def test_macro_f1_is_reported_for_every_row_and_the_chosen_point(tiny_ckpt, tiny
     for row in ("deployed", "early_exit", "static_truncation", "oracle"):
         assert 0 <= rep[row]["macro_f1"] <= 1
     assert "macro-F1" in (art / "report.md").read_text()
+    # the deployed row is the shipped model's own macro-F1 on test (its forward here, not eebert's outputs)
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.features import encode
+    from eebert_cli.model.runtime import pad_batch
+
+    a, test = load_artifact(art), load_data(DataConfig(spec=str(tiny_data))).split("test")
+    enc = encode(a.deployed.tokenizer, test, a.config["max_length"])
+    ids, mask, types = pad_batch(enc.input_ids, enc.token_type_ids, enc.pad_id)
+    with torch.no_grad():
+        pred = a.deployed.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.argmax(-1)
+    label_id = {str(k).lower(): v for k, v in a.deployed.model.config.label2id.items()}
+    gold = torch.tensor([label_id[str(y).lower()] for y in test.labels])
+    assert rep["deployed"]["macro_f1"] == pytest.approx(macro_f1(pred, gold), abs=1e-9)
 
 
 def test_pairs_reach_the_model_as_segments(tmp_path):
