@@ -128,7 +128,7 @@ CASES = [
     ("recipe: unknown split", "recipe:" + json.dumps({"benchmark": {"split": "dev"}}),
      "benchmark.split: unknown value 'dev'", ""),
     ("recipe: NaN target", "recipe:" + json.dumps({"calibrate": {"target_speedup": "NAN"}}),
-     "calibrate.target_speedup", ""),
+     "calibrate.target_speedup: must be a finite number", ""),
     ("recipe: unknown [expect] key", "recipe:" + json.dumps({"expect": {"min_speedup": 2.0}}),
      "unknown key 'min_speedup'", "did you mean"),
     ("hint with [brackets] prints in full", "recipe:" + json.dumps({"attach": {"layers": 3}}),
