@@ -71,12 +71,30 @@ def test_predict_texts_and_jsonl(artifact, tmp_path):
 
 
 def test_list_names_every_registry():
+    """Every registry a flag or a recipe names by string, whole, in JSON and on the console."""
+    from eebert_cli.backbones import BACKBONES
+    from eebert_cli.criteria import CRITERIA
+    from eebert_cli.deploy.executors import EXECUTORS
+    from eebert_cli.deploy.runtimes import RUNTIMES
+    from eebert_cli.exits import EXITS
+    from eebert_cli.gates import GATES
+    from eebert_cli.objectives import OBJECTIVES
+    from eebert_cli.tasks import TASKS
+
     r = run("list", "--json")
     d = json.loads(r.stdout)
-    assert {"mean-mlp", "linear", "pooler-mlp"} <= set(d["exits"])
-    assert {"entropy", "maxprob", "patience"} <= set(d["criteria"])
-    assert "ce-distil" in d["objectives"]
+    registries = {"exits": EXITS, "criteria": CRITERIA, "objectives": OBJECTIVES, "gates": GATES,
+                  "backbones": BACKBONES, "tasks": TASKS, "runtimes": RUNTIMES, "executors": EXECUTORS}
+    assert set(d) == set(registries)
+    for kind, reg in registries.items():
+        assert set(d[kind]) == set(reg.names()) and reg.names(), kind
+    assert {"mean-mlp", "linear", "pooler-mlp"} <= set(d["exits"]) and {"local", "ray"} <= set(d["executors"])
     assert d["gates"]["smartbert"]["params"]["source"] == "cls"
+    assert all(v["about"] for kind in ("tasks", "runtimes", "executors") for v in d[kind].values())
+    shown = run("list").output
+    for kind, reg in registries.items():
+        names = [t for n in reg.names() for t in BACKBONES.get(n).model_types] if kind == "backbones" else reg.names()
+        assert all(n in shown for n in names), kind
 
 
 def test_every_command_is_registered_and_its_help_survives_rich_markup():

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-
-
 from ..core.ui import out
 from .shared import command, emit, JSON
 
 
 @command
 def list_components(as_json: bool = JSON):
-    """List the registered exit heads, criteria, objectives, skipping gates and backbones."""
+    """List the registered components: exit heads, criteria, objectives, skipping gates, backbones, tasks,
+    runtimes and executors (each named by string in flags and recipes)."""
     from ..backbones import BACKBONES
     from ..criteria import CRITERIA
+    from ..deploy.executors import EXECUTORS
+    from ..deploy.runtimes import RUNTIMES
     from ..exits import EXITS
     from ..gates import GATES
     from ..objectives import OBJECTIVES
+    from ..tasks import TASKS
 
     import inspect
 
@@ -25,13 +27,18 @@ def list_components(as_json: bool = JSON):
             cls = reg.get(name)
             params = {k: (None if p.default is inspect.Parameter.empty else p.default)
                       for k, p in reg.declared(name, positional).items()}  # what build accepts
-            # a class's own docstring first (modules holding several components), else its module's
-            doc = (cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines()[0]
-            items[name] = {"params": params, "about": doc}
+            items[name] = {"params": params, "about": first_line(cls)}
         return items
 
+    def first_line(cls) -> str:  # a class's own docstring first (modules holding several), else its module's
+        return ((cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "").strip().splitlines() or [""])[0]
+
+    def about(reg):  # components chosen by name alone (no parameters)
+        return {n: {"about": first_line(reg.get(n)).replace("``", "`")} for n in reg.names()}
+
     result = {"exits": describe(EXITS, 1), "criteria": describe(CRITERIA), "objectives": describe(OBJECTIVES),
-              "gates": describe(GATES, 2), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()}}
+              "gates": describe(GATES, 2), "backbones": {n: {"model_types": list(BACKBONES.get(n).model_types)} for n in BACKBONES.names()},
+              "tasks": about(TASKS), "runtimes": about(RUNTIMES), "executors": about(EXECUTORS)}
     if as_json:
         emit(result, True)
         return
@@ -41,5 +48,10 @@ def list_components(as_json: bool = JSON):
         t = Table("name", "parameters", "about", title=kind)
         for name, d in result[kind].items():
             t.add_row(name, ", ".join(f"{k}={v}" for k, v in d["params"].items()), d["about"])
+        out.print(t)
+    for kind in ("tasks", "runtimes", "executors"):
+        t = Table("name", "about", title=kind)
+        for name, d in result[kind].items():
+            t.add_row(name, d["about"])
         out.print(t)
     out.print("backbones: " + ", ".join(t for d in result["backbones"].values() for t in d["model_types"]))

@@ -19,7 +19,9 @@ from ..core.ui import SILENT, UI
 
 
 class Executor:
-    """The local behaviour; other executors override what they run elsewhere."""
+    """This process (the default): attach's backbone pass and a file's predictions run here.
+
+    Other executors subclass it and override what they run elsewhere."""
 
     #: whether texts given on the command line (and files printed whole) can be answered by it
     in_process: ClassVar[bool] = True
