@@ -57,6 +57,22 @@ train = {epochs = 2}
 '''
 
 
+def test_run_takes_a_compare_recipe_as_compare_does(tiny_ckpt, tiny_data, tmp_path):
+    """One verb runs every shipped recipe: `eebert run` on a compare recipe is `eebert compare` on it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eebert_cli.cli import app
+
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT)
+    r = CliRunner().invoke(app, ["run", str(rec), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert [m["name"] for m in report["methods"]] == ["joint"] and report["methods"][0]["at"]["1.2"]
+    assert json.loads(r.stdout)["methods"][0]["name"] == "joint"
+
+
 def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path):
     from eebert_cli.model.artifact import load_artifact
     from eebert_cli.model.checkpoint import weights_sha256
