@@ -101,6 +101,8 @@ CASES = [
      "--epochs must be >= 1, got 0", "for example 1"),
     ("--lr nan", ["attach", "{ckpt}", "--data", "{data}", "--out", "{tmp}/o", "--lr", "nan"],
      "--lr: must be a finite number", ""),
+    ("threads past any host (the tokenizers' pool panicked at 100,000)",
+     "recipe:" + json.dumps({"benchmark": {"threads": 100000}}), "benchmark.threads must be within [0, 1024]", ""),
     ("--max-length 0 (no longer 'no truncation')", ["attach", "{ckpt}", "--data", "{data}", "--out", "{tmp}/o",
                                                     "--max-length", "0"], "--max-length must be >= 2, got 0", ""),
     ("--max-length above the model's positions", ["attach", "{ckpt}", "--data", "{data}", "--out", "{tmp}/o",

@@ -228,11 +228,26 @@ def test_bearer_token_guards_everything_but_the_probes(served, monkeypatch):
     assert r.exit_code == 1 and "unset or empty" in r.output and "Traceback" not in r.output
 
 
-def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path):
-    for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--runtime", "tensorrt"], "unknown runtime"),
-                         (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"), (["--max-queue", "8"], "--max-queue")):
-        r = CliRunner().invoke(cli_app, ["serve", str(served), *args])
-        assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
+def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path, monkeypatch):
+    import eebert_cli.deploy.serve.engine as engine
+
+    monkeypatch.setattr(engine, "load_engine", lambda cfg: pytest.fail("the model loaded before the refusal"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--runtime", "tensorrt"], "unknown runtime"),
+                             (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"),
+                             (["--max-queue", "8"], "--max-queue"),
+                             (["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number"),
+                             (["--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
+                             (["--threads", "100000"], "--threads must be at most 1024"),
+                             (["--port", port], f"cannot listen on 127.0.0.1:{port}: Address already in use"),
+                             (["--host", "no-such-host.invalid"], "--host no-such-host.invalid:")):
+            r = CliRunner().invoke(cli_app, ["serve", str(served), *args])
+            assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
+            assert len([x for x in r.output.splitlines() if x.startswith("error:")]) == 1, r.output
+    monkeypatch.undo()  # loading is what finds a folder that is no artifact
     r = CliRunner().invoke(cli_app, ["serve", str(tmp_path)])
     assert r.exit_code == 1 and "not an eebert artifact" in r.output
 

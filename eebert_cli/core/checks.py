@@ -155,6 +155,10 @@ def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
 
 
 #: validation examples below which calibration refuses: thresholds and intervals from fewer are noise
+#: the most threads a --threads flag takes: far past any host's cores, short of what exhausts the process's
+#: thread limit (the tokenizers' pool panicked at 100,000)
+MAX_THREADS = 1024
+
 MIN_VALIDATION = 10
 #: validation examples below which calibration warns (a 95% interval of accuracy is then wider than ~±10 points)
 WARN_VALIDATION = 100

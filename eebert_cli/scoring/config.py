@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..core.checks import MAX_THREADS
+
 
 def _path_runners() -> tuple[str, ...]:
     from .latency import PATH_RUNNERS
@@ -65,7 +67,7 @@ class BenchmarkConfig:
     timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all).", "min": 0})
     repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts (0 = no timing).", "min": 0})
     warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
-    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0})
+    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0, "max": MAX_THREADS})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
     metric: str = field(default="", metadata={"help": "Headline metric, one the task reports (classification: accuracy, macro-f1; multi-label: micro-f1, accuracy, macro-f1; regression: pearson, spearman, mse; a tagger: entity-f1); default: the task's first.", "choices": _metrics})
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})

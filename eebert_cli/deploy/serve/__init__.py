@@ -27,6 +27,7 @@ def serve(cfg: ServeConfig) -> None:
                           "pip install 'eebert[serve]'") from None
     from .engine import load_engine
 
+    check_listen(cfg.host, cfg.port)  # before the model loads: a taken port or a foreign address is one line
     engine = load_engine(cfg)  # also the check for --workers N: each worker then loads its own copy
     if not _loopback(cfg.host) and not cfg.api_key_env:
         err.print(f"[yellow]warning:[/] binding {cfg.host} without --api-key-env: anyone who reaches it can use it")
@@ -44,6 +45,27 @@ def serve(cfg: ServeConfig) -> None:
     del engine
     os.environ[ENV] = cfg.to_env()
     uvicorn.run("eebert_cli.deploy.serve.app:app_from_env", factory=True, workers=cfg.workers, **common)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address this machine cannot listen on: a port something else holds, a host
+    name that does not resolve or an address that is not this machine's. Binds and closes at once (uvicorn
+    binds again, with the same SO_REUSEADDR, so a port left in TIME_WAIT by a restart is not refused)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise EebertError(f"--host {host}: {e.strerror}", "give an address or name of this machine, "
+                                                           "for example --host 127.0.0.1 or --host 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise EebertError(f"cannot listen on {host}:{port}: {e.strerror}",
+                              "choose another --port (or stop what holds it), or a --host of this machine") from None
 
 
 def _loopback(host: str) -> bool:

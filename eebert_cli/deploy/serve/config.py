@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
+from ...core.checks import MAX_THREADS
 from ...core.errors import EebertError
 #: how a multi-worker server hands its settings to the worker processes uvicorn spawns
 ENV = "EEBERT_SERVE_CONFIG"
@@ -50,6 +52,13 @@ class ServeConfig:
         if self.max_wait_ms < 0 or self.threads < 0 or self.shutdown_timeout_s < 0:
             raise EebertError("--max-wait-ms, --threads and --shutdown-timeout-s cannot be negative",
                               "see `eebert serve --help`")
+        for name in ("max_wait_ms", "shutdown_timeout_s"):  # inf would hold every request, nan compares false
+            if not math.isfinite(getattr(self, name)):
+                raise EebertError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}",
+                                  "see `eebert serve --help`")
+        if self.threads > MAX_THREADS:
+            raise EebertError(f"--threads must be at most {MAX_THREADS}, got {self.threads}",
+                              "0 (the default) shares the cores among the workers")
         if not 0 <= self.port < 65536:
             raise EebertError(f"--port must be 0-65535, got {self.port}", "for example --port 8000")
         if self.max_queue < self.max_request_texts:
