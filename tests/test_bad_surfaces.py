@@ -161,6 +161,23 @@ CASES = [
      "is not writable", "choose a folder you can write to"),
     ("moved backbone: the hint names --backbone", lambda c: {"art": _moved(c)},
      ["calibrate", "{art}", "--target-speedup", "1.3"], 1, "is no longer at", "pass --backbone NEW_PATH"),
+    ("an edited eebert_config.json: not an object", lambda c: {"a": _edited(c, "eebert_config.json", lambda d: [])},
+     ["predict", "{a}", "good film"], 1, "eebert_config.json is not a JSON object", "re-create the artifact"),
+    ("an edited eebert_config.json: exits gone",
+     lambda c: {"a": _edited(c, "eebert_config.json", lambda d: {k: v for k, v in d.items() if k != "exits"})},
+     ["predict", "{a}", "good film"], 1, "'exits' is missing, not a dict", "was edited or written by another tool"),
+    ("an edited eebert_config.json: layers as text",
+     lambda c: {"a": _edited(c, "eebert_config.json", lambda d: {**d, "exits": {**d["exits"], "layers": "1,2"}})},
+     ["predict", "{a}", "good film"], 1, "exits.layers must be a list of layer numbers", "re-create the artifact"),
+    ("an edited eebert_config.json: exits that are not the weights'",
+     lambda c: {"a": _edited(c, "eebert_config.json", lambda d: {**d, "exits": {**d["exits"], "layers": [1, 2, 3]}})},
+     ["predict", "{a}", "good film"], 1, "its exits do not describe exits.safetensors", "re-create the artifact"),
+    ("an edited calibration.json: NaN thresholds",
+     lambda c: {"a": _edited(c, "calibration.json", lambda d: {**d, "thresholds": [float("nan")] * len(d["thresholds"])})},
+     ["predict", "{a}", "good film"], 1, "thresholds must be a list of finite numbers", "re-run `eebert calibrate`"),
+    ("an edited calibration.json: thresholds as text",
+     lambda c: {"a": _edited(c, "calibration.json", lambda d: {**d, "thresholds": "x"})},
+     ["predict", "{a}", "good film"], 1, "thresholds must be a list of finite numbers", "re-run `eebert calibrate`"),
     ("validate: an architecture attach refuses", lambda c: {"r": _bad_architecture(c)}, ["validate", "{r}"], 1,
      "unsupported architecture 'gpt2'", "adapter module"),
     ("validate: paths not on this machine are said to be skipped",
@@ -194,6 +211,15 @@ def test_bad_surface_gets_its_line(name, setup, call, code, line, hint, tiny_ckp
     output = one_line_error(result)
     assert line in output and hint in output, output
     assert not (tmp_path / "o").exists() and not (tmp_path / "out").exists() and not (tmp_path / "p.jsonl").exists()
+
+
+def _edited(ctx, name: str, edit) -> Path:
+    """A copy of the artifact whose ``name`` (JSON) was edited by hand: ``edit`` maps its content to the new one."""
+    copy = ctx["tmp"] / "edited"
+    shutil.copytree(ctx["art"], copy)
+    f = copy / name
+    f.write_text(json.dumps(edit(json.loads(f.read_text()))))
+    return copy
 
 
 def _sys_writable() -> bool:

@@ -323,11 +323,7 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
                   trust_remote_code: bool | None = None) -> Artifact:
     p = Path(path).expanduser()
     require_artifact(p, path)
-    config = read_json(p / CONFIG)
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise EebertError(f"{path} has artifact format {version}, this eebert reads {FORMAT_VERSION}",
-                          "re-create it with `eebert attach`")
+    config = check_config(read_json(p / CONFIG), p / CONFIG)
     for name, sha in (config.get("files") or {}).items():  # what the config was committed with
         f = p / name
         if not f.is_file():
@@ -347,8 +343,12 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
     trained = config["backbone"].get("trained")
     if trained:
         original, deployed = deployed, load_trained_backbone(deployed, p / trained["file"], trained["sha256"])
-    exits = ExitSet(ExitSpec(**config["exits"]), deployed.adapter.dims)
-    exits.load_state_dict(load_weights(p / WEIGHTS))
+    try:
+        exits = ExitSet(ExitSpec(**config["exits"]), deployed.adapter.dims)
+        exits.load_state_dict(load_weights(p / WEIGHTS))
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:  # a hand-edited spec: not the weights' shapes
+        raise EebertError(f"{p / CONFIG}: its exits do not describe {WEIGHTS} ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})", EDITED) from None
     exits.eval()
     artifact = Artifact(p, config, deployed, exits, original)
     if exits.gates is not None:  # the gate threshold calibration chose, if any (none while it is stale)
@@ -358,6 +358,32 @@ def load_artifact(path: str | Path, backbone: str | Path | None = None,
             cal = None
         exits.gates.threshold = 0.5 if cal is None or cal.gate_threshold is None else cal.gate_threshold
     return artifact
+
+
+EDITED = "re-create the artifact with `eebert attach` (its eebert_config.json was edited or written by another tool)"
+
+
+def check_config(config, where: Path) -> dict:
+    """eebert_config.json's shape, before anything reads it: a hand-edited or foreign file is one line, not a
+    crash further on (the config is the one file of an artifact no hash covers)."""
+    if not isinstance(config, dict):
+        raise EebertError(f"{where} is not a JSON object", EDITED)
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EebertError(f"{where.parent} has artifact format {version}, this eebert reads {FORMAT_VERSION}",
+                          "re-create it with `eebert attach`")
+    shapes = {"backbone": dict, "exits": dict, "labels": list, "max_length": int}
+    for key, kind in shapes.items():
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EebertError(f"{where}: {key!r} is {'missing' if value is None else type(value).__name__}, "
+                              f"not a {kind.__name__}", EDITED)
+    if config["max_length"] < 1 or not isinstance(config["backbone"].get("path"), str):
+        raise EebertError(f"{where}: max_length must be at least 1 and the backbone name its path", EDITED)
+    layers = config["exits"].get("layers")
+    if not isinstance(layers, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+        raise EebertError(f"{where}: exits.layers must be a list of layer numbers, got {layers!r}", EDITED)
+    return config
 
 
 def backbone_source(recorded: dict) -> tuple[str, str | None]:

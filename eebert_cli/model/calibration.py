@@ -7,6 +7,7 @@ Written once, atomically, by :meth:`Calibration.save`; read back by
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ def skipped_exits(thresholds, stateless: bool) -> frozenset[int]:
 def thresholds_from_json(values: list) -> list[float]:
     """calibration.json's thresholds: numbers, or "never" / "always" for -inf / +inf."""
     return [{"never": -INF, "always": INF}.get(v, v) if isinstance(v, str) else float(v) for v in values]
+
+
+def _is_threshold(v) -> bool:
+    """What calibration.json may hold for one exit (``thresholds_to_json`` writes nothing else)."""
+    if isinstance(v, str):
+        return v in ("never", "always")
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def thresholds_to_json(values) -> list:
@@ -77,6 +85,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = FILE) -> "Calibration":
+        if not isinstance(d, dict):
+            raise EebertError(f"{source} is not a JSON object", "re-run `eebert calibrate`")
         d = dict(d)
         version = d.setdefault("format_version", FORMAT_VERSION)  # files from before versioning read as v1
         if version != FORMAT_VERSION:
@@ -85,6 +95,11 @@ class Calibration:
         known = {f.name for f in fields(cls)}
         if "criterion" not in d or "thresholds" not in d:
             raise EebertError(f"{source} names no criterion or thresholds", "re-run `eebert calibrate`")
+        bad = [t for t in d["thresholds"] if not _is_threshold(t)] if isinstance(d["thresholds"], list) else [None]
+        if not isinstance(d["criterion"], str) or bad:
+            raise EebertError(f"{source}: thresholds must be a list of finite numbers, \"never\" or \"always\" "
+                              f"and the criterion a name" + (f" (got {bad[0]!r})" if bad and bad[0] is not None else ""),
+                              "re-run `eebert calibrate` (the file was edited or written by another tool)")
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, folder: str | Path) -> Path:

@@ -37,12 +37,12 @@ def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
 
 def tagger_task(artifact: "str | Path | Artifact"):
     """The artifact's task when it tags tokens, else None (read from its config; nothing else loads)."""
-    from .artifact import CONFIG
+    from .artifact import CONFIG, check_config
     from ..core.atomic import read_json
     from ..tasks import get as get_task
 
-    config = artifact.config if isinstance(artifact, Artifact) else (
-        read_json(Path(artifact) / CONFIG) if (Path(artifact) / CONFIG).is_file() else {})
+    path = None if isinstance(artifact, Artifact) else Path(artifact) / CONFIG
+    config = artifact.config if path is None else (check_config(read_json(path), path) if path.is_file() else {})
     task = get_task(config.get("task"))
     return task if task.level == "token" else None
 
