@@ -74,3 +74,15 @@ def read_json(path: Path) -> Any:
         raise EebertError(f"missing {path.name} in {path.parent}", "is this an eebert artifact?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EebertError(f"{path} is not valid JSON ({getattr(e, 'msg', e)})", "re-create the artifact") from None
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and write a probe file there: a read-only place fails before any work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".eebert-probe-"):
+            pass
+    except OSError as e:
+        raise EebertError(f"cannot write {what}: {folder} is not writable ({e.strerror or e})",
+                          "choose a folder you can write to (read-only mounts and folders without write "
+                          "permission cannot hold the output)") from None

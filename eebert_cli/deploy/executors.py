@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..model.device_config import DeviceConfig
+from ..core.errors import EebertError
 from ..core.registry import Registry
 from ..core.ui import SILENT, UI
 
@@ -25,6 +26,8 @@ class Executor:
 
     #: whether texts given on the command line (and files printed whole) can be answered by it
     in_process: ClassVar[bool] = True
+    #: whether it joins the cluster ``--ray-address`` names (else that flag is refused, not ignored)
+    joins_cluster: ClassVar[bool] = False
 
     def attach_runner(self, device: DeviceConfig):
         """What computes the attach pass's features (None: this process, see ``feature_cache.attach_pass``)."""
@@ -52,6 +55,7 @@ class RayExecutor(Executor):
     """Ray Data actor pools, on a local Ray or a cluster (``--ray-address``); optional extra ``ray``."""
 
     in_process = False
+    joins_cluster = True
 
     def attach_runner(self, device: DeviceConfig):
         from .ray_executor import attach_runner
@@ -71,4 +75,9 @@ class RayExecutor(Executor):
 
 def executor_of(device: DeviceConfig | None) -> Executor:
     """The executor a device config names (an unknown name: one line with the closest)."""
-    return EXECUTORS.get((device or DeviceConfig()).executor)()
+    device = device or DeviceConfig()
+    cls = EXECUTORS.get(device.executor)
+    if device.ray_address and not cls.joins_cluster:
+        raise EebertError(f"--ray-address names a cluster, which --executor {device.executor} does not use",
+                          "add --executor ray, or drop --ray-address")
+    return cls()

@@ -57,6 +57,7 @@ from torch import nn
 from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
 from ..model.calibration import INF, skipped_exits, thresholds_from_json, thresholds_to_json
 from ..backbones.base import BackboneAdapter
+from ..core.atomic import check_writable
 from ..core.errors import EebertError
 from ..exits import reduce
 from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
@@ -232,6 +233,8 @@ def check_export_out(out: Path, checkpoint: Path) -> None:
 
 
 def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
+    out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
+    check_writable(out.parent, f"the export {out}")  # before the model loads
     art = load_artifact(artifact_dir, backbone)
     cal = art.calibration
     if cal is None:
@@ -253,9 +256,7 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
     skip = skipped_exits(thresholds, stateless)
     live = [k for k in range(len(thresholds)) if k not in skip]
     dims = art.deployed.adapter.dims
-    out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
     check_export_out(out, art.reference.path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{TMP_TAG}"))
     try:
         # trace on a padded batch of two so nothing specialises to "no padding" or batch 1

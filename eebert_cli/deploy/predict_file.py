@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 from ..data.files import READERS, builder_of, count_rows, stream_file
 from ..data.rows import check_text
+from ..core.atomic import check_writable
 from ..core.errors import EebertError
 from ..model.calibration import calibrated_token_threshold
 from ..model.runtime import prediction_row
@@ -54,20 +55,6 @@ def check_not_empty(input_file: Path) -> None:
     """`datasets`' JSON stream ends in a bare StopIteration on an empty file, its CSV reader in a pandas error."""
     if input_file.stat().st_size == 0:
         raise EebertError(f"input file {input_file} is empty (0 bytes)", "give a file with a header and rows to predict")
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and write a probe file there: a read-only place fails before any work."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".eebert-probe-"):
-            pass
-    except OSError as e:
-        raise EebertError(f"cannot write {what}: {folder} is not writable ({e.strerror or e})",
-                          "choose a folder you can write to (read-only mounts and folders without write "
-                          "permission cannot hold the output)") from None
 
 
 def chunks(input_file: Path, text_column: str, pair_column: str | None,

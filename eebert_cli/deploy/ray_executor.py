@@ -258,7 +258,7 @@ def predict_ray(artifact: Path, input_path: Path | None, output: Path | None, cf
     if Path(output).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
         raise EebertError(f"--executor ray writes a folder of parquet parts, not a {Path(output).suffix} file: {output}",
                           "name a folder, e.g. --output predictions/, or drop --executor ray to write one file")
-    from .predict_file import check_writable
+    from ..core.atomic import check_writable
 
     if "://" not in str(input_path):
         check_input(input_files(Path(input_path)), text_column, pair_column)

@@ -271,6 +271,9 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
     resolve(device)  # a device that is not there fails before anything loads
     check_pool(cfg.ort_pool, cfg.runtime)
+    if cfg.onnx_dir and cfg.runtime != "onnxruntime":  # said, not ignored
+        raise EebertError(f"--onnx names the export --runtime onnxruntime times; this benchmark runs {cfg.runtime}",
+                          "add --runtime onnxruntime, or drop --onnx")
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)

@@ -74,6 +74,9 @@ class ServeConfig:
         from ..onnx_runtime import check_pool
 
         check_pool(self.ort_pool, self.runtime)
+        if self.onnx_dir and self.runtime != "onnxruntime":
+            raise EebertError(f"--onnx names the export --runtime onnxruntime serves, not --runtime {self.runtime}",
+                              "add --runtime onnxruntime, or drop --onnx")
         self.api_key()
         return self
 
