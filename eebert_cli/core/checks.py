@@ -131,7 +131,7 @@ def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
     if callable(choices):  # a registry's names, looked up now: the config's module loads without the registry
         choices = choices()
     if choices and value is not None and value not in choices:  # None: an optional field left unset
-        raise EebertError(f"{where}: unknown value {value!r}", closest(value, choices))
+        raise EebertError(f"{where}: unknown value {value!r}", closest(value, [c for c in choices if c]))  # "": unset
 
 
 def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
