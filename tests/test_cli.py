@@ -219,6 +219,16 @@ def test_unknown_criterion_fails_before_any_backbone_work(artifact, monkeypatch)
                           "unknown exit criterion 'nope'", "entropy")
 
 
+def test_a_target_no_exit_can_reach_fails_before_any_backbone_work(artifact, monkeypatch):
+    from eebert_cli import steps
+
+    monkeypatch.setattr(steps, "split_outputs", lambda *a, **k: pytest.fail("the backbone ran first"))
+    before = (artifact / "calibration.json").read_bytes()
+    assert_one_line_error(run("calibrate", artifact, "--target-speedup", 1000), "target speedup 1000x is out of reach",
+                          "attach an exit after an earlier layer")
+    assert (artifact / "calibration.json").read_bytes() == before
+
+
 def test_compare_methods_flag_refuses_names_the_recipe_lacks(tiny_ckpt, tiny_data, tmp_path):
     rec = tmp_path / "c.toml"
     rec.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{tiny_ckpt}"\nout = "{tmp_path / "out"}"\n'
