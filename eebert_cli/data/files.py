@@ -79,7 +79,10 @@ def count_rows(path: Path) -> int | None:
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as e:  # noqa: BLE001 - not parquet, or truncated: said from the file
+            raise diagnose(path, e) from None
     if path.suffix.lower() == ".json":
         return None
     n = 0

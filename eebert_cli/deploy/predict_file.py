@@ -34,7 +34,8 @@ CHUNK_ROWS = 4096
 def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
     """Every path problem fails here, before the model loads."""
     if not input_file.is_file():
-        raise EebertError(f"input file not found: {input_file}", f"give a data file ({', '.join(READERS)})")
+        what = "is a folder, not a file" if input_file.is_dir() else "not found"
+        raise EebertError(f"input file {input_file} {what}", f"give a data file ({', '.join(READERS)})")
     builder_of(input_file)  # an unknown file type fails now
     check_not_empty(input_file)
     if output is None:
@@ -55,6 +56,8 @@ def check_not_empty(input_file: Path) -> None:
     """`datasets`' JSON stream ends in a bare StopIteration on an empty file, its CSV reader in a pandas error."""
     if input_file.stat().st_size == 0:
         raise EebertError(f"input file {input_file} is empty (0 bytes)", "give a file with a header and rows to predict")
+    if input_file.suffix.lower() == ".parquet" and count_rows(input_file) == 0:  # its stream fails on a batch of 0
+        raise EebertError(f"input file {input_file} has no rows", "give a file with rows to predict")
 
 
 def chunks(input_file: Path, text_column: str, pair_column: str | None,
