@@ -96,8 +96,10 @@ def diagnose(path: Path, error: Exception) -> EebertError:
     """Why a builder could not read ``path``: the first bad line, else the builder's own words."""
     suffix = path.suffix.lower()
     if suffix != ".parquet":
+        filled = 0  # lines with something on them
         with path.open("rb") as f:
             for n, raw in enumerate(f, 1):
+                filled += bool(raw.strip())
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -108,6 +110,8 @@ def diagnose(path: Path, error: Exception) -> EebertError:
                     if bad and not (suffix == ".json" and n == 1 and line.lstrip("\ufeff").lstrip()[:1] == "["):
                         return EebertError(f"{path}:{n} {bad}", "write one JSON object per line, e.g. "
                                                                 '{"text": "...", "label": "..."}')
+        if filled <= (1 if suffix in (".csv", ".tsv") else 0):  # the builder's "corresponds to no data"
+            return EebertError(f"{path} has no rows (a header at most)", "give a file with a header and rows")
     cause = error.__cause__ or error.__context__ or error
     text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     return EebertError(f"cannot read {path}: {text}", "check that the file is a well-formed "
