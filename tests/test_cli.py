@@ -230,6 +230,13 @@ def test_a_target_no_exit_can_reach_fails_before_any_backbone_work(artifact, mon
     assert (artifact / "calibration.json").read_bytes() == before
 
 
+def test_compare_on_a_pipeline_recipe_says_to_run_it():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    assert_one_line_error(run("compare", recipe), "quickstart.toml is a pipeline recipe", "run it with `eebert run`")
+
+
 def test_compare_methods_flag_refuses_names_the_recipe_lacks(tiny_ckpt, tiny_data, tmp_path):
     rec = tmp_path / "c.toml"
     rec.write_text(f'version = 1\nkind = "compare"\ncheckpoint = "{tiny_ckpt}"\nout = "{tmp_path / "out"}"\n'

@@ -81,6 +81,9 @@ def load_compare_recipe(path: str | Path, checkpoint: str | None = None,
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise EebertError(f"{path} is not valid TOML ({e})", "fix the syntax") from None
+    if raw.get("kind", "pipeline") == "pipeline":  # its keys would be refused one by one as unknown
+        raise EebertError(f"{path} is a pipeline recipe (attach, calibrate, benchmark), not a comparison",
+                          "run it with `eebert run`; a compare recipe says kind = \"compare\"")
     r = from_dict(CompareRecipe, raw, where=p.name)
     r.checkpoint, r.out = checkpoint or r.checkpoint, out or r.out
     if r.kind != "compare" or r.version != 1:
