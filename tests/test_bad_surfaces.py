@@ -163,7 +163,7 @@ CASES = [
      ["export", "{art}", "--out", "/sys/eebert-test/onnx"], 1, "/sys/eebert-test is not writable",
      "choose a folder you can write to"),
     ("benchmark: --onnx without --runtime onnxruntime (it was ignored)", lambda c: {},
-     ["benchmark", "{art}", "--onnx", "{tmp}"], 1, "--onnx names the export --runtime onnxruntime times",
+     ["benchmark", "{art}", "--onnx", "{tmp}"], 1, "--onnx names the export --runtime onnxruntime runs, not --runtime pytorch",
      "add --runtime onnxruntime, or drop --onnx"),
     ("predict: --ray-address without --executor ray (it was ignored)", lambda c: {},
      ["predict", "{art}", "good film", "--ray-address", "auto"], 1,

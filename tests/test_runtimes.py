@@ -134,6 +134,9 @@ def test_ort_pool_is_checked_in_one_line_before_loading():
         check_pool("spinning", "onnxruntime")
     with pytest.raises(EebertError, match="add --runtime onnxruntime"):
         check_pool("shared", "pytorch")
+    check_pool("per-session", "onnxruntime", "ART/onnx")
+    with pytest.raises(EebertError, match="--onnx names the export"):
+        check_pool("per-session", "pytorch", "ART/onnx")
     with pytest.raises(EebertError, match="add --runtime onnxruntime"):
         ServeConfig(artifact="x", ort_pool="shared").check()
 

@@ -244,7 +244,7 @@ def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path, monkey
                              (["--threads", "100000"], "--threads must be at most 1024"),
                              (["--port", port], f"cannot listen on 127.0.0.1:{port}: Address already in use"),
                              (["--host", "no-such-host.invalid"], "--host no-such-host.invalid:"),
-                             (["--onnx", str(tmp_path)], "--onnx names the export --runtime onnxruntime serves")):
+                             (["--onnx", str(tmp_path)], "--onnx names the export --runtime onnxruntime runs, not --runtime pytorch")):
             r = CliRunner().invoke(cli_app, ["serve", str(served), *args])
             assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
             assert len([x for x in r.output.splitlines() if x.startswith("error:")]) == 1, r.output

@@ -48,8 +48,12 @@ def use_shared_pool(threads: int) -> None:
                           f"use --threads {_SHARED_POOL[0]}, or per-session pools, in this process")
 
 
-def check_pool(pool: str, runtime: str) -> None:
-    """``--ort-pool``: one of ORT_POOLS, and only with the onnxruntime runtime (one line otherwise)."""
+def check_pool(pool: str, runtime: str, onnx_dir: str = "") -> None:
+    """The ONNX Runtime flags of a command that may run another runtime: ``--ort-pool`` one of ORT_POOLS, and
+    it and ``--onnx`` only with the onnxruntime runtime (refused in one line, not ignored)."""
+    if onnx_dir and runtime != "onnxruntime":
+        raise EebertError(f"--onnx names the export --runtime onnxruntime runs, not --runtime {runtime}",
+                          "add --runtime onnxruntime, or drop --onnx")
     if pool not in ORT_POOLS:
         raise EebertError(f"unknown --ort-pool {pool!r}", f"choose one of {', '.join(ORT_POOLS)}")
     if pool != ORT_POOLS[0] and runtime != "onnxruntime":

@@ -286,10 +286,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     from ..deploy.onnx_runtime import check_pool
 
     resolve(device)  # a device that is not there fails before anything loads
-    check_pool(cfg.ort_pool, cfg.runtime)
-    if cfg.onnx_dir and cfg.runtime != "onnxruntime":  # said, not ignored
-        raise EebertError(f"--onnx names the export --runtime onnxruntime times; this benchmark runs {cfg.runtime}",
-                          "add --runtime onnxruntime, or drop --onnx")
+    check_pool(cfg.ort_pool, cfg.runtime, cfg.onnx_dir)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)

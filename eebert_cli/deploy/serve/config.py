@@ -73,10 +73,7 @@ class ServeConfig:
         self.placement()  # a device or dtype that is not there fails before anything loads
         from ..onnx_runtime import check_pool
 
-        check_pool(self.ort_pool, self.runtime)
-        if self.onnx_dir and self.runtime != "onnxruntime":
-            raise EebertError(f"--onnx names the export --runtime onnxruntime serves, not --runtime {self.runtime}",
-                              "add --runtime onnxruntime, or drop --onnx")
+        check_pool(self.ort_pool, self.runtime, self.onnx_dir)
         self.api_key()
         return self
 
