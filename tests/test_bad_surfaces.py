@@ -51,10 +51,10 @@ def _parquet(ctx, rows, name="in.parquet"):
     return f
 
 
-def _recipe(ctx, ckpt, data, device=""):
+def _recipe(ctx, ckpt, data, device="", target=1.5):
     f = ctx["tmp"] / "r.toml"
     f.write_text(f'version = 1\ncheckpoint = "{ckpt}"\nartifact = "{ctx["tmp"]}/a"\n[data]\nspec = "{data}"\n'
-                 + "[calibrate]\ntarget_speedup = 1.5\n" + (f'[device]\ndevice = "{device}"\n' if device else ""))
+                 + f"[calibrate]\ntarget_speedup = {target!r}\n" + (f'[device]\ndevice = "{device}"\n' if device else ""))
     return f
 
 
@@ -201,6 +201,9 @@ CASES = [
      ["predict", "{a}", "good film"], 1, "thresholds must be a list of finite numbers", "re-run `eebert calibrate`"),
     ("validate: an architecture attach refuses", lambda c: {"r": _bad_architecture(c)}, ["validate", "{r}"], 1,
      "unsupported architecture 'gpt2'", "adapter module"),
+    ("validate: a target past the checkpoint's reach (every exit on: (layers + 1) / 1)",
+     lambda c: {"r": _recipe(c, c["ckpt"], c["data"], target=1e308)}, ["validate", "{r}"], 1,
+     "target speedup 1e+308x is out of reach: with the first exit after layer 1 of", "ask for less"),
     ("validate: paths not on this machine are said to be skipped",
      lambda c: {"r": _recipe(c, "/nowhere/ckpt", "/nowhere/data.csv")}, ["validate", "{r}"], 0,
      "skipped: checkpoint /nowhere/ckpt: not found on this machine", "data /nowhere/data.csv: not found"),

@@ -236,12 +236,14 @@ def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path, monkey
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        for args, needle in ((["--max-batch", "0"], "--max-batch"), (["--runtime", "tensorrt"], "unknown runtime"),
+        for args, needle in ((["--max-batch", "0"], "--max-batch must be >= 1, got 0"),
+                             (["--port", "70000"], "--port must be within [0, 65535]"),
+                             (["--shutdown-timeout-s", "-1"], "--shutdown-timeout-s must be >= 0"), (["--runtime", "tensorrt"], "unknown runtime"),
                              (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"),
                              (["--max-queue", "8"], "--max-queue"),
-                             (["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number"),
-                             (["--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
-                             (["--threads", "100000"], "--threads must be at most 1024"),
+                             (["--max-wait-ms", "inf"], "--max-wait-ms: must be a finite number"),
+                             (["--max-wait-ms", "nan"], "--max-wait-ms: must be a finite number"),
+                             (["--threads", "100000"], "--threads must be within [0, 1024], got 100000"),
                              (["--port", port], f"cannot listen on 127.0.0.1:{port}: Address already in use"),
                              (["--host", "no-such-host.invalid"], "--host no-such-host.invalid:"),
                              (["--onnx", str(tmp_path)], "--onnx names the export --runtime onnxruntime runs, not --runtime pytorch")):

@@ -62,6 +62,8 @@ def attach(
     if dcfg is None or not dcfg.spec:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     base = r.attach
+    if skip_target is not None:  # refused as the flag it is, before it merges with --gate-param's keys
+        given(base.gates, skip_target=skip_target)
     g = from_dict(GateConfig, {**dataclasses.asdict(base.gates), **({"type": gates} if gates else {}),
                                **({"skip_target": skip_target} if skip_target is not None else {}),
                                **({"train_backbone": True} if train_backbone else {}),

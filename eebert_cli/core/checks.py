@@ -123,10 +123,19 @@ def check_batch_size(n: int) -> None:
     check_range(n, "--batch-size", 1, hint="for example --batch-size 32")
 
 
-def check_metadata(value: Any, meta: typing.Mapping, where: str) -> None:
-    """The range and choices a dataclass field declares in its metadata."""
-    check_range(value, where, meta.get("min"), meta.get("max"), meta.get("min_open", False),
-                meta.get("max_open", False), meta.get("range_hint"))
+def check_metadata(value: Any, meta: typing.Mapping, where: str, default: Any = None) -> None:
+    """The range and choices a dataclass field declares in its metadata. Out of range, the hint is the
+    field's ``range_hint``, else its ``default`` (a value the field is known to take: "for example 1" for a
+    learning rate said less), else a value near the bound crossed."""
+    lo, hi, lo_open, hi_open = meta.get("min"), meta.get("max"), meta.get("min_open", False), meta.get("max_open", False)
+    hint = meta.get("range_hint")
+    if hint is None and isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            check_range(default, where, lo, hi, lo_open, hi_open)
+            hint = f"for example {default:g} (the default)"
+        except EebertError:  # a default outside its own range (a sentinel): say a value near the bound
+            pass
+    check_range(value, where, lo, hi, lo_open, hi_open, hint)
     choices = meta.get("choices")
     if callable(choices):  # a registry's names, looked up now: the config's module loads without the registry
         choices = choices()
@@ -150,15 +159,15 @@ def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
             validate(value, f"{where}.{f.name}" if where else f.name, flag_style)
             continue
         setattr(obj, f.name, check_type(value, hints[f.name], name))
-        check_metadata(getattr(obj, f.name), f.metadata, name)
+        check_metadata(getattr(obj, f.name), f.metadata, name, f.default)
     return obj
 
 
-#: validation examples below which calibration refuses: thresholds and intervals from fewer are noise
 #: the most threads a --threads flag takes: far past any host's cores, short of what exhausts the process's
 #: thread limit (the tokenizers' pool panicked at 100,000)
 MAX_THREADS = 1024
 
+#: validation examples below which calibration refuses: thresholds and intervals from fewer are noise
 MIN_VALIDATION = 10
 #: validation examples below which calibration warns (a 95% interval of accuracy is then wider than ~±10 points)
 WARN_VALIDATION = 100

@@ -47,7 +47,7 @@ def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
     obj = cls(**kwargs)
     for f in dataclasses.fields(cls):  # declared ranges and choices (nested tables checked above)
         if not dataclasses.is_dataclass(hints[f.name]):
-            check_metadata(getattr(obj, f.name), f.metadata, f"{where}.{f.name}")
+            check_metadata(getattr(obj, f.name), f.metadata, f"{where}.{f.name}", f.default)
     return obj
 
 

@@ -67,8 +67,9 @@ def checkpoint_config(checkpoint: str) -> dict | None:
 
 
 def check_components(attach: AttachConfig, criterion: str, criterion_params: dict, where: str,
-                     checkpoint: str = "") -> dict:
-    """Build every component ``attach`` and the criterion name, on the checkpoint's shapes when available.
+                     checkpoint: str = "", calibrate: CalibrationConfig | None = None) -> dict:
+    """Build every component ``attach`` and the criterion name, on the checkpoint's shapes when available;
+    with ``calibrate``, its target's reach on that checkpoint's depth too.
 
     Returns {family: name} of what was built. Nothing is loaded but config.json.
     """
@@ -95,6 +96,8 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
     if bad and cfg is not None:
         raise EebertError(f"{where}: no layer {bad[0]} to attach an exit after (the model has {layers} layers)",
                           f"choose layers from 1 to {layers - 1}")
+    if calibrate is not None and cfg is not None:
+        calibrate.check_reach(layers, exit_layers, bool(attach.gates.type))
     exits = exits_for(task, attach.exits) if task else attach.exits  # a tagger's default head is per token
     head = EXITS.get(exits)
     EXITS.check(exits, attach.exit_params, 1, name)
@@ -130,8 +133,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if (cal.target_speedup is None) == (cal.max_drop is None):
         raise EebertError(f"{path}: set exactly one of calibrate.target_speedup and calibrate.max_drop",
                           "for example target_speedup = 2.0")
-    # Names and parameters are checked now, not half-way through a long run.
-    check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint)
+    # Names, parameters and the target's reach are checked now, not half-way through a long run.
+    check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal)
     return recipe
 
 

@@ -58,6 +58,21 @@ class CalibrationConfig:
     prune_exits: bool = field(default=True, metadata={"help": "With a criterion that scores each exit alone: switch off exits that add nothing (the runtime and the ONNX export then skip them: one exit head and, on ONNX Runtime, one session call less for every example that passes). With --target-speedup, exits that add no validation accuracy at the target; with --max-drop, exits whose removal keeps the speedup found within the budget. Under --cost latency, exits that do not pay for their time."})
     prune_within_noise: bool = field(default=False, metadata={"help": "With --target-speedup and prune_exits: also switch off exits whose removal costs validation accuracy within noise (the tolerance of the tie rule: half a standard error, or `tolerance`) of the accuracy with every exit on, fewest exits evaluated per example first. A noise-sized accuracy change for fewer exit heads and, on ONNX Runtime, fewer session calls per example, which the FLOPs target does not see and every engine's clock does."})
 
+    def check_reach(self, num_layers: int, exit_layers: list[int], gated: bool = False) -> None:
+        """A target no exit can reach, refused before any pass: every example leaving at the first exit costs
+        at least that exit's layers, so the speedup stays under (layers + 1) / first exit layer (the one allows
+        for the deployed head; the search finds the exact ceiling). Skipping gates run fewer layers than that:
+        no bound then. `calibrate` asks it of the artifact, `validate` of the recipe's checkpoint."""
+        if self.target_speedup is None or gated or not exit_layers:
+            return
+        first = min(exit_layers)
+        if self.target_speedup > (num_layers + 1) / first:
+            from ..core.errors import EebertError
+
+            raise EebertError(f"target speedup {self.target_speedup:g}x is out of reach: with the first exit after "
+                              f"layer {first} of {num_layers}, no calibration passes about {num_layers / first:.1f}x",
+                              "ask for less, or attach an exit after an earlier layer")
+
 
 @dataclass
 class BenchmarkConfig:
@@ -67,7 +82,7 @@ class BenchmarkConfig:
     timing_samples: int = field(default=500, metadata={"help": "Examples timed one by one at batch size 1 (seeded subset; 0 = all).", "min": 0})
     repeats: int = field(default=5, metadata={"help": "Timed runs per example; the median counts (0 = no timing).", "min": 0})
     warmup: int = field(default=20, metadata={"help": "Untimed warm-up examples.", "min": 0})
-    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0, "max": MAX_THREADS})
+    threads: int = field(default=0, metadata={"help": "torch threads for timing (0 = torch's default).", "min": 0, "max": MAX_THREADS, "range_hint": "0 (the default) is torch's own count"})
     batch_size: int = field(default=64, metadata={"help": "Batch size of the pass that scores accuracy and FLOPs.", "min": 1})
     metric: str = field(default="", metadata={"help": "Headline metric, one the task reports (classification: accuracy, macro-f1; multi-label: micro-f1, accuracy, macro-f1; regression: pearson, spearman, mse; a tagger: entity-f1); default: the task's first.", "choices": _metrics})
     timing_batch_size: int = field(default=1, metadata={"help": "Batch size for wall-clock timing (> 1: per-sample exits vs whole-batch exiting vs deployed).", "min": 1})

@@ -128,21 +128,6 @@ def _criterion(artifact: Artifact, cfg: CalibrationConfig):
     return build_criterion(name, dict(cfg.criterion_params), artifact)
 
 
-def _check_reachable(artifact: Artifact, cfg: CalibrationConfig) -> None:
-    """A target no exit can reach, refused before the backbone pass: every example leaving at the first exit
-    costs at least that exit's layers, so the speedup stays under (layers + 1) / first exit layer (the one
-    allows for the deployed head; the search finds the exact ceiling). Skipping gates run fewer layers than
-    that: no bound then."""
-    if cfg.target_speedup is None or artifact.exits.gates is not None or not artifact.exits.layers:
-        return
-    total, first = artifact.deployed.adapter.dims.num_layers, min(artifact.exits.layers)
-    bound = (total + 1) / first
-    if cfg.target_speedup > bound:
-        raise EebertError(f"target speedup {cfg.target_speedup:g}x is out of reach: with the first exit after layer "
-                          f"{first} of {total}, no calibration passes about {total / first:.1f}x",
-                          f"ask for less, or attach an exit after an earlier layer")
-
-
 def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
                criterion_params: dict | None, cache: OutputsCache | None, metric: str | None) -> Calibration:
     from ..core.checks import check_validation_size
@@ -154,7 +139,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     if cfg.unlabeled and cfg.max_drop is None:
         raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
                           "add --max-drop POINTS, or drop --unlabeled")
-    _check_reachable(artifact, cfg)
+    cfg.check_reach(artifact.deployed.adapter.dims.num_layers, artifact.exits.layers, artifact.exits.gates is not None)
     if artifact.exits.gates is None and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
         raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
                           "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")

@@ -24,7 +24,7 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "Stop after this many epochs without held-out improvement.", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and shuffling."})
     contrastive: float = field(default=0.0, metadata={"help": "Weight of SmartBERT's cross-layer contrastive term, added to any objective (0 = off; 0.01-0.05 typical).", "min": 0.0})
-    threads: int = field(default=-1, metadata={"help": "torch threads for exit training on the CPU: -1 = by head (one for heads that read a pooled vector, whose steps are small matrix products where more threads mostly wait on each other; torch's default for heads that read every token, whose steps are large), 0 = torch's default, N = N.", "min": -1, "max": MAX_THREADS})
+    threads: int = field(default=-1, metadata={"help": "torch threads for exit training on the CPU: -1 = by head (one for heads that read a pooled vector, whose steps are small matrix products where more threads mostly wait on each other; torch's default for heads that read every token, whose steps are large), 0 = torch's default, N = N.", "min": -1, "max": MAX_THREADS, "range_hint": "-1 (the default) picks by head"})
     contrastive_temperature: float = field(default=0.5, metadata={"help": "Temperature of the contrastive term.", "min": 0.0, "min_open": True})
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-from ...core.checks import MAX_THREADS
+from ...core.checks import MAX_THREADS, validate
 from ...core.errors import EebertError
 #: how a multi-worker server hands its settings to the worker processes uvicorn spawns
 ENV = "EEBERT_SERVE_CONFIG"
@@ -20,47 +19,34 @@ class ServeConfig:
 
     artifact: str = field(default="", metadata={"help": "Calibrated artifact directory."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (loopback unless told otherwise)."})
-    port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port)."})
+    port: int = field(default=8000, metadata={"help": "TCP port (0 = any free port).", "min": 0, "max": 65535,
+                                              "range_hint": "for example --port 8000"})
     runtime: str = field(default="pytorch", metadata={"help": "What runs the model: pytorch, or onnxruntime (needs `eebert export` first); see runtimes.py."})
     onnx_dir: str = field(default="", metadata={"help": "ONNX export for --runtime onnxruntime (default ARTIFACT/onnx)."})
     ort_pool: str = field(default="per-session", metadata={"help": "ONNX Runtime's threads in each worker: per-session (pools that do not spin; safe on shared cores) or shared (one spinning pool, ORT's own default; faster at batch 1 on cores nothing else uses)."})
     device: str = field(default="auto", metadata={"help": "Where the model runs: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."})
     dtype: str = field(default="auto", metadata={"help": "Backbone precision: auto (float32 on CPU, bfloat16 or float16 on GPU), float32, float16, bfloat16."})
-    threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop)."})
+    threads: int = field(default=0, metadata={"help": "torch/onnxruntime threads per worker (0 = cores / workers, less one for the event loop).", "min": 0, "max": MAX_THREADS, "range_hint": "0 (the default) shares the cores among the workers"})
     deployed: bool = field(default=False, metadata={"help": "Serve the deployed model (full backbone and head) instead of the early-exit one."})
     backbone: str = field(default="", metadata={"help": "Backbone checkpoint, if it moved since attach (hash-checked)."})
-    max_batch: int = field(default=32, metadata={"help": "Most texts run through the model in one batch."})
-    max_wait_ms: float = field(default=5.0, metadata={"help": "Longest a text waits for others to join its batch."})
-    max_queue: int = field(default=256, metadata={"help": "Texts that may wait for the model; beyond that requests get 429."})
-    max_request_texts: int = field(default=64, metadata={"help": "Most texts in one request (more: 413)."})
-    max_text_chars: int = field(default=10_000, metadata={"help": "Longest text or pair member in characters (longer: 422)."})
-    max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest request body in bytes (larger: 413)."})
+    max_batch: int = field(default=32, metadata={"help": "Most texts run through the model in one batch.", "min": 1})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "Longest a text waits for others to join its batch.", "min": 0})
+    max_queue: int = field(default=256, metadata={"help": "Texts that may wait for the model; beyond that requests get 429.", "min": 1})
+    max_request_texts: int = field(default=64, metadata={"help": "Most texts in one request (more: 413).", "min": 1})
+    max_text_chars: int = field(default=10_000, metadata={"help": "Longest text or pair member in characters (longer: 422).", "min": 1})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest request body in bytes (larger: 413).", "min": 1})
     api_key_env: str = field(default="", metadata={"help": "Environment variable holding a bearer token that requests must send (empty = no auth)."})
-    workers: int = field(default=1, metadata={"help": "Server processes, each loading its own copy of the model (see docs/serving.md)."})
-    shutdown_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/SIGINT, how long in-flight requests get to finish."})
+    workers: int = field(default=1, metadata={"help": "Server processes, each loading its own copy of the model (see docs/serving.md).", "min": 1})
+    shutdown_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/SIGINT, how long in-flight requests get to finish.", "min": 0})
 
     #: keys from before the rename, read as the new ones
     RENAMED: ClassVar[dict[str, str]] = {"engine": "runtime"}
 
     def check(self) -> "ServeConfig":
         """Reject bad values with one line each, before anything is loaded."""
-        # numbers first: they need no torch, so a bad one is refused at once
-        for name in ("max_batch", "max_queue", "max_request_texts", "max_text_chars", "max_body_bytes", "workers"):
-            if getattr(self, name) < 1:
-                raise EebertError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
-                                  "see `eebert serve --help`")
-        if self.max_wait_ms < 0 or self.threads < 0 or self.shutdown_timeout_s < 0:
-            raise EebertError("--max-wait-ms, --threads and --shutdown-timeout-s cannot be negative",
-                              "see `eebert serve --help`")
-        for name in ("max_wait_ms", "shutdown_timeout_s"):  # inf would hold every request, nan compares false
-            if not math.isfinite(getattr(self, name)):
-                raise EebertError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}",
-                                  "see `eebert serve --help`")
-        if self.threads > MAX_THREADS:
-            raise EebertError(f"--threads must be at most {MAX_THREADS}, got {self.threads}",
-                              "0 (the default) shares the cores among the workers")
-        if not 0 <= self.port < 65536:
-            raise EebertError(f"--port must be 0-65535, got {self.port}", "for example --port 8000")
+        # numbers first, by the ranges declared above (types, NaN and infinity too: inf would hold every
+        # request): they need no torch, so a bad one is refused at once
+        validate(self, "", flag_style=True)
         if self.max_queue < self.max_request_texts:
             raise EebertError(f"--max-queue ({self.max_queue}) is below --max-request-texts "
                               f"({self.max_request_texts}): a full-size request could never be queued",
