@@ -8,6 +8,7 @@ from transformers import BertConfig, BertModel
 from typer.testing import CliRunner
 
 from eebert_cli.cli import app
+from eebert_cli.core.errors import EebertError
 
 from conftest import make_rows, make_tokenizer, write_csv
 
@@ -116,6 +117,19 @@ def test_every_command_is_registered_and_its_help_survives_rich_markup():
     assert "expectations" in run("run", "--help").output
 
 
+def test_a_flags_help_states_the_range_its_refusal_enforces():
+    from eebert_cli.core.configs import help_for
+    from eebert_cli.deploy.serve.config import ServeConfig
+    from eebert_cli.train.config import TrainConfig
+
+    assert help_for(ServeConfig, "threads").endswith("event loop). Range: [0, 1024].")
+    assert help_for(ServeConfig, "max_batch").endswith("Range: >= 1.")
+    assert help_for(TrainConfig, "lr").endswith("Range: above 0.0.")
+    assert "Range" not in help_for(ServeConfig, "host")  # no range declared, none said
+    with pytest.raises(EebertError, match=r"--threads must be within \[0, 1024\], got 1025"):
+        ServeConfig(threads=1025).check()
+
+
 # --- bad input: each one line, non-zero exit, no traceback --------------------------------------
 
 
@@ -172,8 +186,6 @@ def test_not_an_artifact(tmp_path):
 
 
 def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
-    from eebert_cli.core.errors import EebertError
-
     r = run("predict", tmp_path, "hello")  # one line: the error ends in a plain exit
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
     monkeypatch.setenv("EEBERT_DEBUG", "1")

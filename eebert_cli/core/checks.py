@@ -100,12 +100,24 @@ def check_range(value: Any, where: str, lo: float | None = None, hi: float | Non
         low = lo is not None and (v <= lo if lo_open else v < lo)
         high = hi is not None and (v >= hi if hi_open else v > hi)
         if low or high:
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            span = (f"{left}{lo}, {hi}{right}" if lo is not None and hi is not None
-                    else f"{'above' if lo_open else '>='} {lo}" if lo is not None else f"{'below' if hi_open else '<='} {hi}")
-            raise EebertError(f"{where} must be {span if ',' not in span else 'within ' + span}, got {v}",
+            raise EebertError(f"{where} must be {span(lo, hi, lo_open, hi_open)}, got {v}",
                               hint or f"for example {value_inside(v, lo, hi, lo_open, hi_open):g}")
+
+
+def span(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> str:
+    """A range in words and brackets: ">= 1", "above 0.0", "within [0, 1024]" (refusals and --help alike)."""
+    if lo is not None and hi is not None:
+        return f"within {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'above' if lo_open else '>='} {lo}"
+    return f"{'below' if hi_open else '<='} {hi}"
+
+
+def metadata_span(meta: typing.Mapping) -> str | None:
+    """The range a field's metadata declares, as :func:`span` says it, or None."""
+    if meta.get("min") is None and meta.get("max") is None:
+        return None
+    return span(meta.get("min"), meta.get("max"), meta.get("min_open", False), meta.get("max_open", False))
 
 
 def value_inside(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:

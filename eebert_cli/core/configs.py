@@ -13,12 +13,15 @@ import dataclasses
 import typing
 from typing import Any
 
-from .checks import check_metadata, check_type, closest
+from .checks import check_metadata, check_type, closest, metadata_span
 from .errors import EebertError
 
 
 def help_for(cls: type, name: str) -> str:
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+    """A field's help, with the range it declares (the one its refusal names)."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    bounds = metadata_span(meta)
+    return meta.get("help", "") + (f" Range: {bounds.removeprefix('within ')}." if bounds else "")
 
 
 def from_dict(cls: type, data: dict, where: str = "recipe") -> Any:
