@@ -185,6 +185,22 @@ def test_not_an_artifact(tmp_path):
     assert_one_line_error(run("predict", tmp_path, "hello"), "not an eebert artifact")
 
 
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_refusal_under_json_is_also_one_object_on_stdout(artifact, tmp_path, as_json):
+    """A script reading --json's stdout gets an answer when the command fails; without --json stdout stays empty."""
+    flag = ["--json"] if as_json else []
+    for r in (run("calibrate", artifact, "--target-speedup", "0.5", *flag),  # the flag checks
+              run("predict", tmp_path, "hello", *flag),  # the step's own refusal (not an artifact)
+              run("run", tmp_path / "nope.toml", *flag)):
+        assert_one_line_error(r)
+        if not as_json:
+            assert r.stdout == ""
+            continue
+        answer = json.loads(r.stdout)
+        assert set(answer) == {"error", "hint", "exit_code"} and answer["exit_code"] == 1
+        assert f"error: {answer['error']}" in r.output.splitlines()  # the same line as on stderr
+
+
 def test_debug_switch_shows_the_traceback(tmp_path, monkeypatch):
     r = run("predict", tmp_path, "hello")  # one line: the error ends in a plain exit
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit)

@@ -26,7 +26,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
 
     recipe = need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
-        return compare(recipe, None, as_json, device, dtype, resume=False, only=None, checkpoint=None, out_dir=None)
+        return compare(recipe, None, as_json=as_json, device=device, dtype=dtype, resume=False, only=None,
+                       checkpoint=None, out_dir=None)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     dev = device_opts(r, device, dtype)
     ui = UI(quiet=as_json)

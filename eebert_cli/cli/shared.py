@@ -28,12 +28,16 @@ def debug() -> bool:
     return os.environ.get("EEBERT_DEBUG", "") not in ("", "0")
 
 
-def fail(message: str, hint: str | None = None) -> None:
+def fail(message: str, hint: str | None = None, as_json: bool = False) -> None:
+    """The one line and its hint on stderr, exit 1; with --json, the same as one JSON object on stdout too,
+    so that a script reading stdout gets an answer (``{"error": ..., "hint": ..., "exit_code": 1}``)."""
     from rich.markup import escape  # messages quote user input and TOML ("[a, b]"): never markup
 
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message, "hint": hint, "exit_code": 1}) + "\n")
     raise typer.Exit(1)
 
 
@@ -42,6 +46,7 @@ def command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except typer.Exit:  # a chosen exit status (3: expectations not met), not a failure
@@ -49,19 +54,19 @@ def command(fn):
         except EebertError as e:
             if debug():
                 raise
-            fail(e.message, e.hint)
+            fail(e.message, e.hint, as_json)
         except KeyboardInterrupt:
-            fail("interrupted", "nothing was written; artifacts are replaced only when complete")
+            fail("interrupted", "nothing was written; artifacts are replaced only when complete", as_json)
         except (OSError, RuntimeError, ValueError) as e:
             if debug():
                 raise
             fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                 "set EEBERT_DEBUG=1 for the traceback")
+                 "set EEBERT_DEBUG=1 for the traceback", as_json)
         except Exception as e:  # a bug of eebert's: still one line (writes are atomic, nothing half-done is left)
             if debug():
                 raise
             fail(f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-                 "a bug in eebert: rerun with EEBERT_DEBUG=1 and report the traceback")
+                 "a bug in eebert: rerun with EEBERT_DEBUG=1 and report the traceback", as_json)
 
     return wrapper
 

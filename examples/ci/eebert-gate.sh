@@ -2,7 +2,8 @@
 # The CI gate both examples call: check the recipe, then run it against its [expect] budget.
 #   exit 0: every expectation met; 1: an error (bad recipe, missing file, ...);
 #   3: the run finished but missed an expectation (the table on stderr/stdout names which).
-# EEBERT overrides the command (default `eebert`); the verdict is kept in eebert-run.json.
+# EEBERT overrides the command (default `eebert`); the verdict (or the error, as {"error", "hint"}) is kept
+# in eebert-run.json.
 set -eu
 RECIPE="${1:?usage: eebert-gate.sh RECIPE.toml [OUT.json]}"
 OUT="${2:-eebert-run.json}"
