@@ -1,5 +1,6 @@
 """The ONNX export drives the same exits as the PyTorch runtime (needs onnx + onnxruntime)."""
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.deploy.onnx_export import export  # noqa: E402
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit  # noqa: E402
 from eebert_cli.core.errors import EebertError  # noqa: E402
+from eebert_cli.core.ui import UI  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
@@ -203,6 +205,23 @@ def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exp
     assert by_loop[1] == one[1] and np.array_equal(by_loop[0], one[0]) and "sessions" in vars(fused)
 
 
+class StepsSeen(UI):
+    """A UI that records each progress bar: (what, total, steps advanced)."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.bars = []
+
+    @contextlib.contextmanager
+    def progress(self, what, total, unit=None):
+        bar = [what, total, 0]
+        self.bars.append(bar)
+
+        def advance(n):
+            bar[2] += n
+        yield advance
+
+
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_the_graphs_keep_one_copy_of_each_weight(exported, tmp_path, quantize):
     """Segments, deployed graph and fused graph hold their large weights in weights.bin, each distinct
@@ -215,9 +234,13 @@ def test_the_graphs_keep_one_copy_of_each_weight(exported, tmp_path, quantize):
     from eebert_cli.deploy.onnx_weights import MIN_BYTES, WEIGHTS, initializers
 
     out, _, _ = exported
-    folder = Path(export(out, tmp_path / "x", quantize=quantize)["out"])
+    ui = StepsSeen()
+    folder = Path(export(out, tmp_path / "x", quantize=quantize, ui=ui)["out"])
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["weights"] == WEIGHTS and manifest["format_version"] >= 4
+    # one progress bar, run to its end: a step per graph traced, per graph quantized, and the fused graph
+    graphs = len(manifest["segments"]) + 1
+    assert [(total, done) for _, total, done in ui.bars] == [(graphs * (2 if quantize else 1) + 1,) * 2]
 
     def stored(name):  # (offset, length) of each tensor the graph keeps in weights.bin; none large kept inline
         spans = set()

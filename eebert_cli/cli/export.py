@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..core.ui import out
+from ..core.ui import UI, out
 from ..model.quantize import check_scheme
 from .shared import command, emit, JSON, CONFIG, recipe_of, need
 
@@ -26,7 +26,7 @@ def export(
     artifact = Path(need(artifact or recipe_of(config).artifact, "artifact", "ARTIFACT"))
     check_scheme(quantize)
     from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
-    result = steps.export(artifact, out_dir, quantize, backbone)
+    result = steps.export(artifact, out_dir, quantize, backbone, UI(quiet=as_json))
     emit(result, as_json)
     if not as_json:
         fused = ", the whole forward as one graph (early-exit.onnx)" if result.get("fused") else ""

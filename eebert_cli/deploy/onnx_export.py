@@ -59,6 +59,7 @@ from ..model.calibration import INF, skipped_exits, thresholds_from_json, thresh
 from ..backbones.base import BackboneAdapter
 from ..core.atomic import check_writable
 from ..core.errors import EebertError
+from ..core.ui import SILENT, UI
 from ..exits import reduce
 from .onnx_runtime import MANIFEST  # the format the onnxruntime runtime reads
 from .onnx_weights import WEIGHTS, save_sharing_weights
@@ -209,14 +210,15 @@ def _root_quiet_in_this_thread():
 
 
 def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: str | None = None,
-           backbone: str | Path | None = None) -> dict:
+           backbone: str | Path | None = None, ui: UI = SILENT) -> dict:
+    """The ONNX export (docs/inference.md); ``ui`` shows its progress, a graph (and its quantization) a step."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise EebertError("ONNX export needs the onnx package", "pip install 'eebert[onnx]'") from None
     quantize = check_scheme(quantize)
     with artifact_lock(artifact_dir, "export"):  # the calibration it follows cannot change meanwhile
-        return _export_locked(artifact_dir, out, quantize, backbone)
+        return _export_locked(artifact_dir, out, quantize, backbone, ui)
 
 
 def check_export_out(out: Path, checkpoint: Path) -> None:
@@ -232,7 +234,7 @@ def check_export_out(out: Path, checkpoint: Path) -> None:
                               "choose a new folder for the export, or empty this one")
 
 
-def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
+def _export_locked(artifact_dir, out, quantize, backbone, ui: UI) -> dict:
     out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
     check_writable(out.parent, f"the export {out}")  # before the model loads
     art = load_artifact(artifact_dir, backbone)
@@ -257,57 +259,66 @@ def _export_locked(artifact_dir, out, quantize, backbone) -> dict:
     live = [k for k in range(len(thresholds)) if k not in skip]
     dims = art.deployed.adapter.dims
     check_export_out(out, art.reference.path)
+    bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
+    fused = traced and len(bounds) > 1  # the exit decision fits in the graph: one graph for the whole forward
+    # a step per graph traced (segments, deployed), per graph quantized, and the fused graph
+    work = (len(bounds) + 1) * (2 if quantize else 1) + fused
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{TMP_TAG}"))
     try:
-        # trace on a padded batch of two so nothing specialises to "no padding" or batch 1
-        ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]]) % \
-            art.deployed.model.config.vocab_size
-        mask = (torch.arange(6)[None] < torch.tensor([[6], [3]])).long()
-        types = torch.zeros_like(ids)
-        # carried between segments: the padding mask when it is the layers' whole state, the mean weights
-        default_state = type(art.deployed.adapter).export_state is BackboneAdapter.export_state
-        carry = () if tags else tuple(k for k, fits in (("mask_state", default_state),
-                                                        ("pool", art.exits.reduction == "mean")) if fits)
-        segments, start = [], 0
-        bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
-        hidden, carried = None, {}
-        for i, (end, k) in enumerate(bounds):
-            last = i == len(bounds) - 1
-            seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
-                          criterion=criterion if traced else None, carry=carry if len(bounds) > 1 else ()).eval()
-            name = f"segment-{i}.onnx"
-            inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else \
-                ["hidden_in", "attention_mask", *seg.carry]
-            outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if traced else [])
-            outputs += list(seg.carry) if i == 0 else []
-            args = (ids, mask, types) if i == 0 else (hidden, mask, *(carried[c] for c in seg.carry))
-            _export(seg, args, tmp / name, inputs, outputs, tags)
-            if not last:
-                with torch.no_grad():
-                    got = seg(*args)
-                hidden = got[0]
-                if i == 0:  # what segment 0 hands on (its last outputs)
-                    carried = dict(zip(seg.carry, got[len(got) - len(seg.carry):]))
-            segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
-                             "outputs": outputs, "threshold": thresholds_to_json([INF if last else thresholds[k]])[0]})
-            start = end
-        whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
-        _export(whole, (ids, mask, types), tmp / DEPLOYED, ["input_ids", "attention_mask", "token_type_ids"],
-                ["logits"], tags)
-        if quantize:
-            for f in sorted(tmp.glob("*.onnx")):
-                quantize_graph(f)
-        import onnx
+        with ui.progress(f"export: {len(bounds)} segment graphs and the deployed model{' (int8)' if quantize else ''}",
+                         work) as advance:
+            # trace on a padded batch of two so nothing specialises to "no padding" or batch 1
+            ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]]) % \
+                art.deployed.model.config.vocab_size
+            mask = (torch.arange(6)[None] < torch.tensor([[6], [3]])).long()
+            types = torch.zeros_like(ids)
+            # carried between segments: the padding mask when it is the layers' whole state, the mean weights
+            default_state = type(art.deployed.adapter).export_state is BackboneAdapter.export_state
+            carry = () if tags else tuple(k for k, fits in (("mask_state", default_state),
+                                                            ("pool", art.exits.reduction == "mean")) if fits)
+            segments, start = [], 0
+            hidden, carried = None, {}
+            for i, (end, k) in enumerate(bounds):
+                last = i == len(bounds) - 1
+                seg = Segment(art, start, end, None if last else art.exits.heads[k], first=i == 0,
+                              criterion=criterion if traced else None, carry=carry if len(bounds) > 1 else ()).eval()
+                name = f"segment-{i}.onnx"
+                inputs = ["input_ids", "attention_mask", "token_type_ids"] if i == 0 else \
+                    ["hidden_in", "attention_mask", *seg.carry]
+                outputs = ["logits"] if last else ["hidden", "logits"] + (["score"] if traced else [])
+                outputs += list(seg.carry) if i == 0 else []
+                args = (ids, mask, types) if i == 0 else (hidden, mask, *(carried[c] for c in seg.carry))
+                _export(seg, args, tmp / name, inputs, outputs, tags)
+                advance(1)
+                if not last:
+                    with torch.no_grad():
+                        got = seg(*args)
+                    hidden = got[0]
+                    if i == 0:  # what segment 0 hands on (its last outputs)
+                        carried = dict(zip(seg.carry, got[len(got) - len(seg.carry):]))
+                threshold = thresholds_to_json([INF if last else thresholds[k]])[0]
+                segments.append({"file": name, "layers": [start + 1, end], "exit": k, "inputs": inputs,
+                                 "outputs": outputs, "threshold": threshold})
+                start = end
+            whole = Segment(art, 0, dims.num_layers, None, first=True).eval()
+            _export(whole, (ids, mask, types), tmp / DEPLOYED, ["input_ids", "attention_mask", "token_type_ids"],
+                    ["logits"], tags)
+            advance(1)
+            if quantize:
+                for f in sorted(tmp.glob("*.onnx")):
+                    quantize_graph(f)
+                    advance(1)
+            import onnx
 
-        graphs = {name: onnx.load(str(tmp / name)) for name in [s["file"] for s in segments] + [DEPLOYED]}
-        fused = traced and len(segments) > 1  # the exit decision fits in the graph: one graph for the whole forward
-        if fused:
-            from .onnx_fuse import fuse
+            graphs = {name: onnx.load(str(tmp / name)) for name in [s["file"] for s in segments] + [DEPLOYED]}
+            if fused:
+                from .onnx_fuse import fuse
 
-            graphs[FUSED] = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
-        for e in tmp.iterdir():  # what the exporter wrote beside a large graph (its weights) is in `graphs` now
-            if e.name not in graphs:
-                e.unlink()
+                graphs[FUSED] = fuse(tmp, {"segments": segments, "carry": list(carry), "num_labels": dims.num_labels})
+                advance(1)
+            for e in tmp.iterdir():  # what the exporter wrote beside a large graph (its weights) is in `graphs` now
+                if e.name not in graphs:
+                    e.unlink()
         weights_bytes = save_sharing_weights(tmp, graphs)
         if fused:
             onnx.checker.check_model(str(tmp / FUSED))  # by path: its weights are external

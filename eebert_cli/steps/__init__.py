@@ -296,12 +296,12 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 # -- export ----------------------------------------------------------------------------------------------
 
 def export(artifact: str | Path, out: str | Path | None = None, quantize: str | None = None,
-           backbone: str | None = None) -> dict:
+           backbone: str | None = None, ui: UI = SILENT) -> dict:
     """`eebert export`: ONNX segment graphs (+ the deployed model) for onnxruntime (a tagger's too:
     per-token logits, the per-sentence exit)."""
     from ..deploy.onnx_export import export as export_onnx
 
-    return export_onnx(artifact, out, quantize, backbone)
+    return export_onnx(artifact, out, quantize, backbone, ui)
 
 
 # -- predict ---------------------------------------------------------------------------------------------
