@@ -238,7 +238,8 @@ def test_bad_settings_fail_with_one_line_before_loading(served, tmp_path, monkey
         port = str(taken.getsockname()[1])
         for args, needle in ((["--max-batch", "0"], "--max-batch must be >= 1, got 0"),
                              (["--port", "70000"], "--port must be within [0, 65535]"),
-                             (["--shutdown-timeout-s", "-1"], "--shutdown-timeout-s must be >= 0"), (["--runtime", "tensorrt"], "unknown runtime"),
+                             (["--shutdown-timeout-s", "-1"], "--shutdown-timeout-s must be >= 0"),
+                             (["--max-body-bytes", "0"], "hint: for example 1048576 (the default)"), (["--runtime", "tensorrt"], "unknown runtime"),
                              (["--device", "tpu"], "unknown device"), (["--dtype", "float8"], "unknown dtype"),
                              (["--max-queue", "8"], "--max-queue"),
                              (["--max-wait-ms", "inf"], "--max-wait-ms: must be a finite number"),

@@ -144,7 +144,7 @@ def check_metadata(value: Any, meta: typing.Mapping, where: str, default: Any = 
     if hint is None and isinstance(default, (int, float)) and not isinstance(default, bool):
         try:
             check_range(default, where, lo, hi, lo_open, hi_open)
-            hint = f"for example {default:g} (the default)"
+            hint = f"for example {default if isinstance(default, int) else format(default, 'g')} (the default)"
         except EebertError:  # a default outside its own range (a sentinel): say a value near the bound
             pass
     check_range(value, where, lo, hi, lo_open, hi_open, hint)
