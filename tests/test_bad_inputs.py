@@ -124,6 +124,8 @@ CASES = [
      "known: test, train, validation"),
     ("calibrate --target-speedup 1.0", ["calibrate", "{art}", "--target-speedup", "1.0"],
      "--target-speedup must be above 1.0, got 1.0", "for example 2.0"),
+    ("calibrate --max-drop 200", ["calibrate", "{art}", "--max-drop", "200"], "--max-drop must be within [0.0, 100.0], got 200.0",
+     "for example 1.0 (accuracy points)"),
     ("calibrate --max-drop nan", ["calibrate", "{art}", "--max-drop", "nan"], "--max-drop: must be a finite number", ""),
     ("criterion param out of range", ["calibrate", "{art}", "--target-speedup", "1.5", "--criterion", "pcee",
                                       "--criterion-param", "confidence=2"], "within (0.0, 1.0], got 2", "eebert list"),

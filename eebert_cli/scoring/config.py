@@ -44,7 +44,7 @@ class CalibrationConfig:
     criterion: str = field(default="entropy", metadata={"help": "Exit criterion (see `eebert list`)."})
     criterion_params: dict[str, object] = field(default_factory=dict, metadata={"help": "Criterion parameters; ones left unset that the criterion lists in its grid are searched."})
     target_speedup: float | None = field(default=None, metadata={"help": "Expected FLOPs speedup to reach, e.g. 2.0.", "min": 1.0, "min_open": True, "range_hint": "for example 2.0"})
-    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model; kept on a lower confidence bound (see drop_confidence).", "min": 0.0, "max": 100.0})
+    max_drop: float | None = field(default=None, metadata={"help": "Largest accuracy drop (points, 0-100) allowed vs the deployed model; kept on a lower confidence bound (see drop_confidence).", "min": 0.0, "max": 100.0, "range_hint": "for example 1.0 (accuracy points)"})
     drop_confidence: float = field(default=0.9, metadata={"help": "With max_drop: probability that the drop on an unseen split of the validation's size stays within it (z*SE margin).", "min": 0.5, "max": 1.0, "max_open": True})
     unlabeled: str | None = field(default=None, metadata={"help": "With max_drop: a data file of unlabeled rows (production traffic; not the texts the exits were trained on) scored by the deployed model; the drop is then bounded by the disagreement with the deployed model over validation + these rows, which needs no labels (see docs/criteria.md)."})
     per_layer: bool = field(default=True, metadata={"help": "Refine one threshold per exit after the global sweep."})
