@@ -1,5 +1,7 @@
 """SmartBERT skipping gates on tiny random models: the skip itself, its cost, training, runtime, artifact."""
 
+import re
+
 import pytest
 import torch
 from conftest import middle_thresholds
@@ -228,3 +230,18 @@ def test_an_unknown_gate_fails_before_any_backbone_work(tiny_ckpt, tiny_data, tm
     r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out",
                                  str(tmp_path / "a"), "--gates", "nope"])
     assert r.exit_code == 1 and "unknown skipping gate 'nope'" in r.output
+
+
+@pytest.mark.parametrize("knob,value,needle", [("skip_target", 1.5, "gates.skip_target must be within [0.0, 1.0], got 1.5"),
+                                               ("epochs", 0, "gates.epochs must be >= 1, got 0"),
+                                               ("lr", 0.0, "gates.lr must be above 0.0, got 0.0"),
+                                               ("source", "max", "gates.source: unknown value 'max'")])
+def test_a_gate_config_built_in_python_is_checked_by_its_declared_ranges(knob, value, needle, tiny_ckpt, tiny_data,
+                                                                          tmp_path, monkeypatch):
+    """No recipe or flag checked it: `attach` does, by GateConfig's field metadata, before the backbone pass."""
+    import eebert_cli.model.feature_cache as feature_cache
+
+    monkeypatch.setattr(feature_cache, "attach_pass", lambda *a, **k: pytest.fail("backbone pass ran"))
+    cfg = AttachConfig(layers=[1, 2], gates=GateConfig(type="smartbert", **{knob: value}))
+    with pytest.raises(EebertError, match=re.escape(needle)):
+        attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), cfg, tmp_path / "a")

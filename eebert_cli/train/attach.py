@@ -79,14 +79,13 @@ def train_method(deployed: Deployed, feats: Features, targets: torch.Tensor, cfg
 
 
 def check_gates(cfg: AttachConfig) -> None:
-    g = cfg.gates
+    """The gate kind known and every knob within the range `GateConfig` declares (a config built in Python
+    never went through a recipe's or a flag's checks)."""
+    from ..core.checks import validate
     from ..gates import GATES
 
-    GATES.get(g.type)
-    if not 0.0 <= g.skip_target <= 1.0:
-        raise EebertError(f"gate skip_target must be within [0, 1], got {g.skip_target}", "for example 0.25")
-    if g.epochs < 1 or g.warmup_epochs < 0:
-        raise EebertError("gate epochs must be >= 1 and warmup_epochs >= 0", "for example epochs = 3, warmup_epochs = 1")
+    GATES.get(cfg.gates.type)
+    validate(cfg.gates, "gates")
 
 
 def attach_gates(deployed: Deployed, data: TaskData, cfg: AttachConfig, spec: ExitSpec, exits: ExitSet,
