@@ -128,7 +128,7 @@ CASES = [
      "for example 1.0 (accuracy points)"),
     ("calibrate --max-drop nan", ["calibrate", "{art}", "--max-drop", "nan"], "--max-drop: must be a finite number", ""),
     ("criterion param out of range", ["calibrate", "{art}", "--target-speedup", "1.5", "--criterion", "pcee",
-                                      "--criterion-param", "confidence=2"], "within (0.0, 1.0], got 2", "eebert list"),
+                                      "--criterion-param", "confidence=2"], "within (0.0, 1.0], got 2", "for example 0.3 (the default)"),
     ("recipe: a target past the exits' reach, refused before attach", "recipe:" + json.dumps({"calibrate": {"target_speedup": 50.0}}),
      "target speedup 50x is out of reach: with the first exit after layer 1 of", "ask for less"),
     ("recipe: unknown runtime", "recipe:" + json.dumps({"benchmark": {"runtime": "onnx"}}),

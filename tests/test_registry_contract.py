@@ -89,12 +89,27 @@ def test_backbones_declare_tasks_too():
     (CRITERIA, "entropy", {"normalized": float("nan")}, "expected bool"),
     (OBJECTIVES, "ce-distil", {"temperature": float("nan")}, "finite"),
     (OBJECTIVES, "distil", {"temperature": -1.0}, "above 0.0"),
+    (OBJECTIVES, "leebert", {"outer_share": 1.0}, "parameter 'outer_share' must be within (0.0, 1.0), got 1.0"),
+    (OBJECTIVES, "leebert", {"floor": 1.0}, "parameter 'floor' must be within [0.0, 1.0), got 1.0"),
+    (OBJECTIVES, "leebert", {"weight_lr": -0.1}, "parameter 'weight_lr' must be >= 0.0"),
 ])
 def test_out_of_range_values_are_one_line(registry, name, params, needle):
     args = (DIMS,) if registry is EXITS else ()
     with pytest.raises(EebertError) as e:
         registry.build(name, params, *args)
     assert needle in e.value.message and "\n" not in e.value.message
+
+
+def test_a_parameters_refusal_gives_its_default_as_the_example():
+    with pytest.raises(EebertError) as e:
+        OBJECTIVES.build("leebert", {"mix": 1.5})
+    assert e.value.hint == "for example 0.3 (the default)"
+    with pytest.raises(EebertError) as e:
+        EXITS.check("attention", {"heads": 0}, 1)
+    assert e.value.hint == "for example 2 (the default)"
+    with pytest.raises(EebertError) as e:  # no numeric default (None: the hidden size's share): the list to read
+        EXITS.check("mean-mlp", {"width": -1}, 1)
+    assert e.value.hint == "see `eebert list` for its parameters"
 
 
 def test_unknown_names_suggest_the_closest():

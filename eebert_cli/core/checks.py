@@ -140,19 +140,26 @@ def check_metadata(value: Any, meta: typing.Mapping, where: str, default: Any = 
     field's ``range_hint``, else its ``default`` (a value the field is known to take: "for example 1" for a
     learning rate said less), else a value near the bound crossed."""
     lo, hi, lo_open, hi_open = meta.get("min"), meta.get("max"), meta.get("min_open", False), meta.get("max_open", False)
-    hint = meta.get("range_hint")
-    if hint is None and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            check_range(default, where, lo, hi, lo_open, hi_open)
-            hint = f"for example {default if isinstance(default, int) else format(default, 'g')} (the default)"
-        except EebertError:  # a default outside its own range (a sentinel): say a value near the bound
-            pass
-    check_range(value, where, lo, hi, lo_open, hi_open, hint)
+    check_range(value, where, lo, hi, lo_open, hi_open,
+                meta.get("range_hint") or default_example(default, lo, hi, lo_open, hi_open))
     choices = meta.get("choices")
     if callable(choices):  # a registry's names, looked up now: the config's module loads without the registry
         choices = choices()
     if choices and value is not None and value not in choices:  # None: an optional field left unset
         raise EebertError(f"{where}: unknown value {value!r}", closest(value, [c for c in choices if c]))  # "": unset
+
+
+def default_example(default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                    hi_open: bool = False) -> str | None:
+    """The hint "for example D (the default)" for a numeric default inside the range, else None (a sentinel
+    default, or none): a refusal's example is then a value the setting is known to take."""
+    if not isinstance(default, (int, float)) or isinstance(default, bool):
+        return None
+    try:
+        check_range(default, "", lo, hi, lo_open, hi_open)
+    except EebertError:
+        return None
+    return f"for example {default if isinstance(default, int) else format(default, 'g')} (the default)"
 
 
 def validate(obj: Any, where: str, flag_style: bool = False) -> Any:

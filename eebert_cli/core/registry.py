@@ -18,7 +18,7 @@ import pkgutil
 import typing
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
-from .checks import check_range, check_type, closest
+from .checks import check_range, check_type, closest, default_example
 from .errors import EebertError
 
 T = TypeVar("T")
@@ -113,7 +113,8 @@ class Registry(Generic[T]):
             tp = hints.get(key, type(default) if default not in (None, inspect.Parameter.empty) else Any)
             params[key] = check_type(value, tp, where)
             if key in bounds:
-                check_range(params[key], where, *bounds[key], hint="see `eebert list` for its parameters")
+                check_range(params[key], where, *bounds[key],
+                            hint=default_example(default, *bounds[key]) or "see `eebert list` for its parameters")
         return params
 
     def build(self, name: str, params: dict[str, Any] | None = None, *args: Any, task: str | None = None) -> T:

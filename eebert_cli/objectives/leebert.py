@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..core.registry import Range
 from .base import OBJECTIVES, Objective
 from .ce_distil import kd_loss
 
@@ -59,6 +60,8 @@ from .ce_distil import kd_loss
 @OBJECTIVES.register("leebert")
 class LeeBert(Objective):
     bilevel = True
+    bounds = {"mix": Range(0.0, 1.0), "outer_share": Range(0.0, 1.0, True, True), "floor": Range(0.0, 1.0, hi_open=True),
+              "weight_entropy": Range(0.0), "weight_lr": Range(0.0), "virtual_lr": Range(0.0)}  # weight_lr 0: fixed weights
 
     def __init__(self, norm: str = "softmax", temperature: float = 2.0, teacher: bool = True,
                  mix: float = 0.3, weight_lr: float = 0.01, virtual_lr: float = 0.1, outer_share: float = 0.2,
@@ -66,14 +69,6 @@ class LeeBert(Objective):
         super().__init__()
         if norm not in ("softmax", "sigmoid"):
             raise TypeError(f"norm must be 'softmax' or 'sigmoid', got {norm!r}")
-        if not 0.0 <= mix <= 1.0:
-            raise TypeError(f"mix must be within [0, 1], got {mix}")
-        if not 0.0 < outer_share < 1.0:
-            raise TypeError(f"outer_share must be within (0, 1), got {outer_share}")
-        if not 0.0 <= floor < 1.0:
-            raise TypeError(f"floor must be within [0, 1), got {floor}")
-        if weight_entropy < 0:
-            raise TypeError(f"weight_entropy must be >= 0, got {weight_entropy}")
         self.floor, self.weight_entropy = floor, weight_entropy
         self.norm, self.temperature, self.teacher = norm, temperature, teacher
         self.mix, self.weight_lr, self.virtual_lr, self.outer_share = mix, weight_lr, virtual_lr, outer_share
