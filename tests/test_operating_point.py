@@ -109,3 +109,22 @@ def test_an_exit_set_to_never_costs_nothing_only_under_a_stateless_criterion():
         assert o.speedup == pytest.approx(p.full_total / (spent - saved), rel=1e-12)
         lo, hi = bootstrap(p, thr, 400)["speedup_ci95"]
         assert lo <= o.speedup <= hi  # the interval is about the same figure
+
+
+@pytest.mark.parametrize("settings,needle", [
+    ({"target_speedup": 0.5}, "--target-speedup must be above 1.0, got 0.5"),
+    ({"max_drop": 101.0}, "--max-drop must be within [0.0, 100.0], got 101.0"),
+    ({"max_drop": 1.0, "drop_confidence": 1.0}, "--drop-confidence must be within [0.5, 1.0), got 1.0"),
+    ({"target_speedup": 2.0, "cost": "watts"}, "--cost: unknown value 'watts'"),
+    ({"target_speedup": 2.0, "runtime": "onnx"}, "--runtime: unknown value 'onnx'"),
+    ({"target_speedup": 2.0, "bootstrap": 0}, "--bootstrap must be >= 1, got 0"),
+])
+def test_a_calibration_config_built_in_python_is_checked_by_its_declared_ranges(settings, needle):
+    """No flag or recipe checked it: calibration checks every field CalibrationConfig declares, before any pass
+    (the hand-written check it replaced knew three ranges, so bootstrap = 0 went on to the pass)."""
+    from eebert_cli.core.errors import EebertError
+    from eebert_cli.scoring.operating_point import check_config
+
+    with pytest.raises(EebertError) as e:
+        check_config(CalibrationConfig(**settings))
+    assert needle in e.value.message
