@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import os
 import random
@@ -16,6 +17,8 @@ import torch
 # `datasets` caches Arrow copies of data files; keep the tests' out of the user's cache (read at import)
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="eebert-test-datasets-")
 atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
+
+from eebert_cli.core.ui import UI  # noqa: E402  (after the cache's variable: nothing here may read it first)
 
 WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate", "dull",
          "the", "a", "movie", "film", "plot", "acting", "was", "is", "very", "not"]
@@ -263,3 +266,21 @@ def make_tagging_case(root: Path) -> tuple[Path, Path]:
     for name, part in (("train", rows[:200]), ("validation", rows[200:250]), ("test", rows[250:])):
         write_jsonl(data / f"{name}.jsonl", part)
     return ckpt, data
+
+
+class StepsSeen(UI):
+    """A UI that shows nothing and records each progress bar as [what, total, steps advanced]: a long step's
+    bar can be checked to run to its end."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.bars = []
+
+    @contextlib.contextmanager
+    def progress(self, what, total, unit=None):
+        bar = [what, total, 0]
+        self.bars.append(bar)
+
+        def advance(n):
+            bar[2] += n
+        yield advance

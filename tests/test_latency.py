@@ -11,6 +11,7 @@ from eebert_cli.criteria import build_criterion
 from eebert_cli.scoring.latency import LatencyProfile, _paths, latency_costs, lengths_to_time, nonnegative_parts
 from eebert_cli.scoring.threshold_search import INF, Problem, search, search_switching_off
 
+from conftest import StepsSeen
 from test_calibrate import synthetic
 from test_cli import assert_one_line_error, run
 
@@ -113,8 +114,13 @@ def test_measure_recovers_the_parts_from_the_runtimes_own_loop(plain_artifact):
         out = fn()
         return out, sum(PARTS[p] * calls[p] for p in PARTS) * (1 + 0.01 * torch.rand(1).item())
 
-    prof = measure(art, build_criterion("entropy", {}, art), torch.tensor([5, 8, 12, 16, 20]), repeats=3, clock=clock)
+    seen = StepsSeen()
+    prof = measure(art, build_criterion("entropy", {}, art), torch.tensor([5, 8, 12, 16, 20]), repeats=3, clock=clock,
+                   ui=seen)
     assert prof.lengths == lengths_to_time(torch.tensor([5, 8, 12, 16, 20]))
+    # one bar run to its end: per length, a step per round of the early-exit paths (3 warm-up, 3 timed) and one
+    # for the deployed model's repeats
+    assert [(total, done) for _, total, done in seen.bars] == [(len(prof.lengths) * 7,) * 2]
     for part, want in PARTS.items():
         assert all(abs(v - want) < 0.05 * PARTS["layer"] for v in prof.measured[part]), (part, prof.measured)
     assert prof.machine["cpu"] and prof.repeats == 3

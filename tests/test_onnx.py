@@ -1,6 +1,5 @@
 """The ONNX export drives the same exits as the PyTorch runtime (needs onnx + onnxruntime)."""
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from conftest import make_model  # noqa: E402
+from conftest import StepsSeen, make_model  # noqa: E402
 from eebert_cli.model.artifact import load_artifact  # noqa: E402
 from eebert_cli.scoring.config import CalibrationConfig  # noqa: E402
 from eebert_cli.train.config import AttachConfig  # noqa: E402
@@ -19,7 +18,6 @@ from eebert_cli.model.features import encode  # noqa: E402
 from eebert_cli.deploy.onnx_export import export  # noqa: E402
 from eebert_cli.deploy.onnx_runtime import OnnxEarlyExit  # noqa: E402
 from eebert_cli.core.errors import EebertError  # noqa: E402
-from eebert_cli.core.ui import UI  # noqa: E402
 from eebert_cli.train.attach import attach  # noqa: E402
 from eebert_cli.steps import calibrate  # noqa: E402
 from eebert_cli.model.runtime import EarlyExitModel, pad_batch  # noqa: E402
@@ -203,23 +201,6 @@ def test_the_fused_graph_decides_in_one_call_bit_for_bit_as_the_segment_loop(exp
     assert one[1] == want_exits[0] and "sessions" not in vars(fused)
     by_loop = fused.forward_one(*first, loop=True)
     assert by_loop[1] == one[1] and np.array_equal(by_loop[0], one[0]) and "sessions" in vars(fused)
-
-
-class StepsSeen(UI):
-    """A UI that records each progress bar: (what, total, steps advanced)."""
-
-    def __init__(self):
-        super().__init__(quiet=True)
-        self.bars = []
-
-    @contextlib.contextmanager
-    def progress(self, what, total, unit=None):
-        bar = [what, total, 0]
-        self.bars.append(bar)
-
-        def advance(n):
-            bar[2] += n
-        yield advance
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..core.errors import EebertError
+from ..core.ui import SILENT, UI
 from ..deploy.onnx_scratch import FIRES, SCORED, check_exportable
 from ..model.calibration import INF
 from ..model.device import machine, stopwatch
@@ -174,7 +175,7 @@ PATH_RUNNERS = {"pytorch": _PyTorchPaths, "onnxruntime": _OnnxPaths}
 
 @torch.inference_mode()
 def measure(artifact, criterion, lengths: torch.Tensor, repeats: int = 20, warmup: int = 3,
-            clock=None, runtime: str = "pytorch") -> LatencyProfile:
+            clock=None, runtime: str = "pytorch", ui: UI = SILENT) -> LatencyProfile:
     """Time the runtime's batch-1 loop (``runtime``: a key of ``PATH_RUNNERS``); see the module docstring.
 
     ``criterion`` must be stateless (it decides each exit alone): a path with no exit evaluated does not
@@ -192,28 +193,32 @@ def measure(artifact, criterion, lengths: torch.Tensor, repeats: int = 20, warmu
         fitted: dict[str, list[float]] = {p: [] for p in PARTS}
         noisy = False
         design = torch.tensor([counts for _, counts in paths], dtype=torch.float64)
-        for seq in chosen:
-            ids = target.inputs(torch.randint(min(1000, vocab - 1), vocab, (1, seq), generator=gen))
-            runs = [target.runner(i, ids) for i in range(len(paths))]
-            times: list[list[float]] = [[] for _ in paths]
-            for r in range(warmup + repeats):
-                # the early-exit paths in turn, as a stream of examples mixes them (ONNX Runtime's segments
-                # are sessions whose state goes cold between calls); the deployed model on its own, as it
-                # serves (its graph holds its own copy of the weights: called right after the segments it
-                # would start cold)
-                for i, fn in enumerate(runs[:-1]):
-                    _, s = clock(fn)
-                    if r >= warmup:
-                        times[i].append(s)
-            runs[-1]()
-            for r in range(repeats):
-                times[-1].append(clock(runs[-1])[1])
-            y = torch.tensor([statistics.median(t) for t in times], dtype=torch.float64)
-            parts = nonnegative_parts(design, y)
-            if parts[1] < 0.01 * y[-1]:  # a layer under 1% of the deployed path: noise swamped the layers
-                noisy = True
-            for p, v in zip(PARTS, parts.tolist()):
-                fitted[p].append(v)
+        # a step per round of the early-exit paths, and one for the deployed model's repeats, per length
+        with ui.progress(f"timing the batch-1 loop ({runtime})", len(chosen) * (warmup + repeats + 1)) as advance:
+            for seq in chosen:
+                ids = target.inputs(torch.randint(min(1000, vocab - 1), vocab, (1, seq), generator=gen))
+                runs = [target.runner(i, ids) for i in range(len(paths))]
+                times: list[list[float]] = [[] for _ in paths]
+                for r in range(warmup + repeats):
+                    # the early-exit paths in turn, as a stream of examples mixes them (ONNX Runtime's segments
+                    # are sessions whose state goes cold between calls); the deployed model on its own, as it
+                    # serves (its graph holds its own copy of the weights: called right after the segments it
+                    # would start cold)
+                    for i, fn in enumerate(runs[:-1]):
+                        _, s = clock(fn)
+                        if r >= warmup:
+                            times[i].append(s)
+                    advance(1)
+                runs[-1]()
+                for r in range(repeats):
+                    times[-1].append(clock(runs[-1])[1])
+                advance(1)
+                y = torch.tensor([statistics.median(t) for t in times], dtype=torch.float64)
+                parts = nonnegative_parts(design, y)
+                if parts[1] < 0.01 * y[-1]:  # a layer under 1% of the deployed path: noise swamped the layers
+                    noisy = True
+                for p, v in zip(PARTS, parts.tolist()):
+                    fitted[p].append(v)
     finally:
         target.close()
     if noisy:

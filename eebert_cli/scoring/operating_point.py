@@ -35,6 +35,7 @@ from ..model.calibration import Calibration, thresholds_to_json
 from ..criteria import CRITERIA, Criterion, build_criterion
 from ..core.checks import validate
 from ..core.errors import EebertError
+from ..core.ui import SILENT
 from ..tasks import criterion_for
 from .outputs import SplitOutputs, pooled, problem_for
 
@@ -239,11 +240,10 @@ def choose_operating_point(outputs_at: Callable[[float | None], SplitOutputs], g
                     if profile is None:  # timed once: the loop's parts do not depend on the thresholds
                         from .latency import measure
 
-                        if ui is not None:
-                            ui.log("timing the batch-1 loop for the latency cost model (a minute or more)")
                         torch.set_num_threads(threads)  # timed as it will serve
                         try:
-                            profile = measure(artifact, criterion, outputs.lengths, runtime=cfg.latency_runtime or cfg.runtime)
+                            profile = measure(artifact, criterion, outputs.lengths,
+                                              runtime=cfg.latency_runtime or cfg.runtime, ui=ui or SILENT)
                         finally:
                             torch.set_num_threads(1)
                         if ui is not None:
