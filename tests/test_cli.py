@@ -96,6 +96,31 @@ def test_list_names_every_registry():
     for kind, reg in registries.items():
         names = [t for n in reg.names() for t in BACKBONES.get(n).model_types] if kind == "backbones" else reg.names()
         assert all(n in shown for n in names), kind
+    assert "dropout=0.1 in [0.0, 1.0)" in shown and "search_epochs=3 (>= 1)" in shown
+
+
+def test_the_ranges_eebert_list_shows_are_the_ones_refused():
+    """Each range `eebert list --json` gives a component parameter is what its registry enforces: a value just
+    outside it is refused, naming the parameter and that range."""
+    from eebert_cli.core.errors import EebertError
+    from eebert_cli.criteria import CRITERIA
+    from eebert_cli.exits import EXITS
+    from eebert_cli.gates import GATES
+    from eebert_cli.objectives import OBJECTIVES
+
+    d = json.loads(run("list", "--json").stdout)
+    checked = 0
+    for kind, reg, positional in (("exits", EXITS, 1), ("criteria", CRITERIA, 0), ("objectives", OBJECTIVES, 0),
+                                  ("gates", GATES, 2)):
+        for name, info in d[kind].items():
+            for key, said in info["ranges"].items():
+                lo, hi, lo_open, hi_open = reg.bounds_of(name, positional)[key]
+                outside = lo - (0 if lo_open else 1) if lo is not None else hi + (0 if hi_open else 1)
+                with pytest.raises(EebertError) as e:
+                    reg.check(name, {key: outside}, positional)
+                assert f"parameter {key!r} must be {said}, got {outside}" in e.value.message, (kind, name, key)
+                checked += 1
+    assert checked >= 20
 
 
 def test_every_command_is_registered_and_its_help_survives_rich_markup():

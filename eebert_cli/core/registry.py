@@ -88,6 +88,13 @@ class Registry(Generic[T]):
         ps = list(inspect.signature(self.get(name).__init__).parameters.values())[1 + positional:]
         return {p.name: p for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
+    def bounds_of(self, name: str, positional: int = 0) -> dict[str, Range]:
+        """The ranges of ``name``'s declared parameters: the shared ones (``COMMON_BOUNDS``) its constructor
+        takes, then its class's own ``bounds``."""
+        declared = self.declared(name, positional)
+        own = getattr(self.get(name), "bounds", {})
+        return {k: r for k, r in {**COMMON_BOUNDS, **own}.items() if k in declared or k in own}
+
     def check(self, name: str, params: dict[str, Any] | None = None, positional: int = 0,
               task: str | None = None) -> dict[str, Any]:
         """Validated ``params`` for ``name`` (ints widened to floats where declared), without building."""
@@ -104,7 +111,7 @@ class Registry(Generic[T]):
             hints = typing.get_type_hints(cls.__init__)
         except Exception:  # unresolvable annotations: fall back to the defaults' types
             hints = {}
-        bounds = {**COMMON_BOUNDS, **getattr(cls, "bounds", {})}
+        bounds = self.bounds_of(name, positional)
         for key, value in params.items():
             where = f"{self.kind} {name!r} parameter {key!r}"
             if key not in declared:
