@@ -1,5 +1,6 @@
 """Every shipped recipe loads; `eebert compare` runs end to end on a tiny model."""
 
+import re
 import statistics
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_compare_rejects_unknown_names(tmp_path):
         load_compare_recipe(bad)
 
 
-def _recipe(path, ckpt, data, out, speedups, methods, split="test"):
+def _recipe(path, ckpt, data, out, speedups, methods, split="test", top=""):
     path.write_text(f'''version = 1
 kind = "compare"
 checkpoint = "{ckpt}"
@@ -43,6 +44,7 @@ speedups = {speedups}
 split = "{split}"
 max_length = 32
 baseline = "joint"
+{top}
 [data]
 spec = "{data}"
 ''' + methods)
@@ -120,6 +122,17 @@ train = {epochs = 2}
 def test_compare_refuses_to_report_on_the_calibration_split(tiny_ckpt, tiny_data, tmp_path):
     rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT, split="validation")
     with pytest.raises(EebertError, match="calibrated on"):
+        load_compare_recipe(rec)
+
+
+@pytest.mark.parametrize("speedups,seeds,needle", [([], [0], "speedups must be at least one, each above 1.0"),
+                                                   ([1.5, 1.0], [0], "speedups must be at least one, each above 1.0"),
+                                                   ([1.5], [], "seeds must be distinct and at least one"),
+                                                   ([1.5], [0, 0], "seeds must be distinct and at least one")])
+def test_a_compare_recipe_with_no_table_to_make_is_refused(speedups, seeds, needle, tiny_ckpt, tiny_data, tmp_path):
+    """No target (or no seed) would train every method for an empty table: refused when the recipe loads."""
+    rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", speedups, JOINT, top=f"seeds = {seeds}")
+    with pytest.raises(EebertError, match=re.escape(needle)):
         load_compare_recipe(rec)
 
 
