@@ -59,6 +59,27 @@ def test_benchmark_writes_the_report_with_the_promised_keys(artifact):
     assert f"Timed on {host['cpu']}" in (artifact / "report.md").read_text()
 
 
+@pytest.mark.parametrize("split,seen", [("validation", "the thresholds were chosen on it"),
+                                        ("train", "the exits were trained on it"), ("test", None)])
+def test_a_benchmark_on_a_split_eebert_fitted_on_says_so(artifact, tmp_path, split, seen):
+    """Allowed (a check against the validation estimate), never to be read as a result: report.json,
+    report.md and the console say which split it is and why its figures flatter early exit."""
+    import shutil
+
+    art = tmp_path / "a"
+    shutil.copytree(artifact, art)  # the module's artifact keeps its test-split report
+    r = run("benchmark", art, "--split", split, "--repeats", 0)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((art / "report.json").read_text())
+    md = (art / "report.md").read_text()
+    if seen is None:
+        assert "split_warning" not in rep and "Warning (split)" not in md and "flatter" not in r.output
+        return
+    assert rep["split"] == split and seen in rep["split_warning"] and "the test split is the one" in rep["split_warning"]
+    assert f"**Warning (split):** benchmarked on the {split} split, {seen}" in md
+    assert f"warning: benchmarked on the {split} split" in r.output
+
+
 def test_predict_texts_and_jsonl(artifact, tmp_path):
     r = run("predict", artifact, "good great movie", "awful dull plot", "--json")
     assert r.exit_code == 0, r.output

@@ -14,7 +14,7 @@ import statistics
 
 import torch
 
-from .config import BenchmarkConfig
+from .config import SEEN_SPLITS, BenchmarkConfig
 from .baselines import oracle_exits, static_costs, static_exit
 from ..model.device import machine, placement_of, stopwatch
 from .curves import report_curves
@@ -279,6 +279,16 @@ def run_benchmark(model: EarlyExitModel, data: TaskData, cfg: BenchmarkConfig, u
     if gaps:
         report["gaps"] = gaps
     return report
+
+
+def warn_on_a_seen_split(report: dict, ui: UI) -> None:
+    """A benchmark on a split eebert fitted something on (``SEEN_SPLITS``) is allowed, a check against the
+    validation estimate, but is never to be read as a result: the report and the console say so."""
+    seen = SEEN_SPLITS.get(report["split"])
+    if seen:
+        report["split_warning"] = (f"benchmarked on the {report['split']} split, {seen}: its figures flatter early "
+                                   "exit; the test split is the one to report")
+        ui.log(f"warning: {report['split_warning']}")
 
 
 def speedup_gaps(test_speedup: float, validation: dict | None, target: float | None) -> dict:

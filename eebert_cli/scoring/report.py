@@ -126,6 +126,8 @@ def markdown(report: dict) -> str:
     if report.get("scored_by", "pytorch") != "pytorch" or report.get("calibration_runtime", "pytorch") != "pytorch":
         lines += ["", f"Rows scored on {report.get('scored_by', 'pytorch')}'s outputs; thresholds chosen on "
                       f"{report.get('calibration_runtime', 'pytorch')}'s."]
+    if report.get("split_warning"):
+        lines += ["", f"**Warning (split):** {report['split_warning']}."]
     for w in report.get("calibration_warnings") or []:
         lines += ["", f"**Warning (calibration):** {w}"]
     if (report.get("timing") or {}).get("differs"):

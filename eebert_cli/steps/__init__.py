@@ -265,7 +265,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     """`eebert benchmark`: the early-exit model against the deployed model, static truncation and the
     oracle on ``cfg.split``; report.json / report.md written into the artifact unless ``write`` is off.
     ``curves`` off: no accuracy/speedup curves in the report (a caller that reads only its figures)."""
-    from ..scoring.benchmark import run_benchmark
+    from ..scoring.benchmark import run_benchmark, warn_on_a_seen_split
     from ..scoring.report import write_report
 
     from ..deploy.onnx_runtime import check_pool
@@ -283,11 +283,10 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
             art = as_calibrated(load_artifact(path, backbone))
             place_artifact(art, resolve(device))
             report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
-            if write:
-                write_report(path, report)
-            return report
-        model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
-        report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache, curves=curves)
+        else:
+            model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
+            report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache, curves=curves)
+        warn_on_a_seen_split(report, ui)
         if write:
             write_report(path, report)
     return report
