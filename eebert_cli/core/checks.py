@@ -137,8 +137,8 @@ def check_batch_size(n: int) -> None:
 
 def check_metadata(value: Any, meta: typing.Mapping, where: str, default: Any = None) -> None:
     """The range and choices a dataclass field declares in its metadata. Out of range, the hint is the
-    field's ``range_hint``, else its ``default`` (a value the field is known to take: "for example 1" for a
-    learning rate said less), else a value near the bound crossed."""
+    field's ``range_hint``, else its ``default`` (a value it is known to take; a value next to the bound, such
+    as 1 for a learning rate, read as advice), else a value near the bound crossed."""
     lo, hi, lo_open, hi_open = meta.get("min"), meta.get("max"), meta.get("min_open", False), meta.get("max_open", False)
     check_range(value, where, lo, hi, lo_open, hi_open,
                 meta.get("range_hint") or default_example(default, lo, hi, lo_open, hi_open))
