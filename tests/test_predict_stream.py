@@ -95,6 +95,22 @@ def test_an_interruption_leaves_the_previous_output_intact(model, tmp_path, rows
     assert out.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.jsonl"]
 
 
+@pytest.mark.parametrize("output", [False, True])
+def test_a_column_the_file_lacks_is_refused_before_the_model_loads(model, tmp_path, rows, monkeypatch, output):
+    """Printed or streamed to --output: the file's first rows name its columns before any model is loaded."""
+    import eebert_cli.deploy.predict_file as predict_file
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(predict_file, "load_predictor", lambda *a, **k: pytest.fail("the model loaded first"))
+    args = ["--output", tmp_path / "out.jsonl"] if output else []
+    for flag, needle in (("--text-column", "no text column 'review' (columns: label, text)"),
+                         ("--pair-column", "no pair column 'review'")):
+        r = run("predict", model.artifact.path, "--input", src, *args, flag, "review")
+        assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_cli_streams_to_a_file_and_guards_the_paths(model, tmp_path, rows):
     art = model.artifact.path
     src = tmp_path / "in.parquet"

@@ -41,7 +41,7 @@ class Executor:
         from .predict_file import check_paths, load_predictor, predict_to_file
 
         resolve(device)  # a device that is not there fails before anything loads
-        check_paths(input_file, output, overwrite)
+        check_paths(input_file, output, overwrite, text_column, pair_column)
         model = load_predictor(artifact, backbone, device, pair_column)  # a tagger's artifact: its tagger
         return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)
 

@@ -31,13 +31,19 @@ from ..core.ui import SILENT, UI
 CHUNK_ROWS = 4096
 
 
-def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
-    """Every path problem fails here, before the model loads."""
+def check_paths(input_file: Path, output: Path | None, overwrite: bool, text_column: str | None = None,
+                pair_column: str | None = None) -> None:
+    """Every path problem fails here, before the model loads; with ``text_column``, a column the file does not
+    have too (read from its first rows)."""
     if not input_file.is_file():
         what = "is a folder, not a file" if input_file.is_dir() else "not found"
         raise EebertError(f"input file {input_file} {what}", f"give a data file ({', '.join(READERS)})")
     builder_of(input_file)  # an unknown file type fails now
     check_not_empty(input_file)
+    if text_column is not None:
+        first = next(iter(stream_file(input_file, 8)), None)
+        if first is not None:  # no rows: the stream says so as it reads
+            check_named_columns(first, input_file, text_column, pair_column)
     if output is None:
         return
     if output.suffix.lower() not in WRITERS:
@@ -68,18 +74,22 @@ def chunks(input_file: Path, text_column: str, pair_column: str | None,
     start = 0
     check_not_empty(input_file)
     for batch in stream_file(input_file, chunk_rows):
+        check_named_columns(batch, input_file, text_column, pair_column)
         for col, what in ((text_column, "text"), (pair_column, "pair")):
-            if col is None:
-                continue
-            if col not in batch:
-                raise EebertError(f"{input_file} has no {what} column {col!r} (columns: {', '.join(sorted(batch))})",
-                                  f"name it with --{what}-column")
-            check_text(pa.table({col: _arrow(batch[col])}), col, what, str(input_file), offset=start)
+            if col is not None:
+                check_text(pa.table({col: _arrow(batch[col])}), col, what, str(input_file), offset=start)
         texts = batch[text_column]
         yield start, texts, batch[pair_column] if pair_column else None
         start += len(texts)
     if start == 0:
         raise EebertError(f"input file {input_file} has no rows (a header at most)", "give a file with rows to predict")
+
+
+def check_named_columns(batch: dict, input_file: Path, text_column: str, pair_column: str | None) -> None:
+    for col, what in ((text_column, "text"), (pair_column, "pair")):
+        if col is not None and col not in batch:
+            raise EebertError(f"{input_file} has no {what} column {col!r} (columns: {', '.join(sorted(batch))})",
+                              f"name it with --{what}-column")
 
 
 def _arrow(values: list):

@@ -334,7 +334,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
                                      backbone, overwrite, ui)
     resolve(device)  # a device that is not there fails before anything loads
     if input_file is not None:
-        check_paths(input_file, None, overwrite)
+        check_paths(input_file, None, overwrite, text_column, pair_column)
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
     model = load_predictor(artifact, backbone, device, pair_column, token_threshold, token_exit)  # a tagger's: its tagger
