@@ -193,9 +193,20 @@ def test_checkpoint_that_is_not_a_sequence_classifier(tiny_data, tmp_path):
                           "not a sequence or token classifier", "BertModel")
 
 
-def test_data_file_missing(tiny_ckpt, tmp_path):
-    assert_one_line_error(run("attach", tiny_ckpt, "--data", tmp_path / "none.csv", "--out", tmp_path / "a"),
-                          "data not found")
+def test_data_file_missing(tiny_ckpt, artifact, tmp_path, monkeypatch):
+    """Refused before the checkpoint or the artifact loads: no file, corpus or dataset id by that name."""
+    import eebert_cli.steps as steps
+    import eebert_cli.train.attach as train_attach
+
+    monkeypatch.setattr(train_attach, "load_deployed", lambda *a, **k: pytest.fail("the checkpoint loaded first"))
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
+    monkeypatch.setattr(steps.EarlyExitModel, "from_artifact", lambda *a, **k: pytest.fail("the model loaded first"))
+    missing = tmp_path / "none.csv"
+    for args in (["attach", tiny_ckpt, "--data", missing, "--out", tmp_path / "a"],
+                 ["calibrate", artifact, "--data", missing, "--target-speedup", 1.4],
+                 ["benchmark", artifact, "--data", missing]):
+        assert_one_line_error(run(*args), f"data not found: {missing}")
+    assert not (tmp_path / "a").exists()
 
 
 def test_data_without_the_named_columns(tiny_ckpt, tmp_path):

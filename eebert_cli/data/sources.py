@@ -20,9 +20,22 @@ from .spec import SPLITS, DataConfig, Split, TaskData, columns, seeded_split
 ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
+def check_spec(cfg: DataConfig) -> None:
+    """What :func:`open_spec` refuses without reading a row (the split map; a spec that is no corpus, no path
+    here and no dataset id): the steps ask it before a model loads."""
+    check_split_map(cfg.split_map)
+    if cfg.spec in corpora.CORPORA or Path(cfg.spec).expanduser().exists():
+        return
+    from ..core.hub import is_hub_id
+
+    if not is_hub_id(parse_id(cfg)[0]):
+        raise EebertError(f"data not found: {cfg.spec}", "give an existing file or directory, a dataset id "
+                          f"(org/name, name:config), or a built-in corpus: {', '.join(corpora.CORPORA)}")
+
+
 def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
     """Checked splits (train/validation/test) of ``cfg.spec`` and, for a hub id, where it resolved to."""
-    check_split_map(cfg.split_map)
+    check_spec(cfg)
     if cfg.spec in corpora.CORPORA and not Path(cfg.spec).exists():
         return corpora.load(cfg.spec), None
     path = Path(cfg.spec).expanduser()
@@ -32,12 +45,7 @@ def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
         if path.is_dir():
             return from_directory(path, cfg), None
         return from_table(files.load_file(path, cfg.tokens_column, cfg.tags_column), cfg, str(path)), None
-    from ..core.hub import is_hub_id
-
     spec, config = parse_id(cfg)
-    if not is_hub_id(spec):
-        raise EebertError(f"data not found: {cfg.spec}", "give an existing file or directory, a dataset id "
-                          f"(org/name, name:config), or a built-in corpus: {', '.join(corpora.CORPORA)}")
     from .hub_data import load_hub_dataset
 
     parts, source = load_hub_dataset(spec, config, cfg.revision)

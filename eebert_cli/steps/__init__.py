@@ -16,7 +16,7 @@ from ..scoring.config import CalibrationConfig
 from ..model.calibration import Calibration
 from ..train.config import AttachConfig
 from ..scoring.config import BenchmarkConfig
-from ..data import DataConfig, TaskData, load_data
+from ..data import DataConfig, TaskData, check_spec, load_data
 from ..model.device import place_artifact, resolve
 from ..model.device_config import DeviceConfig
 from ..core.errors import EebertError
@@ -37,6 +37,12 @@ def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | 
     """Loaded data: as given, else the data the artifact was attached with, with the data ``flags`` given
     without --data (--max-samples, --split-map, columns) on top of it."""
     return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data, flags))
+
+
+def _check_given_data(data: DataConfig | TaskData | None) -> None:
+    """--data that is not there (no file, corpus or dataset id) fails before the artifact loads."""
+    if isinstance(data, DataConfig) and data.spec:
+        check_spec(data)
 
 
 # -- attach ----------------------------------------------------------------------------------------------
@@ -90,6 +96,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
 
         check_token_exit(artifact, device, f"--criterion {cfg.criterion}" if by_name else "--token-exit")
     where = resolve(device)  # a device that is not there fails before anything loads
+    _check_given_data(data)
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
         if not isinstance(artifact, Artifact):
@@ -272,6 +279,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
     resolve(device)  # a device that is not there fails before anything loads
     check_pool(cfg.ort_pool, cfg.runtime, cfg.onnx_dir)
+    _check_given_data(data)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)

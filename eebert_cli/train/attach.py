@@ -13,7 +13,7 @@ from ..model.checkpoint import Deployed, load_deployed
 from .config import AttachConfig
 from ..core.configs import to_dict
 from ..criteria import CRITERIA, FITTED_KEY, feature_reduction
-from ..data import DataConfig, TaskData, load_data
+from ..data import DataConfig, TaskData, check_spec, load_data
 from ..model.device import check_gates as check_device_gates, module_device, place_model
 from ..model.device_config import DeviceConfig
 from ..model.device import resolve as resolve_device_config
@@ -119,6 +119,7 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     executor_of(device)  # and an unknown executor
     check_device_gates(where, bool(cfg.gates.type), training=True)
     out = art.check_out(out, checkpoint, overwrite)
+    check_spec(data_cfg)  # data that is not there fails before the checkpoint loads
     with art.artifact_lock(out, "attach"):
         return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui, device, where)
 
