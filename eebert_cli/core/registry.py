@@ -92,8 +92,7 @@ class Registry(Generic[T]):
         """The ranges of ``name``'s declared parameters: the shared ones (``COMMON_BOUNDS``) its constructor
         takes, then its class's own ``bounds``."""
         declared = self.declared(name, positional)
-        own = getattr(self.get(name), "bounds", {})
-        return {k: r for k, r in {**COMMON_BOUNDS, **own}.items() if k in declared or k in own}
+        return {k: r for k, r in {**COMMON_BOUNDS, **getattr(self.get(name), "bounds", {})}.items() if k in declared}
 
     def check(self, name: str, params: dict[str, Any] | None = None, positional: int = 0,
               task: str | None = None) -> dict[str, Any]:

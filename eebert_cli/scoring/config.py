@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..core.checks import MAX_THREADS
+from ..core.errors import EebertError
 
 
 def _path_runners() -> tuple[str, ...]:
@@ -67,8 +68,6 @@ class CalibrationConfig:
             return
         first = min(exit_layers)
         if self.target_speedup > (num_layers + 1) / first:
-            from ..core.errors import EebertError
-
             raise EebertError(f"target speedup {self.target_speedup:g}x is out of reach: with the first exit after "
                               f"layer {first} of {num_layers}, no calibration passes about {num_layers / first:.1f}x",
                               "ask for less, or attach an exit after an earlier layer")
