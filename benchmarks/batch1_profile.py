@@ -85,7 +85,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = EarlyExitModel.from_artifact(a.artifact)
-    s = load_data(data_config_of(m.artifact, None)).split("test")
+    s = load_data(data_config_of(m.artifact.config, None)).split("test")
     idx = sorted(random.Random(0).sample(range(len(s)), min(a.samples, len(s))))
     enc = encode(m.artifact.deployed.tokenizer, s.subset(idx), m.artifact.config["max_length"])
     types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]

@@ -184,7 +184,7 @@ def main():
     model_of = lambda name: (alt_pt if name.endswith(COMPARED) else pt)[name.split()[1]]  # noqa: E731
 
     base = pt["fp32"]
-    data = load_data(data_config_of(base.artifact, None))
+    data = load_data(data_config_of(base.artifact.config, None))
     split = data.split(a.split)
     tok = base.artifact.deployed.tokenizer
     enc = encode(tok, split, base.artifact.config["max_length"])

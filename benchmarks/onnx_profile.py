@@ -357,7 +357,7 @@ def main():
         if not (folder / MANIFEST).is_file():
             export(art, folder, q if q == "int8" else None)
         m = EarlyExitModel.from_artifact(art)
-        split = load_data(data_config_of(m.artifact, None)).split("test")
+        split = load_data(data_config_of(m.artifact.config, None)).split("test")
         enc = encode(m.artifact.deployed.tokenizer, split, m.artifact.config["max_length"])
         types = enc.token_type_ids or [[0] * len(x) for x in enc.input_ids]
         n_all = min(len(enc), a.limit) if a.limit else len(enc)

@@ -118,11 +118,11 @@ async def load(port: int, bodies: list[bytes], concurrency: int, requests: int, 
 
 
 def review_bodies(artifact: str, split: str, limit: int) -> list[bytes]:
-    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.model.artifact import read_config
     from eebert_cli.data import load_data
     from eebert_cli.scoring.outputs import data_config_of
 
-    s = load_data(data_config_of(load_artifact(artifact), None)).split(split)
+    s = load_data(data_config_of(read_config(artifact), None)).split(split)
     pairs = s.pairs or [None] * len(s.texts)
     return [json.dumps({"text": t, **({"pair": p} if p is not None else {})}).encode()
             for t, p in list(zip(s.texts, pairs))[:limit]]

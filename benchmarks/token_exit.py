@@ -58,7 +58,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     art = load_artifact(args.artifact)
-    data = load_data(data_config_of(art, None))
+    data = load_data(data_config_of(art.config, None))
     split = data.split(args.split)
     words, gold = split.texts, split.labels
     if args.limit:

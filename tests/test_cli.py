@@ -209,10 +209,22 @@ def test_data_file_missing(tiny_ckpt, artifact, tmp_path, monkeypatch):
     assert not (tmp_path / "a").exists()
 
 
-def test_data_without_the_named_columns(tiny_ckpt, tmp_path):
+def test_data_without_the_named_columns(tiny_ckpt, artifact, tmp_path, monkeypatch):
+    """Refused before the checkpoint or the artifact loads, the data given or the artifact's own."""
+    import eebert_cli.steps as steps
+    import eebert_cli.train.attach as train_attach
+
+    monkeypatch.setattr(train_attach, "load_deployed", lambda *a, **k: pytest.fail("the checkpoint loaded first"))
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
+    monkeypatch.setattr(steps.EarlyExitModel, "from_artifact", lambda *a, **k: pytest.fail("the model loaded first"))
     f = write_csv(tmp_path / "d.csv", make_rows(50))
-    assert_one_line_error(run("attach", tiny_ckpt, "--data", f, "--text-column", "review", "--out", tmp_path / "a"),
-                          "no text column 'review'")
+    for args in (["attach", tiny_ckpt, "--data", f, "--out", tmp_path / "a"],
+                 ["calibrate", artifact, "--data", f, "--target-speedup", 1.4],
+                 ["calibrate", artifact, "--target-speedup", 1.4],  # the data the artifact records
+                 ["benchmark", artifact, "--data", f],
+                 ["benchmark", artifact]):
+        assert_one_line_error(run(*args, "--text-column", "review"), "no text column 'review'")
+    assert not (tmp_path / "a").exists()
 
 
 def test_labels_the_model_does_not_know(tiny_ckpt, tmp_path):

@@ -319,11 +319,17 @@ def require_artifact(p: Path, path: str | Path) -> None:
         raise EebertError(f"not an eebert artifact: {path} (no {CONFIG})", "create one with `eebert attach`")
 
 
+def read_config(path: str | Path) -> dict:
+    """An artifact's checked eebert_config.json alone: what a step reads before the weights load."""
+    p = Path(path).expanduser()
+    require_artifact(p, path)
+    return check_config(read_json(p / CONFIG), p / CONFIG)
+
+
 def load_artifact(path: str | Path, backbone: str | Path | None = None,
                   trust_remote_code: bool | None = None) -> Artifact:
     p = Path(path).expanduser()
-    require_artifact(p, path)
-    config = check_config(read_json(p / CONFIG), p / CONFIG)
+    config = read_config(path)
     for name, sha in (config.get("files") or {}).items():  # what the config was committed with
         f = p / name
         if not f.is_file():

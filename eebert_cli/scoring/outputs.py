@@ -81,12 +81,12 @@ def pooled(parts: list[SplitOutputs]) -> SplitOutputs:
                         cat("features"), cat("deployed_logits"), cat("skipped"))
 
 
-def data_config_of(artifact: art.Artifact, override: DataConfig | None, flags: dict | None = None) -> DataConfig:
-    """``override`` when it names data; else the data the artifact records, with ``flags`` (data flags
-    given without --data: --max-samples, --split-map, columns) on top."""
+def data_config_of(config: dict, override: DataConfig | None, flags: dict | None = None) -> DataConfig:
+    """``override`` when it names data; else the data the artifact's ``config`` records, with ``flags``
+    (data flags given without --data: --max-samples, --split-map, columns) on top."""
     if override is not None and override.spec:
         return override
-    saved = artifact.config.get("data")
+    saved = config.get("data")
     if not saved:
         raise EebertError("no data given and the artifact records none", "pass --data")
     return replace(DataConfig(**saved), **(flags or {}))

@@ -11,7 +11,7 @@ data set may pass that instead (the tests and benchmarks do, to share one pass).
 from __future__ import annotations
 
 from pathlib import Path
-from ..model.artifact import WEIGHTS, Artifact, artifact_lock, derivation, load_artifact
+from ..model.artifact import WEIGHTS, Artifact, artifact_lock, derivation, load_artifact, read_config
 from ..scoring.config import CalibrationConfig
 from ..model.calibration import Calibration
 from ..train.config import AttachConfig
@@ -33,16 +33,20 @@ def _tagger(artifact: str | Path | Artifact):
     return tagger_task(artifact)
 
 
-def _data(artifact: Artifact, data: DataConfig | TaskData | None, flags: dict | None = None) -> TaskData:
-    """Loaded data: as given, else the data the artifact was attached with, with the data ``flags`` given
-    without --data (--max-samples, --split-map, columns) on top of it."""
-    return data if isinstance(data, TaskData) else load_data(data_config_of(artifact, data, flags))
-
-
-def _check_given_data(data: DataConfig | TaskData | None) -> None:
-    """--data that is not there (no file, corpus or dataset id) fails before the artifact loads."""
-    if isinstance(data, DataConfig) and data.spec:
-        check_spec(data)
+def _given_data(data: DataConfig | TaskData | None, artifact: str | Path | Artifact | EarlyExitModel,
+                flags: dict | None = None) -> TaskData:
+    """The rows, read before the artifact's weights load: data that is not there, a column it lacks or a
+    bad row fails first, not after the model (the rows are read once either way). ``data`` as given, else
+    the data the artifact records, with the data ``flags`` given without --data (--max-samples,
+    --split-map, columns) on top of it."""
+    if isinstance(data, TaskData):
+        return data
+    if isinstance(artifact, EarlyExitModel):
+        artifact = artifact.artifact
+    config = artifact.config if isinstance(artifact, Artifact) else read_config(artifact)  # not an artifact: first
+    cfg = data_config_of(config, data, flags)
+    check_spec(cfg)  # the row-free part first: a spec that is not there is named as such
+    return load_data(cfg)
 
 
 # -- attach ----------------------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
 
         check_token_exit(artifact, device, f"--criterion {cfg.criterion}" if by_name else "--token-exit")
     where = resolve(device)  # a device that is not there fails before anything loads
-    _check_given_data(data)
+    data = _given_data(data, artifact, data_flags)
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
         if not isinstance(artifact, Artifact):
@@ -120,9 +124,9 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
 
-            calibrate_token_exit(artifact, _data(artifact, data, data_flags), cfg)
+            calibrate_token_exit(artifact, data, cfg)
             return artifact.calibration
-        return _calibrate(artifact, _data(artifact, data, data_flags), cfg, ui, criterion_params, cache, metric)
+        return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric)
 
 
 
@@ -279,7 +283,7 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
     resolve(device)  # a device that is not there fails before anything loads
     check_pool(cfg.ort_pool, cfg.runtime, cfg.onnx_dir)
-    _check_given_data(data)
+    data = _given_data(data, artifact, data_flags)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
@@ -290,10 +294,10 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
 
             art = as_calibrated(load_artifact(path, backbone))
             place_artifact(art, resolve(device))
-            report = run_tag_benchmark(art, _data(art, data), cfg, tagger, ui)
+            report = run_tag_benchmark(art, data, cfg, tagger, ui)
         else:
             model = artifact if isinstance(artifact, EarlyExitModel) else EarlyExitModel.from_artifact(path, backbone, device)
-            report = run_benchmark(model, _data(model.artifact, data, data_flags), cfg, ui, cache=cache, curves=curves)
+            report = run_benchmark(model, data, cfg, ui, cache=cache, curves=curves)
         warn_on_a_seen_split(report, ui)
         if write:
             write_report(path, report)

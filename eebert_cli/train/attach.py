@@ -137,10 +137,10 @@ def _attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: Path,
             device: DeviceConfig | None, where) -> dict:
     from ..model import feature_cache
 
+    data = load_data(data_cfg)  # a column the data lacks, or a bad row, fails before the checkpoint loads
     deployed = load_deployed(checkpoint)
     place_model(deployed.model, where)
     cfg = replace(cfg, max_length=check_max_length(cfg.max_length, deployed.model.config, "max_length"))
-    data = load_data(data_cfg)
     task = task_of(deployed.model.config)
     if task.level == "token" or any(s.words for s in data.splits.values()):  # taggers: per-token exits
         from .tagging_attach import attach_tagger
