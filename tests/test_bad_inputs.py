@@ -52,11 +52,11 @@ def toml_value(v) -> str:
 
 
 def recipe_text(ckpt, data, art, sections: dict) -> str:
-    base = {"attach": {"layers": [1, 2]}, "attach.train": {"epochs": 1}, "calibrate": {"target_speedup": 1.3},
-            "benchmark": {"repeats": 0}}
-    for k, v in sections.items():
+    base = {"data": {"spec": str(data)}, "attach": {"layers": [1, 2]}, "attach.train": {"epochs": 1},
+            "calibrate": {"target_speedup": 1.3}, "benchmark": {"repeats": 0}}
+    for k, v in sections.items():  # one table each: a [data] given twice would be a TOML error, not the case
         base[k] = {**base.get(k, {}), **v}
-    text = f'version = 1\ncheckpoint = "{ckpt}"\nartifact = "{art}"\n[data]\nspec = "{data}"\n'
+    text = f'version = 1\ncheckpoint = "{ckpt}"\nartifact = "{art}"\n'
     for name, values in base.items():
         text += f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
     return text
@@ -146,6 +146,10 @@ CASES = [
      "calibrate.target_speedup: must be a finite number", ""),
     ("recipe: unknown [expect] key", "recipe:" + json.dumps({"expect": {"min_speedup": 2.0}}),
      "unknown key 'min_speedup'", "did you mean"),
+    ("recipe: an empty column name (it named nothing, and passed `eebert validate`)",
+     "recipe:" + json.dumps({"data": {"text_column": " "}}), "data.text_column is empty", "for example text (the default)"),
+    ("--label-column ''", ["calibrate", "{art}", "--target-speedup", "1.5", "--label-column", ""],
+     "--label-column is empty", "for example label (the default)"),
     ("hint with [brackets] prints in full", "recipe:" + json.dumps({"attach": {"layers": 3}}),
      "attach.layers: expected a list, got 3", "write it as [a, b, ...]"),
 ]
@@ -164,6 +168,8 @@ def test_bad_input_gets_its_one_line(case, call, line, hint, tiny_ckpt, tiny_dat
         text = recipe_text(tiny_ckpt, tiny_data, tmp_path / "new-art", sections).replace('"NAN"', "nan")
         f = tmp_path / "r.toml"
         f.write_text(text)
+        checked = one_line_error(invoke("validate", f))  # `eebert validate` refuses what `run` would
+        assert line in checked and hint in checked
         result = invoke("run", f)
         assert not (tmp_path / "new-art").exists()  # nothing written: refused before attach
     else:

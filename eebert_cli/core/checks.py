@@ -136,12 +136,15 @@ def check_batch_size(n: int) -> None:
 
 
 def check_metadata(value: Any, meta: typing.Mapping, where: str, default: Any = None) -> None:
-    """The range and choices a dataclass field declares in its metadata. Out of range, the hint is the
-    field's ``range_hint``, else its ``default`` (a value it is known to take; a value next to the bound, such
-    as 1 for a learning rate, read as advice), else a value near the bound crossed."""
+    """The range, choices and non-emptiness (``nonempty``: a name) a dataclass field declares in its metadata.
+    Out of range, the hint is the field's ``range_hint``, else its ``default`` (a value it is known to take; a
+    value next to the bound, such as 1 for a learning rate, read as advice), else a value near the bound crossed."""
     lo, hi, lo_open, hi_open = meta.get("min"), meta.get("max"), meta.get("min_open", False), meta.get("max_open", False)
     check_range(value, where, lo, hi, lo_open, hi_open,
                 meta.get("range_hint") or default_example(default, lo, hi, lo_open, hi_open))
+    if meta.get("nonempty") and isinstance(value, str) and not value.strip():  # a name: "" names nothing
+        raise EebertError(f"{where} is empty", meta.get("range_hint") or (
+            f"for example {default} (the default)" if isinstance(default, str) and default else "give a name"))
     choices = meta.get("choices")
     if callable(choices):  # a registry's names, looked up now: the config's module loads without the registry
         choices = choices()
