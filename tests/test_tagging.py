@@ -521,6 +521,17 @@ def test_the_cli_reads_named_word_and_tag_columns(case, tmp_path):
     assert json.loads((tmp_path / "art" / "eebert_config.json").read_text())["data"]["tokens_column"] == "words"
 
 
+def test_word_and_tag_column_flags_apply_to_the_data_an_artifact_records(calibrated):
+    """Without --data, --tokens-column and --tags-column go on top of the attach data, as --text-column does
+    (they were dropped, and the command ran on the recorded columns)."""
+    for command in (["benchmark", str(calibrated)], ["calibrate", str(calibrated), "--target-speedup", "1.5"]):
+        for flag in ("--tags-column", "--tokens-column"):
+            result = CliRunner().invoke(app, [*command, flag, "nope"])
+            assert result.exit_code == 1, result.output
+            what = "tags column 'nope'" if flag == "--tags-column" else "no tokens column 'nope' and no text column"
+            assert what in result.output, result.output
+
+
 # -- per-token exit (TOKEE-like) --------------------------------------------------------------------------
 
 def test_a_partial_layer_updates_only_the_running_tokens(calibrated):

@@ -14,7 +14,7 @@ from ..gates.config import GateConfig
 from ..train.config import AttachConfig, TrainConfig
 from ..core.ui import UI, out
 from .shared import (
-    command, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, DATA, TEXT, PAIR, LABEL,
+    command, data_flags, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, DATA, TEXT, PAIR, LABEL,
     TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, EXECUTOR, RAY_ADDRESS, device_opts, SPLIT_MAP, need,
     parse_layers, parse_params,
 )
@@ -57,8 +57,9 @@ def attach(
     r = recipe_of(config)
     checkpoint = need(checkpoint or r.checkpoint, "checkpoint", "CHECKPOINT")
     out_dir = Path(need(out_dir or r.artifact, "artifact directory", "--out"))
-    dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
-                     data_config, split_map, tokens_column, tags_column)
+    flags = data_flags(text_column, pair_column, label_column, max_samples, data_config, split_map,
+                       tokens_column, tags_column)
+    dcfg = data_opts(r.data if config else None, data, flags)
     if dcfg is None or not dcfg.spec:
         raise EebertError("no data given", "pass --data with a corpus name or a file")
     base = r.attach

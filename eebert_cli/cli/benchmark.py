@@ -47,11 +47,10 @@ def benchmark(
                 timing_batch_size=batch_size, runtime=runtime, onnx_dir=onnx_dir, metric=metric, ort_pool=ort_pool)
     from .. import steps
 
-    report = steps.benchmark(artifact, data_opts(r.data if config else None, data, text_column, pair_column,
-                                                 label_column, max_samples, data_config, split_map,
-                                                 tokens_column, tags_column),
+    flags = data_flags(text_column, pair_column, label_column, max_samples, data_config, split_map,
+                       tokens_column, tags_column)
+    report = steps.benchmark(artifact, data_opts(r.data if config else None, data, flags),
                              cfg, UI(quiet=as_json), device=device_opts(r, device, dtype), backbone=backbone,
-                             data_flags=data_flags(text_column, pair_column, label_column, max_samples,
-                                                   data_config, split_map))
+                             data_flags=flags)
     print_report(artifact, report, as_json)
     emit(report, as_json)

@@ -61,13 +61,13 @@ def calibrate(
                 latency_runtime=latency_runtime, runtime=runtime, prune_exits=prune_exits, prune_within_noise=True if within_noise else None,
                 criterion_params={**base.criterion_params, **parse_params(criterion_param, "--criterion-param")})
     metric = given(r.benchmark, metric=metric).metric or None
-    dcfg = data_opts(r.data if config else None, data, text_column, pair_column, label_column, max_samples,
-                     data_config, split_map, tokens_column, tags_column)
+    flags = data_flags(text_column, pair_column, label_column, max_samples, data_config, split_map,
+                       tokens_column, tags_column)
+    dcfg = data_opts(r.data if config else None, data, flags)
     from .. import steps  # here, after the flags are checked: bad input is refused before torch loads
     result = steps.calibrate(artifact, dcfg, cfg, UI(quiet=as_json), device=device_opts(r, device, dtype),
                              backbone=backbone, quantize=quantize, metric=metric,
-                             data_flags=data_flags(text_column, pair_column, label_column, max_samples,
-                                                   data_config, split_map), token_exit=token_exit).to_dict()
+                             data_flags=flags, token_exit=token_exit).to_dict()
     if token_exit:
         te = result["token_exit"]
         emit({k: v for k, v in te.items() if k != "curve"}, as_json)

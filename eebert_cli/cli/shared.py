@@ -96,25 +96,25 @@ def given(obj, **flags):
                     flag_style=True)
 
 
-def data_opts(base: DataConfig | None, data, text_column, pair_column, label_column, max_samples,
-              data_config=None, split_map=None, tokens_column=None, tags_column=None) -> DataConfig | None:
-    """Data settings: the recipe's (if any) with the given flags on top; None = the artifact's own."""
-    if data is None and base is None:
-        return None
-    return given(base or DataConfig(), spec=data, text_column=text_column, pair_column=pair_column,
-                 label_column=label_column, max_samples=max_samples, config=data_config,
-                 tokens_column=tokens_column, tags_column=tags_column,
-                 split_map=parse_split_map(split_map) if split_map else None)
-
-
-def data_flags(text_column, pair_column, label_column, max_samples, data_config=None, split_map=None) -> dict:
-    """The data flags that were given (values checked), to apply on top of the data an artifact records
-    when --data is not given: `calibrate ART --max-samples 500` reads 500 rows of the attach data."""
+def data_flags(text_column=None, pair_column=None, label_column=None, max_samples=None, data_config=None,
+               split_map=None, tokens_column=None, tags_column=None) -> dict:
+    """The data flags that were given (values checked), as DataConfig fields: on top of --data, of a recipe's
+    [data], or of the data an artifact records when --data is not given (`calibrate ART --max-samples 500`
+    reads 500 rows of the attach data)."""
     flags = {k: v for k, v in dict(text_column=text_column, pair_column=pair_column, label_column=label_column,
-                                   max_samples=max_samples, config=data_config,
+                                   max_samples=max_samples, config=data_config, tokens_column=tokens_column,
+                                   tags_column=tags_column,
                                    split_map=parse_split_map(split_map) if split_map else None).items() if v is not None}
     given(DataConfig(), **flags)
     return flags
+
+
+def data_opts(base: DataConfig | None, data: str | None, flags: dict) -> DataConfig | None:
+    """Data settings: the recipe's (if any) or --data, with the given ``flags`` on top; None = the artifact's
+    own (the flags then go on top of it)."""
+    if data is None and base is None:
+        return None
+    return given(base or DataConfig(), spec=data, **flags)
 
 
 def parse_split_map(value: str) -> dict[str, str]:

@@ -139,6 +139,9 @@ def columns(ds, cfg: DataConfig, source: str) -> Split:
         tags = need(cfg.tags_column, "tags", optional=cfg.tags_column == DataConfig.tags_column)
         check_words(ds, cfg.tokens_column, tags, source)
         return Split(ds, cfg.tokens_column, None, tags, words=True)
+    if cfg.text_column not in cols and cfg.tokens_column != DataConfig.tokens_column:  # words were asked for
+        raise EebertError(f"{source} has no tokens column {cfg.tokens_column!r} and no text column {cfg.text_column!r} "
+                          f"(columns: {', '.join(sorted(cols))})", "name the right column with --tokens-column")
     text = need(cfg.text_column, "text", optional=False)
     pair = need(cfg.pair_column, "pair", optional=False)
     # The default label column may be missing (unlabelled data); a named one may not.
