@@ -124,7 +124,7 @@ def test_the_local_executor_streams_what_predict_answers(calibrated, tmp_path):
     assert [r["exit_layer"] for r in streamed] == [r["exit_layer"] for r in direct]
 
 
-def test_ort_pool_is_checked_in_one_line_before_loading():
+def test_ort_pool_and_dtype_are_checked_in_one_line_before_loading():
     from eebert_cli.deploy.onnx_runtime import check_pool
     from eebert_cli.deploy.serve.config import ServeConfig
 
@@ -139,6 +139,12 @@ def test_ort_pool_is_checked_in_one_line_before_loading():
         check_pool("per-session", "pytorch", "ART/onnx")
     with pytest.raises(EebertError, match="add --runtime onnxruntime"):
         ServeConfig(artifact="x", ort_pool="shared").check()
+    # the graphs' precision is the export's: a --dtype beside onnxruntime was ignored and reported as served
+    for dtype in ("float16", "bfloat16"):
+        with pytest.raises(EebertError, match=f"not --dtype {dtype}"):
+            ServeConfig(artifact="x", runtime="onnxruntime", dtype=dtype).check()
+    for dtype in ("auto", "float32"):
+        ServeConfig(artifact="x", runtime="onnxruntime", dtype=dtype).check()
 
 
 def test_a_missing_onnx_export_is_one_line_before_the_backbone_pass(calibrated, tmp_path, monkeypatch):
@@ -180,6 +186,24 @@ def test_benchmark_with_one_shared_ort_pool_times_the_same_decisions(calibrated,
     clock = {"speedup_measured", "latency_ms"}  # the figures but the clock's do not depend on the threads
     same = [{k: v for k, v in r["early_exit"].items() if k not in clock} for r in reports]
     assert same[0] == same[1] and same[0]["speedup_flops"] > 1
+
+
+def test_an_onnxruntime_timing_records_the_cpu_it_ran_on_not_the_models_device(calibrated, tiny_data, monkeypatch):
+    """ONNX Runtime's sessions run on the CPU whatever device the PyTorch model sits on (a GPU by default where
+    there is one): the timing names the CPU (it named the model's device)."""
+    from eebert_cli.data import DataConfig, load_data
+    from eebert_cli.model.runtime import EarlyExitModel
+    from eebert_cli.scoring.benchmark import time_runtime
+    from eebert_cli.scoring.config import BenchmarkConfig
+
+    _needs("onnxruntime")
+    out, _ = calibrated
+    model = EarlyExitModel.from_artifact(out)
+    cfg = BenchmarkConfig(runtime="onnxruntime", repeats=1, timing_samples=3, threads=1)
+    expected = torch.zeros(10**4, dtype=torch.long)
+    monkeypatch.setattr(model, "device", torch.device("meta"))  # a device that is not the CPU
+    timing = time_runtime(model, load_data(DataConfig(spec=str(tiny_data))), "test", cfg, expected)
+    assert timing["device"] == "cpu"
 
 
 def test_a_benchmark_of_graphs_at_another_precision_than_the_calibration_says_so(calibrated, tiny_data, tmp_path):

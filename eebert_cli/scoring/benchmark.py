@@ -182,7 +182,9 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
             f(ids, mask, types)
     ms: dict[str, list[float]] = {n: [] for n in names}
     mismatches = 0
-    measure = stopwatch(batches[0][1].device if batches else torch.device("cpu"))
+    # where the clock ran: the inputs' device (ONNX Runtime takes host arrays and runs on the CPU)
+    where = batches[0][1].device if batches else torch.device("cpu")
+    measure = stopwatch(where)
     n_ex = sum(len(b[0]) for b in batches)
     with ui.progress(f"timing {cfg.runtime} at batch size {cfg.timing_batch_size} ({n_ex} examples x "
                      f"{cfg.repeats})", len(batches)) as advance:
@@ -202,7 +204,7 @@ def time_runtime(model: EarlyExitModel, data: TaskData, split: str, cfg: Benchma
     result = {
         "runtime": cfg.runtime, **({"ort_pool": cfg.ort_pool} if cfg.runtime == "onnxruntime" else {}),
         "batch_size": cfg.timing_batch_size, "examples": n_ex, "batches": len(batches), "repeats": cfg.repeats,
-        "threads": torch.get_num_threads(), "device": str(model.device), "machine": machine(model.device),
+        "threads": torch.get_num_threads(), "device": str(where), "machine": machine(where),
         "deployed_ms": _percentiles(ms["deployed"]), "early_exit_ms": _percentiles(ms["early_exit"]),
         "speedup_measured": dep / sum(ms["early_exit"]),
         "deployed_throughput": 1000 * n_ex / dep,

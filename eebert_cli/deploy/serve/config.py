@@ -56,6 +56,10 @@ class ServeConfig:
         if RUNTIMES.get(self.runtime).host_inputs and self.device not in ("auto", "cpu"):  # unknown: one line
             raise EebertError(f"--runtime {self.runtime} serves on the CPU, not --device {self.device}",
                               "drop --device, or serve with --runtime pytorch on the GPU")
+        if RUNTIMES.get(self.runtime).host_inputs and self.dtype not in ("auto", "float32"):  # it was ignored
+            raise EebertError(f"--runtime {self.runtime} runs the exported graphs at their own precision (float32, "
+                              f"or int8 from `eebert export --quantize int8`), not --dtype {self.dtype}",
+                              "drop --dtype, or serve with --runtime pytorch")
         self.placement()  # a device or dtype that is not there fails before anything loads
         from ..onnx_runtime import check_pool
 
