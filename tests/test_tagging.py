@@ -707,6 +707,24 @@ def test_a_quantized_per_token_exit_is_refused_in_one_line(calibrated):
     assert "the per-token exit runs on the fp32 backbone" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("flags,line", [
+    (["--gate-threshold", "0.5"], "--gate-threshold (calibrate.gate_thresholds) has no effect"),
+    (["--global-threshold"], "--global-threshold (calibrate.per_layer) has no effect"),
+    (["--keep-exits"], "--keep-exits (calibrate.prune_exits) has no effect"),
+    (["--criterion-param", "normalized=true"], "--criterion-param (calibrate.criterion_params) has no effect"),
+    (["--criterion", "pcee"], "--criterion pcee scores a sentence"),
+    (["--metric", "accuracy"], "chosen on entity-f1, not --metric accuracy"),
+])
+def test_settings_the_per_token_search_does_not_read_are_refused(calibrated, flags, line, monkeypatch):
+    """`calibrate --token-exit` reads the budget, a per-token rule, bootstrap and drop_confidence: every other
+    setting is refused before anything loads (they were ignored, and --criterion pcee became token-maxprob)."""
+    import eebert_cli.steps as steps
+
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
+    r = CliRunner().invoke(app, ["calibrate", str(calibrated), "--token-exit", "--target-speedup", "1.5", *flags])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and line in r.output, r.output
+
+
 def _tag_compare_recipe(case, out, extra: str = "") -> str:
     ckpt, data = case
     return (f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{out}"\nspeedups = [1.5]\n'

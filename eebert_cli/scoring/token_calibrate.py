@@ -94,6 +94,32 @@ def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
     return max(ok, key=lambda p: (p["flops_x"], p["entity_f1"]))
 
 
+#: CalibrationConfig fields the per-token search does not read, and the flag each is set by (None: recipe only)
+UNREAD = {"criterion_params": "--criterion-param", "unlabeled": "--unlabeled", "per_layer": "--global-threshold",
+          "gate_thresholds": "--gate-threshold", "prune_exits": "--keep-exits",
+          "prune_within_noise": "--prune-within-noise", "tolerance": None, "precision": None}
+
+
+def check_token_settings(cfg, metric: str | None, by: str) -> None:
+    """Settings the per-token search has no use for are refused, not ignored (before anything loads): it reads
+    the criterion (a per-token rule), the budget, ``bootstrap`` and ``drop_confidence``, and reports entity F1."""
+    from ..criteria import CRITERIA
+
+    default = type(cfg)()
+    for key, flag in UNREAD.items():
+        if getattr(cfg, key) != getattr(default, key):
+            name = f"{flag} (calibrate.{key})" if flag else f"calibrate.{key}"
+            raise EebertError(f"{name} has no effect on the per-token exit's search ({by})", "drop it; the search "
+                              "reads a per-token --criterion, --target-speedup or --max-drop, bootstrap and drop_confidence")
+    if cfg.criterion != default.criterion and not CRITERIA.get(cfg.criterion).per_token:
+        raise EebertError(f"--criterion {cfg.criterion} scores a sentence; the per-token exit ({by}) halts words by "
+                          "a per-token rule", f"drop --criterion, or name one of: "
+                          f"{', '.join(n for n in CRITERIA.names() if CRITERIA.get(n).per_token)}")
+    if metric and metric != "entity-f1":
+        raise EebertError(f"the per-token exit's threshold is chosen on entity-f1, not --metric {metric}",
+                          "drop --metric")
+
+
 def calibrate_token_exit(artifact, data, cfg, batch_size: int = 64) -> dict:
     """Choose the per-token threshold on validation and record it in the artifact's calibration."""
     if (cfg.target_speedup is None) == (cfg.max_drop is None):

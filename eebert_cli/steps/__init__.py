@@ -97,8 +97,11 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
                           "drop --quantize, or calibrate the per-sentence exit with it")
     if token_exit:
         from ..deploy.predict_file import check_token_exit
+        from ..scoring.token_calibrate import check_token_settings
 
-        check_token_exit(artifact, device, f"--criterion {cfg.criterion}" if by_name else "--token-exit")
+        by = f"--criterion {cfg.criterion}" if by_name else "--token-exit"
+        check_token_settings(cfg, metric, by)
+        check_token_exit(artifact, device, by)
     where = resolve(device)  # a device that is not there fails before anything loads
     data = _given_data(data, artifact, data_flags)
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
