@@ -35,6 +35,19 @@ def test_compare_rejects_unknown_names(tmp_path):
         load_compare_recipe(bad)
 
 
+def test_a_methods_own_max_length_is_refused_not_overwritten(tmp_path):
+    """Every method runs at the recipe's max_length (one backbone pass serves them all): a method's own value
+    was replaced without a word; now it is refused, and the recipe's own value there is accepted."""
+    head = 'version = 1\nkind = "compare"\ncheckpoint = "x"\nout = "o"\nmax_length = 64\n[data]\nspec = "d"\n'
+    bad = tmp_path / "c.toml"
+    bad.write_text(head + '[[methods]]\nname = "a"\n[methods.attach]\nmax_length = 256\n')
+    with pytest.raises(EebertError, match=r"methods\[0\].attach.max_length = 256, but every method runs at the "
+                                          r"recipe's max_length \(64\)"):
+        load_compare_recipe(bad)
+    bad.write_text(head + '[[methods]]\nname = "a"\n[methods.attach]\nmax_length = 64\n')
+    assert load_compare_recipe(bad)[1][0].attach.max_length == 64
+
+
 def _recipe(path, ckpt, data, out, speedups, methods, split="test", top=""):
     path.write_text(f'''version = 1
 kind = "compare"
@@ -68,6 +81,9 @@ def test_run_takes_a_compare_recipe_as_compare_does(tiny_ckpt, tiny_data, tmp_pa
     from eebert_cli.cli import app
 
     rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT)
+    r = CliRunner().invoke(app, ["run", str(rec), "--overwrite"])  # a pipeline recipe's flag: it did nothing here
+    assert r.exit_code == 1 and "--overwrite lets a pipeline recipe's artifact" in r.output, r.output
+    assert not (tmp_path / "out").exists()
     r = CliRunner().invoke(app, ["run", str(rec), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "out" / "compare.json").read_text())

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..core.errors import EebertError
 from ..core.ui import UI, err, out
 from .shared import command, emit, JSON, CONFIG, DEVICE, DTYPE, device_opts, need, print_report
 from .compare import compare
@@ -26,6 +27,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
 
     recipe = need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
+        if overwrite:  # compare writes only into its own folders: the flag would do nothing
+            raise EebertError("--overwrite lets a pipeline recipe's artifact into a foreign folder; a compare "
+                              "recipe writes its own out folder", "drop --overwrite, or give the recipe another out")
         return compare(recipe, None, as_json=as_json, device=device, dtype=dtype, resume=False, only=None,
                        checkpoint=None, out_dir=None)
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe

@@ -99,6 +99,11 @@ def load_compare_recipe(path: str | Path, checkpoint: str | None = None,
     if r.baseline and r.baseline not in names:
         raise EebertError(f"{path}: baseline {r.baseline!r} is not a method", f"methods: {', '.join(names)}")
     for i, m in enumerate(methods):  # names and parameters are checked now, not half-way through a long run
+        own = (r.methods[i].get("attach") or {}).get("max_length")
+        if own is not None and own != r.max_length:  # it was overwritten without a word
+            raise EebertError(f"{p.name}: methods[{i}].attach.max_length = {own}, but every method runs at the "
+                              f"recipe's max_length ({r.max_length}): one backbone pass serves them all",
+                              f"drop it from [methods.attach], or set max_length = {own} at the top of the recipe")
         m.attach.max_length = r.max_length
         check_components(m.attach, m.criterion, m.criterion_params, f"{p.name}.methods[{i}]", r.checkpoint)
     for name in r.criteria:  # an unknown name, or one the checkpoint's task cannot use, fails now
