@@ -91,6 +91,21 @@ def test_parquet_tsv_and_jsonl_read_the_same_rows(tmp_path):
     assert got[0].texts == got[1].texts == got[2].texts and got[0].labels == got[2].labels
 
 
+@pytest.mark.parametrize("setting,flag", [({"text_column": "review"}, "--text-column"),
+                                          ({"label_column": "stars"}, "--label-column"),
+                                          ({"split_map": {"validation": "dev"}}, "--split-map"),
+                                          ({"config": "plain"}, "--data-config")])
+def test_a_built_in_corpus_refuses_settings_that_would_pick_other_columns_or_splits(setting, flag, monkeypatch):
+    """Its columns and splits are fixed: such a setting was ignored (the corpus read as it is); refused before
+    a row is read."""
+    from eebert_cli.data import corpora, check_spec
+
+    monkeypatch.setitem(corpora.CORPORA, "rotten-tomatoes", lambda: pytest.fail("the corpus was read"))
+    with pytest.raises(EebertError, match=f"{flag} .* does not apply to the built-in corpus rotten-tomatoes"):
+        check_spec(DataConfig(spec="rotten-tomatoes", **setting))
+    check_spec(DataConfig(spec="rotten-tomatoes"))
+
+
 def test_split_map_keys_must_be_eebert_splits(tmp_path):
     f = write_csv(tmp_path / "all.csv", make_rows(30))
     with pytest.raises(EebertError, match="not one of train, validation, test"):

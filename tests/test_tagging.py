@@ -311,6 +311,23 @@ def test_benchmark_reports_entities_tokens_flops_truncation_and_oracle(calibrate
             "on validation.") in markdown(r)
 
 
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_a_tagger_timing_warms_up_on_warmup_sentences(calibrated, warmup, monkeypatch):
+    """[benchmark] warmup counts untimed sentences, as it counts examples for sentences (it counted rounds over
+    the whole sample, capped at 3)."""
+    from eebert_cli.core.ui import SILENT
+    from eebert_cli.model.artifact import load_artifact
+    from eebert_cli.scoring.tagging_benchmark import time_taggers
+
+    tagger = Tagger(load_artifact(calibrated))
+    sizes, call = [], Tagger.early_call
+    monkeypatch.setattr(Tagger, "early_call", lambda self, ids, *a: sizes.append(len(ids)) or call(self, ids, *a))
+    words = [["a", "good", "film"]] * 5
+    cfg = BenchmarkConfig(timing_samples=0, repeats=1, warmup=warmup)
+    time_taggers(tagger, words, cfg, [0] * 5, SILENT)
+    assert sizes == [5] + ([warmup] if warmup else [])  # the timed call, then the warm-up one
+
+
 def test_predict_returns_spans_with_character_offsets(calibrated):
     text = "the movie was very good , the plot awful"
     rows = steps.predict(calibrated, [text, "a  film"])["rows"]

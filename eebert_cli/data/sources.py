@@ -24,13 +24,33 @@ def check_spec(cfg: DataConfig) -> None:
     """What :func:`open_spec` refuses without reading a row (the split map; a spec that is no corpus, no path
     here and no dataset id): the steps ask it before a model loads."""
     check_split_map(cfg.split_map)
-    if cfg.spec in corpora.CORPORA or Path(cfg.spec).expanduser().exists():
+    if cfg.spec in corpora.CORPORA and not Path(cfg.spec).exists():
+        check_corpus_settings(cfg)
+        return
+    if Path(cfg.spec).expanduser().exists():
         return
     from ..core.hub import is_hub_id
 
     if not is_hub_id(parse_id(cfg)[0]):
         raise EebertError(f"data not found: {cfg.spec}", "give an existing file or directory, a dataset id "
                           f"(org/name, name:config), or a built-in corpus: {', '.join(corpora.CORPORA)}")
+
+
+#: settings that pick a source's columns and splits, and their flags: a built-in corpus has its own
+CORPUS_FIXED = {"text_column": "--text-column", "pair_column": "--pair-column", "label_column": "--label-column",
+                "tokens_column": "--tokens-column", "tags_column": "--tags-column", "config": "--data-config",
+                "split_map": "--split-map"}
+
+
+def check_corpus_settings(cfg: DataConfig) -> None:
+    """A built-in corpus's columns and splits are fixed (corpora.py): a setting that would pick others is
+    refused, not ignored."""
+    default = DataConfig()
+    for key, flag in CORPUS_FIXED.items():
+        if getattr(cfg, key) != getattr(default, key):
+            raise EebertError(f"{flag} ({key}) does not apply to the built-in corpus {cfg.spec}: its columns and "
+                              "train/validation/test splits are fixed", f"drop {flag}, or give a data file or "
+                              "dataset id whose columns it names")
 
 
 def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
