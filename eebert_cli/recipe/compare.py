@@ -64,7 +64,7 @@ class CompareRecipe:
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example, for every method."})
     baseline: str = field(default="", metadata={"help": "Method the others are compared against (name)."})
     methods: list[dict] = field(default_factory=list, metadata={"help": "[[methods]] tables: name, criterion, [methods.attach]."})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Exit-training seeds per method (one backbone pass serves them all); cells give the mean, with the standard deviation. One seed alone: each method trains with its own [methods.attach.train] seed."})
     criteria: list[str] = field(default_factory=list, metadata={"help": "Criteria also calibrated per method and target; the one with the best validation accuracy is kept (never chosen on the report split)."})
     prune_exits: bool = field(default=True, metadata={"help": "Calibration switches off exits that add no validation accuracy at the target (as `eebert calibrate`; false: `--keep-exits`, the search of rows made before 0425d86)."})
     device: DeviceConfig = field(default_factory=DeviceConfig)  #: attach, calibrate and benchmark all run here
