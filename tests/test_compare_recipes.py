@@ -1,6 +1,7 @@
 """Every shipped recipe loads; `eebert compare` runs end to end on a tiny model."""
 
 import re
+import shutil
 import statistics
 from pathlib import Path
 
@@ -81,6 +82,15 @@ def test_run_takes_a_compare_recipe_as_compare_does(tiny_ckpt, tiny_data, tmp_pa
     from eebert_cli.cli import app
 
     rec = _recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT)
+    (tmp_path / "out").mkdir()  # a compare.md that is not eebert's: refused before any method runs, kept
+    (tmp_path / "out" / "compare.md").write_text("my notes")
+    r = CliRunner().invoke(app, ["run", str(rec)])
+    assert r.exit_code == 1 and "compare.md is not an eebert compare report" in r.output, r.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["compare.md"]
+    (tmp_path / "out" / "compare.json").write_text('{"rows": []}')  # nor a compare.json eebert cannot read as its own
+    r = CliRunner().invoke(app, ["run", str(rec)])
+    assert r.exit_code == 1 and "compare.json is not an eebert compare report" in r.output, r.output
+    shutil.rmtree(tmp_path / "out")
     r = CliRunner().invoke(app, ["run", str(rec), "--overwrite"])  # a pipeline recipe's flag: it did nothing here
     assert r.exit_code == 1 and "--overwrite lets a pipeline recipe's artifact" in r.output, r.output
     assert not (tmp_path / "out").exists()

@@ -306,6 +306,31 @@ def test_feature_cache_naming_a_file_is_one_line(tiny_ckpt, tiny_data, tmp_path)
     assert f.read_text() == "mine"
 
 
+@pytest.mark.parametrize("kind", ["a file", "a folder of other files", "a damaged manifest"])
+def test_a_bad_feature_cache_is_refused_before_the_checkpoint_loads(kind, tiny_ckpt, tiny_data, tmp_path,
+                                                                      monkeypatch):
+    """What the folder holds is read without a row: refused before the checkpoint, the data pass and the
+    tokenising (they ran first, and the refusal came minutes in on real data)."""
+    import eebert_cli.train.attach as train_attach
+    from typer.testing import CliRunner
+
+    from eebert_cli.cli import app
+
+    monkeypatch.setattr(train_attach, "load_deployed", lambda *a, **k: pytest.fail("the checkpoint loaded first"))
+    cache = tmp_path / "cache"
+    if kind == "a file":
+        cache.write_text("mine")
+    else:
+        cache.mkdir()
+        (cache / ("notes.txt" if kind == "a folder of other files" else fc.MANIFEST)).write_text("mine")
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out", str(tmp_path / "a"),
+                                 "--feature-cache", str(cache)])
+    line = {"a file": "is a file, not a folder", "a folder of other files": "is not an eebert feature cache",
+            "a damaged manifest": "is damaged"}[kind]
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and line in r.output, r.output
+    assert not (tmp_path / "a").exists()
+
+
 def test_nonfinite_backbone_features_stop_attach(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
     real = fc.compute_chunk
 

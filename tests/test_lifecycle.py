@@ -160,6 +160,29 @@ def export_out_is_dir_of_unrelated_files(ckpt, data, art, tmp):
     return r
 
 
+def export_out_is_a_users_onnx_folder(ckpt, data, art, tmp):
+    """Graphs and a manifest.json of the user's own: it passed as "an earlier export" and was replaced whole."""
+    pytest.importorskip("onnx")
+    d = tmp / "bert-onnx"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"mine")
+    (d / "manifest.json").write_text('{"model": "model.onnx"}')
+    r = cli("export", art, "--out", d)
+    assert sorted(p.name for p in d.iterdir()) == ["manifest.json", "model.onnx"]
+    assert (d / "model.onnx").read_bytes() == b"mine"
+    return r
+
+
+def overwrite_into_a_folder_with_a_users_report(ckpt, data, art, tmp):
+    """--overwrite keeps other files, but report.md is one eebert writes into an artifact later: refused."""
+    d = tmp / "project"
+    d.mkdir()
+    (d / "report.md").write_text("my report")
+    r = cli("attach", ckpt, "--data", data, "--out", d, "--epochs", 1, "--overwrite")
+    assert sorted(p.name for p in d.iterdir()) == ["report.md"] and (d / "report.md").read_text() == "my report"
+    return r
+
+
 def relative_data_from_another_cwd(ckpt, data, art, tmp):
     here = tmp / "project"
     shutil.copytree(data, here / "data")
@@ -189,7 +212,10 @@ CASES = [  # name, case, exit code, what the one line says
     ("calibration of replaced exits", reattached_after_calibration, 1, "calibration.json (thresholds for other exits) is stale"),
     ("stale ONNX export", stale_onnx_export, 1, "graphs of an older calibration) is stale"),
     ("export --out dir of unrelated files", export_out_is_dir_of_unrelated_files, 1,
-     "holds files that are not an eebert ONNX export"),
+     "is not an eebert ONNX export"),
+    ("export --out a user's ONNX folder", export_out_is_a_users_onnx_folder, 1, "is not an eebert ONNX export"),
+    ("attach --overwrite into a folder with a report.md", overwrite_into_a_folder_with_a_users_report, 1,
+     "holds report.md, a file eebert writes into an artifact"),
     ("relative --data from another cwd", relative_data_from_another_cwd, 0, None),
 ]
 
@@ -217,6 +243,26 @@ def test_overwrite_adds_the_artifact_and_keeps_other_files(tiny_ckpt, tiny_data,
     assert r.exit_code == 0, r.output
     assert (d / "notes.txt").read_text() == "keep me" and (d / "sub").is_dir()
     assert load_artifact(d).exits.layers == [1, 2, 3]
+
+
+def test_a_folder_a_crashed_swap_moved_aside_is_put_back_by_the_next_writer(calibrated, tmp_path):
+    """An export replaces its folder by two renames; a crash between them leaves the old export aside under a
+    temporary name, which the next command's cleanup deleted. It is put back instead, where nothing replaced it."""
+    from eebert_cli.core.atomic import ASIDE, replace_folder
+    from eebert_cli.model.artifact import artifact_lock
+
+    a = copy_art(calibrated, tmp_path / "a")
+    aside = a / f".onnx{ASIDE}"
+    aside.mkdir()
+    (aside / "manifest.json").write_text("{}")
+    with artifact_lock(a, "test"):
+        pass
+    assert (a / "onnx" / "manifest.json").read_text() == "{}" and not aside.exists()
+    new = a / "new"
+    new.mkdir()
+    (new / "x").write_text("new")
+    replace_folder(new, a / "onnx")  # no crash: the new folder in, nothing aside
+    assert [p.name for p in (a / "onnx").iterdir()] == ["x"] and not aside.exists() and not new.exists()
 
 
 def test_reattach_is_allowed_and_the_stale_calibration_names_the_command(calibrated, tiny_ckpt, tiny_data, tmp_path):

@@ -29,7 +29,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
     from ..model.device import resolve
     from ..recipe.compare import load_compare_recipe, run_compare
-    from ..recipe.compare_report import table, write
+    from ..recipe.compare_report import check_report_folder, table, write
 
     if checkpoint and not out_dir:  # resume keys on the weights, but the report would mix two models' rows
         raise EebertError("--checkpoint without --out would write into the recipe's folder for its own checkpoint",
@@ -37,6 +37,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
     r, methods = load_compare_recipe(need(recipe or config, "recipe", "RECIPE"), checkpoint=checkpoint, out=out_dir)
     r.device = given(r.device, device=device, dtype=dtype)
     resolve(r.device)  # a device that is not there fails before anything loads
+    check_report_folder(Path(r.out))  # a compare.json or compare.md of someone else's is never replaced
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     if names is not None and not names:
         raise EebertError("--methods names no method", "give method names from the recipe, comma-separated")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -65,6 +66,35 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+#: the suffix of a folder moved aside while a complete new one takes its place (``replace_folder``)
+ASIDE = TMP_TAG + "old"
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """``dest`` replaced by the complete folder ``new``: the old one moved aside, the new one renamed in, the old
+    one deleted. A crash between the two renames leaves the old folder aside, where ``restore_aside`` (run by
+    the next writer, see ``artifact_lock``) puts it back."""
+    if not dest.exists():
+        new.rename(dest)
+        return
+    old = dest.with_name(f".{dest.name}{ASIDE}")
+    dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_aside(entry: Path) -> bool:
+    """Put back a folder a crashed :func:`replace_folder` left aside, when nothing took its place; True if so."""
+    name = entry.name
+    if not (entry.is_dir() and name.startswith(".") and name.endswith(ASIDE)):
+        return False
+    original = entry.with_name(name[1:-len(ASIDE)])
+    if original.exists():
+        return False  # the new folder is in: the old one is a leftover
+    entry.rename(original)
+    return True
 
 
 def read_json(path: Path) -> Any:

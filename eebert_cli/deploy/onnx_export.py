@@ -57,7 +57,7 @@ from torch import nn
 from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
 from ..model.calibration import INF, skipped_exits, thresholds_from_json, thresholds_to_json
 from ..backbones.base import BackboneAdapter
-from ..core.atomic import check_writable
+from ..core.atomic import check_writable, replace_folder
 from ..core.errors import EebertError
 from ..core.ui import SILENT, UI
 from ..exits import reduce
@@ -222,10 +222,13 @@ def export(artifact_dir: str | Path, out: str | Path | None = None, quantize: st
 
 
 def check_export_out(out: Path, checkpoint: Path) -> None:
-    """An existing ``out`` must be an earlier export (manifest and graphs only) or empty: it is replaced whole."""
-    from ..model.artifact import check_out
+    """An existing ``out`` must be an earlier export (eebert's manifest, graphs only) or empty: it is replaced whole."""
+    from ..model.artifact import check_out, is_export
 
     check_out(out, checkpoint, overwrite=True)
+    if out.is_dir() and any(TMP_TAG not in e.name for e in out.iterdir()) and not is_export(out):
+        raise EebertError(f"--out {out} is not an eebert ONNX export (no manifest.json of eebert's), and an export "
+                          "replaces its folder whole", "choose a new folder for the export, or empty this one")
     if out.is_dir():
         other = sorted(e.name for e in out.iterdir()
                        if not (e.name in (MANIFEST, WEIGHTS) or e.suffix == ".onnx" or TMP_TAG in e.name))
@@ -338,13 +341,7 @@ def _export_locked(artifact_dir, out, quantize, backbone, ui: UI) -> dict:
         }
         write_json(tmp / MANIFEST, manifest)
         os.chmod(tmp, file_mode(0o777))  # mkdtemp makes 0700; the user's umask decides
-        if out.exists():  # an earlier export (check_export_out): swap, then drop the old graphs
-            old = out.with_name(f".{out.name}{TMP_TAG}old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_folder(tmp, out)  # an earlier export (check_export_out) is swapped out, then dropped
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

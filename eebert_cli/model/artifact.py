@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from .checkpoint import Deployed, file_sha256, fingerprint_files, load_deployed, stat_key  # noqa: F401 (file_sha256 re-exported)
-from ..core.atomic import TMP_TAG, _atomic, _stage, file_mode, read_json, write_json, write_text  # noqa: F401 (re-exported)
+from ..core.atomic import TMP_TAG, _atomic, _stage, file_mode, read_json, restore_aside, write_json, write_text  # noqa: F401 (re-exported)
 from .calibration import Calibration
 from ..core.errors import EebertError
 from ..exits import ExitSet, ExitSpec
@@ -51,9 +51,22 @@ LOCK_WAIT_S = 3.0  #: how long a second writer waits for the lock (EEBERT_LOCK_W
 
 # --- what an --out may be -------------------------------------------------------------------------
 
+#: names eebert writes only into a finished artifact (after its config): in a folder without one, they are not eebert's
+AFTER_CONFIG = frozenset({CALIBRATION, "report.json", "report.md", "curves.svg"})
+
+
+def is_export(folder: Path) -> bool:
+    """An eebert ONNX export: its manifest.json is a JSON object with the keys eebert writes (a user's is not)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format_version", "segments", "calibration_sha256"} <= manifest.keys()
+
+
 def is_own(entry: Path) -> bool:
     """Whether eebert wrote this artifact entry: a known name, a temporary, or an ONNX export."""
-    return entry.name in OWN_FILES or TMP_TAG in entry.name or (entry.is_dir() and (entry / "manifest.json").is_file())
+    return entry.name in OWN_FILES or TMP_TAG in entry.name or (entry.is_dir() and is_export(entry))
 
 
 def check_out(out: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False,
@@ -76,6 +89,10 @@ def check_out(out: str | Path, checkpoint: str | Path | None = None, overwrite: 
     if p.exists() and not p.is_dir():
         raise EebertError(f"{flag} {out} is an existing file, not an artifact directory",
                           "choose a new directory; eebert never replaces a file with a directory")
+    later = sorted(e.name for e in p.iterdir() if e.name in AFTER_CONFIG) if p.is_dir() and not (p / CONFIG).is_file() else []
+    if later:  # eebert would replace them later (calibrate, benchmark), --overwrite or not
+        raise EebertError(f"{flag} {out} is not an eebert artifact and holds {later[0]}, a file eebert writes into "
+                          "an artifact: it would be replaced", f"move {later[0]} elsewhere, or choose a new directory")
     if p.is_dir() and not (p / CONFIG).is_file() and not overwrite:
         foreign = sorted(e.name for e in p.iterdir() if not is_own(e))
         if foreign:
@@ -130,7 +147,9 @@ def artifact_lock(path: str | Path, command: str, wait: float | None = None) -> 
             time.sleep(0.05)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}: eebert {command}".encode(), 0)
-    for e in p.iterdir():  # we hold the lock: any temporary here is a dead writer's
+    for e in list(p.iterdir()):  # we hold the lock: any temporary here is a dead writer's
+        if restore_aside(e):  # a folder a crashed swap moved aside, with nothing in its place: back it goes
+            continue
         if TMP_TAG in e.name:
             shutil.rmtree(e, ignore_errors=True) if e.is_dir() else e.unlink(missing_ok=True)
     _held[key] = 1

@@ -145,6 +145,30 @@ def cache_key(deployed, split: Split, plan: Plan, dtype: str, base: str | None =
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def check_folder(folder: Path) -> dict | None:
+    """What a cache folder holds, checked without a row read (attach asks before the checkpoint loads): its
+    manifest, or None for a new or empty folder; a file, a damaged manifest or a folder of other files is refused."""
+    if folder.exists() and not folder.is_dir():
+        raise EebertError(f"--feature-cache {folder} is a file, not a folder",
+                          "name a new or empty folder for the feature cache (eebert never replaces a file)")
+    m = folder / MANIFEST
+    if not m.is_file():
+        if folder.exists() and any(folder.iterdir()):
+            raise EebertError(f"{folder} exists and is not an eebert feature cache",
+                              "pass an empty or new folder to --feature-cache")
+        return None
+    try:
+        manifest = json.loads(m.read_text())
+        ok = isinstance(manifest["key"], str) and (manifest["format"] != CACHE_FORMAT or (
+            isinstance(manifest["done"], list) and isinstance(manifest["sums"], dict)))
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise EebertError(f"feature cache {folder} is damaged (its manifest cannot be read)",
+                          f"delete {folder} (eebert made it) or pass another --feature-cache")
+    return manifest
+
+
 class FeatureCache:
     """One split's features on disk. ``open`` creates it or picks up an interrupted one."""
 
@@ -167,20 +191,8 @@ class FeatureCache:
         per token, a tagger's ``reduced-word`` and ``teacher``: one per word), where each split row's start;
         ``about``: recorded in a new manifest (the pass plan and the key without it, see ``covering_plan``)."""
         folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise EebertError(f"--feature-cache {folder} is a file, not a folder",
-                              "name a new or empty folder for the feature cache (eebert never replaces a file)")
-        m = folder / MANIFEST
-        if m.is_file():
-            try:
-                manifest = json.loads(m.read_text())
-                ok = isinstance(manifest["key"], str) and (manifest["format"] != CACHE_FORMAT or (
-                    isinstance(manifest["done"], list) and isinstance(manifest["sums"], dict)))
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-                ok = False
-            if not ok:
-                raise EebertError(f"feature cache {folder} is damaged (its manifest cannot be read)",
-                                  f"delete {folder} (eebert made it) or pass another --feature-cache")
+        manifest = check_folder(folder)
+        if manifest is not None:
             if manifest["format"] == CACHE_FORMAT and manifest["key"] == key and manifest["shapes"] == shapes:
                 bad = next((n for n in shapes if _layout_problem(folder / f"{n}.npy", shapes[n], dtypes[n])), None)
                 if bad is None:
@@ -193,9 +205,6 @@ class FeatureCache:
                     f"{_layout_problem(folder / f'{bad}.npy', shapes[bad], dtypes[bad])}: starting over")
             else:
                 log(f"feature cache {folder} holds other features (different model, data or settings): starting over")
-        elif folder.exists() and any(folder.iterdir()):
-            raise EebertError(f"{folder} exists and is not an eebert feature cache",
-                              "pass an empty or new folder to --feature-cache")
         folder.mkdir(parents=True, exist_ok=True)
         for name, shape in shapes.items():  # sparse files: disk fills as chunks are written
             np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))

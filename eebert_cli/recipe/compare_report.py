@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.errors import EebertError
 from ..tasks import get as get_task
 
 
@@ -207,6 +208,23 @@ def markdown(report: dict) -> str:
             lines += ["", f"LeeBERT learned weights ({r['name']}{spread}): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in w.items())]
     return "\n".join(lines) + "\n"
+
+
+def check_report_folder(folder: Path) -> None:
+    """Refuse an ``out`` whose compare.json or compare.md eebert did not write: ``write`` replaces both (after
+    every method), before any method runs."""
+    from ..model.artifact import read_json
+
+    md, js = folder / "compare.md", folder / "compare.json"
+    try:
+        report = read_json(js) if js.is_file() else None
+    except EebertError:
+        report = None
+    ours = isinstance(report, dict) and isinstance(report.get("methods"), list)
+    if (js.exists() and not ours) or (md.exists() and not js.exists()):
+        name = js if js.exists() else md
+        raise EebertError(f"{name} is not an eebert compare report, and a compare run replaces it",
+                          "move it elsewhere, or give the recipe another out (--out DIR)")
 
 
 def write(report: dict, folder: Path) -> None:

@@ -120,6 +120,10 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     check_device_gates(where, bool(cfg.gates.type), training=True)
     out = art.check_out(out, checkpoint, overwrite)
     check_spec(data_cfg)  # data that is not there fails before the checkpoint loads
+    if cfg.feature_cache:  # and a --feature-cache that is a file, damaged, or a folder of other files
+        from ..model.feature_cache import check_folder
+
+        check_folder(Path(cfg.feature_cache))
     with art.artifact_lock(out, "attach"):
         return _attach(checkpoint, absolute_data(data_cfg), cfg, out, ui, device, where)
 
