@@ -210,7 +210,7 @@ class FeatureCache:
             np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=tuple(shape))
         manifest = {"format": CACHE_FORMAT, "key": key, "shapes": shapes, "chunks": [list(c) for c in chunks],
                     "done": [], "sums": {}, **(about or {})}
-        write_json(m, manifest)
+        write_json(folder / MANIFEST, manifest)
         return cls(folder, manifest, offsets)
 
     def verify(self, log: Callable[[str], None]) -> None:
