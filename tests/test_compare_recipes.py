@@ -101,6 +101,24 @@ def test_run_takes_a_compare_recipe_as_compare_does(tiny_ckpt, tiny_data, tmp_pa
     assert json.loads(r.stdout)["methods"][0]["name"] == "joint"
 
 
+def test_a_methods_folder_attach_would_refuse_fails_before_any_method_trains(tiny_ckpt, tiny_data, tmp_path,
+                                                                             monkeypatch):
+    """out/artifacts/<method> holding other files was refused when that method's attach came, after the
+    methods before it had trained: it is refused before the first."""
+    import eebert_cli.steps as steps
+    from eebert_cli.recipe.compare import method_folder
+
+    second = JOINT.replace('name = "joint"', 'name = "second"')
+    r, methods = load_compare_recipe(_recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2],
+                                             JOINT + second))
+    method_folder(r, "second").mkdir(parents=True)
+    (method_folder(r, "second") / "notes.txt").write_text("mine")
+    monkeypatch.setattr(steps, "attach", lambda *a, **k: pytest.fail("a method trained first"))
+    with pytest.raises(EebertError, match="is a directory that is not an eebert artifact"):
+        run_compare(r, methods)
+    assert [p.name for p in method_folder(r, "second").iterdir()] == ["notes.txt"]
+
+
 def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path):
     from eebert_cli.model.artifact import load_artifact
     from eebert_cli.model.checkpoint import weights_sha256

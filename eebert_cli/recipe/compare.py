@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import steps
-from ..model.artifact import load_artifact
+from ..model.artifact import check_out, load_artifact
 from ..scoring.config import BenchmarkConfig, CalibrationConfig
 from ..train.config import AttachConfig
 from ..core.configs import from_dict, to_dict
@@ -437,6 +437,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     if only:
         kept = {n: r for n, r in kept.items() if n not in only}
     todo = [m for m in methods if m.name not in kept and (not only or m.name in only)]
+    for m in todo:  # a folder attach would refuse fails now, not after the methods before it have trained
+        for seed in recipe.seeds:
+            check_out(seed_folder(recipe, m.name, seed), recipe.checkpoint)
     data = load_data(recipe.data)
     if gold_only:  # entity F1 or Pearson against gold labels, which both splits must hold
         unlabelled = [s for s in ("validation", recipe.split) if data.split(s).label_column is None]
