@@ -150,6 +150,13 @@ CASES = [
      "recipe:" + json.dumps({"data": {"text_column": " "}}), "data.text_column is empty", "for example text (the default)"),
     ("--label-column ''", ["calibrate", "{art}", "--target-speedup", "1.5", "--label-column", ""],
      "--label-column is empty", "for example label (the default)"),
+    ("recipe: --unlabeled without --max-drop, refused before attach (it came after attach had trained)",
+     "recipe:" + json.dumps({"calibrate": {"unlabeled": "traffic.csv"}}), "--unlabeled bounds an accuracy budget", ""),
+    ("recipe: latency_runtime without cost latency, refused before attach",
+     "recipe:" + json.dumps({"calibrate": {"latency_runtime": "pytorch"}}), "--latency-runtime names the loop", ""),
+    ("recipe: a per-token criterion, which `run` could never calibrate",
+     "recipe:" + json.dumps({"calibrate": {"criterion": "token-maxprob"}}), "is a per-token exit, chosen by",
+     "then run calibrate --token-exit"),
     ("hint with [brackets] prints in full", "recipe:" + json.dumps({"attach": {"layers": 3}}),
      "attach.layers: expected a list, got 3", "write it as [a, b, ...]"),
 ]

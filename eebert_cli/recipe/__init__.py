@@ -133,7 +133,15 @@ def load_recipe(path: str | Path) -> Recipe:
     if (cal.target_speedup is None) == (cal.max_drop is None):
         raise EebertError(f"{path}: set exactly one of calibrate.target_speedup and calibrate.max_drop",
                           "for example target_speedup = 2.0")
-    # Names, parameters and the target's reach are checked now, not half-way through a long run.
+    # Names, parameters, calibration settings and the target's reach are checked now, not after attach.
+    from ..criteria import CRITERIA
+    from ..steps import check_calibration
+
+    check_calibration(cal)
+    if CRITERIA.get(cal.criterion).per_token:  # its threshold is chosen after a per-sentence calibration
+        raise EebertError(f"{path}: calibrate.criterion {cal.criterion!r} is a per-token exit, chosen by "
+                          "`eebert calibrate ARTIFACT --token-exit` once the per-sentence thresholds are",
+                          "name a per-sentence criterion here (e.g. entropy), then run calibrate --token-exit")
     check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal)
     return recipe
 

@@ -178,6 +178,9 @@ def check_config(cfg: CalibrationConfig) -> None:
     # ranges and choices as CalibrationConfig declares them (a config built in Python met no flag's or recipe's check)
     validate(cfg, "", flag_style=True)
     CRITERIA.get(cfg.criterion)  # a bad name fails now, not after the backbone pass
+    if cfg.unlabeled and cfg.max_drop is None:
+        raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
+                          "add --max-drop POINTS, or drop --unlabeled")
     if cfg.latency_runtime is not None and cfg.cost != "latency":
         raise EebertError("--latency-runtime names the loop the latency cost model times",
                           "add --cost latency, or drop --latency-runtime")

@@ -150,9 +150,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     from ..scoring.report import mark_stale
 
     size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
-    if cfg.unlabeled and cfg.max_drop is None:
-        raise EebertError("--unlabeled bounds an accuracy budget: it goes with --max-drop",
-                          "add --max-drop POINTS, or drop --unlabeled")
     cfg.check_reach(artifact.deployed.adapter.dims.num_layers, artifact.exits.layers, artifact.exits.gates is not None)
     if artifact.exits.gates is None and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
         raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
