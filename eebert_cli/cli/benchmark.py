@@ -30,7 +30,7 @@ def benchmark(
     repeats: Optional[int] = field_option(BenchmarkConfig, "repeats"),
     threads: Optional[int] = field_option(BenchmarkConfig, "threads"),
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
-    batch_size: Optional[int] = field_option(BenchmarkConfig, "timing_batch_size", "--batch-size"),
+    batch_size: Optional[int] = field_option(BenchmarkConfig, "timing_batch_size"),
     runtime: Optional[str] = field_option(BenchmarkConfig, "runtime", "--runtime", "--engine", extra=" (--engine is its old name)"),
     onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
     ort_pool: Optional[str] = field_option(BenchmarkConfig, "ort_pool", "--ort-pool"),

@@ -135,6 +135,7 @@ def field_option(cls: type, name: str, *flags: str, extra: str = ""):
     """An option for dataclass field ``cls.name`` that defaults to "not given"; help shows the real default."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    flags = flags or ((f.metadata["flag"],) if "flag" in f.metadata else ())  # the flag the field declares
     return typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra} (default: {default!r})")
 
 
@@ -145,7 +146,7 @@ LABEL = field_option(DataConfig, "label_column", "--label-column")
 TOKENS = field_option(DataConfig, "tokens_column", "--tokens-column")
 TAGS = field_option(DataConfig, "tags_column", "--tags-column")
 MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
-DCONF = typer.Option(None, "--data-config", help=help_for(DataConfig, "config"))
+DCONF = field_option(DataConfig, "config")
 DEVICE = field_option(DeviceConfig, "device", "--device")
 DTYPE = field_option(DeviceConfig, "dtype", "--dtype")
 EXECUTOR = field_option(DeviceConfig, "executor", "--executor", "--engine", extra=" (--engine is its old name)")

@@ -27,13 +27,13 @@ SPLITS = ("train", "validation", "test")
 class DataConfig:
     """Where the examples come from."""
 
-    spec: str = field(default="", metadata={"help": "Built-in corpus name, a CSV/TSV/JSONL/parquet file or directory, a save_to_disk directory, or a Hugging Face dataset id (org/name, or name:config)."})
+    spec: str = field(default="", metadata={"flag": "--data", "help": "Built-in corpus name, a CSV/TSV/JSONL/parquet file or directory, a save_to_disk directory, or a Hugging Face dataset id (org/name, or name:config)."})
     text_column: str = field(default="text", metadata={"nonempty": True, "help": "Column with the (first) text."})
     pair_column: str | None = field(default=None, metadata={"nonempty": True, "help": "Column with the second text of a pair, if any."})
     label_column: str | None = field(default="label", metadata={"nonempty": True, "help": "Column with gold labels; when absent the deployed model's predictions are the targets."})
     max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many examples per split (seeded).", "min": 1})
     seed: int = field(default=13, metadata={"help": "Seed for splitting files that carry no split."})
-    config: str | None = field(default=None, metadata={"nonempty": True, "help": "Configuration (subset) of a Hugging Face dataset id, e.g. sst2 for glue."})
+    config: str | None = field(default=None, metadata={"flag": "--data-config", "nonempty": True, "help": "Configuration (subset) of a Hugging Face dataset id, e.g. sst2 for glue."})
     split_map: dict[str, str] = field(default_factory=dict, metadata={"help": "Which of the data's splits is train, validation and test, where the names differ, e.g. validation=dev."})
     revision: str | None = field(default=None, metadata={"nonempty": True, "help": "Commit of a hub dataset id; attach records the one it resolved."})
     tokens_column: str = field(default="tokens", metadata={"nonempty": True, "help": "Token classification: the column of words (a list per sentence), read when the text column is absent."})
