@@ -114,8 +114,9 @@ def test_a_methods_folder_attach_would_refuse_fails_before_any_method_trains(tin
     method_folder(r, "second").mkdir(parents=True)
     (method_folder(r, "second") / "notes.txt").write_text("mine")
     monkeypatch.setattr(steps, "attach", lambda *a, **k: pytest.fail("a method trained first"))
-    with pytest.raises(EebertError, match="is a directory that is not an eebert artifact"):
+    with pytest.raises(EebertError, match="method 'second''s folder .* is a directory that is not an eebert artifact") as e:
         run_compare(r, methods)
+    assert "--overwrite" not in e.value.hint  # compare has no such flag
     assert [p.name for p in method_folder(r, "second").iterdir()] == ["notes.txt"]
 
 

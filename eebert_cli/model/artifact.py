@@ -70,7 +70,7 @@ def is_own(entry: Path) -> bool:
 
 
 def check_out(out: str | Path, checkpoint: str | Path | None = None, overwrite: bool = False,
-              flag: str = "--out") -> Path:
+              flag: str = "--out", foreign_hint: str | None = None) -> Path:
     """Refuse an ``--out`` whose writing would lose data; call before any long work.
 
     Never the checkpoint or a folder inside it, never an existing file. An existing folder
@@ -98,8 +98,8 @@ def check_out(out: str | Path, checkpoint: str | Path | None = None, overwrite: 
         if foreign:
             raise EebertError(f"{flag} {out} is a directory that is not an eebert artifact "
                               f"({len(foreign)} other entries, e.g. {foreign[0]})",
-                              "choose a new directory, or pass --overwrite to add the artifact's files "
-                              "to it (the other files are kept)")
+                              foreign_hint or "choose a new directory, or pass --overwrite to add the "
+                              "artifact's files to it (the other files are kept)")
     return p
 
 

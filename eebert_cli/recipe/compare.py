@@ -439,7 +439,8 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     todo = [m for m in methods if m.name not in kept and (not only or m.name in only)]
     for m in todo:  # a folder attach would refuse fails now, not after the methods before it have trained
         for seed in recipe.seeds:
-            check_out(seed_folder(recipe, m.name, seed), recipe.checkpoint)
+            check_out(seed_folder(recipe, m.name, seed), recipe.checkpoint, flag=f"method {m.name!r}'s folder",
+                      foreign_hint="move its files elsewhere, or give the recipe another out")
     data = load_data(recipe.data)
     if gold_only:  # entity F1 or Pearson against gold labels, which both splits must hold
         unlabelled = [s for s in ("validation", recipe.split) if data.split(s).label_column is None]
