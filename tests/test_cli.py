@@ -358,3 +358,21 @@ def test_compare_runs_its_recipe_on_another_checkpoint_into_another_folder(tiny_
     assert report["checkpoint"] == str(tiny_ckpt) and [m["name"] for m in report["methods"]] == ["joint"]
     assert report["methods"][0]["artifact"].startswith(str(tmp_path / "other"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_under_a_recipe_names_the_recipe_key_of_each_flag():
+    """`run`, `compare` and `validate` take settings from recipe keys; the steps' refusals name flags. The hint
+    gets each flag's key, from the options' own field declarations (a flag the command has needs none)."""
+    from eebert_cli.cli.shared import in_recipe_terms
+    from eebert_cli.recipe import Recipe
+    from eebert_cli.recipe.compare import CompareRecipe
+
+    e = EebertError("no threshold reaches 4.5x", "ask for a lower --target-speedup, or --split-map validation=dev")
+    got = in_recipe_terms(e, Recipe, ("--device",))
+    assert got.message == e.message
+    assert got.hint == (e.hint + " (in the recipe: --target-speedup is calibrate.target_speedup; "
+                        "--split-map is data.split_map)")
+    both = in_recipe_terms(EebertError("x", "drop --runtime"), Recipe, ())
+    assert both.hint == "drop --runtime (in the recipe: --runtime is benchmark.runtime or calibrate.runtime)"
+    assert in_recipe_terms(EebertError("x", "drop --device"), Recipe, ("--device",)).hint == "drop --device"
+    assert in_recipe_terms(e, CompareRecipe, ()).hint.endswith("(in the recipe: --split-map is data.split_map)")

@@ -32,7 +32,7 @@ def attach(
     tokens_column: Optional[str] = TOKENS, tags_column: Optional[str] = TAGS,
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     exits: Optional[str] = field_option(AttachConfig, "exits"),
-    layers: Optional[str] = typer.Option(None, help=help_for(AttachConfig, "layers") + " Comma-separated."),
+    layers: Optional[str] = field_option(AttachConfig, "layers", extra=" Comma-separated.", default_flag=False),
     exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
     objective: Optional[str] = field_option(AttachConfig, "objective"),
     objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),

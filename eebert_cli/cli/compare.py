@@ -9,7 +9,7 @@ import typer
 
 from ..core.errors import EebertError
 from ..core.ui import UI, out
-from .shared import command, emit, JSON, CONFIG, given, DEVICE, DTYPE, need
+from .shared import command, emit, JSON, CONFIG, given, DEVICE, DTYPE, need, recipe_terms
 
 
 @command
@@ -27,6 +27,18 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
             out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for compare.json, compare.md and the "
                                                   "artifacts, instead of the recipe's `out`.")):
     """Train and calibrate several method combinations on one checkpoint and data set; one table."""
+    from ..recipe.compare import CompareRecipe
+
+    with recipe_terms(CompareRecipe, OWN_FLAGS):  # the steps name flags; this command's user sets recipe keys
+        return _compare(recipe or config, as_json, device, dtype, resume, only, checkpoint, out_dir)
+
+
+#: the flags `compare` has: a refusal naming one of them needs no recipe key
+OWN_FLAGS = ("--config", "--device", "--dtype", "--resume", "--methods", "--checkpoint", "--out", "--json")
+
+
+def _compare(recipe: Path | None, as_json: bool, device: str | None, dtype: str | None, resume: bool,
+             only: str | None, checkpoint: str | None, out_dir: str | None):
     from ..model.device import resolve
     from ..recipe.compare import load_compare_recipe, run_compare
     from ..recipe.compare_report import check_report_folder, table, write
@@ -34,7 +46,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Compare recipe (
     if checkpoint and not out_dir:  # resume keys on the weights, but the report would mix two models' rows
         raise EebertError("--checkpoint without --out would write into the recipe's folder for its own checkpoint",
                           "give --out DIR as well")
-    r, methods = load_compare_recipe(need(recipe or config, "recipe", "RECIPE"), checkpoint=checkpoint, out=out_dir)
+    r, methods = load_compare_recipe(need(recipe, "recipe", "RECIPE"), checkpoint=checkpoint, out=out_dir)
     r.device = given(r.device, device=device, dtype=dtype)
     resolve(r.device)  # a device that is not there fails before anything loads
     check_report_folder(Path(r.out))  # a compare.json or compare.md of someone else's is never replaced

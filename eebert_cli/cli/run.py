@@ -9,7 +9,8 @@ import typer
 
 from ..core.errors import EebertError
 from ..core.ui import UI, err, out
-from .shared import command, emit, JSON, CONFIG, DEVICE, DTYPE, device_opts, need, print_report
+from ..recipe import Recipe
+from .shared import command, emit, JSON, CONFIG, DEVICE, DTYPE, device_opts, need, recipe_terms, print_report
 from .compare import compare
 
 
@@ -20,10 +21,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
                                        "directory that is not an artifact (other files are kept)."),
         device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE):
     """Attach, calibrate and benchmark as a recipe says; exit 3 when its expectations (the expect table) are not met."""
-    from .. import steps
-    from ..model.device import resolve
-    from ..recipe.expect import EXPECTATIONS_FAILED, check, table
-    from ..recipe import load_recipe, recipe_kind
+    from ..recipe import recipe_kind
 
     recipe = need(recipe or config, "recipe", "RECIPE")
     if recipe_kind(recipe) == "compare":  # one verb runs every shipped recipe
@@ -32,6 +30,20 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (TOML), 
                               "recipe writes its own out folder", "drop --overwrite, or give the recipe another out")
         return compare(recipe, None, as_json=as_json, device=device, dtype=dtype, resume=False, only=None,
                        checkpoint=None, out_dir=None)
+    with recipe_terms(Recipe, OWN_FLAGS):  # the steps name flags; this command's user sets recipe keys
+        return _run(recipe, as_json, overwrite, device, dtype)
+
+
+#: the flags `run` has: a refusal naming one of them needs no recipe key
+OWN_FLAGS = ("--config", "--overwrite", "--device", "--dtype", "--json")
+
+
+def _run(recipe: Path, as_json: bool, overwrite: bool, device: str | None, dtype: str | None):
+    from .. import steps
+    from ..model.device import resolve
+    from ..recipe.expect import EXPECTATIONS_FAILED, check, table
+    from ..recipe import load_recipe
+
     r = load_recipe(recipe)  # validated whole, components built: nothing runs on a bad recipe
     dev = device_opts(r, device, dtype)
     ui = UI(quiet=as_json)

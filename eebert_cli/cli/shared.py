@@ -3,17 +3,20 @@ merging, and the option definitions each flag is declared with once."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ..core.checks import validate
+from ..core.checks import flag_of, validate
 from ..core.configs import help_for
 from ..recipe import Recipe
 from ..data import DataConfig
@@ -131,27 +134,75 @@ def parse_split_map(value: str) -> dict[str, str]:
     return out_
 
 
-def field_option(cls: type, name: str, *flags: str, extra: str = ""):
-    """An option for dataclass field ``cls.name`` that defaults to "not given"; help shows the real default."""
+#: flag -> the config fields it sets, as the options below declare them (read by ``in_recipe_terms``)
+FLAG_FIELDS: dict[str, set[tuple[type, str]]] = {}
+
+
+def field_option(cls: type, name: str, *flags: str, extra: str = "", default_flag: bool = True):
+    """An option for dataclass field ``cls.name`` that defaults to "not given"; help shows the real default.
+    Without ``flags``, the flag is the one the field declares (``flag_of``), as the parameter is named."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     flags = flags or ((f.metadata["flag"],) if "flag" in f.metadata else ())  # the flag the field declares
-    return typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra} (default: {default!r})")
+    FLAG_FIELDS.setdefault(flags[0] if flags else flag_of(f), set()).add((cls, name))
+    shown = f" (default: {default!r})" if default_flag else ""
+    return typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra}{shown}")
 
 
-DATA = typer.Option(None, "--data", "-d", help=help_for(DataConfig, "spec"))
+def recipe_keys(root: type, prefix: str = "") -> dict[tuple[type, str], list[str]]:
+    """(config class, field) -> the key(s) that set it in a recipe of type ``root`` (``calibrate.runtime``)."""
+    out: dict[tuple[type, str], list[str]] = {}
+    hints = typing.get_type_hints(root)
+    for f in dataclasses.fields(root):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            for k, v in recipe_keys(hints[f.name], key + ".").items():
+                out.setdefault(k, []).extend(v)
+        else:
+            out.setdefault((root, f.name), []).append(key)
+    return out
+
+
+@contextlib.contextmanager
+def recipe_terms(root: type, own: tuple[str, ...]):
+    """Refusals raised inside name the recipe key of each flag they name (:func:`in_recipe_terms`)."""
+    try:
+        yield
+    except EebertError as e:
+        named = in_recipe_terms(e, root, own)
+        if named is e:
+            raise
+        raise named from e
+
+
+def in_recipe_terms(e: EebertError, root: type, own: tuple[str, ...]) -> EebertError:
+    """A refusal raised under a recipe (`run`, `compare`) with the recipe key of each flag it names: those
+    commands take settings from the recipe, not from the flags the steps' messages name (``own``: the flags
+    the command itself has)."""
+    keys = recipe_keys(root)
+    notes = []
+    for flag in dict.fromkeys(re.findall(r"--[a-z][a-z0-9-]*", f"{e.message} {e.hint or ''}")):
+        where = sorted({k for field in FLAG_FIELDS.get(flag, ()) for k in keys.get(field, [])})
+        if flag not in own and where:
+            notes.append(f"{flag} is {' or '.join(where)}")
+    if not notes:
+        return e
+    return EebertError(e.message, f"{e.hint + ' ' if e.hint else ''}(in the recipe: {'; '.join(notes)})")
+
+
+DATA = field_option(DataConfig, "spec", "--data", "-d", default_flag=False)
 TEXT = field_option(DataConfig, "text_column", "--text-column")
-PAIR = typer.Option(None, "--pair-column", help=help_for(DataConfig, "pair_column"))
+PAIR = field_option(DataConfig, "pair_column", default_flag=False)
 LABEL = field_option(DataConfig, "label_column", "--label-column")
 TOKENS = field_option(DataConfig, "tokens_column", "--tokens-column")
 TAGS = field_option(DataConfig, "tags_column", "--tags-column")
-MAXS = typer.Option(None, "--max-samples", help=help_for(DataConfig, "max_samples"))
-DCONF = field_option(DataConfig, "config")
+MAXS = field_option(DataConfig, "max_samples", default_flag=False)
+DCONF = field_option(DataConfig, "config", default_flag=False)
 DEVICE = field_option(DeviceConfig, "device", "--device")
 DTYPE = field_option(DeviceConfig, "dtype", "--dtype")
 EXECUTOR = field_option(DeviceConfig, "executor", "--executor", "--engine", extra=" (--engine is its old name)")
 RAY_ADDRESS = field_option(DeviceConfig, "ray_address", "--ray-address")
-SPLIT_MAP = typer.Option(None, "--split-map", help=help_for(DataConfig, "split_map") + " Comma-separated SPLIT=NAME.")
+SPLIT_MAP = field_option(DataConfig, "split_map", extra=" Comma-separated SPLIT=NAME.", default_flag=False)
 
 
 def device_opts(r: Recipe, device=None, dtype=None, executor=None, ray_address=None) -> DeviceConfig:
