@@ -140,6 +140,18 @@ BAD = [  # (file name, bytes, words the one-line message must hold)
 ]
 
 
+def test_an_empty_label_names_a_fix_the_user_can_make(tmp_path):
+    """The default label column was never named: its hint does not say to drop a flag that was not given."""
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(b'{"text": "a", "stars": 1, "label": 1}\n{"text": "b", "stars": null, "label": null}\n')
+    with pytest.raises(EebertError) as e:
+        load_data(DataConfig(spec=str(f)))
+    assert "--label-column" not in e.value.hint and "without a 'label' column is unlabelled" in e.value.hint
+    with pytest.raises(EebertError) as e:
+        load_data(DataConfig(spec=str(f), label_column="stars"))
+    assert "drop --label-column" in e.value.hint
+
+
 @pytest.mark.parametrize("name,content,needles", BAD, ids=[b[0] for b in BAD])
 def test_bad_rows_are_one_line_errors(tmp_path, name, content, needles):
     f = tmp_path / name

@@ -742,6 +742,20 @@ def test_settings_the_per_token_search_does_not_read_are_refused(calibrated, fla
     assert r.exit_code == 1 and r.output.count("error:") == 1 and line in r.output, r.output
 
 
+@pytest.mark.parametrize("metric,line", [("token-accuracy", "a tagger's report leads with entity-f1"),
+                                         ("macro-f1", "metric 'macro-f1' is not reported")])
+def test_a_tagger_recipe_whose_headline_metric_cannot_lead_is_refused_before_attach(case, metric, line, tmp_path):
+    """calibrate and benchmark refuse it (the report leads with entity F1): `run` refused after attach."""
+    ckpt, data = case
+    f = tmp_path / "r.toml"
+    f.write_text(f'version = 1\ncheckpoint = "{ckpt}"\nartifact = "{tmp_path / "a"}"\n[data]\nspec = "{data}"\n'
+                 f'[calibrate]\ntarget_speedup = 1.5\n[benchmark]\nmetric = "{metric}"\n')
+    for command in ("validate", "run"):
+        r = CliRunner().invoke(app, [command, str(f)])
+        assert r.exit_code == 1 and r.output.count("error:") == 1 and line in r.output, r.output
+    assert not (tmp_path / "a").exists()
+
+
 def _tag_compare_recipe(case, out, extra: str = "") -> str:
     ckpt, data = case
     return (f'version = 1\nkind = "compare"\ncheckpoint = "{ckpt}"\nout = "{out}"\nspeedups = [1.5]\n'

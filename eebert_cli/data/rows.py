@@ -96,8 +96,12 @@ def check_labels(ds, col: str, source: str, flag: str = "--label-column") -> Non
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from .spec import DataConfig
+
     arr = _column(ds, col)
-    hint = f"fill them in, or drop {flag} to use the deployed model's predictions"
+    hint = (f"fill them in, or drop {flag} to use the deployed model's predictions" if col != DataConfig.label_column
+            else f"fill them in; data without a {col!r} column is unlabelled (the deployed model's predictions "
+                 "are then the targets)")  # the default column was never named: there is no flag to drop
     if arr.null_count:
         raise EebertError(f"{source} has empty or NaN values in label column {col!r} "
                           f"(row {_first_where(arr, pc.is_null) + 1})", hint)

@@ -143,7 +143,24 @@ def load_recipe(path: str | Path) -> Recipe:
                           "`eebert calibrate ARTIFACT --token-exit` once the per-sentence thresholds are",
                           "name a per-sentence criterion here (e.g. entropy), then run calibrate --token-exit")
     check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal)
+    check_metric(recipe.benchmark.metric, recipe.checkpoint, p.name)
     return recipe
+
+
+def check_metric(metric: str, checkpoint: str, where: str) -> None:
+    """``benchmark.metric`` the checkpoint's task reports (a tagger's report leads with entity F1, which its
+    thresholds are chosen on): refused now, not by calibrate after attach."""
+    cfg = checkpoint_config(checkpoint) if metric else None
+    if cfg is None:
+        return
+    from ..tasks import task_of
+
+    task = task_of(cfg)
+    task.choose_metric(metric)  # one the task does not report: one line naming those it does
+    if task.level == "token" and metric != task.metrics[0]:
+        raise EebertError(f"{where}: benchmark.metric {metric!r}: a tagger's report leads with {task.metrics[0]}, "
+                          "the metric its thresholds are chosen on", f"drop benchmark.metric ({metric} is reported "
+                          "beside it)")
 
 
 def check_sources(checkpoint: str, data_spec: str, device) -> dict[str, list[str]]:
