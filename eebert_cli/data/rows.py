@@ -52,7 +52,8 @@ def _is_text_type(t) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def check_columns(ds, text: str, pair: str | None, label: str | None, source: str, flag: str = "--label-column") -> None:
+def check_columns(ds, text: str, pair: str | None, label: str | None, source: str,
+                  flag: str | None = "--label-column") -> None:
     """Raise on the first bad row of ``ds`` (a `datasets.Dataset` or a pyarrow Table) in these columns."""
     for col, what in ((text, "text"), (pair, "pair")):
         if col is not None:
@@ -92,14 +93,13 @@ def _no_text(row: int, what: str, col: str, source: str):
                       "fill in or drop the rows without text; eebert does not guess them")
 
 
-def check_labels(ds, col: str, source: str, flag: str = "--label-column") -> None:
+def check_labels(ds, col: str, source: str, flag: str | None = "--label-column") -> None:
+    """Labels present in every row; ``flag``: the flag that named the column (None: the default column)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .spec import DataConfig
-
     arr = _column(ds, col)
-    hint = (f"fill them in, or drop {flag} to use the deployed model's predictions" if col != DataConfig.label_column
+    hint = (f"fill them in, or drop {flag} to use the deployed model's predictions" if flag
             else f"fill them in; data without a {col!r} column is unlabelled (the deployed model's predictions "
                  "are then the targets)")  # the default column was never named: there is no flag to drop
     if arr.null_count:

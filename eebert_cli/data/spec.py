@@ -146,7 +146,7 @@ def columns(ds, cfg: DataConfig, source: str) -> Split:
     pair = need(cfg.pair_column, "pair", optional=False)
     # The default label column may be missing (unlabelled data); a named one may not.
     label = need(cfg.label_column, "label", optional=cfg.label_column == DataConfig.label_column)
-    check_columns(ds, text, pair, label, source)
+    check_columns(ds, text, pair, label, source, None if cfg.label_column == DataConfig.label_column else "--label-column")
     return Split(ds, text, pair, label)
 
 
