@@ -72,14 +72,16 @@ tagging: venv
 
 # Tests run on TEST_WORKERS processes (pytest-xdist): most of the suite's time is single-threaded
 # (interpreter start-up of the scripts' and CLI's subprocesses, imports), so two workers on two cores
-# finish in about 0.7 of one worker's time. TEST_WORKERS=0 runs them in this process.
+# finish in about 0.7 of one worker's time. TEST_WORKERS=0 runs them in this process. Work stealing: a
+# worker that runs out takes queued tests from the other, so the suite does not end on one worker alone.
 TEST_WORKERS ?= 2
+TEST_DIST := $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
 
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(TEST_DIST)
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not e2e"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(TEST_DIST) -m "not e2e"
 
 clean:
 	rm -rf $(VENV) .cache $(WHEELHOUSE)
