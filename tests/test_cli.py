@@ -376,3 +376,5 @@ def test_a_refusal_under_a_recipe_names_the_recipe_key_of_each_flag():
     assert both.hint == "drop --runtime (in the recipe: --runtime is benchmark.runtime or calibrate.runtime)"
     assert in_recipe_terms(EebertError("x", "drop --device"), Recipe, ("--device",)).hint == "drop --device"
     assert in_recipe_terms(e, CompareRecipe, ()).hint.endswith("(in the recipe: --split-map is data.split_map)")
+    # attach's --out writes what a recipe names `artifact` (a refusal of a folder inside the checkpoint says --out)
+    assert in_recipe_terms(EebertError("x", "e.g. --out m-eebert"), Recipe, ()).hint.endswith("--out is artifact)")

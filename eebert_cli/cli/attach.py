@@ -13,6 +13,7 @@ from ..core.errors import EebertError
 from ..gates.config import GateConfig
 from ..train.config import AttachConfig, TrainConfig
 from ..core.ui import UI, out
+from ..recipe import Recipe
 from .shared import (
     command, data_flags, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, DATA, TEXT, PAIR, LABEL,
     TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, EXECUTOR, RAY_ADDRESS, device_opts, SPLIT_MAP, need,
@@ -23,7 +24,7 @@ from .shared import (
 @command
 def attach(
     checkpoint: Optional[str] = typer.Argument(None, help="Deployed checkpoint directory (a *ForSequenceClassification); default: the recipe's."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory to write (a new one, or an artifact to replace); default: the recipe's artifact."),
+    out_dir: Optional[Path] = field_option(Recipe, "artifact", "--out", "-o", default_flag=False, extra=" A new directory, or an artifact to replace; default: the recipe's artifact."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing directory that is not an "
                                    "artifact; only the artifact's own files are replaced, other files are kept."),
     config: Optional[Path] = CONFIG,
