@@ -36,19 +36,22 @@ def check_spec(cfg: DataConfig) -> None:
                           f"(org/name, name:config), or a built-in corpus: {', '.join(corpora.CORPORA)}")
 
 
-#: settings that pick a source's columns and splits, and their flags: a built-in corpus has its own
-CORPUS_FIXED = {"text_column": "--text-column", "pair_column": "--pair-column", "label_column": "--label-column",
-                "tokens_column": "--tokens-column", "tags_column": "--tags-column", "config": "--data-config",
-                "split_map": "--split-map"}
+#: settings that pick a source's columns and splits: a built-in corpus has its own
+CORPUS_FIXED = ("text_column", "pair_column", "label_column", "tokens_column", "tags_column", "config", "split_map")
 
 
 def check_corpus_settings(cfg: DataConfig) -> None:
     """A built-in corpus's columns and splits are fixed (corpora.py): a setting that would pick others is
     refused, not ignored."""
+    from dataclasses import fields
+
+    from ..core.checks import flag_of
+
     default = DataConfig()
-    for key, flag in CORPUS_FIXED.items():
-        if getattr(cfg, key) != getattr(default, key):
-            raise EebertError(f"{flag} ({key}) does not apply to the built-in corpus {cfg.spec}: its columns and "
+    for f in fields(cfg):
+        if f.name in CORPUS_FIXED and getattr(cfg, f.name) != getattr(default, f.name):
+            flag = flag_of(f)
+            raise EebertError(f"{flag} ({f.name}) does not apply to the built-in corpus {cfg.spec}: its columns and "
                               "train/validation/test splits are fixed", f"drop {flag}, or give a data file or "
                               "dataset id whose columns it names")
 
