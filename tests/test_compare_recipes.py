@@ -120,6 +120,25 @@ def test_a_methods_folder_attach_would_refuse_fails_before_any_method_trains(tin
     assert [p.name for p in method_folder(r, "second").iterdir()] == ["notes.txt"]
 
 
+def test_a_ray_cluster_that_does_not_answer_is_refused_before_the_checkpoint_loads(tiny_ckpt, tiny_data, tmp_path,
+                                                                                  monkeypatch):
+    """compare's one backbone pass runs on the recipe's executor: a [device] ray_address where nothing answers
+    was found only after the checkpoint had loaded."""
+    import importlib.util
+
+    import eebert_cli.model.checkpoint as checkpoint
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (an optional extra)")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    r, methods = load_compare_recipe(_recipe(tmp_path / "c.toml", tiny_ckpt, tiny_data, tmp_path / "out", [1.2], JOINT,
+                                             top='[device]\nexecutor = "ray"\nray_address = "127.0.0.1:9"'))
+    monkeypatch.setattr(checkpoint, "load_deployed", lambda *a, **k: pytest.fail("the checkpoint loaded first"))
+    with pytest.raises(EebertError, match="no Ray cluster answers at 127.0.0.1:9"):
+        run_compare(r, methods)
+    assert not (tmp_path / "out").exists()
+
+
 def test_compare_runs_methods_side_by_side(tiny_ckpt, tiny_data, tmp_path):
     from eebert_cli.model.artifact import load_artifact
     from eebert_cli.model.checkpoint import weights_sha256

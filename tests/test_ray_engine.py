@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,12 +188,16 @@ def _cli(*args, env: dict) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("how", ["--ray-address", "RAY_ADDRESS"])
 def test_a_ray_address_that_does_not_answer_is_one_line(how, calibrated, tiny_ckpt, tiny_data, tmp_path):
     """The flag and the environment variable alike: one line in seconds, never a hang (ray.init waits on
-    an address where nothing answers without end)."""
+    an address where nothing answers without end), before the checkpoint or the artifact loads: their
+    weights here are damaged, so a load would fail first with another message."""
     flag = ["--ray-address", "127.0.0.1:9"] if how == "--ray-address" else []
     env = {"RAY_ADDRESS": "127.0.0.1:9"} if how == "RAY_ADDRESS" else {}
+    ckpt, art = shutil.copytree(tiny_ckpt, tmp_path / "ckpt"), shutil.copytree(calibrated, tmp_path / "art")
+    (ckpt / "model.safetensors").write_bytes(b"damaged")
+    (art / "exits.safetensors").write_bytes(b"damaged")
     pq.write_table(pa.table({"text": ["good film"]}), tmp_path / "in.parquet")
-    calls = [["attach", tiny_ckpt, "--data", tiny_data, "--out", tmp_path / "a", "--executor", "ray", *flag],
-             ["predict", calibrated, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
+    calls = [["attach", ckpt, "--data", tiny_data, "--out", tmp_path / "a", "--executor", "ray", *flag],
+             ["predict", art, "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
               "--executor", "ray", *flag]]
     for call in calls:
         r = _cli(*call, env=env)

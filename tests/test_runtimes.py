@@ -96,6 +96,28 @@ def test_an_executor_is_named_by_the_device_config():
         executor_of(DeviceConfig(executor="dask"))
 
 
+def test_an_executors_check_refuses_in_milliseconds_what_it_cannot_run_on(monkeypatch):
+    """``Executor.check`` runs before the data and the model load: the local executor takes anything; the
+    ray executor refuses a missing Ray and an address that is not HOST:PORT without importing Ray."""
+    import importlib.util
+    import sys
+
+    from eebert_cli.model.device_config import DeviceConfig
+
+    executor_of(None).check(DeviceConfig())
+    ray = DeviceConfig(executor="ray", ray_address="head")
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(EebertError, match="--executor ray needs Ray") as e:
+        executor_of(ray).check(ray)
+    assert e.value.hint == "pip install 'eebert[ray]'"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: find_spec(name, *a) if name != "ray" else True)
+    with pytest.raises(EebertError, match="--ray-address 'head' is not HOST:PORT"):
+        executor_of(ray).check(ray)
+    assert "ray" not in sys.modules
+
+
 def test_the_old_engine_key_still_names_the_executor():
     """Recipes written before the rename (``[device] engine = "ray"``) keep working."""
     from eebert_cli.core.configs import from_dict

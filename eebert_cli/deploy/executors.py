@@ -29,6 +29,9 @@ class Executor:
     #: whether it joins the cluster ``--ray-address`` names (else that flag is refused, not ignored)
     joins_cluster: ClassVar[bool] = False
 
+    def check(self, device: DeviceConfig) -> None:
+        """Refuse, in milliseconds and before any data or weights load, what this executor cannot run on."""
+
     def attach_runner(self, device: DeviceConfig):
         """What computes the attach pass's features (None: this process, see ``feature_cache.attach_pass``)."""
         return None
@@ -57,6 +60,11 @@ class RayExecutor(Executor):
     in_process = False
     joins_cluster = True
 
+    def check(self, device: DeviceConfig) -> None:
+        from .ray_executor import check_cluster
+
+        check_cluster(device)
+
     def attach_runner(self, device: DeviceConfig):
         from .ray_executor import attach_runner
 
@@ -74,7 +82,8 @@ class RayExecutor(Executor):
 
 
 def executor_of(device: DeviceConfig | None) -> Executor:
-    """The executor a device config names (an unknown name: one line with the closest)."""
+    """The executor a device config names (an unknown name: one line with the closest); its ``check``
+    is the caller's to run before the long work."""
     device = device or DeviceConfig()
     cls = EXECUTORS.get(device.executor)
     if device.ray_address and not cls.joins_cluster:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,29 @@ def _probe(address: str, source: str = "--ray-address") -> None:
                           f"check the address (`ray status` on the head node), or {other} for a local Ray") from None
 
 
+def _address(cfg: DeviceConfig) -> tuple[str, str]:
+    """(address, where it came from): ray.init reads RAY_ADDRESS itself when none is given, and waits on it
+    without end, so eebert reads and probes it too."""
+    if cfg.ray_address:
+        return cfg.ray_address, "--ray-address"
+    return os.environ.get("RAY_ADDRESS", ""), "RAY_ADDRESS"
+
+
+def check_cluster(cfg: DeviceConfig) -> None:
+    """Ray installed and the cluster asked for answering: checked before the data and the model load
+    (a socket connect, not Ray's import, which takes seconds)."""
+    import importlib.util
+
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():  # connect() uses the running Ray as it is
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise EebertError("--executor ray needs Ray", "pip install 'eebert[ray]'")
+    address, source = _address(cfg)
+    if address:
+        _probe(address, source)
+
+
 def connect(cfg: DeviceConfig):
     """The ``ray`` module, initialised: the running Ray if there is one, the cluster asked for, else a local one."""
     try:
@@ -59,11 +83,9 @@ def connect(cfg: DeviceConfig):
         raise EebertError("--executor ray needs Ray", "pip install 'eebert[ray]'") from None
     if ray.is_initialized():
         return ray
-    # ray.init reads RAY_ADDRESS itself when no address is given, and waits on it without end
-    address, source = (cfg.ray_address, "--ray-address") if cfg.ray_address else \
-        (os.environ.get("RAY_ADDRESS", ""), "RAY_ADDRESS")
+    address, source = _address(cfg)
     if address:
-        _probe(address, source)
+        _probe(address, source)  # again: a library caller may not have run check_cluster
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:

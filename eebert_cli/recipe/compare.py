@@ -412,6 +412,9 @@ def run_compare(recipe: CompareRecipe, methods: list[Method], ui: UI = SILENT,
     if unknown:
         raise EebertError(f"no method named {', '.join(map(repr, unknown))} in this recipe",
                           f"choose from: {', '.join(names)}")
+    from ..deploy.executors import executor_of
+
+    executor_of(recipe.device).check(recipe.device)  # a Ray cluster that does not answer, before the model loads
     deployed = load_deployed(recipe.checkpoint)
     task = task_of(deployed.model.config)
     tagger = task.name == TOKEN_CLASSIFICATION

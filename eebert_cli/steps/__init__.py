@@ -335,6 +335,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
 
     check_batch_size(batch_size)
     executor = executor_of(device)
+    executor.check(device)  # a Ray cluster that does not answer fails before the artifact loads
     texts = list(texts or [])
     if output is not None and (input_file is None or texts):
         raise EebertError("--output writes the predictions of an --input file", "give --input FILE, not texts")

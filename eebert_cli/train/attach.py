@@ -116,7 +116,7 @@ def attach(checkpoint: str, data_cfg: DataConfig, cfg: AttachConfig, out: str | 
     from ..deploy.executors import executor_of
 
     where = resolve_device_config(device)  # a device that is not there fails before anything is written
-    executor_of(device)  # and an unknown executor
+    executor_of(device).check(device)  # and an unknown executor, or a Ray cluster that does not answer
     check_device_gates(where, bool(cfg.gates.type), training=True)
     out = art.check_out(out, checkpoint, overwrite)
     check_spec(data_cfg)  # data that is not there fails before the checkpoint loads
