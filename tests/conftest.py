@@ -18,6 +18,15 @@ import torch
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="eebert-test-datasets-")
 atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
+# Under pytest-xdist every worker is a process with torch's default of one thread per core: N workers then
+# run N x cores spinning OpenMP threads on the cores, which wait on each other (the suite took about twice
+# as long on 2 cores). Each worker gets its share of the cores, as do the processes the tests start.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
+
 from eebert_cli.core.ui import UI  # noqa: E402  (after the cache's variable: nothing here may read it first)
 
 WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate", "dull",
