@@ -5,10 +5,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import io
 import os
 import random
+import runpy
 import shutil
+import sys
 import tempfile
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,40 @@ if _WORKERS > 1:
     torch.set_num_threads(_THREADS)
 
 from eebert_cli.core.ui import UI  # noqa: E402  (after the cache's variable: nothing here may read it first)
+
+@dataclass
+class ScriptRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_script(path: Path, argv: list) -> ScriptRun:
+    """``python PATH ARGV`` in this process, its exit code and output as a subprocess's would be: the tests of
+    the example and benchmark scripts pay torch's and transformers' imports once, not once a run (seconds
+    each). ``SystemExit("message")`` prints the message and exits 1, as Python does; torch's thread count
+    and its global random state, which the scripts set for their own process, are restored after."""
+    out, err = io.StringIO(), io.StringIO()
+    threads, rng, old_argv = torch.get_num_threads(), torch.get_rng_state(), sys.argv
+    sys.argv = [str(path), *map(str, argv)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+                code = 1 if isinstance(e.code, str) else e.code or 0
+            except Exception:  # noqa: BLE001  (a crash is the run's result, as in a child process)
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = old_argv
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+    return ScriptRun(code, out.getvalue(), err.getvalue())
+
 
 WORDS = ["good", "great", "fine", "love", "nice", "bad", "awful", "poor", "hate", "dull",
          "the", "a", "movie", "film", "plot", "acting", "was", "is", "very", "not"]

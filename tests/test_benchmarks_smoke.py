@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import runpy
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
+
+from conftest import run_script
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -138,17 +137,6 @@ RUNS = [
 ]
 
 
-def run_script(script: str, argv: list) -> None:
-    """Run a benchmark as ``python benchmarks/SCRIPT ARGV`` would, in this process."""
-    threads, old_argv = torch.get_num_threads(), sys.argv
-    sys.argv = [str(BENCHMARKS / script), *map(str, argv)]
-    try:
-        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
-    finally:  # the scripts set torch's thread count for their own process
-        sys.argv = old_argv
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def smoke_artifacts(tiny_ckpt, tiny_data, tmp_path_factory) -> dict[str, Path]:
     """The issue's A and B on the tiny model: entropy exits calibrated on fp32, a copy recalibrated on int8."""
@@ -196,12 +184,13 @@ def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.id or r.script for r in RUNS])
-def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_path, capsys):
+def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_path):
     for module in run.needs:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (an optional extra)")
-    run_script(run.script, run.argv(request.getfixturevalue, tmp_path))
-    out = capsys.readouterr().out
+    ran = run_script(BENCHMARKS / run.script, run.argv(request.getfixturevalue, tmp_path))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    out = ran.stdout
     missing = [e for e in run.expect if e not in out]
     assert not missing, f"{run.script} did not print {missing}:\n{out}"
     assert not [a for a in run.absent if a in out], out

@@ -2,21 +2,19 @@
 checkpoint eebert loads as a user's, records how, and never replaces a folder it did not make."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import make_tagging_case
+from conftest import make_tagging_case, run_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _run(script, base, corpus, out, *extra):
-    cmd = [sys.executable, str(EXAMPLES / script), "--base", str(base), "--corpus", str(corpus), "--out", str(out),
-           "--epochs", "1", "--batch-size", "32", "--max-length", "16", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=EXAMPLES.parent, timeout=600)
+    return run_script(EXAMPLES / script, ["--base", base, "--corpus", corpus, "--out", out, "--epochs", 1,
+                                          "--batch-size", 32, "--max-length", 16, *extra])
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,19 @@
 with the very weights of an uninterrupted run; the record holds the best epoch and test accuracy."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "mpnet12" / "finetune.py"
 
 
 def _run(tiny_ckpt, tiny_data, out, *extra):
-    cmd = [sys.executable, str(SCRIPT), "--base", str(tiny_ckpt), "--corpus", str(tiny_data), "--out", str(out),
-           "--epochs", "2", "--batch-size", "32", "--max-length", "16", "--save-every", "3", "--threads", "1", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=SCRIPT.parents[2], timeout=600)
+    return run_script(SCRIPT, ["--base", tiny_ckpt, "--corpus", tiny_data, "--out", out, "--epochs", 2,
+                               "--batch-size", 32, "--max-length", 16, "--save-every", 3, "--threads", 1, *extra])
 
 
 def test_finetune_resumes_after_a_kill_to_the_same_weights(tiny_ckpt, tiny_data, tmp_path):
