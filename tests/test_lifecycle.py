@@ -328,3 +328,27 @@ def test_backbone_fingerprint_covers_the_tokenizer(calibrated, tiny_ckpt, tmp_pa
         load_artifact(calibrated, backbone=moved)
     shutil.copytree(tiny_ckpt, tmp_path / "same")  # a moved but unchanged checkpoint still loads
     assert load_artifact(calibrated, backbone=tmp_path / "same").exits is not None
+
+
+def test_a_stale_onnx_export_is_never_served_and_is_refused_before_the_weights_load(calibrated, tmp_path, monkeypatch):
+    """`eebert serve --runtime onnxruntime` served the graphs of an older calibration (their thresholds) while
+    its status named the current one; benchmark refused them only after reading the rows. Both refuse before
+    anything loads; the deployed server, whose graph no calibration changes, still starts."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fastapi")
+    import eebert_cli.deploy.serve.engine as engine
+    from eebert_cli.deploy.serve import serve
+    from eebert_cli.deploy.serve.config import ServeConfig
+
+    a = copy_art(calibrated, tmp_path / "a")
+    assert cli("export", a).exit_code == 0
+    assert cli("calibrate", a, "--target-speedup", 1.6).exit_code == 0
+    with pytest.raises(EebertError, match=r"graphs of an older calibration\) is stale"):
+        engine.load_engine(ServeConfig(artifact=str(a), runtime="onnxruntime"))
+    assert engine.load_engine(ServeConfig(artifact=str(a), runtime="onnxruntime", deployed=True)).kind == "deployed"
+    monkeypatch.setattr(engine, "load_engine", lambda cfg: pytest.fail("the artifact loaded first"))
+    with pytest.raises(EebertError, match=r"graphs of an older calibration\) is stale"):
+        serve(ServeConfig(artifact=str(a), runtime="onnxruntime", port=0).check())
+    r = cli("benchmark", a, "--runtime", "onnxruntime", "--data", tmp_path / "no-such-data")
+    assert r.exit_code == 1 and "graphs of an older calibration) is stale" in r.output, r.output

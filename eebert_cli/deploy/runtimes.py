@@ -51,8 +51,9 @@ class Runtime:
         return scoring_differs(cls.registry_name, artifact)
 
     @classmethod
-    def check(cls, artifact_path: Path, onnx_dir: str | Path = "") -> None:
-        """Refuse, in one line and before any backbone work, what this runtime could not run (a stale export)."""
+    def check(cls, artifact_path: Path, onnx_dir: str | Path = "", deployed: bool = False) -> None:
+        """Refuse, in one line and before any backbone work, what this runtime could not run (a stale export;
+        ``deployed``: only the deployed model is asked of it)."""
 
     @classmethod
     def tagger(cls, artifact, onnx_dir: str | Path = "", threads: int = 0):
@@ -126,10 +127,14 @@ class OnnxRuntime(Runtime):
     runs_backbone = False
 
     @classmethod
-    def check(cls, artifact_path, onnx_dir=""):
-        from .onnx_runtime import check_export
+    def check(cls, artifact_path, onnx_dir="", deployed=False):
+        from .onnx_runtime import check_export, require_export
 
-        check_export(Path(onnx_dir or Path(artifact_path) / "onnx"), Path(artifact_path))
+        folder = Path(onnx_dir or Path(artifact_path) / "onnx")
+        if deployed:  # its deployed graph does not depend on the calibration
+            require_export(folder)
+        else:
+            check_export(folder, Path(artifact_path))
 
     @classmethod
     def tagger(cls, artifact, onnx_dir="", threads=0):
@@ -193,6 +198,7 @@ class OnnxRuntime(Runtime):
         from .onnx_runtime import OnnxEarlyExit
 
         folder = Path(onnx_dir or artifact.path / "onnx")
+        self.check(artifact.path, folder, deployed=model is None)  # early exit: graphs of another calibration refused
         self.ox = OnnxEarlyExit(folder, threads=threads or torch.get_num_threads(), deployed=deployed or model is None)
         if model is not None and self.ox.manifest["exit_layers"] != model.exit_layers:
             raise EebertError(f"the ONNX export in {folder} is not of this artifact", "re-run `eebert export`")

@@ -280,11 +280,15 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     from ..scoring.report import write_report
 
     from ..deploy.onnx_runtime import check_pool
+    from ..deploy.runtimes import RUNTIMES
 
     resolve(device)  # a device that is not there fails before anything loads
     check_pool(cfg.ort_pool, cfg.runtime, cfg.onnx_dir)
-    data = _given_data(data, artifact, data_flags)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
+    if not isinstance(artifact, EarlyExitModel):  # a missing or stale export, before the rows and the weights
+        read_config(path)  # not an artifact: said first
+        RUNTIMES.get(cfg.runtime).check(path, cfg.onnx_dir)
+    data = _given_data(data, artifact, data_flags)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
         if tagger is not None:

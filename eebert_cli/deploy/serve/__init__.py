@@ -28,6 +28,11 @@ def serve(cfg: ServeConfig) -> None:
     from .engine import load_engine
 
     check_listen(cfg.host, cfg.port)  # before the model loads: a taken port or a foreign address is one line
+    from ...model.artifact import read_config
+    from ..runtimes import RUNTIMES
+
+    read_config(cfg.artifact)  # not an artifact, then a missing or stale export: before the weights load
+    RUNTIMES.get(cfg.runtime).check(cfg.artifact, cfg.onnx_dir, deployed=cfg.deployed)
     engine = load_engine(cfg)  # also the check for --workers N: each worker then loads its own copy
     if not _loopback(cfg.host) and not cfg.api_key_env:
         err.print(f"[yellow]warning:[/] binding {cfg.host} without --api-key-env: anyone who reaches it can use it")
