@@ -187,23 +187,28 @@ def test_a_missing_onnx_export_is_one_line_before_the_backbone_pass(calibrated, 
 
 def test_benchmark_with_one_shared_ort_pool_times_the_same_decisions(calibrated, tiny_data):
     """`eebert benchmark --runtime onnxruntime --ort-pool shared` (a child process: the pool is process-wide)
-    times deployed and early exit on one spinning pool, with the exits the default pools give."""
+    times deployed and early exit on one spinning pool, with the exits the default pools give (this process)."""
     import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from typer.testing import CliRunner
+
+    from eebert_cli.cli import app
+
     _needs("onnxruntime")
     out, _ = calibrated
+    common = ["benchmark", str(out), "--data", str(tiny_data), "--runtime", "onnxruntime", "--timing-samples", "6",
+              "--repeats", "1", "--threads", "1", "--json"]
+    here = CliRunner().invoke(app, [*common, "--ort-pool", "per-session"])
+    assert here.exit_code == 0, here.output
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    reports = []
-    for pool in ("per-session", "shared"):
-        p = subprocess.run([sys.executable, "-m", "eebert_cli.cli", "benchmark", str(out), "--data", str(tiny_data),
-                            "--runtime", "onnxruntime", "--ort-pool", pool, "--timing-samples", "6", "--repeats", "1",
-                            "--threads", "1", "--json"], capture_output=True, text=True, env=env)
-        assert p.returncode == 0, p.stderr[-2000:]
-        reports.append(json.loads(p.stdout))
+    p = subprocess.run([sys.executable, "-m", "eebert_cli.cli", *common, "--ort-pool", "shared"], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    reports = [json.loads(here.stdout), json.loads(p.stdout)]
     assert [r["timing"]["ort_pool"] for r in reports] == ["per-session", "shared"]
     clock = {"speedup_measured", "latency_ms"}  # the figures but the clock's do not depend on the threads
     same = [{k: v for k, v in r["early_exit"].items() if k not in clock} for r in reports]
