@@ -13,7 +13,7 @@ from ..core.configs import help_for
 from ..core.ui import UI, err, out
 from ..model.quantize import check_scheme
 from .shared import (
-    command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, DATA, TEXT, PAIR,
+    command, emit, JSON, CONFIG, recipe_of, given, data_opts, data_flags, field_option, field_flag, DATA, TEXT, PAIR,
     LABEL, TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, device_opts, SPLIT_MAP, need, parse_params,
 )
 
@@ -26,16 +26,18 @@ def calibrate(
     max_drop: Optional[float] = field_option(CalibrationConfig, "max_drop", default_flag=False),
     unlabeled: Optional[str] = field_option(CalibrationConfig, "unlabeled", default_flag=False),
     criterion: Optional[str] = field_option(CalibrationConfig, "criterion"),
-    criterion_param: Optional[list[str]] = typer.Option(None, help="Criterion parameter KEY=VALUE (repeatable)."),
-    global_only: bool = typer.Option(False, "--global-threshold", help="One threshold for all exits (no per-exit refinement)."),
+    criterion_param: Optional[list[str]] = field_flag(CalibrationConfig, "criterion_params", typer.Option(
+        None, help="Criterion parameter KEY=VALUE (repeatable).")),
+    global_only: bool = field_flag(CalibrationConfig, "per_layer", typer.Option(
+        False, "--global-threshold", help="One threshold for all exits (no per-exit refinement).")),
     gate_threshold: Optional[list[float]] = field_option(CalibrationConfig, "gate_thresholds", extra=" Repeatable.", default_flag=False),
     cost: Optional[str] = field_option(CalibrationConfig, "cost", "--cost"),
     latency_runtime: Optional[str] = field_option(CalibrationConfig, "latency_runtime", "--latency-runtime"),
     runtime: Optional[str] = field_option(CalibrationConfig, "runtime", "--runtime"),
-    prune_exits: Optional[bool] = typer.Option(None, "--prune-exits/--keep-exits",
-                                               help=help_for(CalibrationConfig, "prune_exits") + " On by default."),
-    within_noise: bool = typer.Option(False, "--prune-within-noise",
-                                      help=help_for(CalibrationConfig, "prune_within_noise")),
+    prune_exits: Optional[bool] = field_flag(CalibrationConfig, "prune_exits", typer.Option(
+        None, "--prune-exits/--keep-exits", help=help_for(CalibrationConfig, "prune_exits") + " On by default.")),
+    within_noise: bool = field_flag(CalibrationConfig, "prune_within_noise", typer.Option(
+        False, "--prune-within-noise", help=help_for(CalibrationConfig, "prune_within_noise"))),
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
     data: Optional[str] = DATA, text_column: Optional[str] = TEXT, pair_column: Optional[str] = PAIR,
     label_column: Optional[str] = LABEL, max_samples: Optional[int] = MAXS,

@@ -165,10 +165,13 @@ def default_example(default: Any, lo: float | None = None, hi: float | None = No
     return f"for example {default if isinstance(default, int) else format(default, 'g')} (the default)"
 
 
-def flag_of(f: Any) -> str:
+def flag_of(f: Any) -> str | None:
     """The command-line flag of dataclass field ``f``: its ``flag`` metadata where the flag is not the field's
-    name (``gate_thresholds`` is set by ``--gate-threshold``), else ``--field-name``."""
-    return f.metadata.get("flag") or f"--{f.name.replace('_', '-')}"
+    name (``gate_thresholds`` is set by ``--gate-threshold``; a bool the flag turns off, ``per_layer``, by
+    ``--global-threshold``), None where it declares none (a recipe key only), else ``--field-name``."""
+    if "flag" in f.metadata:
+        return f.metadata["flag"]
+    return f"--{f.name.replace('_', '-')}"
 
 
 def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
@@ -182,7 +185,7 @@ def validate(obj: Any, where: str, flag_style: bool = False) -> Any:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        name = flag_of(f) if flag_style else f"{where}.{f.name}" if where else f.name
+        name = (flag_of(f) or f.name) if flag_style else f"{where}.{f.name}" if where else f.name
         if dataclasses.is_dataclass(value):
             validate(value, f"{where}.{f.name}" if where else f.name, flag_style)
             continue

@@ -94,10 +94,9 @@ def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
     return max(ok, key=lambda p: (p["flops_x"], p["entity_f1"]))
 
 
-#: CalibrationConfig fields the per-token search does not read, and the flag each is set by (None: recipe only)
-UNREAD = {"criterion_params": "--criterion-param", "unlabeled": "--unlabeled", "per_layer": "--global-threshold",
-          "gate_thresholds": "--gate-threshold", "prune_exits": "--keep-exits",
-          "prune_within_noise": "--prune-within-noise", "tolerance": None, "precision": None}
+#: CalibrationConfig fields the per-token search does not read (their flags: the fields' own, ``flag_of``)
+UNREAD = ("criterion_params", "unlabeled", "per_layer", "gate_thresholds", "prune_exits", "prune_within_noise",
+          "tolerance", "precision")
 
 
 def check_token_settings(cfg, metric: str | None, by: str) -> None:
@@ -105,9 +104,15 @@ def check_token_settings(cfg, metric: str | None, by: str) -> None:
     the criterion (a per-token rule), the budget, ``bootstrap`` and ``drop_confidence``, and reports entity F1."""
     from ..criteria import CRITERIA
 
+    import dataclasses
+
+    from ..core.checks import flag_of
+
     default = type(cfg)()
-    for key, flag in UNREAD.items():
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for key in UNREAD:
         if getattr(cfg, key) != getattr(default, key):
+            flag = flag_of(fields[key])
             name = f"{flag} (calibrate.{key})" if flag else f"calibrate.{key}"
             raise EebertError(f"{name} has no effect on the per-token exit's search ({by})", "drop it; the search "
                               "reads a per-token --criterion, --target-speedup or --max-drop, bootstrap and drop_confidence")
