@@ -15,7 +15,7 @@ from ..train.config import AttachConfig, TrainConfig
 from ..core.ui import UI, out
 from ..recipe import Recipe
 from .shared import (
-    command, data_flags, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, DATA, TEXT, PAIR, LABEL,
+    command, data_flags, emit, JSON, CONFIG, recipe_of, given, data_opts, field_option, field_flag, DATA, TEXT, PAIR, LABEL,
     TOKENS, TAGS, MAXS, DCONF, DEVICE, DTYPE, EXECUTOR, RAY_ADDRESS, device_opts, SPLIT_MAP, need,
     parse_layers, parse_params,
 )
@@ -34,17 +34,22 @@ def attach(
     data_config: Optional[str] = DCONF, split_map: Optional[str] = SPLIT_MAP,
     exits: Optional[str] = field_option(AttachConfig, "exits"),
     layers: Optional[str] = field_option(AttachConfig, "layers", extra=" Comma-separated.", default_flag=False),
-    exit_param: Optional[list[str]] = typer.Option(None, help="Exit head parameter KEY=VALUE (repeatable)."),
+    exit_param: Optional[list[str]] = field_flag(AttachConfig, "exit_params", typer.Option(
+        None, help="Exit head parameter KEY=VALUE (repeatable).")),
     objective: Optional[str] = field_option(AttachConfig, "objective"),
-    objective_param: Optional[list[str]] = typer.Option(None, help="Objective parameter KEY=VALUE (repeatable)."),
+    objective_param: Optional[list[str]] = field_flag(AttachConfig, "objective_params", typer.Option(
+        None, help="Objective parameter KEY=VALUE (repeatable).")),
     bypass: Optional[str] = typer.Option(None, help="Block-wise bypasses feeding the exits: 'badge' (BADGE)."),
     block_size: Optional[int] = typer.Option(None, help="Layers per bypass block (with --bypass; default 2)."),
-    gates: Optional[str] = typer.Option(None, help="Layer-skipping gates before the layers: 'smartbert' (SmartBERT)."),
+    gates: Optional[str] = field_flag(GateConfig, "type", typer.Option(
+        None, help="Layer-skipping gates before the layers: 'smartbert' (SmartBERT).")),
     skip_target: Optional[float] = field_option(GateConfig, "skip_target"),
-    train_backbone: bool = typer.Option(False, "--train-backbone", help=help_for(GateConfig, "train_backbone") + " Needs --gates."),
+    train_backbone: bool = field_flag(GateConfig, "train_backbone", typer.Option(
+        False, "--train-backbone", help=help_for(GateConfig, "train_backbone") + " Needs --gates.")),
     gate_param: Optional[list[str]] = typer.Option(None, help="Gate knob KEY=VALUE (repeatable), e.g. epochs=2; see docs/methods/smartbert.md."),
     contrastive: Optional[float] = field_option(TrainConfig, "contrastive"),
-    no_labels: bool = typer.Option(False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions."),
+    no_labels: bool = field_flag(AttachConfig, "use_labels", typer.Option(
+        False, "--no-labels", help="Ignore gold labels: learn the deployed model's predictions.")),
     max_length: Optional[int] = field_option(AttachConfig, "max_length"),
     epochs: Optional[int] = field_option(TrainConfig, "epochs"),
     lr: Optional[float] = field_option(TrainConfig, "lr"),

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from ..scoring.config import BenchmarkConfig
-from ..core.configs import help_for
 from ..core.checks import check_batch_size
 from ..core.ui import UI
 from .shared import (
@@ -32,7 +31,7 @@ def benchmark(
     metric: Optional[str] = field_option(BenchmarkConfig, "metric", "--metric"),
     batch_size: Optional[int] = field_option(BenchmarkConfig, "timing_batch_size"),
     runtime: Optional[str] = field_option(BenchmarkConfig, "runtime", "--runtime", "--engine", extra=" (--engine is its old name)"),
-    onnx_dir: Optional[str] = typer.Option(None, "--onnx", help=help_for(BenchmarkConfig, "onnx_dir")),
+    onnx_dir: Optional[str] = field_option(BenchmarkConfig, "onnx_dir", default_flag=False),
     ort_pool: Optional[str] = field_option(BenchmarkConfig, "ort_pool", "--ort-pool"),
     backbone: Optional[str] = typer.Option(None, help="Backbone checkpoint, if it moved since attach (hash-checked)."),
     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class GateConfig:
     """Skipping gates before encoder layers (SmartBERT). ``type = ""`` means no gates."""
 
-    type: str = field(default="", metadata={"help": "Gate kind: 'smartbert', or empty for none."})
+    type: str = field(default="", metadata={"flag": "--gates", "help": "Gate kind: 'smartbert', or empty for none."})
     layers: list[int] = field(default_factory=list, metadata={"help": "1-based layers that may be skipped; empty = every layer but the first."})
     width: int = field(default=0, metadata={"help": "Hidden width of each gate's MLP (0 = hidden size / 8).", "min": 0})
     source: str = field(default="cls", metadata={"help": "What a gate reads of the states entering its layer: 'cls' or 'mean'.", "choices": ("cls", "mean")})

@@ -144,6 +144,10 @@ def load_recipe(path: str | Path) -> Recipe:
                           "name a per-sentence criterion here (e.g. entropy), then run calibrate --token-exit")
     check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal)
     check_metric(recipe.benchmark.metric, recipe.checkpoint, p.name)
+    from ..deploy.onnx_runtime import check_pool
+
+    b = recipe.benchmark  # ONNX Runtime settings without its runtime: refused now, not when benchmark comes
+    check_pool(b.ort_pool, b.runtime, b.onnx_dir)
     return recipe
 
 
