@@ -70,9 +70,9 @@ tagging: venv
 	$(BIN)/python examples/make_deployed_tagger.py --out $(CACHE)/minilm-wnut16 --threads 1
 	$(BIN)/eebert run recipes/tagging-wnut.toml
 
-# Tests run on TEST_WORKERS processes (pytest-xdist): most of the suite's time is single-threaded
-# (interpreter start-up of the scripts' and CLI's subprocesses, imports), so two workers on two cores
-# finish in about 0.7 of one worker's time. TEST_WORKERS=0 runs them in this process. Work stealing: a
+# Tests run on TEST_WORKERS processes (pytest-xdist), each with its share of the cores' torch threads
+# (tests/conftest.py): much of the suite's time is single-threaded (imports, the CLI's subprocesses), so
+# two workers on two cores finish well before one. TEST_WORKERS=0 runs them in this process. Work stealing: a
 # worker that runs out takes queued tests from the other, so the suite does not end on one worker alone.
 TEST_WORKERS ?= 2
 TEST_DIST := $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
