@@ -182,3 +182,24 @@ def test_within_a_budget_an_exit_the_search_kept_firing_is_switched_off_for_more
     assert plain_t[0] != -INF and q.off == {0} and thr[0] == -INF
     assert got.speedup > plain.speedup + 0.01 and got.accuracy >= goal - 1e-12
     assert q.evaluated(thr) < p.evaluated(plain_t) - 0.5
+
+
+def test_what_the_task_cannot_use_is_refused_before_the_weights_load(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    """A --metric a classifier does not report, and an --unlabeled file that is not there, were refused after
+    the backbone had loaded (and, for benchmark's metric, scored the split): now from the artifact's config."""
+    from eebert_cli import steps
+    from eebert_cli.data import DataConfig
+    from eebert_cli.model.runtime import EarlyExitModel
+    from eebert_cli.scoring.config import BenchmarkConfig, CalibrationConfig
+    from eebert_cli.train.config import AttachConfig, TrainConfig
+
+    art = tmp_path / "art"
+    steps.attach(str(tiny_ckpt), DataConfig(spec=str(tiny_data)), AttachConfig(train=TrainConfig(epochs=1)), art)
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
+    monkeypatch.setattr(EarlyExitModel, "from_artifact", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(EebertError, match="--unlabeled .*nope.csv: file not found"):
+        steps.calibrate(art, None, CalibrationConfig(max_drop=1.0, unlabeled=str(tmp_path / "nope.csv")))
+    with pytest.raises(EebertError, match="metric 'pearson' is not reported for classification models"):
+        steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5), metric="pearson")
+    with pytest.raises(EebertError, match="metric 'entity-f1' is not reported for classification models"):
+        steps.benchmark(art, None, BenchmarkConfig(metric="entity-f1"))

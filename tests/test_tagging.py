@@ -213,7 +213,7 @@ def test_an_exit_at_never_is_not_evaluated_and_a_forced_exit_evaluates_only_its_
             h.remove()
 
 
-def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(case, tmp_path):
+def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(case, tmp_path, monkeypatch):
     """`eebert calibrate` without --json on a tagger's artifact printed through a KeyError (its record had no
     speedup interval, its deployed figure another name); the record now holds the interval and placement."""
     ckpt, data = case
@@ -230,7 +230,8 @@ def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(
     assert val["entity_f1_ci95"][0] <= val["entity_f1"] <= val["entity_f1_ci95"][1]
     rep = steps.benchmark(art, None, BenchmarkConfig(repeats=0), write=False)
     assert rep["placement"]["device"] == "cpu" and rep["calibration_placement"] == v["placement"]
-    # what the tagger's search or report has no use for is refused in one line, before the pass, not ignored
+    # what the tagger's search or report has no use for is refused in one line, before the weights load, not ignored
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
     for flags, needle in ((["calibrate", "--max-drop", "5", "--unlabeled", str(data / "test.jsonl")], "drop --unlabeled"),
                           (["calibrate", "--target-speedup", "1.5", "--metric", "macro-f1"], "entity-f1"),
                           (["benchmark", "--metric", "accuracy"], "not reported for token-classification"),

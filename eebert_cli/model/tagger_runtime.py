@@ -35,15 +35,20 @@ def split_words(tokenizer, text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
-def tagger_task(artifact: "str | Path | Artifact"):
-    """The artifact's task when it tags tokens, else None (read from its config; nothing else loads)."""
+def artifact_task(artifact: "str | Path | Artifact"):
+    """The artifact's task, read from its config (nothing else loads; no config: the default task)."""
     from .artifact import CONFIG, check_config
     from ..core.atomic import read_json
     from ..tasks import get as get_task
 
     path = None if isinstance(artifact, Artifact) else Path(artifact) / CONFIG
     config = artifact.config if path is None else (check_config(read_json(path), path) if path.is_file() else {})
-    task = get_task(config.get("task"))
+    return get_task(config.get("task"))
+
+
+def tagger_task(artifact: "str | Path | Artifact"):
+    """The artifact's task when it tags tokens, else None (read from its config; nothing else loads)."""
+    task = artifact_task(artifact)
     return task if task.level == "token" else None
 
 

@@ -103,7 +103,12 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         check_token_settings(cfg, metric, by)
         check_token_exit(artifact, device, by)
     where = resolve(device)  # a device that is not there fails before anything loads
+    if not token_exit:
+        _check_calibrate_metric(artifact, cfg, metric)
     data = _given_data(data, artifact, data_flags)
+    # the unlabeled rows too, read with the validation split's columns: a file that is not there fails now
+    extra = unlabeled_data(cfg.unlabeled, data) if cfg.max_drop is not None and cfg.unlabeled and not token_exit \
+        else None
     path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
     with artifact_lock(path, "calibrate"):
         if not isinstance(artifact, Artifact):
@@ -129,7 +134,28 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
 
             calibrate_token_exit(artifact, data, cfg)
             return artifact.calibration
-        return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric)
+        return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric, extra)
+
+
+def _check_calibrate_metric(artifact, cfg: CalibrationConfig, metric: str | None) -> None:
+    """What the artifact's task cannot calibrate by, read from its config before anything loads: a --metric
+    it does not report; a tagger's --unlabeled, or a --metric other than the one its thresholds are chosen on."""
+    from ..model.tagger_runtime import artifact_task
+
+    if not isinstance(artifact, Artifact):
+        read_config(artifact)  # not an artifact: said first
+    task = artifact_task(artifact)
+    if metric:
+        task.choose_metric(metric)  # one the task does not report: one line naming those it does
+    if task.level != "token":
+        return
+    if cfg.unlabeled:
+        raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
+                          "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
+                          "sentences", "drop --unlabeled")
+    if metric and metric != task.metrics[0]:
+        raise EebertError(f"a tagger's thresholds are chosen on {task.metrics[0]}; {metric} is reported beside "
+                          "it by calibrate and benchmark", "drop --metric")
 
 
 
@@ -143,7 +169,9 @@ def _criterion(artifact: Artifact, cfg: CalibrationConfig):
 
 
 def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: UI,
-               criterion_params: dict | None, cache: OutputsCache | None, metric: str | None) -> Calibration:
+               criterion_params: dict | None, cache: OutputsCache | None, metric: str | None,
+               extra: TaskData | None = None) -> Calibration:
+    """``extra``: the ``--unlabeled`` rows (``unlabeled_data``), read by the caller before the weights loaded."""
     from ..core.checks import check_validation_size
     from ..scoring.curves import criteria_for_curves, split_curves
     from ..scoring.operating_point import budget_note, choose_operating_point
@@ -155,17 +183,8 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
         raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
                           "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     tagger = _tagger(artifact)
-    if tagger is not None:  # per-sentence exit on a token classifier
+    if tagger is not None:  # per-sentence exit on a token classifier (its settings checked in calibrate())
         from ..scoring.tagging_calibrate import calibrate_tagger
-
-        # settings the tagger's search has no use for are refused, not ignored
-        if cfg.unlabeled:
-            raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
-                              "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
-                              "sentences", "drop --unlabeled")
-        if metric and tagger.choose_metric(metric) != tagger.metrics[0]:
-            raise EebertError(f"a tagger's thresholds are chosen on {tagger.metrics[0]}; {metric} is reported beside "
-                              "it by calibrate and benchmark", "drop --metric")
 
         cal = calibrate_tagger(artifact, data, cfg, tagger, ui=ui)
         if size_warning:
@@ -192,7 +211,7 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
 
     unlabeled_at, note = None, None
     if cfg.max_drop is not None and cfg.unlabeled:
-        extra = unlabeled_data(cfg.unlabeled, data)
+        extra = extra or unlabeled_data(cfg.unlabeled, data)
         scored: dict = {}
 
         def unlabeled_at(gt: float | None) -> SplitOutputs:  # one pass per gate threshold, not per grid point
@@ -280,14 +299,20 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
     from ..scoring.report import write_report
 
     from ..deploy.onnx_runtime import check_pool
-    from ..deploy.runtimes import RUNTIMES
 
     resolve(device)  # a device that is not there fails before anything loads
     check_pool(cfg.ort_pool, cfg.runtime, cfg.onnx_dir)
     path = artifact.artifact.path if isinstance(artifact, EarlyExitModel) else Path(artifact)
-    if not isinstance(artifact, EarlyExitModel):  # a missing or stale export, before the rows and the weights
-        read_config(path)  # not an artifact: said first
+    if not isinstance(artifact, EarlyExitModel):  # a missing or stale export, a metric the task does not report:
+        read_config(path)  # (not an artifact: said first) before the rows and the weights
         RUNTIMES.get(cfg.runtime).check(path, cfg.onnx_dir)
+        if cfg.metric:
+            from ..model.tagger_runtime import artifact_task
+            from ..scoring.tagging_benchmark import check_tag_metric
+
+            task = artifact_task(path)
+            task.choose_metric(cfg.metric)
+            check_tag_metric(task, cfg.metric)
     data = _given_data(data, artifact, data_flags)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)
