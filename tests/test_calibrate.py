@@ -203,3 +203,18 @@ def test_what_the_task_cannot_use_is_refused_before_the_weights_load(tiny_ckpt, 
         steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5), metric="pearson")
     with pytest.raises(EebertError, match="metric 'entity-f1' is not reported for classification models"):
         steps.benchmark(art, None, BenchmarkConfig(metric="entity-f1"))
+    # and what the config alone rules out: a target the first exit cannot reach, gate thresholds without gates
+    with pytest.raises(EebertError, match="target speedup 50x is out of reach"):
+        steps.calibrate(art, None, CalibrationConfig(target_speedup=50.0))
+    with pytest.raises(EebertError, match="this one has none"):
+        steps.calibrate(art, None, CalibrationConfig(target_speedup=1.5, gate_thresholds=[0.5]))
+    # export: a folder it must not write, an artifact not calibrated yet
+    pytest.importorskip("onnx")
+    import eebert_cli.deploy.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
+    with pytest.raises(EebertError, match="is not calibrated yet"):
+        steps.export(art)
+    (art / "calibration.json").write_text("{}")  # its existence is all the check before the load reads
+    with pytest.raises(EebertError, match="is the checkpoint"):
+        steps.export(art, out=tiny_ckpt)

@@ -54,7 +54,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.artifact import CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256, load_artifact, write_json
+from ..model.artifact import (CALIBRATION, TMP_TAG, Artifact, artifact_lock, derivation, file_mode, file_sha256,
+                              load_artifact, read_config, write_json)
 from ..model.calibration import INF, skipped_exits, thresholds_from_json, thresholds_to_json
 from ..backbones.base import BackboneAdapter
 from ..core.atomic import check_writable, replace_folder
@@ -239,17 +240,22 @@ def check_export_out(out: Path, checkpoint: Path) -> None:
 
 def _export_locked(artifact_dir, out, quantize, backbone, ui: UI) -> dict:
     out = Path(out) if out else Path(artifact_dir) / ("onnx-" + quantize if quantize else "onnx")
-    check_writable(out.parent, f"the export {out}")  # before the model loads
+    check_writable(out.parent, f"the export {out}")  # before the model loads, as is what the config tells
+    config = read_config(artifact_dir)
+    not_calibrated = EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
+    if not (Path(artifact_dir) / CALIBRATION).is_file():
+        raise not_calibrated
+    if config["exits"].get("gates"):
+        raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
+                          "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
+    check_export_out(out, Path(backbone or config["backbone"]["path"]).expanduser())
     art = load_artifact(artifact_dir, backbone)
     cal = art.calibration
-    if cal is None:
-        raise EebertError(f"{artifact_dir} is not calibrated yet", "run `eebert calibrate` before `eebert export`")
+    if cal is None:  # a stale one is not loaded
+        raise not_calibrated
     from ..criteria import build_criterion
 
     criterion = build_criterion(cal.criterion, cal.criterion_params, art)
-    if art.exits.gates is not None:
-        raise EebertError("ONNX export does not support skipping gates (each gated layer is a branch per example)",
-                          "serve this artifact with PyTorch (`eebert predict`), or attach without gates to export")
     tags = art.exits.reduction == "word"  # a tagger's per-token exits
     if art.exits.reduction not in ("cls", "mean", "word") or art.exits.bypass is not None or criterion.needs_features:
         raise EebertError("ONNX export supports exits that read one pooled reduction ([CLS] or mean) or every "
@@ -261,7 +267,6 @@ def _export_locked(artifact_dir, out, quantize, backbone, ui: UI) -> dict:
     skip = skipped_exits(thresholds, stateless)
     live = [k for k in range(len(thresholds)) if k not in skip]
     dims = art.deployed.adapter.dims
-    check_export_out(out, art.reference.path)
     bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
     fused = traced and len(bounds) > 1  # the exit decision fits in the graph: one graph for the whole forward
     # a step per graph traced (segments, deployed), per graph quantized, and the fused graph

@@ -104,7 +104,7 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         check_token_exit(artifact, device, by)
     where = resolve(device)  # a device that is not there fails before anything loads
     if not token_exit:
-        _check_calibrate_metric(artifact, cfg, metric)
+        _check_calibrate_settings(artifact, cfg, metric)
     data = _given_data(data, artifact, data_flags)
     # the unlabeled rows too, read with the validation split's columns: a file that is not there fails now
     extra = unlabeled_data(cfg.unlabeled, data) if cfg.max_drop is not None and cfg.unlabeled and not token_exit \
@@ -137,13 +137,18 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
         return _calibrate(artifact, data, cfg, ui, criterion_params, cache, metric, extra)
 
 
-def _check_calibrate_metric(artifact, cfg: CalibrationConfig, metric: str | None) -> None:
-    """What the artifact's task cannot calibrate by, read from its config before anything loads: a --metric
-    it does not report; a tagger's --unlabeled, or a --metric other than the one its thresholds are chosen on."""
+def _check_calibrate_settings(artifact, cfg: CalibrationConfig, metric: str | None) -> None:
+    """What the artifact cannot be calibrated by, read from its config before anything loads: a target its
+    first exit cannot reach, a --metric its task does not report; a tagger's --unlabeled, or a --metric other
+    than the one its thresholds are chosen on."""
     from ..model.tagger_runtime import artifact_task
 
-    if not isinstance(artifact, Artifact):
-        read_config(artifact)  # not an artifact: said first
+    config = artifact.config if isinstance(artifact, Artifact) else read_config(artifact)  # not an artifact: first
+    gated = bool(config["exits"].get("gates"))  # as the exits load: gates where the spec has them
+    cfg.check_reach(config["backbone"]["num_layers"], config["exits"]["layers"], gated)
+    if not gated and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
+        raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
+                          "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     task = artifact_task(artifact)
     if metric:
         task.choose_metric(metric)  # one the task does not report: one line naming those it does
@@ -178,10 +183,6 @@ def _calibrate(artifact: Artifact, data: TaskData, cfg: CalibrationConfig, ui: U
     from ..scoring.report import mark_stale
 
     size_warning = check_validation_size(len(data.split("validation")))  # too few refused before any pass
-    cfg.check_reach(artifact.deployed.adapter.dims.num_layers, artifact.exits.layers, artifact.exits.gates is not None)
-    if artifact.exits.gates is None and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
-        raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
-                          "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     tagger = _tagger(artifact)
     if tagger is not None:  # per-sentence exit on a token classifier (its settings checked in calibrate())
         from ..scoring.tagging_calibrate import calibrate_tagger
