@@ -102,11 +102,11 @@ UNREAD = ("criterion_params", "unlabeled", "per_layer", "gate_thresholds", "prun
 def check_token_settings(cfg, metric: str | None, by: str) -> None:
     """Settings the per-token search has no use for are refused, not ignored (before anything loads): it reads
     the criterion (a per-token rule), the budget, ``bootstrap`` and ``drop_confidence``, and reports entity F1."""
-    from ..criteria import CRITERIA
-
     import dataclasses
 
     from ..core.checks import flag_of
+    from ..criteria import CRITERIA
+    from ..tasks import TOKEN_CLASSIFICATION, get as get_task
 
     default = type(cfg)()
     fields = {f.name: f for f in dataclasses.fields(cfg)}
@@ -120,8 +120,9 @@ def check_token_settings(cfg, metric: str | None, by: str) -> None:
         raise EebertError(f"--criterion {cfg.criterion} scores a sentence; the per-token exit ({by}) halts words by "
                           "a per-token rule", f"drop --criterion, or name one of: "
                           f"{', '.join(n for n in CRITERIA.names() if CRITERIA.get(n).per_token)}")
-    if metric and metric != "entity-f1":
-        raise EebertError(f"the per-token exit's threshold is chosen on entity-f1, not --metric {metric}",
+    headline = get_task(TOKEN_CLASSIFICATION).metrics[0]  # the taggers' headline, as their report leads with it
+    if metric and metric != headline:
+        raise EebertError(f"the per-token exit's threshold is chosen on {headline}, not --metric {metric}",
                           "drop --metric")
 
 
