@@ -67,9 +67,11 @@ def checkpoint_config(checkpoint: str) -> dict | None:
 
 
 def check_components(attach: AttachConfig, criterion: str, criterion_params: dict, where: str,
-                     checkpoint: str = "", calibrate: CalibrationConfig | None = None) -> dict:
+                     checkpoint: str = "", calibrate: CalibrationConfig | None = None,
+                     expect: Expect | None = None) -> dict:
     """Build every component ``attach`` and the criterion name, on the checkpoint's shapes when available;
-    with ``calibrate``, its target's reach on that checkpoint's depth too.
+    with ``calibrate`` (and ``expect``), its target's reach (an expected FLOPs speedup's) on that checkpoint's
+    depth too.
 
     Returns {family: name} of what was built. Nothing is loaded but config.json.
     """
@@ -98,6 +100,8 @@ def check_components(attach: AttachConfig, criterion: str, criterion_params: dic
                           f"choose layers from 1 to {layers - 1}")
     if calibrate is not None and cfg is not None:
         calibrate.check_reach(layers, exit_layers, bool(attach.gates.type))
+    if expect is not None and cfg is not None:
+        expect.check_reach(layers, exit_layers, bool(attach.gates.type))
     exits = exits_for(task, attach.exits) if task else attach.exits  # a tagger's default head is per token
     head = EXITS.get(exits)
     EXITS.check(exits, attach.exit_params, 1, name)
@@ -142,7 +146,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise EebertError(f"{path}: calibrate.criterion {cal.criterion!r} is a per-token exit, chosen by "
                           "`eebert calibrate ARTIFACT --token-exit` once the per-sentence thresholds are",
                           "name a per-sentence criterion here (e.g. entropy), then run calibrate --token-exit")
-    check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal)
+    recipe.expect.check(recipe.benchmark.repeats, p.name)
+    check_components(recipe.attach, cal.criterion, cal.criterion_params, p.name, recipe.checkpoint, cal,
+                     recipe.expect)
     check_metric(recipe.benchmark.metric, recipe.checkpoint, p.name)
     from ..deploy.onnx_runtime import check_pool
 

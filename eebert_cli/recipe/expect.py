@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from ..core.errors import EebertError
+from ..scoring.config import check_within_ceiling
+
 #: exit status of a run whose expectations failed (1 = an error, 0 = all met)
 EXPECTATIONS_FAILED = 3
 
@@ -25,6 +28,17 @@ class Expect:
 
     def any(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def check(self, repeats: int, where: str) -> None:
+        """An expectation the run cannot measure fails every run: refused when the recipe loads."""
+        if self.min_measured_speedup is not None and repeats == 0:
+            raise EebertError(f"{where}: expect.min_measured_speedup needs a timed benchmark; benchmark.repeats is 0",
+                              "set benchmark.repeats (e.g. 5), or drop expect.min_measured_speedup")
+
+    def check_reach(self, num_layers: int, exit_layers: list[int], gated: bool = False) -> None:
+        """An expected FLOPs speedup no calibration passes (``speedup_ceiling``) fails every run: refused."""
+        if self.min_flops_speedup is not None:
+            check_within_ceiling(self.min_flops_speedup, "expect.min_flops_speedup", num_layers, exit_layers, gated)
 
 
 def _measured(report: dict) -> dict[str, float | None]:

@@ -60,17 +60,28 @@ class CalibrationConfig:
     prune_within_noise: bool = field(default=False, metadata={"help": "With --target-speedup and prune_exits: also switch off exits whose removal costs validation accuracy within noise (the tolerance of the tie rule: half a standard error, or `tolerance`) of the accuracy with every exit on, fewest exits evaluated per example first. A noise-sized accuracy change for fewer exit heads and, on ONNX Runtime, fewer session calls per example, which the FLOPs target does not see and every engine's clock does."})
 
     def check_reach(self, num_layers: int, exit_layers: list[int], gated: bool = False) -> None:
-        """A target no exit can reach, refused before any pass: every example leaving at the first exit costs
-        at least that exit's layers, so the speedup stays under (layers + 1) / first exit layer (the one allows
-        for the deployed head; the search finds the exact ceiling). Skipping gates run fewer layers than that:
-        no bound then. `calibrate` asks it of the artifact, `validate` of the recipe's checkpoint."""
-        if self.target_speedup is None or gated or not exit_layers:
-            return
+        """A target no exit can reach (``speedup_ceiling``), refused before any pass. `calibrate` asks it of the
+        artifact, `validate` of the recipe's checkpoint."""
+        if self.target_speedup is not None:
+            check_within_ceiling(self.target_speedup, "target speedup", num_layers, exit_layers, gated)
+
+
+def speedup_ceiling(num_layers: int, exit_layers: list[int], gated: bool = False) -> float | None:
+    """A bound no FLOPs speedup passes: every example leaving at the first exit costs at least that exit's
+    layers, so the speedup stays under (layers + 1) / first exit layer (the one allows for the deployed head;
+    the search finds the exact ceiling). Skipping gates run fewer layers than that: no bound (None)."""
+    return None if gated or not exit_layers else (num_layers + 1) / min(exit_layers)
+
+
+def check_within_ceiling(speedup: float, what: str, num_layers: int, exit_layers: list[int],
+                         gated: bool = False) -> None:
+    """``what`` (a target, an expectation) asking for a FLOPs speedup above ``speedup_ceiling``: one line."""
+    ceiling = speedup_ceiling(num_layers, exit_layers, gated)
+    if ceiling is not None and speedup > ceiling:
         first = min(exit_layers)
-        if self.target_speedup > (num_layers + 1) / first:
-            raise EebertError(f"target speedup {self.target_speedup:g}x is out of reach: with the first exit after "
-                              f"layer {first} of {num_layers}, no calibration passes about {num_layers / first:.1f}x",
-                              "ask for less, or attach an exit after an earlier layer")
+        raise EebertError(f"{what} {speedup:g}x is out of reach: with the first exit after layer {first} of "
+                          f"{num_layers}, no calibration passes about {num_layers / first:.1f}x",
+                          "ask for less, or attach an exit after an earlier layer")
 
 
 #: splits eebert has fitted something on: a benchmark there is allowed (a check against the validation
