@@ -267,6 +267,7 @@ def _export_locked(artifact_dir, out, quantize, backbone, ui: UI) -> dict:
     skip = skipped_exits(thresholds, stateless)
     live = [k for k in range(len(thresholds)) if k not in skip]
     dims = art.deployed.adapter.dims
+    check_export_out(out, art.reference.path)  # again where the backbone was found (a hub id resolved here)
     bounds = [(art.exits.layers[k], k) for k in live] + [(dims.num_layers, len(art.exits.layers))]
     fused = traced and len(bounds) > 1  # the exit decision fits in the graph: one graph for the whole forward
     # a step per graph traced (segments, deployed), per graph quantized, and the fused graph
