@@ -99,7 +99,6 @@ def test_an_executor_is_named_by_the_device_config():
 def test_an_executors_check_refuses_in_milliseconds_what_it_cannot_run_on(monkeypatch):
     """``Executor.check`` runs before the data and the model load: the local executor takes anything; the
     ray executor refuses a missing Ray and an address that is not HOST:PORT without importing Ray."""
-    import importlib.util
     import sys
 
     from eebert_cli.model.device_config import DeviceConfig
@@ -252,3 +251,20 @@ def test_a_benchmark_of_graphs_at_another_precision_than_the_calibration_says_so
     assert notes[None][0] is None and "Warning (timing)" not in notes[None][1]
     assert "is int8 and the calibration was made on the fp32 backbone" in notes["int8"][0]
     assert "**Warning (timing):** the ONNX export" in notes["int8"][1]
+
+
+def test_the_onnx_runtime_without_onnxruntime_is_refused_before_the_model_loads(calibrated, monkeypatch):
+    """An export there but no onnxruntime installed: refused by the runtime's check, not when the first
+    session opened (after the rows and the weights had loaded)."""
+    from eebert_cli import steps
+    from eebert_cli.model.runtime import EarlyExitModel
+    from eebert_cli.scoring.config import BenchmarkConfig
+
+    _needs("onnxruntime")  # the fixture's export needs it; then it is made to look absent
+    out, _ = calibrated
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    monkeypatch.setattr(EarlyExitModel, "from_artifact", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(EebertError, match="the ONNX runtime needs onnxruntime") as e:
+        steps.benchmark(out, None, BenchmarkConfig(runtime="onnxruntime"))
+    assert e.value.hint == "pip install 'eebert[onnx]'"

@@ -128,8 +128,12 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def check(cls, artifact_path, onnx_dir="", deployed=False):
+        import importlib.util
+
         from .onnx_runtime import check_export, require_export
 
+        if importlib.util.find_spec("onnxruntime") is None:  # said now, not when the first session opens
+            raise EebertError("the ONNX runtime needs onnxruntime", "pip install 'eebert[onnx]'")
         folder = Path(onnx_dir or Path(artifact_path) / "onnx")
         if deployed:  # its deployed graph does not depend on the calibration
             require_export(folder)
