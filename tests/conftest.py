@@ -34,8 +34,11 @@ if _WORKERS > 1:
 
 from eebert_cli.core.ui import UI  # noqa: E402  (after the cache's variable: nothing here may read it first)
 
+
 @dataclass
 class ScriptRun:
+    """What ``run_script`` returns: the fields of a ``subprocess.CompletedProcess`` the tests read."""
+
     returncode: int
     stdout: str
     stderr: str
