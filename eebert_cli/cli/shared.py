@@ -144,17 +144,17 @@ def field_option(cls: type, name: str, *flags: str, extra: str = "", default_fla
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     flags = flags or ((f.metadata["flag"],) if f.metadata.get("flag") else ())  # the flag the field declares
-    FLAG_FIELDS.setdefault(flags[0] if flags else flag_of(f), set()).add((cls, name))
     shown = f" (default: {default!r})" if default_flag else ""
-    return typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra}{shown}")
+    return field_flag(cls, name, typer.Option(None, *flags, help=f"{help_for(cls, name)}{extra}{shown}"),
+                      flags[0] if flags else None)
 
 
-def field_flag(cls: type, name: str, option):
-    """``option``, made by hand for field ``cls.name`` (a bool its flag turns off, KEY=VALUE pairs), registered
-    under the flag the field declares (``flag_of``) as ``field_option``'s are: a refusal naming it under
-    ``run`` then names its recipe key too."""
+def field_flag(cls: type, name: str, option, flag: str | None = None):
+    """``option`` for field ``cls.name``, registered under ``flag`` (default: the one the field declares,
+    ``flag_of``): a refusal naming that flag under ``run`` then names the field's recipe key too. Options made
+    by hand (a bool its flag turns off, KEY=VALUE pairs) call it directly; ``field_option`` through it."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    FLAG_FIELDS.setdefault(flag_of(f), set()).add((cls, name))
+    FLAG_FIELDS.setdefault(flag or flag_of(f), set()).add((cls, name))
     return option
 
 
