@@ -303,6 +303,12 @@ def test_task_contract(name):
     assert task.choose_metric() == task.metrics[0]
     with pytest.raises(EebertError):
         task.choose_metric(next(m for m in METRICS.names() if m not in task.metrics))
+    for m in task.metrics[1:]:  # the others lead where the task lets --metric pick, else refused, named
+        if task.fixed_headline:
+            with pytest.raises(EebertError, match=f"--metric {m} cannot take its place"):
+                task.choose_metric(m)
+        else:
+            assert task.choose_metric(m) == m
     # outputs [N, K, C]: answers agree with themselves, the reference's own answers score best
     torch.manual_seed(0)
     c = task.outputs(3)

@@ -731,7 +731,7 @@ def test_a_quantized_per_token_exit_is_refused_in_one_line(calibrated):
     (["--keep-exits"], "--keep-exits (calibrate.prune_exits) has no effect"),
     (["--criterion-param", "normalized=true"], "--criterion-param (calibrate.criterion_params) has no effect"),
     (["--criterion", "pcee"], "--criterion pcee scores a sentence"),
-    (["--metric", "accuracy"], "chosen on entity-f1, not --metric accuracy"),
+    (["--metric", "token-accuracy"], "chosen on entity-f1 and its report leads with it; --metric token-accuracy"),
 ])
 def test_settings_the_per_token_search_does_not_read_are_refused(calibrated, flags, line, monkeypatch):
     """`calibrate --token-exit` reads the budget, a per-token rule, bootstrap and drop_confidence: every other
@@ -743,7 +743,7 @@ def test_settings_the_per_token_search_does_not_read_are_refused(calibrated, fla
     assert r.exit_code == 1 and r.output.count("error:") == 1 and line in r.output, r.output
 
 
-@pytest.mark.parametrize("metric,line", [("token-accuracy", "a tagger's report leads with entity-f1"),
+@pytest.mark.parametrize("metric,line", [("token-accuracy", "benchmark.metric token-accuracy cannot take its place"),
                                          ("macro-f1", "metric 'macro-f1' is not reported")])
 def test_a_tagger_recipe_whose_headline_metric_cannot_lead_is_refused_before_attach(case, metric, line, tmp_path):
     """calibrate and benchmark refuse it (the report leads with entity F1): `run` refused after attach."""

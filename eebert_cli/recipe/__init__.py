@@ -165,12 +165,10 @@ def check_metric(metric: str, checkpoint: str, where: str) -> None:
         return
     from ..tasks import task_of
 
-    task = task_of(cfg)
-    task.choose_metric(metric)  # one the task does not report: one line naming those it does
-    if task.level == "token" and metric != task.metrics[0]:
-        raise EebertError(f"{where}: benchmark.metric {metric!r}: a tagger's report leads with {task.metrics[0]}, "
-                          "the metric its thresholds are chosen on", f"drop benchmark.metric ({metric} is reported "
-                          "beside it)")
+    try:  # one the task does not report, or cannot lead with (a tagger's): one line naming the key
+        task_of(cfg).choose_metric(metric, "benchmark.metric")
+    except EebertError as e:
+        raise EebertError(f"{where}: {e.message}", e.hint) from None
 
 
 def check_sources(checkpoint: str, data_spec: str, device) -> dict[str, list[str]]:

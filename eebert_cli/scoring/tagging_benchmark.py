@@ -77,21 +77,12 @@ def _timed_tagger(artifact, cfg: BenchmarkConfig) -> Tagger:
     return RUNTIMES.get(cfg.runtime).tagger(artifact, cfg.onnx_dir, timing_threads(cfg))
 
 
-def check_tag_metric(task, metric: str) -> None:
-    """A tagger's report leads with its first metric (the one its thresholds are chosen on): another --metric
-    is refused, not ignored."""
-    if task.level == "token" and metric != task.metrics[0]:
-        raise EebertError(f"a tagger's report leads with {task.metrics[0]} ({' and '.join(task.metrics)} are both in "
-                          f"it); --metric {metric} cannot be its headline", "drop --metric")
-
-
 def run_tag_benchmark(artifact, data, cfg: BenchmarkConfig, task, ui: UI = SILENT) -> dict:
     cal = artifact.calibration
     if cal is None:
         raise EebertError(f"{artifact.path} is not calibrated yet",
                           f"run `eebert calibrate {artifact.path} --target-speedup 2.0`")
-    if cfg.metric:
-        check_tag_metric(task, task.choose_metric(cfg.metric))
+    task.choose_metric(cfg.metric)  # a --metric it cannot lead with: refused, not ignored
     from ..deploy.runtimes import RUNTIMES
 
     runtime = RUNTIMES.get(cfg.runtime)  # its own figures where it can, timed or not (as for sentences)

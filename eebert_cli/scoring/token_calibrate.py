@@ -120,10 +120,7 @@ def check_token_settings(cfg, metric: str | None, by: str) -> None:
         raise EebertError(f"--criterion {cfg.criterion} scores a sentence; the per-token exit ({by}) halts words by "
                           "a per-token rule", f"drop --criterion, or name one of: "
                           f"{', '.join(n for n in CRITERIA.names() if CRITERIA.get(n).per_token)}")
-    headline = get_task(TOKEN_CLASSIFICATION).metrics[0]  # the taggers' headline, as their report leads with it
-    if metric and metric != headline:
-        raise EebertError(f"the per-token exit's threshold is chosen on {headline}, not --metric {metric}",
-                          "drop --metric")
+    get_task(TOKEN_CLASSIFICATION).choose_metric(metric)  # the taggers' headline only
 
 
 def calibrate_token_exit(artifact, data, cfg, batch_size: int = 64) -> dict:

@@ -150,18 +150,11 @@ def _check_calibrate_settings(artifact, cfg: CalibrationConfig, metric: str | No
         raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
                           "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     task = artifact_task(artifact)
-    if metric:
-        task.choose_metric(metric)  # one the task does not report: one line naming those it does
-    if task.level != "token":
-        return
-    if cfg.unlabeled:
+    task.choose_metric(metric)  # one the task does not report, or cannot lead: one line
+    if task.level == "token" and cfg.unlabeled:
         raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
                           "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
                           "sentences", "drop --unlabeled")
-    if metric and metric != task.metrics[0]:
-        raise EebertError(f"a tagger's thresholds are chosen on {task.metrics[0]}; {metric} is reported beside "
-                          "it by calibrate and benchmark", "drop --metric")
-
 
 
 def _criterion(artifact: Artifact, cfg: CalibrationConfig):
@@ -309,11 +302,8 @@ def benchmark(artifact: str | Path | EarlyExitModel, data: DataConfig | TaskData
         RUNTIMES.get(cfg.runtime).check(path, cfg.onnx_dir)
         if cfg.metric:
             from ..model.tagger_runtime import artifact_task
-            from ..scoring.tagging_benchmark import check_tag_metric
 
-            task = artifact_task(path)
-            task.choose_metric(cfg.metric)
-            check_tag_metric(task, cfg.metric)
+            artifact_task(path).choose_metric(cfg.metric)
     data = _given_data(data, artifact, data_flags)
     with artifact_lock(path, "benchmark"):  # the calibration the report describes cannot change meanwhile
         tagger = None if isinstance(artifact, EarlyExitModel) else _tagger(path)

@@ -64,6 +64,9 @@ class Task:
     #: the headline figure is a rate over examples (shown as a percentage; a lead is a count of examples a paired
     #: test can bound); else a statistic of the whole split (Pearson's r), shown x 100 as GLUE does
     figure_is_rate: ClassVar[bool] = True
+    #: the thresholds are chosen on the headline metric and the report leads with it, so --metric cannot name
+    #: another (a tagger's entity F1); else --metric picks the headline
+    fixed_headline: ClassVar[bool] = False
     #: a report table's figure columns: (header, row key, "pct" or "num")
     columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("acc %", "accuracy", "pct"), ("macro-F1 %", "macro_f1", "pct"), ("agree %", "agreement", "pct"))
@@ -140,14 +143,19 @@ class Task:
         return cal
 
     # -- metrics ----------------------------------------------------------------------------------------
-    def choose_metric(self, name: str | None = None) -> str:
-        """The headline metric: ``name`` if given and fit for the task, else the task's first."""
+    def choose_metric(self, name: str | None = None, flag: str = "--metric") -> str:
+        """The headline metric: ``name`` (given by ``flag``) if the task reports it and lets it lead, else the
+        task's first; a name it cannot take is refused in one line, never ignored."""
         if not name:
             return self.metrics[0]
         METRICS.get(name)  # an unknown name: one line with the closest
         if name not in self.metrics:
             raise EebertError(f"metric {name!r} is not reported for {self.name} models",
                               f"use one of: {', '.join(self.metrics)}")
+        if self.fixed_headline and name != self.metrics[0]:
+            raise EebertError(f"a {self.name} model's thresholds are chosen on {self.metrics[0]} and its report "
+                              f"leads with it; {flag} {name} cannot take its place",
+                              f"drop {flag} ({name} is reported beside it)")
         return name
 
     def metric_values(self, pred: torch.Tensor, ref: torch.Tensor | None) -> dict[str, float | None]:

@@ -29,6 +29,7 @@ class TokenClassification(Task):
     exits = "token-mlp"
     metrics = ("entity-f1", "token-accuracy")
     level = "token"
+    fixed_headline = True
     gates = False
     fitted_criteria = False
     leco = False
