@@ -245,10 +245,17 @@ def test_latency_cost_refuses_what_it_cannot_time(tiny_ckpt, tiny_data, tmp_path
     monkeypatch.setattr(steps, "split_outputs", no_pass)
     # the guard stands on calibrate's path: what the latency model can time reaches it
     assert "the backbone ran before" in run("calibrate", plain, "--target-speedup", 1.3, "--cost", "latency").output
+    # and what the artifact's config says it cannot time is refused before its weights load
+    monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
     assert_one_line_error(run("calibrate", badge, "--target-speedup", 1.3, "--cost", "latency"),
                           "--cost latency times plain exits", "--cost flops")
     assert_one_line_error(run("calibrate", plain, "--target-speedup", 1.3, "--cost", "latency", "--criterion",
                               "patience"), "patience keeps state across exits", "--cost flops")
+    one = tmp_path / "one"
+    assert run("attach", tiny_ckpt, "--data", tiny_data, "--out", one, "--epochs", 1, "--layers", "1",
+               "--json").exit_code == 0
+    assert_one_line_error(run("calibrate", one, "--target-speedup", 1.1, "--cost", "latency"),
+                          "needs at least two exits", "--cost flops")
 
 
 @pytest.mark.parametrize("criterion,flag,prunes", [("entropy", None, True), ("entropy", "--keep-exits", False),

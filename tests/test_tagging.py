@@ -234,6 +234,7 @@ def test_the_calibrate_command_prints_a_taggers_result_and_records_where_it_ran(
     monkeypatch.setattr(steps, "load_artifact", lambda *a, **k: pytest.fail("the artifact loaded first"))
     for flags, needle in ((["calibrate", "--max-drop", "5", "--unlabeled", str(data / "test.jsonl")], "drop --unlabeled"),
                           (["calibrate", "--target-speedup", "1.5", "--metric", "macro-f1"], "entity-f1"),
+                          (["calibrate", "--target-speedup", "1.5", "--cost", "latency"], "calibrated on FLOPs"),
                           (["benchmark", "--metric", "accuracy"], "not reported for token-classification"),
                           (["benchmark", "--metric", "token-accuracy"], "drop --metric")):
         r = CliRunner().invoke(app, [flags[0], str(art), *flags[1:]])
@@ -730,6 +731,7 @@ def test_a_quantized_per_token_exit_is_refused_in_one_line(calibrated):
     (["--global-threshold"], "--global-threshold (calibrate.per_layer) has no effect"),
     (["--keep-exits"], "--keep-exits (calibrate.prune_exits) has no effect"),
     (["--criterion-param", "normalized=true"], "--criterion-param (calibrate.criterion_params) has no effect"),
+    (["--cost", "latency"], "--cost (calibrate.cost) has no effect"),
     (["--criterion", "pcee"], "--criterion pcee scores a sentence"),
     (["--metric", "token-accuracy"], "chosen on entity-f1 and its report leads with it; --metric token-accuracy"),
 ])

@@ -78,23 +78,29 @@ def nonnegative_parts(design: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
-    """What the latency model cannot time, refused before any backbone work."""
+def check_latency_spec(exits: dict, criterion, runtime: str = "pytorch") -> None:
+    """What the latency model cannot time, read from an artifact's exit spec (its config's ``exits``: nothing
+    needs to load) and an unbound ``criterion``."""
     if runtime not in PATH_RUNNERS:
         raise EebertError(f"--cost latency cannot time the {runtime} runtime's loop",
                           f"add --latency-runtime, one of {', '.join(PATH_RUNNERS)}")
-    if runtime == "onnxruntime":
-        check_exportable(artifact, criterion, "--latency-runtime onnxruntime", "time it with --latency-runtime pytorch")
     if not criterion.stateless:
         raise EebertError(f"--cost latency times a stateless criterion; {criterion.registry_name} keeps state "
                           "across exits", "calibrate it with --cost flops, or choose a stateless criterion")
-    exits = artifact.exits
-    if exits.gates is not None or exits.taps():
+    if exits.get("gates") or exits.get("bypass"):
         raise EebertError("--cost latency times plain exits; this artifact's skipping gates or bypasses change "
                           "each layer's cost", "calibrate it with --cost flops")
-    if len(exits.layers) < 2:
+    if len(exits["layers"]) < 2:
         raise EebertError("--cost latency needs at least two exits to tell an exit's time from a layer's",
                           "calibrate with --cost flops, or attach exits at more layers")
+
+
+def check_latency(artifact, criterion, runtime: str = "pytorch") -> None:
+    """What the latency model cannot time on the loaded ``artifact``, refused before any backbone work: its
+    spec's checks, and for ONNX Runtime what the exporter takes of its exits."""
+    check_latency_spec(artifact.exits.spec.to_dict(), criterion, runtime)
+    if runtime == "onnxruntime":
+        check_exportable(artifact, criterion, "--latency-runtime onnxruntime", "time it with --latency-runtime pytorch")
 
 
 def lengths_to_time(lengths: torch.Tensor) -> list[int]:

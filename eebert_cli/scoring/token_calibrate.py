@@ -96,7 +96,7 @@ def choose_token(points: list[dict], cfg, ref_f1: float) -> dict:
 
 #: CalibrationConfig fields the per-token search does not read (their flags: the fields' own, ``flag_of``)
 UNREAD = ("criterion_params", "unlabeled", "per_layer", "gate_thresholds", "prune_exits", "prune_within_noise",
-          "tolerance", "precision")
+          "tolerance", "precision", "cost", "latency_runtime")
 
 
 def check_token_settings(cfg, metric: str | None, by: str) -> None:

@@ -122,12 +122,9 @@ def calibrate(artifact: str | Path | Artifact, data: DataConfig | TaskData | Non
                                   "calibrated on PyTorch's outputs", "drop --runtime")
             check_exportable(artifact, _criterion(artifact, cfg), f"--runtime {cfg.runtime}",
                              "calibrate with --runtime pytorch")
-        if cfg.cost == "latency":  # what the latency model cannot time, refused before the backbone pass
+        if cfg.cost == "latency":  # what the timed loop cannot export, refused before the backbone pass
             from ..scoring.latency import check_latency
 
-            if token_exit or _tagger(artifact) is not None:
-                raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
-                                  "calibrated on FLOPs", "drop --cost latency")
             check_latency(artifact, _criterion(artifact, cfg), cfg.latency_runtime or cfg.runtime)
         if token_exit:
             from ..scoring.token_calibrate import calibrate_token_exit
@@ -151,6 +148,16 @@ def _check_calibrate_settings(artifact, cfg: CalibrationConfig, metric: str | No
                           "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
     task = artifact_task(artifact)
     task.choose_metric(metric)  # one the task does not report, or cannot lead: one line
+    if cfg.cost == "latency":  # what the latency model cannot time (its loop, criterion, exits)
+        from ..criteria import CRITERIA
+        from ..scoring.latency import check_latency_spec
+        from ..tasks import criterion_for
+
+        if task.level == "token":
+            raise EebertError("--cost latency times a sentence classifier's loop; a tagger's exits are "
+                              "calibrated on FLOPs", "drop --cost latency")
+        criterion = CRITERIA.build(criterion_for(task, cfg.criterion), dict(cfg.criterion_params), task=task.name)
+        check_latency_spec(config["exits"], criterion, cfg.latency_runtime or cfg.runtime)
     if task.level == "token" and cfg.unlabeled:
         raise EebertError("--unlabeled bounds a sentence classifier's drop by its disagreement with the deployed "
                           "model; a tagger's --max-drop is bounded by a bootstrap over labelled validation "
