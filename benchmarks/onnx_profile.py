@@ -35,6 +35,7 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -99,11 +100,12 @@ class Timed:
         return timed
 
 
-def instrument(o: OnnxEarlyExit, profile: bool, threads: int) -> OnnxEarlyExit:
-    """Wrap every session of ``o`` in Timed (after reopening it with ORT's profiler when ``profile``)."""
+def instrument(o: OnnxEarlyExit, profile_dir: Path | None, threads: int) -> OnnxEarlyExit:
+    """Wrap every session of ``o`` in Timed (after reopening it with ORT's profiler writing into
+    ``profile_dir``, when given)."""
     def wrap(sess, file):
-        if profile:
-            sess = session(o.folder / file, threads, profile_prefix=f"/tmp/eebert-ort-{file}")
+        if profile_dir is not None:
+            sess = session(o.folder / file, threads, profile_prefix=str(profile_dir / file))
         return Timed(sess)
 
     o.sessions = [wrap(s, seg["file"]) for s, seg in zip(o.sessions, o.segments)]
@@ -369,13 +371,15 @@ def main():
             hf = m.artifact.reference.model
             before = (lambda x: hf(input_ids=torch.from_numpy(x[0]), attention_mask=torch.from_numpy(x[1]),
                                    token_type_ids=torch.from_numpy(x[2]))) if a.after_pytorch else None
-            o = instrument(OnnxEarlyExit(folder, threads=a.threads), False, a.threads)
+            o = instrument(OnnxEarlyExit(folder, threads=a.threads), None, a.threads)
             wall = timed_pass(o, bs, b, a.repeats, profile=False, before=before)
             exits = np.concatenate([np.atleast_1d(call(o, True, b, *x)[1]) for x in bs])
             lengths = torch.tensor([len(enc.input_ids[i]) for i in idx])
             flops = flops_speedup(m, lengths, torch.from_numpy(exits), full_cost(m.adapter.dims, lengths))
-            p = instrument(OnnxEarlyExit(folder, threads=a.threads), True, a.threads)
-            prof = timed_pass(p, bs, b, a.repeats, profile=True, before=before)
+            with tempfile.TemporaryDirectory(prefix="eebert-ort-profile-") as tmp:  # ORT's profiles: read, then gone
+                p = instrument(OnnxEarlyExit(folder, threads=a.threads), Path(tmp), a.threads)
+                prof = timed_pass(p, bs, b, a.repeats, profile=True, before=before)
+                del p  # every session ended its profile in timed_pass; none writes one after the folder goes
             name = f"onnxrt {q}" + (", each call after a PyTorch forward" if before else "")
             results[f"onnxrt {q} batch {b}"] = report(name, b, len(idx), o.segments, wall, prof, flops, a.repeats)
             if a.chain:

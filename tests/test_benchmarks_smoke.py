@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -184,11 +186,23 @@ def smoke_gated(tiny_ckpt, tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[r.id or r.script for r in RUNS])
-def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_path):
+def test_benchmark_runs_to_the_end_and_prints_its_table(run: Run, request, tmp_path, monkeypatch):
     for module in run.needs:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (an optional extra)")
-    ran = run_script(BENCHMARKS / run.script, run.argv(request.getfixturevalue, tmp_path))
+    argv = run.argv(request.getfixturevalue, tmp_path)  # fixtures first: they may use the temp folder
+    system_tmp, started = Path(tempfile.gettempdir()), time.time()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    ran = run_script(BENCHMARKS / run.script, argv)
+    # a script cleans up after itself: none of its temporary files or folders are left (python's and eebert's
+    # names; libraries keep their own there, ORT's .ses, torch's inductor cache), none written beside the temp
+    # folder (onnx_profile.py wrote ORT's profiles to /tmp/eebert-ort-* and left them)
+    left = [p.name for p in scratch.iterdir() if p.name.startswith(("tmp", "eebert"))]
+    left += [p.name for p in system_tmp.glob("eebert-ort-*") if p.stat().st_mtime >= started]
+    assert not left, left
     assert ran.returncode == 0, ran.stderr[-3000:]
     out = ran.stdout
     missing = [e for e in run.expect if e not in out]
