@@ -156,3 +156,14 @@ def test_every_command_takes_config(tiny_ckpt, tiny_data, tmp_path):
     assert r.exit_code == 0, r.output
     for cmd in ("attach", "calibrate", "benchmark", "export", "predict", "run", "compare"):
         assert "--config" in runner.invoke(app, [cmd, "--help"]).output, cmd
+
+
+def test_run_prints_its_verdict_as_a_table_and_exits_3_on_a_miss(tiny_ckpt, tiny_data, tmp_path):
+    """The human output (no --json): every expectation a row, met or FAILED, then exit 3 for the miss."""
+    f = recipe(tmp_path, tiny_ckpt, tiny_data, "[expect]\nmin_flops_speedup = 1.0\nmin_measured_speedup = 4.9\n")
+    r = runner.invoke(app, ["run", str(f)])
+    assert r.exit_code == EXPECTATIONS_FAILED, r.output
+    assert "Traceback" not in r.output and "expectations" in r.output
+    rows = {line.split("│")[1].strip(): line for line in r.output.splitlines() if line.count("│") >= 4}
+    assert "met" in rows["min_flops_speedup"] and ">= 1.0" in rows["min_flops_speedup"]
+    assert "FAILED" in rows["min_measured_speedup"] and ">= 4.9" in rows["min_measured_speedup"]

@@ -56,3 +56,15 @@ def test_every_command_prints_its_result_on_every_task(task, tmp_path):
         r = CliRunner().invoke(app, [str(x) for x in c])
         assert r.exit_code == 0 and "Traceback" not in r.output and "error:" not in r.output, (c, r.output)
         assert r.output.strip(), c  # it printed something
+
+
+@pytest.mark.parametrize("flags,line", [(["--bypass", "badge"], "bypasses: 2 blocks, "),
+                                        (["--gates", "smartbert"], "gates: 3 gated layers, held-out skip rate "),
+                                        (["--exits", "leco"], "LECO search chose: layer 1: "),
+                                        (["--objective", "leebert"], "learned loss weights: ce@1 ")])
+def test_attach_prints_what_its_components_chose(tiny_ckpt, tiny_data, tmp_path, flags, line):
+    """The lines attach adds for bypasses, gates, LECO's search and LeeBERT's learned weights."""
+    r = CliRunner().invoke(app, ["attach", str(tiny_ckpt), "--data", str(tiny_data), "--out", str(tmp_path / "a"),
+                                 "--epochs", "1", *flags])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert line in " ".join(r.output.split()), r.output  # rich wraps long lines
