@@ -310,3 +310,18 @@ def test_calibrate_benchmark_predict_flags_answer_anything_with_one_line(data, c
         assert "Traceback" not in r.output and "Invalid value" in r.output
         return
     one_line_error(r)
+
+
+def test_a_regressors_text_labels_are_refused_in_one_line(tmp_path):
+    """A one-output checkpoint (a regressor) with class names in the label column: not a score, said first."""
+    from conftest import make_model
+
+    ckpt = make_model(tmp_path / "m", "bert", num_labels=1)
+    rows = [{"text": r["text"], "label": "pos" if i % 2 else "neg"} for i, r in enumerate(make_rows(120, seed=1))]
+    data = tmp_path / "d"
+    data.mkdir()
+    for name, part in (("train", rows[:80]), ("validation", rows[80:100]), ("test", rows[100:])):
+        write_csv(data / f"{name}.csv", part)
+    out = one_line_error(invoke("attach", ckpt, "--data", data, "--out", tmp_path / "a", "--epochs", 1))
+    assert "is not a number, but the model is a regressor" in out and "numeric scores" in out
+    assert not (tmp_path / "a").exists()
