@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..core.errors import EebertError
 
@@ -38,9 +38,19 @@ def builder_of(path: Path) -> tuple[str, dict]:
                           f"use one of {', '.join(READERS)}") from None
 
 
-def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner_tags"):
+def reader_of(path: Path, text_columns: Iterable[str | None] = ()) -> tuple[str, dict]:
+    """The builder for ``path`` and its arguments; a CSV/TSV's ``text_columns`` are read as the text written in
+    the file: pandas would read a column of numbers ("007", 164) as numbers, which no quoting prevents."""
+    builder, kw = builder_of(path)
+    if builder == "csv":
+        kw = {**kw, "converters": {c: str for c in text_columns if c}}  # empty and NA fields stay missing
+    return builder, kw
+
+
+def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner_tags",
+              text_columns: Iterable[str | None] = ()):
     """One data file as a `datasets.Dataset` (cached as Arrow under HF_DATASETS_CACHE, memory-mapped);
-    a CoNLL-style text file as words and tags in the named columns."""
+    a CoNLL-style text file as words and tags in the named columns. ``text_columns``: see :func:`reader_of`."""
     import datasets
 
     from .conll import SUFFIXES, read_conll
@@ -48,7 +58,7 @@ def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner
     if path.suffix.lower() in SUFFIXES:
         return read_conll(path, tokens_column, tags_column)
 
-    builder, kw = builder_of(path)
+    builder, kw = reader_of(path, text_columns)
     quiet_datasets()
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
@@ -59,11 +69,11 @@ def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner
         raise diagnose(path, e) from None
 
 
-def stream_file(path: Path, batch_size: int) -> Iterator[dict[str, list]]:
+def stream_file(path: Path, batch_size: int, text_columns: Iterable[str | None] = ()) -> Iterator[dict[str, list]]:
     """Batches of rows (column -> values), in file order, without reading the whole file."""
     import datasets
 
-    builder, kw = builder_of(path)
+    builder, kw = reader_of(path, text_columns)
     quiet_datasets()
     stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **kw)
     try:

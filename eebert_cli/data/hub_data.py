@@ -16,8 +16,9 @@ from ..core.hub import offline, resolve
 from . import files
 
 
-def load_hub_dataset(repo_id: str, config: str | None, revision: str | None) -> tuple[dict, dict]:
-    """(split name -> Dataset, provenance) for ``repo_id``."""
+def load_hub_dataset(repo_id: str, config: str | None, revision: str | None,
+                     text_columns: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """(split name -> Dataset, provenance) for ``repo_id``; ``text_columns``: see ``files.reader_of``."""
     try:
         ref = resolve(repo_id, "dataset", revision)
     except EebertError as miss:
@@ -26,10 +27,10 @@ def load_hub_dataset(repo_id: str, config: str | None, revision: str | None) -> 
             raise miss
         return parts, {"id": repo_id, "type": "dataset", "config": config, "revision": revision,
                        "cache": "datasets"}
-    return load_snapshot(ref.path, config, repo_id), {**ref.to_dict(), "config": config}
+    return load_snapshot(ref.path, config, repo_id, text_columns), {**ref.to_dict(), "config": config}
 
 
-def load_snapshot(path: Path, config: str | None, repo_id: str) -> dict:
+def load_snapshot(path: Path, config: str | None, repo_id: str, text_columns: tuple[str, ...] = ()) -> dict:
     import datasets
 
     from .files import is_saved_dataset
@@ -61,8 +62,11 @@ def load_snapshot(path: Path, config: str | None, repo_id: str) -> dict:
                           "check --data-config and that the cached snapshot is complete")
     # each split by its own file name, as a folder given with --data is read: `datasets`' own
     # pattern matching would rename dev.csv to validation and drop a split called heldout
-    return {name: datasets.concatenate_datasets([files.load_file(f) for f in fs]) if len(fs) > 1
-            else files.load_file(fs[0]) for name, fs in parts.items()}
+    def read(f: Path):
+        return files.load_file(f, text_columns=text_columns)
+
+    return {name: datasets.concatenate_datasets([read(f) for f in fs]) if len(fs) > 1 else read(fs[0])
+            for name, fs in parts.items()}
 
 
 def split_files(folder: Path) -> dict[str, list[Path]]:

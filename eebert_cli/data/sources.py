@@ -20,6 +20,11 @@ from .spec import SPLITS, DataConfig, Split, TaskData, columns, seeded_split
 ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
+def text_columns_of(cfg: DataConfig) -> tuple[str, ...]:
+    """The columns read as text (a CSV's, as written: ``files.reader_of``)."""
+    return tuple(c for c in (cfg.text_column, cfg.pair_column) if c)
+
+
 def check_spec(cfg: DataConfig) -> None:
     """What :func:`open_spec` refuses without reading a row (the split map; a spec that is no corpus, no path
     here and no dataset id): the steps ask it before a model loads."""
@@ -67,11 +72,12 @@ def open_spec(cfg: DataConfig) -> tuple[dict[str, Split], dict | None]:
             return from_saved(path, cfg), None
         if path.is_dir():
             return from_directory(path, cfg), None
-        return from_table(files.load_file(path, cfg.tokens_column, cfg.tags_column), cfg, str(path)), None
+        return from_table(files.load_file(path, cfg.tokens_column, cfg.tags_column, text_columns_of(cfg)), cfg,
+                          str(path)), None
     spec, config = parse_id(cfg)
     from .hub_data import load_hub_dataset
 
-    parts, source = load_hub_dataset(spec, config, cfg.revision)
+    parts, source = load_hub_dataset(spec, config, cfg.revision, text_columns_of(cfg))
     return from_parts(parts, cfg, spec), source
 
 
@@ -152,7 +158,7 @@ def from_directory(path: Path, cfg: DataConfig) -> dict[str, Split]:
     out = {}
     for split, stem in chosen.items():
         f = stems[stem]
-        ds = files.load_file(f, cfg.tokens_column, cfg.tags_column)
+        ds = files.load_file(f, cfg.tokens_column, cfg.tags_column, text_columns_of(cfg))
         if len(ds) == 0:
             raise EebertError(f"data file {f} is empty", "give a file with a header and at least one row")
         out[split] = columns(ds, cfg, str(f))

@@ -41,7 +41,7 @@ def check_paths(input_file: Path, output: Path | None, overwrite: bool, text_col
     builder_of(input_file)  # an unknown file type fails now
     check_not_empty(input_file)
     if text_column is not None:
-        first = next(iter(stream_file(input_file, 8)), None)
+        first = next(iter(stream_file(input_file, 8, (text_column, pair_column))), None)
         if first is not None:  # no rows: the stream says so as it reads
             check_named_columns(first, input_file, text_column, pair_column)
     if output is None:
@@ -73,7 +73,7 @@ def chunks(input_file: Path, text_column: str, pair_column: str | None,
 
     start = 0
     check_not_empty(input_file)
-    for batch in stream_file(input_file, chunk_rows):
+    for batch in stream_file(input_file, chunk_rows, (text_column, pair_column)):
         check_named_columns(batch, input_file, text_column, pair_column)
         for col, what in ((text_column, "text"), (pair_column, "pair")):
             if col is not None:

@@ -269,7 +269,7 @@ def unlabeled_data(spec: str, data: TaskData) -> TaskData:
         raise EebertError(f"--unlabeled {spec}: file not found", f"give a data file ({', '.join(files.READERS)}) "
                           "with a text column")
     val = data.split("validation")
-    ds = files.load_file(path)
+    ds = files.load_file(path, text_columns=(val.text_column, val.pair_column))
     if len(ds) == 0:
         raise EebertError(f"--unlabeled {spec} is empty", "give a file with a header and rows")
     split = columns(ds, DataConfig(text_column=val.text_column, pair_column=val.pair_column, label_column=None),
