@@ -197,3 +197,26 @@ def test_a_csv_text_column_of_numbers_is_read_as_the_text_written(tmp_path):
     f.write_text('text,label\n"007",1\n,0\n')
     with pytest.raises(EebertError, match="row 2 has no text"):
         load_data(DataConfig(spec=str(f)))
+
+
+def test_a_tsv_written_without_quoting_keeps_every_row(tmp_path):
+    """TSV has no quoting (GLUE's files): read with CSV quoting, a text that opened with a double quote ran
+    on over the rows after it up to the next quote, merging them into one text without a word. A TSV written
+    with CSV quoting (pandas' to_csv) still reads its quoted tabs, line breaks and doubled quotes."""
+    import pandas as pd
+
+    from eebert_cli.deploy.predict_file import chunks
+
+    raw = tmp_path / "raw.tsv"
+    raw.write_text('text\tlabel\tsplit\n"Hi" she said, and left\t1\ttrain\n"an opening quote\t0\ttrain\n'
+                   'plain text\t0\ttrain\nsays "hi" here\t1\ttrain\n"whole"\t0\tvalidation\nlast\t1\ttest\n')
+    d = load_data(DataConfig(spec=str(raw)))
+    assert d.split("train").texts == ['"Hi" she said, and left', '"an opening quote', "plain text", 'says "hi" here']
+    assert d.split("validation").texts == ['"whole"'] and d.split("test").texts == ["last"]
+    assert [t for _, ts, _ in chunks(raw, "text", None) for t in ts][1:3] == ['"an opening quote', "plain text"]
+
+    quoted = tmp_path / "quoted.tsv"
+    pd.DataFrame({"text": ['says "hi"', "a\ttab", "a line\nbreak", "plain"], "label": [0, 1, 0, 1],
+                  "split": ["train", "train", "validation", "test"]}).to_csv(quoted, sep="\t", index=False)
+    d = load_data(DataConfig(spec=str(quoted)))
+    assert d.split("train").texts == ['says "hi"', "a\ttab"] and d.split("validation").texts == ["a line\nbreak"]

@@ -9,6 +9,7 @@ is not an object), so the user gets one line instead of a pyarrow traceback.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,11 +41,38 @@ def builder_of(path: Path) -> tuple[str, dict]:
 
 def reader_of(path: Path, text_columns: Iterable[str | None] = ()) -> tuple[str, dict]:
     """The builder for ``path`` and its arguments; a CSV/TSV's ``text_columns`` are read as the text written in
-    the file: pandas would read a column of numbers ("007", 164) as numbers, which no quoting prevents."""
+    the file: pandas would read a column of numbers ("007", 164) as numbers, which no quoting prevents. A TSV
+    is read with CSV quoting unless it is written without (:func:`tsv_quoting`)."""
     builder, kw = builder_of(path)
     if builder == "csv":
         kw = {**kw, "converters": {c: str for c in text_columns if c}}  # empty and NA fields stay missing
+    if path.suffix.lower() == ".tsv":
+        kw["quoting"] = tsv_quoting(path)
     return builder, kw
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')  #: a field written with CSV quoting
+
+
+def tsv_quoting(path: Path) -> int:
+    """``csv.QUOTE_NONE`` for a TSV written without quoting, as TSV is (GLUE's files: a text may open with a
+    double quote it does not close, ``"Hi" she said``), else CSV quoting (pandas' ``to_csv(sep="\t")``).
+
+    Read with CSV quoting, such a quote ran on over the rows after it up to the next quote: rows merged into
+    one text, silently. Unquoted means every line has the header's number of fields and some field opens with
+    a quote it does not close; a file whose quoted fields span lines keeps CSV quoting."""
+    import csv
+
+    quoted, fields, opened = csv.QUOTE_MINIMAL, None, False
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        for line in f:
+            parts = line.rstrip("\r\n").split("\t")
+            if fields is None:
+                fields = len(parts)
+            elif line.strip() and len(parts) != fields:
+                return quoted  # a quoted field holds a tab or a line break: CSV quoting reads it
+            opened = opened or any(p.startswith('"') and not _QUOTED.fullmatch(p) for p in parts)
+    return csv.QUOTE_NONE if opened else quoted
 
 
 def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner_tags",
