@@ -220,3 +220,21 @@ def test_a_tsv_written_without_quoting_keeps_every_row(tmp_path):
                   "split": ["train", "train", "validation", "test"]}).to_csv(quoted, sep="\t", index=False)
     d = load_data(DataConfig(spec=str(quoted)))
     assert d.split("train").texts == ['says "hi"', "a\ttab"] and d.split("validation").texts == ["a line\nbreak"]
+
+
+def test_a_csv_text_that_reads_none_or_na_is_text(tmp_path):
+    """pandas reads "None", "N/A", "null", "nan" as missing: a survey's free answers were refused as rows with
+    no text. In the text and pair columns only an empty cell is missing; in a label column pandas' list holds."""
+    from eebert_cli.deploy.predict_file import chunks
+
+    f = tmp_path / "answers.csv"
+    f.write_text("text,label,split\nNone,1,train\nN/A,0,train\nnull,1,validation\nnan,0,test\n")
+    d = load_data(DataConfig(spec=str(f)))
+    assert d.split("train").texts == ["None", "N/A"] and d.split("validation").texts == ["null"]
+    assert [t for _, ts, _ in chunks(f, "text", None) for t in ts] == ["None", "N/A", "null", "nan"]
+    f.write_text("text,label,split\nNone,1,train\n,0,train\n")
+    with pytest.raises(EebertError, match="row 2 has no text"):
+        load_data(DataConfig(spec=str(f)))
+    f.write_text("text,label,split\nNone,1,train\nfine,NA,train\n")
+    with pytest.raises(EebertError, match="empty or NaN values in label column 'label' \\(row 2\\)"):
+        load_data(DataConfig(spec=str(f)))

@@ -8,6 +8,7 @@ is not an object), so the user gets one line instead of a pyarrow traceback.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -44,11 +45,33 @@ def reader_of(path: Path, text_columns: Iterable[str | None] = ()) -> tuple[str,
     the file: pandas would read a column of numbers ("007", 164) as numbers, which no quoting prevents. A TSV
     is read with CSV quoting unless it is written without (:func:`tsv_quoting`)."""
     builder, kw = builder_of(path)
-    if builder == "csv":
-        kw = {**kw, "converters": {c: str for c in text_columns if c}}  # empty and NA fields stay missing
+    if builder != "csv":
+        return builder, kw
+    texts = [c for c in text_columns if c]
+    kw = {**kw, "converters": {c: str for c in texts}}
     if path.suffix.lower() == ".tsv":
         kw["quoting"] = tsv_quoting(path)
+    missing = _missing_cells(path, kw.get("sep", ","), kw.get("quoting", csv.QUOTE_MINIMAL), texts)
+    if missing is not None:
+        kw.update(keep_default_na=False, na_values=missing)
     return builder, kw
+
+
+def _missing_cells(path: Path, sep: str, quoting: int, texts: list[str]) -> dict[str, list[str]] | None:
+    """Per column, the cells pandas reads as missing: in a text column only the empty one, elsewhere pandas'
+    own list ("NA", "None", "null", "nan", ...). A text that reads "None" or "N/A" (a survey's free answer) is
+    text the deployed model answers, not a missing row. None (pandas' defaults everywhere) when the header
+    cannot be read here; the builder then says what is wrong."""
+    try:
+        from pandas._libs.parsers import STR_NA_VALUES  # pandas' list, used as it is
+
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+            header = next(csv.reader(f, delimiter=sep, quoting=quoting), None)
+    except (ImportError, csv.Error):
+        return None
+    if not header or not texts:
+        return None
+    return {c: [""] if c in texts else sorted(STR_NA_VALUES) for c in header}
 
 
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')  #: a field written with CSV quoting
@@ -61,8 +84,6 @@ def tsv_quoting(path: Path) -> int:
     Read with CSV quoting, such a quote ran on over the rows after it up to the next quote: rows merged into
     one text, silently. Unquoted means every line has the header's number of fields and some field opens with
     a quote it does not close; a file whose quoted fields span lines keeps CSV quoting."""
-    import csv
-
     quoted, fields, opened = csv.QUOTE_MINIMAL, None, False
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         for line in f:
