@@ -238,3 +238,20 @@ def test_a_csv_text_that_reads_none_or_na_is_text(tmp_path):
     f.write_text("text,label,split\nNone,1,train\nfine,NA,train\n")
     with pytest.raises(EebertError, match="empty or NaN values in label column 'label' \\(row 2\\)"):
         load_data(DataConfig(spec=str(f)))
+
+
+def test_a_file_separated_otherwise_says_so(tmp_path):
+    """A spreadsheet's CSV export separated by semicolons reads as one column named `text;label`: the line says
+    how the file is separated, not only that `text` is missing; predict --input says the same."""
+    from eebert_cli.deploy.predict_file import check_paths
+
+    f = tmp_path / "export.csv"
+    f.write_text("text;label\n" + "".join(f"review {i};{i % 2}\n" for i in range(20)))
+    for call in (lambda: load_data(DataConfig(spec=str(f))), lambda: check_paths(f, None, False, "text", None)):
+        with pytest.raises(EebertError, match="its header is one column, 'text;label', separated by semicolons") as e:
+            call()
+        assert "separated by commas" in e.value.hint
+    f.write_text("body,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(20)))
+    with pytest.raises(EebertError, match=r"has no text column 'text' \(columns: body, label\)") as e:
+        load_data(DataConfig(spec=str(f)))
+    assert e.value.hint == "name the right column with --text-column"

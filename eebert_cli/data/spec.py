@@ -119,6 +119,19 @@ class TaskData:
         return self.splits[name]
 
 
+def missing_column(source: str, what: str, col: str, present) -> EebertError:
+    """The one line for a named column ``col`` that ``source`` lacks. A header that holds ``col`` between other
+    separators (``text;label``: a spreadsheet's export in many locales) says how the file is separated."""
+    names = sorted(present)
+    for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"), (",", "commas")):
+        if any(col in n.split(sep) for n in names if sep in n):
+            return EebertError(f"{source} has no {what} column {col!r}: its header is one column, {names[0]!r}, "
+                               f"separated by {name}", "save it as .csv separated by commas or .tsv by tabs (as "
+                               "eebert reads them), or as JSONL or parquet")
+    return EebertError(f"{source} has no {what} column {col!r} (columns: {', '.join(names)})",
+                       f"name the right column with --{what}-column")
+
+
 def columns(ds, cfg: DataConfig, source: str) -> Split:
     """Check the named columns and their rows; the checked rows as a Split."""
     from .rows import check_columns
@@ -130,8 +143,7 @@ def columns(ds, cfg: DataConfig, source: str) -> Split:
             return col
         if optional:
             return None
-        raise EebertError(f"{source} has no {what} column {col!r} (columns: {', '.join(sorted(cols))})",
-                          f"name the right column with --{what}-column")
+        raise missing_column(source, what, col, cols)
 
     if cfg.text_column not in cols and cfg.tokens_column in cols:  # words and tags: token classification
         from .tagging import check_words

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..data.files import READERS, builder_of, count_rows, stream_file
+from ..data.spec import missing_column
 from ..data.rows import check_text
 from ..core.atomic import check_writable
 from ..core.errors import EebertError
@@ -88,8 +89,7 @@ def chunks(input_file: Path, text_column: str, pair_column: str | None,
 def check_named_columns(batch: dict, input_file: Path, text_column: str, pair_column: str | None) -> None:
     for col, what in ((text_column, "text"), (pair_column, "pair")):
         if col is not None and col not in batch:
-            raise EebertError(f"{input_file} has no {what} column {col!r} (columns: {', '.join(sorted(batch))})",
-                              f"name it with --{what}-column")
+            raise missing_column(str(input_file), what, col, batch)
 
 
 def _arrow(values: list):
