@@ -85,6 +85,8 @@ def tsv_quoting(path: Path) -> int:
     one text, silently. Unquoted means every line has the header's number of fields and some field opens with
     a quote it does not close; a file whose quoted fields span lines keeps CSV quoting."""
     quoted, fields, opened = csv.QUOTE_MINIMAL, None, False
+    if not _opens_a_quote(path):  # no field opens with a quote (most files): either reading is the same
+        return quoted
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         for line in f:
             parts = line.rstrip("\r\n").split("\t")
@@ -94,6 +96,19 @@ def tsv_quoting(path: Path) -> int:
                 return quoted  # a quoted field holds a tab or a line break: CSV quoting reads it
             opened = opened or any(p.startswith('"') and not _QUOTED.fullmatch(p) for p in parts)
     return csv.QUOTE_NONE if opened else quoted
+
+
+def _opens_a_quote(path: Path) -> bool:
+    """Whether a field of the TSV may open with a double quote (after a tab or at a line's start): a byte
+    search, so a large file without one costs little."""
+    last = b"\n"  # the file's start is a line's start (after a UTF-8 BOM, if any)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            joined = (last + block).replace(b"\n\xef\xbb\xbf", b"\n", 1) if last == b"\n" else last + block
+            if b'\t"' in joined or b'\n"' in joined:
+                return True
+            last = block[-1:]
+    return False
 
 
 def load_file(path: Path, tokens_column: str = "tokens", tags_column: str = "ner_tags",
