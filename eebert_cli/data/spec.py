@@ -124,8 +124,9 @@ def missing_column(source: str, what: str, col: str, present) -> EebertError:
     separators (``text;label``: a spreadsheet's export in many locales) says how the file is separated."""
     names = sorted(present)
     for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"), (",", "commas")):
-        if any(col in n.split(sep) for n in names if sep in n):
-            return EebertError(f"{source} has no {what} column {col!r}: its header is one column, {names[0]!r}, "
+        joined = next((n for n in names if sep in n and col in n.split(sep)), None)
+        if joined is not None:
+            return EebertError(f"{source} has no {what} column {col!r}: its header is one column, {joined!r}, "
                                f"separated by {name}", "save it as .csv separated by commas or .tsv by tabs (as "
                                "eebert reads them), or as JSONL or parquet")
     return EebertError(f"{source} has no {what} column {col!r} (columns: {', '.join(names)})",
