@@ -136,6 +136,7 @@ BAD = [  # (file name, bytes, words the one-line message must hold)
     ("nan.csv", b"text,label\ngood,0.5\nbad,NaN\n", ["nan.csv", "NaN", "row 2"]),
     ("nolabel.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n', ["empty or NaN values", "row 2"]),
     ("empty.csv", b"text,label\n", ["empty"]),
+    ("comma.csv", b"text,label\ngood,1\nI loved it, really,1\n", ["comma.csv:3 has 3 fields where the header has 2"]),
 ]
 
 

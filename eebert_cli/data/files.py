@@ -74,6 +74,7 @@ def _missing_cells(path: Path, sep: str, quoting: int, texts: list[str]) -> dict
     return {c: [""] if c in texts else sorted(STR_NA_VALUES) for c in header}
 
 
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")  #: pandas' parser, on a row too long
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')  #: a field written with CSV quoting
 
 
@@ -188,6 +189,12 @@ def diagnose(path: Path, error: Exception) -> EebertError:
             return EebertError(f"{path} has no rows (a header at most)", "give a file with a header and rows")
     cause = error.__cause__ or error.__context__ or error
     text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    extra = _FIELDS.search(text) if suffix in (".csv", ".tsv") else None
+    if extra:  # pandas' words for the commonest broken CSV: a text with a comma in it, unquoted
+        want, line, saw = extra.groups()
+        sep = "a tab" if suffix == ".tsv" else "a comma"
+        return EebertError(f"{path}:{line} has {saw} fields where the header has {want}",
+                           f"quote a text that holds {sep}, as in \"I loved it, really\"")
     return EebertError(f"cannot read {path}: {text}", "check that the file is a well-formed "
                        f"{suffix.lstrip('.').upper()} file with a header row / one record per row")
 
