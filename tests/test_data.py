@@ -256,3 +256,40 @@ def test_a_file_separated_otherwise_says_so(tmp_path):
     with pytest.raises(EebertError, match=r"has no text column 'text' \(columns: body, label\)") as e:
         load_data(DataConfig(spec=str(f)))
     assert e.value.hint == "name the right column with --text-column"
+
+
+def test_classlabel_ids_are_read_by_their_names_where_the_model_knows_them(tmp_path, tiny_ckpt):
+    """A `datasets` set numbers its labels by its ClassLabel, in its own order; a model may number them
+    otherwise (conll2003's tags and a hub NER model's are so). Where the model knows every name, the ids are
+    read by name: they named the wrong labels, silently. Names the model does not know leave ids as ids."""
+    from types import SimpleNamespace
+
+    import datasets
+    from transformers import AutoConfig, AutoTokenizer
+
+    from conftest import TAGS, make_tag_rows, make_tagger
+    from eebert_cli.model.checkpoint import gold_labels
+    from eebert_cli.model.token_features import words_of
+
+    def saved(name, features, rows):
+        ds = datasets.Dataset.from_list(rows, features=datasets.Features(features))
+        datasets.DatasetDict({s: ds for s in ("train", "validation", "test")}).save_to_disk(tmp_path / name)
+        return load_data(DataConfig(spec=str(tmp_path / name)))
+
+    config = AutoConfig.from_pretrained(tiny_ckpt)  # id2label {0: LABEL_0, 1: LABEL_1}
+    names = [config.id2label[1], config.id2label[0]]  # the data's order is the model's reversed
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(10)]
+    for labels, expected in ((names, [1 - r["label"] for r in rows]), (["neg", "pos"], [r["label"] for r in rows])):
+        d = saved("c-" + labels[0], {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=labels)}, rows)
+        deployed = SimpleNamespace(model=SimpleNamespace(config=config), label2id=config.label2id,
+                                   id2label=config.id2label)
+        assert gold_labels(deployed, d, "test").tolist() == expected
+
+    tagger = make_tagger(tmp_path / "tagger")
+    order = list(reversed(TAGS))  # the data numbers the model's tags backwards
+    tag_rows = [{"tokens": r["tokens"], "ner_tags": [order.index(t) for t in r["ner_tags"]]} for r in make_tag_rows(6)]
+    d = saved("t", {"tokens": datasets.Sequence(datasets.Value("string")),
+                    "ner_tags": datasets.Sequence(datasets.ClassLabel(names=order))}, tag_rows)
+    label2id = {t: i for i, t in enumerate(TAGS)}
+    w = words_of(AutoTokenizer.from_pretrained(tagger), d.split("test"), 32, label2id, len(TAGS))
+    assert w.tags == [[label2id[t] for t in r["ner_tags"]] for r in make_tag_rows(6)]

@@ -88,6 +88,28 @@ class Split:
     def labels(self) -> list | None:
         return self._values(self.label_column)
 
+    @property
+    def label_names(self) -> list[str] | None:
+        """The names a `datasets` ClassLabel gives the label column's ids (a tagger's tags too), else None."""
+        feature = self.dataset.features.get(self.label_column) if self.label_column else None
+        names = getattr(getattr(feature, "feature", feature), "names", None)  # a ClassLabel, or a list of them
+        return list(names) if names else None
+
+    def named_labels(self, values: list, label2id: dict) -> list:
+        """Label-column ``values`` with ClassLabel ids as their names where the model knows every name: a data
+        set may number its labels in another order than the model (conll2003's tags and a hub NER model's), and
+        its ids would then name the wrong labels, silently. Else as they are (ids the model reads as its own)."""
+        names, spelled = self.label_names, {str(k).lower(): str(k) for k in label2id}  # the model's spelling
+        if not names or not all(n.lower() in spelled for n in names):
+            return values
+
+        def name(v):
+            if isinstance(v, list):
+                return [name(x) for x in v]
+            return spelled[names[v].lower()] if isinstance(v, int) and 0 <= v < len(names) else v
+
+        return [name(v) for v in values]
+
     def subset(self, idx: list[int]) -> "Split":
         return Split(self.dataset.select(idx), self.text_column, self.pair_column, self.label_column, self.words)
 

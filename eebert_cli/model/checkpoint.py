@@ -217,5 +217,6 @@ def gold_labels(deployed: Deployed, data, split: str) -> torch.Tensor | None:
     if s.label_column is None:
         return None
     task, source, n = task_of(deployed.model.config), f"the {split} split of {data.name}", len(deployed.id2label)
-    parts = [task.gold(batch, deployed.label2id, n, source) for batch in s.iter_values(s.label_column)]
+    parts = [task.gold(s.named_labels(batch, deployed.label2id), deployed.label2id, n, source)
+             for batch in s.iter_values(s.label_column)]
     return torch.cat(parts) if parts else task.gold([], deployed.label2id, n, source)

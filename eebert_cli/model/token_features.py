@@ -66,7 +66,7 @@ class Words:
 def words_of(tokenizer, split, max_length: int, label2id: dict | None = None, num_labels: int = 0,
              source: str = "", first_row: int = 1) -> Words:
     """The split's sentences as subwords; with ``label2id``, its gold tags too (checked, as ids)."""
-    tags = (tag_ids(split.labels, label2id, num_labels, source, first_row)
+    tags = (tag_ids(split.named_labels(split.labels, label2id), label2id, num_labels, source, first_row)
             if label2id is not None and split.label_column is not None else None)
     words = split.texts
     e = encode(tokenizer, words, max_length)

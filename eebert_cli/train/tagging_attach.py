@@ -50,7 +50,8 @@ def attach_tagger(deployed: Deployed, data: TaskData, data_cfg: DataConfig, cfg:
                               f"{data.name} (train split)", feature_cache.CHUNK_ROWS)
     for name, split in data.splits.items():  # tags calibrate or benchmark would refuse fail now
         if name != "train" and split.label_column is not None:
-            tag_ids(split.labels, deployed.label2id, len(deployed.id2label), f"{data.name} ({name} split)")
+            tag_ids(split.named_labels(split.labels, deployed.label2id), deployed.label2id, len(deployed.id2label),
+                    f"{data.name} ({name} split)")
     before = {k: v.clone() for k, v in deployed.model.state_dict().items()}
     t0 = time.perf_counter()
     cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else feature_cache.default_folder(out)
