@@ -38,6 +38,13 @@ FAST = TrainConfig(epochs=15, lr=3e-3)
     ("B-PER B-PER", [("PER", 0, 1), ("PER", 1, 2)]),           # B- after B- starts a new one
     ("B-ORG I-ORG I-ORG", [("ORG", 0, 3)]),                    # a chunk running to the end
     ("O O", []),
+    # BIOES / BILOU taggers: E- (L-) ends a chunk, S- (U-) is one word alone
+    ("B-PER E-PER S-LOC O", [("PER", 0, 2), ("LOC", 2, 3)]),
+    ("B-ORG I-ORG E-ORG B-ORG E-ORG", [("ORG", 0, 3), ("ORG", 3, 5)]),
+    ("S-PER S-PER", [("PER", 0, 1), ("PER", 1, 2)]),
+    ("B-PER L-PER U-LOC", [("PER", 0, 2), ("LOC", 2, 3)]),
+    ("O E-PER O", [("PER", 1, 2)]),                             # E- without B- is a chunk of its own
+    ("B-PER E-LOC", [("PER", 0, 1), ("LOC", 1, 2)]),
 ])
 def test_spans(tags, expected):
     assert spans(tags.split()) == expected

@@ -1,20 +1,25 @@
-"""Entity spans from BIO tags and their exact-match scores, with conlleval's semantics.
+"""Entity spans from BIO (or BIOES / BILOU) tags and their exact-match scores, with conlleval's semantics.
 
 A chunk starts at a ``B-`` tag, at an ``I-`` tag after ``O`` or after a tag of another type
 (an ``I-`` without ``B-`` opens a chunk, as conlleval reads IOB1), and ends before ``O``,
-a ``B-`` or a tag of another type. A predicted entity counts only when its type, first and
-last word all equal a gold entity's. A tag without a prefix (IO tagging) reads as ``I-``.
+a ``B-`` or a tag of another type. Taggers trained on BIOES (BILOU) end a chunk with its ``E-``
+(``L-``) word and tag a one-word chunk ``S-`` (``U-``). A predicted entity counts only when its
+type, first and last word all equal a gold entity's. A tag without a prefix (IO tagging) reads as ``I-``.
 """
 
 from __future__ import annotations
+
+
+#: a tag's prefix as the chunk rules read it: BILOU's L and U are BIOES's E and S
+PREFIXES = {"B": "B", "I": "I", "E": "E", "L": "E", "S": "S", "U": "S"}
 
 
 def _split(tag: str) -> tuple[str, str]:
     if tag == "O" or not tag:
         return "O", ""
     prefix, sep, kind = tag.partition("-")
-    if sep and prefix in ("B", "I"):
-        return prefix, kind
+    if sep and prefix in PREFIXES:
+        return PREFIXES[prefix], kind
     return "I", tag
 
 
@@ -24,11 +29,14 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     start, kind = None, ""
     for i, tag in enumerate(tags):
         prefix, t = _split(tag)
-        if start is not None and (prefix in ("O", "B") or t != kind):
+        if start is not None and (prefix in ("O", "B", "S") or t != kind):
             out.append((kind, start, i))
             start = None
         if prefix != "O" and start is None:
             start, kind = i, t
+        if start is not None and prefix in ("E", "S"):  # the chunk's last word
+            out.append((kind, start, i + 1))
+            start = None
     if start is not None:
         out.append((kind, start, len(tags)))
     return out
