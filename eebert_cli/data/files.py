@@ -192,9 +192,9 @@ def diagnose(path: Path, error: Exception) -> EebertError:
     extra = _FIELDS.search(text) if suffix in (".csv", ".tsv") else None
     if extra:  # pandas' words for the commonest broken CSV: a text with a comma in it, unquoted
         want, line, saw = extra.groups()
-        sep = "a tab" if suffix == ".tsv" else "a comma"
+        example = "a tab" if suffix == ".tsv" else 'a comma, as in "I loved it, really"'
         return EebertError(f"{path}:{line} has {saw} fields where the header has {want}",
-                           f"quote a text that holds {sep}, as in \"I loved it, really\"")
+                           f"quote a text that holds {example}")
     return EebertError(f"cannot read {path}: {text}", "check that the file is a well-formed "
                        f"{suffix.lstrip('.').upper()} file with a header row / one record per row")
 
