@@ -130,3 +130,19 @@ def test_cli_streams_to_a_file_and_guards_the_paths(model, tmp_path, rows):
     assert r.exit_code == 1 and "no text column 'review'" in r.output and not (tmp_path / "x.csv").exists()
     r = run("predict", art, "--input", src, "--batch-size", 0)
     assert r.exit_code == 1 and "--batch-size" in r.output
+
+
+@pytest.mark.parametrize("output", [False, True])
+def test_a_bad_row_at_the_end_is_refused_before_the_model_loads(model, tmp_path, rows, monkeypatch, output):
+    """Every row is checked in a pass before the model loads: a bad row past the CSV reader's first chunk
+    (10,000 rows) failed only after every row before it was predicted."""
+    import eebert_cli.deploy.predict_file as predict_file
+
+    src = tmp_path / "in.csv"
+    n = 10_050
+    src.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(n)) + "I loved it, really,1\n")
+    monkeypatch.setattr(predict_file, "load_predictor", lambda *a, **k: pytest.fail("the model loaded first"))
+    args = ["--output", tmp_path / "out.jsonl"] if output else []
+    r = run("predict", model.artifact.path, "--input", src, *args)
+    assert r.exit_code == 1 and f"in.csv:{n + 2} has 3 fields" in r.output, r.output
+    assert not (tmp_path / "out.jsonl").exists()

@@ -358,7 +358,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     """
     from ..core.checks import check_batch_size
     from ..deploy.executors import executor_of
-    from ..deploy.predict_file import answer_rows, check_paths, load_predictor, predict_rows
+    from ..deploy.predict_file import answer_rows, check_paths, check_rows, load_predictor, predict_rows
 
     check_batch_size(batch_size)
     executor = executor_of(device)
@@ -375,6 +375,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
     resolve(device)  # a device that is not there fails before anything loads
     if input_file is not None:
         check_paths(input_file, None, overwrite, text_column, pair_column)
+        check_rows(input_file, text_column, pair_column, ui)  # a bad row anywhere: before the model loads
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
     model = load_predictor(artifact, backbone, device, pair_column, token_threshold, token_exit)  # a tagger's: its tagger
