@@ -244,11 +244,11 @@ def test_a_csv_text_that_reads_none_or_na_is_text(tmp_path):
 def test_a_file_separated_otherwise_says_so(tmp_path):
     """A spreadsheet's CSV export separated by semicolons reads as one column named `text;label`: the line says
     how the file is separated, not only that `text` is missing; predict --input says the same."""
-    from eebert_cli.deploy.predict_file import check_paths
+    from eebert_cli.deploy.predict_file import check_rows
 
     f = tmp_path / "export.csv"
     f.write_text("text;label\n" + "".join(f"review {i};{i % 2}\n" for i in range(20)))
-    for call in (lambda: load_data(DataConfig(spec=str(f))), lambda: check_paths(f, None, False, "text", None)):
+    for call in (lambda: load_data(DataConfig(spec=str(f))), lambda: check_rows(f, "text", None)):
         with pytest.raises(EebertError, match="its header is one column, 'text;label', separated by semicolons") as e:
             call()
         assert "separated by commas" in e.value.hint

@@ -102,13 +102,13 @@ def tsv_quoting(path: Path) -> int:
 def _opens_a_quote(path: Path) -> bool:
     """Whether a field of the TSV may open with a double quote (after a tab or at a line's start): a byte
     search, so a large file without one costs little."""
-    last = b"\n"  # the file's start is a line's start (after a UTF-8 BOM, if any)
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            joined = (last + block).replace(b"\n\xef\xbb\xbf", b"\n", 1) if last == b"\n" else last + block
+        block, last = f.read(1 << 20).removeprefix(b"\xef\xbb\xbf"), b"\n"  # the start is a line's start
+        while block:
+            joined = last + block
             if b'\t"' in joined or b'\n"' in joined:
                 return True
-            last = block[-1:]
+            last, block = block[-1:], f.read(1 << 20)
     return False
 
 

@@ -44,7 +44,7 @@ class Executor:
         from .predict_file import check_paths, check_rows, load_predictor, predict_to_file
 
         resolve(device)  # a device that is not there fails before anything loads
-        check_paths(input_file, output, overwrite, text_column, pair_column)
+        check_paths(input_file, output, overwrite)
         check_rows(input_file, text_column, pair_column, ui)  # a bad row anywhere: before the model loads
         model = load_predictor(artifact, backbone, device, pair_column)  # a tagger's artifact: its tagger
         return predict_to_file(model, input_file, output, text_column, pair_column, batch_size, ui)

@@ -32,19 +32,13 @@ from ..core.ui import SILENT, UI
 CHUNK_ROWS = 4096
 
 
-def check_paths(input_file: Path, output: Path | None, overwrite: bool, text_column: str | None = None,
-                pair_column: str | None = None) -> None:
-    """Every path problem fails here, before the model loads; with ``text_column``, a column the file does not
-    have too (read from its first rows)."""
+def check_paths(input_file: Path, output: Path | None, overwrite: bool) -> None:
+    """Every path problem fails here, before the model loads (the rows: ``check_rows``)."""
     if not input_file.is_file():
         what = "is a folder, not a file" if input_file.is_dir() else "not found"
         raise EebertError(f"input file {input_file} {what}", f"give a data file ({', '.join(READERS)})")
     builder_of(input_file)  # an unknown file type fails now
     check_not_empty(input_file)
-    if text_column is not None:
-        first = next(iter(stream_file(input_file, 8, (text_column, pair_column))), None)
-        if first is not None:  # no rows: the stream says so as it reads
-            check_named_columns(first, input_file, text_column, pair_column)
     if output is None:
         return
     if output.suffix.lower() not in WRITERS:
@@ -60,7 +54,8 @@ def check_paths(input_file: Path, output: Path | None, overwrite: bool, text_col
 
 
 def check_rows(input_file: Path, text_column: str, pair_column: str | None, ui: UI = SILENT) -> None:
-    """Every row of ``input_file`` read and checked once before the model loads: a pass with no model (about
+    """Every row of ``input_file`` read and checked once before the model loads (its columns, its texts): a
+    pass with no model (about
     6 s per million CSV rows on a 2-core machine), so that a bad row near the end of a long file fails now, not
     after the rows before it were predicted (and their output thrown away)."""
     with ui.progress(f"check {input_file.name}", count_rows(input_file), unit="rows") as advance:

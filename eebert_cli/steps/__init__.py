@@ -138,7 +138,7 @@ def _check_calibrate_settings(artifact, cfg: CalibrationConfig, metric: str | No
     """What the artifact cannot be calibrated by, read from its config before anything loads: a target its
     first exit cannot reach, a --metric its task does not report; a tagger's --unlabeled, or a --metric other
     than the one its thresholds are chosen on."""
-    from ..model.tagger_runtime import artifact_task
+    from ..tasks import get as get_task
 
     config = artifact.config if isinstance(artifact, Artifact) else read_config(artifact)  # not an artifact: first
     gated = bool(config["exits"].get("gates"))  # as the exits load: gates where the spec has them
@@ -146,7 +146,7 @@ def _check_calibrate_settings(artifact, cfg: CalibrationConfig, metric: str | No
     if not gated and list(cfg.gate_thresholds) != CalibrationConfig().gate_thresholds:
         raise EebertError("gate thresholds are tried on artifacts with skipping gates; this one has none",
                           "drop --gate-threshold (calibrate.gate_thresholds), or attach with --gates smartbert")
-    task = artifact_task(artifact)
+    task = get_task(config.get("task"))  # the artifact's task, as ``tagger_runtime.artifact_task`` reads it
     task.choose_metric(metric)  # one the task does not report, or cannot lead: one line
     if cfg.cost == "latency":  # what the latency model cannot time (its loop, criterion, exits)
         from ..criteria import CRITERIA
@@ -374,7 +374,7 @@ def predict(artifact: str | Path, texts: list[str] | None = None, *, input_file:
                                      backbone, overwrite, ui)
     resolve(device)  # a device that is not there fails before anything loads
     if input_file is not None:
-        check_paths(input_file, None, overwrite, text_column, pair_column)
+        check_paths(input_file, None, overwrite)
         check_rows(input_file, text_column, pair_column, ui)  # a bad row anywhere: before the model loads
     elif not texts:
         raise EebertError("nothing to classify", "pass texts as arguments or --input FILE")
